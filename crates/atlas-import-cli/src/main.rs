@@ -1,0 +1,363 @@
+//! `atlas-import`: the command-line interface. Only argument parsing, output
+//! and exit codes live here; the work is in the `atlas-import` library.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use atlas_import::{
+    AtlasError, CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, ErrorClass, ImportBuilder,
+    ImportMetrics, ImportReport, OnDuplicate, SourceFormat, build_report, db,
+};
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+/// Import files into PostgreSQL and SQLite without letting duplicates in.
+#[derive(Debug, Parser)]
+#[command(name = "atlas-import", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Import one file into one table.
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DuplicatePolicy {
+    /// Refuse the import; nothing is written (exit 3).
+    Error,
+    /// Insert only new rows; inside the file the first occurrence is kept.
+    Skip,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CreatePolicy {
+    /// Create a missing table from the source schema.
+    IfNotExists,
+    /// Refuse when the table does not exist.
+    Never,
+}
+
+#[derive(Debug, clap::Args)]
+struct ImportArgs {
+    /// The source file (CSV, TSV, Parquet, NDJSON).
+    file: PathBuf,
+    /// Target table.
+    #[arg(long, short = 't')]
+    table: String,
+    /// Database URL: sqlite://PATH or postgres://...
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://atlas.db")]
+    db: String,
+    /// Uniqueness columns, comma-separated (default: every column written).
+    #[arg(long, value_delimiter = ',')]
+    key: Vec<String>,
+    /// What to do with duplicate rows.
+    #[arg(long, value_enum, default_value = "error")]
+    on_duplicate: DuplicatePolicy,
+    /// Partitions of the duplicate check.
+    #[arg(long, default_value_t = DEFAULT_PARTITIONS)]
+    partitions: usize,
+    /// Rows per written chunk.
+    #[arg(long, default_value_t = DEFAULT_CHUNK_ROWS)]
+    chunk_rows: usize,
+    /// Import even if this file was already imported into the table.
+    #[arg(long)]
+    force: bool,
+    /// Source format (default: from the file extension): csv, tsv, parquet, ndjson.
+    #[arg(long)]
+    format: Option<String>,
+    /// CSV field delimiter (one character).
+    #[arg(long)]
+    delimiter: Option<char>,
+    /// The CSV file has no header row (columns are column_1, column_2, ...).
+    #[arg(long)]
+    no_header: bool,
+    /// Whether a missing table may be created.
+    #[arg(long, value_enum, default_value = "if-not-exists")]
+    create_table: CreatePolicy,
+    /// Print one JSON report on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Print the physical plan and exit without importing.
+    #[arg(long)]
+    explain: bool,
+}
+
+/// Exit codes (DESIGN §3), mapped in one place.
+fn exit_code(class: ErrorClass) -> u8 {
+    match class {
+        ErrorClass::Usage => 2,
+        ErrorClass::Duplicates => 3,
+        ErrorClass::AlreadyImported => 4,
+        ErrorClass::BadData => 5,
+        ErrorClass::Database => 6,
+        ErrorClass::Other => 1,
+    }
+}
+
+fn status_name(class: ErrorClass) -> &'static str {
+    match class {
+        ErrorClass::Usage => "usage_error",
+        ErrorClass::Duplicates => "duplicates",
+        ErrorClass::AlreadyImported => "already_imported",
+        ErrorClass::BadData => "bad_data",
+        ErrorClass::Database => "database_error",
+        ErrorClass::Other => "error",
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match cli.command {
+        Command::Import(args) => runtime.block_on(import(args)),
+    }
+}
+
+fn source_format(args: &ImportArgs) -> Result<Option<SourceFormat>, AtlasError> {
+    let mut format = match &args.format {
+        Some(name) => Some(SourceFormat::from_name(name)?),
+        None => None,
+    };
+    if args.delimiter.is_some() || args.no_header {
+        let base = match format.take() {
+            Some(f) => f,
+            None => SourceFormat::from_path(&args.file).unwrap_or(SourceFormat::Csv {
+                delimiter: b',',
+                has_header: true,
+            }),
+        };
+        let SourceFormat::Csv {
+            delimiter,
+            has_header,
+        } = base
+        else {
+            return Err(AtlasError::Usage(
+                "--delimiter and --no-header apply to CSV and TSV sources only".into(),
+            ));
+        };
+        let delimiter = match args.delimiter {
+            Some(c) if c.is_ascii() => c as u8,
+            Some(c) => {
+                return Err(AtlasError::Usage(format!(
+                    "the delimiter must be one ASCII character, not '{c}'"
+                )));
+            }
+            None => delimiter,
+        };
+        format = Some(SourceFormat::Csv {
+            delimiter,
+            has_header: has_header && !args.no_header,
+        });
+    }
+    Ok(format)
+}
+
+async fn import(args: ImportArgs) -> ExitCode {
+    let started = Instant::now();
+    let metrics = Arc::new(ImportMetrics::default());
+    let progress = (!args.json && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(100));
+        bar
+    });
+    init_logging(progress.clone());
+    let ticker = progress.clone().map(|bar| {
+        let metrics = Arc::clone(&metrics);
+        tokio::spawn(async move {
+            loop {
+                bar.set_message(format!(
+                    "read {} rows, checked {}, inserted {}",
+                    ImportMetrics::get(&metrics.rows_read),
+                    ImportMetrics::get(&metrics.rows_checked),
+                    ImportMetrics::get(&metrics.inserted)
+                ));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    });
+
+    let result = run_import(&args, Arc::clone(&metrics)).await;
+    if let Some(ticker) = ticker {
+        ticker.abort();
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+
+    match result {
+        Ok(Outcome::Explained(plan)) => {
+            println!("{plan}");
+            ExitCode::SUCCESS
+        }
+        Ok(Outcome::Imported(report)) => {
+            print_report(&report, args.json);
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            let class = err.class();
+            if args.json {
+                let report = build_report(
+                    &metrics,
+                    status_name(class),
+                    &args.table,
+                    &args.file.display().to_string(),
+                    args.chunk_rows,
+                    args.partitions,
+                    match &err {
+                        AtlasError::AlreadyImported { file_hash, .. } => Some(file_hash.clone()),
+                        _ => None,
+                    },
+                    started,
+                    false,
+                    Some(err.to_string()),
+                );
+                print_json(&report);
+            }
+            eprintln!("error: {err}");
+            ExitCode::from(exit_code(class))
+        }
+    }
+}
+
+enum Outcome {
+    Explained(String),
+    Imported(ImportReport),
+}
+
+async fn run_import(args: &ImportArgs, metrics: Arc<ImportMetrics>) -> Result<Outcome, AtlasError> {
+    let format = source_format(args)?;
+    let database = db::connect(&args.db).await?;
+    let mut builder = ImportBuilder::new(database, &args.file, &args.table)
+        .with_key(args.key.iter().map(|k| k.trim().to_string()))
+        .with_on_duplicate(match args.on_duplicate {
+            DuplicatePolicy::Error => OnDuplicate::Error,
+            DuplicatePolicy::Skip => OnDuplicate::Skip,
+        })
+        .with_partitions(args.partitions)
+        .with_chunk_rows(args.chunk_rows)
+        .with_force(args.force)
+        .with_create_table(match args.create_table {
+            CreatePolicy::IfNotExists => CreateTable::IfNotExists,
+            CreatePolicy::Never => CreateTable::Never,
+        })
+        .with_metrics(metrics);
+    if let Some(format) = format {
+        builder = builder.with_format(format);
+    }
+    if args.explain {
+        Ok(Outcome::Explained(builder.explain().await?))
+    } else {
+        Ok(Outcome::Imported(builder.execute().await?))
+    }
+}
+
+fn print_json(report: &ImportReport) {
+    match serde_json::to_string(report) {
+        Ok(line) => println!("{line}"),
+        Err(e) => eprintln!("error: cannot render the report as JSON: {e}"),
+    }
+}
+
+fn print_report(report: &ImportReport, json: bool) {
+    if json {
+        print_json(report);
+        return;
+    }
+    println!(
+        "Imported {} into '{}'{}: {} rows read, {} inserted, {} skipped ({} existing, {} repeated in file), {} chunk(s), {} partition(s), {} ms",
+        report.source,
+        report.table,
+        if report.created_table {
+            " (table created)"
+        } else {
+            ""
+        },
+        report.rows_read,
+        report.inserted,
+        report.skipped,
+        report.duplicates_existing,
+        report.duplicates_in_file,
+        report.chunks,
+        report.partitions,
+        report.elapsed_ms
+    );
+}
+
+/// Sends log lines to stderr, around the progress bar when there is one.
+#[derive(Clone)]
+struct LogWriter {
+    bar: Option<ProgressBar>,
+}
+
+struct LogLine {
+    bar: Option<ProgressBar>,
+    buf: Vec<u8>,
+}
+
+impl Write for LogLine {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        let write = || {
+            let _ = std::io::stderr().write_all(&buf);
+        };
+        match &self.bar {
+            Some(bar) => bar.suspend(write),
+            None => write(),
+        }
+    }
+}
+
+impl<'a> MakeWriter<'a> for LogWriter {
+    type Writer = LogLine;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LogLine {
+            bar: self.bar.clone(),
+            buf: Vec::new(),
+        }
+    }
+}
+
+fn init_logging(bar: Option<ProgressBar>) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("atlas_import=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(LogWriter { bar })
+        .try_init();
+}

@@ -1,0 +1,390 @@
+//! Value coercion: every source column is converted to its target column's type
+//! here, and nowhere else. The same code converts the existing keys that the
+//! database returns as text, so "equal after coercion" (`'007'` = `7`) holds by
+//! construction.
+//!
+//! Rules (DESIGN §2): empty and whitespace-only fields are NULL; numbers, booleans,
+//! dates and timestamps are trimmed before parsing; text is kept exactly.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, ArrowPrimitiveType, BooleanArray, BooleanBuilder, PrimitiveArray,
+    StringArray, new_null_array,
+};
+use datafusion::arrow::compute::{CastOptions, cast, cast_with_options, nullif};
+use datafusion::arrow::datatypes::{
+    DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit,
+    UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+
+/// The first value of an array that could not be converted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoerceFailure {
+    /// Index of the value in the array.
+    pub index: usize,
+    /// The value as it appeared in the source.
+    pub value: String,
+}
+
+/// Converts `array` to `target`, or names the first value that does not fit.
+pub fn coerce_array(array: &ArrayRef, target: &DataType) -> Result<ArrayRef, CoerceFailure> {
+    match array.data_type() {
+        DataType::Null => Ok(new_null_array(target, array.len())),
+        DataType::Utf8 => coerce_strings(array.as_any().downcast_ref().unwrap(), target),
+        DataType::Utf8View | DataType::LargeUtf8 => {
+            let utf8 = cast(array, &DataType::Utf8).map_err(|_| first_failure(array, None))?;
+            coerce_strings(utf8.as_any().downcast_ref().unwrap(), target)
+        }
+        source if source == target => Ok(Arc::clone(array)),
+        _ => {
+            let options = CastOptions {
+                safe: true,
+                ..Default::default()
+            };
+            let converted = cast_with_options(array, target, &options)
+                .map_err(|_| first_failure(array, None))?;
+            check_no_new_nulls(array, &converted, None)?;
+            Ok(converted)
+        }
+    }
+}
+
+/// Parses a boolean the way the original service accepted them.
+pub fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "t" | "1" | "yes" | "y" => Some(true),
+        "false" | "f" | "0" | "no" | "n" => Some(false),
+        _ => None,
+    }
+}
+
+/// Parses an integer, accepting leading zeros, a sign, and a zero fraction (`7.0`).
+pub fn parse_integer(s: &str) -> Option<i128> {
+    let s = s.trim();
+    if let Ok(v) = s.parse::<i128>() {
+        return Some(v);
+    }
+    let (whole, fraction) = s.split_once('.')?;
+    if !fraction.is_empty() && fraction.bytes().all(|b| b == b'0') {
+        whole.parse::<i128>().ok()
+    } else {
+        None
+    }
+}
+
+/// Parses a float (`1.5`, `1e3`, `NaN`, `inf`).
+pub fn parse_float(s: &str) -> Option<f64> {
+    s.trim().parse::<f64>().ok()
+}
+
+fn is_blank(s: &str) -> bool {
+    s.trim().is_empty()
+}
+
+fn coerce_strings(values: &StringArray, target: &DataType) -> Result<ArrayRef, CoerceFailure> {
+    match target {
+        DataType::Utf8 => blank_to_null(values),
+        DataType::LargeUtf8 | DataType::Utf8View => {
+            let text = blank_to_null(values)?;
+            Ok(cast(&text, target).expect("utf8 casts to other string types"))
+        }
+        DataType::Int8 => parse_ints::<Int8Type>(values),
+        DataType::Int16 => parse_ints::<Int16Type>(values),
+        DataType::Int32 => parse_ints::<Int32Type>(values),
+        DataType::Int64 => parse_ints::<Int64Type>(values),
+        DataType::UInt8 => parse_ints::<UInt8Type>(values),
+        DataType::UInt16 => parse_ints::<UInt16Type>(values),
+        DataType::UInt32 => parse_ints::<UInt32Type>(values),
+        DataType::UInt64 => parse_ints::<UInt64Type>(values),
+        DataType::Float64 => parse_floats::<Float64Type>(values, |v| Some(v)),
+        DataType::Float32 => parse_floats::<Float32Type>(values, |v| {
+            let narrowed = v as f32;
+            (narrowed.is_finite() || !v.is_finite()).then_some(narrowed)
+        }),
+        DataType::Boolean => {
+            let mut out = BooleanBuilder::with_capacity(values.len());
+            for (i, v) in values.iter().enumerate() {
+                match v {
+                    None => out.append_null(),
+                    Some(s) if is_blank(s) => out.append_null(),
+                    Some(s) => match parse_bool(s) {
+                        Some(b) => out.append_value(b),
+                        None => return Err(failure_at(values, i)),
+                    },
+                }
+            }
+            Ok(Arc::new(out.finish()))
+        }
+        _ => {
+            // Dates, timestamps, decimals and the rest: trim, blank to NULL, then
+            // Arrow's own parsers; a value that becomes NULL did not parse.
+            let trimmed: StringArray = values
+                .iter()
+                .map(|v| v.map(str::trim).filter(|s| !s.is_empty()))
+                .collect();
+            let trimmed: ArrayRef = Arc::new(trimmed);
+            let options = CastOptions {
+                safe: true,
+                ..Default::default()
+            };
+            let converted = cast_with_options(&trimmed, target, &options)
+                .map_err(|_| first_failure(&trimmed, Some(values)))?;
+            check_no_new_nulls(&trimmed, &converted, Some(values))?;
+            Ok(converted)
+        }
+    }
+}
+
+fn blank_to_null(values: &StringArray) -> Result<ArrayRef, CoerceFailure> {
+    let has_blank = values.iter().flatten().any(is_blank);
+    if !has_blank {
+        return Ok(Arc::new(values.clone()));
+    }
+    let mask: BooleanArray = values.iter().map(|v| v.map(is_blank)).collect();
+    Ok(nullif(values, &mask).expect("mask has the array's length"))
+}
+
+fn parse_ints<T>(values: &StringArray) -> Result<ArrayRef, CoerceFailure>
+where
+    T: ArrowPrimitiveType,
+    T::Native: TryFrom<i128>,
+{
+    let mut out = Vec::with_capacity(values.len());
+    for (i, v) in values.iter().enumerate() {
+        out.push(match v {
+            None => None,
+            Some(s) if is_blank(s) => None,
+            Some(s) => match parse_integer(s).and_then(|n| T::Native::try_from(n).ok()) {
+                Some(n) => Some(n),
+                None => return Err(failure_at(values, i)),
+            },
+        });
+    }
+    Ok(Arc::new(PrimitiveArray::<T>::from_iter(out)))
+}
+
+fn parse_floats<T>(
+    values: &StringArray,
+    narrow: impl Fn(f64) -> Option<T::Native>,
+) -> Result<ArrayRef, CoerceFailure>
+where
+    T: ArrowPrimitiveType,
+{
+    let mut out = Vec::with_capacity(values.len());
+    for (i, v) in values.iter().enumerate() {
+        out.push(match v {
+            None => None,
+            Some(s) if is_blank(s) => None,
+            Some(s) => match parse_float(s).and_then(&narrow) {
+                Some(n) => Some(n),
+                None => return Err(failure_at(values, i)),
+            },
+        });
+    }
+    Ok(Arc::new(PrimitiveArray::<T>::from_iter(out)))
+}
+
+fn failure_at(values: &StringArray, index: usize) -> CoerceFailure {
+    CoerceFailure {
+        index,
+        value: values.value(index).to_string(),
+    }
+}
+
+/// Finds the first row that was valid in `input` and is NULL in `converted`.
+/// `original` is the untrimmed text, used for the message when given.
+fn check_no_new_nulls(
+    input: &ArrayRef,
+    converted: &ArrayRef,
+    original: Option<&StringArray>,
+) -> Result<(), CoerceFailure> {
+    if converted.null_count() == input.null_count() {
+        return Ok(());
+    }
+    match (0..input.len()).find(|&i| input.is_valid(i) && converted.is_null(i)) {
+        Some(index) => Err(describe(input, index, original)),
+        None => Ok(()),
+    }
+}
+
+fn first_failure(input: &ArrayRef, original: Option<&StringArray>) -> CoerceFailure {
+    let index = (0..input.len()).find(|&i| input.is_valid(i)).unwrap_or(0);
+    describe(input, index, original)
+}
+
+fn describe(input: &ArrayRef, index: usize, original: Option<&StringArray>) -> CoerceFailure {
+    let value = match original {
+        Some(text) if text.is_valid(index) => text.value(index).to_string(),
+        _ => ArrayFormatter::try_new(input.as_ref(), &FormatOptions::default())
+            .map(|f| f.value(index).to_string())
+            .unwrap_or_default(),
+    };
+    CoerceFailure { index, value }
+}
+
+/// Infers a column type from text values, for creating a missing table.
+///
+/// Candidates narrow as values are observed; the most specific type that fits
+/// every non-blank value wins. Integers with a leading zero (`02134`) stay text,
+/// since they are codes, not numbers.
+#[derive(Debug, Clone)]
+pub struct TypeInference {
+    seen_value: bool,
+    int: bool,
+    float: bool,
+    bool_: bool,
+    date: bool,
+    timestamp: bool,
+}
+
+impl Default for TypeInference {
+    fn default() -> Self {
+        Self {
+            seen_value: false,
+            int: true,
+            float: true,
+            bool_: true,
+            date: true,
+            timestamp: true,
+        }
+    }
+}
+
+impl TypeInference {
+    /// Narrows the candidates with one array of text values.
+    pub fn observe(&mut self, values: &StringArray) {
+        for s in values.iter().flatten() {
+            let s = s.trim();
+            if s.is_empty() {
+                continue;
+            }
+            self.seen_value = true;
+            if self.int {
+                let digits = s.trim_start_matches(['+', '-']);
+                let leading_zero = digits.len() > 1 && digits.starts_with('0');
+                self.int = !leading_zero
+                    && s.parse::<i128>().is_ok_and(|v| i64::try_from(v).is_ok());
+            }
+            if self.float {
+                self.float = s.parse::<f64>().is_ok_and(f64::is_finite)
+                    && s.bytes().any(|b| b.is_ascii_digit());
+            }
+            if self.bool_ {
+                self.bool_ = matches!(
+                    s.to_ascii_lowercase().as_str(),
+                    "true" | "false" | "yes" | "no" | "y" | "n"
+                );
+            }
+            if self.date {
+                self.date = s.len() == 10
+                    && chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok();
+            }
+            if self.timestamp {
+                self.timestamp = s.len() >= 19
+                    && (chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").is_ok()
+                        || chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+                            .is_ok());
+            }
+            if !(self.int || self.float || self.bool_ || self.date || self.timestamp) {
+                return;
+            }
+        }
+    }
+
+    /// The inferred type.
+    pub fn data_type(&self) -> DataType {
+        if !self.seen_value {
+            DataType::Utf8
+        } else if self.int {
+            DataType::Int64
+        } else if self.float {
+            DataType::Float64
+        } else if self.bool_ {
+            DataType::Boolean
+        } else if self.date {
+            DataType::Date32
+        } else if self.timestamp {
+            DataType::Timestamp(TimeUnit::Microsecond, None)
+        } else {
+            DataType::Utf8
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{AsArray, Int64Array};
+
+    fn strings(values: &[Option<&str>]) -> ArrayRef {
+        Arc::new(StringArray::from(values.to_vec()))
+    }
+
+    #[test]
+    fn integers_accept_leading_zeros_and_blank_is_null() {
+        let out = coerce_array(
+            &strings(&[Some("007"), Some(" 7 "), Some(""), Some("  "), None]),
+            &DataType::Int64,
+        )
+        .unwrap();
+        let out = out.as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(out.value(0), 7);
+        assert_eq!(out.value(1), 7);
+        assert_eq!(out.null_count(), 3);
+    }
+
+    #[test]
+    fn bad_integer_names_index_and_value() {
+        let err = coerce_array(&strings(&[Some("1"), Some("x1")]), &DataType::Int32).unwrap_err();
+        assert_eq!(
+            err,
+            CoerceFailure {
+                index: 1,
+                value: "x1".into()
+            }
+        );
+        let err = coerce_array(&strings(&[Some("300")]), &DataType::Int8).unwrap_err();
+        assert_eq!(err.index, 0);
+    }
+
+    #[test]
+    fn text_is_exact_but_blank_is_null() {
+        let out = coerce_array(&strings(&[Some(" a "), Some(" ")]), &DataType::Utf8).unwrap();
+        let out = out.as_string::<i32>();
+        assert_eq!(out.value(0), " a ");
+        assert!(out.is_null(1));
+    }
+
+    #[test]
+    fn booleans_and_dates() {
+        let out = coerce_array(
+            &strings(&[Some("Yes"), Some("n"), Some("0")]),
+            &DataType::Boolean,
+        )
+        .unwrap();
+        let out = out.as_boolean();
+        assert!(out.value(0) && !out.value(1) && !out.value(2));
+        let err =
+            coerce_array(&strings(&[Some("2024-02-30")]), &DataType::Date32).unwrap_err();
+        assert_eq!(err.value, "2024-02-30");
+        assert!(coerce_array(&strings(&[Some(" 2024-02-29 ")]), &DataType::Date32).is_ok());
+    }
+
+    #[test]
+    fn inference_keeps_codes_as_text() {
+        let mut zip = TypeInference::default();
+        zip.observe(&StringArray::from(vec!["02134", "10001"]));
+        assert_eq!(zip.data_type(), DataType::Utf8);
+        let mut n = TypeInference::default();
+        n.observe(&StringArray::from(vec![Some("1"), None, Some("-5")]));
+        assert_eq!(n.data_type(), DataType::Int64);
+        let mut f = TypeInference::default();
+        f.observe(&StringArray::from(vec!["1", "2.5"]));
+        assert_eq!(f.data_type(), DataType::Float64);
+        let mut d = TypeInference::default();
+        d.observe(&StringArray::from(vec!["2024-01-01"]));
+        assert_eq!(d.data_type(), DataType::Date32);
+    }
+}

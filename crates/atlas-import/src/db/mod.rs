@@ -1,0 +1,271 @@
+//! Database adapters: one per database behind one pair of traits (DESIGN §4).
+//!
+//! [`Database`] is the connection pool: catalog lookups and opening the import
+//! transaction. [`ImportTransaction`] is the one transaction an import runs in:
+//! table creation, the lock, the key scan, chunk writes and the metadata rows all
+//! go through it, so they commit together or not at all.
+
+mod postgres;
+mod sqlite;
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{RecordBatch, StringBuilder};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+use crate::error::{AtlasError, Result};
+use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
+
+pub use postgres::PostgresDatabase;
+pub use sqlite::SqliteDatabase;
+
+/// Which database a URL points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    /// Embedded SQLite (`sqlite://path`).
+    Sqlite,
+    /// PostgreSQL (`postgres://...`).
+    Postgres,
+}
+
+impl fmt::Display for DbKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DbKind::Sqlite => "sqlite",
+            DbKind::Postgres => "postgres",
+        })
+    }
+}
+
+/// A row of `file_imports`.
+#[derive(Debug, Clone)]
+pub struct FileRecord {
+    /// SHA-256 of the source bytes, hex.
+    pub file_hash: String,
+    /// The source path as given.
+    pub file_name: String,
+    /// Target table.
+    pub table_name: String,
+    /// Rows inserted.
+    pub record_count: u64,
+}
+
+/// A database that imports can target.
+#[async_trait]
+pub trait Database: Send + Sync + fmt::Debug {
+    /// Which database this is.
+    fn kind(&self) -> DbKind;
+
+    /// The URL with any password masked, for messages.
+    fn display_url(&self) -> &str;
+
+    /// The catalog's description of `table`, or `None` when it does not exist.
+    async fn describe_table(&self, table: &str) -> Result<Option<TargetTable>>;
+
+    /// Creates `file_imports` (and friends) if missing.
+    async fn ensure_metadata(&self) -> Result<()>;
+
+    /// Whether `file_hash` was already imported into `table`.
+    async fn file_imported(&self, file_hash: &str, table: &str) -> Result<bool>;
+
+    /// The SQL type this database uses for an Arrow type when creating a table.
+    fn sql_type_for(&self, data_type: &DataType) -> &'static str;
+
+    /// Opens the import transaction (taking the database-wide write lock where
+    /// that is how the database serializes writers).
+    async fn begin(&self) -> Result<Box<dyn ImportTransaction>>;
+}
+
+/// The one transaction of an import.
+#[async_trait]
+pub trait ImportTransaction: Send {
+    /// Creates `table` with an `id` identity key (unless a column is named `id`).
+    async fn create_table(&mut self, table: &str, columns: &[ColumnSpec]) -> Result<()>;
+
+    /// The catalog's description of `table` as this transaction sees it.
+    async fn describe_table(&mut self, table: &str) -> Result<Option<TargetTable>>;
+
+    /// Serializes imports into `table` (DESIGN §2, Concurrency).
+    async fn lock_table(&mut self, table: &str) -> Result<()>;
+
+    /// Whether `file_hash` was already imported into `table`.
+    async fn file_imported(&mut self, file_hash: &str, table: &str) -> Result<bool>;
+
+    /// Streams the key columns of every row of `table` as text batches (one Utf8
+    /// column per key column, `NULL` kept) of at most `batch_rows` rows.
+    async fn scan_keys(
+        &mut self,
+        table: &str,
+        columns: &[TargetColumn],
+        batch_rows: usize,
+        on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
+    ) -> Result<u64>;
+
+    /// Writes one chunk (the batches in order) into `columns` of `table`;
+    /// returns the rows written.
+    async fn write_chunk(
+        &mut self,
+        table: &str,
+        columns: &[TargetColumn],
+        batches: &[RecordBatch],
+    ) -> Result<u64>;
+
+    /// Inserts or refreshes the `file_imports` row.
+    async fn record_file(&mut self, record: &FileRecord) -> Result<()>;
+
+    /// Commits everything.
+    async fn commit(self: Box<Self>) -> Result<()>;
+
+    /// Rolls everything back.
+    async fn rollback(self: Box<Self>) -> Result<()>;
+}
+
+/// Connects to the database a URL names: `sqlite://path`, `postgres://...`.
+pub async fn connect(url: &str) -> Result<Arc<dyn Database>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteDatabase::connect(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresDatabase::connect(url).await?))
+    } else {
+        Err(AtlasError::Usage(format!(
+            "unsupported database URL '{}': expected sqlite://PATH or postgres://...",
+            mask_password(url)
+        )))
+    }
+}
+
+/// Quotes an identifier for SQL (`"` doubled), so any name is a name, never SQL.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Replaces the password of a URL with `***`.
+pub fn mask_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match (authority.rfind('@'), authority.find(':')) {
+        (Some(at), Some(colon)) if colon < at => format!(
+            "{}{}:***{}",
+            &url[..scheme_end + 3],
+            &authority[..colon],
+            &rest[at..]
+        ),
+        _ => url.to_string(),
+    }
+}
+
+/// Collects text rows into batches of Utf8 columns, for key scans.
+pub(crate) struct TextBatcher {
+    schema: Arc<Schema>,
+    builders: Vec<StringBuilder>,
+    rows: usize,
+    batch_rows: usize,
+    total: u64,
+}
+
+impl TextBatcher {
+    pub(crate) fn new(columns: &[TargetColumn], batch_rows: usize) -> Self {
+        let schema = Arc::new(Schema::new(
+            columns
+                .iter()
+                .map(|c| Field::new(&c.name, DataType::Utf8, true))
+                .collect::<Vec<_>>(),
+        ));
+        Self {
+            builders: columns.iter().map(|_| StringBuilder::new()).collect(),
+            schema,
+            rows: 0,
+            batch_rows: batch_rows.max(1),
+            total: 0,
+        }
+    }
+
+    pub(crate) fn column(&mut self, i: usize) -> &mut StringBuilder {
+        &mut self.builders[i]
+    }
+
+    /// Ends a row; emits a batch when full.
+    pub(crate) fn end_row(
+        &mut self,
+        on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
+    ) -> Result<()> {
+        self.rows += 1;
+        self.total += 1;
+        if self.rows >= self.batch_rows {
+            self.flush(on_batch)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn flush(
+        &mut self,
+        on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
+    ) -> Result<u64> {
+        if self.rows > 0 {
+            let arrays = self
+                .builders
+                .iter_mut()
+                .map(|b| Arc::new(b.finish()) as _)
+                .collect();
+            let batch = RecordBatch::try_new(Arc::clone(&self.schema), arrays)
+                .map_err(|e| AtlasError::from_datafusion(e.into()))?;
+            self.rows = 0;
+            on_batch(batch)?;
+        }
+        Ok(self.total)
+    }
+}
+
+/// The column list of an INSERT or COPY.
+pub(crate) fn column_list(columns: &[TargetColumn]) -> String {
+    columns
+        .iter()
+        .map(|c| quote_ident(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The column definitions of a CREATE TABLE, with the identity key first unless
+/// the source brings its own `id`.
+pub(crate) fn create_table_sql(
+    sql_type_for: fn(&DataType) -> &'static str,
+    table: &str,
+    columns: &[ColumnSpec],
+    identity: &str,
+) -> String {
+    let has_id = columns.iter().any(|c| c.name.eq_ignore_ascii_case("id"));
+    let mut defs = Vec::with_capacity(columns.len() + 1);
+    if !has_id {
+        defs.push(format!("{} {identity}", quote_ident("id")));
+    }
+    for c in columns {
+        defs.push(format!(
+            "{} {}",
+            quote_ident(&c.name),
+            sql_type_for(&c.data_type)
+        ));
+    }
+    format!("CREATE TABLE {} ({})", quote_ident(table), defs.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_and_masking() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(
+            mask_password("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(mask_password("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(mask_password("sqlite://atlas.db"), "sqlite://atlas.db");
+    }
+}

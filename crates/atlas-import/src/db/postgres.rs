@@ -1,0 +1,355 @@
+//! PostgreSQL: `LOCK TABLE ... IN SHARE ROW EXCLUSIVE MODE` serializes imports
+//! into a table while readers go on; each chunk is one
+//! `COPY ... FROM STDIN (FORMAT binary)` inside the import transaction, encoded
+//! from Arrow by `pgpq`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use futures::TryStreamExt;
+use pgpq::ArrowToPostgresBinaryEncoder;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, PgConnection, Postgres, Row, Transaction};
+
+use super::{
+    Database, DbKind, FileRecord, ImportTransaction, TextBatcher, column_list, create_table_sql,
+    mask_password, quote_ident,
+};
+use crate::error::{AtlasError, Result};
+use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
+
+/// Send COPY data to the server in pieces of about this size.
+const COPY_SEND_BYTES: usize = 4 << 20;
+
+/// A PostgreSQL database.
+#[derive(Debug)]
+pub struct PostgresDatabase {
+    pool: PgPool,
+    url: String,
+}
+
+impl PostgresDatabase {
+    /// Connects to `url` (`postgres://...`).
+    pub async fn connect(url: &str) -> Result<Self> {
+        let masked = mask_password(url);
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .connect(url)
+            .await
+            .map_err(|e| AtlasError::database(format!("connecting to {masked}"), e))?;
+        Ok(Self { pool, url: masked })
+    }
+}
+
+fn sql_type_for(data_type: &DataType) -> &'static str {
+    match data_type {
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => "SMALLINT",
+        DataType::Int32 | DataType::UInt16 => "INTEGER",
+        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => "BIGINT",
+        DataType::Float16 | DataType::Float32 => "REAL",
+        DataType::Float64 => "DOUBLE PRECISION",
+        DataType::Decimal32(..)
+        | DataType::Decimal64(..)
+        | DataType::Decimal128(..)
+        | DataType::Decimal256(..) => "NUMERIC",
+        DataType::Boolean => "BOOLEAN",
+        DataType::Date32 | DataType::Date64 => "DATE",
+        DataType::Timestamp(_, None) => "TIMESTAMP",
+        DataType::Timestamp(_, Some(_)) => "TIMESTAMPTZ",
+        _ => "TEXT",
+    }
+}
+
+/// Maps a catalog type to the Arrow type values are coerced to and COPY encodes;
+/// `DataType::Null` marks a type this version cannot write.
+fn data_type_for(type_name: &str, typmod: i32) -> DataType {
+    match type_name {
+        "int2" => DataType::Int16,
+        "int4" => DataType::Int32,
+        "int8" => DataType::Int64,
+        "float4" => DataType::Float32,
+        "float8" => DataType::Float64,
+        "numeric" if typmod >= 4 => {
+            let precision = (((typmod - 4) >> 16) & 0xffff) as u8;
+            let scale = ((typmod - 4) & 0xffff) as i8;
+            DataType::Decimal128(precision.min(38), scale)
+        }
+        // Unconstrained NUMERIC: the widest Arrow decimal with a generous scale.
+        "numeric" => DataType::Decimal128(38, 10),
+        "bool" => DataType::Boolean,
+        "text" | "varchar" | "bpchar" | "name" | "citext" => DataType::Utf8,
+        "date" => DataType::Date32,
+        "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, None),
+        "timestamptz" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        _ => DataType::Null,
+    }
+}
+
+async fn describe(conn: &mut PgConnection, table: &str) -> Result<Option<TargetTable>> {
+    let rows = sqlx::query(
+        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), t.typname::text,
+                a.attnotnull, (a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> ''),
+                a.atttypmod
+         FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+         WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+         ORDER BY a.attnum",
+    )
+    .bind(quote_ident(table))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| AtlasError::database(format!("reading the columns of '{table}'"), e))?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let columns = rows
+        .iter()
+        .map(|row| {
+            let type_name: String = row.get(2);
+            let not_null: bool = row.get(3);
+            TargetColumn {
+                name: row.get(0),
+                sql_type: row.get(1),
+                data_type: data_type_for(&type_name, row.get(5)),
+                nullable: !not_null,
+                has_default: row.get(4),
+            }
+        })
+        .collect();
+    Ok(Some(TargetTable {
+        name: table.to_string(),
+        columns,
+    }))
+}
+
+const CREATE_FILE_IMPORTS: &str = "CREATE TABLE IF NOT EXISTS file_imports (
+    id BIGSERIAL PRIMARY KEY,
+    file_hash VARCHAR(64) NOT NULL,
+    file_name VARCHAR(500),
+    table_name VARCHAR(255) NOT NULL,
+    imported_at TIMESTAMP DEFAULT now(),
+    record_count INTEGER,
+    UNIQUE (file_hash, table_name)
+)";
+
+const FILE_IMPORTED: &str = "SELECT 1 FROM file_imports WHERE file_hash = $1 AND table_name = $2";
+
+#[async_trait]
+impl Database for PostgresDatabase {
+    fn kind(&self) -> DbKind {
+        DbKind::Postgres
+    }
+
+    fn display_url(&self) -> &str {
+        &self.url
+    }
+
+    async fn describe_table(&self, table: &str) -> Result<Option<TargetTable>> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| AtlasError::database("connecting", e))?;
+        describe(&mut conn, table).await
+    }
+
+    async fn ensure_metadata(&self) -> Result<()> {
+        if let Err(e) = sqlx::query(CREATE_FILE_IMPORTS).execute(&self.pool).await {
+            // Two first imports may race on CREATE TABLE IF NOT EXISTS; the loser
+            // fails on the catalog's unique index while the table now exists.
+            let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass('file_imports')::text")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| AtlasError::database("creating file_imports", e))?;
+            if exists.is_none() {
+                return Err(AtlasError::database("creating file_imports", e));
+            }
+        }
+        Ok(())
+    }
+
+    async fn file_imported(&self, file_hash: &str, table: &str) -> Result<bool> {
+        let found = sqlx::query(FILE_IMPORTED)
+            .bind(file_hash)
+            .bind(table)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| AtlasError::database("reading file_imports", e))?;
+        Ok(found.is_some())
+    }
+
+    fn sql_type_for(&self, data_type: &DataType) -> &'static str {
+        sql_type_for(data_type)
+    }
+
+    async fn begin(&self) -> Result<Box<dyn ImportTransaction>> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| AtlasError::database("starting the import transaction", e))?;
+        // Key scans read values as text: make that text unambiguous.
+        sqlx::query("SET LOCAL DateStyle = 'ISO, YMD'")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| AtlasError::database("starting the import transaction", e))?;
+        Ok(Box::new(PostgresImport { tx }))
+    }
+}
+
+/// The import transaction on PostgreSQL.
+struct PostgresImport {
+    tx: Transaction<'static, Postgres>,
+}
+
+/// The expression that renders a key column as text the coercion parses back.
+fn key_text_expr(column: &TargetColumn) -> String {
+    let name = quote_ident(&column.name);
+    match column.data_type {
+        DataType::Timestamp(_, Some(_)) => format!("({name} AT TIME ZONE 'UTC')::text"),
+        _ => format!("{name}::text"),
+    }
+}
+
+#[async_trait]
+impl ImportTransaction for PostgresImport {
+    async fn create_table(&mut self, table: &str, columns: &[ColumnSpec]) -> Result<()> {
+        let sql = create_table_sql(
+            sql_type_for,
+            table,
+            columns,
+            "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| AtlasError::database(format!("creating table '{table}'"), e))?;
+        Ok(())
+    }
+
+    async fn describe_table(&mut self, table: &str) -> Result<Option<TargetTable>> {
+        describe(&mut self.tx, table).await
+    }
+
+    async fn lock_table(&mut self, table: &str) -> Result<()> {
+        let sql = format!(
+            "LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE",
+            quote_ident(table)
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| AtlasError::database(format!("locking table '{table}'"), e))?;
+        Ok(())
+    }
+
+    async fn file_imported(&mut self, file_hash: &str, table: &str) -> Result<bool> {
+        let found = sqlx::query(FILE_IMPORTED)
+            .bind(file_hash)
+            .bind(table)
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(|e| AtlasError::database("reading file_imports", e))?;
+        Ok(found.is_some())
+    }
+
+    async fn scan_keys(
+        &mut self,
+        table: &str,
+        columns: &[TargetColumn],
+        batch_rows: usize,
+        on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
+    ) -> Result<u64> {
+        let select = columns
+            .iter()
+            .map(key_text_expr)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("SELECT {select} FROM {}", quote_ident(table));
+        let mut batcher = TextBatcher::new(columns, batch_rows);
+        let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&mut *self.tx);
+        let scan_error = |e| AtlasError::database(format!("reading the keys of '{table}'"), e);
+        while let Some(row) = rows.try_next().await.map_err(scan_error)? {
+            for i in 0..columns.len() {
+                let value: Option<&str> = row.try_get(i).map_err(scan_error)?;
+                batcher.column(i).append_option(value);
+            }
+            batcher.end_row(on_batch)?;
+        }
+        batcher.flush(on_batch)
+    }
+
+    async fn write_chunk(
+        &mut self,
+        table: &str,
+        columns: &[TargetColumn],
+        batches: &[RecordBatch],
+    ) -> Result<u64> {
+        let schema = Schema::new(
+            columns
+                .iter()
+                .map(|c| Field::new(&c.name, c.data_type.clone(), true))
+                .collect::<Vec<_>>(),
+        );
+        let encode_error = |e: pgpq::error::ErrorKind| {
+            AtlasError::Usage(format!("cannot encode rows for COPY into '{table}': {e}"))
+        };
+        let mut encoder = ArrowToPostgresBinaryEncoder::try_new(&schema).map_err(encode_error)?;
+        let sql = format!(
+            "COPY {} ({}) FROM STDIN (FORMAT binary)",
+            quote_ident(table),
+            column_list(columns)
+        );
+        let copy_error = |e| AtlasError::database(format!("copying into '{table}'"), e);
+        let mut copy = self.tx.copy_in_raw(&sql).await.map_err(copy_error)?;
+        let mut buf = BytesMut::with_capacity(COPY_SEND_BYTES + (COPY_SEND_BYTES >> 2));
+        encoder.write_header(&mut buf).map_err(encode_error)?;
+        for batch in batches {
+            let batch = RecordBatch::try_new(Arc::new(schema.clone()), batch.columns().to_vec())
+                .map_err(|e| AtlasError::from_datafusion(e.into()))?;
+            encoder.write_batch(&batch, &mut buf).map_err(encode_error)?;
+            if buf.len() >= COPY_SEND_BYTES {
+                copy.send(&buf[..]).await.map_err(copy_error)?;
+                buf.clear();
+            }
+        }
+        encoder.write_footer(&mut buf).map_err(encode_error)?;
+        copy.send(&buf[..]).await.map_err(copy_error)?;
+        copy.finish().await.map_err(copy_error)
+    }
+
+    async fn record_file(&mut self, record: &FileRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO file_imports (file_hash, file_name, table_name, record_count)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (file_hash, table_name) DO UPDATE SET
+               file_name = EXCLUDED.file_name,
+               imported_at = now(),
+               record_count = EXCLUDED.record_count",
+        )
+        .bind(&record.file_hash)
+        .bind(&record.file_name)
+        .bind(&record.table_name)
+        .bind(i32::try_from(record.record_count).unwrap_or(i32::MAX))
+        .execute(&mut *self.tx)
+        .await
+        .map_err(|e| AtlasError::database("recording the file in file_imports", e))?;
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        self.tx
+            .commit()
+            .await
+            .map_err(|e| AtlasError::database("committing the import", e))
+    }
+
+    async fn rollback(self: Box<Self>) -> Result<()> {
+        self.tx
+            .rollback()
+            .await
+            .map_err(|e| AtlasError::database("rolling back the import", e))
+    }
+}

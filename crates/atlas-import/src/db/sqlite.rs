@@ -1,0 +1,427 @@
+//! SQLite (the embedded default): `BEGIN IMMEDIATE` serializes writers, chunks go
+//! in as prepared multi-row INSERTs sized to the bind limit, the database runs in
+//! WAL mode so readers are not blocked.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit};
+use futures::TryStreamExt;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::{AssertSqlSafe, Row, Sqlite, SqliteConnection, Transaction};
+
+use super::{
+    Database, DbKind, FileRecord, ImportTransaction, TextBatcher, column_list, create_table_sql,
+    mask_password, quote_ident,
+};
+use crate::error::{AtlasError, Result};
+use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
+
+/// SQLite's default maximum number of bound parameters per statement.
+const MAX_BIND_PARAMETERS: usize = 32_766;
+/// Rows per INSERT statement at most; longer statements stop paying off.
+const MAX_ROWS_PER_STATEMENT: usize = 1_000;
+
+/// An SQLite database file.
+#[derive(Debug)]
+pub struct SqliteDatabase {
+    pool: SqlitePool,
+    url: String,
+}
+
+impl SqliteDatabase {
+    /// Opens (creating if missing) the database at `url` (`sqlite://path`).
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| AtlasError::Usage(format!("invalid SQLite URL '{url}': {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(300));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| AtlasError::database(format!("opening {url}"), e))?;
+        Ok(Self {
+            pool,
+            url: mask_password(url),
+        })
+    }
+}
+
+/// Maps an Arrow type to the declared SQL type of a new column.
+fn sql_type_for(data_type: &DataType) -> &'static str {
+    match data_type {
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64 => "INTEGER",
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => "REAL",
+        DataType::Decimal32(..)
+        | DataType::Decimal64(..)
+        | DataType::Decimal128(..)
+        | DataType::Decimal256(..) => "NUMERIC",
+        DataType::Boolean => "BOOLEAN",
+        DataType::Date32 | DataType::Date64 => "DATE",
+        DataType::Timestamp(..) => "TIMESTAMP",
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "BLOB",
+        _ => "TEXT",
+    }
+}
+
+/// Maps a declared SQLite type to the Arrow type values are coerced to,
+/// following SQLite's affinity rules with the common date names added.
+fn data_type_for(declared: &str) -> DataType {
+    let t = declared.to_ascii_uppercase();
+    if t.contains("INT") {
+        DataType::Int64
+    } else if t.contains("CHAR") || t.contains("CLOB") || t.contains("TEXT") {
+        DataType::Utf8
+    } else if t.contains("BOOL") {
+        DataType::Boolean
+    } else if t.contains("DATETIME") || t.contains("TIMESTAMP") {
+        DataType::Timestamp(TimeUnit::Microsecond, None)
+    } else if t.contains("DATE") {
+        DataType::Date32
+    } else if t.contains("REAL")
+        || t.contains("FLOA")
+        || t.contains("DOUB")
+        || t.contains("NUMERIC")
+        || t.contains("DECIMAL")
+    {
+        DataType::Float64
+    } else if t.contains("BLOB") {
+        DataType::Binary
+    } else {
+        DataType::Utf8
+    }
+}
+
+async fn describe(conn: &mut SqliteConnection, table: &str) -> Result<Option<TargetTable>> {
+    let rows = sqlx::query(
+        "SELECT name, type, \"notnull\", dflt_value IS NOT NULL, pk FROM pragma_table_info(?1)",
+    )
+    .bind(table)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| AtlasError::database(format!("reading the columns of '{table}'"), e))?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let columns = rows
+        .iter()
+        .map(|row| {
+            let declared: String = row.get(1);
+            let not_null: i64 = row.get(2);
+            let has_default: bool = row.get(3);
+            let pk: i64 = row.get(4);
+            let rowid_alias = pk == 1 && declared.eq_ignore_ascii_case("INTEGER");
+            TargetColumn {
+                name: row.get(0),
+                data_type: data_type_for(&declared),
+                sql_type: declared,
+                nullable: not_null == 0,
+                has_default: has_default || rowid_alias,
+            }
+        })
+        .collect();
+    Ok(Some(TargetTable {
+        name: table.to_string(),
+        columns,
+    }))
+}
+
+const CREATE_FILE_IMPORTS: &str = "CREATE TABLE IF NOT EXISTS file_imports (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    file_hash VARCHAR(64) NOT NULL,
+    file_name VARCHAR(500),
+    table_name VARCHAR(255) NOT NULL,
+    imported_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+    record_count INTEGER,
+    UNIQUE (file_hash, table_name)
+)";
+
+const FILE_IMPORTED: &str = "SELECT 1 FROM file_imports WHERE file_hash = ?1 AND table_name = ?2";
+
+#[async_trait]
+impl Database for SqliteDatabase {
+    fn kind(&self) -> DbKind {
+        DbKind::Sqlite
+    }
+
+    fn display_url(&self) -> &str {
+        &self.url
+    }
+
+    async fn describe_table(&self, table: &str) -> Result<Option<TargetTable>> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| AtlasError::database("connecting", e))?;
+        describe(&mut conn, table).await
+    }
+
+    async fn ensure_metadata(&self) -> Result<()> {
+        sqlx::query(CREATE_FILE_IMPORTS)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| AtlasError::database("creating file_imports", e))?;
+        Ok(())
+    }
+
+    async fn file_imported(&self, file_hash: &str, table: &str) -> Result<bool> {
+        let found = sqlx::query(FILE_IMPORTED)
+            .bind(file_hash)
+            .bind(table)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| AtlasError::database("reading file_imports", e))?;
+        Ok(found.is_some())
+    }
+
+    fn sql_type_for(&self, data_type: &DataType) -> &'static str {
+        sql_type_for(data_type)
+    }
+
+    async fn begin(&self) -> Result<Box<dyn ImportTransaction>> {
+        let tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| AtlasError::database("starting the import transaction", e))?;
+        Ok(Box::new(SqliteImport { tx }))
+    }
+}
+
+/// The import transaction on SQLite.
+struct SqliteImport {
+    tx: Transaction<'static, Sqlite>,
+}
+
+/// A column prepared for binding: every Arrow type maps to one SQLite storage class.
+enum BindColumn {
+    Integer(ArrayRef),
+    Real(ArrayRef),
+    Text(ArrayRef),
+    Blob(ArrayRef),
+}
+
+impl BindColumn {
+    fn prepare(array: &ArrayRef) -> Result<Self> {
+        let to = |dt: &DataType| cast(array, dt).map_err(|e| AtlasError::from_datafusion(e.into()));
+        Ok(match array.data_type() {
+            DataType::Boolean
+            | DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::UInt64 => BindColumn::Integer(to(&DataType::Int64)?),
+            DataType::Float16
+            | DataType::Float32
+            | DataType::Float64
+            | DataType::Decimal32(..)
+            | DataType::Decimal64(..)
+            | DataType::Decimal128(..)
+            | DataType::Decimal256(..) => BindColumn::Real(to(&DataType::Float64)?),
+            DataType::Binary | DataType::LargeBinary | DataType::BinaryView => {
+                BindColumn::Blob(to(&DataType::Binary)?)
+            }
+            DataType::Timestamp(..) => BindColumn::Text(format_timestamps(array)?),
+            _ => BindColumn::Text(to(&DataType::Utf8)?),
+        })
+    }
+
+    fn bind<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
+        row: usize,
+    ) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments> {
+        match self {
+            BindColumn::Integer(a) => {
+                let a = a.as_primitive::<Int64Type>();
+                query.bind(a.is_valid(row).then(|| a.value(row)))
+            }
+            BindColumn::Real(a) => {
+                let a = a.as_primitive::<Float64Type>();
+                query.bind(a.is_valid(row).then(|| a.value(row)))
+            }
+            BindColumn::Text(a) => {
+                let a = a.as_string::<i32>();
+                query.bind(a.is_valid(row).then(|| a.value(row)))
+            }
+            BindColumn::Blob(a) => {
+                let a = a.as_binary::<i32>();
+                query.bind(a.is_valid(row).then(|| a.value(row)))
+            }
+        }
+    }
+}
+
+/// Timestamps as `YYYY-MM-DD HH:MM:SS[.ffffff]`, the form SQLite's date functions read.
+fn format_timestamps(array: &ArrayRef) -> Result<ArrayRef> {
+    let micros = cast(array, &DataType::Timestamp(TimeUnit::Microsecond, None))
+        .map_err(|e| AtlasError::from_datafusion(e.into()))?;
+    let micros = micros.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
+    let text: datafusion::arrow::array::StringArray = micros
+        .iter()
+        .map(|v| {
+            v.and_then(chrono::DateTime::from_timestamp_micros)
+                .map(|t| t.naive_utc().format("%Y-%m-%d %H:%M:%S%.f").to_string())
+        })
+        .collect();
+    Ok(Arc::new(text))
+}
+
+fn insert_sql(table: &str, columns: &[TargetColumn], rows: usize) -> String {
+    let placeholders = format!("({})", vec!["?"; columns.len()].join(", "));
+    let mut sql = format!(
+        "INSERT INTO {} ({}) VALUES ",
+        quote_ident(table),
+        column_list(columns)
+    );
+    sql.push_str(&vec![placeholders; rows].join(", "));
+    sql
+}
+
+#[async_trait]
+impl ImportTransaction for SqliteImport {
+    async fn create_table(&mut self, table: &str, columns: &[ColumnSpec]) -> Result<()> {
+        let sql = create_table_sql(sql_type_for, table, columns, "INTEGER PRIMARY KEY");
+        sqlx::query(AssertSqlSafe(sql))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| AtlasError::database(format!("creating table '{table}'"), e))?;
+        Ok(())
+    }
+
+    async fn describe_table(&mut self, table: &str) -> Result<Option<TargetTable>> {
+        describe(&mut self.tx, table).await
+    }
+
+    async fn lock_table(&mut self, _table: &str) -> Result<()> {
+        // `BEGIN IMMEDIATE` already holds the database's write lock.
+        Ok(())
+    }
+
+    async fn file_imported(&mut self, file_hash: &str, table: &str) -> Result<bool> {
+        let found = sqlx::query(FILE_IMPORTED)
+            .bind(file_hash)
+            .bind(table)
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(|e| AtlasError::database("reading file_imports", e))?;
+        Ok(found.is_some())
+    }
+
+    async fn scan_keys(
+        &mut self,
+        table: &str,
+        columns: &[TargetColumn],
+        batch_rows: usize,
+        on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
+    ) -> Result<u64> {
+        let select = columns
+            .iter()
+            .map(|c| format!("CAST({} AS TEXT)", quote_ident(&c.name)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("SELECT {select} FROM {}", quote_ident(table));
+        let mut batcher = TextBatcher::new(columns, batch_rows);
+        let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&mut *self.tx);
+        let scan_error = |e| AtlasError::database(format!("reading the keys of '{table}'"), e);
+        while let Some(row) = rows.try_next().await.map_err(scan_error)? {
+            for i in 0..columns.len() {
+                let value: Option<&str> = row.try_get(i).map_err(scan_error)?;
+                batcher.column(i).append_option(value);
+            }
+            batcher.end_row(on_batch)?;
+        }
+        batcher.flush(on_batch)
+    }
+
+    async fn write_chunk(
+        &mut self,
+        table: &str,
+        columns: &[TargetColumn],
+        batches: &[RecordBatch],
+    ) -> Result<u64> {
+        let rows_per_statement = (MAX_BIND_PARAMETERS / columns.len().max(1))
+            .clamp(1, MAX_ROWS_PER_STATEMENT);
+        let full_sql = insert_sql(table, columns, rows_per_statement);
+        let mut written = 0u64;
+        for batch in batches {
+            let prepared = batch
+                .columns()
+                .iter()
+                .map(BindColumn::prepare)
+                .collect::<Result<Vec<_>>>()?;
+            let mut start = 0;
+            while start < batch.num_rows() {
+                let n = rows_per_statement.min(batch.num_rows() - start);
+                let sql = if n == rows_per_statement {
+                    full_sql.clone()
+                } else {
+                    insert_sql(table, columns, n)
+                };
+                let mut query = sqlx::query(AssertSqlSafe(sql));
+                for row in start..start + n {
+                    for column in &prepared {
+                        query = column.bind(query, row);
+                    }
+                }
+                let done = query
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err(|e| AtlasError::database(format!("inserting into '{table}'"), e))?;
+                written += done.rows_affected();
+                start += n;
+            }
+        }
+        Ok(written)
+    }
+
+    async fn record_file(&mut self, record: &FileRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO file_imports (file_hash, file_name, table_name, record_count)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (file_hash, table_name) DO UPDATE SET
+               file_name = excluded.file_name,
+               imported_at = CURRENT_TIMESTAMP,
+               record_count = excluded.record_count",
+        )
+        .bind(&record.file_hash)
+        .bind(&record.file_name)
+        .bind(&record.table_name)
+        .bind(record.record_count as i64)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(|e| AtlasError::database("recording the file in file_imports", e))?;
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        self.tx
+            .commit()
+            .await
+            .map_err(|e| AtlasError::database("committing the import", e))
+    }
+
+    async fn rollback(self: Box<Self>) -> Result<()> {
+        self.tx
+            .rollback()
+            .await
+            .map_err(|e| AtlasError::database("rolling back the import", e))
+    }
+}

@@ -1,0 +1,380 @@
+//! Compact, exact key sets.
+//!
+//! A key (the values of the key columns of one row, after coercion) is encoded
+//! into a short byte string: per column a marker byte (0 = NULL, 1 = value) then
+//! the value (fixed-width little-endian for numbers, dates and timestamps; a
+//! varint length and the bytes for text). The encoding is prefix-free, so equal
+//! byte strings mean equal keys, and NULL equals NULL as the contract says.
+//!
+//! A [`KeySet`] keeps all encoded keys in one arena and indexes them with a hash
+//! table of `(fingerprint, index)` pairs: the 64-bit fingerprint finds candidates,
+//! and every hit is verified against the arena bytes, so the check is exact.
+
+use datafusion::arrow::array::{
+    Array, ArrayData, ArrayRef, AsArray, BooleanArray, GenericBinaryArray, GenericStringArray,
+    StringViewArray,
+};
+use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use hashbrown::HashTable;
+
+use crate::error::{AtlasError, Result};
+
+/// Encodes the key columns of batches into byte strings.
+#[derive(Debug, Clone)]
+pub struct KeyEncoder {
+    columns: Vec<usize>,
+}
+
+/// The encoded keys of one batch: key `i` is `bytes[offsets[i]..offsets[i + 1]]`.
+#[derive(Debug, Default)]
+pub struct EncodedKeys {
+    bytes: Vec<u8>,
+    offsets: Vec<usize>,
+}
+
+impl EncodedKeys {
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
+    /// Whether there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Key `i`.
+    pub fn key(&self, i: usize) -> &[u8] {
+        &self.bytes[self.offsets[i]..self.offsets[i + 1]]
+    }
+}
+
+enum ColumnWriter<'a> {
+    Fixed {
+        data: ArrayData,
+        width: usize,
+    },
+    Float32(&'a datafusion::arrow::array::Float32Array),
+    Float64(&'a datafusion::arrow::array::Float64Array),
+    Bool(&'a BooleanArray),
+    Utf8(&'a GenericStringArray<i32>),
+    LargeUtf8(&'a GenericStringArray<i64>),
+    Utf8View(&'a StringViewArray),
+    Binary(&'a GenericBinaryArray<i32>),
+    LargeBinary(&'a GenericBinaryArray<i64>),
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    let mut len = bytes.len();
+    while len >= 0x80 {
+        out.push((len as u8) | 0x80);
+        len >>= 7;
+    }
+    out.push(len as u8);
+    out.extend_from_slice(bytes);
+}
+
+impl<'a> ColumnWriter<'a> {
+    fn try_new(array: &'a ArrayRef) -> Result<Self> {
+        Ok(match array.data_type() {
+            DataType::Float32 => ColumnWriter::Float32(array.as_primitive::<Float32Type>()),
+            DataType::Float64 => ColumnWriter::Float64(array.as_primitive::<Float64Type>()),
+            DataType::Boolean => ColumnWriter::Bool(array.as_boolean()),
+            DataType::Utf8 => ColumnWriter::Utf8(array.as_string::<i32>()),
+            DataType::LargeUtf8 => ColumnWriter::LargeUtf8(array.as_string::<i64>()),
+            DataType::Utf8View => ColumnWriter::Utf8View(array.as_string_view()),
+            DataType::Binary => ColumnWriter::Binary(array.as_binary::<i32>()),
+            DataType::LargeBinary => ColumnWriter::LargeBinary(array.as_binary::<i64>()),
+            dt if dt.is_primitive() => ColumnWriter::Fixed {
+                width: dt.primitive_width().expect("primitive types have a width"),
+                data: array.to_data(),
+            },
+            other => {
+                return Err(AtlasError::Usage(format!(
+                    "columns of type {other} cannot be part of a duplicate-check key"
+                )));
+            }
+        })
+    }
+
+    #[inline]
+    fn write(&self, row: usize, out: &mut Vec<u8>) {
+        macro_rules! null_or {
+            ($arr:expr, $body:expr) => {
+                if $arr.is_null(row) {
+                    out.push(0);
+                } else {
+                    out.push(1);
+                    $body
+                }
+            };
+        }
+        match self {
+            ColumnWriter::Fixed { data, width } => null_or!(data, {
+                let start = (data.offset() + row) * width;
+                out.extend_from_slice(&data.buffers()[0].as_slice()[start..start + width])
+            }),
+            ColumnWriter::Float32(a) => null_or!(a, {
+                let v = a.value(row);
+                // -0.0 equals 0.0 and NaN equals NaN in the databases' comparisons.
+                let v = if v == 0.0 { 0.0 } else if v.is_nan() { f32::NAN } else { v };
+                out.extend_from_slice(&v.to_bits().to_le_bytes())
+            }),
+            ColumnWriter::Float64(a) => null_or!(a, {
+                let v = a.value(row);
+                let v = if v == 0.0 { 0.0 } else if v.is_nan() { f64::NAN } else { v };
+                out.extend_from_slice(&v.to_bits().to_le_bytes())
+            }),
+            ColumnWriter::Bool(a) => null_or!(a, out.push(a.value(row) as u8)),
+            ColumnWriter::Utf8(a) => null_or!(a, put_bytes(out, a.value(row).as_bytes())),
+            ColumnWriter::LargeUtf8(a) => null_or!(a, put_bytes(out, a.value(row).as_bytes())),
+            ColumnWriter::Utf8View(a) => null_or!(a, put_bytes(out, a.value(row).as_bytes())),
+            ColumnWriter::Binary(a) => null_or!(a, put_bytes(out, a.value(row))),
+            ColumnWriter::LargeBinary(a) => null_or!(a, put_bytes(out, a.value(row))),
+        }
+    }
+}
+
+impl KeyEncoder {
+    /// An encoder for the columns at `columns` (indices into the batches it sees).
+    pub fn new(columns: Vec<usize>) -> Self {
+        Self { columns }
+    }
+
+    /// The key column indices.
+    pub fn columns(&self) -> &[usize] {
+        &self.columns
+    }
+
+    /// Encodes every row of `batch` into `out` (cleared first).
+    pub fn encode(&self, batch: &RecordBatch, out: &mut EncodedKeys) -> Result<()> {
+        let arrays: Vec<&ArrayRef> = self.columns.iter().map(|&c| batch.column(c)).collect();
+        let writers = arrays
+            .iter()
+            .map(|a| ColumnWriter::try_new(a))
+            .collect::<Result<Vec<_>>>()?;
+        out.bytes.clear();
+        out.offsets.clear();
+        out.offsets.reserve(batch.num_rows() + 1);
+        out.offsets.push(0);
+        for row in 0..batch.num_rows() {
+            for writer in &writers {
+                writer.write(row, &mut out.bytes);
+            }
+            out.offsets.push(out.bytes.len());
+        }
+        Ok(())
+    }
+
+    /// `col=value, ...` for row `row`, for messages.
+    pub fn describe(&self, batch: &RecordBatch, row: usize) -> String {
+        let schema = batch.schema();
+        let options = FormatOptions::default().with_null("NULL");
+        self.columns
+            .iter()
+            .map(|&c| {
+                let column = batch.column(c);
+                let value = ArrayFormatter::try_new(column.as_ref(), &options)
+                    .map(|f| f.value(row).to_string())
+                    .unwrap_or_default();
+                // Quote text so commas and newlines inside values stay readable.
+                let value = match column.data_type() {
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                        if column.is_valid(row) =>
+                    {
+                        format!("{value:?}")
+                    }
+                    _ => value,
+                };
+                format!("{}={}", schema.field(c).name(), value)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// A set of encoded keys, each with a `u64` payload (the source row of its first
+/// occurrence for keys of the import; unused for existing keys).
+pub struct KeySet {
+    hasher: ahash::RandomState,
+    table: HashTable<(u64, u32)>,
+    offsets: Vec<usize>,
+    bytes: Vec<u8>,
+    payloads: Vec<u64>,
+}
+
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySet")
+            .field("len", &self.len())
+            .field("memory_size", &self.memory_size())
+            .finish()
+    }
+}
+
+impl Default for KeySet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl KeySet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self {
+            // Fixed seeds: fingerprints are only compared within one set, but a
+            // fixed hasher keeps runs reproducible.
+            hasher: ahash::RandomState::with_seeds(
+                0x243f_6a88_85a3_08d3,
+                0x1319_8a2e_0370_7344,
+                0xa409_3822_299f_31d0,
+                0x082e_fa98_ec4e_6c89,
+            ),
+            table: HashTable::new(),
+            offsets: vec![0],
+            bytes: Vec::new(),
+            payloads: Vec::new(),
+        }
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.payloads.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.payloads.is_empty()
+    }
+
+    /// The fingerprint of a key.
+    #[inline]
+    pub fn fingerprint(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// The payload of `key` if present.
+    pub fn get(&self, key: &[u8]) -> Option<u64> {
+        let hash = self.fingerprint(key);
+        let (offsets, bytes) = (&self.offsets, &self.bytes);
+        self.table
+            .find(hash, |&(h, idx)| {
+                h == hash && &bytes[offsets[idx as usize]..offsets[idx as usize + 1]] == key
+            })
+            .map(|&(_, idx)| self.payloads[idx as usize])
+    }
+
+    /// Whether `key` is present.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Inserts `key` with `payload` unless present; returns the payload already
+    /// stored when it was.
+    pub fn insert(&mut self, key: &[u8], payload: u64) -> Option<u64> {
+        let hash = self.fingerprint(key);
+        let (offsets, bytes) = (&self.offsets, &self.bytes);
+        let found = self.table.find(hash, |&(h, idx)| {
+            h == hash && &bytes[offsets[idx as usize]..offsets[idx as usize + 1]] == key
+        });
+        if let Some(&(_, idx)) = found {
+            return Some(self.payloads[idx as usize]);
+        }
+        let idx = u32::try_from(self.payloads.len()).expect("fewer than 2^32 keys per set");
+        self.bytes.extend_from_slice(key);
+        self.offsets.push(self.bytes.len());
+        self.payloads.push(payload);
+        self.table.insert_unique(hash, (hash, idx), |&(h, _)| h);
+        None
+    }
+
+    /// Replaces the payload of a present key.
+    pub fn set_payload(&mut self, key: &[u8], payload: u64) {
+        let hash = self.fingerprint(key);
+        let (offsets, bytes) = (&self.offsets, &self.bytes);
+        if let Some(&(_, idx)) = self.table.find(hash, |&(h, idx)| {
+            h == hash && &bytes[offsets[idx as usize]..offsets[idx as usize + 1]] == key
+        }) {
+            self.payloads[idx as usize] = payload;
+        }
+    }
+
+    /// Bytes held, for memory accounting.
+    pub fn memory_size(&self) -> usize {
+        self.table.allocation_size()
+            + self.offsets.capacity() * std::mem::size_of::<usize>()
+            + self.bytes.capacity()
+            + self.payloads.capacity() * std::mem::size_of::<u64>()
+    }
+
+    /// Releases spare capacity once the set is complete.
+    pub fn shrink_to_fit(&mut self) {
+        self.bytes.shrink_to_fit();
+        self.offsets.shrink_to_fit();
+        self.payloads.shrink_to_fit();
+        self.table.shrink_to_fit(|&(h, _)| h);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use std::sync::Arc;
+
+    fn batch() -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new("b", DataType::Utf8, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![Some(1), Some(1), None, None, Some(1)])),
+                Arc::new(StringArray::from(vec![
+                    Some("x"),
+                    Some("x"),
+                    None,
+                    None,
+                    Some("xy"),
+                ])),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn equal_rows_give_equal_keys_and_nulls_are_equal() {
+        let enc = KeyEncoder::new(vec![0, 1]);
+        let mut keys = EncodedKeys::default();
+        enc.encode(&batch(), &mut keys).unwrap();
+        assert_eq!(keys.key(0), keys.key(1));
+        assert_eq!(keys.key(2), keys.key(3));
+        assert_ne!(keys.key(0), keys.key(4));
+        assert_eq!(enc.describe(&batch(), 2), "a=NULL, b=NULL");
+        assert_eq!(enc.describe(&batch(), 0), "a=1, b=\"x\"");
+
+        let mut set = KeySet::new();
+        assert_eq!(set.insert(keys.key(0), 10), None);
+        assert_eq!(set.insert(keys.key(1), 11), Some(10));
+        assert_eq!(set.insert(keys.key(2), 12), None);
+        assert_eq!(set.insert(keys.key(3), 13), Some(12));
+        assert!(!set.contains(keys.key(4)));
+        assert_eq!(set.len(), 2);
+    }
+
+    #[test]
+    fn many_keys_round_trip() {
+        let mut set = KeySet::new();
+        for i in 0..100_000u64 {
+            assert_eq!(set.insert(&i.to_le_bytes(), i), None);
+        }
+        for i in 0..100_000u64 {
+            assert_eq!(set.get(&i.to_le_bytes()), Some(i));
+        }
+        assert!(!set.contains(&100_000u64.to_le_bytes()));
+    }
+}

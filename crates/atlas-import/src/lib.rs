@@ -1,0 +1,33 @@
+//! # atlas-import
+//!
+//! Imports files into PostgreSQL and SQLite **without letting duplicates in**, as
+//! an Apache DataFusion plan:
+//!
+//! ```text
+//! DataSinkExec: sink=ImportSink: table=contacts, db=postgres, on_duplicate=error   <- 1 partition
+//!   CoalescePartitionsExec
+//!     DuplicateCheckExec: key=[email], existing=contacts (keys preloaded once, shared)  <- 4 partitions
+//!       RepartitionExec: partitioning=Hash([email@0], 4)
+//!         CoerceExec: casts to the target table's column types, source row numbers
+//!           DataSourceExec: csv, file=contacts.csv
+//! ```
+//!
+//! Start with [`ImportBuilder`]; the operators in [`physical`] are public for
+//! hand-built plans. The contract is `DESIGN.md`.
+
+pub mod coerce;
+pub mod db;
+pub mod error;
+pub mod import;
+pub mod key;
+pub mod options;
+pub mod physical;
+pub mod report;
+pub mod schema;
+pub mod source;
+
+pub use error::{AtlasError, ErrorClass, Result};
+pub use import::{ImportBuilder, PreparedImport, build_report};
+pub use options::{CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, OnDuplicate};
+pub use report::{DuplicateReport, ImportMetrics, ImportReport};
+pub use source::{FileSource, SourceFormat};

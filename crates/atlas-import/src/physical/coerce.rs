@@ -1,0 +1,227 @@
+//! [`CoerceExec`]: numbers source rows and converts them to the target types.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt64Array};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::Result;
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::{Distribution, PhysicalExpr};
+use datafusion::physical_plan::distribution_requirements::InputDistributionRequirements;
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    ReplaceChildrenOptions, SendableRecordBatchStream,
+};
+use futures::StreamExt;
+
+use super::source_ordered_properties;
+use crate::coerce::coerce_array;
+use crate::error::AtlasError;
+use crate::report::ImportMetrics;
+use crate::schema::{TargetColumn, coerced_schema};
+
+/// Numbers the rows of its input (1-based, in input order) and converts each
+/// mapped column to its target column's type.
+///
+/// ```text
+///  source batch (any types)        output batch
+///  +--------+-------+              +-------+--------+--------------------+
+///  | E-mail | age   |   ------->   | email | age    | __atlas_source_row |
+///  | "a@x"  | "007" |              | "a@x" | 7 (i32)| 1                  |
+///  +--------+-------+              +-------+--------+--------------------+
+/// ```
+///
+/// # Partitioning
+/// Requires a single input partition so that row numbers are source row numbers
+/// and the output stays in source order; [`super::DuplicateCheckExec`] relies on
+/// that order to keep the *first* occurrence of a key.
+///
+/// # Errors
+/// The first value that does not fit fails the plan with
+/// [`AtlasError::BadValue`], naming the source, row, column and value.
+#[derive(Debug)]
+pub struct CoerceExec {
+    /// The source plan.
+    input: Arc<dyn ExecutionPlan>,
+    /// For each output column: the input column it reads, and the target column.
+    mapping: Vec<(usize, TargetColumn)>,
+    /// Source name for error messages.
+    source_name: String,
+    /// Rows per chunk, for the "Split ..." log line.
+    chunk_rows: usize,
+    /// Live counters of the import.
+    import_metrics: Arc<ImportMetrics>,
+    /// Output schema: target columns then the row number.
+    schema: SchemaRef,
+    /// Cached plan properties.
+    properties: Arc<PlanProperties>,
+    /// Operator metrics.
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl CoerceExec {
+    /// Converts input column `mapping[i].0` to `mapping[i].1` for every `i`.
+    pub fn new(
+        input: Arc<dyn ExecutionPlan>,
+        mapping: Vec<(usize, TargetColumn)>,
+        source_name: impl Into<String>,
+        chunk_rows: usize,
+        import_metrics: Arc<ImportMetrics>,
+    ) -> Self {
+        let columns: Vec<TargetColumn> = mapping.iter().map(|(_, c)| c.clone()).collect();
+        let schema = coerced_schema(&columns);
+        let properties =
+            source_ordered_properties(Arc::clone(&schema), Partitioning::UnknownPartitioning(1));
+        Self {
+            input,
+            mapping,
+            source_name: source_name.into(),
+            chunk_rows,
+            import_metrics,
+            schema,
+            properties,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+
+    /// The target columns, in output order.
+    pub fn target_columns(&self) -> Vec<TargetColumn> {
+        self.mapping.iter().map(|(_, c)| c.clone()).collect()
+    }
+}
+
+impl DisplayAs for CoerceExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let casts = self
+            .mapping
+            .iter()
+            .map(|(i, c)| {
+                format!(
+                    "{}->{} {}",
+                    self.input.schema().field(*i).name(),
+                    c.name,
+                    c.data_type
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        write!(f, "CoerceExec: source={}, casts=[{casts}]", self.source_name)
+    }
+}
+
+impl ExecutionPlan for CoerceExec {
+    fn name(&self) -> &str {
+        "CoerceExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn input_distribution_requirements(&self) -> InputDistributionRequirements {
+        InputDistributionRequirements::new(vec![Distribution::SinglePartition])
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(CoerceExec::new(
+            children.swap_remove(0),
+            self.mapping.clone(),
+            self.source_name.clone(),
+            self.chunk_rows,
+            Arc::clone(&self.import_metrics),
+        )))
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(children, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, context)?;
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        let schema = Arc::clone(&self.schema);
+        let mapping = self.mapping.clone();
+        let source_name = self.source_name.clone();
+        let counters = Arc::clone(&self.import_metrics);
+        let end_counters = Arc::clone(&self.import_metrics);
+        let chunk_rows = self.chunk_rows.max(1) as u64;
+        let mut next_row: u64 = 1;
+
+        let converted = input.map(move |batch| {
+            let batch = batch.map_err(|e| AtlasError::from_source_read(e, &source_name))?;
+            let timer = baseline.elapsed_compute().timer();
+            let first_row = next_row;
+            let n = batch.num_rows();
+            let mut columns: Vec<ArrayRef> = Vec::with_capacity(mapping.len() + 1);
+            for (input_index, target) in &mapping {
+                let converted = coerce_array(batch.column(*input_index), &target.data_type)
+                    .map_err(|failure| AtlasError::BadValue {
+                        source_name: source_name.clone(),
+                        row: first_row + failure.index as u64,
+                        column: target.name.clone(),
+                        value: failure.value,
+                        target_type: target.sql_type.clone(),
+                    })?;
+                columns.push(converted);
+            }
+            columns.push(Arc::new(UInt64Array::from_iter_values(
+                first_row..first_row + n as u64,
+            )));
+            next_row += n as u64;
+            counters.rows_read.fetch_add(n as u64, Ordering::Relaxed);
+            let out = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+            timer.done();
+            baseline.record_output(out.num_rows());
+            Ok(out)
+        });
+        let finished = futures::stream::once(async move {
+            end_counters.source_done.store(true, Ordering::Relaxed);
+            let rows = ImportMetrics::get(&end_counters.rows_read);
+            tracing::info!(
+                "Split {rows} records into {} chunks of {chunk_rows}",
+                rows.div_ceil(chunk_rows)
+            );
+            None::<Result<RecordBatch>>
+        })
+        .filter_map(futures::future::ready);
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            converted.chain(finished),
+        )))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}

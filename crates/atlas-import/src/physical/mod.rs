@@ -1,0 +1,63 @@
+//! The physical operators of an import plan (DESIGN §1):
+//!
+//! ```text
+//! DataSinkExec(ImportSink)                 1 partition: chunks, one transaction
+//!   SortPreservingMergeExec: [row ASC]     back into source order
+//!     DuplicateCheckExec                   N partitions, existing keys shared
+//!       RepartitionExec: Hash(key, N)      inserted by EnsureRequirements
+//!         CoerceExec                       1 partition: row numbers + casts
+//!           <any DataFusion plan>
+//! ```
+
+mod coerce;
+mod duplicate_check;
+mod sink;
+
+pub use coerce::CoerceExec;
+pub use duplicate_check::{DuplicateCheckExec, ExistingKeyLoader, ExistingKeys};
+pub use sink::{ImportSink, TransactionSlot};
+pub(crate) use sink::not_open;
+
+use std::sync::Arc;
+
+use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::{
+    EquivalenceProperties, LexRequirement, PhysicalExpr, PhysicalSortExpr,
+    PhysicalSortRequirement,
+};
+
+use crate::schema::ROW_NUMBER_COLUMN;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::{Partitioning, PlanProperties};
+
+/// Properties of a streaming, bounded operator whose output, in every partition,
+/// is ordered by the source row number (the last column).
+fn source_ordered_properties(schema: SchemaRef, partitioning: Partitioning) -> Arc<PlanProperties> {
+    let ordering = [PhysicalSortExpr::new_default(row_number_expr(&schema))];
+    Arc::new(PlanProperties::new(
+        EquivalenceProperties::new_with_orderings(schema, [ordering]),
+        partitioning,
+        EmissionType::Incremental,
+        Boundedness::Bounded,
+    ))
+}
+
+fn row_number_expr(schema: &SchemaRef) -> Arc<dyn PhysicalExpr> {
+    let index = schema.fields().len() - 1;
+    debug_assert_eq!(schema.field(index).name(), ROW_NUMBER_COLUMN);
+    Arc::new(Column::new(ROW_NUMBER_COLUMN, index))
+}
+
+/// The requirement that rows arrive in source order, for the sink: with it the
+/// optimizer merges the checked partitions back into source order (a
+/// `SortPreservingMergeExec` on the row number), so rows are written, and
+/// identities assigned, in the order of the file.
+pub fn source_order_requirement(schema: &SchemaRef) -> LexRequirement {
+    LexRequirement::new([PhysicalSortRequirement::new(
+        row_number_expr(schema),
+        Some(SortOptions::default()),
+    )])
+    .expect("one requirement is not empty")
+}

@@ -1,0 +1,223 @@
+//! What an import reports: live counters shared by the operators while it runs,
+//! and the final [`ImportReport`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// How many duplicate keys a report carries.
+pub const DUPLICATE_SAMPLES: usize = 5;
+
+/// Why a row is a duplicate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DuplicateKind {
+    /// The key is already in the target table.
+    Existing,
+    /// The key appeared earlier in the import, at `first_row`.
+    InFile {
+        /// Source row of the first occurrence.
+        first_row: u64,
+    },
+}
+
+/// One duplicate row, for messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DuplicateSample {
+    /// 1-based source row.
+    pub row: u64,
+    /// `col=value, ...`
+    pub key: String,
+    /// Why it is a duplicate.
+    #[serde(flatten)]
+    pub kind: DuplicateKind,
+}
+
+/// The duplicates an import found, as reported when it refuses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DuplicateReport {
+    /// Rows whose key is already in the table.
+    pub existing: u64,
+    /// Chunks holding at least one of those.
+    pub existing_chunks: u64,
+    /// Rows whose key repeats an earlier row of the import.
+    pub in_file: u64,
+    /// Chunks holding at least one of those.
+    pub in_file_chunks: u64,
+    /// The first few duplicates in source order.
+    pub samples: Vec<DuplicateSample>,
+}
+
+impl fmt::Display for DuplicateReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Duplicate data detected.")?;
+        if self.existing > 0 || self.in_file == 0 {
+            write!(
+                f,
+                " {} records overlap with existing data in {} chunk(s).",
+                self.existing, self.existing_chunks
+            )?;
+        }
+        if self.in_file > 0 {
+            write!(
+                f,
+                " {} records repeat earlier rows of the file in {} chunk(s).",
+                self.in_file, self.in_file_chunks
+            )?;
+        }
+        for sample in &self.samples {
+            match &sample.kind {
+                DuplicateKind::Existing => {
+                    write!(f, "\n  row {}: {} already exists", sample.row, sample.key)?
+                }
+                DuplicateKind::InFile { first_row } => write!(
+                    f,
+                    "\n  row {}: {} repeats row {}",
+                    sample.row, sample.key, first_row
+                )?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Live counters of one import, shared by its operators and read by progress
+/// displays. All counts are of source rows.
+#[derive(Debug, Default)]
+pub struct ImportMetrics {
+    /// Rows read from the source and coerced.
+    pub rows_read: AtomicU64,
+    /// Set once the source is exhausted.
+    pub source_done: AtomicBool,
+    /// Keys loaded from the target table.
+    pub existing_keys: AtomicU64,
+    /// Rows that passed the check and were handed to the sink.
+    pub rows_checked: AtomicU64,
+    /// Rows written.
+    pub inserted: AtomicU64,
+    /// Rows skipped as duplicates (`ON DUPLICATE SKIP`).
+    pub skipped: AtomicU64,
+    /// Chunks written.
+    pub chunks_written: AtomicU64,
+    /// Nanoseconds spent in the check.
+    pub check_nanos: AtomicU64,
+    /// Nanoseconds spent writing.
+    pub write_nanos: AtomicU64,
+    any_duplicate: AtomicBool,
+    duplicates: Mutex<DuplicateTally>,
+}
+
+#[derive(Debug, Default)]
+struct DuplicateTally {
+    existing: u64,
+    in_file: u64,
+    /// chunk index -> (existing, in file)
+    chunks: BTreeMap<u64, (u64, u64)>,
+    samples: Vec<DuplicateSample>,
+}
+
+impl ImportMetrics {
+    /// Records duplicates found by one partition in one batch: `described` are
+    /// candidates for the report's samples, `counted` are only counted.
+    pub fn record_duplicates(
+        &self,
+        described: &[DuplicateSample],
+        counted: &[DuplicateSample],
+        chunk_rows: u64,
+    ) {
+        if described.is_empty() && counted.is_empty() {
+            return;
+        }
+        self.any_duplicate.store(true, Ordering::Relaxed);
+        let mut tally = self.duplicates.lock().expect("metrics lock");
+        for dup in described.iter().chain(counted) {
+            let chunk = (dup.row - 1) / chunk_rows.max(1);
+            let entry = tally.chunks.entry(chunk).or_default();
+            match dup.kind {
+                DuplicateKind::Existing => {
+                    entry.0 += 1;
+                    tally.existing += 1;
+                }
+                DuplicateKind::InFile { .. } => {
+                    entry.1 += 1;
+                    tally.in_file += 1;
+                }
+            }
+        }
+        tally.samples.extend(described.iter().cloned());
+        tally.samples.sort_by_key(|s| s.row);
+        tally.samples.truncate(DUPLICATE_SAMPLES);
+    }
+
+    /// Whether any duplicate was recorded.
+    pub fn has_duplicates(&self) -> bool {
+        self.any_duplicate.load(Ordering::Relaxed)
+    }
+
+    /// The duplicates recorded so far.
+    pub fn duplicate_report(&self) -> DuplicateReport {
+        let tally = self.duplicates.lock().expect("metrics lock");
+        DuplicateReport {
+            existing: tally.existing,
+            existing_chunks: tally.chunks.values().filter(|c| c.0 > 0).count() as u64,
+            in_file: tally.in_file,
+            in_file_chunks: tally.chunks.values().filter(|c| c.1 > 0).count() as u64,
+            samples: tally.samples.clone(),
+        }
+    }
+
+    /// Duplicates per chunk (1-based chunk number, count), for the log.
+    pub fn duplicates_per_chunk(&self) -> Vec<(u64, u64)> {
+        let tally = self.duplicates.lock().expect("metrics lock");
+        tally
+            .chunks
+            .iter()
+            .map(|(chunk, (e, f))| (chunk + 1, e + f))
+            .collect()
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// The outcome of an import, as `--json` prints it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImportReport {
+    /// `committed`, `skipped_file` (already imported, nothing written), or the
+    /// error class of a refused import.
+    pub status: String,
+    /// Target table.
+    pub table: String,
+    /// Source path or description.
+    pub source: String,
+    /// Rows read from the source.
+    pub rows_read: u64,
+    /// Rows written.
+    pub inserted: u64,
+    /// Rows skipped as duplicates.
+    pub skipped: u64,
+    /// Rows whose key already existed.
+    pub duplicates_existing: u64,
+    /// Rows whose key repeated an earlier row of the import.
+    pub duplicates_in_file: u64,
+    /// Rows rejected for bad values.
+    pub rejected: u64,
+    /// Source chunks (`ceil(rows_read / chunk_rows)`).
+    pub chunks: u64,
+    /// Partitions of the duplicate check.
+    pub partitions: usize,
+    /// SHA-256 of the source bytes, when the source is a file.
+    pub file_hash: Option<String>,
+    /// Wall time.
+    pub elapsed_ms: u64,
+    /// Whether the table was created by this import.
+    pub created_table: bool,
+    /// The error, when the import did not commit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

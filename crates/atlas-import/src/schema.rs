@@ -1,0 +1,73 @@
+//! The target table as the database catalog describes it.
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+/// One column of the target table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetColumn {
+    /// Column name as stored in the catalog.
+    pub name: String,
+    /// Declared SQL type, as the catalog prints it (`integer`, `varchar(20)`, ...).
+    pub sql_type: String,
+    /// The Arrow type values are coerced to before they are compared and written.
+    pub data_type: DataType,
+    /// Whether the column accepts NULL.
+    pub nullable: bool,
+    /// Whether the column has a default or identity, so an import may omit it.
+    pub has_default: bool,
+}
+
+/// The target table: its name and columns in catalog order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetTable {
+    /// Table name (unqualified, unquoted).
+    pub name: String,
+    /// Columns in catalog order.
+    pub columns: Vec<TargetColumn>,
+}
+
+impl TargetTable {
+    /// Finds a column by exact name, else by a unique case-insensitive match
+    /// (PostgreSQL folds unquoted names to lower case, spreadsheets do not).
+    pub fn find_column(&self, name: &str) -> Option<&TargetColumn> {
+        if let Some(c) = self.columns.iter().find(|c| c.name == name) {
+            return Some(c);
+        }
+        let mut matches = self
+            .columns
+            .iter()
+            .filter(|c| c.name.eq_ignore_ascii_case(name));
+        match (matches.next(), matches.next()) {
+            (Some(c), None) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// The column names, for messages.
+    pub fn column_names(&self) -> Vec<&str> {
+        self.columns.iter().map(|c| c.name.as_str()).collect()
+    }
+}
+
+/// A column of a table the import will create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnSpec {
+    /// Column name.
+    pub name: String,
+    /// The Arrow type the source gives; the adapter picks the SQL type.
+    pub data_type: DataType,
+}
+
+/// Name of the column that carries the 1-based source row number through the plan.
+pub const ROW_NUMBER_COLUMN: &str = "__atlas_source_row";
+
+/// The schema that flows out of [`crate::physical::CoerceExec`]: the written target
+/// columns, then the source row number.
+pub fn coerced_schema(columns: &[TargetColumn]) -> SchemaRef {
+    let mut fields: Vec<Field> = columns
+        .iter()
+        .map(|c| Field::new(&c.name, c.data_type.clone(), true))
+        .collect();
+    fields.push(Field::new(ROW_NUMBER_COLUMN, DataType::UInt64, false));
+    std::sync::Arc::new(Schema::new(fields))
+}

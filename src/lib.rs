@@ -1,0 +1,1 @@
+//! Top-level tests, examples and benches of atlas-import.
