@@ -1,1 +1,7 @@
+//! Integration tests of atlas-import against real databases: SQLite files made
+//! per test and the PostgreSQL server (`ATLAS_TEST_POSTGRES_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/test`).
 
+mod cli;
+mod common;
+mod semantics;

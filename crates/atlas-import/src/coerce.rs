@@ -261,14 +261,15 @@ impl TypeInference {
                 continue;
             }
             self.seen_value = true;
+            let digits = s.trim_start_matches(['+', '-']).as_bytes();
+            let leading_zero = digits.len() > 1 && digits[0] == b'0' && digits[1].is_ascii_digit();
             if self.int {
-                let digits = s.trim_start_matches(['+', '-']);
-                let leading_zero = digits.len() > 1 && digits.starts_with('0');
                 self.int = !leading_zero
                     && s.parse::<i128>().is_ok_and(|v| i64::try_from(v).is_ok());
             }
             if self.float {
-                self.float = s.parse::<f64>().is_ok_and(f64::is_finite)
+                self.float = !leading_zero
+                    && s.parse::<f64>().is_ok_and(f64::is_finite)
                     && s.bytes().any(|b| b.is_ascii_digit());
             }
             if self.bool_ {

@@ -1,0 +1,160 @@
+//! The real `atlas-import` binary: exit codes, messages and `--json`.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use crate::common::{Kind, TempDir, TestDb, postgres_url};
+
+/// The `atlas-import` binary that `cargo test` built beside this test binary.
+fn binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let path = dir.join(format!("atlas-import{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test` from the workspace root, which builds it",
+        path.display()
+    );
+    path
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(binary())
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "atlas_import=info")
+        .output()
+        .unwrap()
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().last().unwrap_or_else(|| {
+        panic!(
+            "no JSON on stdout; stderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+fn sqlite_url(dir: &TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("cli.db").display())
+}
+
+#[test]
+fn exit_codes_and_json_report_on_sqlite() {
+    let dir = TempDir::new();
+    let db = sqlite_url(&dir);
+    let first = dir.file("first.csv", "email,age\na@x.com,1\nb@x.com,2\n");
+    let first = first.to_str().unwrap();
+
+    let out = run(&["import", first, "--table", "people", "--db", &db, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = json(&out);
+    for field in [
+        "status", "table", "rows_read", "inserted", "skipped", "duplicates_existing",
+        "duplicates_in_file", "rejected", "chunks", "partitions", "file_hash", "elapsed_ms",
+    ] {
+        assert!(report.get(field).is_some(), "missing {field} in {report}");
+    }
+    assert_eq!(report["status"], "committed");
+    assert_eq!(report["inserted"], 2);
+    assert_eq!(report["partitions"], 4);
+    assert_eq!(report["file_hash"].as_str().unwrap().len(), 64);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Inserted chunk 1"), "{stderr}");
+
+    // Same file again: exit 4.
+    let out = run(&["import", first, "--table", "people", "--db", &db]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("File has already been imported to table 'people'."));
+
+    // Overlap: exit 3 with the message and the keys.
+    let second = dir.file("second.csv", "email,age\nc@x.com,3\nb@x.com,2\nc@x.com,3\n");
+    let second = second.to_str().unwrap();
+    let out = run(&["import", second, "--table", "people", "--db", &db, "--json"]);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Duplicate data detected. 1 records overlap with existing data in 1 chunk(s). 1 records repeat earlier rows of the file in 1 chunk(s)."),
+        "{stderr}"
+    );
+    assert!(stderr.contains("row 2: email=\"b@x.com\", age=2 already exists"), "{stderr}");
+    let report = json(&out);
+    assert_eq!(report["status"], "duplicates");
+    assert_eq!(report["duplicates_existing"], 1);
+    assert_eq!(report["duplicates_in_file"], 1);
+    assert_eq!(report["inserted"], 0);
+
+    // Skip with a key: exit 0.
+    let out = run(&[
+        "import", second, "--table", "people", "--db", &db, "--key", "email",
+        "--on-duplicate", "skip", "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let report = json(&out);
+    assert_eq!((report["inserted"].as_u64(), report["skipped"].as_u64()), (Some(1), Some(2)));
+
+    // Bad value: exit 5 naming file, row, column and value.
+    let bad = dir.file("bad.csv", "email,age\nz@x.com,old\n");
+    let out = run(&["import", bad.to_str().unwrap(), "--table", "people", "--db", &db]);
+    assert_eq!(out.status.code(), Some(5));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.csv, row 1, column 'age': \"old\""), "{stderr}");
+
+    // Usage errors: exit 2.
+    let out = run(&["import", "/nonexistent.csv", "--table", "people", "--db", &db]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&["import", first, "--table", "people", "--db", &db, "--on-duplicate", "maybe"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&["import", first, "--table", "people", "--db", &db, "--key", "nope", "--force"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("its columns: id, email, age"));
+}
+
+#[test]
+fn explain_prints_both_operators_with_partitions() {
+    let dir = TempDir::new();
+    let db = sqlite_url(&dir);
+    let file = dir.file("e.csv", "email,age\na@x.com,1\n");
+    let out = run(&[
+        "import", file.to_str().unwrap(), "--table", "t", "--db", &db, "--key", "email",
+        "--partitions", "3", "--chunk-rows", "500", "--explain",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(plan.contains("ImportSink: table=t, db=sqlite, on_duplicate=error, chunk_rows=500"), "{plan}");
+    assert!(plan.contains("DuplicateCheckExec: key=[email]"), "{plan}");
+    assert!(plan.contains("partitions=3"), "{plan}");
+    assert!(plan.contains("RepartitionExec: partitioning=Hash([email@0], 3)"), "{plan}");
+    // Explaining writes nothing.
+    let out = run(&["import", file.to_str().unwrap(), "--table", "t", "--db", &db, "--json"]);
+    assert_eq!(json(&out)["created_table"], true);
+}
+
+#[tokio::test]
+async fn database_errors_exit_6_and_postgres_works_end_to_end() {
+    let dir = TempDir::new();
+    let file = dir.file("p.csv", "email,age\na@x.com,1\n");
+    // Nothing listens on port 1: a database error.
+    let out = run(&[
+        "import", file.to_str().unwrap(), "--table", "t", "--db",
+        "postgres://postgres:secret@127.0.0.1:1/test",
+    ]);
+    assert_eq!(out.status.code(), Some(6));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("secret"), "the password leaked: {stderr}");
+
+    let db = TestDb::new(Kind::Postgres).await;
+    let table = db.table("cli");
+    let url = postgres_url();
+    db.run(async {
+        let out = run(&["import", file.to_str().unwrap(), "--table", &table, "--db", &url, "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(json(&out)["inserted"], 1);
+        assert_eq!(db.count(&table).await, 1);
+    })
+    .await;
+}
