@@ -50,11 +50,26 @@ fn exit_codes_and_json_report_on_sqlite() {
     let first = first.to_str().unwrap();
 
     let out = run(&["import", first, "--table", "people", "--db", &db, "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report = json(&out);
     for field in [
-        "status", "table", "rows_read", "inserted", "skipped", "duplicates_existing",
-        "duplicates_in_file", "rejected", "chunks", "partitions", "file_hash", "elapsed_ms",
+        "status",
+        "table",
+        "rows_read",
+        "inserted",
+        "skipped",
+        "duplicates_existing",
+        "duplicates_in_file",
+        "rejected",
+        "chunks",
+        "partitions",
+        "file_hash",
+        "elapsed_ms",
     ] {
         assert!(report.get(field).is_some(), "missing {field} in {report}");
     }
@@ -68,8 +83,10 @@ fn exit_codes_and_json_report_on_sqlite() {
     // Same file again: exit 4.
     let out = run(&["import", first, "--table", "people", "--db", &db]);
     assert_eq!(out.status.code(), Some(4));
-    assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("File has already been imported to table 'people'."));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("File has already been imported to table 'people'.")
+    );
 
     // Overlap: exit 3 with the message and the keys.
     let second = dir.file("second.csv", "email,age\nc@x.com,3\nb@x.com,2\nc@x.com,3\n");
@@ -81,7 +98,10 @@ fn exit_codes_and_json_report_on_sqlite() {
         stderr.contains("Duplicate data detected. 1 records overlap with existing data in 1 chunk(s). 1 records repeat earlier rows of the file in 1 chunk(s)."),
         "{stderr}"
     );
-    assert!(stderr.contains("row 2: email=\"b@x.com\", age=2 already exists"), "{stderr}");
+    assert!(
+        stderr.contains("row 2: email=\"b@x.com\", age=2 already exists"),
+        "{stderr}"
+    );
     let report = json(&out);
     assert_eq!(report["status"], "duplicates");
     assert_eq!(report["duplicates_existing"], 1);
@@ -90,26 +110,66 @@ fn exit_codes_and_json_report_on_sqlite() {
 
     // Skip with a key: exit 0.
     let out = run(&[
-        "import", second, "--table", "people", "--db", &db, "--key", "email",
-        "--on-duplicate", "skip", "--json",
+        "import",
+        second,
+        "--table",
+        "people",
+        "--db",
+        &db,
+        "--key",
+        "email",
+        "--on-duplicate",
+        "skip",
+        "--json",
     ]);
     assert_eq!(out.status.code(), Some(0));
     let report = json(&out);
-    assert_eq!((report["inserted"].as_u64(), report["skipped"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(
+        (report["inserted"].as_u64(), report["skipped"].as_u64()),
+        (Some(1), Some(2))
+    );
 
     // Bad value: exit 5 naming file, row, column and value.
     let bad = dir.file("bad.csv", "email,age\nz@x.com,old\n");
-    let out = run(&["import", bad.to_str().unwrap(), "--table", "people", "--db", &db]);
+    let out = run(&[
+        "import",
+        bad.to_str().unwrap(),
+        "--table",
+        "people",
+        "--db",
+        &db,
+    ]);
     assert_eq!(out.status.code(), Some(5));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("bad.csv, row 1, column 'age': \"old\""), "{stderr}");
+    assert!(
+        stderr.contains("bad.csv, row 1, column 'age': \"old\""),
+        "{stderr}"
+    );
 
     // Usage errors: exit 2.
-    let out = run(&["import", "/nonexistent.csv", "--table", "people", "--db", &db]);
+    let out = run(&[
+        "import",
+        "/nonexistent.csv",
+        "--table",
+        "people",
+        "--db",
+        &db,
+    ]);
     assert_eq!(out.status.code(), Some(2));
-    let out = run(&["import", first, "--table", "people", "--db", &db, "--on-duplicate", "maybe"]);
+    let out = run(&[
+        "import",
+        first,
+        "--table",
+        "people",
+        "--db",
+        &db,
+        "--on-duplicate",
+        "maybe",
+    ]);
     assert_eq!(out.status.code(), Some(2));
-    let out = run(&["import", first, "--table", "people", "--db", &db, "--key", "nope", "--force"]);
+    let out = run(&[
+        "import", first, "--table", "people", "--db", &db, "--key", "nope", "--force",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("its columns: id, email, age"));
 }
@@ -120,17 +180,47 @@ fn explain_prints_both_operators_with_partitions() {
     let db = sqlite_url(&dir);
     let file = dir.file("e.csv", "email,age\na@x.com,1\n");
     let out = run(&[
-        "import", file.to_str().unwrap(), "--table", "t", "--db", &db, "--key", "email",
-        "--partitions", "3", "--chunk-rows", "500", "--explain",
+        "import",
+        file.to_str().unwrap(),
+        "--table",
+        "t",
+        "--db",
+        &db,
+        "--key",
+        "email",
+        "--partitions",
+        "3",
+        "--chunk-rows",
+        "500",
+        "--explain",
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let plan = String::from_utf8_lossy(&out.stdout);
-    assert!(plan.contains("ImportSink: table=t, db=sqlite, on_duplicate=error, chunk_rows=500"), "{plan}");
+    assert!(
+        plan.contains("ImportSink: table=t, db=sqlite, on_duplicate=error, chunk_rows=500"),
+        "{plan}"
+    );
     assert!(plan.contains("DuplicateCheckExec: key=[email]"), "{plan}");
     assert!(plan.contains("partitions=3"), "{plan}");
-    assert!(plan.contains("RepartitionExec: partitioning=Hash([email@0], 3)"), "{plan}");
+    assert!(
+        plan.contains("RepartitionExec: partitioning=Hash([email@0], 3)"),
+        "{plan}"
+    );
     // Explaining writes nothing.
-    let out = run(&["import", file.to_str().unwrap(), "--table", "t", "--db", &db, "--json"]);
+    let out = run(&[
+        "import",
+        file.to_str().unwrap(),
+        "--table",
+        "t",
+        "--db",
+        &db,
+        "--json",
+    ]);
     assert_eq!(json(&out)["created_table"], true);
 }
 
@@ -140,7 +230,11 @@ async fn database_errors_exit_6_and_postgres_works_end_to_end() {
     let file = dir.file("p.csv", "email,age\na@x.com,1\n");
     // Nothing listens on port 1: a database error.
     let out = run(&[
-        "import", file.to_str().unwrap(), "--table", "t", "--db",
+        "import",
+        file.to_str().unwrap(),
+        "--table",
+        "t",
+        "--db",
         "postgres://postgres:secret@127.0.0.1:1/test",
     ]);
     assert_eq!(out.status.code(), Some(6));
@@ -151,8 +245,21 @@ async fn database_errors_exit_6_and_postgres_works_end_to_end() {
     let table = db.table("cli");
     let url = postgres_url();
     db.run(async {
-        let out = run(&["import", file.to_str().unwrap(), "--table", &table, "--db", &url, "--json"]);
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = run(&[
+            "import",
+            file.to_str().unwrap(),
+            "--table",
+            &table,
+            "--db",
+            &url,
+            "--json",
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(json(&out)["inserted"], 1);
         assert_eq!(db.count(&table).await, 1);
     })

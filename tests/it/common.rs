@@ -167,7 +167,8 @@ impl TestDb {
         if self.db.describe_table(table).await.unwrap().is_none() {
             return 0;
         }
-        self.scalar(&format!("SELECT COUNT(*) FROM \"{table}\"")).await
+        self.scalar(&format!("SELECT COUNT(*) FROM \"{table}\""))
+            .await
     }
 
     /// Whether `table` exists.
@@ -221,8 +222,10 @@ impl TestDb {
         for t in tables {
             self.exec(&format!("DROP TABLE IF EXISTS \"{t}\"")).await;
             if self.exists("file_imports").await {
-                self.exec(&format!("DELETE FROM file_imports WHERE table_name = '{t}'"))
-                    .await;
+                self.exec(&format!(
+                    "DELETE FROM file_imports WHERE table_name = '{t}'"
+                ))
+                .await;
             }
         }
     }

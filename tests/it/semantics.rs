@@ -51,8 +51,9 @@ async fn refused_import_leaves_table_unchanged(db: &TestDb) {
     assert_eq!(report.existing_chunks, 1);
     assert_eq!(report.samples[0].row, 2);
     assert!(
-        err.to_string()
-            .starts_with("Duplicate data detected. 1 records overlap with existing data in 1 chunk(s)."),
+        err.to_string().starts_with(
+            "Duplicate data detected. 1 records overlap with existing data in 1 chunk(s)."
+        ),
         "{err}"
     );
     assert_eq!(db.rows(&table, &["id", "email", "name"]).await, before);
@@ -96,8 +97,15 @@ async fn within_file_duplicates(db: &TestDb) {
     assert_eq!((report.existing, report.in_file), (0, 2));
     assert_eq!(report.samples.len(), 2);
     assert_eq!(report.samples[0].row, 4);
-    assert!(err.to_string().contains("row 4: email=\"b@x.com\" repeats row 2"), "{err}");
-    assert!(!db.exists(&table).await, "a refused import must not leave a new table");
+    assert!(
+        err.to_string()
+            .contains("row 4: email=\"b@x.com\" repeats row 2"),
+        "{err}"
+    );
+    assert!(
+        !db.exists(&table).await,
+        "a refused import must not leave a new table"
+    );
 
     let report = import(db, &path, &table)
         .with_key(["email"])
@@ -130,7 +138,11 @@ async fn null_keys_are_equal(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(
-        (report.inserted, report.duplicates_existing, report.duplicates_in_file),
+        (
+            report.inserted,
+            report.duplicates_existing,
+            report.duplicates_in_file
+        ),
         (2, 1, 1)
     );
     assert_eq!(db.count(&table).await, 3);
@@ -219,8 +231,10 @@ async fn bad_value_in_last_chunk_writes_nothing(db: &TestDb) {
     let dir = TempDir::new();
     let table = db.table("badvalue");
     create(db, &table, "sku TEXT, qty INTEGER").await;
-    db.exec(&format!("INSERT INTO \"{table}\" (sku, qty) VALUES ('old', 1)"))
-        .await;
+    db.exec(&format!(
+        "INSERT INTO \"{table}\" (sku, qty) VALUES ('old', 1)"
+    ))
+    .await;
     // More rows than one source batch, so earlier chunks are written before the
     // bad value is even read.
     let rows = 20_000;
@@ -236,12 +250,18 @@ async fn bad_value_in_last_chunk_writes_nothing(db: &TestDb) {
         AtlasError::BadValue {
             row, column, value, ..
         } => {
-            assert_eq!((*row, column.as_str(), value.as_str()), (20_000, "qty", "not-a-number"));
+            assert_eq!(
+                (*row, column.as_str(), value.as_str()),
+                (20_000, "qty", "not-a-number")
+            );
         }
         other => panic!("expected a bad value, got {other}"),
     }
     let message = err.to_string();
-    assert!(message.contains("bad.csv") && message.contains("row 20000"), "{message}");
+    assert!(
+        message.contains("bad.csv") && message.contains("row 20000"),
+        "{message}"
+    );
     // Whether chunks were already written when the bad value was read depends on
     // scheduling; either way the transaction is rolled back.
     eprintln!(
@@ -250,15 +270,16 @@ async fn bad_value_in_last_chunk_writes_nothing(db: &TestDb) {
     );
     assert_eq!(db.count(&table).await, 1);
     assert_eq!(db.file_imports(&table).await, 0);
-
 }
 
 async fn failure_between_chunks_writes_nothing(db: &TestDb) {
     let dir = TempDir::new();
     let table = db.table("between");
     create(db, &table, "sku TEXT, qty INTEGER CHECK (qty < 100)").await;
-    db.exec(&format!("INSERT INTO \"{table}\" (sku, qty) VALUES ('old', 1)"))
-        .await;
+    db.exec(&format!(
+        "INSERT INTO \"{table}\" (sku, qty) VALUES ('old', 1)"
+    ))
+    .await;
     let mut csv = numbered_rows(9, None);
     csv.push_str("sku-10,500\nsku-11,1\n");
     let metrics = Arc::new(ImportMetrics::default());
@@ -270,7 +291,10 @@ async fn failure_between_chunks_writes_nothing(db: &TestDb) {
         .await
         .unwrap_err();
     assert!(matches!(err, AtlasError::Database { .. }), "{err}");
-    assert!(ImportMetrics::get(&metrics.chunks_written) >= 4, "chunks before the failure were written");
+    assert!(
+        ImportMetrics::get(&metrics.chunks_written) >= 4,
+        "chunks before the failure were written"
+    );
     assert_eq!(
         db.rows(&table, &["sku", "qty"]).await,
         vec![vec![s("old"), s("1")]]
@@ -326,7 +350,11 @@ async fn new_table_from_inferred_types(db: &TestDb) {
         Kind::Postgres => "Int64",
     };
     assert_eq!(types[0], ("id".into(), expect_int.into()));
-    assert_eq!(types[2], ("zip".into(), "Utf8".into()), "codes with leading zeros stay text");
+    assert_eq!(
+        types[2],
+        ("zip".into(), "Utf8".into()),
+        "codes with leading zeros stay text"
+    );
     assert_eq!(types[3].1, "Float64");
     assert_eq!(types[4].1, "Boolean");
     assert_eq!(types[5].1, "Date32");
@@ -355,8 +383,14 @@ async fn unknown_columns_are_listed(db: &TestDb) {
         .unwrap_err();
     let message = err.to_string();
     assert!(matches!(err, AtlasError::SchemaMismatch { .. }));
-    assert!(message.contains("source column 'mail' is not a column"), "{message}");
-    assert!(message.contains("its columns: id, email, name"), "{message}");
+    assert!(
+        message.contains("source column 'mail' is not a column"),
+        "{message}"
+    );
+    assert!(
+        message.contains("its columns: id, email, name"),
+        "{message}"
+    );
     assert!(message.contains("'email' is NOT NULL"), "{message}");
 }
 
@@ -377,7 +411,8 @@ async fn invariant_under_partitions_and_chunks(db: &TestDb) {
     let seed_path = dir.file("seed.csv", &seed);
     let data_path = dir.file("data.csv", &data);
 
-    let mut baseline: Option<(Vec<Vec<Option<String>>>, (u64, u64, u64, u64), Vec<u64>)> = None;
+    type Outcome = (Vec<Vec<Option<String>>>, (u64, u64, u64, u64), Vec<u64>);
+    let mut baseline: Option<Outcome> = None;
     for partitions in [1, 2, 4, 8] {
         for chunk_rows in [1, 7, 10_000] {
             let table = db.table("invariance");
@@ -421,8 +456,11 @@ async fn invariant_under_partitions_and_chunks(db: &TestDb) {
         }
     }
     // The same counts from a straightforward model of the semantics.
-    let existing: std::collections::HashSet<&str> =
-        seed.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    let existing: std::collections::HashSet<&str> = seed
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
     let mut seen = std::collections::HashSet::new();
     let (mut inserted, mut dup_existing, mut dup_in_file) = (0u64, 0u64, 0u64);
     for line in data.lines().skip(1) {
@@ -438,7 +476,12 @@ async fn invariant_under_partitions_and_chunks(db: &TestDb) {
     let (rows, counts, _) = baseline.unwrap();
     assert_eq!(
         counts,
-        (inserted, dup_existing + dup_in_file, dup_existing, dup_in_file)
+        (
+            inserted,
+            dup_existing + dup_in_file,
+            dup_existing,
+            dup_in_file
+        )
     );
     assert!(dup_existing > 0 && dup_in_file > 0);
     assert_eq!(rows.len() as u64, existing.len() as u64 + inserted);

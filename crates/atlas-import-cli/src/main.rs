@@ -352,8 +352,8 @@ impl<'a> MakeWriter<'a> for LogWriter {
 }
 
 fn init_logging(bar: Option<ProgressBar>) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("atlas_import=info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("atlas_import=info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)

@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, ArrowPrimitiveType, BooleanArray, BooleanBuilder, PrimitiveArray,
-    StringArray, new_null_array,
+    Array, ArrayRef, ArrowPrimitiveType, BooleanArray, BooleanBuilder, PrimitiveArray, StringArray,
+    new_null_array,
 };
 use datafusion::arrow::compute::{CastOptions, cast, cast_with_options, nullif};
 use datafusion::arrow::datatypes::{
@@ -98,7 +98,7 @@ fn coerce_strings(values: &StringArray, target: &DataType) -> Result<ArrayRef, C
         DataType::UInt16 => parse_ints::<UInt16Type>(values),
         DataType::UInt32 => parse_ints::<UInt32Type>(values),
         DataType::UInt64 => parse_ints::<UInt64Type>(values),
-        DataType::Float64 => parse_floats::<Float64Type>(values, |v| Some(v)),
+        DataType::Float64 => parse_floats::<Float64Type>(values, Some),
         DataType::Float32 => parse_floats::<Float32Type>(values, |v| {
             let narrowed = v as f32;
             (narrowed.is_finite() || !v.is_finite()).then_some(narrowed)
@@ -264,8 +264,8 @@ impl TypeInference {
             let digits = s.trim_start_matches(['+', '-']).as_bytes();
             let leading_zero = digits.len() > 1 && digits[0] == b'0' && digits[1].is_ascii_digit();
             if self.int {
-                self.int = !leading_zero
-                    && s.parse::<i128>().is_ok_and(|v| i64::try_from(v).is_ok());
+                self.int =
+                    !leading_zero && s.parse::<i128>().is_ok_and(|v| i64::try_from(v).is_ok());
             }
             if self.float {
                 self.float = !leading_zero
@@ -279,8 +279,8 @@ impl TypeInference {
                 );
             }
             if self.date {
-                self.date = s.len() == 10
-                    && chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok();
+                self.date =
+                    s.len() == 10 && chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok();
             }
             if self.timestamp {
                 self.timestamp = s.len() >= 19
@@ -367,8 +367,7 @@ mod tests {
         .unwrap();
         let out = out.as_boolean();
         assert!(out.value(0) && !out.value(1) && !out.value(2));
-        let err =
-            coerce_array(&strings(&[Some("2024-02-30")]), &DataType::Date32).unwrap_err();
+        let err = coerce_array(&strings(&[Some("2024-02-30")]), &DataType::Date32).unwrap_err();
         assert_eq!(err.value, "2024-02-30");
         assert!(coerce_array(&strings(&[Some(" 2024-02-29 ")]), &DataType::Date32).is_ok());
     }

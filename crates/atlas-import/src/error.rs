@@ -140,9 +140,9 @@ impl AtlasError {
             AtlasError::AlreadyImported { .. } => ErrorClass::AlreadyImported,
             AtlasError::BadValue { .. } | AtlasError::Source { .. } => ErrorClass::BadData,
             AtlasError::Database { .. } => ErrorClass::Database,
-            AtlasError::Io { .. } | AtlasError::ResourcesExhausted(_) | AtlasError::DataFusion(_) => {
-                ErrorClass::Other
-            }
+            AtlasError::Io { .. }
+            | AtlasError::ResourcesExhausted(_)
+            | AtlasError::DataFusion(_) => ErrorClass::Other,
         }
     }
 
@@ -219,8 +219,9 @@ fn find_atlas_error(err: &DataFusionError) -> Option<&AtlasError> {
 
 fn find_root(err: &DataFusionError) -> &DataFusionError {
     match err {
-        DataFusionError::Context(_, inner)
-        | DataFusionError::Diagnostic(_, inner) => find_root(inner),
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+            find_root(inner)
+        }
         DataFusionError::Shared(inner) => find_root(inner),
         DataFusionError::Collection(errs) if !errs.is_empty() => find_root(&errs[0]),
         other => other,
@@ -243,6 +244,9 @@ mod tests {
         );
         let found = AtlasError::from_datafusion(wrapped);
         assert_eq!(found.class(), ErrorClass::AlreadyImported);
-        assert_eq!(found.to_string(), "File has already been imported to table 't'.");
+        assert_eq!(
+            found.to_string(),
+            "File has already been imported to table 't'."
+        );
     }
 }

@@ -263,10 +263,10 @@ impl ImportBuilder {
         let result = self
             .run_in_transaction(&source, df, &file_hash, to_create.as_deref(), &slot)
             .await;
-        if result.is_err() {
-            if let Err(e) = slot.rollback().await {
-                tracing::warn!("rollback after a failed import also failed: {e}");
-            }
+        if result.is_err()
+            && let Err(e) = slot.rollback().await
+        {
+            tracing::warn!("rollback after a failed import also failed: {e}");
         }
         result?;
 
@@ -304,7 +304,10 @@ impl ImportBuilder {
                 });
             }
             tx.describe_table(&self.table).await?.ok_or_else(|| {
-                AtlasError::Usage(format!("table '{}' disappeared during the import", self.table))
+                AtlasError::Usage(format!(
+                    "table '{}' disappeared during the import",
+                    self.table
+                ))
             })?
         };
         let file = FileRecord {
@@ -450,7 +453,10 @@ fn map_columns(
                 ))
             }
             Some(column) => {
-                if mapping.iter().any(|(_, c): &(usize, TargetColumn)| c.name == column.name) {
+                if mapping
+                    .iter()
+                    .any(|(_, c): &(usize, TargetColumn)| c.name == column.name)
+                {
                     differences.push(format!(
                         "source columns map twice onto column '{}'",
                         column.name
@@ -578,7 +584,9 @@ impl ExistingKeyLoader for TableKeyLoader {
         let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
             self.key_columns
                 .iter()
-                .map(|c| datafusion::arrow::datatypes::Field::new(&c.name, c.data_type.clone(), true))
+                .map(|c| {
+                    datafusion::arrow::datatypes::Field::new(&c.name, c.data_type.clone(), true)
+                })
                 .collect::<Vec<_>>(),
         ));
         let table = self.table.clone();
@@ -586,15 +594,17 @@ impl ExistingKeyLoader for TableKeyLoader {
         let mut on_batch = |text: RecordBatch| -> Result<()> {
             let mut typed = Vec::with_capacity(columns.len());
             for (i, column) in columns.iter().enumerate() {
-                typed.push(coerce_array(text.column(i), &column.data_type).map_err(|f| {
-                    AtlasError::BadValue {
-                        source_name: format!("existing rows of table '{table}'"),
-                        row: 0,
-                        column: column.name.clone(),
-                        value: f.value,
-                        target_type: column.sql_type.clone(),
-                    }
-                })?);
+                typed.push(
+                    coerce_array(text.column(i), &column.data_type).map_err(|f| {
+                        AtlasError::BadValue {
+                            source_name: format!("existing rows of table '{table}'"),
+                            row: 0,
+                            column: column.name.clone(),
+                            value: f.value,
+                            target_type: column.sql_type.clone(),
+                        }
+                    })?,
+                );
             }
             let batch = RecordBatch::try_new(Arc::clone(&schema), typed)
                 .map_err(|e| AtlasError::from_datafusion(e.into()))?;
@@ -607,7 +617,12 @@ impl ExistingKeyLoader for TableKeyLoader {
         let mut guard = self.slot.lock().await;
         let tx = guard.as_mut().ok_or_else(crate::physical::not_open)?;
         let rows = tx
-            .scan_keys(&self.table, &self.key_columns, KEY_SCAN_BATCH_ROWS, &mut on_batch)
+            .scan_keys(
+                &self.table,
+                &self.key_columns,
+                KEY_SCAN_BATCH_ROWS,
+                &mut on_batch,
+            )
             .await?;
         drop(guard);
         set.shrink_to_fit();

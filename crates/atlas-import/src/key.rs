@@ -52,10 +52,7 @@ impl EncodedKeys {
 }
 
 enum ColumnWriter<'a> {
-    Fixed {
-        data: ArrayData,
-        width: usize,
-    },
+    Fixed { data: ArrayData, width: usize },
     Float32(&'a datafusion::arrow::array::Float32Array),
     Float64(&'a datafusion::arrow::array::Float64Array),
     Bool(&'a BooleanArray),
@@ -119,12 +116,24 @@ impl<'a> ColumnWriter<'a> {
             ColumnWriter::Float32(a) => null_or!(a, {
                 let v = a.value(row);
                 // -0.0 equals 0.0 and NaN equals NaN in the databases' comparisons.
-                let v = if v == 0.0 { 0.0 } else if v.is_nan() { f32::NAN } else { v };
+                let v = if v == 0.0 {
+                    0.0
+                } else if v.is_nan() {
+                    f32::NAN
+                } else {
+                    v
+                };
                 out.extend_from_slice(&v.to_bits().to_le_bytes())
             }),
             ColumnWriter::Float64(a) => null_or!(a, {
                 let v = a.value(row);
-                let v = if v == 0.0 { 0.0 } else if v.is_nan() { f64::NAN } else { v };
+                let v = if v == 0.0 {
+                    0.0
+                } else if v.is_nan() {
+                    f64::NAN
+                } else {
+                    v
+                };
                 out.extend_from_slice(&v.to_bits().to_le_bytes())
             }),
             ColumnWriter::Bool(a) => null_or!(a, out.push(a.value(row) as u8)),
@@ -333,7 +342,13 @@ mod tests {
         RecordBatch::try_new(
             schema,
             vec![
-                Arc::new(Int64Array::from(vec![Some(1), Some(1), None, None, Some(1)])),
+                Arc::new(Int64Array::from(vec![
+                    Some(1),
+                    Some(1),
+                    None,
+                    None,
+                    Some(1),
+                ])),
                 Arc::new(StringArray::from(vec![
                     Some("x"),
                     Some("x"),

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::prelude::{CsvReadOptions, DataFrame, JsonReadOptions, ParquetReadOptions, SessionContext};
+use datafusion::prelude::{
+    CsvReadOptions, DataFrame, JsonReadOptions, ParquetReadOptions, SessionContext,
+};
 use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
 
@@ -67,7 +69,9 @@ impl SourceFormat {
     /// Short name, for messages.
     pub fn name(&self) -> &'static str {
         match self {
-            SourceFormat::Csv { delimiter: b'\t', .. } => "tsv",
+            SourceFormat::Csv {
+                delimiter: b'\t', ..
+            } => "tsv",
             SourceFormat::Csv { .. } => "csv",
             SourceFormat::Parquet => "parquet",
             SourceFormat::NdJson => "ndjson",
@@ -282,9 +286,10 @@ fn storable_type(data_type: &DataType) -> DataType {
         dt if dt.is_numeric() => dt.clone(),
         DataType::Boolean | DataType::Date32 => data_type.clone(),
         DataType::Date64 => DataType::Date32,
-        DataType::Timestamp(_, tz) => {
-            DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, tz.clone())
-        }
+        DataType::Timestamp(_, tz) => DataType::Timestamp(
+            datafusion::arrow::datatypes::TimeUnit::Microsecond,
+            tz.clone(),
+        ),
         _ => DataType::Utf8,
     }
 }

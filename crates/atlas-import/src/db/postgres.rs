@@ -159,10 +159,11 @@ impl Database for PostgresDatabase {
         if let Err(e) = sqlx::query(CREATE_FILE_IMPORTS).execute(&self.pool).await {
             // Two first imports may race on CREATE TABLE IF NOT EXISTS; the loser
             // fails on the catalog's unique index while the table now exists.
-            let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass('file_imports')::text")
-                .fetch_one(&self.pool)
-                .await
-                .map_err(|e| AtlasError::database("creating file_imports", e))?;
+            let exists: Option<String> =
+                sqlx::query_scalar("SELECT to_regclass('file_imports')::text")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(|e| AtlasError::database("creating file_imports", e))?;
             if exists.is_none() {
                 return Err(AtlasError::database("creating file_imports", e));
             }
@@ -309,7 +310,9 @@ impl ImportTransaction for PostgresImport {
         for batch in batches {
             let batch = RecordBatch::try_new(Arc::new(schema.clone()), batch.columns().to_vec())
                 .map_err(|e| AtlasError::from_datafusion(e.into()))?;
-            encoder.write_batch(&batch, &mut buf).map_err(encode_error)?;
+            encoder
+                .write_batch(&batch, &mut buf)
+                .map_err(encode_error)?;
             if buf.len() >= COPY_SEND_BYTES {
                 copy.send(&buf[..]).await.map_err(copy_error)?;
                 buf.clear();

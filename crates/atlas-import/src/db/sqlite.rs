@@ -357,8 +357,8 @@ impl ImportTransaction for SqliteImport {
         columns: &[TargetColumn],
         batches: &[RecordBatch],
     ) -> Result<u64> {
-        let rows_per_statement = (MAX_BIND_PARAMETERS / columns.len().max(1))
-            .clamp(1, MAX_ROWS_PER_STATEMENT);
+        let rows_per_statement =
+            (MAX_BIND_PARAMETERS / columns.len().max(1)).clamp(1, MAX_ROWS_PER_STATEMENT);
         let full_sql = insert_sql(table, columns, rows_per_statement);
         let mut written = 0u64;
         for batch in batches {

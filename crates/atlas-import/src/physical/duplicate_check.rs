@@ -22,8 +22,8 @@ use datafusion::physical_plan::metrics::{
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
-    ReplaceChildrenOptions, SendableRecordBatchStream,
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
+    PlanProperties, ReplaceChildrenOptions, SendableRecordBatchStream,
 };
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
@@ -175,8 +175,7 @@ impl DuplicateCheckExec {
                 "DuplicateCheckExec: invalid key columns {key_columns:?}"
             )));
         }
-        let properties =
-            source_ordered_properties(schema, input.output_partitioning().clone());
+        let properties = source_ordered_properties(schema, input.output_partitioning().clone());
         Ok(Self {
             input,
             key_columns,
@@ -264,7 +263,10 @@ impl ExecutionPlan for DuplicateCheckExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        self.replace_children(children, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
     }
 
     fn execute(

@@ -15,8 +15,8 @@ mod sink;
 
 pub use coerce::CoerceExec;
 pub use duplicate_check::{DuplicateCheckExec, ExistingKeyLoader, ExistingKeys};
-pub use sink::{ImportSink, TransactionSlot};
 pub(crate) use sink::not_open;
+pub use sink::{ImportSink, TransactionSlot};
 
 use std::sync::Arc;
 
@@ -24,8 +24,7 @@ use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{
-    EquivalenceProperties, LexRequirement, PhysicalExpr, PhysicalSortExpr,
-    PhysicalSortRequirement,
+    EquivalenceProperties, LexRequirement, PhysicalExpr, PhysicalSortExpr, PhysicalSortRequirement,
 };
 
 use crate::schema::ROW_NUMBER_COLUMN;
