@@ -487,7 +487,80 @@ async fn invariant_under_partitions_and_chunks(db: &TestDb) {
     assert_eq!(rows.len() as u64, existing.len() as u64 + inserted);
 }
 
+async fn parquet_ndjson_and_delimited_sources(db: &TestDb) {
+    use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::parquet::arrow::ArrowWriter;
+
+    let dir = TempDir::new();
+    let table = db.table("formats");
+    create(db, &table, "email TEXT, age INTEGER").await;
+
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("email", DataType::Utf8, true),
+        Field::new("age", DataType::Int64, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(StringArray::from(vec![Some("a@x.com"), Some("b@x.com"), None])),
+            Arc::new(Int64Array::from(vec![Some(30), None, Some(5)])),
+        ],
+    )
+    .unwrap();
+    let parquet = dir.path().join("people.parquet");
+    let mut writer =
+        ArrowWriter::try_new(std::fs::File::create(&parquet).unwrap(), schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let report = import(db, &parquet, &table).execute().await.unwrap();
+    assert_eq!(report.inserted, 3);
+
+    // NDJSON overlapping the Parquet rows: compared after coercion, NULLs equal.
+    let ndjson = dir.file(
+        "people.ndjson",
+        "{\"email\": \"a@x.com\", \"age\": 30}\n{\"email\": \"c@x.com\", \"age\": 7}\n{\"email\": null, \"age\": 5}\n",
+    );
+    let report = import(db, &ndjson, &table)
+        .with_on_duplicate(OnDuplicate::Skip)
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!((report.inserted, report.skipped), (1, 2));
+
+    // A semicolon-delimited file, and an age that is not an integer.
+    let semicolons = dir.file("people.txt", "email;age\nd@x.com;41\n");
+    let report = import(db, &semicolons, &table)
+        .with_format(atlas_import::SourceFormat::Csv {
+            delimiter: b';',
+            has_header: true,
+        })
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(report.inserted, 1);
+    let wide = dir.file("wide.ndjson", "{\"email\": \"e@x.com\", \"age\": \"many\"}\n");
+    let err = import(db, &wide, &table).execute().await.unwrap_err();
+    match err {
+        AtlasError::BadValue { row, column, value, .. } => {
+            assert_eq!((row, column.as_str(), value.as_str()), (1, "age", "many"))
+        }
+        other => panic!("expected a bad value, got {other}"),
+    }
+    assert_eq!(
+        db.rows(&table, &["email", "age"]).await,
+        vec![
+            vec![None, s("5")],
+            vec![s("a@x.com"), s("30")],
+            vec![s("b@x.com"), None],
+            vec![s("c@x.com"), s("7")],
+            vec![s("d@x.com"), s("41")],
+        ]
+    );
+}
+
 on_both_databases!(
+    parquet_ndjson_and_delimited_sources,
     refused_import_leaves_table_unchanged,
     skip_counts,
     within_file_duplicates,
