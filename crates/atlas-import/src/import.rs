@@ -243,35 +243,20 @@ impl ImportBuilder {
                 file_hash,
             });
         }
-        let to_create: Option<Vec<ColumnSpec>> = match self.db.describe_table(&self.table).await? {
-            Some(_) => None,
-            None => Some(
-                self.planned_table(&source, df.clone())
-                    .await?
-                    .columns
-                    .into_iter()
-                    .map(|c| ColumnSpec {
-                        name: c.name,
-                        data_type: c.data_type,
-                    })
-                    .collect(),
-            ),
-        };
-
         let slot = Arc::new(TransactionSlot::empty());
         slot.put(self.db.begin().await?).await;
         let result = self
-            .run_in_transaction(&source, df, &file_hash, to_create.as_deref(), &slot)
+            .run_in_transaction(&source, df, &file_hash, &slot)
             .await;
         if result.is_err()
             && let Err(e) = slot.rollback().await
         {
             tracing::warn!("rollback after a failed import also failed: {e}");
         }
-        result?;
+        let created_table = result?;
 
         let m = &self.metrics;
-        let report = self.duplicate_free_report(started, Some(file_hash), to_create.is_some());
+        let report = self.duplicate_free_report(started, Some(file_hash), created_table);
         tracing::info!(
             "Import into '{}' committed: {} inserted, {} skipped, {} read",
             self.table,
@@ -287,15 +272,13 @@ impl ImportBuilder {
         source: &FileSource,
         df: datafusion::prelude::DataFrame,
         file_hash: &str,
-        to_create: Option<&[ColumnSpec]>,
         slot: &Arc<TransactionSlot>,
-    ) -> Result<()> {
-        let target = {
+    ) -> Result<bool> {
+        // Under the lock: the file check, and the table as it really is now (a
+        // concurrent import may have created it meanwhile).
+        let (target, created) = {
             let mut guard = slot.lock().await;
             let tx = guard.as_mut().expect("the transaction was just opened");
-            if let Some(specs) = to_create {
-                tx.create_table(&self.table, specs).await?;
-            }
             tx.lock_table(&self.table).await?;
             if !self.force && tx.file_imported(file_hash, &self.table).await? {
                 return Err(AtlasError::AlreadyImported {
@@ -303,12 +286,26 @@ impl ImportBuilder {
                     file_hash: file_hash.to_string(),
                 });
             }
-            tx.describe_table(&self.table).await?.ok_or_else(|| {
-                AtlasError::Usage(format!(
-                    "table '{}' disappeared during the import",
-                    self.table
-                ))
-            })?
+            match tx.describe_table(&self.table).await? {
+                Some(target) => (target, false),
+                None => {
+                    let specs: Vec<ColumnSpec> = self
+                        .planned_table(source, df.clone())
+                        .await?
+                        .columns
+                        .into_iter()
+                        .map(|c| ColumnSpec {
+                            name: c.name,
+                            data_type: c.data_type,
+                        })
+                        .collect();
+                    tx.create_table(&self.table, &specs).await?;
+                    let target = tx.describe_table(&self.table).await?.ok_or_else(|| {
+                        AtlasError::Usage(format!("table '{}' was not created", self.table))
+                    })?;
+                    (target, true)
+                }
+            }
         };
         let file = FileRecord {
             file_hash: file_hash.to_string(),
@@ -321,7 +318,7 @@ impl ImportBuilder {
                 source,
                 df,
                 &target,
-                to_create.is_none(),
+                !created,
                 Arc::clone(slot),
                 Some(file),
             )
@@ -329,7 +326,7 @@ impl ImportBuilder {
         collect(Arc::clone(&prepared.plan), prepared.ctx.task_ctx())
             .await
             .map_err(AtlasError::from_datafusion)?;
-        Ok(())
+        Ok(created)
     }
 
     fn duplicate_free_report(

@@ -87,7 +87,8 @@ pub trait ImportTransaction: Send {
     /// The catalog's description of `table` as this transaction sees it.
     async fn describe_table(&mut self, table: &str) -> Result<Option<TargetTable>>;
 
-    /// Serializes imports into `table` (DESIGN §2, Concurrency).
+    /// Serializes imports into `table` (DESIGN §2, Concurrency); called before
+    /// the table is described or created.
     async fn lock_table(&mut self, table: &str) -> Result<()>;
 
     /// Whether `file_hash` was already imported into `table`.

@@ -235,6 +235,21 @@ impl ImportTransaction for PostgresImport {
     }
 
     async fn lock_table(&mut self, table: &str) -> Result<()> {
+        // Imports into one table name serialize on an advisory lock first, so
+        // that two first imports do not race to create the table.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('atlas-import:' || $1, 0))")
+            .bind(table)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| AtlasError::database(format!("locking table '{table}'"), e))?;
+        let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+            .bind(quote_ident(table))
+            .fetch_one(&mut *self.tx)
+            .await
+            .map_err(|e| AtlasError::database(format!("locking table '{table}'"), e))?;
+        if exists.is_none() {
+            return Ok(());
+        }
         let sql = format!(
             "LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE",
             quote_ident(table)
