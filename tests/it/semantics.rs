@@ -503,7 +503,11 @@ async fn parquet_ndjson_and_delimited_sources(db: &TestDb) {
     let batch = RecordBatch::try_new(
         Arc::clone(&schema),
         vec![
-            Arc::new(StringArray::from(vec![Some("a@x.com"), Some("b@x.com"), None])),
+            Arc::new(StringArray::from(vec![
+                Some("a@x.com"),
+                Some("b@x.com"),
+                None,
+            ])),
             Arc::new(Int64Array::from(vec![Some(30), None, Some(5)])),
         ],
     )
@@ -539,10 +543,15 @@ async fn parquet_ndjson_and_delimited_sources(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(report.inserted, 1);
-    let wide = dir.file("wide.ndjson", "{\"email\": \"e@x.com\", \"age\": \"many\"}\n");
+    let wide = dir.file(
+        "wide.ndjson",
+        "{\"email\": \"e@x.com\", \"age\": \"many\"}\n",
+    );
     let err = import(db, &wide, &table).execute().await.unwrap_err();
     match err {
-        AtlasError::BadValue { row, column, value, .. } => {
+        AtlasError::BadValue {
+            row, column, value, ..
+        } => {
             assert_eq!((row, column.as_str(), value.as_str()), (1, "age", "many"))
         }
         other => panic!("expected a bad value, got {other}"),

@@ -314,14 +314,7 @@ impl ImportBuilder {
             record_count: 0,
         };
         let prepared = self
-            .prepare(
-                source,
-                df,
-                &target,
-                !created,
-                Arc::clone(slot),
-                Some(file),
-            )
+            .prepare(source, df, &target, !created, Arc::clone(slot), Some(file))
             .await?;
         collect(Arc::clone(&prepared.plan), prepared.ctx.task_ctx())
             .await
@@ -379,7 +372,7 @@ impl ImportBuilder {
         let existing = if table_may_have_rows {
             let key_targets = key_columns.iter().map(|&i| columns[i].clone()).collect();
             ExistingKeys::new(
-                self.table.clone(),
+                format!("{} (keys preloaded once, shared)", self.table),
                 Arc::new(TableKeyLoader {
                     slot: Arc::clone(&slot),
                     table: self.table.clone(),

@@ -208,7 +208,7 @@ impl DisplayAs for DuplicateCheckExec {
             .join(", ");
         write!(
             f,
-            "DuplicateCheckExec: key=[{keys}], existing={} (keys preloaded once, shared), on_duplicate={}, partitions={}",
+            "DuplicateCheckExec: key=[{keys}], existing={}, on_duplicate={}, partitions={}",
             self.existing.description,
             self.on_duplicate,
             self.input.output_partitioning().partition_count()
