@@ -187,12 +187,25 @@ impl TextBatcher {
         }
     }
 
-    pub(crate) fn column(&mut self, i: usize) -> &mut StringBuilder {
-        &mut self.builders[i]
+    /// Appends one database row of text values; emits a batch when full. The
+    /// outer error is the driver's (decoding), the inner one the callback's.
+    pub(crate) fn push_row<R>(
+        &mut self,
+        row: &R,
+        on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
+    ) -> std::result::Result<Result<()>, sqlx::Error>
+    where
+        R: sqlx::Row,
+        usize: sqlx::ColumnIndex<R>,
+        for<'r> Option<&'r str>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        for (i, builder) in self.builders.iter_mut().enumerate() {
+            builder.append_option(row.try_get::<Option<&str>, _>(i)?);
+        }
+        Ok(self.end_row(on_batch))
     }
 
-    /// Ends a row; emits a batch when full.
-    pub(crate) fn end_row(
+    fn end_row(
         &mut self,
         on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
     ) -> Result<()> {

@@ -134,7 +134,15 @@ const CREATE_FILE_IMPORTS: &str = "CREATE TABLE IF NOT EXISTS file_imports (
     UNIQUE (file_hash, table_name)
 )";
 
-const FILE_IMPORTED: &str = "SELECT 1 FROM file_imports WHERE file_hash = $1 AND table_name = $2";
+async fn file_imported(conn: &mut PgConnection, file_hash: &str, table: &str) -> Result<bool> {
+    let found = sqlx::query("SELECT 1 FROM file_imports WHERE file_hash = $1 AND table_name = $2")
+        .bind(file_hash)
+        .bind(table)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| AtlasError::database("reading file_imports", e))?;
+    Ok(found.is_some())
+}
 
 #[async_trait]
 impl Database for PostgresDatabase {
@@ -172,13 +180,12 @@ impl Database for PostgresDatabase {
     }
 
     async fn file_imported(&self, file_hash: &str, table: &str) -> Result<bool> {
-        let found = sqlx::query(FILE_IMPORTED)
-            .bind(file_hash)
-            .bind(table)
-            .fetch_optional(&self.pool)
+        let mut conn = self
+            .pool
+            .acquire()
             .await
-            .map_err(|e| AtlasError::database("reading file_imports", e))?;
-        Ok(found.is_some())
+            .map_err(|e| AtlasError::database("connecting", e))?;
+        file_imported(&mut conn, file_hash, table).await
     }
 
     fn sql_type_for(&self, data_type: &DataType) -> &'static str {
@@ -262,13 +269,7 @@ impl ImportTransaction for PostgresImport {
     }
 
     async fn file_imported(&mut self, file_hash: &str, table: &str) -> Result<bool> {
-        let found = sqlx::query(FILE_IMPORTED)
-            .bind(file_hash)
-            .bind(table)
-            .fetch_optional(&mut *self.tx)
-            .await
-            .map_err(|e| AtlasError::database("reading file_imports", e))?;
-        Ok(found.is_some())
+        file_imported(&mut self.tx, file_hash, table).await
     }
 
     async fn scan_keys(
@@ -288,11 +289,7 @@ impl ImportTransaction for PostgresImport {
         let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&mut *self.tx);
         let scan_error = |e| AtlasError::database(format!("reading the keys of '{table}'"), e);
         while let Some(row) = rows.try_next().await.map_err(scan_error)? {
-            for i in 0..columns.len() {
-                let value: Option<&str> = row.try_get(i).map_err(scan_error)?;
-                batcher.column(i).append_option(value);
-            }
-            batcher.end_row(on_batch)?;
+            batcher.push_row(&row, on_batch).map_err(scan_error)??;
         }
         batcher.flush(on_batch)
     }
