@@ -58,6 +58,11 @@ fn peak_rss_mb() -> f64 {
 }
 
 fn main() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
+    }
     let rows = env_u64("ATLAS_BENCH_ROWS", 1_000_000);
     let existing = env_u64("ATLAS_BENCH_EXISTING", 1_000_000);
     let url = std::env::var("ATLAS_TEST_POSTGRES_URL")

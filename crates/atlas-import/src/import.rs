@@ -568,6 +568,7 @@ struct TableKeyLoader {
 #[async_trait]
 impl ExistingKeyLoader for TableKeyLoader {
     async fn load(&self) -> Result<KeySet> {
+        let started = Instant::now();
         let mut set = KeySet::new();
         let mut keys = EncodedKeys::default();
         let encoder = KeyEncoder::new((0..self.key_columns.len()).collect());
@@ -619,7 +620,12 @@ impl ExistingKeyLoader for TableKeyLoader {
         self.metrics
             .existing_keys
             .store(rows, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!("Pre-loaded {rows} existing rows for comparison");
+        tracing::info!(
+            "Pre-loaded {rows} existing rows for comparison ({} keys, {} MB, {} ms)",
+            set.len(),
+            set.memory_size() >> 20,
+            started.elapsed().as_millis()
+        );
         Ok(set)
     }
 }
