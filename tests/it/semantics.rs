@@ -568,7 +568,41 @@ async fn parquet_ndjson_and_delimited_sources(db: &TestDb) {
     );
 }
 
+async fn existing_text_with_escapes_round_trips(db: &TestDb) {
+    let dir = TempDir::new();
+    let table = db.table("escapes");
+    create(db, &table, "k TEXT").await;
+    let nl = match db.kind {
+        Kind::Sqlite => "'nl' || char(10) || 'x'",
+        Kind::Postgres => "E'nl\\nx'",
+    };
+    let tab = match db.kind {
+        Kind::Sqlite => "'tab' || char(9) || 'here'",
+        Kind::Postgres => "E'tab\\there'",
+    };
+    db.exec(&format!(
+        "INSERT INTO \"{table}\" (k) VALUES ('a\\b'), ({nl}), ({tab}), ('\\N'), (NULL), ('ü\"q')"
+    ))
+    .await;
+    // `""` is an empty field, hence NULL; it equals the existing NULL.
+    let csv = "k\n\"a\\b\"\n\"nl\nx\"\n\"tab\there\"\n\\N\n\"\"\n\"ü\"\"q\"\nnew\n";
+    let report = import(db, &dir.file("e.csv", csv), &table)
+        .with_on_duplicate(OnDuplicate::Skip)
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            report.rows_read,
+            report.inserted,
+            report.duplicates_existing
+        ),
+        (7, 1, 6)
+    );
+}
+
 on_both_databases!(
+    existing_text_with_escapes_round_trips,
     parquet_ndjson_and_delimited_sources,
     refused_import_leaves_table_unchanged,
     skip_counts,

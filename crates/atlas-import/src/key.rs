@@ -204,14 +204,22 @@ impl KeyEncoder {
     }
 }
 
-/// A set of encoded keys, each with a `u64` payload (the source row of its first
-/// occurrence for keys of the import; unused for existing keys).
+/// Bytes per arena block; a larger key gets a block of its own.
+const BLOCK_BYTES: usize = 1 << 20;
+
+/// A set of encoded keys, optionally each with a `u64` payload (the source row
+/// of its first occurrence, for keys of the import).
+///
+/// Keys live in an arena of fixed-size blocks (so growing never copies or
+/// doubles the arena); each entry is a varint length, the key bytes and the
+/// payload. The hash table holds only the entry's position (`block << 32 |
+/// offset`); a lookup compares the candidate's bytes, so hits are exact.
 pub struct KeySet {
     hasher: ahash::RandomState,
-    table: HashTable<(u64, u32)>,
-    offsets: Vec<usize>,
-    bytes: Vec<u8>,
-    payloads: Vec<u64>,
+    table: HashTable<u64>,
+    blocks: Vec<Vec<u8>>,
+    payloads: bool,
+    len: usize,
 }
 
 impl std::fmt::Debug for KeySet {
@@ -229,12 +237,29 @@ impl Default for KeySet {
     }
 }
 
+/// The key and the bytes after it (the payload) of the entry at `pos`.
+#[inline]
+fn entry(blocks: &[Vec<u8>], pos: u64) -> (&[u8], &[u8]) {
+    let block = &blocks[(pos >> 32) as usize];
+    let mut offset = (pos & 0xffff_ffff) as usize;
+    let (mut len, mut shift) = (0usize, 0);
+    loop {
+        let byte = block[offset];
+        offset += 1;
+        len |= ((byte & 0x7f) as usize) << shift;
+        if byte < 0x80 {
+            break;
+        }
+        shift += 7;
+    }
+    (&block[offset..offset + len], &block[offset + len..])
+}
+
 impl KeySet {
-    /// An empty set.
+    /// An empty set without payloads (existing keys).
     pub fn new() -> Self {
         Self {
-            // Fixed seeds: fingerprints are only compared within one set, but a
-            // fixed hasher keeps runs reproducible.
+            // Fixed seeds keep runs reproducible; fingerprints never leave the set.
             hasher: ahash::RandomState::with_seeds(
                 0x243f_6a88_85a3_08d3,
                 0x1319_8a2e_0370_7344,
@@ -242,37 +267,45 @@ impl KeySet {
                 0x082e_fa98_ec4e_6c89,
             ),
             table: HashTable::new(),
-            offsets: vec![0],
-            bytes: Vec::new(),
-            payloads: Vec::new(),
+            blocks: Vec::new(),
+            payloads: false,
+            len: 0,
+        }
+    }
+
+    /// An empty set that keeps a payload per key.
+    pub fn with_payloads() -> Self {
+        Self {
+            payloads: true,
+            ..Self::new()
         }
     }
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.payloads.len()
+        self.len
     }
 
     /// Whether the set is empty.
     pub fn is_empty(&self) -> bool {
-        self.payloads.is_empty()
+        self.len == 0
     }
 
-    /// The fingerprint of a key.
-    #[inline]
-    pub fn fingerprint(&self, key: &[u8]) -> u64 {
-        self.hasher.hash_one(key)
+    fn payload_of(&self, rest: &[u8]) -> u64 {
+        if self.payloads {
+            u64::from_le_bytes(rest[..8].try_into().expect("payload is 8 bytes"))
+        } else {
+            0
+        }
     }
 
-    /// The payload of `key` if present.
+    /// The payload of `key` (0 in a set without payloads) if present.
     pub fn get(&self, key: &[u8]) -> Option<u64> {
-        let hash = self.fingerprint(key);
-        let (offsets, bytes) = (&self.offsets, &self.bytes);
+        let hash = self.hasher.hash_one(key);
+        let blocks = &self.blocks;
         self.table
-            .find(hash, |&(h, idx)| {
-                h == hash && &bytes[offsets[idx as usize]..offsets[idx as usize + 1]] == key
-            })
-            .map(|&(_, idx)| self.payloads[idx as usize])
+            .find(hash, |&pos| entry(blocks, pos).0 == key)
+            .map(|&pos| self.payload_of(entry(blocks, pos).1))
     }
 
     /// Whether `key` is present.
@@ -281,49 +314,64 @@ impl KeySet {
     }
 
     /// Inserts `key` with `payload` unless present; returns the payload already
-    /// stored when it was.
+    /// stored (0 in a set without payloads) when it was.
     pub fn insert(&mut self, key: &[u8], payload: u64) -> Option<u64> {
-        let hash = self.fingerprint(key);
-        let (offsets, bytes) = (&self.offsets, &self.bytes);
-        let found = self.table.find(hash, |&(h, idx)| {
-            h == hash && &bytes[offsets[idx as usize]..offsets[idx as usize + 1]] == key
-        });
-        if let Some(&(_, idx)) = found {
-            return Some(self.payloads[idx as usize]);
+        let hash = self.hasher.hash_one(key);
+        if let Some(&pos) = self
+            .table
+            .find(hash, |&pos| entry(&self.blocks, pos).0 == key)
+        {
+            return Some(self.payload_of(entry(&self.blocks, pos).1));
         }
-        let idx = u32::try_from(self.payloads.len()).expect("fewer than 2^32 keys per set");
-        self.bytes.extend_from_slice(key);
-        self.offsets.push(self.bytes.len());
-        self.payloads.push(payload);
-        self.table.insert_unique(hash, (hash, idx), |&(h, _)| h);
+        let pos = self.append(key, payload);
+        let Self {
+            table,
+            blocks,
+            hasher,
+            ..
+        } = self;
+        table.insert_unique(hash, pos, |&p| hasher.hash_one(entry(blocks, p).0));
+        self.len += 1;
         None
     }
 
-    /// Replaces the payload of a present key.
-    pub fn set_payload(&mut self, key: &[u8], payload: u64) {
-        let hash = self.fingerprint(key);
-        let (offsets, bytes) = (&self.offsets, &self.bytes);
-        if let Some(&(_, idx)) = self.table.find(hash, |&(h, idx)| {
-            h == hash && &bytes[offsets[idx as usize]..offsets[idx as usize + 1]] == key
-        }) {
-            self.payloads[idx as usize] = payload;
+    fn append(&mut self, key: &[u8], payload: u64) -> u64 {
+        let needed = 10 + key.len() + 8;
+        let fits = self
+            .blocks
+            .last()
+            .is_some_and(|b| b.capacity() - b.len() >= needed);
+        if !fits {
+            self.blocks
+                .push(Vec::with_capacity(BLOCK_BYTES.max(needed)));
         }
+        let index = self.blocks.len() - 1;
+        let block = &mut self.blocks[index];
+        let pos = ((index as u64) << 32) | block.len() as u64;
+        put_bytes(block, key);
+        if self.payloads {
+            block.extend_from_slice(&payload.to_le_bytes());
+        }
+        pos
     }
 
     /// Bytes held, for memory accounting.
     pub fn memory_size(&self) -> usize {
-        self.table.allocation_size()
-            + self.offsets.capacity() * std::mem::size_of::<usize>()
-            + self.bytes.capacity()
-            + self.payloads.capacity() * std::mem::size_of::<u64>()
+        self.table.allocation_size() + self.blocks.iter().map(Vec::capacity).sum::<usize>()
     }
 
     /// Releases spare capacity once the set is complete.
     pub fn shrink_to_fit(&mut self) {
-        self.bytes.shrink_to_fit();
-        self.offsets.shrink_to_fit();
-        self.payloads.shrink_to_fit();
-        self.table.shrink_to_fit(|&(h, _)| h);
+        if let Some(last) = self.blocks.last_mut() {
+            last.shrink_to_fit();
+        }
+        let Self {
+            table,
+            blocks,
+            hasher,
+            ..
+        } = self;
+        table.shrink_to_fit(|&p| hasher.hash_one(entry(blocks, p).0));
     }
 }
 
@@ -372,7 +420,7 @@ mod tests {
         assert_eq!(enc.describe(&batch(), 2), "a=NULL, b=NULL");
         assert_eq!(enc.describe(&batch(), 0), "a=1, b=\"x\"");
 
-        let mut set = KeySet::new();
+        let mut set = KeySet::with_payloads();
         assert_eq!(set.insert(keys.key(0), 10), None);
         assert_eq!(set.insert(keys.key(1), 11), Some(10));
         assert_eq!(set.insert(keys.key(2), 12), None);
@@ -383,13 +431,31 @@ mod tests {
 
     #[test]
     fn many_keys_round_trip() {
-        let mut set = KeySet::new();
-        for i in 0..100_000u64 {
-            assert_eq!(set.insert(&i.to_le_bytes(), i), None);
+        let mut set = KeySet::with_payloads();
+        for i in 0..200_000u64 {
+            // Keys of varied length, some longer than an arena block.
+            let key = if i % 50_000 == 7 {
+                vec![i as u8; BLOCK_BYTES + 3]
+            } else {
+                format!("key-{i}-{}", "x".repeat((i % 300) as usize)).into_bytes()
+            };
+            assert_eq!(set.insert(&key, i), None, "{i}");
         }
-        for i in 0..100_000u64 {
-            assert_eq!(set.get(&i.to_le_bytes()), Some(i));
+        assert_eq!(set.len(), 200_000);
+        for i in (0..200_000u64).step_by(7) {
+            let key = if i % 50_000 == 7 {
+                vec![i as u8; BLOCK_BYTES + 3]
+            } else {
+                format!("key-{i}-{}", "x".repeat((i % 300) as usize)).into_bytes()
+            };
+            assert_eq!(set.get(&key), Some(i));
+            assert_eq!(set.insert(&key, 0), Some(i));
         }
-        assert!(!set.contains(&100_000u64.to_le_bytes()));
+        assert!(!set.contains(b"key-200000-"));
+        let mut plain = KeySet::new();
+        assert_eq!(plain.insert(b"a", 5), None);
+        assert_eq!(plain.insert(b"a", 6), Some(0));
+        plain.shrink_to_fit();
+        assert!(plain.contains(b"a"));
     }
 }

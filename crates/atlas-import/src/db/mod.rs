@@ -205,7 +205,18 @@ impl TextBatcher {
         Ok(self.end_row(on_batch))
     }
 
-    fn end_row(
+    /// The builder of column `i`.
+    pub(crate) fn column(&mut self, i: usize) -> &mut StringBuilder {
+        &mut self.builders[i]
+    }
+
+    /// Number of columns.
+    pub(crate) fn width(&self) -> usize {
+        self.builders.len()
+    }
+
+    /// Ends a row whose values were appended with [`TextBatcher::column`].
+    pub(crate) fn end_row(
         &mut self,
         on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
     ) -> Result<()> {

@@ -282,7 +282,7 @@ impl ExecutionPlan for DuplicateCheckExec {
         let mut state = PartitionCheck {
             encoder: KeyEncoder::new(self.key_columns.clone()),
             keys: EncodedKeys::default(),
-            seen: KeySet::new(),
+            seen: KeySet::with_payloads(),
             on_duplicate: self.on_duplicate,
             chunk_rows: self.chunk_rows as u64,
             row_column,
