@@ -21,6 +21,9 @@ use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
 pub use postgres::PostgresDatabase;
 pub use sqlite::SqliteDatabase;
 
+/// The batches of one chunk, as the sink hands them to [`ImportTransaction::write_chunk`].
+pub type ChunkStream<'a> = futures::stream::BoxStream<'a, Result<RecordBatch>>;
+
 /// Which database a URL points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DbKind {
@@ -104,13 +107,15 @@ pub trait ImportTransaction: Send {
         on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
     ) -> Result<u64>;
 
-    /// Writes one chunk (the batches in order) into `columns` of `table`;
-    /// returns the rows written.
+    /// Writes one chunk into `columns` of `table`: the batches `chunk` yields, in
+    /// order, as they arrive (so encoding and the server's work overlap with the
+    /// check still running upstream). An error item aborts the chunk and is
+    /// returned. Returns the rows written.
     async fn write_chunk(
         &mut self,
         table: &str,
         columns: &[TargetColumn],
-        batches: &[RecordBatch],
+        chunk: &mut ChunkStream<'_>,
     ) -> Result<u64>;
 
     /// Inserts or refreshes the `file_imports` row.

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::BytesMut;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use pgpq::ArrowToPostgresBinaryEncoder;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgConnection, Postgres, Row, Transaction};
@@ -17,14 +17,15 @@ use sqlx::{AssertSqlSafe, PgConnection, Postgres, Row, Transaction};
 use std::borrow::Cow;
 
 use super::{
-    Database, DbKind, FileRecord, ImportTransaction, TextBatcher, column_list, create_table_sql,
-    mask_password, quote_ident,
+    ChunkStream, Database, DbKind, FileRecord, ImportTransaction, TextBatcher, column_list,
+    create_table_sql, mask_password, quote_ident,
 };
 use crate::error::{AtlasError, Result};
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
 
-/// Send COPY data to the server in pieces of about this size.
-const COPY_SEND_BYTES: usize = 4 << 20;
+/// Send COPY data to the server in pieces of about this size, small enough to
+/// keep the server busy while the next rows are encoded.
+const COPY_SEND_BYTES: usize = 256 << 10;
 
 /// A PostgreSQL database.
 #[derive(Debug)]
@@ -307,14 +308,14 @@ impl ImportTransaction for PostgresImport {
         &mut self,
         table: &str,
         columns: &[TargetColumn],
-        batches: &[RecordBatch],
+        chunk: &mut ChunkStream<'_>,
     ) -> Result<u64> {
-        let schema = Schema::new(
+        let schema = Arc::new(Schema::new(
             columns
                 .iter()
                 .map(|c| Field::new(&c.name, c.data_type.clone(), true))
                 .collect::<Vec<_>>(),
-        );
+        ));
         let encode_error = |e: pgpq::error::ErrorKind| {
             AtlasError::Usage(format!("cannot encode rows for COPY into '{table}': {e}"))
         };
@@ -326,11 +327,19 @@ impl ImportTransaction for PostgresImport {
         );
         let copy_error = |e| AtlasError::database(format!("copying into '{table}'"), e);
         let mut copy = self.tx.copy_in_raw(&sql).await.map_err(copy_error)?;
-        let mut buf = BytesMut::with_capacity(COPY_SEND_BYTES + (COPY_SEND_BYTES >> 2));
+        let mut buf = BytesMut::with_capacity(COPY_SEND_BYTES * 2);
         encoder.write_header(&mut buf).map_err(encode_error)?;
-        for batch in batches {
-            let batch = RecordBatch::try_new(Arc::new(schema.clone()), batch.columns().to_vec())
-                .map_err(|e| AtlasError::from_datafusion(e.into()))?;
+        while let Some(batch) = chunk.next().await {
+            let batch = match batch.and_then(|b| {
+                RecordBatch::try_new(Arc::clone(&schema), b.columns().to_vec())
+                    .map_err(|e| AtlasError::from_datafusion(e.into()))
+            }) {
+                Ok(batch) => batch,
+                Err(e) => {
+                    copy.abort("atlas-import: the import failed").await.ok();
+                    return Err(e);
+                }
+            };
             encoder
                 .write_batch(&batch, &mut buf)
                 .map_err(encode_error)?;

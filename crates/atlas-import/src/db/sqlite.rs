@@ -10,13 +10,13 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, Row, Sqlite, SqliteConnection, Transaction};
 
 use super::{
-    Database, DbKind, FileRecord, ImportTransaction, TextBatcher, column_list, create_table_sql,
-    mask_password, quote_ident,
+    ChunkStream, Database, DbKind, FileRecord, ImportTransaction, TextBatcher, column_list,
+    create_table_sql, mask_password, quote_ident,
 };
 use crate::error::{AtlasError, Result};
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
@@ -352,13 +352,14 @@ impl ImportTransaction for SqliteImport {
         &mut self,
         table: &str,
         columns: &[TargetColumn],
-        batches: &[RecordBatch],
+        chunk: &mut ChunkStream<'_>,
     ) -> Result<u64> {
         let rows_per_statement =
             (MAX_BIND_PARAMETERS / columns.len().max(1)).clamp(1, MAX_ROWS_PER_STATEMENT);
         let full_sql = insert_sql(table, columns, rows_per_statement);
         let mut written = 0u64;
-        for batch in batches {
+        while let Some(batch) = chunk.next().await {
+            let batch = batch?;
             let prepared = batch
                 .columns()
                 .iter()

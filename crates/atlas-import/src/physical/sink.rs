@@ -16,7 +16,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
 use futures::StreamExt;
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::db::{DbKind, FileRecord, ImportTransaction};
+use crate::db::{ChunkStream, DbKind, FileRecord, ImportTransaction};
 use crate::error::AtlasError;
 use crate::options::OnDuplicate;
 use crate::report::ImportMetrics;
@@ -136,53 +136,66 @@ impl ImportSink {
         }
     }
 
-    async fn write_chunk(&self, chunk: &[RecordBatch], number: u64) -> crate::error::Result<()> {
-        let started = Instant::now();
-        let written = {
-            let mut guard = self.transaction.lock().await;
-            let tx = guard.as_mut().ok_or_else(not_open)?;
-            tx.write_chunk(&self.table, &self.columns, chunk).await?
-        };
-        let metrics = &self.import_metrics;
-        let total = metrics.inserted.fetch_add(written, Ordering::Relaxed) + written;
-        metrics.chunks_written.fetch_add(1, Ordering::Relaxed);
-        metrics
-            .write_nanos
-            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        tracing::info!("Inserted chunk {number} - Total inserted: {total}");
-        Ok(())
-    }
-
-    async fn write_everything(&self, mut data: SendableRecordBatchStream) -> Result<u64> {
-        let width = self.columns.len();
-        let mut pending: Vec<RecordBatch> = Vec::new();
-        let mut pending_rows = 0usize;
-        let mut chunk_number = 0u64;
-        while let Some(batch) = data.next().await {
-            let batch = batch?;
+    /// The next rows to write: skips empty batches, drops the row-number column,
+    /// and once a refused import is certain (`ON DUPLICATE ERROR` and a duplicate
+    /// seen) drains the input without returning rows. `None` at the end.
+    async fn next_rows(
+        &self,
+        input: &mut SendableRecordBatchStream,
+    ) -> crate::error::Result<Option<RecordBatch>> {
+        let width: Vec<usize> = (0..self.columns.len()).collect();
+        while let Some(batch) = input.next().await {
+            let batch = batch.map_err(AtlasError::from_datafusion)?;
             if self.on_duplicate == OnDuplicate::Error && self.import_metrics.has_duplicates() {
-                // The import will be refused: keep draining for the report only.
-                pending.clear();
-                pending_rows = 0;
                 continue;
-            }
-            if batch.num_rows() == 0 {
-                continue;
-            }
-            let mut batch = batch.project(&(0..width).collect::<Vec<_>>())?;
-            while pending_rows + batch.num_rows() >= self.chunk_rows {
-                let take = self.chunk_rows - pending_rows;
-                pending.push(batch.slice(0, take));
-                batch = batch.slice(take, batch.num_rows() - take);
-                chunk_number += 1;
-                self.write_chunk(&pending, chunk_number).await?;
-                pending.clear();
-                pending_rows = 0;
             }
             if batch.num_rows() > 0 {
-                pending_rows += batch.num_rows();
-                pending.push(batch);
+                let rows = batch
+                    .project(&width)
+                    .map_err(|e| AtlasError::from_datafusion(e.into()))?;
+                return Ok(Some(rows));
             }
+        }
+        Ok(None)
+    }
+
+    async fn write_everything(&self, mut input: SendableRecordBatchStream) -> Result<u64> {
+        let mut carry: Option<RecordBatch> = None;
+        let mut chunk_number = 0u64;
+        loop {
+            // Wait for the chunk's first rows before taking the transaction: the
+            // existing keys are read through it before any row can pass the check.
+            let first = match carry.take() {
+                Some(rows) => rows,
+                None => match self.next_rows(&mut input).await? {
+                    Some(rows) => rows,
+                    None => break,
+                },
+            };
+            chunk_number += 1;
+            let started = Instant::now();
+            let state = ChunkState {
+                first: Some(first),
+                remaining: self.chunk_rows,
+                input: &mut input,
+                carry: &mut carry,
+                sink: self,
+            };
+            let mut chunk: ChunkStream<'_> =
+                Box::pin(futures::stream::unfold(state, next_in_chunk));
+            let written = {
+                let mut guard = self.transaction.lock().await;
+                let tx = guard.as_mut().ok_or_else(not_open)?;
+                tx.write_chunk(&self.table, &self.columns, &mut chunk)
+                    .await?
+            };
+            let metrics = &self.import_metrics;
+            let total = metrics.inserted.fetch_add(written, Ordering::Relaxed) + written;
+            metrics.chunks_written.fetch_add(1, Ordering::Relaxed);
+            metrics
+                .write_nanos
+                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            tracing::info!("Inserted chunk {chunk_number} - Total inserted: {total}");
         }
 
         let metrics = &self.import_metrics;
@@ -195,10 +208,6 @@ impl ImportSink {
         }
         if self.on_duplicate == OnDuplicate::Error && metrics.has_duplicates() {
             return Err(AtlasError::Duplicates(Box::new(metrics.duplicate_report())).into());
-        }
-        if pending_rows > 0 {
-            chunk_number += 1;
-            self.write_chunk(&pending, chunk_number).await?;
         }
         let inserted = ImportMetrics::get(&metrics.inserted);
         tracing::info!(
@@ -219,6 +228,47 @@ impl ImportSink {
         tx.commit().await?;
         Ok(inserted)
     }
+}
+
+/// The state of the stream of one chunk's batches.
+struct ChunkState<'a> {
+    /// The rows that opened the chunk.
+    first: Option<RecordBatch>,
+    /// Rows the chunk may still take.
+    remaining: usize,
+    /// The sink's input.
+    input: &'a mut SendableRecordBatchStream,
+    /// Rows past the end of the chunk, for the next one.
+    carry: &'a mut Option<RecordBatch>,
+    /// The sink (for [`ImportSink::next_rows`]).
+    sink: &'a ImportSink,
+}
+
+async fn next_in_chunk(
+    mut state: ChunkState<'_>,
+) -> Option<(crate::error::Result<RecordBatch>, ChunkState<'_>)> {
+    if state.remaining == 0 {
+        return None;
+    }
+    let rows = match state.first.take() {
+        Some(rows) => rows,
+        None => match state.sink.next_rows(state.input).await {
+            Ok(Some(rows)) => rows,
+            Ok(None) => return None,
+            Err(e) => {
+                state.remaining = 0;
+                return Some((Err(e), state));
+            }
+        },
+    };
+    let rows = if rows.num_rows() > state.remaining {
+        *state.carry = Some(rows.slice(state.remaining, rows.num_rows() - state.remaining));
+        rows.slice(0, state.remaining)
+    } else {
+        rows
+    };
+    state.remaining -= rows.num_rows();
+    Some((Ok(rows), state))
 }
 
 impl DisplayAs for ImportSink {
