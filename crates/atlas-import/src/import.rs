@@ -27,6 +27,8 @@ use crate::source::{FileSource, SourceFormat};
 
 /// Rows per batch when scanning existing keys.
 const KEY_SCAN_BATCH_ROWS: usize = 8192;
+/// Text batches of existing keys queued for conversion at most.
+const KEY_SCAN_QUEUE: usize = 8;
 
 /// Imports one file into one table without letting duplicates in.
 ///
@@ -569,41 +571,18 @@ struct TableKeyLoader {
 impl ExistingKeyLoader for TableKeyLoader {
     async fn load(&self) -> Result<KeySet> {
         let started = Instant::now();
-        let mut set = KeySet::new();
-        let mut keys = EncodedKeys::default();
-        let encoder = KeyEncoder::new((0..self.key_columns.len()).collect());
-        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
-            self.key_columns
-                .iter()
-                .map(|c| {
-                    datafusion::arrow::datatypes::Field::new(&c.name, c.data_type.clone(), true)
-                })
-                .collect::<Vec<_>>(),
-        ));
+        // The database streams text batches; a blocking thread converts them and
+        // fills the set meanwhile, so the scan and the hashing overlap.
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<RecordBatch>(KEY_SCAN_QUEUE);
         let table = self.table.clone();
         let columns = self.key_columns.clone();
-        let mut on_batch = |text: RecordBatch| -> Result<()> {
-            let mut typed = Vec::with_capacity(columns.len());
-            for (i, column) in columns.iter().enumerate() {
-                typed.push(
-                    coerce_array(text.column(i), &column.data_type).map_err(|f| {
-                        AtlasError::BadValue {
-                            source_name: format!("existing rows of table '{table}'"),
-                            row: 0,
-                            column: column.name.clone(),
-                            value: f.value,
-                            target_type: column.sql_type.clone(),
-                        }
-                    })?,
-                );
-            }
-            let batch = RecordBatch::try_new(Arc::clone(&schema), typed)
-                .map_err(|e| AtlasError::from_datafusion(e.into()))?;
-            encoder.encode(&batch, &mut keys)?;
-            for i in 0..keys.len() {
-                set.insert(keys.key(i), 0);
-            }
-            Ok(())
+        let builder =
+            tokio::task::spawn_blocking(move || build_key_set(&table, &columns, receiver));
+        let mut on_batch = move |text: RecordBatch| -> Result<()> {
+            // Blocks only while the builder is behind by a full queue.
+            sender
+                .send(text)
+                .map_err(|_| AtlasError::Usage("the key set builder stopped early".into()))
         };
         let mut guard = self.slot.lock().await;
         let tx = guard.as_mut().ok_or_else(crate::physical::not_open)?;
@@ -614,18 +593,65 @@ impl ExistingKeyLoader for TableKeyLoader {
                 KEY_SCAN_BATCH_ROWS,
                 &mut on_batch,
             )
-            .await?;
+            .await;
         drop(guard);
+        drop(on_batch);
+        let built = builder
+            .await
+            .map_err(|e| AtlasError::Usage(format!("the key set builder failed: {e}")))?;
+        // A conversion error explains a closed queue better than the scan's error.
+        let mut set = built?;
+        let rows = rows?;
         set.shrink_to_fit();
         self.metrics
             .existing_keys
             .store(rows, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(
-            "Pre-loaded {rows} existing rows for comparison ({} keys, {} MB, {} ms)",
+            "Pre-loaded {rows} existing rows for comparison ({} distinct keys, {} MB, {} ms)",
             set.len(),
             set.memory_size() >> 20,
             started.elapsed().as_millis()
         );
         Ok(set)
     }
+}
+
+/// Converts text batches of existing keys to the key types and fills a set.
+fn build_key_set(
+    table: &str,
+    columns: &[TargetColumn],
+    batches: std::sync::mpsc::Receiver<RecordBatch>,
+) -> Result<KeySet> {
+    let mut set = KeySet::new();
+    let mut keys = EncodedKeys::default();
+    let encoder = KeyEncoder::new((0..columns.len()).collect());
+    let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
+        columns
+            .iter()
+            .map(|c| datafusion::arrow::datatypes::Field::new(&c.name, c.data_type.clone(), true))
+            .collect::<Vec<_>>(),
+    ));
+    for text in batches {
+        let mut typed = Vec::with_capacity(columns.len());
+        for (i, column) in columns.iter().enumerate() {
+            typed.push(
+                coerce_array(text.column(i), &column.data_type).map_err(|f| {
+                    AtlasError::BadValue {
+                        source_name: format!("existing rows of table '{table}'"),
+                        row: 0,
+                        column: column.name.clone(),
+                        value: f.value,
+                        target_type: column.sql_type.clone(),
+                    }
+                })?,
+            );
+        }
+        let batch = RecordBatch::try_new(Arc::clone(&schema), typed)
+            .map_err(|e| AtlasError::from_datafusion(e.into()))?;
+        encoder.encode(&batch, &mut keys)?;
+        for i in 0..keys.len() {
+            set.insert(keys.key(i), 0);
+        }
+    }
+    Ok(set)
 }

@@ -282,17 +282,29 @@ impl ImportTransaction for PostgresImport {
         batch_rows: usize,
         on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
     ) -> Result<u64> {
-        let select = columns
-            .iter()
-            .map(key_text_expr)
-            .collect::<Vec<_>>()
-            .join(", ");
         // COPY's text format is the fastest way out, and unambiguous: NULL is
-        // `\N`, a backslash in a value is escaped.
-        let sql = format!(
-            "COPY (SELECT {select} FROM {}) TO STDOUT",
-            quote_ident(table)
-        );
+        // `\N`, a backslash in a value is escaped. Copying the columns directly
+        // is faster than through a query; timestamptz needs one, to read in UTC.
+        let needs_query = columns
+            .iter()
+            .any(|c| matches!(c.data_type, DataType::Timestamp(_, Some(_))));
+        let sql = if needs_query {
+            let select = columns
+                .iter()
+                .map(key_text_expr)
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "COPY (SELECT {select} FROM {}) TO STDOUT",
+                quote_ident(table)
+            )
+        } else {
+            format!(
+                "COPY {} ({}) TO STDOUT",
+                quote_ident(table),
+                column_list(columns)
+            )
+        };
         let scan_error = |e| AtlasError::database(format!("reading the keys of '{table}'"), e);
         let mut batcher = TextBatcher::new(columns, batch_rows);
         let mut parser = CopyTextParser::default();
