@@ -146,6 +146,57 @@ fn exit_codes_and_json_report_on_sqlite() {
         "{stderr}"
     );
 
+    // Broken CSV: exit 5, saying what and where, nothing written.
+    let unterminated = dir.file("open.csv", "email,age\nq@x.com,1\n\"r@x.com,2\ns@x.com,3\n");
+    let out = run(&[
+        "import",
+        unterminated.to_str().unwrap(),
+        "--table",
+        "people",
+        "--db",
+        &db,
+    ]);
+    assert_eq!(out.status.code(), Some(5));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("open.csv") && stderr.contains("starts on line 3 is never closed"),
+        "{stderr}"
+    );
+    let ragged = dir.file("ragged.csv", "email,age\nq@x.com,1\nr@x.com,2,extra\n");
+    let out = run(&[
+        "import",
+        ragged.to_str().unwrap(),
+        "--table",
+        "people",
+        "--db",
+        &db,
+    ]);
+    assert_eq!(out.status.code(), Some(5));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ragged.csv") && stderr.contains("expected 2 got 3"),
+        "{stderr}"
+    );
+    let out = run(&[
+        "import",
+        second,
+        "--table",
+        "people",
+        "--db",
+        &db,
+        "--key",
+        "email",
+        "--on-duplicate",
+        "skip",
+        "--force",
+        "--json",
+    ]);
+    assert_eq!(
+        json(&out)["inserted"],
+        0,
+        "only the rows imported above are in the table"
+    );
+
     // Usage errors: exit 2.
     let out = run(&[
         "import",

@@ -122,8 +122,16 @@ impl FileSource {
     }
 
     /// SHA-256 of the file's bytes, as hex.
+    ///
+    /// For CSV the same pass checks that every quoted field is closed: a reader
+    /// would otherwise take the rest of the file into the last field.
     pub async fn sha256(&self) -> Result<String> {
         let path = self.path.clone();
+        let display = self.display_name();
+        let mut quotes = match self.format {
+            SourceFormat::Csv { delimiter, .. } => Some(QuoteCheck::new(delimiter)),
+            _ => None,
+        };
         tokio::task::spawn_blocking(move || {
             let mut file = std::fs::File::open(&path)
                 .map_err(|e| AtlasError::io(path.display().to_string(), e))?;
@@ -137,6 +145,17 @@ impl FileSource {
                     break;
                 }
                 hasher.update(&buf[..n]);
+                if let Some(quotes) = quotes.as_mut() {
+                    quotes.feed(&buf[..n]);
+                }
+            }
+            if let Some(line) = quotes.and_then(|q| q.unterminated_since()) {
+                return Err(AtlasError::Source {
+                    source_name: display,
+                    message: format!(
+                        "a quoted field that starts on line {line} is never closed (unterminated quote)"
+                    ),
+                });
             }
             Ok(hex::encode(hasher.finalize()))
         })
@@ -277,6 +296,64 @@ impl FileSource {
     }
 }
 
+/// Follows CSV quoting (RFC 4180, as the reader applies it) to find a quoted
+/// field that is still open at the end of the file.
+#[derive(Debug)]
+struct QuoteCheck {
+    delimiter: u8,
+    state: QuoteState,
+    /// 1-based line of the current position.
+    line: u64,
+    /// Line where the open quoted field started.
+    opened_on: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum QuoteState {
+    FieldStart,
+    Unquoted,
+    Quoted,
+    /// A quote inside a quoted field: the end of the field, or the first half of `""`.
+    QuoteInQuoted,
+}
+
+impl QuoteCheck {
+    fn new(delimiter: u8) -> Self {
+        Self {
+            delimiter,
+            state: QuoteState::FieldStart,
+            line: 1,
+            opened_on: 0,
+        }
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        use QuoteState::*;
+        for &b in bytes {
+            if b == b'\n' {
+                self.line += 1;
+            }
+            self.state = match (self.state, b) {
+                (FieldStart, b'"') => {
+                    self.opened_on = self.line;
+                    Quoted
+                }
+                (Quoted, b'"') => QuoteInQuoted,
+                (Quoted, _) => Quoted,
+                (QuoteInQuoted, b'"') => Quoted,
+                (_, b'\n' | b'\r') => FieldStart,
+                (_, d) if d == self.delimiter => FieldStart,
+                _ => Unquoted,
+            };
+        }
+    }
+
+    /// The line where a still-open quoted field began, if any.
+    fn unterminated_since(&self) -> Option<u64> {
+        (self.state == QuoteState::Quoted).then_some(self.opened_on)
+    }
+}
+
 /// The type a new column gets for a source type: strings of any layout become
 /// `Utf8`; nested and exotic types are stored as text.
 fn storable_type(data_type: &DataType) -> DataType {
@@ -291,5 +368,30 @@ fn storable_type(data_type: &DataType) -> DataType {
             tz.clone(),
         ),
         _ => DataType::Utf8,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_quote(text: &str) -> Option<u64> {
+        let mut check = QuoteCheck::new(b',');
+        // Feed in two pieces to cross a buffer boundary.
+        let (a, b) = text.as_bytes().split_at(text.len() / 2);
+        check.feed(a);
+        check.feed(b);
+        check.unterminated_since()
+    }
+
+    #[test]
+    fn finds_unterminated_quotes_only() {
+        assert_eq!(
+            open_quote("a,b\n1,\"ok, \"\"fine\"\"\nstill\"\n2,x\n"),
+            None
+        );
+        assert_eq!(open_quote("a,b\n1,12\" pipe\n"), None);
+        assert_eq!(open_quote("a,b\n1,\"\"\n"), None);
+        assert_eq!(open_quote("a,b\n1,x\n2,\"never closed\n3,y\n"), Some(3));
     }
 }

@@ -12,7 +12,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use futures::{StreamExt, TryStreamExt};
 use pgpq::ArrowToPostgresBinaryEncoder;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{AssertSqlSafe, PgConnection, Postgres, Row, Transaction};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, Postgres, Row, Transaction};
 
 use std::borrow::Cow;
 
@@ -38,8 +38,17 @@ impl PostgresDatabase {
     /// Connects to `url` (`postgres://...`).
     pub async fn connect(url: &str) -> Result<Self> {
         let masked = mask_password(url);
+        // One direct connection first, so that a refused or failed login is
+        // reported as what it is rather than as a pool timeout.
+        let probe = PgConnection::connect(url)
+            .await
+            .map_err(|e| AtlasError::database(format!("connecting to {masked}"), e))?;
+        probe.close().await.ok();
         let pool = PgPoolOptions::new()
             .max_connections(4)
+            // A server that is down or refuses should fail the import quickly,
+            // not after the pool's default 30 s of retries.
+            .acquire_timeout(std::time::Duration::from_secs(5))
             .connect(url)
             .await
             .map_err(|e| AtlasError::database(format!("connecting to {masked}"), e))?;
