@@ -617,3 +617,35 @@ on_both_databases!(
     unknown_columns_are_listed,
     invariant_under_partitions_and_chunks,
 );
+
+/// SQLite reads existing keys in rowid ranges; tables without a usable rowid
+/// are read row by row, with the same result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_key_scan_without_rowid() {
+    let db = TestDb::new(Kind::Sqlite).await;
+    let dir = TempDir::new();
+    let without = db.table("without_rowid");
+    let shadowed = db.table("shadowed_rowid");
+    db.exec(&format!(
+        "CREATE TABLE \"{without}\" (k TEXT PRIMARY KEY, v INTEGER) WITHOUT ROWID;
+         INSERT INTO \"{without}\" VALUES ('a', 1), ('b', 2);
+         CREATE TABLE \"{shadowed}\" (rowid INTEGER, k TEXT, v INTEGER);
+         INSERT INTO \"{shadowed}\" VALUES (5, 'a', 1), (5, 'b', 2)"
+    ))
+    .await;
+    let csv = dir.file("k.csv", "k,v\na,1\nc,3\nb,2\n");
+    for table in [&without, &shadowed] {
+        let report = import(&db, &csv, table)
+            .with_force(true)
+            .with_on_duplicate(OnDuplicate::Skip)
+            .execute()
+            .await
+            .unwrap();
+        assert_eq!(
+            (report.inserted, report.duplicates_existing),
+            (1, 2),
+            "{table}"
+        );
+    }
+    db.cleanup().await;
+}
