@@ -316,3 +316,76 @@ async fn database_errors_exit_6_and_postgres_works_end_to_end() {
     })
     .await;
 }
+
+#[test]
+fn sql_and_plan_files() {
+    let dir = TempDir::new();
+    let db = sqlite_url(&dir);
+    // The plan shipped in plans/, run twice: the second run skips the file.
+    let out = run(&["run", "plans/contacts.sql", "--db", &db, "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json(&out)["inserted"], 6);
+    let out = run(&["run", "plans/contacts.sql", "--db", &db, "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let report = json(&out);
+    assert_eq!(
+        (report["status"].as_str(), report["inserted"].as_u64()),
+        (Some("skipped_file"), Some(0))
+    );
+
+    // A script whose second import fails: the first stays committed, exit 3.
+    let a = dir.file("a.csv", "k,v\n1,x\n2,y\n");
+    let b = dir.file("b.csv", "k,v\n2,y\n3,z\n");
+    let script = format!(
+        "IMPORT INTO kv FROM '{}' KEY (k);\nIMPORT INTO kv FROM '{}' KEY (k);\nSELECT 1;",
+        a.display(),
+        b.display()
+    );
+    let out = run(&["sql", &script, "--db", &db]);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("statement 2 failed: Duplicate data detected."),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("imports committed before it stay"),
+        "{stderr}"
+    );
+    let out = run(&[
+        "sql",
+        &format!(
+            "IMPORT INTO kv FROM '{}' KEY (k) ON DUPLICATE SKIP ON DUPLICATE FILE ALLOW WITH (partitions 2)",
+            b.display()
+        ),
+        "--db",
+        &db,
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let report = json(&out);
+    assert_eq!(
+        (
+            report["inserted"].as_u64(),
+            report["skipped"].as_u64(),
+            report["partitions"].as_u64()
+        ),
+        (Some(1), Some(1), Some(2))
+    );
+
+    // Syntax errors say where and what, exit 2; a missing plan file too.
+    let out = run(&["sql", "IMPORT INTO kv\nFROM 'x.csv' KEY k", "--db", &db]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Line: 2") && stderr.contains("Expected: ("),
+        "{stderr}"
+    );
+    let out = run(&["run", "plans/does-not-exist.sql", "--db", &db]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -7,11 +7,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use atlas_import::script::{StatementOutcome, run_script};
 use atlas_import::{
     AtlasError, CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, ErrorClass, ImportBuilder,
     ImportMetrics, ImportReport, OnDuplicate, SourceFormat, build_report, db,
 };
 use clap::{Parser, Subcommand, ValueEnum};
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::prelude::SessionContext;
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
@@ -28,6 +31,36 @@ struct Cli {
 enum Command {
     /// Import one file into one table.
     Import(ImportArgs),
+    /// Run one statement or script: `IMPORT INTO ...` and DataFusion SQL.
+    Sql(SqlArgs),
+    /// Run a plan file: a script of `IMPORT INTO ...` and DataFusion SQL statements.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ScriptOptions {
+    /// Database URL: sqlite://PATH or postgres://...
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://atlas.db")]
+    db: String,
+    /// Print one JSON report per import on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct SqlArgs {
+    /// The statements, separated by `;`.
+    sql: String,
+    #[command(flatten)]
+    options: ScriptOptions,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The plan file.
+    plan: PathBuf,
+    #[command(flatten)]
+    options: ScriptOptions,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -128,6 +161,17 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Import(args) => runtime.block_on(import(args)),
+        Command::Sql(args) => runtime.block_on(script(args.sql, args.options)),
+        Command::Run(args) => match std::fs::read_to_string(&args.plan) {
+            Ok(sql) => runtime.block_on(script(sql, args.options)),
+            Err(e) => {
+                eprintln!(
+                    "error: cannot read plan file '{}': {e}",
+                    args.plan.display()
+                );
+                ExitCode::from(exit_code(ErrorClass::Usage))
+            }
+        },
     }
 }
 
@@ -241,6 +285,66 @@ async fn import(args: ImportArgs) -> ExitCode {
     }
 }
 
+async fn script(sql: String, options: ScriptOptions) -> ExitCode {
+    init_logging(None);
+    let database = match db::connect(&options.db).await {
+        Ok(database) => database,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(exit_code(err.class()));
+        }
+    };
+    let ctx = SessionContext::new();
+    let print = |outcome: &StatementOutcome| match outcome {
+        StatementOutcome::Import(report) => print_report(report, options.json),
+        StatementOutcome::Query(batches) if !options.json && !batches.is_empty() => {
+            match pretty_format_batches(batches) {
+                Ok(table) => println!("{table}"),
+                Err(e) => eprintln!("error: cannot print the result: {e}"),
+            }
+        }
+        StatementOutcome::Query(_) => {}
+    };
+    match run_script(&ctx, database, &sql, || Arc::new(ImportMetrics::default())).await {
+        Ok(outcomes) => {
+            outcomes.iter().for_each(print);
+            ExitCode::SUCCESS
+        }
+        Err(failure) => {
+            failure.completed.iter().for_each(print);
+            let committed: Vec<String> = failure
+                .completed
+                .iter()
+                .filter_map(|o| match o {
+                    StatementOutcome::Import(r) => Some(format!("{} -> {}", r.source, r.table)),
+                    StatementOutcome::Query(_) => None,
+                })
+                .collect();
+            let class = failure.error.class();
+            if options.json {
+                let line = serde_json::json!({
+                    "status": status_name(class),
+                    "statement": failure.statement,
+                    "error": failure.error.to_string(),
+                    "committed_before": committed,
+                });
+                println!("{line}");
+            }
+            if failure.statement == 0 {
+                eprintln!("error: {}", failure.error);
+            } else {
+                eprintln!("error: {failure}");
+                if committed.is_empty() {
+                    eprintln!("no import of this script was committed");
+                } else {
+                    eprintln!("imports committed before it stay: {}", committed.join(", "));
+                }
+            }
+            ExitCode::from(exit_code(class))
+        }
+    }
+}
+
 enum Outcome {
     Explained(String),
     Imported(ImportReport),
@@ -283,6 +387,13 @@ fn print_json(report: &ImportReport) {
 fn print_report(report: &ImportReport, json: bool) {
     if json {
         print_json(report);
+        return;
+    }
+    if report.status == "skipped_file" {
+        println!(
+            "Skipped {}: it was already imported into '{}' (ON DUPLICATE FILE SKIP), nothing written",
+            report.source, report.table
+        );
         return;
     }
     println!(

@@ -17,7 +17,9 @@ use crate::coerce::coerce_array;
 use crate::db::{Database, FileRecord};
 use crate::error::{AtlasError, Result};
 use crate::key::{EncodedKeys, KeyEncoder, KeySet};
-use crate::options::{CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, OnDuplicate};
+use crate::options::{
+    CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, FilePolicy, OnDuplicate,
+};
 use crate::physical::{
     CoerceExec, DuplicateCheckExec, ExistingKeyLoader, ExistingKeys, ImportSink, TransactionSlot,
 };
@@ -54,7 +56,7 @@ pub struct ImportBuilder {
     on_duplicate: OnDuplicate,
     partitions: usize,
     chunk_rows: usize,
-    force: bool,
+    file_policy: FilePolicy,
     create_table: CreateTable,
     metrics: Arc<ImportMetrics>,
 }
@@ -101,7 +103,7 @@ impl ImportBuilder {
             on_duplicate: OnDuplicate::Error,
             partitions: DEFAULT_PARTITIONS,
             chunk_rows: DEFAULT_CHUNK_ROWS,
-            force: false,
+            file_policy: FilePolicy::Error,
             create_table: CreateTable::IfNotExists,
             metrics: Arc::new(ImportMetrics::default()),
         }
@@ -139,7 +141,18 @@ impl ImportBuilder {
     /// Import even if the same file was imported into the table before (the
     /// row-level check still runs).
     pub fn with_force(mut self, force: bool) -> Self {
-        self.force = force;
+        self.file_policy = if force {
+            FilePolicy::Allow
+        } else {
+            FilePolicy::Error
+        };
+        self
+    }
+
+    /// What to do when the file was already imported into the table (default:
+    /// refuse; `Skip` succeeds writing nothing; `Allow` is [`Self::with_force`]).
+    pub fn with_file_policy(mut self, file_policy: FilePolicy) -> Self {
+        self.file_policy = file_policy;
         self
     }
 
@@ -238,12 +251,11 @@ impl ImportBuilder {
         let df = source.read(&ctx).await?;
         self.db.ensure_metadata().await?;
         let file_hash = source.sha256().await?;
-        // Cheap early refusal; the authoritative check runs under the lock below.
-        if !self.force && self.db.file_imported(&file_hash, &self.table).await? {
-            return Err(AtlasError::AlreadyImported {
-                table: self.table.clone(),
-                file_hash,
-            });
+        // Cheap early answer; the authoritative check runs under the lock below.
+        if self.file_policy != FilePolicy::Allow
+            && self.db.file_imported(&file_hash, &self.table).await?
+        {
+            return self.already_imported(started, file_hash);
         }
         let slot = Arc::new(TransactionSlot::empty());
         slot.put(self.db.begin().await?).await;
@@ -255,7 +267,10 @@ impl ImportBuilder {
         {
             tracing::warn!("rollback after a failed import also failed: {e}");
         }
-        let created_table = result?;
+        let created_table = match result? {
+            Some(created) => created,
+            None => return self.already_imported(started, file_hash),
+        };
 
         let m = &self.metrics;
         let report = self.duplicate_free_report(started, Some(file_hash), created_table);
@@ -275,18 +290,18 @@ impl ImportBuilder {
         df: datafusion::prelude::DataFrame,
         file_hash: &str,
         slot: &Arc<TransactionSlot>,
-    ) -> Result<bool> {
+    ) -> Result<Option<bool>> {
         // Under the lock: the file check, and the table as it really is now (a
         // concurrent import may have created it meanwhile).
         let (target, created) = {
             let mut guard = slot.lock().await;
             let tx = guard.as_mut().expect("the transaction was just opened");
             tx.lock_table(&self.table).await?;
-            if !self.force && tx.file_imported(file_hash, &self.table).await? {
-                return Err(AtlasError::AlreadyImported {
-                    table: self.table.clone(),
-                    file_hash: file_hash.to_string(),
-                });
+            if self.file_policy != FilePolicy::Allow
+                && tx.file_imported(file_hash, &self.table).await?
+            {
+                // `already_imported` decides between refusing and skipping.
+                return Ok(None);
             }
             match tx.describe_table(&self.table).await? {
                 Some(target) => (target, false),
@@ -321,7 +336,34 @@ impl ImportBuilder {
         collect(Arc::clone(&prepared.plan), prepared.ctx.task_ctx())
             .await
             .map_err(AtlasError::from_datafusion)?;
-        Ok(created)
+        Ok(Some(created))
+    }
+
+    /// The answer when the file was already imported into the table.
+    fn already_imported(&self, started: Instant, file_hash: String) -> Result<ImportReport> {
+        if self.file_policy == FilePolicy::Skip {
+            tracing::info!(
+                "File {} was already imported to table '{}': skipped",
+                self.path.display(),
+                self.table
+            );
+            return Ok(build_report(
+                &self.metrics,
+                "skipped_file",
+                &self.table,
+                &self.path.display().to_string(),
+                self.chunk_rows,
+                self.partitions,
+                Some(file_hash),
+                started,
+                false,
+                None,
+            ));
+        }
+        Err(AtlasError::AlreadyImported {
+            table: self.table.clone(),
+            file_hash,
+        })
     }
 
     fn duplicate_free_report(

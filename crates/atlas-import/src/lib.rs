@@ -24,10 +24,12 @@ pub mod options;
 pub mod physical;
 pub mod report;
 pub mod schema;
+pub mod script;
 pub mod source;
+pub mod sql;
 
 pub use error::{AtlasError, ErrorClass, Result};
 pub use import::{ImportBuilder, PreparedImport, build_report};
-pub use options::{CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, OnDuplicate};
+pub use options::{CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, FilePolicy, OnDuplicate};
 pub use report::{DuplicateReport, ImportMetrics, ImportReport};
 pub use source::{FileSource, SourceFormat};

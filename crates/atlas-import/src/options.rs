@@ -43,6 +43,18 @@ impl FromStr for OnDuplicate {
     }
 }
 
+/// What to do when the same file (same SHA-256) was already imported into the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FilePolicy {
+    /// Refuse the import (exit 4).
+    #[default]
+    Error,
+    /// Succeed and write nothing.
+    Skip,
+    /// Import anyway; the row-level check still runs (`--force`).
+    Allow,
+}
+
 /// Whether a missing target table may be created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CreateTable {

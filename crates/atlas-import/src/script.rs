@@ -1,0 +1,122 @@
+//! Runs a script (a plan file, or one `atlas-import sql` string): DataFusion
+//! statements and `IMPORT INTO` statements, in order. Each import is its own
+//! transaction: when a statement fails, the imports before it stay committed and
+//! the error says which statement failed.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::prelude::SessionContext;
+
+use crate::db::Database;
+use crate::error::{AtlasError, Result};
+use crate::import::ImportBuilder;
+use crate::report::{ImportMetrics, ImportReport};
+use crate::sql::{AtlasStatement, ImportStatement, parse_statements};
+
+/// What one statement did.
+#[derive(Debug, Clone)]
+pub enum StatementOutcome {
+    /// An import's report.
+    Import(ImportReport),
+    /// The rows a DataFusion statement returned (empty for DDL and `SET`).
+    Query(Vec<RecordBatch>),
+}
+
+/// A statement of a script failed.
+#[derive(Debug, thiserror::Error)]
+#[error("statement {statement} failed: {error}")]
+pub struct ScriptError {
+    /// 1-based number of the failed statement (0 when the script did not parse).
+    pub statement: usize,
+    /// What the statements before it did (imports among them are committed).
+    pub completed: Vec<StatementOutcome>,
+    /// Why it failed.
+    #[source]
+    pub error: AtlasError,
+}
+
+/// Parses and runs `sql` against `db`; DataFusion statements run in `ctx`.
+/// `metrics` receives the live counters of each import as it starts.
+pub async fn run_script(
+    ctx: &SessionContext,
+    db: Arc<dyn Database>,
+    sql: &str,
+    mut metrics: impl FnMut() -> Arc<ImportMetrics>,
+) -> std::result::Result<Vec<StatementOutcome>, ScriptError> {
+    let statements = parse_statements(sql).map_err(|error| ScriptError {
+        statement: 0,
+        completed: Vec::new(),
+        error,
+    })?;
+    let mut completed = Vec::with_capacity(statements.len());
+    for (index, statement) in statements.into_iter().enumerate() {
+        let outcome = match statement {
+            AtlasStatement::Import(import) => run_import(Arc::clone(&db), &import, metrics())
+                .await
+                .map(StatementOutcome::Import),
+            AtlasStatement::DataFusion(statement) => run_datafusion(ctx, *statement)
+                .await
+                .map(StatementOutcome::Query),
+        };
+        match outcome {
+            Ok(outcome) => completed.push(outcome),
+            Err(error) => {
+                return Err(ScriptError {
+                    statement: index + 1,
+                    completed,
+                    error,
+                });
+            }
+        }
+    }
+    Ok(completed)
+}
+
+async fn run_datafusion(
+    ctx: &SessionContext,
+    statement: datafusion::sql::parser::Statement,
+) -> Result<Vec<RecordBatch>> {
+    let state = ctx.state();
+    let plan = state
+        .statement_to_plan(statement)
+        .await
+        .map_err(AtlasError::from_datafusion)?;
+    ctx.execute_logical_plan(plan)
+        .await
+        .map_err(AtlasError::from_datafusion)?
+        .collect()
+        .await
+        .map_err(AtlasError::from_datafusion)
+}
+
+/// Runs one `IMPORT INTO` statement.
+pub async fn run_import(
+    db: Arc<dyn Database>,
+    statement: &ImportStatement,
+    metrics: Arc<ImportMetrics>,
+) -> Result<ImportReport> {
+    if !statement.columns.is_empty() {
+        return Err(AtlasError::Usage(format!(
+            "IMPORT INTO {} ({}): a column list is not supported yet; the source's column names are used",
+            statement.table,
+            statement.columns.join(", ")
+        )));
+    }
+    let mut builder = ImportBuilder::new(db, &statement.source, &statement.table)
+        .with_key(statement.key.iter().cloned())
+        .with_on_duplicate(statement.on_duplicate)
+        .with_file_policy(statement.on_duplicate_file)
+        .with_create_table(statement.create_table)
+        .with_metrics(metrics);
+    if let Some(partitions) = statement.partitions {
+        builder = builder.with_partitions(partitions);
+    }
+    if let Some(chunk_rows) = statement.chunk_rows {
+        builder = builder.with_chunk_rows(chunk_rows);
+    }
+    if let Some(format) = statement.source_format()? {
+        builder = builder.with_format(format);
+    }
+    builder.execute().await
+}

@@ -1,0 +1,361 @@
+//! The `IMPORT INTO` statement, parsed by wrapping DataFusion's `DFParser`:
+//! a statement that starts with `IMPORT` is ours, anything else falls through to
+//! DataFusion unchanged.
+//!
+//! ```sql
+//! IMPORT INTO contacts [ (col, ...) ]
+//!   FROM 'data/contacts.csv'
+//!   [ FORMAT CSV | TSV | PARQUET | NDJSON ]
+//!   [ OPTIONS ( header 'true', delimiter ';' ) ]
+//!   [ KEY (email) ]
+//!   [ ON DUPLICATE ERROR | SKIP ]
+//!   [ ON DUPLICATE FILE ERROR | SKIP | ALLOW ]
+//!   [ CREATE TABLE IF NOT EXISTS | NEVER ]
+//!   [ WITH ( partitions 4, chunk_rows 10000 ) ];
+//! ```
+//!
+//! Not yet: `FROM ( <query> )`, `MAP (...)`, `CHECK IMPORT`, `EXPLAIN IMPORT`
+//! (the logical node of DESIGN §1).
+
+use datafusion::sql::parser::{DFParser, DFParserBuilder, Statement as DFStatement};
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::ParserError;
+use datafusion::sql::sqlparser::tokenizer::Token;
+
+use crate::error::{AtlasError, Result};
+use crate::options::{CreateTable, FilePolicy, OnDuplicate};
+use crate::source::SourceFormat;
+
+/// One statement of a script.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AtlasStatement {
+    /// `IMPORT INTO ...`
+    Import(Box<ImportStatement>),
+    /// Any statement DataFusion parses (`CREATE EXTERNAL TABLE`, `SELECT`, `SET`, ...).
+    DataFusion(Box<DFStatement>),
+}
+
+/// A parsed `IMPORT INTO` statement.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ImportStatement {
+    /// Target table.
+    pub table: String,
+    /// Declared target columns, if given.
+    pub columns: Vec<String>,
+    /// The source path.
+    pub source: String,
+    /// `FORMAT`, if given.
+    pub format: Option<String>,
+    /// `OPTIONS (name 'value', ...)`, names lower-cased.
+    pub options: Vec<(String, String)>,
+    /// `KEY (...)`.
+    pub key: Vec<String>,
+    /// `ON DUPLICATE ...`.
+    pub on_duplicate: OnDuplicate,
+    /// `ON DUPLICATE FILE ...`.
+    pub on_duplicate_file: FilePolicy,
+    /// `CREATE TABLE ...`.
+    pub create_table: CreateTable,
+    /// `WITH (partitions N)`.
+    pub partitions: Option<usize>,
+    /// `WITH (chunk_rows N)`.
+    pub chunk_rows: Option<usize>,
+}
+
+impl ImportStatement {
+    /// The source format: `FORMAT` and the CSV `OPTIONS`, or `None` to go by the
+    /// file extension.
+    pub fn source_format(&self) -> Result<Option<SourceFormat>> {
+        let mut format = match &self.format {
+            Some(name) => Some(SourceFormat::from_name(name)?),
+            None => None,
+        };
+        for (name, value) in &self.options {
+            let csv = match format.take() {
+                Some(f) => f,
+                None => SourceFormat::from_path(std::path::Path::new(&self.source)).unwrap_or(
+                    SourceFormat::Csv {
+                        delimiter: b',',
+                        has_header: true,
+                    },
+                ),
+            };
+            let SourceFormat::Csv {
+                mut delimiter,
+                mut has_header,
+            } = csv
+            else {
+                return Err(AtlasError::Usage(format!(
+                    "option '{name}' applies to CSV and TSV sources only"
+                )));
+            };
+            match name.as_str() {
+                "delimiter" => {
+                    let bytes = value.as_bytes();
+                    if bytes.len() != 1 {
+                        return Err(AtlasError::Usage(format!(
+                            "option delimiter must be one ASCII character, not '{value}'"
+                        )));
+                    }
+                    delimiter = bytes[0];
+                }
+                "header" => {
+                    has_header = crate::coerce::parse_bool(value).ok_or_else(|| {
+                        AtlasError::Usage(format!(
+                            "option header must be true or false, not '{value}'"
+                        ))
+                    })?;
+                }
+                other => {
+                    return Err(AtlasError::Usage(format!(
+                        "unknown option '{other}': expected header or delimiter"
+                    )));
+                }
+            }
+            format = Some(SourceFormat::Csv {
+                delimiter,
+                has_header,
+            });
+        }
+        Ok(format)
+    }
+}
+
+/// Parses a script of statements separated by `;`.
+pub fn parse_statements(sql: &str) -> Result<Vec<AtlasStatement>> {
+    let mut parser = DFParserBuilder::new(sql)
+        .build()
+        .map_err(|e| AtlasError::Usage(format!("SQL error: {e}")))?;
+    let mut statements = Vec::new();
+    loop {
+        while parser.parser.consume_token(&Token::SemiColon) {}
+        if parser.parser.peek_token() == Token::EOF {
+            break;
+        }
+        let statement = if peek_word(&parser, "IMPORT") {
+            parser.parser.next_token();
+            AtlasStatement::Import(Box::new(
+                parse_import(&mut parser)
+                    .map_err(|e| AtlasError::Usage(format!("SQL error: {e}")))?,
+            ))
+        } else {
+            AtlasStatement::DataFusion(Box::new(
+                parser
+                    .parse_statement()
+                    .map_err(|e| AtlasError::Usage(format!("SQL error: {e}")))?,
+            ))
+        };
+        statements.push(statement);
+        let next = parser.parser.peek_token();
+        if next != Token::EOF && next != Token::SemiColon {
+            return Err(AtlasError::Usage(format!(
+                "SQL error: expected ';' or the end of the script, found {next} at {}",
+                next.span.start
+            )));
+        }
+    }
+    Ok(statements)
+}
+
+fn peek_word(parser: &DFParser, word: &str) -> bool {
+    matches!(&parser.parser.peek_token().token, Token::Word(w) if w.value.eq_ignore_ascii_case(word))
+}
+
+/// Consumes the next token if it is the word `word` (keyword or not).
+fn parse_word(parser: &mut DFParser, word: &str) -> bool {
+    if peek_word(parser, word) {
+        parser.parser.next_token();
+        true
+    } else {
+        false
+    }
+}
+
+fn expect_word(parser: &mut DFParser, word: &str) -> std::result::Result<(), ParserError> {
+    if parse_word(parser, word) {
+        Ok(())
+    } else {
+        parser.parser.expected(word, parser.parser.peek_token())
+    }
+}
+
+fn parse_identifier_list(parser: &mut DFParser) -> std::result::Result<Vec<String>, ParserError> {
+    parser.parser.expect_token(&Token::LParen)?;
+    let mut names = Vec::new();
+    loop {
+        names.push(parser.parser.parse_identifier()?.value);
+        if !parser.parser.consume_token(&Token::Comma) {
+            break;
+        }
+    }
+    parser.parser.expect_token(&Token::RParen)?;
+    Ok(names)
+}
+
+fn parse_import(parser: &mut DFParser) -> std::result::Result<ImportStatement, ParserError> {
+    parser.parser.expect_keyword(Keyword::INTO)?;
+    let mut statement = ImportStatement {
+        table: parser.parser.parse_identifier()?.value,
+        ..Default::default()
+    };
+    if parser.parser.peek_token() == Token::LParen {
+        statement.columns = parse_identifier_list(parser)?;
+    }
+    parser.parser.expect_keyword(Keyword::FROM)?;
+    if parser.parser.peek_token() == Token::LParen {
+        let found = parser.parser.peek_token();
+        return Err(ParserError::ParserError(format!(
+            "IMPORT ... FROM (query) is not supported yet; give a file path in quotes at {}",
+            found.span.start
+        )));
+    }
+    statement.source = parser.parser.parse_literal_string()?;
+    loop {
+        if parse_word(parser, "FORMAT") {
+            statement.format = Some(parser.parser.parse_identifier()?.value);
+        } else if parse_word(parser, "OPTIONS") {
+            parser.parser.expect_token(&Token::LParen)?;
+            loop {
+                let name = parser.parser.parse_identifier()?.value.to_ascii_lowercase();
+                let value = parser.parser.parse_literal_string()?;
+                statement.options.push((name, value));
+                if !parser.parser.consume_token(&Token::Comma) {
+                    break;
+                }
+            }
+            parser.parser.expect_token(&Token::RParen)?;
+        } else if parse_word(parser, "KEY") {
+            statement.key = parse_identifier_list(parser)?;
+        } else if parse_word(parser, "ON") {
+            expect_word(parser, "DUPLICATE")?;
+            if parse_word(parser, "FILE") {
+                statement.on_duplicate_file = if parse_word(parser, "ERROR") {
+                    FilePolicy::Error
+                } else if parse_word(parser, "SKIP") {
+                    FilePolicy::Skip
+                } else if parse_word(parser, "ALLOW") {
+                    FilePolicy::Allow
+                } else {
+                    return parser
+                        .parser
+                        .expected("ERROR, SKIP or ALLOW", parser.parser.peek_token());
+                };
+            } else if parse_word(parser, "ERROR") {
+                statement.on_duplicate = OnDuplicate::Error;
+            } else if parse_word(parser, "SKIP") {
+                statement.on_duplicate = OnDuplicate::Skip;
+            } else {
+                return parser
+                    .parser
+                    .expected("ERROR, SKIP or FILE", parser.parser.peek_token());
+            }
+        } else if parse_word(parser, "CREATE") {
+            expect_word(parser, "TABLE")?;
+            if parse_word(parser, "NEVER") {
+                statement.create_table = CreateTable::Never;
+            } else {
+                expect_word(parser, "IF")?;
+                expect_word(parser, "NOT")?;
+                expect_word(parser, "EXISTS")?;
+                statement.create_table = CreateTable::IfNotExists;
+            }
+        } else if parse_word(parser, "WITH") {
+            parser.parser.expect_token(&Token::LParen)?;
+            loop {
+                let name_token = parser.parser.peek_token();
+                let name = parser.parser.parse_identifier()?.value.to_ascii_lowercase();
+                let value = parser.parser.parse_literal_uint()? as usize;
+                match name.as_str() {
+                    "partitions" => statement.partitions = Some(value),
+                    "chunk_rows" => statement.chunk_rows = Some(value),
+                    _ => {
+                        return parser
+                            .parser
+                            .expected("partitions or chunk_rows", name_token);
+                    }
+                }
+                if !parser.parser.consume_token(&Token::Comma) {
+                    break;
+                }
+            }
+            parser.parser.expect_token(&Token::RParen)?;
+        } else {
+            break;
+        }
+    }
+    let next = parser.parser.peek_token();
+    if next != Token::EOF && next != Token::SemiColon {
+        return parser.parser.expected(
+            "FORMAT, OPTIONS, KEY, ON DUPLICATE, CREATE TABLE, WITH or the end of the statement",
+            next,
+        );
+    }
+    Ok(statement)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn import(sql: &str) -> ImportStatement {
+        match parse_statements(sql).unwrap().remove(0) {
+            AtlasStatement::Import(s) => *s,
+            other => panic!("not an import: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_every_clause() {
+        let s = import(
+            "import into contacts (email, name) from 'data/c.csv' format csv \
+             options (delimiter ';', header 'true') key (email) on duplicate skip \
+             on duplicate file allow create table never with (partitions 2, chunk_rows 500)",
+        );
+        assert_eq!(s.table, "contacts");
+        assert_eq!(s.columns, ["email", "name"]);
+        assert_eq!(s.source, "data/c.csv");
+        assert_eq!(s.format.as_deref(), Some("csv"));
+        assert_eq!(s.key, ["email"]);
+        assert_eq!(s.on_duplicate, OnDuplicate::Skip);
+        assert_eq!(s.on_duplicate_file, FilePolicy::Allow);
+        assert_eq!(s.create_table, CreateTable::Never);
+        assert_eq!((s.partitions, s.chunk_rows), (Some(2), Some(500)));
+        assert_eq!(
+            s.source_format().unwrap(),
+            Some(SourceFormat::Csv {
+                delimiter: b';',
+                has_header: true
+            })
+        );
+    }
+
+    #[test]
+    fn other_statements_fall_through_to_datafusion() {
+        let statements = parse_statements(
+            "SET datafusion.execution.batch_size = 100; \
+             IMPORT INTO t FROM 'a.parquet'; SELECT 1;",
+        )
+        .unwrap();
+        assert_eq!(statements.len(), 3);
+        assert!(matches!(statements[0], AtlasStatement::DataFusion(_)));
+        assert!(matches!(statements[1], AtlasStatement::Import(_)));
+        assert!(matches!(statements[2], AtlasStatement::DataFusion(_)));
+    }
+
+    #[test]
+    fn errors_say_where_and_what() {
+        let err = parse_statements("IMPORT INTO t\nFROM 'a.csv' ON DUPLICATE MAYBE")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ERROR, SKIP or FILE"), "{err}");
+        assert!(err.contains("Line: 2"), "{err}");
+        let err = parse_statements("IMPORT INTO t FROM 'a.csv' WITH (speed 3)")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("partitions or chunk_rows"), "{err}");
+        let err = parse_statements("IMPORT t FROM 'a.csv'")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("INTO"), "{err}");
+    }
+}
