@@ -6,12 +6,14 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
+use datafusion::common::Column;
 use datafusion::config::ConfigOptions;
 use datafusion::datasource::sink::DataSinkExec;
+use datafusion::logical_expr::Expr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::ensure_requirements::EnsureRequirements;
 use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
 use crate::coerce::coerce_array;
 use crate::db::{Database, FileRecord};
@@ -49,8 +51,8 @@ const KEY_SCAN_QUEUE: usize = 8;
 #[derive(Debug)]
 pub struct ImportBuilder {
     db: Arc<dyn Database>,
-    path: std::path::PathBuf,
-    format: Option<SourceFormat>,
+    source: SourceSpec,
+    map: Vec<(String, String)>,
     table: String,
     key: Option<Vec<String>>,
     on_duplicate: OnDuplicate,
@@ -59,6 +61,25 @@ pub struct ImportBuilder {
     file_policy: FilePolicy,
     create_table: CreateTable,
     metrics: Arc<ImportMetrics>,
+}
+
+/// Where the rows come from.
+#[derive(Debug)]
+enum SourceSpec {
+    /// A file: hashed, checked and recorded in `file_imports`.
+    File {
+        path: std::path::PathBuf,
+        format: Option<SourceFormat>,
+    },
+    /// Any DataFusion result (no file hash, so no file-level check).
+    DataFrame { df: Box<DataFrame>, name: String },
+}
+
+/// The source opened for one run: its rows, its name, and the file behind it.
+struct OpenedSource {
+    df: DataFrame,
+    name: String,
+    file: Option<FileSource>,
 }
 
 /// An import planned and ready to run (or to explain).
@@ -96,8 +117,11 @@ impl ImportBuilder {
     ) -> Self {
         Self {
             db,
-            path: path.into(),
-            format: None,
+            source: SourceSpec::File {
+                path: path.into(),
+                format: None,
+            },
+            map: Vec::new(),
             table: table.into(),
             key: None,
             on_duplicate: OnDuplicate::Error,
@@ -107,6 +131,35 @@ impl ImportBuilder {
             create_table: CreateTable::IfNotExists,
             metrics: Arc::new(ImportMetrics::default()),
         }
+    }
+
+    /// Imports the rows of any DataFusion `DataFrame` into `table`; `name`
+    /// describes the source in reports. There is no file, so no file-level check.
+    pub fn from_dataframe(
+        db: Arc<dyn Database>,
+        df: DataFrame,
+        name: impl Into<String>,
+        table: impl Into<String>,
+    ) -> Self {
+        let mut builder = Self::new(db, "", table);
+        builder.source = SourceSpec::DataFrame {
+            df: Box::new(df),
+            name: name.into(),
+        };
+        builder
+    }
+
+    /// Target columns computed by SQL expressions over the source columns
+    /// (`MAP (email = lower("E-mail"))`): each `(column, expression)` adds or
+    /// replaces a column; source columns no expression reads pass through.
+    pub fn with_map<I, C, E>(mut self, map: I) -> Self
+    where
+        I: IntoIterator<Item = (C, E)>,
+        C: Into<String>,
+        E: Into<String>,
+    {
+        self.map = map.into_iter().map(|(c, e)| (c.into(), e.into())).collect();
+        self
     }
 
     /// The uniqueness columns (default: every column the import writes).
@@ -158,7 +211,9 @@ impl ImportBuilder {
 
     /// The source format (default: from the file extension).
     pub fn with_format(mut self, format: SourceFormat) -> Self {
-        self.format = Some(format);
+        if let SourceSpec::File { format: f, .. } = &mut self.source {
+            *f = Some(format);
+        }
         self
     }
 
@@ -199,33 +254,46 @@ impl ImportBuilder {
     /// Plans the import without touching the data, and returns the plan.
     pub async fn explain(self) -> Result<String> {
         self.validate()?;
-        let source = FileSource::new(&self.path, self.format.clone())?;
-        let ctx = self.session();
-        let df = source.read(&ctx).await?;
+        let source = self.open_source().await?;
         let target = match self.db.describe_table(&self.table).await? {
             Some(t) => t,
-            None => self.planned_table(&source, df.clone()).await?,
+            None => self.planned_table(&source).await?,
         };
         let slot = Arc::new(TransactionSlot::empty());
         let prepared = self
-            .prepare(&source, df, &target, false, Arc::clone(&slot), None)
+            .prepare(&source, &target, false, Arc::clone(&slot), None)
             .await?;
         Ok(prepared.explain())
     }
 
+    /// Opens the source and applies the MAP expressions.
+    async fn open_source(&self) -> Result<OpenedSource> {
+        let (df, name, file) = match &self.source {
+            SourceSpec::File { path, format } => {
+                let file = FileSource::new(path, format.clone())?;
+                let df = file.read(&self.session()).await?;
+                (df, file.display_name(), Some(file))
+            }
+            SourceSpec::DataFrame { df, name } => ((**df).clone(), name.clone(), None),
+        };
+        let df = apply_map(df, &self.map)?;
+        Ok(OpenedSource { df, name, file })
+    }
+
     /// The table an import would create, described without creating it.
-    async fn planned_table(
-        &self,
-        source: &FileSource,
-        df: datafusion::prelude::DataFrame,
-    ) -> Result<TargetTable> {
+    async fn planned_table(&self, source: &OpenedSource) -> Result<TargetTable> {
         if self.create_table == CreateTable::Never {
             return Err(AtlasError::Usage(format!(
                 "table '{}' does not exist (and CREATE TABLE NEVER was given)",
                 self.table
             )));
         }
-        let specs = source.infer_columns(df).await?;
+        let specs = match &source.file {
+            // Typed already, unless MAP changed the columns: then go by the types
+            // the expressions give.
+            Some(file) if self.map.is_empty() => file.infer_columns(source.df.clone()).await?,
+            _ => crate::source::columns_from_schema(source.df.schema().as_arrow()),
+        };
         Ok(TargetTable {
             name: self.table.clone(),
             columns: specs
@@ -242,25 +310,27 @@ impl ImportBuilder {
     }
 
     /// Runs the import.
-    #[tracing::instrument(skip_all, fields(table = %self.table, source = %self.path.display()))]
+    #[tracing::instrument(skip_all, fields(table = %self.table))]
     pub async fn execute(self) -> Result<ImportReport> {
         let started = Instant::now();
         self.validate()?;
-        let source = FileSource::new(&self.path, self.format.clone())?;
-        let ctx = self.session();
-        let df = source.read(&ctx).await?;
+        let source = self.open_source().await?;
         self.db.ensure_metadata().await?;
-        let file_hash = source.sha256().await?;
+        let file_hash = match &source.file {
+            Some(file) => Some(file.sha256().await?),
+            None => None,
+        };
         // Cheap early answer; the authoritative check runs under the lock below.
-        if self.file_policy != FilePolicy::Allow
-            && self.db.file_imported(&file_hash, &self.table).await?
+        if let Some(hash) = &file_hash
+            && self.file_policy != FilePolicy::Allow
+            && self.db.file_imported(hash, &self.table).await?
         {
-            return self.already_imported(started, file_hash);
+            return self.already_imported(started, &source, hash.clone());
         }
         let slot = Arc::new(TransactionSlot::empty());
         slot.put(self.db.begin().await?).await;
         let result = self
-            .run_in_transaction(&source, df, &file_hash, &slot)
+            .run_in_transaction(&source, file_hash.as_deref(), &slot)
             .await;
         if result.is_err()
             && let Err(e) = slot.rollback().await
@@ -269,11 +339,25 @@ impl ImportBuilder {
         }
         let created_table = match result? {
             Some(created) => created,
-            None => return self.already_imported(started, file_hash),
+            None => {
+                let hash = file_hash.unwrap_or_default();
+                return self.already_imported(started, &source, hash);
+            }
         };
 
         let m = &self.metrics;
-        let report = self.duplicate_free_report(started, Some(file_hash), created_table);
+        let report = build_report(
+            &self.metrics,
+            "committed",
+            &self.table,
+            &source.name,
+            self.chunk_rows,
+            self.partitions,
+            file_hash,
+            started,
+            created_table,
+            None,
+        );
         tracing::info!(
             "Import into '{}' committed: {} inserted, {} skipped, {} read",
             self.table,
@@ -286,9 +370,8 @@ impl ImportBuilder {
 
     async fn run_in_transaction(
         &self,
-        source: &FileSource,
-        df: datafusion::prelude::DataFrame,
-        file_hash: &str,
+        source: &OpenedSource,
+        file_hash: Option<&str>,
         slot: &Arc<TransactionSlot>,
     ) -> Result<Option<bool>> {
         // Under the lock: the file check, and the table as it really is now (a
@@ -297,8 +380,9 @@ impl ImportBuilder {
             let mut guard = slot.lock().await;
             let tx = guard.as_mut().expect("the transaction was just opened");
             tx.lock_table(&self.table).await?;
-            if self.file_policy != FilePolicy::Allow
-                && tx.file_imported(file_hash, &self.table).await?
+            if let Some(hash) = file_hash
+                && self.file_policy != FilePolicy::Allow
+                && tx.file_imported(hash, &self.table).await?
             {
                 // `already_imported` decides between refusing and skipping.
                 return Ok(None);
@@ -307,7 +391,7 @@ impl ImportBuilder {
                 Some(target) => (target, false),
                 None => {
                     let specs: Vec<ColumnSpec> = self
-                        .planned_table(source, df.clone())
+                        .planned_table(source)
                         .await?
                         .columns
                         .into_iter()
@@ -324,14 +408,14 @@ impl ImportBuilder {
                 }
             }
         };
-        let file = FileRecord {
-            file_hash: file_hash.to_string(),
-            file_name: source.display_name(),
+        let file = file_hash.map(|hash| FileRecord {
+            file_hash: hash.to_string(),
+            file_name: source.name.clone(),
             table_name: self.table.clone(),
             record_count: 0,
-        };
+        });
         let prepared = self
-            .prepare(source, df, &target, !created, Arc::clone(slot), Some(file))
+            .prepare(source, &target, !created, Arc::clone(slot), file)
             .await?;
         collect(Arc::clone(&prepared.plan), prepared.ctx.task_ctx())
             .await
@@ -340,18 +424,23 @@ impl ImportBuilder {
     }
 
     /// The answer when the file was already imported into the table.
-    fn already_imported(&self, started: Instant, file_hash: String) -> Result<ImportReport> {
+    fn already_imported(
+        &self,
+        started: Instant,
+        source: &OpenedSource,
+        file_hash: String,
+    ) -> Result<ImportReport> {
         if self.file_policy == FilePolicy::Skip {
             tracing::info!(
                 "File {} was already imported to table '{}': skipped",
-                self.path.display(),
+                source.name,
                 self.table
             );
             return Ok(build_report(
                 &self.metrics,
                 "skipped_file",
                 &self.table,
-                &self.path.display().to_string(),
+                &source.name,
                 self.chunk_rows,
                 self.partitions,
                 Some(file_hash),
@@ -366,37 +455,17 @@ impl ImportBuilder {
         })
     }
 
-    fn duplicate_free_report(
-        &self,
-        started: Instant,
-        file_hash: Option<String>,
-        created_table: bool,
-    ) -> ImportReport {
-        build_report(
-            &self.metrics,
-            "committed",
-            &self.table,
-            &self.path.display().to_string(),
-            self.chunk_rows,
-            self.partitions,
-            file_hash,
-            started,
-            created_table,
-            None,
-        )
-    }
-
     /// Builds the physical plan over `df` for `target`.
     async fn prepare(
         &self,
-        source: &FileSource,
-        df: datafusion::prelude::DataFrame,
+        source: &OpenedSource,
         target: &TargetTable,
         table_may_have_rows: bool,
         slot: Arc<TransactionSlot>,
         file: Option<FileRecord>,
     ) -> Result<PreparedImport> {
         let ctx = self.session();
+        let df = source.df.clone();
         let source_schema = df.schema().as_arrow().clone();
         let mapping = map_columns(&source_schema, target)?;
         let columns: Vec<TargetColumn> = mapping.iter().map(|(_, c)| c.clone()).collect();
@@ -405,11 +474,11 @@ impl ImportBuilder {
         let input = df
             .create_physical_plan()
             .await
-            .map_err(|e| AtlasError::from_source_read(e, &source.display_name()))?;
+            .map_err(|e| AtlasError::from_source_read(e, &source.name))?;
         let coerce = Arc::new(CoerceExec::new(
             input,
             mapping,
-            source.display_name(),
+            source.name.clone(),
             self.chunk_rows,
             Arc::clone(&self.metrics),
         ));
@@ -454,6 +523,35 @@ impl ImportBuilder {
         let plan = ensure_requirements(plan, self.partitions)?;
         Ok(PreparedImport { plan, ctx })
     }
+}
+
+/// Applies `MAP (column = expression, ...)` to the source.
+fn apply_map(df: DataFrame, map: &[(String, String)]) -> Result<DataFrame> {
+    if map.is_empty() {
+        return Ok(df);
+    }
+    let mut mapped = Vec::with_capacity(map.len());
+    let mut read: std::collections::HashSet<String> = Default::default();
+    for (column, sql) in map {
+        let expr = df.parse_sql_expr(sql).map_err(|e| {
+            AtlasError::Usage(format!(
+                "MAP {column} = {sql}: {}",
+                AtlasError::from_datafusion(e)
+            ))
+        })?;
+        read.extend(expr.column_refs().into_iter().map(|c| c.name.clone()));
+        mapped.push(expr.alias(column));
+    }
+    let mut exprs: Vec<Expr> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name())
+        .filter(|name| !read.contains(*name) && !map.iter().any(|(c, _)| c == *name))
+        .map(|name| Expr::Column(Column::from_name(name)))
+        .collect();
+    exprs.extend(mapped);
+    df.select(exprs).map_err(AtlasError::from_datafusion)
 }
 
 /// Inserts the repartitions and merges the operators ask for, with the

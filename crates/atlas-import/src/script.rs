@@ -12,7 +12,7 @@ use crate::db::Database;
 use crate::error::{AtlasError, Result};
 use crate::import::ImportBuilder;
 use crate::report::{ImportMetrics, ImportReport};
-use crate::sql::{AtlasStatement, ImportStatement, parse_statements};
+use crate::sql::{AtlasStatement, ImportFrom, ImportStatement, parse_statements};
 
 /// What one statement did.
 #[derive(Debug, Clone)]
@@ -52,7 +52,7 @@ pub async fn run_script(
     let mut completed = Vec::with_capacity(statements.len());
     for (index, statement) in statements.into_iter().enumerate() {
         let outcome = match statement {
-            AtlasStatement::Import(import) => run_import(Arc::clone(&db), &import, metrics())
+            AtlasStatement::Import(import) => run_import(ctx, Arc::clone(&db), &import, metrics())
                 .await
                 .map(StatementOutcome::Import),
             AtlasStatement::DataFusion(statement) => run_datafusion(ctx, *statement)
@@ -90,8 +90,9 @@ async fn run_datafusion(
         .map_err(AtlasError::from_datafusion)
 }
 
-/// Runs one `IMPORT INTO` statement.
+/// Runs one `IMPORT INTO` statement; a `FROM (query)` runs in `ctx`.
 pub async fn run_import(
+    ctx: &SessionContext,
     db: Arc<dyn Database>,
     statement: &ImportStatement,
     metrics: Arc<ImportMetrics>,
@@ -103,7 +104,15 @@ pub async fn run_import(
             statement.columns.join(", ")
         )));
     }
-    let mut builder = ImportBuilder::new(db, &statement.source, &statement.table)
+    let builder = match &statement.source {
+        ImportFrom::Path(path) => ImportBuilder::new(db, path, &statement.table),
+        ImportFrom::Query(query) => {
+            let df = ctx.sql(query).await.map_err(AtlasError::from_datafusion)?;
+            ImportBuilder::from_dataframe(db, df, format!("({query})"), &statement.table)
+        }
+    };
+    let mut builder = builder
+        .with_map(statement.map.iter().cloned())
         .with_key(statement.key.iter().cloned())
         .with_on_duplicate(statement.on_duplicate)
         .with_file_policy(statement.on_duplicate_file)

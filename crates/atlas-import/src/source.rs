@@ -261,14 +261,7 @@ impl FileSource {
     pub async fn infer_columns(&self, df: DataFrame) -> Result<Vec<ColumnSpec>> {
         let schema = df.schema().as_arrow().clone();
         if !matches!(self.format, SourceFormat::Csv { .. }) {
-            return Ok(schema
-                .fields()
-                .iter()
-                .map(|f| ColumnSpec {
-                    name: f.name().clone(),
-                    data_type: storable_type(f.data_type()),
-                })
-                .collect());
+            return Ok(columns_from_schema(&schema));
         }
         let mut inference = vec![TypeInference::default(); schema.fields().len()];
         let mut stream = df
@@ -352,6 +345,18 @@ impl QuoteCheck {
     fn unterminated_since(&self) -> Option<u64> {
         (self.state == QuoteState::Quoted).then_some(self.opened_on)
     }
+}
+
+/// Column specs for a new table from a typed schema.
+pub fn columns_from_schema(schema: &Schema) -> Vec<ColumnSpec> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| ColumnSpec {
+            name: f.name().clone(),
+            data_type: storable_type(f.data_type()),
+        })
+        .collect()
 }
 
 /// The type a new column gets for a source type: strings of any layout become

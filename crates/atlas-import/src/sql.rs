@@ -4,9 +4,10 @@
 //!
 //! ```sql
 //! IMPORT INTO contacts [ (col, ...) ]
-//!   FROM 'data/contacts.csv'
+//!   FROM 'data/contacts.csv' | FROM ( <any DataFusion query> )
 //!   [ FORMAT CSV | TSV | PARQUET | NDJSON ]
 //!   [ OPTIONS ( header 'true', delimiter ';' ) ]
+//!   [ MAP ( email = lower("E-mail"), ... ) ]
 //!   [ KEY (email) ]
 //!   [ ON DUPLICATE ERROR | SKIP ]
 //!   [ ON DUPLICATE FILE ERROR | SKIP | ALLOW ]
@@ -14,8 +15,7 @@
 //!   [ WITH ( partitions 4, chunk_rows 10000 ) ];
 //! ```
 //!
-//! Not yet: `FROM ( <query> )`, `MAP (...)`, `CHECK IMPORT`, `EXPLAIN IMPORT`
-//! (the logical node of DESIGN §1).
+//! Not yet: `CHECK IMPORT`, `EXPLAIN IMPORT` (the logical node of DESIGN §1).
 
 use datafusion::sql::parser::{DFParser, DFParserBuilder, Statement as DFStatement};
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -35,6 +35,21 @@ pub enum AtlasStatement {
     DataFusion(Box<DFStatement>),
 }
 
+/// The `FROM` of an import.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ImportFrom {
+    /// `FROM 'path'`
+    Path(String),
+    /// `FROM ( <query> )`, as SQL text.
+    Query(String),
+}
+
+impl Default for ImportFrom {
+    fn default() -> Self {
+        ImportFrom::Path(String::new())
+    }
+}
+
 /// A parsed `IMPORT INTO` statement.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ImportStatement {
@@ -42,8 +57,10 @@ pub struct ImportStatement {
     pub table: String,
     /// Declared target columns, if given.
     pub columns: Vec<String>,
-    /// The source path.
-    pub source: String,
+    /// Where the rows come from.
+    pub source: ImportFrom,
+    /// `MAP (column = expression, ...)`, expressions as SQL text.
+    pub map: Vec<(String, String)>,
     /// `FORMAT`, if given.
     pub format: Option<String>,
     /// `OPTIONS (name 'value', ...)`, names lower-cased.
@@ -73,12 +90,16 @@ impl ImportStatement {
         for (name, value) in &self.options {
             let csv = match format.take() {
                 Some(f) => f,
-                None => SourceFormat::from_path(std::path::Path::new(&self.source)).unwrap_or(
-                    SourceFormat::Csv {
-                        delimiter: b',',
-                        has_header: true,
-                    },
-                ),
+                None => match &self.source {
+                    ImportFrom::Path(path) => {
+                        SourceFormat::from_path(std::path::Path::new(path)).ok()
+                    }
+                    ImportFrom::Query(_) => None,
+                }
+                .unwrap_or(SourceFormat::Csv {
+                    delimiter: b',',
+                    has_header: true,
+                }),
             };
             let SourceFormat::Csv {
                 mut delimiter,
@@ -202,14 +223,13 @@ fn parse_import(parser: &mut DFParser) -> std::result::Result<ImportStatement, P
         statement.columns = parse_identifier_list(parser)?;
     }
     parser.parser.expect_keyword(Keyword::FROM)?;
-    if parser.parser.peek_token() == Token::LParen {
-        let found = parser.parser.peek_token();
-        return Err(ParserError::ParserError(format!(
-            "IMPORT ... FROM (query) is not supported yet; give a file path in quotes at {}",
-            found.span.start
-        )));
-    }
-    statement.source = parser.parser.parse_literal_string()?;
+    statement.source = if parser.parser.consume_token(&Token::LParen) {
+        let query = parser.parser.parse_query()?;
+        parser.parser.expect_token(&Token::RParen)?;
+        ImportFrom::Query(query.to_string())
+    } else {
+        ImportFrom::Path(parser.parser.parse_literal_string()?)
+    };
     loop {
         if parse_word(parser, "FORMAT") {
             statement.format = Some(parser.parser.parse_identifier()?.value);
@@ -219,6 +239,18 @@ fn parse_import(parser: &mut DFParser) -> std::result::Result<ImportStatement, P
                 let name = parser.parser.parse_identifier()?.value.to_ascii_lowercase();
                 let value = parser.parser.parse_literal_string()?;
                 statement.options.push((name, value));
+                if !parser.parser.consume_token(&Token::Comma) {
+                    break;
+                }
+            }
+            parser.parser.expect_token(&Token::RParen)?;
+        } else if parse_word(parser, "MAP") {
+            parser.parser.expect_token(&Token::LParen)?;
+            loop {
+                let column = parser.parser.parse_identifier()?.value;
+                parser.parser.expect_token(&Token::Eq)?;
+                let expr = parser.parser.parse_expr()?;
+                statement.map.push((column, expr.to_string()));
                 if !parser.parser.consume_token(&Token::Comma) {
                     break;
                 }
@@ -286,7 +318,7 @@ fn parse_import(parser: &mut DFParser) -> std::result::Result<ImportStatement, P
     let next = parser.parser.peek_token();
     if next != Token::EOF && next != Token::SemiColon {
         return parser.parser.expected(
-            "FORMAT, OPTIONS, KEY, ON DUPLICATE, CREATE TABLE, WITH or the end of the statement",
+            "FORMAT, OPTIONS, MAP, KEY, ON DUPLICATE, CREATE TABLE, WITH or the end of the statement",
             next,
         );
     }
@@ -313,7 +345,7 @@ mod tests {
         );
         assert_eq!(s.table, "contacts");
         assert_eq!(s.columns, ["email", "name"]);
-        assert_eq!(s.source, "data/c.csv");
+        assert_eq!(s.source, ImportFrom::Path("data/c.csv".into()));
         assert_eq!(s.format.as_deref(), Some("csv"));
         assert_eq!(s.key, ["email"]);
         assert_eq!(s.on_duplicate, OnDuplicate::Skip);
@@ -327,6 +359,32 @@ mod tests {
                 has_header: true
             })
         );
+    }
+
+    #[test]
+    fn map_and_query_sources() {
+        let s = import(
+            "IMPORT INTO people FROM (SELECT a.id, b.name FROM a JOIN b ON a.id = b.id WHERE a.x > 1) \
+             MAP (email = lower(trim(\"E-mail\")), joined = to_date(\"Joined\", '%m/%d/%Y')) KEY (id)",
+        );
+        let ImportFrom::Query(query) = &s.source else {
+            panic!("expected a query source");
+        };
+        assert!(
+            query.starts_with("SELECT a.id, b.name FROM a JOIN b"),
+            "{query}"
+        );
+        assert_eq!(
+            s.map,
+            [
+                ("email".to_string(), "lower(TRIM(\"E-mail\"))".to_string()),
+                (
+                    "joined".to_string(),
+                    "to_date(\"Joined\", '%m/%d/%Y')".to_string()
+                )
+            ]
+        );
+        assert_eq!(s.key, ["id"]);
     }
 
     #[test]
