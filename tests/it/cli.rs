@@ -389,3 +389,24 @@ fn sql_and_plan_files() {
     let out = run(&["run", "plans/does-not-exist.sql", "--db", &db]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// The examples build with `cargo test`; run them as a user would.
+#[test]
+fn examples_run() {
+    let examples = binary().parent().unwrap().join("examples");
+    for name in ["import_csv", "dataframe_transforms", "lakehouse_etl"] {
+        let path = examples.join(name);
+        assert!(path.exists(), "{} was not built", path.display());
+        let out = Command::new(&path)
+            .env_remove("DATABASE_URL")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

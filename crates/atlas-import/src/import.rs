@@ -85,7 +85,8 @@ struct OpenedSource {
 /// An import planned and ready to run (or to explain).
 pub struct PreparedImport {
     plan: Arc<dyn ExecutionPlan>,
-    ctx: SessionContext,
+    /// The task context of the source's session (its object stores, config).
+    task: Arc<datafusion::execution::TaskContext>,
 }
 
 impl std::fmt::Debug for PreparedImport {
@@ -417,7 +418,7 @@ impl ImportBuilder {
         let prepared = self
             .prepare(source, &target, !created, Arc::clone(slot), file)
             .await?;
-        collect(Arc::clone(&prepared.plan), prepared.ctx.task_ctx())
+        collect(Arc::clone(&prepared.plan), Arc::clone(&prepared.task))
             .await
             .map_err(AtlasError::from_datafusion)?;
         Ok(Some(created))
@@ -464,8 +465,8 @@ impl ImportBuilder {
         slot: Arc<TransactionSlot>,
         file: Option<FileRecord>,
     ) -> Result<PreparedImport> {
-        let ctx = self.session();
         let df = source.df.clone();
+        let task = Arc::new(df.task_ctx());
         let source_schema = df.schema().as_arrow().clone();
         let mapping = map_columns(&source_schema, target)?;
         let columns: Vec<TargetColumn> = mapping.iter().map(|(_, c)| c.clone()).collect();
@@ -521,7 +522,7 @@ impl ImportBuilder {
         let order = crate::physical::source_order_requirement(&check.schema());
         let plan: Arc<dyn ExecutionPlan> = Arc::new(DataSinkExec::new(check, sink, Some(order)));
         let plan = ensure_requirements(plan, self.partitions)?;
-        Ok(PreparedImport { plan, ctx })
+        Ok(PreparedImport { plan, task })
     }
 }
 

@@ -18,6 +18,7 @@
 pub mod coerce;
 pub mod db;
 pub mod error;
+pub mod ext;
 pub mod import;
 pub mod key;
 pub mod options;
@@ -29,6 +30,7 @@ pub mod source;
 pub mod sql;
 
 pub use error::{AtlasError, ErrorClass, Result};
+pub use ext::{DataFrameImportExt, SessionContextImportExt};
 pub use import::{ImportBuilder, PreparedImport, build_report};
 pub use options::{CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, FilePolicy, OnDuplicate};
 pub use report::{DuplicateReport, ImportMetrics, ImportReport};
