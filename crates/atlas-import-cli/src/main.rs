@@ -304,6 +304,12 @@ async fn script(sql: String, options: ScriptOptions) -> ExitCode {
             }
         }
         StatementOutcome::Query(_) => {}
+        StatementOutcome::Explain(plan, report) => {
+            println!("{plan}");
+            if let Some(report) = report {
+                print_report(report, options.json);
+            }
+        }
     };
     match run_script(&ctx, database, &sql, || Arc::new(ImportMetrics::default())).await {
         Ok(outcomes) => {
@@ -316,8 +322,10 @@ async fn script(sql: String, options: ScriptOptions) -> ExitCode {
                 .completed
                 .iter()
                 .filter_map(|o| match o {
-                    StatementOutcome::Import(r) => Some(format!("{} -> {}", r.source, r.table)),
-                    StatementOutcome::Query(_) => None,
+                    StatementOutcome::Import(r) | StatementOutcome::Explain(_, Some(r)) => {
+                        Some(format!("{} -> {}", r.source, r.table))
+                    }
+                    StatementOutcome::Query(_) | StatementOutcome::Explain(_, None) => None,
                 })
                 .collect();
             let class = failure.error.class();

@@ -6,12 +6,16 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::common::Column;
 use datafusion::config::ConfigOptions;
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::ensure_requirements::EnsureRequirements;
+use datafusion::physical_plan::display::DisplayableExecutionPlan;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
@@ -87,6 +91,8 @@ pub struct PreparedImport {
     plan: Arc<dyn ExecutionPlan>,
     /// The task context of the source's session (its object stores, config).
     task: Arc<datafusion::execution::TaskContext>,
+    /// Key column indices among the written columns.
+    key_columns: Vec<usize>,
 }
 
 impl std::fmt::Debug for PreparedImport {
@@ -256,15 +262,84 @@ impl ImportBuilder {
     pub async fn explain(self) -> Result<String> {
         self.validate()?;
         let source = self.open_source().await?;
-        let target = match self.db.describe_table(&self.table).await? {
+        let described = self.db.describe_table(&self.table).await?;
+        let exists = described.is_some();
+        let target = match described {
             Some(t) => t,
             None => self.planned_table(&source).await?,
         };
         let slot = Arc::new(TransactionSlot::empty());
         let prepared = self
-            .prepare(&source, &target, false, Arc::clone(&slot), None)
+            .prepare(&source, &target, exists, Arc::clone(&slot), None, false)
             .await?;
         Ok(prepared.explain())
+    }
+
+    /// The dry run of `CHECK IMPORT`: writes nothing and returns the duplicate
+    /// rows: the key columns, `source_row` and `duplicate_of` (`existing`, or
+    /// `row N` for the first occurrence in the import), in source order.
+    pub async fn check(self) -> Result<Vec<RecordBatch>> {
+        self.validate()?;
+        let source = self.open_source().await?;
+        let slot = Arc::new(TransactionSlot::empty());
+        // A transaction for a consistent view of the existing keys, rolled back.
+        slot.put(self.db.begin().await?).await;
+        let result = self.check_in_transaction(&source, &slot).await;
+        if let Err(e) = slot.rollback().await {
+            tracing::warn!("rolling back the dry run failed: {e}");
+        }
+        result
+    }
+
+    async fn check_in_transaction(
+        &self,
+        source: &OpenedSource,
+        slot: &Arc<TransactionSlot>,
+    ) -> Result<Vec<RecordBatch>> {
+        let described = {
+            let mut guard = slot.lock().await;
+            let tx = guard.as_mut().expect("the transaction was just opened");
+            tx.lock_table(&self.table).await?;
+            tx.describe_table(&self.table).await?
+        };
+        let exists = described.is_some();
+        let target = match described {
+            Some(target) => target,
+            None => self.planned_table(source).await?,
+        };
+        let prepared = self
+            .prepare(source, &target, exists, Arc::clone(slot), None, true)
+            .await?;
+        let batches = collect(Arc::clone(&prepared.plan), Arc::clone(&prepared.task))
+            .await
+            .map_err(AtlasError::from_datafusion)?;
+        let schema = prepared.plan.schema();
+        let width = schema.fields().len();
+        // key columns, then source_row, then duplicate_of
+        let mut indices = prepared.key_columns.clone();
+        indices.extend([width - 1, width - 2]);
+        let fields: Vec<_> = indices
+            .iter()
+            .map(|&i| {
+                let f = schema.field(i);
+                if i == width - 1 {
+                    Field::new("source_row", f.data_type().clone(), false)
+                } else {
+                    f.clone()
+                }
+            })
+            .collect();
+        let out_schema = Arc::new(Schema::new(fields));
+        batches
+            .iter()
+            .map(|b| {
+                RecordBatch::try_new(
+                    Arc::clone(&out_schema),
+                    indices.iter().map(|&i| Arc::clone(b.column(i))).collect(),
+                )
+                .map_err(|e| AtlasError::from_datafusion(e.into()))
+            })
+            .collect()
     }
 
     /// Opens the source and applies the MAP expressions.
@@ -311,8 +386,25 @@ impl ImportBuilder {
     }
 
     /// Runs the import.
-    #[tracing::instrument(skip_all, fields(table = %self.table))]
     pub async fn execute(self) -> Result<ImportReport> {
+        Ok(self.run().await?.0)
+    }
+
+    /// Runs the import (it commits, as `EXPLAIN ANALYZE` does in PostgreSQL) and
+    /// returns its report with the physical plan and the operators' metrics.
+    pub async fn execute_analyzed(self) -> Result<(ImportReport, String)> {
+        let (report, plan) = self.run().await?;
+        let text = match plan {
+            Some(plan) => DisplayableExecutionPlan::with_metrics(plan.as_ref())
+                .indent(true)
+                .to_string(),
+            None => "(nothing ran: the file was already imported)".to_string(),
+        };
+        Ok((report, text))
+    }
+
+    #[tracing::instrument(skip_all, fields(table = %self.table))]
+    async fn run(self) -> Result<(ImportReport, Option<Arc<dyn ExecutionPlan>>)> {
         let started = Instant::now();
         self.validate()?;
         let source = self.open_source().await?;
@@ -326,7 +418,7 @@ impl ImportBuilder {
             && self.file_policy != FilePolicy::Allow
             && self.db.file_imported(hash, &self.table).await?
         {
-            return self.already_imported(started, &source, hash.clone());
+            return Ok((self.already_imported(started, &source, hash.clone())?, None));
         }
         let slot = Arc::new(TransactionSlot::empty());
         slot.put(self.db.begin().await?).await;
@@ -338,11 +430,11 @@ impl ImportBuilder {
         {
             tracing::warn!("rollback after a failed import also failed: {e}");
         }
-        let created_table = match result? {
-            Some(created) => created,
+        let (created_table, plan) = match result? {
+            Some(done) => done,
             None => {
                 let hash = file_hash.unwrap_or_default();
-                return self.already_imported(started, &source, hash);
+                return Ok((self.already_imported(started, &source, hash)?, None));
             }
         };
 
@@ -366,7 +458,7 @@ impl ImportBuilder {
             ImportMetrics::get(&m.skipped),
             ImportMetrics::get(&m.rows_read)
         );
-        Ok(report)
+        Ok((report, Some(plan)))
     }
 
     async fn run_in_transaction(
@@ -374,7 +466,7 @@ impl ImportBuilder {
         source: &OpenedSource,
         file_hash: Option<&str>,
         slot: &Arc<TransactionSlot>,
-    ) -> Result<Option<bool>> {
+    ) -> Result<Option<(bool, Arc<dyn ExecutionPlan>)>> {
         // Under the lock: the file check, and the table as it really is now (a
         // concurrent import may have created it meanwhile).
         let (target, created) = {
@@ -416,12 +508,12 @@ impl ImportBuilder {
             record_count: 0,
         });
         let prepared = self
-            .prepare(source, &target, !created, Arc::clone(slot), file)
+            .prepare(source, &target, !created, Arc::clone(slot), file, false)
             .await?;
         collect(Arc::clone(&prepared.plan), Arc::clone(&prepared.task))
             .await
             .map_err(AtlasError::from_datafusion)?;
-        Ok(Some(created))
+        Ok(Some((created, prepared.plan)))
     }
 
     /// The answer when the file was already imported into the table.
@@ -464,6 +556,7 @@ impl ImportBuilder {
         table_may_have_rows: bool,
         slot: Arc<TransactionSlot>,
         file: Option<FileRecord>,
+        dry_run: bool,
     ) -> Result<PreparedImport> {
         let df = source.df.clone();
         let task = Arc::new(df.task_ctx());
@@ -500,14 +593,30 @@ impl ImportBuilder {
         let check = Arc::new(
             DuplicateCheckExec::try_new(
                 coerce,
-                key_columns,
+                key_columns.clone(),
                 Arc::new(existing),
                 self.on_duplicate,
                 self.chunk_rows,
                 Arc::clone(&self.metrics),
             )
-            .map_err(AtlasError::from_datafusion)?,
+            .map_err(AtlasError::from_datafusion)?
+            .with_report_duplicates(dry_run),
         );
+        if dry_run {
+            // CHECK IMPORT: the duplicates in source order, nothing written.
+            let schema = check.schema();
+            let plan = ensure_requirements(check, self.partitions)?;
+            let order = crate::physical::source_order_requirement(&schema);
+            let ordering = LexOrdering::new(order.into_iter().map(PhysicalSortExpr::from))
+                .expect("one sort expression");
+            let plan: Arc<dyn ExecutionPlan> =
+                Arc::new(SortPreservingMergeExec::new(ordering, plan));
+            return Ok(PreparedImport {
+                plan,
+                task,
+                key_columns,
+            });
+        }
         let sink = Arc::new(ImportSink::new(
             self.table.clone(),
             columns,
@@ -522,7 +631,11 @@ impl ImportBuilder {
         let order = crate::physical::source_order_requirement(&check.schema());
         let plan: Arc<dyn ExecutionPlan> = Arc::new(DataSinkExec::new(check, sink, Some(order)));
         let plan = ensure_requirements(plan, self.partitions)?;
-        Ok(PreparedImport { plan, task })
+        Ok(PreparedImport {
+            plan,
+            task,
+            key_columns,
+        })
     }
 }
 

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
+use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 
 use crate::db::Database;
@@ -19,8 +20,12 @@ use crate::sql::{AtlasStatement, ImportFrom, ImportStatement, parse_statements};
 pub enum StatementOutcome {
     /// An import's report.
     Import(ImportReport),
-    /// The rows a DataFusion statement returned (empty for DDL and `SET`).
+    /// The rows a DataFusion statement or `CHECK IMPORT` returned (empty for
+    /// DDL and `SET`).
     Query(Vec<RecordBatch>),
+    /// The plan `EXPLAIN [ANALYZE] IMPORT` printed (and, with `ANALYZE`, the
+    /// report of the import it ran).
+    Explain(String, Option<ImportReport>),
 }
 
 /// A statement of a script failed.
@@ -55,6 +60,24 @@ pub async fn run_script(
             AtlasStatement::Import(import) => run_import(ctx, Arc::clone(&db), &import, metrics())
                 .await
                 .map(StatementOutcome::Import),
+            AtlasStatement::CheckImport(import) => {
+                check_import(ctx, Arc::clone(&db), &import, metrics())
+                    .await
+                    .map(StatementOutcome::Query)
+            }
+            AtlasStatement::ExplainImport { analyze, import } => {
+                match import_builder(ctx, Arc::clone(&db), &import, metrics()).await {
+                    Ok(builder) if analyze => builder
+                        .execute_analyzed()
+                        .await
+                        .map(|(report, plan)| StatementOutcome::Explain(plan, Some(report))),
+                    Ok(builder) => builder
+                        .explain()
+                        .await
+                        .map(|plan| StatementOutcome::Explain(plan, None)),
+                    Err(e) => Err(e),
+                }
+            }
             AtlasStatement::DataFusion(statement) => run_datafusion(ctx, *statement)
                 .await
                 .map(StatementOutcome::Query),
@@ -90,6 +113,30 @@ async fn run_datafusion(
         .map_err(AtlasError::from_datafusion)
 }
 
+/// Name under which the last `CHECK IMPORT`'s duplicates are registered in the
+/// session, so later statements can query them (`SELECT count(*) FROM import_duplicates`).
+pub const IMPORT_DUPLICATES_TABLE: &str = "import_duplicates";
+
+/// Runs `CHECK IMPORT`: the duplicates, also registered as [`IMPORT_DUPLICATES_TABLE`].
+pub async fn check_import(
+    ctx: &SessionContext,
+    db: Arc<dyn Database>,
+    statement: &ImportStatement,
+    metrics: Arc<ImportMetrics>,
+) -> Result<Vec<RecordBatch>> {
+    let builder = import_builder(ctx, db, statement, metrics).await?;
+    let batches = builder.check().await?;
+    if let Some(first) = batches.first() {
+        let table = MemTable::try_new(first.schema(), vec![batches.clone()])
+            .map_err(AtlasError::from_datafusion)?;
+        ctx.deregister_table(IMPORT_DUPLICATES_TABLE)
+            .map_err(AtlasError::from_datafusion)?;
+        ctx.register_table(IMPORT_DUPLICATES_TABLE, Arc::new(table))
+            .map_err(AtlasError::from_datafusion)?;
+    }
+    Ok(batches)
+}
+
 /// Runs one `IMPORT INTO` statement; a `FROM (query)` runs in `ctx`.
 pub async fn run_import(
     ctx: &SessionContext,
@@ -97,6 +144,19 @@ pub async fn run_import(
     statement: &ImportStatement,
     metrics: Arc<ImportMetrics>,
 ) -> Result<ImportReport> {
+    import_builder(ctx, db, statement, metrics)
+        .await?
+        .execute()
+        .await
+}
+
+/// The builder an `IMPORT INTO` statement describes.
+pub async fn import_builder(
+    ctx: &SessionContext,
+    db: Arc<dyn Database>,
+    statement: &ImportStatement,
+    metrics: Arc<ImportMetrics>,
+) -> Result<ImportBuilder> {
     if !statement.columns.is_empty() {
         return Err(AtlasError::Usage(format!(
             "IMPORT INTO {} ({}): a column list is not supported yet; the source's column names are used",
@@ -127,5 +187,5 @@ pub async fn run_import(
     if let Some(format) = statement.source_format()? {
         builder = builder.with_format(format);
     }
-    builder.execute().await
+    Ok(builder)
 }

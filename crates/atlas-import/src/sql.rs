@@ -15,7 +15,9 @@
 //!   [ WITH ( partitions 4, chunk_rows 10000 ) ];
 //! ```
 //!
-//! Not yet: `CHECK IMPORT`, `EXPLAIN IMPORT` (the logical node of DESIGN §1).
+//! `CHECK IMPORT ...` is the dry run; `EXPLAIN [ANALYZE] IMPORT ...` prints the
+//! physical plan (with the operators' metrics after running it). Not yet: the
+//! logical node of DESIGN §1, so `EXPLAIN` shows no logical plan.
 
 use datafusion::sql::parser::{DFParser, DFParserBuilder, Statement as DFStatement};
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -31,6 +33,15 @@ use crate::source::SourceFormat;
 pub enum AtlasStatement {
     /// `IMPORT INTO ...`
     Import(Box<ImportStatement>),
+    /// `CHECK IMPORT INTO ...`: the dry run.
+    CheckImport(Box<ImportStatement>),
+    /// `EXPLAIN [ANALYZE] IMPORT INTO ...`
+    ExplainImport {
+        /// `ANALYZE`: run the import and show the operators' metrics.
+        analyze: bool,
+        /// The import.
+        import: Box<ImportStatement>,
+    },
     /// Any statement DataFusion parses (`CREATE EXTERNAL TABLE`, `SELECT`, `SET`, ...).
     DataFusion(Box<DFStatement>),
 }
@@ -153,12 +164,25 @@ pub fn parse_statements(sql: &str) -> Result<Vec<AtlasStatement>> {
         if parser.parser.peek_token() == Token::EOF {
             break;
         }
+        let sql_error = |e: ParserError| AtlasError::Usage(format!("SQL error: {e}"));
         let statement = if peek_word(&parser, "IMPORT") {
             parser.parser.next_token();
-            AtlasStatement::Import(Box::new(
-                parse_import(&mut parser)
-                    .map_err(|e| AtlasError::Usage(format!("SQL error: {e}")))?,
-            ))
+            AtlasStatement::Import(Box::new(parse_import(&mut parser).map_err(sql_error)?))
+        } else if peek_word(&parser, "CHECK") && peek_nth_word(&parser, 1, "IMPORT") {
+            parser.parser.next_token();
+            parser.parser.next_token();
+            AtlasStatement::CheckImport(Box::new(parse_import(&mut parser).map_err(sql_error)?))
+        } else if peek_word(&parser, "EXPLAIN")
+            && (peek_nth_word(&parser, 1, "IMPORT")
+                || (peek_nth_word(&parser, 1, "ANALYZE") && peek_nth_word(&parser, 2, "IMPORT")))
+        {
+            parser.parser.next_token();
+            let analyze = parse_word(&mut parser, "ANALYZE");
+            parser.parser.next_token();
+            AtlasStatement::ExplainImport {
+                analyze,
+                import: Box::new(parse_import(&mut parser).map_err(sql_error)?),
+            }
         } else {
             AtlasStatement::DataFusion(Box::new(
                 parser
@@ -180,6 +204,10 @@ pub fn parse_statements(sql: &str) -> Result<Vec<AtlasStatement>> {
 
 fn peek_word(parser: &DFParser, word: &str) -> bool {
     matches!(&parser.parser.peek_token().token, Token::Word(w) if w.value.eq_ignore_ascii_case(word))
+}
+
+fn peek_nth_word(parser: &DFParser, n: usize, word: &str) -> bool {
+    matches!(&parser.parser.peek_nth_token(n).token, Token::Word(w) if w.value.eq_ignore_ascii_case(word))
 }
 
 /// Consumes the next token if it is the word `word` (keyword or not).
@@ -395,6 +423,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(statements.len(), 3);
+        let more = parse_statements(
+            "CHECK IMPORT INTO t FROM 'a.csv'; EXPLAIN IMPORT INTO t FROM 'a.csv'; \
+             EXPLAIN ANALYZE IMPORT INTO t FROM 'a.csv'; EXPLAIN SELECT 1",
+        )
+        .unwrap();
+        assert!(matches!(more[0], AtlasStatement::CheckImport(_)));
+        assert!(matches!(
+            more[1],
+            AtlasStatement::ExplainImport { analyze: false, .. }
+        ));
+        assert!(matches!(
+            more[2],
+            AtlasStatement::ExplainImport { analyze: true, .. }
+        ));
+        assert!(matches!(more[3], AtlasStatement::DataFusion(_)));
         assert!(matches!(statements[0], AtlasStatement::DataFusion(_)));
         assert!(matches!(statements[1], AtlasStatement::Import(_)));
         assert!(matches!(statements[2], AtlasStatement::DataFusion(_)));

@@ -7,9 +7,10 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::UInt64Type;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
@@ -148,7 +149,10 @@ pub struct DuplicateCheckExec {
     chunk_rows: usize,
     /// Live counters of the import.
     import_metrics: Arc<ImportMetrics>,
-    /// Cached plan properties (same schema and partitioning as the input).
+    /// Emit the duplicates (with a `duplicate_of` column) instead of the rows
+    /// to write: the dry run of `CHECK IMPORT`.
+    report_duplicates: bool,
+    /// Cached plan properties (partitioning of the input).
     properties: Arc<PlanProperties>,
     /// Operator metrics.
     metrics: ExecutionPlanMetricsSet,
@@ -183,9 +187,25 @@ impl DuplicateCheckExec {
             on_duplicate,
             chunk_rows: chunk_rows.max(1),
             import_metrics,
+            report_duplicates: false,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
         })
+    }
+
+    /// Emits the duplicate rows instead of the rows to write, each with a
+    /// `duplicate_of` column (`existing`, or `row N` for the first occurrence
+    /// in the import), placed before the source row number.
+    pub fn with_report_duplicates(mut self, report: bool) -> Self {
+        self.report_duplicates = report;
+        let schema = if report {
+            duplicates_schema(&self.input.schema())
+        } else {
+            self.input.schema()
+        };
+        self.properties =
+            source_ordered_properties(schema, self.input.output_partitioning().clone());
+        self
     }
 
     fn key_exprs(&self) -> Vec<Arc<dyn PhysicalExpr>> {
@@ -196,6 +216,23 @@ impl DuplicateCheckExec {
             .collect()
     }
 }
+
+/// The output schema of the dry run: the input's columns with `duplicate_of`
+/// inserted before the source row number.
+fn duplicates_schema(input: &SchemaRef) -> SchemaRef {
+    let mut fields: Vec<FieldRef> = input.fields().iter().cloned().collect();
+    let row = fields.pop().expect("the row number column");
+    fields.push(Arc::new(Field::new(
+        DUPLICATE_OF_COLUMN,
+        DataType::Utf8,
+        false,
+    )));
+    fields.push(row);
+    Arc::new(Schema::new(fields))
+}
+
+/// Name of the column that says what a reported duplicate repeats.
+pub const DUPLICATE_OF_COLUMN: &str = "duplicate_of";
 
 impl DisplayAs for DuplicateCheckExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
@@ -208,9 +245,13 @@ impl DisplayAs for DuplicateCheckExec {
             .join(", ");
         write!(
             f,
-            "DuplicateCheckExec: key=[{keys}], existing={}, on_duplicate={}, partitions={}",
+            "DuplicateCheckExec: key=[{keys}], existing={}, {}, partitions={}",
             self.existing.description,
-            self.on_duplicate,
+            if self.report_duplicates {
+                "output=duplicates".to_string()
+            } else {
+                format!("on_duplicate={}", self.on_duplicate)
+            },
             self.input.output_partitioning().partition_count()
         )
     }
@@ -249,14 +290,17 @@ impl ExecutionPlan for DuplicateCheckExec {
         mut children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(DuplicateCheckExec::try_new(
-            children.swap_remove(0),
-            self.key_columns.clone(),
-            Arc::clone(&self.existing),
-            self.on_duplicate,
-            self.chunk_rows,
-            Arc::clone(&self.import_metrics),
-        )?))
+        Ok(Arc::new(
+            DuplicateCheckExec::try_new(
+                children.swap_remove(0),
+                self.key_columns.clone(),
+                Arc::clone(&self.existing),
+                self.on_duplicate,
+                self.chunk_rows,
+                Arc::clone(&self.import_metrics),
+            )?
+            .with_report_duplicates(self.report_duplicates),
+        ))
     }
 
     fn with_new_children(
@@ -275,8 +319,8 @@ impl ExecutionPlan for DuplicateCheckExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, Arc::clone(&context))?;
-        let schema = self.input.schema();
-        let row_column = schema.index_of(ROW_NUMBER_COLUMN)?;
+        let row_column = self.input.schema().index_of(ROW_NUMBER_COLUMN)?;
+        let schema = self.schema();
         let reservation = MemoryConsumer::new(format!("DuplicateCheckExec[{partition}]"))
             .register(context.memory_pool());
         let mut state = PartitionCheck {
@@ -284,6 +328,7 @@ impl ExecutionPlan for DuplicateCheckExec {
             keys: EncodedKeys::default(),
             seen: KeySet::with_payloads(),
             on_duplicate: self.on_duplicate,
+            report_duplicates: self.report_duplicates.then(|| Arc::clone(&schema)),
             chunk_rows: self.chunk_rows as u64,
             row_column,
             last_row: 0,
@@ -316,6 +361,8 @@ struct PartitionCheck {
     /// Keys of the import seen in this partition, with their first source row.
     seen: KeySet,
     on_duplicate: OnDuplicate,
+    /// The output schema when the duplicates are the output.
+    report_duplicates: Option<SchemaRef>,
     chunk_rows: u64,
     row_column: usize,
     /// The last source row seen, to verify source order.
@@ -401,8 +448,26 @@ impl PartitionCheck {
             }
         }
 
-        let out = if self.on_duplicate == OnDuplicate::Error && self.import_metrics.has_duplicates()
-        {
+        let out = if let Some(schema) = &self.report_duplicates {
+            let duplicates = filter_record_batch(
+                &batch,
+                &BooleanArray::from(keep.iter().map(|k| !k).collect::<Vec<_>>()),
+            )?;
+            let of: StringArray = found
+                .iter()
+                .map(|(_, _, kind)| {
+                    Some(match kind {
+                        DuplicateKind::Existing => "existing".to_string(),
+                        DuplicateKind::InFile { first_row } => format!("row {first_row}"),
+                    })
+                })
+                .collect();
+            let mut columns = duplicates.columns().to_vec();
+            let row = columns.pop().expect("the row number column");
+            columns.push(Arc::new(of));
+            columns.push(row);
+            RecordBatch::try_new(Arc::clone(schema), columns)?
+        } else if self.on_duplicate == OnDuplicate::Error && self.import_metrics.has_duplicates() {
             batch.slice(0, 0)
         } else if found.is_empty() {
             batch

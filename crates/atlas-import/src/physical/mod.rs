@@ -14,7 +14,9 @@ mod duplicate_check;
 mod sink;
 
 pub use coerce::CoerceExec;
-pub use duplicate_check::{DuplicateCheckExec, ExistingKeyLoader, ExistingKeys};
+pub use duplicate_check::{
+    DUPLICATE_OF_COLUMN, DuplicateCheckExec, ExistingKeyLoader, ExistingKeys,
+};
 pub(crate) use sink::not_open;
 pub use sink::{ImportSink, TransactionSlot};
 

@@ -12,6 +12,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::datasource::sink::DataSink;
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
 use futures::StreamExt;
 use tokio::sync::{Mutex, MutexGuard};
@@ -107,6 +108,8 @@ pub struct ImportSink {
     file: Option<FileRecord>,
     /// The input schema (target columns, then the source row number).
     schema: SchemaRef,
+    /// Operator metrics: rows written, chunks, time writing.
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl ImportSink {
@@ -133,6 +136,7 @@ impl ImportSink {
             import_metrics,
             file,
             schema,
+            metrics: ExecutionPlanMetricsSet::new(),
         }
     }
 
@@ -162,6 +166,9 @@ impl ImportSink {
     async fn write_everything(&self, mut input: SendableRecordBatchStream) -> Result<u64> {
         let mut carry: Option<RecordBatch> = None;
         let mut chunk_number = 0u64;
+        let rows_written = MetricBuilder::new(&self.metrics).counter("rows_written", 0);
+        let chunks = MetricBuilder::new(&self.metrics).counter("chunks", 0);
+        let write_time = MetricBuilder::new(&self.metrics).subset_time("write_time", 0);
         loop {
             // Wait for the chunk's first rows before taking the transaction: the
             // existing keys are read through it before any row can pass the check.
@@ -174,6 +181,7 @@ impl ImportSink {
             };
             chunk_number += 1;
             let started = Instant::now();
+            let timer = write_time.timer();
             let state = ChunkState {
                 first: Some(first),
                 remaining: self.chunk_rows,
@@ -189,6 +197,9 @@ impl ImportSink {
                 tx.write_chunk(&self.table, &self.columns, &mut chunk)
                     .await?
             };
+            timer.done();
+            rows_written.add(written as usize);
+            chunks.add(1);
             let metrics = &self.import_metrics;
             let total = metrics.inserted.fetch_add(written, Ordering::Relaxed) + written;
             metrics.chunks_written.fetch_add(1, Ordering::Relaxed);
@@ -283,6 +294,10 @@ impl DisplayAs for ImportSink {
 
 #[async_trait]
 impl DataSink for ImportSink {
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     fn schema(&self) -> &SchemaRef {
         &self.schema
     }
