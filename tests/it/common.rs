@@ -220,13 +220,19 @@ impl TestDb {
     pub async fn cleanup(&self) {
         let tables = self.tables.lock().unwrap().clone();
         for t in tables {
-            self.exec(&format!("DROP TABLE IF EXISTS \"{t}\"")).await;
-            if self.exists("file_imports").await {
-                self.exec(&format!(
-                    "DELETE FROM file_imports WHERE table_name = '{t}'"
-                ))
-                .await;
-            }
+            self.drop_table(&t).await;
+        }
+    }
+
+    /// Drops `table` if it exists, and its `file_imports` rows.
+    pub async fn drop_table(&self, table: &str) {
+        self.exec(&format!("DROP TABLE IF EXISTS \"{table}\""))
+            .await;
+        if self.exists("file_imports").await {
+            self.exec(&format!(
+                "DELETE FROM file_imports WHERE table_name = '{table}'"
+            ))
+            .await;
         }
     }
 }

@@ -43,13 +43,7 @@ fn truthy(v: &Option<String>) -> bool {
 async fn every_plan_runs_and_is_asserted(db: &TestDb) {
     // The plans write fixed table names; start from none of them.
     for table in TABLES {
-        db.exec(&format!("DROP TABLE IF EXISTS \"{table}\"")).await;
-        if db.exists("file_imports").await {
-            db.exec(&format!(
-                "DELETE FROM file_imports WHERE table_name = '{table}'"
-            ))
-            .await;
-        }
+        db.drop_table(table).await;
     }
     let result = std::panic::AssertUnwindSafe(async {
         let (code, report, stderr) = run_plan(db, "contacts");
@@ -168,13 +162,7 @@ async fn every_plan_runs_and_is_asserted(db: &TestDb) {
     });
     let outcome = futures::FutureExt::catch_unwind(result).await;
     for table in TABLES {
-        db.exec(&format!("DROP TABLE IF EXISTS \"{table}\"")).await;
-        if db.exists("file_imports").await {
-            db.exec(&format!(
-                "DELETE FROM file_imports WHERE table_name = '{table}'"
-            ))
-            .await;
-        }
+        db.drop_table(table).await;
     }
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
