@@ -242,7 +242,18 @@ async fn import(args: ImportArgs) -> ExitCode {
         })
     });
 
-    let result = run_import(&args, Arc::clone(&metrics)).await;
+    // Ctrl-C drops the import before it commits: the database rolls the open
+    // transaction back when the connection goes away.
+    let result = tokio::select! {
+        result = run_import(&args, Arc::clone(&metrics)) => result,
+        _ = tokio::signal::ctrl_c() => {
+            if let Some(bar) = &progress {
+                bar.finish_and_clear();
+            }
+            eprintln!("interrupted: the import was rolled back, nothing was written");
+            return ExitCode::from(130);
+        }
+    };
     if let Some(ticker) = ticker {
         ticker.abort();
     }
