@@ -27,7 +27,8 @@ use crate::options::{
     CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, FilePolicy, OnDuplicate,
 };
 use crate::physical::{
-    CoerceExec, DuplicateCheckExec, ExistingKeyLoader, ExistingKeys, ImportSink, TransactionSlot,
+    CoerceExec, DuplicateCheckExec, ExistingKeyLoader, ExistingKeys, ImportSession, ImportSink,
+    Opened,
 };
 use crate::report::{ImportMetrics, ImportReport};
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
@@ -262,16 +263,15 @@ impl ImportBuilder {
     pub async fn explain(self) -> Result<String> {
         self.validate()?;
         let source = self.open_source().await?;
-        let described = self.db.describe_table(&self.table).await?;
-        let exists = described.is_some();
-        let target = match described {
-            Some(t) => t,
-            None => self.planned_table(&source).await?,
-        };
-        let slot = Arc::new(TransactionSlot::empty());
-        let prepared = self
-            .prepare(&source, &target, exists, Arc::clone(&slot), None, false)
-            .await?;
+        let (target, create) = self.target(&source).await?;
+        let session = Arc::new(ImportSession::new(
+            Arc::clone(&self.db),
+            &self.table,
+            None,
+            self.file_policy,
+            create,
+        ));
+        let prepared = self.prepare(&source, &target, session, false).await?;
         Ok(prepared.explain())
     }
 
@@ -281,38 +281,22 @@ impl ImportBuilder {
     pub async fn check(self) -> Result<Vec<RecordBatch>> {
         self.validate()?;
         let source = self.open_source().await?;
-        let slot = Arc::new(TransactionSlot::empty());
+        let target = match self.db.describe_table(&self.table).await? {
+            Some(target) => target,
+            None => self.planned_table(&source).await?,
+        };
         // A transaction for a consistent view of the existing keys, rolled back.
-        slot.put(self.db.begin().await?).await;
-        let result = self.check_in_transaction(&source, &slot).await;
-        if let Err(e) = slot.rollback().await {
+        let session = Arc::new(ImportSession::dry_run(Arc::clone(&self.db), &self.table));
+        let prepared = self
+            .prepare(&source, &target, Arc::clone(&session), true)
+            .await?;
+        let result = collect(Arc::clone(&prepared.plan), Arc::clone(&prepared.task))
+            .await
+            .map_err(AtlasError::from_datafusion);
+        if let Err(e) = session.slot().rollback().await {
             tracing::warn!("rolling back the dry run failed: {e}");
         }
-        result
-    }
-
-    async fn check_in_transaction(
-        &self,
-        source: &OpenedSource,
-        slot: &Arc<TransactionSlot>,
-    ) -> Result<Vec<RecordBatch>> {
-        let described = {
-            let mut guard = slot.lock().await;
-            let tx = guard.as_mut().expect("the transaction was just opened");
-            tx.lock_table(&self.table).await?;
-            tx.describe_table(&self.table).await?
-        };
-        let exists = described.is_some();
-        let target = match described {
-            Some(target) => target,
-            None => self.planned_table(source).await?,
-        };
-        let prepared = self
-            .prepare(source, &target, exists, Arc::clone(slot), None, true)
-            .await?;
-        let batches = collect(Arc::clone(&prepared.plan), Arc::clone(&prepared.task))
-            .await
-            .map_err(AtlasError::from_datafusion)?;
+        let batches = result?;
         let schema = prepared.plan.schema();
         let width = schema.fields().len();
         // key columns, then source_row, then duplicate_of
@@ -340,6 +324,27 @@ impl ImportBuilder {
                 .map_err(|e| AtlasError::from_datafusion(e.into()))
             })
             .collect()
+    }
+
+    /// The target table as the plan sees it, and the columns to create it with
+    /// when it is missing.
+    async fn target(
+        &self,
+        source: &OpenedSource,
+    ) -> Result<(TargetTable, Option<Vec<ColumnSpec>>)> {
+        if let Some(target) = self.db.describe_table(&self.table).await? {
+            return Ok((target, None));
+        }
+        let planned = self.planned_table(source).await?;
+        let create = planned
+            .columns
+            .iter()
+            .map(|c| ColumnSpec {
+                name: c.name.clone(),
+                data_type: c.data_type.clone(),
+            })
+            .collect();
+        Ok((planned, Some(create)))
     }
 
     /// Opens the source and applies the MAP expressions.
@@ -413,26 +418,43 @@ impl ImportBuilder {
             Some(file) => Some(file.sha256().await?),
             None => None,
         };
-        // Cheap early answer; the authoritative check runs under the lock below.
+        // Cheap early answer; the authoritative check runs under the lock, when
+        // the plan opens its session.
         if let Some(hash) = &file_hash
             && self.file_policy != FilePolicy::Allow
             && self.db.file_imported(hash, &self.table).await?
         {
             return Ok((self.already_imported(started, &source, hash.clone())?, None));
         }
-        let slot = Arc::new(TransactionSlot::empty());
-        slot.put(self.db.begin().await?).await;
-        let result = self
-            .run_in_transaction(&source, file_hash.as_deref(), &slot)
-            .await;
+        let (target, create) = self.target(&source).await?;
+        let file = file_hash.as_ref().map(|hash| FileRecord {
+            file_hash: hash.clone(),
+            file_name: source.name.clone(),
+            table_name: self.table.clone(),
+            record_count: 0,
+        });
+        let session = Arc::new(ImportSession::new(
+            Arc::clone(&self.db),
+            &self.table,
+            file,
+            self.file_policy,
+            create,
+        ));
+        let prepared = self
+            .prepare(&source, &target, Arc::clone(&session), false)
+            .await?;
+        let result = collect(Arc::clone(&prepared.plan), Arc::clone(&prepared.task))
+            .await
+            .map_err(AtlasError::from_datafusion);
         if result.is_err()
-            && let Err(e) = slot.rollback().await
+            && let Err(e) = session.slot().rollback().await
         {
             tracing::warn!("rollback after a failed import also failed: {e}");
         }
-        let (created_table, plan) = match result? {
-            Some(done) => done,
-            None => {
+        result?;
+        let created_table = match session.outcome() {
+            Some(Opened::Ready { created, .. }) => created,
+            Some(Opened::FileAlreadyImported) | None => {
                 let hash = file_hash.unwrap_or_default();
                 return Ok((self.already_imported(started, &source, hash)?, None));
             }
@@ -458,62 +480,7 @@ impl ImportBuilder {
             ImportMetrics::get(&m.skipped),
             ImportMetrics::get(&m.rows_read)
         );
-        Ok((report, Some(plan)))
-    }
-
-    async fn run_in_transaction(
-        &self,
-        source: &OpenedSource,
-        file_hash: Option<&str>,
-        slot: &Arc<TransactionSlot>,
-    ) -> Result<Option<(bool, Arc<dyn ExecutionPlan>)>> {
-        // Under the lock: the file check, and the table as it really is now (a
-        // concurrent import may have created it meanwhile).
-        let (target, created) = {
-            let mut guard = slot.lock().await;
-            let tx = guard.as_mut().expect("the transaction was just opened");
-            tx.lock_table(&self.table).await?;
-            if let Some(hash) = file_hash
-                && self.file_policy != FilePolicy::Allow
-                && tx.file_imported(hash, &self.table).await?
-            {
-                // `already_imported` decides between refusing and skipping.
-                return Ok(None);
-            }
-            match tx.describe_table(&self.table).await? {
-                Some(target) => (target, false),
-                None => {
-                    let specs: Vec<ColumnSpec> = self
-                        .planned_table(source)
-                        .await?
-                        .columns
-                        .into_iter()
-                        .map(|c| ColumnSpec {
-                            name: c.name,
-                            data_type: c.data_type,
-                        })
-                        .collect();
-                    tx.create_table(&self.table, &specs).await?;
-                    let target = tx.describe_table(&self.table).await?.ok_or_else(|| {
-                        AtlasError::Usage(format!("table '{}' was not created", self.table))
-                    })?;
-                    (target, true)
-                }
-            }
-        };
-        let file = file_hash.map(|hash| FileRecord {
-            file_hash: hash.to_string(),
-            file_name: source.name.clone(),
-            table_name: self.table.clone(),
-            record_count: 0,
-        });
-        let prepared = self
-            .prepare(source, &target, !created, Arc::clone(slot), file, false)
-            .await?;
-        collect(Arc::clone(&prepared.plan), Arc::clone(&prepared.task))
-            .await
-            .map_err(AtlasError::from_datafusion)?;
-        Ok(Some((created, prepared.plan)))
+        Ok((report, Some(prepared.plan)))
     }
 
     /// The answer when the file was already imported into the table.
@@ -548,14 +515,13 @@ impl ImportBuilder {
         })
     }
 
-    /// Builds the physical plan over `df` for `target`.
+    /// Builds the physical plan over the source for `target`; the plan opens
+    /// `session` itself when it runs.
     async fn prepare(
         &self,
         source: &OpenedSource,
         target: &TargetTable,
-        table_may_have_rows: bool,
-        slot: Arc<TransactionSlot>,
-        file: Option<FileRecord>,
+        session: Arc<ImportSession>,
         dry_run: bool,
     ) -> Result<PreparedImport> {
         let df = source.df.clone();
@@ -576,20 +542,18 @@ impl ImportBuilder {
             self.chunk_rows,
             Arc::clone(&self.metrics),
         ));
-        let existing = if table_may_have_rows {
-            let key_targets = key_columns.iter().map(|&i| columns[i].clone()).collect();
-            ExistingKeys::new(
-                format!("{} (keys preloaded once, shared)", self.table),
-                Arc::new(TableKeyLoader {
-                    slot: Arc::clone(&slot),
-                    table: self.table.clone(),
-                    key_columns: key_targets,
-                    metrics: Arc::clone(&self.metrics),
-                }),
-            )
-        } else {
-            ExistingKeys::none(format!("{} (new table)", self.table))
-        };
+        // Always read the existing keys through the session: even a table this
+        // plan expects to create may exist, filled, by the time the lock is held.
+        let key_targets = key_columns.iter().map(|&i| columns[i].clone()).collect();
+        let existing = ExistingKeys::new(
+            format!("{} (keys preloaded once, shared)", self.table),
+            Arc::new(TableKeyLoader {
+                session: Arc::clone(&session),
+                table: self.table.clone(),
+                key_columns: key_targets,
+                metrics: Arc::clone(&self.metrics),
+            }),
+        );
         let check = Arc::new(
             DuplicateCheckExec::try_new(
                 coerce,
@@ -623,9 +587,8 @@ impl ImportBuilder {
             self.db.kind(),
             self.on_duplicate,
             self.chunk_rows,
-            slot,
+            session,
             Arc::clone(&self.metrics),
-            file,
             check.schema(),
         ));
         let order = crate::physical::source_order_requirement(&check.schema());
@@ -815,7 +778,7 @@ pub fn build_report(
 /// coerced with the same code as the import's values.
 #[derive(Debug)]
 struct TableKeyLoader {
-    slot: Arc<TransactionSlot>,
+    session: Arc<ImportSession>,
     table: String,
     key_columns: Vec<TargetColumn>,
     metrics: Arc<ImportMetrics>,
@@ -825,6 +788,14 @@ struct TableKeyLoader {
 impl ExistingKeyLoader for TableKeyLoader {
     async fn load(&self) -> Result<KeySet> {
         let started = Instant::now();
+        match self.session.open().await? {
+            Opened::Ready { exists: true, .. } => {}
+            // Nothing to compare with (a dry run into a new table), or nothing
+            // will be read (the file is skipped).
+            Opened::Ready { exists: false, .. } | Opened::FileAlreadyImported => {
+                return Ok(KeySet::new());
+            }
+        }
         // The database streams text batches; a blocking thread converts them and
         // fills the set meanwhile, so the scan and the hashing overlap.
         let (sender, receiver) = std::sync::mpsc::sync_channel::<RecordBatch>(KEY_SCAN_QUEUE);
@@ -838,7 +809,7 @@ impl ExistingKeyLoader for TableKeyLoader {
                 .send(text)
                 .map_err(|_| AtlasError::Usage("the key set builder stopped early".into()))
         };
-        let mut guard = self.slot.lock().await;
+        let mut guard = self.session.slot().lock().await;
         let tx = guard.as_mut().ok_or_else(crate::physical::not_open)?;
         let rows = tx
             .scan_keys(

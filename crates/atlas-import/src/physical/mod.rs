@@ -11,12 +11,14 @@
 
 mod coerce;
 mod duplicate_check;
+mod session;
 mod sink;
 
 pub use coerce::CoerceExec;
 pub use duplicate_check::{
     DUPLICATE_OF_COLUMN, DuplicateCheckExec, ExistingKeyLoader, ExistingKeys,
 };
+pub use session::{ImportSession, Opened};
 pub(crate) use sink::not_open;
 pub use sink::{ImportSink, TransactionSlot};
 

@@ -17,6 +17,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
 use futures::StreamExt;
 use tokio::sync::{Mutex, MutexGuard};
 
+use super::session::{ImportSession, Opened};
 use crate::db::{ChunkStream, DbKind, FileRecord, ImportTransaction};
 use crate::error::AtlasError;
 use crate::options::OnDuplicate;
@@ -85,6 +86,10 @@ pub(crate) fn not_open() -> AtlasError {
 /// all inside the import's transaction. Writing overlaps with the check: a refused
 /// import rolls back, so what the user observes is check-then-write.
 ///
+/// The transaction opens when the sink starts, through the [`ImportSession`]
+/// (begin, lock, file check, table creation); a file already imported under
+/// `ON DUPLICATE FILE SKIP` ends the plan there, reading nothing.
+///
 /// When the input ends: under `ON DUPLICATE ERROR` any duplicate rolls everything
 /// back and fails with the [`crate::report::DuplicateReport`]; otherwise the
 /// `file_imports` row is written and the transaction commits. Any error rolls back.
@@ -100,12 +105,10 @@ pub struct ImportSink {
     on_duplicate: OnDuplicate,
     /// Rows per chunk.
     chunk_rows: usize,
-    /// The import transaction.
-    transaction: Arc<TransactionSlot>,
+    /// The import's transaction and what opens it.
+    session: Arc<ImportSession>,
     /// Live counters of the import.
     import_metrics: Arc<ImportMetrics>,
-    /// The `file_imports` row to write (record_count filled in at the end).
-    file: Option<FileRecord>,
     /// The input schema (target columns, then the source row number).
     schema: SchemaRef,
     /// Operator metrics: rows written, chunks, time writing.
@@ -121,9 +124,8 @@ impl ImportSink {
         db_kind: DbKind,
         on_duplicate: OnDuplicate,
         chunk_rows: usize,
-        transaction: Arc<TransactionSlot>,
+        session: Arc<ImportSession>,
         import_metrics: Arc<ImportMetrics>,
-        file: Option<FileRecord>,
         schema: SchemaRef,
     ) -> Self {
         Self {
@@ -132,9 +134,8 @@ impl ImportSink {
             db_kind,
             on_duplicate,
             chunk_rows: chunk_rows.max(1),
-            transaction,
+            session,
             import_metrics,
-            file,
             schema,
             metrics: ExecutionPlanMetricsSet::new(),
         }
@@ -164,6 +165,10 @@ impl ImportSink {
     }
 
     async fn write_everything(&self, mut input: SendableRecordBatchStream) -> Result<u64> {
+        // Begin, lock, check the file, create the table: before any row is read.
+        if self.session.open().await? == Opened::FileAlreadyImported {
+            return Ok(0);
+        }
         let mut carry: Option<RecordBatch> = None;
         let mut chunk_number = 0u64;
         let rows_written = MetricBuilder::new(&self.metrics).counter("rows_written", 0);
@@ -192,7 +197,7 @@ impl ImportSink {
             let mut chunk: ChunkStream<'_> =
                 Box::pin(futures::stream::unfold(state, next_in_chunk));
             let written = {
-                let mut guard = self.transaction.lock().await;
+                let mut guard = self.session.slot().lock().await;
                 let tx = guard.as_mut().ok_or_else(not_open)?;
                 tx.write_chunk(&self.table, &self.columns, &mut chunk)
                     .await?
@@ -225,8 +230,8 @@ impl ImportSink {
             "Inserted chunk {chunk_number}/{chunk_number} - Total inserted: {inserted}/{inserted}"
         );
 
-        let mut tx = self.transaction.take().await.ok_or_else(not_open)?;
-        if let Some(file) = &self.file {
+        let mut tx = self.session.slot().take().await.ok_or_else(not_open)?;
+        if let Some(file) = self.session.file() {
             let record = FileRecord {
                 record_count: inserted,
                 ..file.clone()
@@ -310,7 +315,7 @@ impl DataSink for ImportSink {
         let result = self.write_everything(data).await;
         if result.is_err() {
             // Leave the target exactly as it was.
-            if let Err(e) = self.transaction.rollback().await {
+            if let Err(e) = self.session.slot().rollback().await {
                 tracing::warn!("rollback after a failed import also failed: {e}");
             }
         }

@@ -1,0 +1,174 @@
+//! [`ImportSession`]: the database side of one running import, opened by the
+//! plan itself when it starts executing, so a plan is complete on its own (it
+//! can be explained without touching the data, and run by any executor).
+
+use std::fmt;
+use std::sync::Arc;
+
+use tokio::sync::OnceCell;
+
+use super::TransactionSlot;
+use crate::db::{Database, FileRecord};
+use crate::error::{AtlasError, Result};
+use crate::options::FilePolicy;
+use crate::schema::ColumnSpec;
+
+/// How the session opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    /// The transaction is open and holds the lock.
+    Ready {
+        /// The import created the table in its transaction.
+        created: bool,
+        /// The table exists (false only in a dry run of an import into a new table).
+        exists: bool,
+    },
+    /// The same file was already imported and the policy is to skip it: nothing
+    /// is read or written.
+    FileAlreadyImported,
+}
+
+/// The import transaction and what must happen when it opens: begin, lock the
+/// table, check the file, create the table if it is missing.
+///
+/// Opened once, by whichever operator needs it first (the existing-key loader
+/// or the sink); both then work through [`ImportSession::slot`].
+pub struct ImportSession {
+    db: Arc<dyn Database>,
+    table: String,
+    /// The `file_imports` row to check and write, for file sources.
+    file: Option<FileRecord>,
+    file_policy: FilePolicy,
+    /// The columns of the table to create if it is missing (decided when the
+    /// plan was made); `None` when a missing table is an error.
+    create: Option<Vec<ColumnSpec>>,
+    /// A dry run: never create, never check the file, roll back at the end.
+    dry_run: bool,
+    slot: TransactionSlot,
+    opened: OnceCell<Opened>,
+}
+
+impl fmt::Debug for ImportSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImportSession")
+            .field("table", &self.table)
+            .field("opened", &self.opened.get())
+            .finish()
+    }
+}
+
+impl ImportSession {
+    /// A session for an import into `table` of `db`.
+    pub fn new(
+        db: Arc<dyn Database>,
+        table: impl Into<String>,
+        file: Option<FileRecord>,
+        file_policy: FilePolicy,
+        create: Option<Vec<ColumnSpec>>,
+    ) -> Self {
+        Self {
+            db,
+            table: table.into(),
+            file,
+            file_policy,
+            create,
+            dry_run: false,
+            slot: TransactionSlot::empty(),
+            opened: OnceCell::new(),
+        }
+    }
+
+    /// A session for a dry run (`CHECK IMPORT`): it only reads.
+    pub fn dry_run(db: Arc<dyn Database>, table: impl Into<String>) -> Self {
+        Self {
+            dry_run: true,
+            ..Self::new(db, table, None, FilePolicy::Allow, None)
+        }
+    }
+
+    /// The target table.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The `file_imports` row of a file source.
+    pub fn file(&self) -> Option<&FileRecord> {
+        self.file.as_ref()
+    }
+
+    /// The transaction, once [`ImportSession::open`] returned `Ready`.
+    pub fn slot(&self) -> &TransactionSlot {
+        &self.slot
+    }
+
+    /// How the session opened, if it did.
+    pub fn outcome(&self) -> Option<Opened> {
+        self.opened.get().copied()
+    }
+
+    /// Opens the session once; later calls return the same outcome.
+    pub async fn open(&self) -> Result<Opened> {
+        self.opened
+            .get_or_try_init(|| self.open_once())
+            .await
+            .copied()
+    }
+
+    async fn open_once(&self) -> Result<Opened> {
+        let mut tx = self.db.begin().await?;
+        let prepared: Result<Opened> = async {
+            tx.lock_table(&self.table).await?;
+            if !self.dry_run
+                && self.file_policy != FilePolicy::Allow
+                && let Some(file) = &self.file
+                && tx.file_imported(&file.file_hash, &self.table).await?
+            {
+                if self.file_policy == FilePolicy::Skip {
+                    return Ok(Opened::FileAlreadyImported);
+                }
+                return Err(AtlasError::AlreadyImported {
+                    table: self.table.clone(),
+                    file_hash: file.file_hash.clone(),
+                });
+            }
+            if tx.describe_table(&self.table).await?.is_some() {
+                return Ok(Opened::Ready {
+                    created: false,
+                    exists: true,
+                });
+            }
+            match (&self.create, self.dry_run) {
+                (_, true) => Ok(Opened::Ready {
+                    created: false,
+                    exists: false,
+                }),
+                (Some(columns), false) => {
+                    tx.create_table(&self.table, columns).await?;
+                    Ok(Opened::Ready {
+                        created: true,
+                        exists: true,
+                    })
+                }
+                (None, false) => Err(AtlasError::Usage(format!(
+                    "table '{}' does not exist (and CREATE TABLE NEVER was given)",
+                    self.table
+                ))),
+            }
+        }
+        .await;
+        match prepared {
+            Ok(ready @ Opened::Ready { .. }) => {
+                self.slot.put(tx).await;
+                Ok(ready)
+            }
+            Ok(skipped) => {
+                tx.rollback().await?;
+                Ok(skipped)
+            }
+            Err(e) => {
+                tx.rollback().await.ok();
+                Err(e)
+            }
+        }
+    }
+}
