@@ -9,13 +9,13 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::common::Column;
 use datafusion::config::ConfigOptions;
-use datafusion::datasource::sink::DataSinkExec;
+use datafusion::execution::TaskContext;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::Expr;
-use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
+use datafusion::logical_expr::{Extension, LogicalPlan};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::ensure_requirements::EnsureRequirements;
 use datafusion::physical_plan::display::DisplayableExecutionPlan;
-use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
@@ -23,13 +23,11 @@ use crate::coerce::coerce_array;
 use crate::db::{Database, FileRecord};
 use crate::error::{AtlasError, Result};
 use crate::key::{EncodedKeys, KeyEncoder, KeySet};
+use crate::logical::{ImportNode, ImportQueryPlanner, ImportSpec};
 use crate::options::{
     CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, FilePolicy, OnDuplicate,
 };
-use crate::physical::{
-    CoerceExec, DuplicateCheckExec, ExistingKeyLoader, ExistingKeys, ImportSession, ImportSink,
-    Opened,
-};
+use crate::physical::{ExistingKeyLoader, ExistingKeys, ImportSession, Opened};
 use crate::report::{ImportMetrics, ImportReport};
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
 use crate::source::{FileSource, SourceFormat};
@@ -89,6 +87,8 @@ struct OpenedSource {
 
 /// An import planned and ready to run (or to explain).
 pub struct PreparedImport {
+    /// The logical plan: an [`ImportNode`] over the source.
+    logical: LogicalPlan,
     plan: Arc<dyn ExecutionPlan>,
     /// The task context of the source's session (its object stores, config).
     task: Arc<datafusion::execution::TaskContext>,
@@ -110,9 +110,18 @@ impl PreparedImport {
         &self.plan
     }
 
-    /// The physical plan as `EXPLAIN` prints it.
+    /// The logical plan.
+    pub fn logical_plan(&self) -> &LogicalPlan {
+        &self.logical
+    }
+
+    /// The logical and physical plans as `EXPLAIN` prints them.
     pub fn explain(&self) -> String {
-        displayable(self.plan.as_ref()).indent(true).to_string()
+        format!(
+            "logical_plan\n{}\nphysical_plan\n{}",
+            self.logical.display_indent(),
+            displayable(self.plan.as_ref()).indent(true)
+        )
     }
 }
 
@@ -524,24 +533,11 @@ impl ImportBuilder {
         session: Arc<ImportSession>,
         dry_run: bool,
     ) -> Result<PreparedImport> {
-        let df = source.df.clone();
-        let task = Arc::new(df.task_ctx());
-        let source_schema = df.schema().as_arrow().clone();
+        let (state, input) = source.df.clone().into_parts();
+        let source_schema = input.schema().as_arrow().clone();
         let mapping = map_columns(&source_schema, target)?;
         let columns: Vec<TargetColumn> = mapping.iter().map(|(_, c)| c.clone()).collect();
         let key_columns = resolve_key(self.key.as_deref(), &columns, target)?;
-
-        let input = df
-            .create_physical_plan()
-            .await
-            .map_err(|e| AtlasError::from_source_read(e, &source.name))?;
-        let coerce = Arc::new(CoerceExec::new(
-            input,
-            mapping,
-            source.name.clone(),
-            self.chunk_rows,
-            Arc::clone(&self.metrics),
-        ));
         // Always read the existing keys through the session: even a table this
         // plan expects to create may exist, filled, by the time the lock is held.
         let key_targets = key_columns.iter().map(|&i| columns[i].clone()).collect();
@@ -554,47 +550,43 @@ impl ImportBuilder {
                 metrics: Arc::clone(&self.metrics),
             }),
         );
-        let check = Arc::new(
-            DuplicateCheckExec::try_new(
-                coerce,
-                key_columns.clone(),
-                Arc::new(existing),
-                self.on_duplicate,
-                self.chunk_rows,
-                Arc::clone(&self.metrics),
-            )
-            .map_err(AtlasError::from_datafusion)?
-            .with_report_duplicates(dry_run),
-        );
-        if dry_run {
-            // CHECK IMPORT: the duplicates in source order, nothing written.
-            let schema = check.schema();
-            let plan = ensure_requirements(check, self.partitions)?;
-            let order = crate::physical::source_order_requirement(&schema);
-            let ordering = LexOrdering::new(order.into_iter().map(PhysicalSortExpr::from))
-                .expect("one sort expression");
-            let plan: Arc<dyn ExecutionPlan> =
-                Arc::new(SortPreservingMergeExec::new(ordering, plan));
-            return Ok(PreparedImport {
-                plan,
-                task,
-                key_columns,
-            });
-        }
-        let sink = Arc::new(ImportSink::new(
-            self.table.clone(),
-            columns,
-            self.db.kind(),
-            self.on_duplicate,
-            self.chunk_rows,
+        let spec = Arc::new(ImportSpec {
+            table: self.table.clone(),
+            mapping,
+            key_columns: key_columns.clone(),
+            on_duplicate: self.on_duplicate,
+            chunk_rows: self.chunk_rows,
+            dry_run,
+            source_name: source.name.clone(),
+            db_kind: self.db.kind(),
+            existing: Arc::new(existing),
             session,
-            Arc::clone(&self.metrics),
-            check.schema(),
-        ));
-        let order = crate::physical::source_order_requirement(&check.schema());
-        let plan: Arc<dyn ExecutionPlan> = Arc::new(DataSinkExec::new(check, sink, Some(order)));
-        let plan = ensure_requirements(plan, self.partitions)?;
+            metrics: Arc::clone(&self.metrics),
+        });
+        let logical = LogicalPlan::Extension(Extension {
+            node: Arc::new(ImportNode::try_new(input, spec).map_err(AtlasError::from_datafusion)?),
+        });
+        // Plan in the source's session (its tables, object stores), configured
+        // for the import: its partition count, and one ordered stream per source.
+        let config = state
+            .config()
+            .clone()
+            .with_target_partitions(self.partitions)
+            .with_repartition_file_scans(false)
+            .with_round_robin_repartition(false)
+            // The catalogs are shared with the caller's session: keep them.
+            .with_create_default_catalog_and_schema(false);
+        let state = SessionStateBuilder::new_from_existing(state)
+            .with_config(config)
+            .with_query_planner(Arc::new(ImportQueryPlanner))
+            .build();
+        let plan = state
+            .create_physical_plan(&logical)
+            .await
+            .map_err(|e| AtlasError::from_source_read(e, &source.name))?;
+        let task = Arc::new(TaskContext::from(&state));
         Ok(PreparedImport {
+            logical,
             plan,
             task,
             key_columns,

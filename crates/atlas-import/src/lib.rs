@@ -21,6 +21,7 @@ pub mod error;
 pub mod ext;
 pub mod import;
 pub mod key;
+pub mod logical;
 pub mod options;
 pub mod physical;
 pub mod report;

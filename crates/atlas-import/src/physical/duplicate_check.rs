@@ -219,7 +219,7 @@ impl DuplicateCheckExec {
 
 /// The output schema of the dry run: the input's columns with `duplicate_of`
 /// inserted before the source row number.
-fn duplicates_schema(input: &SchemaRef) -> SchemaRef {
+pub(crate) fn duplicates_schema(input: &SchemaRef) -> SchemaRef {
     let mut fields: Vec<FieldRef> = input.fields().iter().cloned().collect();
     let row = fields.pop().expect("the row number column");
     fields.push(Arc::new(Field::new(

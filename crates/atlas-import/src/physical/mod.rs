@@ -15,6 +15,7 @@ mod session;
 mod sink;
 
 pub use coerce::CoerceExec;
+pub(crate) use duplicate_check::duplicates_schema;
 pub use duplicate_check::{
     DUPLICATE_OF_COLUMN, DuplicateCheckExec, ExistingKeyLoader, ExistingKeys,
 };

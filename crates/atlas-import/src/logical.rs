@@ -1,0 +1,267 @@
+//! The logical side of an import (DESIGN §1): [`ImportNode`], a
+//! `UserDefinedLogicalNode` over any source plan, and [`ImportPlanner`], the
+//! `ExtensionPlanner` that turns it into the operators:
+//!
+//! ```text
+//! Import: table=contacts, key=[email], on_duplicate=error     (logical)
+//!   <source plan>
+//!
+//! DataSinkExec(ImportSink)                                    (physical)
+//!   SortPreservingMergeExec  <- EnsureRequirements
+//!     DuplicateCheckExec
+//!       RepartitionExec: Hash(key, partitions)  <- EnsureRequirements
+//!         CoerceExec
+//!           <source plan>
+//! ```
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::{DFSchema, DFSchemaRef};
+use datafusion::datasource::sink::DataSinkExec;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::context::QueryPlanner;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::{
+    Expr, LogicalPlan, UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
+};
+use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
+
+use crate::db::DbKind;
+use crate::options::OnDuplicate;
+use crate::physical::{
+    CoerceExec, DuplicateCheckExec, ExistingKeys, ImportSession, ImportSink, duplicates_schema,
+    source_order_requirement,
+};
+use crate::report::ImportMetrics;
+use crate::schema::{TargetColumn, coerced_schema};
+
+/// Everything the planner needs besides the source plan.
+#[derive(Debug)]
+pub struct ImportSpec {
+    /// Target table.
+    pub table: String,
+    /// For each written column: the source column index and the target column.
+    pub mapping: Vec<(usize, TargetColumn)>,
+    /// Key column indices among the written columns.
+    pub key_columns: Vec<usize>,
+    /// Duplicate policy.
+    pub on_duplicate: OnDuplicate,
+    /// Rows per chunk.
+    pub chunk_rows: usize,
+    /// `CHECK IMPORT`: return the duplicates, write nothing.
+    pub dry_run: bool,
+    /// The source, for messages.
+    pub source_name: String,
+    /// Which database.
+    pub db_kind: DbKind,
+    /// The keys already in the table.
+    pub existing: Arc<ExistingKeys>,
+    /// The transaction the plan opens.
+    pub session: Arc<ImportSession>,
+    /// Live counters.
+    pub metrics: Arc<ImportMetrics>,
+}
+
+/// The logical import of `input` into a table.
+#[derive(Debug, Clone)]
+pub struct ImportNode {
+    input: LogicalPlan,
+    spec: Arc<ImportSpec>,
+    schema: DFSchemaRef,
+}
+
+impl ImportNode {
+    /// An import of `input` as `spec` describes.
+    pub fn try_new(input: LogicalPlan, spec: Arc<ImportSpec>) -> Result<Self> {
+        let schema = if spec.dry_run {
+            let columns: Vec<TargetColumn> = spec.mapping.iter().map(|(_, c)| c.clone()).collect();
+            duplicates_schema(&coerced_schema(&columns))
+        } else {
+            // What DataSinkExec returns: the number of rows written.
+            Arc::new(Schema::new(vec![Field::new(
+                "count",
+                DataType::UInt64,
+                false,
+            )]))
+        };
+        Ok(Self {
+            input,
+            spec,
+            schema: Arc::new(DFSchema::try_from(schema.as_ref().clone())?),
+        })
+    }
+
+    /// What the planner needs.
+    pub fn spec(&self) -> &Arc<ImportSpec> {
+        &self.spec
+    }
+}
+
+impl PartialEq for ImportNode {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.spec, &other.spec) && self.input == other.input
+    }
+}
+
+impl Eq for ImportNode {}
+
+impl PartialOrd for ImportNode {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        (self == other).then_some(Ordering::Equal)
+    }
+}
+
+impl Hash for ImportNode {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.spec.table.hash(state);
+        self.input.hash(state);
+    }
+}
+
+impl UserDefinedLogicalNodeCore for ImportNode {
+    fn name(&self) -> &str {
+        if self.spec.dry_run {
+            "CheckImport"
+        } else {
+            "Import"
+        }
+    }
+
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        vec![&self.input]
+    }
+
+    fn schema(&self) -> &DFSchemaRef {
+        &self.schema
+    }
+
+    fn expressions(&self) -> Vec<Expr> {
+        Vec::new()
+    }
+
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let spec = &self.spec;
+        let key = spec
+            .key_columns
+            .iter()
+            .map(|&i| spec.mapping[i].1.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        write!(
+            f,
+            "{}: table={}, key=[{key}], {}, chunk_rows={}",
+            UserDefinedLogicalNodeCore::name(self),
+            spec.table,
+            if spec.dry_run {
+                "output=duplicates".to_string()
+            } else {
+                format!("on_duplicate={}", spec.on_duplicate)
+            },
+            spec.chunk_rows
+        )
+    }
+
+    fn with_exprs_and_inputs(
+        &self,
+        _exprs: Vec<Expr>,
+        mut inputs: Vec<LogicalPlan>,
+    ) -> Result<Self> {
+        Self::try_new(inputs.swap_remove(0), Arc::clone(&self.spec))
+    }
+}
+
+/// Plans [`ImportNode`]s into the import operators.
+#[derive(Debug, Default)]
+pub struct ImportPlanner;
+
+#[async_trait]
+impl ExtensionPlanner for ImportPlanner {
+    async fn plan_extension(
+        &self,
+        _planner: &dyn PhysicalPlanner,
+        node: &dyn UserDefinedLogicalNode,
+        _logical_inputs: &[&LogicalPlan],
+        physical_inputs: &[Arc<dyn ExecutionPlan>],
+        _session: &dyn datafusion::catalog::Session,
+        _planning_ctx: &PhysicalPlanningContext,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let Some(node) = node.as_any().downcast_ref::<ImportNode>() else {
+            return Ok(None);
+        };
+        let [input] = physical_inputs else {
+            return Err(DataFusionError::Plan("an import has one input".into()));
+        };
+        Ok(Some(plan_operators(node.spec(), Arc::clone(input))?))
+    }
+}
+
+/// The operators of an import over a physical source plan. Repartitions and
+/// merges are left to the optimizer's `EnsureRequirements`.
+pub fn plan_operators(
+    spec: &ImportSpec,
+    input: Arc<dyn ExecutionPlan>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let columns: Vec<TargetColumn> = spec.mapping.iter().map(|(_, c)| c.clone()).collect();
+    let coerce = Arc::new(CoerceExec::new(
+        input,
+        spec.mapping.clone(),
+        spec.source_name.clone(),
+        spec.chunk_rows,
+        Arc::clone(&spec.metrics),
+    ));
+    let check = Arc::new(
+        DuplicateCheckExec::try_new(
+            coerce,
+            spec.key_columns.clone(),
+            Arc::clone(&spec.existing),
+            spec.on_duplicate,
+            spec.chunk_rows,
+            Arc::clone(&spec.metrics),
+        )?
+        .with_report_duplicates(spec.dry_run),
+    );
+    let order = source_order_requirement(&check.schema());
+    if spec.dry_run {
+        // CHECK IMPORT: the duplicates in source order, nothing written.
+        let ordering = LexOrdering::new(order.into_iter().map(PhysicalSortExpr::from))
+            .expect("one sort expression");
+        return Ok(Arc::new(SortPreservingMergeExec::new(ordering, check)));
+    }
+    let sink = Arc::new(ImportSink::new(
+        spec.table.clone(),
+        columns,
+        spec.db_kind,
+        spec.on_duplicate,
+        spec.chunk_rows,
+        Arc::clone(&spec.session),
+        Arc::clone(&spec.metrics),
+        check.schema(),
+    ));
+    Ok(Arc::new(DataSinkExec::new(check, sink, Some(order))))
+}
+
+/// A query planner that knows [`ImportNode`]: DataFusion's default planner
+/// with [`ImportPlanner`] added.
+#[derive(Debug, Default)]
+pub struct ImportQueryPlanner;
+
+#[async_trait]
+impl QueryPlanner for ImportQueryPlanner {
+    async fn create_physical_plan(
+        &self,
+        logical_plan: &LogicalPlan,
+        session: &dyn datafusion::catalog::Session,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(ImportPlanner)])
+            .create_physical_plan(logical_plan, session)
+            .await
+    }
+}
