@@ -14,7 +14,6 @@ use atlas_import::{
 };
 use clap::{Parser, Subcommand, ValueEnum};
 use datafusion::arrow::util::pretty::pretty_format_batches;
-use datafusion::prelude::SessionContext;
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
@@ -305,7 +304,7 @@ async fn script(sql: String, options: ScriptOptions) -> ExitCode {
             return ExitCode::from(exit_code(err.class()));
         }
     };
-    let ctx = SessionContext::new();
+    let ctx = atlas_import::session_context_with_imports(Default::default());
     let print = |outcome: &StatementOutcome| match outcome {
         StatementOutcome::Import(report) => print_report(report, options.json),
         StatementOutcome::Query(batches) if !options.json && !batches.is_empty() => {

@@ -3,11 +3,13 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use datafusion::prelude::{DataFrame, SessionContext};
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
 use crate::db::Database;
 use crate::error::Result;
 use crate::import::ImportBuilder;
+use crate::logical::ImportQueryPlanner;
 use crate::report::{ImportMetrics, ImportReport};
 use crate::script::{ScriptError, StatementOutcome, run_script};
 
@@ -51,6 +53,18 @@ impl DataFrameImportExt for DataFrame {
     fn import_builder(self, db: Arc<dyn Database>, table: &str) -> ImportBuilder {
         ImportBuilder::from_dataframe(db, self, "DataFrame", table)
     }
+}
+
+/// A `SessionContext` whose planner knows the import node
+/// ([`crate::logical::ImportNode`]), so hand-built logical plans that contain
+/// imports can be run with `ctx.execute_logical_plan`.
+pub fn session_context_with_imports(config: SessionConfig) -> SessionContext {
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_query_planner(Arc::new(ImportQueryPlanner))
+        .build();
+    SessionContext::new_with_state(state)
 }
 
 /// Run scripts that mix DataFusion SQL and `IMPORT INTO` in a `SessionContext`

@@ -31,7 +31,7 @@ pub mod source;
 pub mod sql;
 
 pub use error::{AtlasError, ErrorClass, Result};
-pub use ext::{DataFrameImportExt, SessionContextImportExt};
+pub use ext::{DataFrameImportExt, SessionContextImportExt, session_context_with_imports};
 pub use import::{ImportBuilder, PreparedImport, build_report};
 pub use options::{CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, FilePolicy, OnDuplicate};
 pub use report::{DuplicateReport, ImportMetrics, ImportReport};
