@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::Column;
 use datafusion::config::ConfigOptions;
 use datafusion::execution::TaskContext;
@@ -287,7 +287,7 @@ impl ImportBuilder {
     /// The dry run of `CHECK IMPORT`: writes nothing and returns the duplicate
     /// rows: the key columns, `source_row` and `duplicate_of` (`existing`, or
     /// `row N` for the first occurrence in the import), in source order.
-    pub async fn check(self) -> Result<Vec<RecordBatch>> {
+    pub async fn check(self) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         self.validate()?;
         let source = self.open_source().await?;
         let target = match self.db.describe_table(&self.table).await? {
@@ -323,7 +323,7 @@ impl ImportBuilder {
             })
             .collect();
         let out_schema = Arc::new(Schema::new(fields));
-        batches
+        let batches = batches
             .iter()
             .map(|b| {
                 RecordBatch::try_new(
@@ -332,7 +332,8 @@ impl ImportBuilder {
                 )
                 .map_err(|e| AtlasError::from_datafusion(e.into()))
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        Ok((out_schema, batches))
     }
 
     /// The target table as the plan sees it, and the columns to create it with

@@ -6,7 +6,12 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
+use datafusion::error::DataFusionError;
+use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::Expr;
 use datafusion::prelude::SessionContext;
 
 use crate::db::Database;
@@ -54,6 +59,10 @@ pub async fn run_script(
         completed: Vec::new(),
         error,
     })?;
+    ctx.register_udtf(
+        "check_import",
+        Arc::new(CheckImportFunction::new(Arc::clone(&db))),
+    );
     let mut completed = Vec::with_capacity(statements.len());
     for (index, statement) in statements.into_iter().enumerate() {
         let outcome = match statement {
@@ -125,16 +134,70 @@ pub async fn check_import(
     metrics: Arc<ImportMetrics>,
 ) -> Result<Vec<RecordBatch>> {
     let builder = import_builder(ctx, db, statement, metrics).await?;
-    let batches = builder.check().await?;
-    if let Some(first) = batches.first() {
-        let table = MemTable::try_new(first.schema(), vec![batches.clone()])
-            .map_err(AtlasError::from_datafusion)?;
-        ctx.deregister_table(IMPORT_DUPLICATES_TABLE)
-            .map_err(AtlasError::from_datafusion)?;
-        ctx.register_table(IMPORT_DUPLICATES_TABLE, Arc::new(table))
-            .map_err(AtlasError::from_datafusion)?;
-    }
+    let (schema, batches) = builder.check().await?;
+    let table =
+        MemTable::try_new(schema, vec![batches.clone()]).map_err(AtlasError::from_datafusion)?;
+    ctx.deregister_table(IMPORT_DUPLICATES_TABLE)
+        .map_err(AtlasError::from_datafusion)?;
+    ctx.register_table(IMPORT_DUPLICATES_TABLE, Arc::new(table))
+        .map_err(AtlasError::from_datafusion)?;
     Ok(batches)
+}
+
+/// The table function `check_import('<IMPORT statement>')`: the duplicates the
+/// dry run finds, as a relation (`SELECT count(*) FROM check_import('IMPORT INTO
+/// t FROM ''new.csv'' KEY (email)')`). Registered by [`run_script`].
+///
+/// DataFusion calls table functions synchronously, so the dry run runs inside
+/// `block_in_place`: it needs a multi-threaded tokio runtime.
+#[derive(Debug)]
+pub struct CheckImportFunction {
+    db: Arc<dyn Database>,
+}
+
+impl CheckImportFunction {
+    /// The function over `db`.
+    pub fn new(db: Arc<dyn Database>) -> Self {
+        Self { db }
+    }
+}
+
+impl TableFunctionImpl for CheckImportFunction {
+    fn call_with_args(
+        &self,
+        args: TableFunctionArgs,
+    ) -> datafusion::error::Result<Arc<dyn TableProvider>> {
+        let [Expr::Literal(ScalarValue::Utf8(Some(sql)), _)] = args.exprs() else {
+            return Err(DataFusionError::Plan(
+                "check_import takes one string: an IMPORT INTO statement".into(),
+            ));
+        };
+        let statement = match parse_statements(sql)?.as_slice() {
+            [AtlasStatement::Import(s) | AtlasStatement::CheckImport(s)] => s.as_ref().clone(),
+            _ => {
+                return Err(DataFusionError::Plan(
+                    "check_import takes one IMPORT INTO statement".into(),
+                ));
+            }
+        };
+        let state = args
+            .session()
+            .as_any()
+            .downcast_ref::<SessionState>()
+            .cloned()
+            .ok_or_else(|| DataFusionError::Internal("check_import needs a SessionState".into()))?;
+        let ctx = SessionContext::new_with_state(state);
+        let db = Arc::clone(&self.db);
+        let (schema, batches) = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async {
+                import_builder(&ctx, db, &statement, Arc::new(ImportMetrics::default()))
+                    .await?
+                    .check()
+                    .await
+            })
+        })?;
+        Ok(Arc::new(MemTable::try_new(schema, vec![batches])?))
+    }
 }
 
 /// Runs one `IMPORT INTO` statement; a `FROM (query)` runs in `ctx`.
