@@ -55,6 +55,7 @@ const KEY_SCAN_QUEUE: usize = 8;
 pub struct ImportBuilder {
     db: Arc<dyn Database>,
     source: SourceSpec,
+    columns: Vec<String>,
     map: Vec<(String, String)>,
     table: String,
     key: Option<Vec<String>>,
@@ -138,6 +139,7 @@ impl ImportBuilder {
                 path: path.into(),
                 format: None,
             },
+            columns: Vec::new(),
             map: Vec::new(),
             table: table.into(),
             key: None,
@@ -164,6 +166,18 @@ impl ImportBuilder {
             name: name.into(),
         };
         builder
+    }
+
+    /// Names the source's columns, in order (`IMPORT INTO t (a, b, c)`): the
+    /// source must have exactly that many columns; `MAP` expressions and the key
+    /// then use these names.
+    pub fn with_columns<I, S>(mut self, columns: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.columns = columns.into_iter().map(Into::into).collect();
+        self
     }
 
     /// Target columns computed by SQL expressions over the source columns
@@ -367,6 +381,7 @@ impl ImportBuilder {
             }
             SourceSpec::DataFrame { df, name } => ((**df).clone(), name.clone(), None),
         };
+        let df = apply_columns(df, &self.columns, &name)?;
         let df = apply_map(df, &self.map)?;
         Ok(OpenedSource { df, name, file })
     }
@@ -593,6 +608,34 @@ impl ImportBuilder {
             key_columns,
         })
     }
+}
+
+/// Renames the source's columns positionally to `columns`.
+fn apply_columns(df: DataFrame, columns: &[String], source: &str) -> Result<DataFrame> {
+    if columns.is_empty() {
+        return Ok(df);
+    }
+    let fields: Vec<String> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    if fields.len() != columns.len() {
+        return Err(AtlasError::Usage(format!(
+            "the column list names {} columns ({}), but {source} has {} ({})",
+            columns.len(),
+            columns.join(", "),
+            fields.len(),
+            fields.join(", ")
+        )));
+    }
+    let exprs: Vec<Expr> = fields
+        .iter()
+        .zip(columns)
+        .map(|(field, column)| Expr::Column(Column::from_name(field)).alias(column))
+        .collect();
+    df.select(exprs).map_err(AtlasError::from_datafusion)
 }
 
 /// Applies `MAP (column = expression, ...)` to the source.

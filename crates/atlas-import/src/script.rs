@@ -220,13 +220,6 @@ pub async fn import_builder(
     statement: &ImportStatement,
     metrics: Arc<ImportMetrics>,
 ) -> Result<ImportBuilder> {
-    if !statement.columns.is_empty() {
-        return Err(AtlasError::Usage(format!(
-            "IMPORT INTO {} ({}): a column list is not supported yet; the source's column names are used",
-            statement.table,
-            statement.columns.join(", ")
-        )));
-    }
     let builder = match &statement.source {
         ImportFrom::Path(path) => ImportBuilder::new(db, path, &statement.table),
         ImportFrom::Query(query) => {
@@ -235,6 +228,7 @@ pub async fn import_builder(
         }
     };
     let mut builder = builder
+        .with_columns(statement.columns.iter().cloned())
         .with_map(statement.map.iter().cloned())
         .with_key(statement.key.iter().cloned())
         .with_on_duplicate(statement.on_duplicate)

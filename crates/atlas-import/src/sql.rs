@@ -66,7 +66,7 @@ impl Default for ImportFrom {
 pub struct ImportStatement {
     /// Target table.
     pub table: String,
-    /// Declared target columns, if given.
+    /// `IMPORT INTO t (a, b)`: names for the source's columns, in order.
     pub columns: Vec<String>,
     /// Where the rows come from.
     pub source: ImportFrom,
