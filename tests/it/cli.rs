@@ -378,6 +378,29 @@ fn sql_and_plan_files() {
         (Some(1), Some(1), Some(2))
     );
 
+    // EXPLAIN ANALYZE runs the import and shows both plans with the metrics.
+    let out = run(&[
+        "sql",
+        &format!(
+            "EXPLAIN ANALYZE IMPORT INTO kv FROM '{}' KEY (k) ON DUPLICATE SKIP ON DUPLICATE FILE ALLOW",
+            a.display()
+        ),
+        "--db",
+        &db,
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "logical_plan",
+        "Import: table=kv, key=[k], on_duplicate=skip",
+        "physical_plan",
+        "rows_written=0",
+        "duplicates_existing=2",
+        "0 inserted, 2 skipped",
+    ] {
+        assert!(stdout.contains(expected), "{expected} in {stdout}");
+    }
+
     // Syntax errors say where and what, exit 2; a missing plan file too.
     let out = run(&["sql", "IMPORT INTO kv\nFROM 'x.csv' KEY k", "--db", &db]);
     assert_eq!(out.status.code(), Some(2));

@@ -423,18 +423,20 @@ impl ImportBuilder {
     /// Runs the import (it commits, as `EXPLAIN ANALYZE` does in PostgreSQL) and
     /// returns its report with the physical plan and the operators' metrics.
     pub async fn execute_analyzed(self) -> Result<(ImportReport, String)> {
-        let (report, plan) = self.run().await?;
-        let text = match plan {
-            Some(plan) => DisplayableExecutionPlan::with_metrics(plan.as_ref())
-                .indent(true)
-                .to_string(),
+        let (report, prepared) = self.run().await?;
+        let text = match prepared {
+            Some(prepared) => format!(
+                "logical_plan\n{}\nphysical_plan\n{}",
+                prepared.logical.display_indent(),
+                DisplayableExecutionPlan::with_metrics(prepared.plan.as_ref()).indent(true)
+            ),
             None => "(nothing ran: the file was already imported)".to_string(),
         };
         Ok((report, text))
     }
 
     #[tracing::instrument(skip_all, fields(table = %self.table))]
-    async fn run(self) -> Result<(ImportReport, Option<Arc<dyn ExecutionPlan>>)> {
+    async fn run(self) -> Result<(ImportReport, Option<PreparedImport>)> {
         let started = Instant::now();
         self.validate()?;
         let source = self.open_source().await?;
@@ -505,7 +507,7 @@ impl ImportBuilder {
             ImportMetrics::get(&m.skipped),
             ImportMetrics::get(&m.rows_read)
         );
-        Ok((report, Some(prepared.plan)))
+        Ok((report, Some(prepared)))
     }
 
     /// The answer when the file was already imported into the table.
