@@ -321,7 +321,14 @@ async fn script(sql: String, options: ScriptOptions) -> ExitCode {
             }
         }
     };
-    match run_script(&ctx, database, &sql, || Arc::new(ImportMetrics::default())).await {
+    let outcome = tokio::select! {
+        outcome = run_script(&ctx, database, &sql, || Arc::new(ImportMetrics::default())) => outcome,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("interrupted: the running import was rolled back; imports committed before it stay");
+            return ExitCode::from(130);
+        }
+    };
+    match outcome {
         Ok(outcomes) => {
             outcomes.iter().for_each(print);
             ExitCode::SUCCESS
