@@ -175,42 +175,35 @@ fn main() -> ExitCode {
 }
 
 fn source_format(args: &ImportArgs) -> Result<Option<SourceFormat>, AtlasError> {
-    let mut format = match &args.format {
+    let format = match &args.format {
         Some(name) => Some(SourceFormat::from_name(name)?),
         None => None,
     };
-    if args.delimiter.is_some() || args.no_header {
-        let base = match format.take() {
-            Some(f) => f,
-            None => SourceFormat::from_path(&args.file).unwrap_or(SourceFormat::Csv {
-                delimiter: b',',
-                has_header: true,
-            }),
-        };
-        let SourceFormat::Csv {
-            delimiter,
-            has_header,
-        } = base
-        else {
-            return Err(AtlasError::Usage(
-                "--delimiter and --no-header apply to CSV and TSV sources only".into(),
-            ));
-        };
-        let delimiter = match args.delimiter {
-            Some(c) if c.is_ascii() => c as u8,
-            Some(c) => {
-                return Err(AtlasError::Usage(format!(
-                    "the delimiter must be one ASCII character, not '{c}'"
-                )));
-            }
-            None => delimiter,
-        };
-        format = Some(SourceFormat::Csv {
-            delimiter,
-            has_header: has_header && !args.no_header,
-        });
+    if args.delimiter.is_none() && !args.no_header {
+        return Ok(format);
     }
-    Ok(format)
+    let not_csv = || {
+        AtlasError::Usage("--delimiter and --no-header apply to CSV and TSV sources only".into())
+    };
+    // The base must be CSV before the options are read.
+    let base = SourceFormat::with_csv_options(format, Some(&args.file), None, None, not_csv)?;
+    let delimiter = match args.delimiter {
+        Some(c) if c.is_ascii() => Some(c as u8),
+        Some(c) => {
+            return Err(AtlasError::Usage(format!(
+                "the delimiter must be one ASCII character, not '{c}'"
+            )));
+        }
+        None => None,
+    };
+    SourceFormat::with_csv_options(
+        Some(base),
+        None,
+        delimiter,
+        args.no_header.then_some(false),
+        not_csv,
+    )
+    .map(Some)
 }
 
 async fn import(args: ImportArgs) -> ExitCode {

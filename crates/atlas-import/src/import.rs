@@ -8,13 +8,10 @@ use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::Column;
-use datafusion::config::ConfigOptions;
 use datafusion::execution::TaskContext;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::{Extension, LogicalPlan};
-use datafusion::physical_optimizer::PhysicalOptimizerRule;
-use datafusion::physical_optimizer::ensure_requirements::EnsureRequirements;
 use datafusion::physical_plan::display::DisplayableExecutionPlan;
 use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
@@ -118,10 +115,19 @@ impl PreparedImport {
 
     /// The logical and physical plans as `EXPLAIN` prints them.
     pub fn explain(&self) -> String {
+        self.explain_with(displayable(self.plan.as_ref()))
+    }
+
+    /// The plans as `EXPLAIN ANALYZE` prints them, after the plan ran.
+    pub fn explain_analyzed(&self) -> String {
+        self.explain_with(DisplayableExecutionPlan::with_metrics(self.plan.as_ref()))
+    }
+
+    fn explain_with(&self, physical: DisplayableExecutionPlan<'_>) -> String {
         format!(
             "logical_plan\n{}\nphysical_plan\n{}",
             self.logical.display_indent(),
-            displayable(self.plan.as_ref()).indent(true)
+            physical.indent(true)
         )
     }
 }
@@ -273,13 +279,16 @@ impl ImportBuilder {
         Ok(())
     }
 
-    fn session(&self) -> SessionContext {
-        let config = SessionConfig::new()
-            .with_target_partitions(self.partitions)
-            // One ordered stream out of the source: row numbers are source rows.
+    /// `base` configured for this import: its partition count, and one ordered
+    /// stream out of each source, so row numbers are source rows.
+    fn import_config(&self, base: SessionConfig) -> SessionConfig {
+        base.with_target_partitions(self.partitions)
             .with_repartition_file_scans(false)
-            .with_round_robin_repartition(false);
-        SessionContext::new_with_config(config)
+            .with_round_robin_repartition(false)
+    }
+
+    fn session(&self) -> SessionContext {
+        SessionContext::new_with_config(self.import_config(SessionConfig::new()))
     }
 
     /// Plans the import without touching the data, and returns the plan.
@@ -304,10 +313,7 @@ impl ImportBuilder {
     pub async fn check(self) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         self.validate()?;
         let source = self.open_source().await?;
-        let target = match self.db.describe_table(&self.table).await? {
-            Some(target) => target,
-            None => self.planned_table(&source).await?,
-        };
+        let (target, _) = self.target(&source).await?;
         // A transaction for a consistent view of the existing keys, rolled back.
         let session = Arc::new(ImportSession::dry_run(Arc::clone(&self.db), &self.table));
         let prepared = self
@@ -425,11 +431,7 @@ impl ImportBuilder {
     pub async fn execute_analyzed(self) -> Result<(ImportReport, String)> {
         let (report, prepared) = self.run().await?;
         let text = match prepared {
-            Some(prepared) => format!(
-                "logical_plan\n{}\nphysical_plan\n{}",
-                prepared.logical.display_indent(),
-                DisplayableExecutionPlan::with_metrics(prepared.plan.as_ref()).indent(true)
-            ),
+            Some(prepared) => prepared.explain_analyzed(),
             None => "(nothing ran: the file was already imported)".to_string(),
         };
         Ok((report, text))
@@ -585,13 +587,9 @@ impl ImportBuilder {
             node: Arc::new(ImportNode::try_new(input, spec).map_err(AtlasError::from_datafusion)?),
         });
         // Plan in the source's session (its tables, object stores), configured
-        // for the import: its partition count, and one ordered stream per source.
-        let config = state
-            .config()
-            .clone()
-            .with_target_partitions(self.partitions)
-            .with_repartition_file_scans(false)
-            .with_round_robin_repartition(false)
+        // for the import.
+        let config = self
+            .import_config(state.config().clone())
             // The catalogs are shared with the caller's session: keep them.
             .with_create_default_catalog_and_schema(false);
         let state = SessionStateBuilder::new_from_existing(state)
@@ -667,21 +665,6 @@ fn apply_map(df: DataFrame, map: &[(String, String)]) -> Result<DataFrame> {
         .collect();
     exprs.extend(mapped);
     df.select(exprs).map_err(AtlasError::from_datafusion)
-}
-
-/// Inserts the repartitions and merges the operators ask for, with the
-/// import's partition count.
-pub fn ensure_requirements(
-    plan: Arc<dyn ExecutionPlan>,
-    partitions: usize,
-) -> Result<Arc<dyn ExecutionPlan>> {
-    let mut config = ConfigOptions::new();
-    config.execution.target_partitions = partitions;
-    config.optimizer.enable_round_robin_repartition = false;
-    config.optimizer.repartition_file_scans = false;
-    EnsureRequirements::new()
-        .optimize(plan, &config)
-        .map_err(AtlasError::from_datafusion)
 }
 
 /// Maps each source column to its target column, or lists every difference.

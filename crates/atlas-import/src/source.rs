@@ -33,6 +33,35 @@ pub enum SourceFormat {
 }
 
 impl SourceFormat {
+    /// A CSV/TSV format with the given options applied: on `format` if given,
+    /// else on the format `path`'s extension names, else on plain CSV.
+    /// `not_csv` is the error when that base is not CSV or TSV.
+    pub fn with_csv_options(
+        format: Option<SourceFormat>,
+        path: Option<&Path>,
+        delimiter: Option<u8>,
+        has_header: Option<bool>,
+        not_csv: impl FnOnce() -> AtlasError,
+    ) -> Result<Self> {
+        let base = format
+            .or_else(|| path.and_then(|p| SourceFormat::from_path(p).ok()))
+            .unwrap_or(SourceFormat::Csv {
+                delimiter: b',',
+                has_header: true,
+            });
+        let SourceFormat::Csv {
+            delimiter: base_delimiter,
+            has_header: base_header,
+        } = base
+        else {
+            return Err(not_csv());
+        };
+        Ok(SourceFormat::Csv {
+            delimiter: delimiter.unwrap_or(base_delimiter),
+            has_header: has_header.unwrap_or(base_header),
+        })
+    }
+
     /// The format named by `name` (`csv`, `tsv`, `parquet`, `ndjson`/`jsonl`).
     pub fn from_name(name: &str) -> Result<Self> {
         match name.to_ascii_lowercase().as_str() {
@@ -387,6 +416,44 @@ mod tests {
         check.feed(a);
         check.feed(b);
         check.unterminated_since()
+    }
+
+    #[test]
+    fn csv_options_apply_to_the_right_base() {
+        let usage = || AtlasError::Usage("not csv".into());
+        let tsv = SourceFormat::with_csv_options(
+            None,
+            Some(Path::new("a.tsv")),
+            None,
+            Some(false),
+            usage,
+        )
+        .unwrap();
+        assert_eq!(
+            tsv,
+            SourceFormat::Csv {
+                delimiter: b'\t',
+                has_header: false
+            }
+        );
+        let unknown =
+            SourceFormat::with_csv_options(None, Some(Path::new("a.txt")), Some(b';'), None, usage)
+                .unwrap();
+        assert_eq!(
+            unknown,
+            SourceFormat::Csv {
+                delimiter: b';',
+                has_header: true
+            }
+        );
+        let parquet = SourceFormat::with_csv_options(
+            None,
+            Some(Path::new("a.parquet")),
+            Some(b';'),
+            None,
+            usage,
+        );
+        assert!(matches!(parquet, Err(AtlasError::Usage(m)) if m == "not csv"));
     }
 
     #[test]

@@ -94,33 +94,26 @@ impl ImportStatement {
     /// The source format: `FORMAT` and the CSV `OPTIONS`, or `None` to go by the
     /// file extension.
     pub fn source_format(&self) -> Result<Option<SourceFormat>> {
-        let mut format = match &self.format {
+        let format = match &self.format {
             Some(name) => Some(SourceFormat::from_name(name)?),
             None => None,
         };
+        let Some((first, _)) = self.options.first() else {
+            return Ok(format);
+        };
+        let path = match &self.source {
+            ImportFrom::Path(path) => Some(std::path::Path::new(path)),
+            ImportFrom::Query(_) => None,
+        };
+        let not_csv = || {
+            AtlasError::Usage(format!(
+                "option '{first}' applies to CSV and TSV sources only"
+            ))
+        };
+        // The base must be CSV before any option is read.
+        let base = SourceFormat::with_csv_options(format, path, None, None, not_csv)?;
+        let (mut delimiter, mut has_header) = (None, None);
         for (name, value) in &self.options {
-            let csv = match format.take() {
-                Some(f) => f,
-                None => match &self.source {
-                    ImportFrom::Path(path) => {
-                        SourceFormat::from_path(std::path::Path::new(path)).ok()
-                    }
-                    ImportFrom::Query(_) => None,
-                }
-                .unwrap_or(SourceFormat::Csv {
-                    delimiter: b',',
-                    has_header: true,
-                }),
-            };
-            let SourceFormat::Csv {
-                mut delimiter,
-                mut has_header,
-            } = csv
-            else {
-                return Err(AtlasError::Usage(format!(
-                    "option '{name}' applies to CSV and TSV sources only"
-                )));
-            };
             match name.as_str() {
                 "delimiter" => {
                     let bytes = value.as_bytes();
@@ -129,14 +122,14 @@ impl ImportStatement {
                             "option delimiter must be one ASCII character, not '{value}'"
                         )));
                     }
-                    delimiter = bytes[0];
+                    delimiter = Some(bytes[0]);
                 }
                 "header" => {
-                    has_header = crate::coerce::parse_bool(value).ok_or_else(|| {
+                    has_header = Some(crate::coerce::parse_bool(value).ok_or_else(|| {
                         AtlasError::Usage(format!(
                             "option header must be true or false, not '{value}'"
                         ))
-                    })?;
+                    })?);
                 }
                 other => {
                     return Err(AtlasError::Usage(format!(
@@ -144,12 +137,8 @@ impl ImportStatement {
                     )));
                 }
             }
-            format = Some(SourceFormat::Csv {
-                delimiter,
-                has_header,
-            });
         }
-        Ok(format)
+        SourceFormat::with_csv_options(Some(base), None, delimiter, has_header, not_csv).map(Some)
     }
 }
 
