@@ -56,11 +56,28 @@ impl Drop for TempDir {
 pub enum Kind {
     Sqlite,
     Postgres,
+    MySql,
 }
 
 pub fn postgres_url() -> String {
     std::env::var("ATLAS_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+pub fn mysql_url() -> String {
+    std::env::var("ATLAS_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_string())
+}
+
+/// A MySQL/MariaDB connection that quotes identifiers with `"` and reads
+/// string literals as the other databases do (no backslash escapes).
+pub async fn mysql_connection(url: &str) -> sqlx::MySqlConnection {
+    let mut c = sqlx::MySqlConnection::connect(url).await.unwrap();
+    sqlx::query("SET SESSION sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES,NO_BACKSLASH_ESCAPES'), time_zone = '+00:00'")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c
 }
 
 /// One test's database: its URL, a connected adapter, and the tables it made.
@@ -78,13 +95,16 @@ impl TestDb {
         let url = match kind {
             Kind::Sqlite => format!("sqlite://{}", dir.path().join("test.db").display()),
             Kind::Postgres => postgres_url(),
+            Kind::MySql => mysql_url(),
         };
         let db = match db::connect(&url).await {
             Ok(db) => db,
             Err(e) => panic!(
                 "cannot reach the test database at {url}: {e}\n\
                  PostgreSQL tests need the server on 127.0.0.1:5432 (or ATLAS_TEST_POSTGRES_URL); start it with:\n  \
-                 pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+                 pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start\n\
+                 MariaDB tests need the server on 127.0.0.1:3306 (or ATLAS_TEST_MYSQL_URL); start it with:\n  \
+                 start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd"
             ),
         };
         TestDb {
@@ -121,6 +141,13 @@ impl TestDb {
                         .await
                         .unwrap_or_else(|e| panic!("{statement}: {e}"));
                 }
+                Kind::MySql => {
+                    let mut c = mysql_connection(&self.url).await;
+                    sqlx::query(AssertSqlSafe(statement.to_string()))
+                        .execute(&mut c)
+                        .await
+                        .unwrap_or_else(|e| panic!("{statement}: {e}"));
+                }
             }
         }
     }
@@ -132,6 +159,7 @@ impl TestDb {
             .map(|c| match self.kind {
                 Kind::Sqlite => format!("CAST(\"{c}\" AS TEXT)"),
                 Kind::Postgres => format!("\"{c}\"::text"),
+                Kind::MySql => format!("CAST(\"{c}\" AS CHAR)"),
             })
             .collect::<Vec<_>>()
             .join(", ");
@@ -149,6 +177,16 @@ impl TestDb {
             }
             Kind::Postgres => {
                 let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
+                sqlx::query(AssertSqlSafe(sql))
+                    .fetch_all(&mut c)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| (0..columns.len()).map(|i| r.get(i)).collect())
+                    .collect()
+            }
+            Kind::MySql => {
+                let mut c = mysql_connection(&self.url).await;
                 sqlx::query(AssertSqlSafe(sql))
                     .fetch_all(&mut c)
                     .await
@@ -203,6 +241,13 @@ impl TestDb {
                     .await
                     .unwrap()
             }
+            Kind::MySql => {
+                let mut c = mysql_connection(&self.url).await;
+                sqlx::query_scalar(AssertSqlSafe(sql.to_string()))
+                    .fetch_one(&mut c)
+                    .await
+                    .unwrap()
+            }
         }
     }
 
@@ -237,9 +282,10 @@ impl TestDb {
     }
 }
 
-/// Declares one async test per database: `name::sqlite` and `name::postgres`.
+/// Declares one async test per database: `name::sqlite`, `name::postgres`
+/// and `name::mysql` (MariaDB).
 #[macro_export]
-macro_rules! on_both_databases {
+macro_rules! on_every_database {
     ($($name:ident),* $(,)?) => {
         $(
             mod $name {
@@ -254,6 +300,12 @@ macro_rules! on_both_databases {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres() {
                     let db = TestDb::new(Kind::Postgres).await;
+                    db.run(super::$name(&db)).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn mysql() {
+                    let db = TestDb::new(Kind::MySql).await;
                     db.run(super::$name(&db)).await;
                 }
             }

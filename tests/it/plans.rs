@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use crate::common::TestDb;
-use crate::on_both_databases;
+use crate::on_every_database;
 
 const TABLES: [&str; 4] = ["contacts", "crm_people", "customer_orders", "sales_daily"];
 
@@ -169,4 +169,4 @@ async fn every_plan_runs_and_is_asserted(db: &TestDb) {
     }
 }
 
-on_both_databases!(every_plan_runs_and_is_asserted);
+on_every_database!(every_plan_runs_and_is_asserted);

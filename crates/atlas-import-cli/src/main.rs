@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use atlas_import::script::{StatementOutcome, run_script};
 use atlas_import::{
-    AtlasError, CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, ErrorClass, ImportBuilder,
-    ImportMetrics, ImportReport, OnDuplicate, SourceFormat, build_report, db,
+    AtlasError, CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, ErrorClass, FilePolicy,
+    ImportBuilder,
+    ImportMetrics, ImportReport, OnBadValue, OnDuplicate, SourceFormat, build_report, db,
 };
 use clap::{Parser, Subcommand, ValueEnum};
 use datafusion::arrow::util::pretty::pretty_format_batches;
@@ -68,6 +69,28 @@ enum DuplicatePolicy {
     Error,
     /// Insert only new rows; inside the file the first occurrence is kept.
     Skip,
+    /// Upsert: existing rows take the new non-key values; the last occurrence wins.
+    Update,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FileDuplicatePolicy {
+    /// Refuse a file already imported into the table (exit 4).
+    Error,
+    /// Succeed without writing anything.
+    Skip,
+    /// Import it again (the row-level check still runs); same as --force.
+    Allow,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum BadValuePolicy {
+    /// Fail naming file, row, column and value (exit 5).
+    Error,
+    /// Write NULL instead of the value.
+    Null,
+    /// Leave the row out and write it to --reject-file.
+    Reject,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -103,6 +126,15 @@ struct ImportArgs {
     /// Import even if this file was already imported into the table.
     #[arg(long)]
     force: bool,
+    /// What to do when this file was already imported into the table.
+    #[arg(long, value_enum, default_value = "error")]
+    on_duplicate_file: FileDuplicatePolicy,
+    /// What to do with a value that does not fit its column.
+    #[arg(long, value_enum, default_value = "error")]
+    on_bad_value: BadValuePolicy,
+    /// The CSV file that receives rejected rows (with --on-bad-value reject).
+    #[arg(long)]
+    reject_file: Option<PathBuf>,
     /// Source format (default: from the file extension): csv, tsv, parquet, ndjson.
     #[arg(long)]
     format: Option<String>,
@@ -376,10 +408,32 @@ async fn run_import(args: &ImportArgs, metrics: Arc<ImportMetrics>) -> Result<Ou
         .with_on_duplicate(match args.on_duplicate {
             DuplicatePolicy::Error => OnDuplicate::Error,
             DuplicatePolicy::Skip => OnDuplicate::Skip,
+            DuplicatePolicy::Update => OnDuplicate::Update,
         })
         .with_partitions(args.partitions)
         .with_chunk_rows(args.chunk_rows)
-        .with_force(args.force)
+        .with_file_policy(match (args.force, args.on_duplicate_file) {
+            (true, _) | (_, FileDuplicatePolicy::Allow) => FilePolicy::Allow,
+            (false, FileDuplicatePolicy::Skip) => FilePolicy::Skip,
+            (false, FileDuplicatePolicy::Error) => FilePolicy::Error,
+        })
+        .with_on_bad_value(match (args.on_bad_value, &args.reject_file) {
+            (BadValuePolicy::Error, None) => OnBadValue::Error,
+            (BadValuePolicy::Null, None) => OnBadValue::Null,
+            (BadValuePolicy::Reject, Some(path)) | (BadValuePolicy::Error, Some(path)) => {
+                OnBadValue::Reject(path.clone())
+            }
+            (BadValuePolicy::Reject, None) => {
+                return Err(AtlasError::Usage(
+                    "--on-bad-value reject needs --reject-file PATH".into(),
+                ));
+            }
+            (BadValuePolicy::Null, Some(_)) => {
+                return Err(AtlasError::Usage(
+                    "--reject-file goes with --on-bad-value reject, not null".into(),
+                ));
+            }
+        })
         .with_create_table(match args.create_table {
             CreatePolicy::IfNotExists => CreateTable::IfNotExists,
             CreatePolicy::Never => CreateTable::Never,
@@ -432,6 +486,15 @@ fn print_report(report: &ImportReport, json: bool) {
         report.partitions,
         report.elapsed_ms
     );
+    if report.updated > 0 {
+        println!("{} rows updated existing rows (ON DUPLICATE UPDATE)", report.updated);
+    }
+    if report.rejected > 0 {
+        println!("{} rows rejected for bad values", report.rejected);
+    }
+    if report.nulled_values > 0 {
+        println!("{} bad values written as NULL", report.nulled_values);
+    }
 }
 
 /// Sends log lines to stderr, around the progress bar when there is one.

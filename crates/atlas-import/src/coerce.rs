@@ -51,6 +51,35 @@ pub fn coerce_array(array: &ArrayRef, target: &DataType) -> Result<ArrayRef, Coe
     }
 }
 
+/// Converts `array` to `target`, setting every value that does not fit to
+/// NULL; returns the converted array and the values that did not fit.
+pub fn coerce_array_lenient(
+    array: &ArrayRef,
+    target: &DataType,
+) -> (ArrayRef, Vec<CoerceFailure>) {
+    if let Ok(converted) = coerce_array(array, target) {
+        return (converted, Vec::new());
+    }
+    // Rare: find every value that does not fit, one at a time.
+    let mut failures = Vec::new();
+    let mut bad = vec![false; array.len()];
+    for (i, bad) in bad.iter_mut().enumerate() {
+        if array.is_valid(i)
+            && let Err(failure) = coerce_array(&array.slice(i, 1), target)
+        {
+            failures.push(CoerceFailure {
+                index: i,
+                value: failure.value,
+            });
+            *bad = true;
+        }
+    }
+    let cleaned = nullif(array, &BooleanArray::from(bad)).expect("mask has the array's length");
+    let converted = coerce_array(&cleaned, target)
+        .unwrap_or_else(|_| new_null_array(target, array.len()));
+    (converted, failures)
+}
+
 /// Parses a boolean the way the original service accepted them.
 pub fn parse_bool(s: &str) -> Option<bool> {
     match s.trim().to_ascii_lowercase().as_str() {

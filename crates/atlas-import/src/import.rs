@@ -17,14 +17,15 @@ use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
 use crate::coerce::coerce_array;
-use crate::db::{Database, FileRecord};
+use crate::db::{Database, FileRecord, HistoryEntry};
 use crate::error::{AtlasError, Result};
 use crate::key::{EncodedKeys, KeyEncoder, KeySet};
 use crate::logical::{ImportNode, ImportQueryPlanner, ImportSpec};
 use crate::options::{
-    CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, FilePolicy, OnDuplicate,
+    CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, FilePolicy, OnBadValue, OnDuplicate,
 };
-use crate::physical::{ExistingKeyLoader, ExistingKeys, ImportSession, Opened};
+use crate::physical::{BadValues, ExistingKeyLoader, ExistingKeys, ImportSession, Opened};
+use crate::reject::RejectWriter;
 use crate::report::{ImportMetrics, ImportReport};
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
 use crate::source::{FileSource, SourceFormat};
@@ -61,6 +62,7 @@ pub struct ImportBuilder {
     chunk_rows: usize,
     file_policy: FilePolicy,
     create_table: CreateTable,
+    bad_values: BadValues,
     metrics: Arc<ImportMetrics>,
 }
 
@@ -154,6 +156,7 @@ impl ImportBuilder {
             chunk_rows: DEFAULT_CHUNK_ROWS,
             file_policy: FilePolicy::Error,
             create_table: CreateTable::IfNotExists,
+            bad_values: BadValues::Error,
             metrics: Arc::new(ImportMetrics::default()),
         }
     }
@@ -257,6 +260,16 @@ impl ImportBuilder {
     /// Whether a missing table may be created (default: yes).
     pub fn with_create_table(mut self, create_table: CreateTable) -> Self {
         self.create_table = create_table;
+        self
+    }
+
+    /// What to do with a value that does not fit its column (default: fail).
+    pub fn with_on_bad_value(mut self, on_bad_value: OnBadValue) -> Self {
+        self.bad_values = match on_bad_value {
+            OnBadValue::Error => BadValues::Error,
+            OnBadValue::Null => BadValues::Null,
+            OnBadValue::Reject(path) => BadValues::Reject(Arc::new(RejectWriter::new(path))),
+        };
         self
     }
 
@@ -437,10 +450,79 @@ impl ImportBuilder {
         Ok((report, text))
     }
 
+    /// The `import_history` row of this import, before it ran.
+    fn history_entry(&self) -> HistoryEntry {
+        let now = chrono::Utc::now();
+        HistoryEntry {
+            started_at: now,
+            finished_at: now,
+            source: match &self.source {
+                SourceSpec::File { path, .. } => path.display().to_string(),
+                SourceSpec::DataFrame { name, .. } => name.clone(),
+            },
+            table_name: self.table.clone(),
+            key_columns: self.key.as_ref().map(|k| k.join(",")).unwrap_or_default(),
+            on_duplicate: self.on_duplicate.to_string(),
+            status: String::new(),
+            rows_read: 0,
+            inserted: 0,
+            updated: 0,
+            skipped: 0,
+            duplicates: 0,
+            rejected: 0,
+            file_hash: None,
+            error: None,
+        }
+    }
+
+    /// Runs the import and records it in `import_history`: a committed import
+    /// in its own transaction (by the sink), any other end after the rollback.
     #[tracing::instrument(skip_all, fields(table = %self.table))]
     async fn run(self) -> Result<(ImportReport, Option<PreparedImport>)> {
+        let history = self.history_entry();
+        let db = Arc::clone(&self.db);
+        let metrics = Arc::clone(&self.metrics);
+        let result = self.run_once(history.clone()).await;
+        let ended = match &result {
+            Ok((report, _)) if report.status == "committed" => None,
+            Ok((report, _)) => Some((report.status.clone(), report.file_hash.clone(), None)),
+            Err(e) => {
+                let (status, hash) = match e {
+                    AtlasError::Duplicates(_) => ("refused_duplicates", None),
+                    AtlasError::AlreadyImported { file_hash, .. } => {
+                        ("refused_file", Some(file_hash.clone()))
+                    }
+                    _ => ("failed", None),
+                };
+                Some((status.to_string(), hash, Some(e.to_string())))
+            }
+        };
+        if let Some((status, file_hash, error)) = ended {
+            let entry = HistoryEntry {
+                file_hash: file_hash.or(history.file_hash.clone()),
+                ..history.finish(&metrics, &status, error)
+            };
+            let recorded = async {
+                db.ensure_metadata().await?;
+                db.record_history(&entry).await
+            };
+            if let Err(e) = recorded.await {
+                tracing::warn!("could not record the import in import_history: {e}");
+            }
+        }
+        result
+    }
+
+    async fn run_once(
+        self,
+        history: HistoryEntry,
+    ) -> Result<(ImportReport, Option<PreparedImport>)> {
         let started = Instant::now();
         self.validate()?;
+        if let BadValues::Reject(writer) = &self.bad_values {
+            // A reject file that cannot be written fails before any data moves.
+            writer.open()?;
+        }
         let source = self.open_source().await?;
         self.db.ensure_metadata().await?;
         let file_hash = match &source.file {
@@ -462,13 +544,19 @@ impl ImportBuilder {
             table_name: self.table.clone(),
             record_count: 0,
         });
-        let session = Arc::new(ImportSession::new(
-            Arc::clone(&self.db),
-            &self.table,
-            file,
-            self.file_policy,
-            create,
-        ));
+        let session = Arc::new(
+            ImportSession::new(
+                Arc::clone(&self.db),
+                &self.table,
+                file,
+                self.file_policy,
+                create,
+            )
+            .with_history(HistoryEntry {
+                file_hash: file_hash.clone(),
+                ..history
+            }),
+        );
         let prepared = self
             .prepare(&source, &target, Arc::clone(&session), false)
             .await?;
@@ -578,6 +666,7 @@ impl ImportBuilder {
             chunk_rows: self.chunk_rows,
             dry_run,
             source_name: source.name.clone(),
+            bad_values: self.bad_values.clone(),
             db_kind: self.db.kind(),
             existing: Arc::new(existing),
             session,
@@ -782,10 +871,16 @@ pub fn build_report(
         } else {
             0
         },
+        updated: if committed {
+            ImportMetrics::get(&metrics.updated)
+        } else {
+            0
+        },
         skipped: ImportMetrics::get(&metrics.skipped),
         duplicates_existing: duplicates.existing,
         duplicates_in_file: duplicates.in_file,
-        rejected: 0,
+        rejected: ImportMetrics::get(&metrics.rejected),
+        nulled_values: ImportMetrics::get(&metrics.nulled),
         chunks: rows_read.div_ceil(chunk_rows.max(1) as u64),
         partitions,
         file_hash,

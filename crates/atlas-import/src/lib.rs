@@ -24,6 +24,7 @@ pub mod key;
 pub mod logical;
 pub mod options;
 pub mod physical;
+pub mod reject;
 pub mod report;
 pub mod schema;
 pub mod script;
@@ -33,6 +34,8 @@ pub mod sql;
 pub use error::{AtlasError, ErrorClass, Result};
 pub use ext::{DataFrameImportExt, SessionContextImportExt, session_context_with_imports};
 pub use import::{ImportBuilder, PreparedImport, build_report};
-pub use options::{CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, FilePolicy, OnDuplicate};
+pub use options::{
+    CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, FilePolicy, OnBadValue, OnDuplicate,
+};
 pub use report::{DuplicateReport, ImportMetrics, ImportReport};
 pub use source::{FileSource, SourceFormat};

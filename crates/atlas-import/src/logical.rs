@@ -37,7 +37,7 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, Phy
 use crate::db::DbKind;
 use crate::options::OnDuplicate;
 use crate::physical::{
-    CoerceExec, DuplicateCheckExec, ExistingKeys, ImportSession, ImportSink, duplicates_schema,
+    BadValues, CoerceExec, DuplicateCheckExec, ExistingKeys, ImportSession, ImportSink, duplicates_schema,
     source_order_requirement,
 };
 use crate::report::ImportMetrics;
@@ -60,6 +60,8 @@ pub struct ImportSpec {
     pub dry_run: bool,
     /// The source, for messages.
     pub source_name: String,
+    /// What to do with values that do not fit.
+    pub bad_values: BadValues,
     /// Which database.
     pub db_kind: DbKind,
     /// The keys already in the table.
@@ -210,13 +212,16 @@ pub fn plan_operators(
     input: Arc<dyn ExecutionPlan>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let columns: Vec<TargetColumn> = spec.mapping.iter().map(|(_, c)| c.clone()).collect();
-    let coerce = Arc::new(CoerceExec::new(
-        input,
-        spec.mapping.clone(),
-        spec.source_name.clone(),
-        spec.chunk_rows,
-        Arc::clone(&spec.metrics),
-    ));
+    let coerce = Arc::new(
+        CoerceExec::new(
+            input,
+            spec.mapping.clone(),
+            spec.source_name.clone(),
+            spec.chunk_rows,
+            Arc::clone(&spec.metrics),
+        )
+        .with_bad_values(spec.bad_values.clone()),
+    );
     let check = Arc::new(
         DuplicateCheckExec::try_new(
             coerce,
@@ -244,7 +249,8 @@ pub fn plan_operators(
         Arc::clone(&spec.session),
         Arc::clone(&spec.metrics),
         check.schema(),
-    ));
+    )
+    .with_key_columns(spec.key_columns.clone()));
     Ok(Arc::new(DataSinkExec::new(check, sink, Some(order))))
 }
 

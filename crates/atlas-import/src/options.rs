@@ -18,6 +18,9 @@ pub enum OnDuplicate {
     Error,
     /// Skip such rows; inside the import the first occurrence is kept.
     Skip,
+    /// Upsert: such rows overwrite the non-key columns of the existing row;
+    /// inside the import the last occurrence wins.
+    Update,
 }
 
 impl fmt::Display for OnDuplicate {
@@ -25,6 +28,7 @@ impl fmt::Display for OnDuplicate {
         f.write_str(match self {
             OnDuplicate::Error => "error",
             OnDuplicate::Skip => "skip",
+            OnDuplicate::Update => "update",
         })
     }
 }
@@ -36,8 +40,9 @@ impl FromStr for OnDuplicate {
         match s.to_ascii_lowercase().as_str() {
             "error" => Ok(OnDuplicate::Error),
             "skip" => Ok(OnDuplicate::Skip),
+            "update" => Ok(OnDuplicate::Update),
             other => Err(AtlasError::Usage(format!(
-                "unknown duplicate policy '{other}': expected error or skip"
+                "unknown duplicate policy '{other}': expected error, skip or update"
             ))),
         }
     }
@@ -63,4 +68,26 @@ pub enum CreateTable {
     IfNotExists,
     /// Refuse when it does not exist.
     Never,
+}
+
+/// What to do with a value that does not fit its target column.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum OnBadValue {
+    /// Fail the import naming file, row, column and value (the default).
+    #[default]
+    Error,
+    /// Write NULL instead of the value.
+    Null,
+    /// Leave the row out and write it, with the reason, to this CSV file.
+    Reject(std::path::PathBuf),
+}
+
+impl fmt::Display for OnBadValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OnBadValue::Error => f.write_str("error"),
+            OnBadValue::Null => f.write_str("null"),
+            OnBadValue::Reject(path) => write!(f, "reject to {}", path.display()),
+        }
+    }
 }

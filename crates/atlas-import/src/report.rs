@@ -100,6 +100,12 @@ pub struct ImportMetrics {
     pub inserted: AtomicU64,
     /// Rows skipped as duplicates (`ON DUPLICATE SKIP`).
     pub skipped: AtomicU64,
+    /// Rows that updated an existing row (`ON DUPLICATE UPDATE`).
+    pub updated: AtomicU64,
+    /// Rows rejected for bad values (`ON BAD VALUE REJECT`).
+    pub rejected: AtomicU64,
+    /// Values set to NULL because they did not fit (`ON BAD VALUE NULL`).
+    pub nulled: AtomicU64,
     /// Chunks written.
     pub chunks_written: AtomicU64,
     /// Nanoseconds spent in the check.
@@ -199,14 +205,19 @@ pub struct ImportReport {
     pub rows_read: u64,
     /// Rows written.
     pub inserted: u64,
+    /// Rows that updated an existing row (`ON DUPLICATE UPDATE`; a key
+    /// repeated inside the import updates the row its first occurrence inserted).
+    pub updated: u64,
     /// Rows skipped as duplicates.
     pub skipped: u64,
     /// Rows whose key already existed.
     pub duplicates_existing: u64,
     /// Rows whose key repeated an earlier row of the import.
     pub duplicates_in_file: u64,
-    /// Rows rejected for bad values.
+    /// Rows rejected for bad values (written to the reject file).
     pub rejected: u64,
+    /// Values set to NULL under `ON BAD VALUE NULL`.
+    pub nulled_values: u64,
     /// Source chunks (`ceil(rows_read / chunk_rows)`).
     pub chunks: u64,
     /// Partitions of the duplicate check.

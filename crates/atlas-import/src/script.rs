@@ -233,6 +233,7 @@ pub async fn import_builder(
         .with_key(statement.key.iter().cloned())
         .with_on_duplicate(statement.on_duplicate)
         .with_file_policy(statement.on_duplicate_file)
+        .with_on_bad_value(statement.on_bad_value.clone())
         .with_create_table(statement.create_table)
         .with_metrics(metrics);
     if let Some(partitions) = statement.partitions {

@@ -9,8 +9,9 @@
 //!   [ OPTIONS ( header 'true', delimiter ';' ) ]
 //!   [ MAP ( email = lower("E-mail"), ... ) ]
 //!   [ KEY (email) ]
-//!   [ ON DUPLICATE ERROR | SKIP ]
+//!   [ ON DUPLICATE ERROR | SKIP | UPDATE ]
 //!   [ ON DUPLICATE FILE ERROR | SKIP | ALLOW ]
+//!   [ ON BAD VALUE ERROR | NULL | REJECT TO '<file>' ]
 //!   [ CREATE TABLE IF NOT EXISTS | NEVER ]
 //!   [ WITH ( partitions 4, chunk_rows 10000 ) ];
 //! ```
@@ -25,7 +26,7 @@ use datafusion::sql::sqlparser::parser::ParserError;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
 use crate::error::{AtlasError, Result};
-use crate::options::{CreateTable, FilePolicy, OnDuplicate};
+use crate::options::{CreateTable, FilePolicy, OnBadValue, OnDuplicate};
 use crate::source::SourceFormat;
 
 /// One statement of a script.
@@ -82,6 +83,8 @@ pub struct ImportStatement {
     pub on_duplicate: OnDuplicate,
     /// `ON DUPLICATE FILE ...`.
     pub on_duplicate_file: FilePolicy,
+    /// `ON BAD VALUE ...`.
+    pub on_bad_value: OnBadValue,
     /// `CREATE TABLE ...`.
     pub create_table: CreateTable,
     /// `WITH (partitions N)`.
@@ -276,6 +279,22 @@ fn parse_import(parser: &mut DFParser) -> std::result::Result<ImportStatement, P
         } else if parse_word(parser, "KEY") {
             statement.key = parse_identifier_list(parser)?;
         } else if parse_word(parser, "ON") {
+            if parse_word(parser, "BAD") {
+                expect_word(parser, "VALUE")?;
+                statement.on_bad_value = if parse_word(parser, "ERROR") {
+                    OnBadValue::Error
+                } else if parse_word(parser, "NULL") {
+                    OnBadValue::Null
+                } else if parse_word(parser, "REJECT") {
+                    expect_word(parser, "TO")?;
+                    OnBadValue::Reject(parser.parser.parse_literal_string()?.into())
+                } else {
+                    return parser
+                        .parser
+                        .expected("ERROR, NULL or REJECT TO '<file>'", parser.parser.peek_token());
+                };
+                continue;
+            }
             expect_word(parser, "DUPLICATE")?;
             if parse_word(parser, "FILE") {
                 statement.on_duplicate_file = if parse_word(parser, "ERROR") {
@@ -293,10 +312,12 @@ fn parse_import(parser: &mut DFParser) -> std::result::Result<ImportStatement, P
                 statement.on_duplicate = OnDuplicate::Error;
             } else if parse_word(parser, "SKIP") {
                 statement.on_duplicate = OnDuplicate::Skip;
+            } else if parse_word(parser, "UPDATE") {
+                statement.on_duplicate = OnDuplicate::Update;
             } else {
                 return parser
                     .parser
-                    .expected("ERROR, SKIP or FILE", parser.parser.peek_token());
+                    .expected("ERROR, SKIP, UPDATE or FILE", parser.parser.peek_token());
             }
         } else if parse_word(parser, "CREATE") {
             expect_word(parser, "TABLE")?;
@@ -335,7 +356,7 @@ fn parse_import(parser: &mut DFParser) -> std::result::Result<ImportStatement, P
     let next = parser.parser.peek_token();
     if next != Token::EOF && next != Token::SemiColon {
         return parser.parser.expected(
-            "FORMAT, OPTIONS, MAP, KEY, ON DUPLICATE, CREATE TABLE, WITH or the end of the statement",
+            "FORMAT, OPTIONS, MAP, KEY, ON DUPLICATE, ON BAD VALUE, CREATE TABLE, WITH or the end of the statement",
             next,
         );
     }
@@ -437,7 +458,7 @@ mod tests {
         let err = parse_statements("IMPORT INTO t\nFROM 'a.csv' ON DUPLICATE MAYBE")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("ERROR, SKIP or FILE"), "{err}");
+        assert!(err.contains("ERROR, SKIP, UPDATE or FILE"), "{err}");
         assert!(err.contains("Line: 2"), "{err}");
         let err = parse_statements("IMPORT INTO t FROM 'a.csv' WITH (speed 3)")
             .unwrap_err()

@@ -5,6 +5,8 @@
 //! table creation, the lock, the key scan, chunk writes and the metadata rows all
 //! go through it, so they commit together or not at all.
 
+mod bind;
+mod mysql;
 mod postgres;
 mod sqlite;
 
@@ -18,6 +20,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use crate::error::{AtlasError, Result};
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
 
+pub use mysql::MySqlDatabase;
 pub use postgres::PostgresDatabase;
 pub use sqlite::SqliteDatabase;
 
@@ -31,6 +34,8 @@ pub enum DbKind {
     Sqlite,
     /// PostgreSQL (`postgres://...`).
     Postgres,
+    /// MySQL or MariaDB (`mysql://...`, `mariadb://...`).
+    MySql,
 }
 
 impl fmt::Display for DbKind {
@@ -38,6 +43,7 @@ impl fmt::Display for DbKind {
         f.write_str(match self {
             DbKind::Sqlite => "sqlite",
             DbKind::Postgres => "postgres",
+            DbKind::MySql => "mysql",
         })
     }
 }
@@ -53,6 +59,68 @@ pub struct FileRecord {
     pub table_name: String,
     /// Rows inserted.
     pub record_count: u64,
+}
+
+/// A row of `import_history`: one per import that ran, whatever its end.
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    /// When the import started.
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    /// When it ended.
+    pub finished_at: chrono::DateTime<chrono::Utc>,
+    /// The source as given (a path, a URL without credentials, or a name).
+    pub source: String,
+    /// Target table.
+    pub table_name: String,
+    /// The key columns, comma-separated.
+    pub key_columns: String,
+    /// `error`, `skip` or `update`.
+    pub on_duplicate: String,
+    /// `committed`, `skipped_file`, `refused_duplicates`, `refused_file`, `failed`.
+    pub status: String,
+    /// Source rows read.
+    pub rows_read: u64,
+    /// Rows inserted (0 unless committed).
+    pub inserted: u64,
+    /// Existing rows updated (0 unless committed).
+    pub updated: u64,
+    /// Rows skipped as duplicates.
+    pub skipped: u64,
+    /// Duplicate rows found (against existing rows and inside the import).
+    pub duplicates: u64,
+    /// Rows rejected for bad values.
+    pub rejected: u64,
+    /// SHA-256 of the source, for file sources.
+    pub file_hash: Option<String>,
+    /// The error, for imports that did not commit.
+    pub error: Option<String>,
+}
+
+impl HistoryEntry {
+    /// This entry ended now with `status`, its counts taken from `metrics`.
+    /// Rows count as inserted and updated only when the import committed.
+    pub fn finish(
+        &self,
+        metrics: &crate::report::ImportMetrics,
+        status: &str,
+        error: Option<String>,
+    ) -> HistoryEntry {
+        use crate::report::ImportMetrics as M;
+        let committed = status == "committed";
+        let duplicates = metrics.duplicate_report();
+        HistoryEntry {
+            finished_at: chrono::Utc::now(),
+            status: status.to_string(),
+            rows_read: M::get(&metrics.rows_read),
+            inserted: if committed { M::get(&metrics.inserted) } else { 0 },
+            updated: if committed { M::get(&metrics.updated) } else { 0 },
+            skipped: M::get(&metrics.skipped),
+            duplicates: duplicates.existing + duplicates.in_file,
+            rejected: M::get(&metrics.rejected),
+            error,
+            ..self.clone()
+        }
+    }
 }
 
 /// A database that imports can target.
@@ -73,6 +141,10 @@ pub trait Database: Send + Sync + fmt::Debug {
     /// Whether `file_hash` was already imported into `table`.
     async fn file_imported(&self, file_hash: &str, table: &str) -> Result<bool>;
 
+    /// Writes an `import_history` row on its own (for imports that did not
+    /// commit: their transaction is gone).
+    async fn record_history(&self, entry: &HistoryEntry) -> Result<()>;
+
     /// The SQL type this database uses for an Arrow type when creating a table.
     fn sql_type_for(&self, data_type: &DataType) -> &'static str;
 
@@ -84,6 +156,12 @@ pub trait Database: Send + Sync + fmt::Debug {
 /// The one transaction of an import.
 #[async_trait]
 pub trait ImportTransaction: Send {
+    /// Which database this is (for the statements that differ).
+    fn kind(&self) -> DbKind;
+
+    /// Runs one statement; returns the rows it affected.
+    async fn execute(&mut self, sql: String) -> Result<u64>;
+
     /// Creates `table` with an `id` identity key (unless a column is named `id`).
     async fn create_table(&mut self, table: &str, columns: &[ColumnSpec]) -> Result<()>;
 
@@ -121,6 +199,44 @@ pub trait ImportTransaction: Send {
     /// Inserts or refreshes the `file_imports` row.
     async fn record_file(&mut self, record: &FileRecord) -> Result<()>;
 
+    /// Writes the `import_history` row of the committing import.
+    async fn record_history(&mut self, entry: &HistoryEntry) -> Result<()>;
+
+    /// Upsert (`ON DUPLICATE UPDATE`): overwrites the non-key columns of the
+    /// rows of `table` whose key (`key`, indices into `columns`) equals a key of
+    /// `rows`, NULL matching NULL. The keys of `rows` must be distinct. Goes
+    /// through a temporary staging table written like any chunk, then one
+    /// `UPDATE ... FROM` join. Returns the rows the database updated.
+    async fn update_rows(
+        &mut self,
+        table: &str,
+        columns: &[TargetColumn],
+        key: &[usize],
+        rows: RecordBatch,
+    ) -> Result<u64> {
+        let set: Vec<&TargetColumn> = (0..columns.len())
+            .filter(|i| !key.contains(i))
+            .map(|i| &columns[i])
+            .collect();
+        if set.is_empty() || rows.num_rows() == 0 {
+            // Every column is key: the existing row already holds these values.
+            return Ok(0);
+        }
+        let kind = self.kind();
+        let keys_have_nulls = key.iter().any(|&i| rows.column(i).null_count() > 0);
+        let sql = UpsertSql::new(kind, table, columns, key, &set, keys_have_nulls);
+        self.execute(sql.drop_stage.clone()).await?;
+        self.execute(sql.create_stage).await?;
+        let mut chunk: ChunkStream<'_> = Box::pin(futures::stream::once(async { Ok(rows) }));
+        let staged = self.write_chunk(STAGE_TABLE, columns, &mut chunk).await;
+        let updated = match staged {
+            Ok(_) => self.execute(sql.update).await,
+            Err(e) => Err(e),
+        };
+        self.execute(sql.drop_stage).await?;
+        updated
+    }
+
     /// Commits everything.
     async fn commit(self: Box<Self>) -> Result<()>;
 
@@ -128,17 +244,103 @@ pub trait ImportTransaction: Send {
     async fn rollback(self: Box<Self>) -> Result<()>;
 }
 
-/// Connects to the database a URL names: `sqlite://path`, `postgres://...`.
+/// Connects to the database a URL names: `sqlite://path`, `postgres://...`,
+/// `mysql://...` (MariaDB too).
 pub async fn connect(url: &str) -> Result<Arc<dyn Database>> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteDatabase::connect(url).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(PostgresDatabase::connect(url).await?))
+    } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+        Ok(Arc::new(MySqlDatabase::connect(url).await?))
     } else {
         Err(AtlasError::Usage(format!(
-            "unsupported database URL '{}': expected sqlite://PATH or postgres://...",
+            "unsupported database URL '{}': expected sqlite://PATH, postgres://... or mysql://...",
             mask_password(url)
         )))
+    }
+}
+
+/// The staging table of an upsert: temporary, so private to the import's
+/// connection and never visible to readers.
+const STAGE_TABLE: &str = "atlas_import_stage";
+
+/// The statements of one [`ImportTransaction::update_rows`] call.
+struct UpsertSql {
+    drop_stage: String,
+    create_stage: String,
+    update: String,
+}
+
+impl UpsertSql {
+    fn new(
+        kind: DbKind,
+        table: &str,
+        columns: &[TargetColumn],
+        key: &[usize],
+        set: &[&TargetColumn],
+        keys_have_nulls: bool,
+    ) -> Self {
+        let target = quote_ident(table);
+        let stage = quote_ident(STAGE_TABLE);
+        let list = column_list(columns);
+        // Plain equality lets the database use an index or a hash join; it
+        // is only wrong when a key value is NULL (NULL matches NULL here).
+        let equal = |t: &str, s: &str| match (kind, keys_have_nulls) {
+            (_, false) => format!("{t} = {s}"),
+            (DbKind::Postgres, true) => format!("{t} IS NOT DISTINCT FROM {s}"),
+            (DbKind::Sqlite, true) => format!("{t} IS {s}"),
+            (DbKind::MySql, true) => format!("{t} <=> {s}"),
+        };
+        let on = key
+            .iter()
+            .map(|&i| {
+                let c = quote_ident(&columns[i].name);
+                equal(&format!("atlas_t.{c}"), &format!("atlas_s.{c}"))
+            })
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let assignments = |prefix: &str| {
+            set.iter()
+                .map(|c| {
+                    let c = quote_ident(&c.name);
+                    format!("{prefix}{c} = atlas_s.{c}")
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match kind {
+            DbKind::Postgres => Self {
+                drop_stage: format!("DROP TABLE IF EXISTS pg_temp.{stage}"),
+                create_stage: format!(
+                    "CREATE TEMP TABLE {stage} AS SELECT {list} FROM {target} WITH NO DATA"
+                ),
+                update: format!(
+                    "UPDATE {target} AS atlas_t SET {} FROM {stage} AS atlas_s WHERE {on}",
+                    assignments("")
+                ),
+            },
+            DbKind::Sqlite => Self {
+                drop_stage: format!("DROP TABLE IF EXISTS temp.{stage}"),
+                create_stage: format!(
+                    "CREATE TEMP TABLE {stage} AS SELECT {list} FROM {target} WHERE 0"
+                ),
+                update: format!(
+                    "UPDATE {target} AS atlas_t SET {} FROM temp.{stage} AS atlas_s WHERE {on}",
+                    assignments("")
+                ),
+            },
+            DbKind::MySql => Self {
+                drop_stage: format!("DROP TEMPORARY TABLE IF EXISTS {stage}"),
+                create_stage: format!(
+                    "CREATE TEMPORARY TABLE {stage} AS SELECT {list} FROM {target} WHERE 1 = 0"
+                ),
+                update: format!(
+                    "UPDATE {target} AS atlas_t JOIN {stage} AS atlas_s ON {on} SET {}",
+                    assignments("atlas_t.")
+                ),
+            },
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection, Postgres, Row, Transaction};
 use std::borrow::Cow;
 
 use super::{
-    ChunkStream, Database, DbKind, FileRecord, ImportTransaction, TextBatcher, column_list,
+    ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, TextBatcher, column_list,
     create_table_sql, mask_password, quote_ident,
 };
 use crate::error::{AtlasError, Result};
@@ -146,6 +146,53 @@ const CREATE_FILE_IMPORTS: &str = "CREATE TABLE IF NOT EXISTS file_imports (
     UNIQUE (file_hash, table_name)
 )";
 
+const CREATE_IMPORT_HISTORY: &str = "CREATE TABLE IF NOT EXISTS import_history (
+    id BIGSERIAL PRIMARY KEY,
+    started_at TIMESTAMP,
+    finished_at TIMESTAMP,
+    source VARCHAR(1000),
+    table_name VARCHAR(255) NOT NULL,
+    key_columns VARCHAR(1000),
+    on_duplicate VARCHAR(16),
+    status VARCHAR(32) NOT NULL,
+    rows_read BIGINT,
+    inserted BIGINT,
+    updated BIGINT,
+    skipped BIGINT,
+    duplicates BIGINT,
+    rejected BIGINT,
+    file_hash VARCHAR(64),
+    error TEXT
+)";
+
+async fn insert_history(conn: &mut PgConnection, entry: &HistoryEntry) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO import_history (started_at, finished_at, source, table_name, key_columns,
+         on_duplicate, status, rows_read, inserted, updated, skipped, duplicates, rejected,
+         file_hash, error)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+    )
+    .bind(entry.started_at.naive_utc())
+    .bind(entry.finished_at.naive_utc())
+    .bind(&entry.source)
+    .bind(&entry.table_name)
+    .bind(&entry.key_columns)
+    .bind(&entry.on_duplicate)
+    .bind(&entry.status)
+    .bind(entry.rows_read as i64)
+    .bind(entry.inserted as i64)
+    .bind(entry.updated as i64)
+    .bind(entry.skipped as i64)
+    .bind(entry.duplicates as i64)
+    .bind(entry.rejected as i64)
+    .bind(&entry.file_hash)
+    .bind(&entry.error)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| AtlasError::database("recording the import in import_history", e))?;
+    Ok(())
+}
+
 async fn file_imported(conn: &mut PgConnection, file_hash: &str, table: &str) -> Result<bool> {
     let found = sqlx::query("SELECT 1 FROM file_imports WHERE file_hash = $1 AND table_name = $2")
         .bind(file_hash)
@@ -176,16 +223,21 @@ impl Database for PostgresDatabase {
     }
 
     async fn ensure_metadata(&self) -> Result<()> {
-        if let Err(e) = sqlx::query(CREATE_FILE_IMPORTS).execute(&self.pool).await {
-            // Two first imports may race on CREATE TABLE IF NOT EXISTS; the loser
-            // fails on the catalog's unique index while the table now exists.
-            let exists: Option<String> =
-                sqlx::query_scalar("SELECT to_regclass('file_imports')::text")
+        for (what, sql, name) in [
+            ("creating file_imports", CREATE_FILE_IMPORTS, "file_imports"),
+            ("creating import_history", CREATE_IMPORT_HISTORY, "import_history"),
+        ] {
+            if let Err(e) = sqlx::query(sql).execute(&self.pool).await {
+                // Two first imports may race on CREATE TABLE IF NOT EXISTS; the
+                // loser fails on the catalog's unique index while the table now exists.
+                let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+                    .bind(name)
                     .fetch_one(&self.pool)
                     .await
-                    .map_err(|e| AtlasError::database("creating file_imports", e))?;
-            if exists.is_none() {
-                return Err(AtlasError::database("creating file_imports", e));
+                    .map_err(|e| AtlasError::database(what, e))?;
+                if exists.is_none() {
+                    return Err(AtlasError::database(what, e));
+                }
             }
         }
         Ok(())
@@ -198,6 +250,15 @@ impl Database for PostgresDatabase {
             .await
             .map_err(|e| AtlasError::database("connecting", e))?;
         file_imported(&mut conn, file_hash, table).await
+    }
+
+    async fn record_history(&self, entry: &HistoryEntry) -> Result<()> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| AtlasError::database("connecting", e))?;
+        insert_history(&mut conn, entry).await
     }
 
     fn sql_type_for(&self, data_type: &DataType) -> &'static str {
@@ -235,6 +296,18 @@ fn key_text_expr(column: &TargetColumn) -> String {
 
 #[async_trait]
 impl ImportTransaction for PostgresImport {
+    fn kind(&self) -> DbKind {
+        DbKind::Postgres
+    }
+
+    async fn execute(&mut self, sql: String) -> Result<u64> {
+        let done = sqlx::query(AssertSqlSafe(sql))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| AtlasError::database("updating existing rows", e))?;
+        Ok(done.rows_affected())
+    }
+
     async fn create_table(&mut self, table: &str, columns: &[ColumnSpec]) -> Result<()> {
         let sql = create_table_sql(
             sql_type_for,
@@ -391,6 +464,10 @@ impl ImportTransaction for PostgresImport {
         .await
         .map_err(|e| AtlasError::database("recording the file in file_imports", e))?;
         Ok(())
+    }
+
+    async fn record_history(&mut self, entry: &HistoryEntry) -> Result<()> {
+        insert_history(&mut self.tx, entry).await
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {

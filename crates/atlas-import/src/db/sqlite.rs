@@ -3,19 +3,18 @@
 //! WAL mode so readers are not blocked.
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit};
-use futures::{StreamExt, TryStreamExt};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use futures::TryStreamExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, Row, Sqlite, SqliteConnection, Transaction};
 
+use super::bind::{DecimalBinding, insert_chunk};
 use super::{
-    ChunkStream, Database, DbKind, FileRecord, ImportTransaction, TextBatcher, column_list,
+    ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, TextBatcher, column_list,
     create_table_sql, mask_password, quote_ident,
 };
 use crate::error::{AtlasError, Result};
@@ -169,6 +168,53 @@ const CREATE_FILE_IMPORTS: &str = "CREATE TABLE IF NOT EXISTS file_imports (
     UNIQUE (file_hash, table_name)
 )";
 
+const CREATE_IMPORT_HISTORY: &str = "CREATE TABLE IF NOT EXISTS import_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_at TIMESTAMP,
+    finished_at TIMESTAMP,
+    source VARCHAR(1000),
+    table_name VARCHAR(255) NOT NULL,
+    key_columns VARCHAR(1000),
+    on_duplicate VARCHAR(16),
+    status VARCHAR(32) NOT NULL,
+    rows_read INTEGER,
+    inserted INTEGER,
+    updated INTEGER,
+    skipped INTEGER,
+    duplicates INTEGER,
+    rejected INTEGER,
+    file_hash VARCHAR(64),
+    error TEXT
+)";
+
+async fn insert_history(conn: &mut SqliteConnection, entry: &HistoryEntry) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO import_history (started_at, finished_at, source, table_name, key_columns,
+         on_duplicate, status, rows_read, inserted, updated, skipped, duplicates, rejected,
+         file_hash, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )
+    .bind(entry.started_at.naive_utc())
+    .bind(entry.finished_at.naive_utc())
+    .bind(&entry.source)
+    .bind(&entry.table_name)
+    .bind(&entry.key_columns)
+    .bind(&entry.on_duplicate)
+    .bind(&entry.status)
+    .bind(entry.rows_read as i64)
+    .bind(entry.inserted as i64)
+    .bind(entry.updated as i64)
+    .bind(entry.skipped as i64)
+    .bind(entry.duplicates as i64)
+    .bind(entry.rejected as i64)
+    .bind(&entry.file_hash)
+    .bind(&entry.error)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| AtlasError::database("recording the import in import_history", e))?;
+    Ok(())
+}
+
 async fn file_imported(conn: &mut SqliteConnection, file_hash: &str, table: &str) -> Result<bool> {
     let found = sqlx::query("SELECT 1 FROM file_imports WHERE file_hash = ?1 AND table_name = ?2")
         .bind(file_hash)
@@ -199,10 +245,15 @@ impl Database for SqliteDatabase {
     }
 
     async fn ensure_metadata(&self) -> Result<()> {
-        sqlx::query(CREATE_FILE_IMPORTS)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| AtlasError::database("creating file_imports", e))?;
+        for (what, sql) in [
+            ("creating file_imports", CREATE_FILE_IMPORTS),
+            ("creating import_history", CREATE_IMPORT_HISTORY),
+        ] {
+            sqlx::query(sql)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| AtlasError::database(what, e))?;
+        }
         Ok(())
     }
 
@@ -213,6 +264,15 @@ impl Database for SqliteDatabase {
             .await
             .map_err(|e| AtlasError::database("connecting", e))?;
         file_imported(&mut conn, file_hash, table).await
+    }
+
+    async fn record_history(&self, entry: &HistoryEntry) -> Result<()> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| AtlasError::database("connecting", e))?;
+        insert_history(&mut conn, entry).await
     }
 
     fn sql_type_for(&self, data_type: &DataType) -> &'static str {
@@ -234,96 +294,20 @@ struct SqliteImport {
     tx: Transaction<'static, Sqlite>,
 }
 
-/// A column prepared for binding: every Arrow type maps to one SQLite storage class.
-enum BindColumn {
-    Integer(ArrayRef),
-    Real(ArrayRef),
-    Text(ArrayRef),
-    Blob(ArrayRef),
-}
-
-impl BindColumn {
-    fn prepare(array: &ArrayRef) -> Result<Self> {
-        let to = |dt: &DataType| cast(array, dt).map_err(|e| AtlasError::from_datafusion(e.into()));
-        Ok(match array.data_type() {
-            DataType::Boolean
-            | DataType::Int8
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::UInt8
-            | DataType::UInt16
-            | DataType::UInt32
-            | DataType::UInt64 => BindColumn::Integer(to(&DataType::Int64)?),
-            DataType::Float16
-            | DataType::Float32
-            | DataType::Float64
-            | DataType::Decimal32(..)
-            | DataType::Decimal64(..)
-            | DataType::Decimal128(..)
-            | DataType::Decimal256(..) => BindColumn::Real(to(&DataType::Float64)?),
-            DataType::Binary | DataType::LargeBinary | DataType::BinaryView => {
-                BindColumn::Blob(to(&DataType::Binary)?)
-            }
-            DataType::Timestamp(..) => BindColumn::Text(format_timestamps(array)?),
-            _ => BindColumn::Text(to(&DataType::Utf8)?),
-        })
-    }
-
-    fn bind<'q>(
-        &'q self,
-        query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
-        row: usize,
-    ) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments> {
-        match self {
-            BindColumn::Integer(a) => {
-                let a = a.as_primitive::<Int64Type>();
-                query.bind(a.is_valid(row).then(|| a.value(row)))
-            }
-            BindColumn::Real(a) => {
-                let a = a.as_primitive::<Float64Type>();
-                query.bind(a.is_valid(row).then(|| a.value(row)))
-            }
-            BindColumn::Text(a) => {
-                let a = a.as_string::<i32>();
-                query.bind(a.is_valid(row).then(|| a.value(row)))
-            }
-            BindColumn::Blob(a) => {
-                let a = a.as_binary::<i32>();
-                query.bind(a.is_valid(row).then(|| a.value(row)))
-            }
-        }
-    }
-}
-
-/// Timestamps as `YYYY-MM-DD HH:MM:SS[.ffffff]`, the form SQLite's date functions read.
-fn format_timestamps(array: &ArrayRef) -> Result<ArrayRef> {
-    let micros = cast(array, &DataType::Timestamp(TimeUnit::Microsecond, None))
-        .map_err(|e| AtlasError::from_datafusion(e.into()))?;
-    let micros = micros.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
-    let text: datafusion::arrow::array::StringArray = micros
-        .iter()
-        .map(|v| {
-            v.and_then(chrono::DateTime::from_timestamp_micros)
-                .map(|t| t.naive_utc().format("%Y-%m-%d %H:%M:%S%.f").to_string())
-        })
-        .collect();
-    Ok(Arc::new(text))
-}
-
-fn insert_sql(table: &str, columns: &[TargetColumn], rows: usize) -> String {
-    let placeholders = format!("({})", vec!["?"; columns.len()].join(", "));
-    let mut sql = format!(
-        "INSERT INTO {} ({}) VALUES ",
-        quote_ident(table),
-        column_list(columns)
-    );
-    sql.push_str(&vec![placeholders; rows].join(", "));
-    sql
-}
-
 #[async_trait]
 impl ImportTransaction for SqliteImport {
+    fn kind(&self) -> DbKind {
+        DbKind::Sqlite
+    }
+
+    async fn execute(&mut self, sql: String) -> Result<u64> {
+        let done = sqlx::query(AssertSqlSafe(sql))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| AtlasError::database("updating existing rows", e))?;
+        Ok(done.rows_affected())
+    }
+
     async fn create_table(&mut self, table: &str, columns: &[ColumnSpec]) -> Result<()> {
         let sql = create_table_sql(sql_type_for, table, columns, "INTEGER PRIMARY KEY");
         sqlx::query(AssertSqlSafe(sql))
@@ -423,38 +407,15 @@ impl ImportTransaction for SqliteImport {
     ) -> Result<u64> {
         let rows_per_statement =
             (MAX_BIND_PARAMETERS / columns.len().max(1)).clamp(1, MAX_ROWS_PER_STATEMENT);
-        let full_sql = insert_sql(table, columns, rows_per_statement);
-        let mut written = 0u64;
-        while let Some(batch) = chunk.next().await {
-            let batch = batch?;
-            let prepared = batch
-                .columns()
-                .iter()
-                .map(BindColumn::prepare)
-                .collect::<Result<Vec<_>>>()?;
-            let mut start = 0;
-            while start < batch.num_rows() {
-                let n = rows_per_statement.min(batch.num_rows() - start);
-                let sql = if n == rows_per_statement {
-                    full_sql.clone()
-                } else {
-                    insert_sql(table, columns, n)
-                };
-                let mut query = sqlx::query(AssertSqlSafe(sql));
-                for row in start..start + n {
-                    for column in &prepared {
-                        query = column.bind(query, row);
-                    }
-                }
-                let done = query
-                    .execute(&mut *self.tx)
-                    .await
-                    .map_err(|e| AtlasError::database(format!("inserting into '{table}'"), e))?;
-                written += done.rows_affected();
-                start += n;
-            }
-        }
-        Ok(written)
+        insert_chunk::<Sqlite>(
+            &mut self.tx,
+            table,
+            columns,
+            chunk,
+            DecimalBinding::Real,
+            |_| rows_per_statement,
+        )
+        .await
     }
 
     async fn record_file(&mut self, record: &FileRecord) -> Result<()> {
@@ -474,6 +435,10 @@ impl ImportTransaction for SqliteImport {
         .await
         .map_err(|e| AtlasError::database("recording the file in file_imports", e))?;
         Ok(())
+    }
+
+    async fn record_history(&mut self, entry: &HistoryEntry) -> Result<()> {
+        insert_history(&mut self.tx, entry).await
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {

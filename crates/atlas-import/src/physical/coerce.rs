@@ -4,7 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt64Array};
+use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, UInt64Array};
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::Result;
@@ -20,10 +21,23 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 
 use super::source_ordered_properties;
-use crate::coerce::coerce_array;
+use crate::coerce::{coerce_array, coerce_array_lenient};
+use crate::reject::{RejectWriter, Rejection};
 use crate::error::AtlasError;
 use crate::report::ImportMetrics;
 use crate::schema::{TargetColumn, coerced_schema};
+
+/// What [`CoerceExec`] does with a value that does not fit its column.
+#[derive(Debug, Clone, Default)]
+pub enum BadValues {
+    /// Fail the import.
+    #[default]
+    Error,
+    /// Write NULL instead.
+    Null,
+    /// Leave the row out and write it to the reject file.
+    Reject(Arc<RejectWriter>),
+}
 
 /// Numbers the rows of its input (1-based, in input order) and converts each
 /// mapped column to its target column's type.
@@ -41,9 +55,12 @@ use crate::schema::{TargetColumn, coerced_schema};
 /// and the output stays in source order; [`super::DuplicateCheckExec`] relies on
 /// that order to keep the *first* occurrence of a key.
 ///
-/// # Errors
-/// The first value that does not fit fails the plan with
-/// [`AtlasError::BadValue`], naming the source, row, column and value.
+/// # Bad values
+/// Under [`BadValues::Error`] (the default) the first value that does not fit
+/// fails the plan with [`AtlasError::BadValue`], naming the source, row, column
+/// and value. [`BadValues::Null`] writes NULL instead; [`BadValues::Reject`]
+/// leaves the row out (its row number stays unused) and writes it to the
+/// reject file.
 #[derive(Debug)]
 pub struct CoerceExec {
     /// The source plan.
@@ -56,6 +73,8 @@ pub struct CoerceExec {
     chunk_rows: usize,
     /// Live counters of the import.
     import_metrics: Arc<ImportMetrics>,
+    /// What to do with values that do not fit.
+    bad_values: BadValues,
     /// Output schema: target columns then the row number.
     schema: SchemaRef,
     /// Cached plan properties.
@@ -83,10 +102,17 @@ impl CoerceExec {
             source_name: source_name.into(),
             chunk_rows,
             import_metrics,
+            bad_values: BadValues::Error,
             schema,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
         }
+    }
+
+    /// What to do with values that do not fit (default: fail).
+    pub fn with_bad_values(mut self, bad_values: BadValues) -> Self {
+        self.bad_values = bad_values;
+        self
     }
 
     /// The target columns, in output order.
@@ -114,7 +140,12 @@ impl DisplayAs for CoerceExec {
             f,
             "CoerceExec: source={}, casts=[{casts}]",
             self.source_name
-        )
+        )?;
+        match &self.bad_values {
+            BadValues::Error => Ok(()),
+            BadValues::Null => write!(f, ", on_bad_value=null"),
+            BadValues::Reject(w) => write!(f, ", on_bad_value=reject to {}", w.path().display()),
+        }
     }
 }
 
@@ -162,13 +193,16 @@ impl ExecutionPlan for CoerceExec {
         mut children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(CoerceExec::new(
-            children.swap_remove(0),
-            self.mapping.clone(),
-            self.source_name.clone(),
-            self.chunk_rows,
-            Arc::clone(&self.import_metrics),
-        )))
+        Ok(Arc::new(
+            CoerceExec::new(
+                children.swap_remove(0),
+                self.mapping.clone(),
+                self.source_name.clone(),
+                self.chunk_rows,
+                Arc::clone(&self.import_metrics),
+            )
+            .with_bad_values(self.bad_values.clone()),
+        ))
     }
 
     fn with_new_children(
@@ -195,30 +229,70 @@ impl ExecutionPlan for CoerceExec {
         let end_counters = Arc::clone(&self.import_metrics);
         let chunk_rows = self.chunk_rows.max(1) as u64;
         let mut next_row: u64 = 1;
+        let bad_values = self.bad_values.clone();
+        let end_bad_values = self.bad_values.clone();
+        let input_schema = self.input.schema();
 
         let converted = input.map(move |batch| {
             let batch = batch.map_err(|e| AtlasError::from_source_read(e, &source_name))?;
             let timer = baseline.elapsed_compute().timer();
             let first_row = next_row;
             let n = batch.num_rows();
+            next_row += n as u64;
+            counters.rows_read.fetch_add(n as u64, Ordering::Relaxed);
             let mut columns: Vec<ArrayRef> = Vec::with_capacity(mapping.len() + 1);
+            let mut rejected: Vec<Rejection> = Vec::new();
             for (input_index, target) in &mapping {
-                let converted = coerce_array(batch.column(*input_index), &target.data_type)
-                    .map_err(|failure| AtlasError::BadValue {
-                        source_name: source_name.clone(),
-                        row: first_row + failure.index as u64,
-                        column: target.name.clone(),
-                        value: failure.value,
-                        target_type: target.sql_type.clone(),
-                    })?;
+                let array = batch.column(*input_index);
+                let converted = match &bad_values {
+                    BadValues::Error => coerce_array(array, &target.data_type).map_err(|failure| {
+                        AtlasError::BadValue {
+                            source_name: source_name.clone(),
+                            row: first_row + failure.index as u64,
+                            column: target.name.clone(),
+                            value: failure.value,
+                            target_type: target.sql_type.clone(),
+                        }
+                    })?,
+                    lenient => {
+                        let (converted, failures) =
+                            coerce_array_lenient(array, &target.data_type);
+                        if matches!(lenient, BadValues::Null) {
+                            counters
+                                .nulled
+                                .fetch_add(failures.len() as u64, Ordering::Relaxed);
+                        }
+                        rejected.extend(failures.into_iter().map(|f| Rejection {
+                            index: f.index,
+                            row: first_row + f.index as u64,
+                            column: target.name.clone(),
+                            reason: format!("{:?} is not a valid {}", f.value, target.sql_type),
+                        }));
+                        converted
+                    }
+                };
                 columns.push(converted);
             }
             columns.push(Arc::new(UInt64Array::from_iter_values(
                 first_row..first_row + n as u64,
             )));
-            next_row += n as u64;
-            counters.rows_read.fetch_add(n as u64, Ordering::Relaxed);
-            let out = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+            let mut out = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+            if let BadValues::Reject(writer) = &bad_values
+                && !rejected.is_empty()
+            {
+                // One line per row: its first bad value.
+                rejected.sort_by_key(|r| r.index);
+                rejected.dedup_by_key(|r| r.index);
+                writer.write(&batch, &rejected)?;
+                counters
+                    .rejected
+                    .fetch_add(rejected.len() as u64, Ordering::Relaxed);
+                let mut keep = vec![true; n];
+                for r in &rejected {
+                    keep[r.index] = false;
+                }
+                out = filter_record_batch(&out, &BooleanArray::from(keep))?;
+            }
             timer.done();
             baseline.record_output(out.num_rows());
             Ok(out)
@@ -230,7 +304,26 @@ impl ExecutionPlan for CoerceExec {
                 "Split {rows} records into {} chunks of {chunk_rows}",
                 rows.div_ceil(chunk_rows)
             );
-            None::<Result<RecordBatch>>
+            match &end_bad_values {
+                BadValues::Reject(writer) => {
+                    let rejected = ImportMetrics::get(&end_counters.rejected);
+                    if rejected > 0 {
+                        tracing::info!(
+                            "Rejected {rejected} rows with bad values to {}",
+                            writer.path().display()
+                        );
+                    }
+                    writer.finish(&input_schema).err().map(|e| Err(e.into()))
+                }
+                BadValues::Null => {
+                    let nulled = ImportMetrics::get(&end_counters.nulled);
+                    if nulled > 0 {
+                        tracing::info!("Set {nulled} bad values to NULL");
+                    }
+                    None
+                }
+                BadValues::Error => None,
+            }
         })
         .filter_map(futures::future::ready);
         Ok(Box::pin(RecordBatchStreamAdapter::new(

@@ -135,6 +135,10 @@ impl ExistingKeys {
 /// `ON DUPLICATE ERROR`: the rows while no duplicate has been seen anywhere; once
 /// one is, nothing more (the sink will refuse the import), but counting goes on so
 /// the report is complete.
+/// `ON DUPLICATE UPDATE`: every row, with an [`UPDATE_COLUMN`] flag (before the
+/// row number) that is true when the key exists or occurred earlier in the
+/// import; the sink inserts the others and applies these in source order, so
+/// the last occurrence wins.
 #[derive(Debug)]
 pub struct DuplicateCheckExec {
     /// Input, hash-partitioned on the key.
@@ -198,14 +202,22 @@ impl DuplicateCheckExec {
     /// in the import), placed before the source row number.
     pub fn with_report_duplicates(mut self, report: bool) -> Self {
         self.report_duplicates = report;
-        let schema = if report {
-            duplicates_schema(&self.input.schema())
-        } else {
-            self.input.schema()
-        };
-        self.properties =
-            source_ordered_properties(schema, self.input.output_partitioning().clone());
+        self.properties = source_ordered_properties(
+            self.output_schema(),
+            self.input.output_partitioning().clone(),
+        );
         self
+    }
+
+    fn output_schema(&self) -> SchemaRef {
+        let input = self.input.schema();
+        if self.report_duplicates {
+            duplicates_schema(&input)
+        } else if self.on_duplicate == OnDuplicate::Update {
+            with_column_before_row(&input, Field::new(UPDATE_COLUMN, DataType::Boolean, false))
+        } else {
+            input
+        }
     }
 
     fn key_exprs(&self) -> Vec<Arc<dyn PhysicalExpr>> {
@@ -217,22 +229,27 @@ impl DuplicateCheckExec {
     }
 }
 
-/// The output schema of the dry run: the input's columns with `duplicate_of`
-/// inserted before the source row number.
-pub(crate) fn duplicates_schema(input: &SchemaRef) -> SchemaRef {
+/// The input's columns with `field` inserted before the source row number.
+fn with_column_before_row(input: &SchemaRef, field: Field) -> SchemaRef {
     let mut fields: Vec<FieldRef> = input.fields().iter().cloned().collect();
     let row = fields.pop().expect("the row number column");
-    fields.push(Arc::new(Field::new(
-        DUPLICATE_OF_COLUMN,
-        DataType::Utf8,
-        false,
-    )));
+    fields.push(Arc::new(field));
     fields.push(row);
     Arc::new(Schema::new(fields))
 }
 
+/// The output schema of the dry run: the input's columns with `duplicate_of`
+/// inserted before the source row number.
+pub(crate) fn duplicates_schema(input: &SchemaRef) -> SchemaRef {
+    with_column_before_row(input, Field::new(DUPLICATE_OF_COLUMN, DataType::Utf8, false))
+}
+
 /// Name of the column that says what a reported duplicate repeats.
 pub const DUPLICATE_OF_COLUMN: &str = "duplicate_of";
+
+/// Name of the column that marks, under `ON DUPLICATE UPDATE`, the rows that
+/// update an existing row (or one inserted earlier by the same import).
+pub const UPDATE_COLUMN: &str = "__atlas_update";
 
 impl DisplayAs for DuplicateCheckExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
@@ -329,6 +346,7 @@ impl ExecutionPlan for DuplicateCheckExec {
             seen: KeySet::with_payloads(),
             on_duplicate: self.on_duplicate,
             report_duplicates: self.report_duplicates.then(|| Arc::clone(&schema)),
+            schema: Arc::clone(&schema),
             chunk_rows: self.chunk_rows as u64,
             row_column,
             last_row: 0,
@@ -363,6 +381,8 @@ struct PartitionCheck {
     on_duplicate: OnDuplicate,
     /// The output schema when the duplicates are the output.
     report_duplicates: Option<SchemaRef>,
+    /// The output schema.
+    schema: SchemaRef,
     chunk_rows: u64,
     row_column: usize,
     /// The last source row seen, to verify source order.
@@ -441,10 +461,13 @@ impl PartitionCheck {
                 .collect();
             self.import_metrics
                 .record_duplicates(&samples, &all, self.chunk_rows);
-            if self.on_duplicate == OnDuplicate::Skip {
-                self.import_metrics
-                    .skipped
-                    .fetch_add(found.len() as u64, Ordering::Relaxed);
+            let counter = match self.on_duplicate {
+                OnDuplicate::Skip => Some(&self.import_metrics.skipped),
+                OnDuplicate::Update => Some(&self.import_metrics.updated),
+                OnDuplicate::Error => None,
+            };
+            if let Some(counter) = counter {
+                counter.fetch_add(found.len() as u64, Ordering::Relaxed);
             }
         }
 
@@ -467,6 +490,14 @@ impl PartitionCheck {
             columns.push(Arc::new(of));
             columns.push(row);
             RecordBatch::try_new(Arc::clone(schema), columns)?
+        } else if self.on_duplicate == OnDuplicate::Update {
+            // Every row goes on; the duplicates are flagged as updates.
+            let update = BooleanArray::from(keep.iter().map(|k| !k).collect::<Vec<_>>());
+            let mut columns = batch.columns().to_vec();
+            let row = columns.pop().expect("the row number column");
+            columns.push(Arc::new(update));
+            columns.push(row);
+            RecordBatch::try_new(Arc::clone(&self.schema), columns)?
         } else if self.on_duplicate == OnDuplicate::Error && self.import_metrics.has_duplicates() {
             batch.slice(0, 0)
         } else if found.is_empty() {

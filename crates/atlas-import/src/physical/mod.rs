@@ -14,10 +14,10 @@ mod duplicate_check;
 mod session;
 mod sink;
 
-pub use coerce::CoerceExec;
+pub use coerce::{BadValues, CoerceExec};
 pub(crate) use duplicate_check::duplicates_schema;
 pub use duplicate_check::{
-    DUPLICATE_OF_COLUMN, DuplicateCheckExec, ExistingKeyLoader, ExistingKeys,
+    DUPLICATE_OF_COLUMN, DuplicateCheckExec, ExistingKeyLoader, ExistingKeys, UPDATE_COLUMN,
 };
 pub use session::{ImportSession, Opened};
 pub(crate) use sink::not_open;

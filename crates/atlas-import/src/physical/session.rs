@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::OnceCell;
 
 use super::TransactionSlot;
-use crate::db::{Database, FileRecord};
+use crate::db::{Database, FileRecord, HistoryEntry};
 use crate::error::{AtlasError, Result};
 use crate::options::FilePolicy;
 use crate::schema::ColumnSpec;
@@ -44,6 +44,9 @@ pub struct ImportSession {
     create: Option<Vec<ColumnSpec>>,
     /// A dry run: never create, never check the file, roll back at the end.
     dry_run: bool,
+    /// The `import_history` row to write when the import commits (counts are
+    /// filled in from the metrics then).
+    history: Option<HistoryEntry>,
     slot: TransactionSlot,
     opened: OnceCell<Opened>,
 }
@@ -73,6 +76,7 @@ impl ImportSession {
             file_policy,
             create,
             dry_run: false,
+            history: None,
             slot: TransactionSlot::empty(),
             opened: OnceCell::new(),
         }
@@ -84,6 +88,17 @@ impl ImportSession {
             dry_run: true,
             ..Self::new(db, table, None, FilePolicy::Allow, None)
         }
+    }
+
+    /// Records the import in `import_history` when it commits, from `entry`.
+    pub fn with_history(mut self, entry: HistoryEntry) -> Self {
+        self.history = Some(entry);
+        self
+    }
+
+    /// The `import_history` row to complete and write at commit.
+    pub fn history(&self) -> Option<&HistoryEntry> {
+        self.history.as_ref()
     }
 
     /// The target table.

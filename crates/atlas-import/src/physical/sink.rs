@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::kernels::boolean::not;
+use datafusion::arrow::compute::{concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::datasource::sink::DataSink;
 use datafusion::error::Result;
@@ -20,6 +22,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use super::session::{ImportSession, Opened};
 use crate::db::{ChunkStream, DbKind, FileRecord, ImportTransaction};
 use crate::error::AtlasError;
+use crate::key::{EncodedKeys, KeyEncoder, KeySet};
 use crate::options::OnDuplicate;
 use crate::report::ImportMetrics;
 use crate::schema::TargetColumn;
@@ -103,6 +106,8 @@ pub struct ImportSink {
     db_kind: DbKind,
     /// Duplicate policy.
     on_duplicate: OnDuplicate,
+    /// Key column indices among `columns` (for `ON DUPLICATE UPDATE`).
+    key_columns: Vec<usize>,
     /// Rows per chunk.
     chunk_rows: usize,
     /// The import's transaction and what opens it.
@@ -133,6 +138,7 @@ impl ImportSink {
             columns,
             db_kind,
             on_duplicate,
+            key_columns: Vec::new(),
             chunk_rows: chunk_rows.max(1),
             session,
             import_metrics,
@@ -141,14 +147,23 @@ impl ImportSink {
         }
     }
 
-    /// The next rows to write: skips empty batches, drops the row-number column,
+    /// The key columns, by index among the written columns: needed by
+    /// `ON DUPLICATE UPDATE` to match existing rows.
+    pub fn with_key_columns(mut self, key_columns: Vec<usize>) -> Self {
+        self.key_columns = key_columns;
+        self
+    }
+
+    /// The next rows to write: skips empty batches, drops the row-number column
+    /// (keeping the update flag under `ON DUPLICATE UPDATE`),
     /// and once a refused import is certain (`ON DUPLICATE ERROR` and a duplicate
     /// seen) drains the input without returning rows. `None` at the end.
     async fn next_rows(
         &self,
         input: &mut SendableRecordBatchStream,
     ) -> crate::error::Result<Option<RecordBatch>> {
-        let width: Vec<usize> = (0..self.columns.len()).collect();
+        let upsert = usize::from(self.on_duplicate == OnDuplicate::Update);
+        let width: Vec<usize> = (0..self.columns.len() + upsert).collect();
         while let Some(batch) = input.next().await {
             let batch = batch.map_err(AtlasError::from_datafusion)?;
             if self.on_duplicate == OnDuplicate::Error && self.import_metrics.has_duplicates() {
@@ -187,11 +202,13 @@ impl ImportSink {
             chunk_number += 1;
             let started = Instant::now();
             let timer = write_time.timer();
+            let mut updates = Vec::new();
             let state = ChunkState {
                 first: Some(first),
                 remaining: self.chunk_rows,
                 input: &mut input,
                 carry: &mut carry,
+                updates: &mut updates,
                 sink: self,
             };
             let mut chunk: ChunkStream<'_> =
@@ -199,8 +216,18 @@ impl ImportSink {
             let written = {
                 let mut guard = self.session.slot().lock().await;
                 let tx = guard.as_mut().ok_or_else(not_open)?;
-                tx.write_chunk(&self.table, &self.columns, &mut chunk)
-                    .await?
+                let written = tx
+                    .write_chunk(&self.table, &self.columns, &mut chunk)
+                    .await?;
+                drop(chunk);
+                if !updates.is_empty() {
+                    // After the chunk's inserts: a key inserted earlier in the
+                    // chunk is then updated by its later occurrences.
+                    let rows = last_occurrences(&updates, &self.key_columns)?;
+                    tx.update_rows(&self.table, &self.columns, &self.key_columns, rows)
+                        .await?;
+                }
+                written
             };
             timer.done();
             rows_written.add(written as usize);
@@ -231,15 +258,24 @@ impl ImportSink {
         );
 
         let mut tx = self.session.slot().take().await.ok_or_else(not_open)?;
-        if let Some(file) = self.session.file() {
-            let record = FileRecord {
-                record_count: inserted,
-                ..file.clone()
-            };
-            if let Err(e) = tx.record_file(&record).await {
-                tx.rollback().await.ok();
-                return Err(e.into());
+        let recorded: crate::error::Result<()> = async {
+            if let Some(file) = self.session.file() {
+                let record = FileRecord {
+                    record_count: inserted,
+                    ..file.clone()
+                };
+                tx.record_file(&record).await?;
             }
+            if let Some(template) = self.session.history() {
+                tx.record_history(&template.finish(metrics, "committed", None))
+                    .await?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = recorded {
+            tx.rollback().await.ok();
+            return Err(e.into());
         }
         tx.commit().await?;
         Ok(inserted)
@@ -256,6 +292,8 @@ struct ChunkState<'a> {
     input: &'a mut SendableRecordBatchStream,
     /// Rows past the end of the chunk, for the next one.
     carry: &'a mut Option<RecordBatch>,
+    /// Under `ON DUPLICATE UPDATE`: the chunk's rows that update, in order.
+    updates: &'a mut Vec<RecordBatch>,
     /// The sink (for [`ImportSink::next_rows`]).
     sink: &'a ImportSink,
 }
@@ -284,7 +322,47 @@ async fn next_in_chunk(
         rows
     };
     state.remaining -= rows.num_rows();
-    Some((Ok(rows), state))
+    if state.sink.on_duplicate != OnDuplicate::Update {
+        return Some((Ok(rows), state));
+    }
+    // Split off the rows that update; the rest are inserted.
+    let mut split = || -> crate::error::Result<RecordBatch> {
+        let width = state.sink.columns.len();
+        let flag = rows.column(width).as_boolean().clone();
+        let columns: Vec<usize> = (0..width).collect();
+        let rows = rows
+            .project(&columns)
+            .map_err(|e| AtlasError::from_datafusion(e.into()))?;
+        let filter = |mask: &BooleanArray| {
+            filter_record_batch(&rows, mask).map_err(|e| AtlasError::from_datafusion(e.into()))
+        };
+        let updates = filter(&flag)?;
+        if updates.num_rows() > 0 {
+            state.updates.push(updates);
+        }
+        filter(&not(&flag).map_err(|e| AtlasError::from_datafusion(e.into()))?)
+    };
+    let inserts = split();
+    Some((inserts, state))
+}
+
+/// The rows of `batches` whose key does not occur again later: under
+/// `ON DUPLICATE UPDATE` the last occurrence wins.
+fn last_occurrences(
+    batches: &[RecordBatch],
+    key_columns: &[usize],
+) -> crate::error::Result<RecordBatch> {
+    let rows = concat_batches(&batches[0].schema(), batches)
+        .map_err(|e| AtlasError::from_datafusion(e.into()))?;
+    let mut keys = EncodedKeys::default();
+    KeyEncoder::new(key_columns.to_vec()).encode(&rows, &mut keys)?;
+    let mut seen = KeySet::new();
+    let mut keep = vec![false; rows.num_rows()];
+    for i in (0..rows.num_rows()).rev() {
+        keep[i] = seen.insert(keys.key(i), 0).is_none();
+    }
+    filter_record_batch(&rows, &BooleanArray::from(keep))
+        .map_err(|e| AtlasError::from_datafusion(e.into()))
 }
 
 impl DisplayAs for ImportSink {
