@@ -154,6 +154,16 @@ impl TestDb {
 
     /// Every row of `columns` of `table` as text, sorted.
     pub async fn rows(&self, table: &str, columns: &[&str]) -> Vec<Vec<Option<String>>> {
+        self.rows_where(table, columns, "1 = 1").await
+    }
+
+    /// The rows of `columns` of `table` that satisfy `filter`, as text, sorted.
+    pub async fn rows_where(
+        &self,
+        table: &str,
+        columns: &[&str],
+        filter: &str,
+    ) -> Vec<Vec<Option<String>>> {
         let select = columns
             .iter()
             .map(|c| match self.kind {
@@ -163,7 +173,7 @@ impl TestDb {
             })
             .collect::<Vec<_>>()
             .join(", ");
-        let sql = format!("SELECT {select} FROM \"{table}\"");
+        let sql = format!("SELECT {select} FROM \"{table}\" WHERE {filter}");
         let mut out: Vec<Vec<Option<String>>> = match self.kind {
             Kind::Sqlite => {
                 let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
@@ -269,15 +279,18 @@ impl TestDb {
         }
     }
 
-    /// Drops `table` if it exists, and its `file_imports` rows.
+    /// Drops `table` if it exists, and its `file_imports` and
+    /// `import_history` rows.
     pub async fn drop_table(&self, table: &str) {
         self.exec(&format!("DROP TABLE IF EXISTS \"{table}\""))
             .await;
-        if self.exists("file_imports").await {
-            self.exec(&format!(
-                "DELETE FROM file_imports WHERE table_name = '{table}'"
-            ))
-            .await;
+        for metadata in ["file_imports", "import_history"] {
+            if self.exists(metadata).await {
+                self.exec(&format!(
+                    "DELETE FROM {metadata} WHERE table_name = '{table}'"
+                ))
+                .await;
+            }
         }
     }
 }

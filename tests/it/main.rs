@@ -4,5 +4,6 @@
 
 mod cli;
 mod common;
+mod contract;
 mod plans;
 mod semantics;

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use atlas_import::script::{StatementOutcome, run_script};
 use atlas_import::{
     AtlasError, CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, ErrorClass, FilePolicy,
-    ImportBuilder,
-    ImportMetrics, ImportReport, OnBadValue, OnDuplicate, SourceFormat, build_report, db,
+    ImportBuilder, ImportMetrics, ImportReport, OnBadValue, OnDuplicate, SourceFormat,
+    build_report, db,
 };
 use clap::{Parser, Subcommand, ValueEnum};
 use datafusion::arrow::util::pretty::pretty_format_batches;
@@ -487,7 +487,10 @@ fn print_report(report: &ImportReport, json: bool) {
         report.elapsed_ms
     );
     if report.updated > 0 {
-        println!("{} rows updated existing rows (ON DUPLICATE UPDATE)", report.updated);
+        println!(
+            "{} rows updated existing rows (ON DUPLICATE UPDATE)",
+            report.updated
+        );
     }
     if report.rejected > 0 {
         println!("{} rows rejected for bad values", report.rejected);

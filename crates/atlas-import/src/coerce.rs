@@ -51,12 +51,59 @@ pub fn coerce_array(array: &ArrayRef, target: &DataType) -> Result<ArrayRef, Coe
     }
 }
 
+/// Converts `array` to the type of `column` and checks the column's length
+/// limit, or names the first value that does not fit.
+pub fn coerce_column(
+    array: &ArrayRef,
+    column: &crate::schema::TargetColumn,
+) -> Result<ArrayRef, CoerceFailure> {
+    let converted = coerce_array(array, &column.data_type)?;
+    if let Some(max) = column.max_chars
+        && let Some(index) = overlong(&converted, max).next()
+    {
+        return Err(describe(array, index, array.as_any().downcast_ref()));
+    }
+    Ok(converted)
+}
+
+/// [`coerce_column`] that sets every value that does not fit to NULL and
+/// returns them.
+pub fn coerce_column_lenient(
+    array: &ArrayRef,
+    column: &crate::schema::TargetColumn,
+) -> (ArrayRef, Vec<CoerceFailure>) {
+    let (converted, mut failures) = coerce_array_lenient(array, &column.data_type);
+    let Some(max) = column.max_chars else {
+        return (converted, failures);
+    };
+    let long: Vec<usize> = overlong(&converted, max).collect();
+    if long.is_empty() {
+        return (converted, failures);
+    }
+    let mut mask = vec![false; converted.len()];
+    for &i in &long {
+        mask[i] = true;
+        failures.push(describe(array, i, array.as_any().downcast_ref()));
+    }
+    failures.sort_by_key(|f| f.index);
+    let cleaned =
+        nullif(&converted, &BooleanArray::from(mask)).expect("mask has the array's length");
+    (cleaned, failures)
+}
+
+/// Indices of the text values longer than `max` characters.
+fn overlong(array: &ArrayRef, max: usize) -> impl Iterator<Item = usize> + '_ {
+    let text = array.as_any().downcast_ref::<StringArray>();
+    (0..array.len()).filter(move |&i| {
+        text.is_some_and(|t| {
+            t.is_valid(i) && t.value(i).len() > max && t.value(i).chars().count() > max
+        })
+    })
+}
+
 /// Converts `array` to `target`, setting every value that does not fit to
 /// NULL; returns the converted array and the values that did not fit.
-pub fn coerce_array_lenient(
-    array: &ArrayRef,
-    target: &DataType,
-) -> (ArrayRef, Vec<CoerceFailure>) {
+pub fn coerce_array_lenient(array: &ArrayRef, target: &DataType) -> (ArrayRef, Vec<CoerceFailure>) {
     if let Ok(converted) = coerce_array(array, target) {
         return (converted, Vec::new());
     }
@@ -75,8 +122,8 @@ pub fn coerce_array_lenient(
         }
     }
     let cleaned = nullif(array, &BooleanArray::from(bad)).expect("mask has the array's length");
-    let converted = coerce_array(&cleaned, target)
-        .unwrap_or_else(|_| new_null_array(target, array.len()));
+    let converted =
+        coerce_array(&cleaned, target).unwrap_or_else(|_| new_null_array(target, array.len()));
     (converted, failures)
 }
 

@@ -429,6 +429,7 @@ impl ImportBuilder {
                     data_type: s.data_type.clone(),
                     nullable: true,
                     has_default: false,
+                    max_chars: None,
                 })
                 .collect(),
         })

@@ -37,8 +37,8 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, Phy
 use crate::db::DbKind;
 use crate::options::OnDuplicate;
 use crate::physical::{
-    BadValues, CoerceExec, DuplicateCheckExec, ExistingKeys, ImportSession, ImportSink, duplicates_schema,
-    source_order_requirement,
+    BadValues, CoerceExec, DuplicateCheckExec, ExistingKeys, ImportSession, ImportSink,
+    duplicates_schema, source_order_requirement,
 };
 use crate::report::ImportMetrics;
 use crate::schema::{TargetColumn, coerced_schema};
@@ -240,17 +240,19 @@ pub fn plan_operators(
             .expect("one sort expression");
         return Ok(Arc::new(SortPreservingMergeExec::new(ordering, check)));
     }
-    let sink = Arc::new(ImportSink::new(
-        spec.table.clone(),
-        columns,
-        spec.db_kind,
-        spec.on_duplicate,
-        spec.chunk_rows,
-        Arc::clone(&spec.session),
-        Arc::clone(&spec.metrics),
-        check.schema(),
-    )
-    .with_key_columns(spec.key_columns.clone()));
+    let sink = Arc::new(
+        ImportSink::new(
+            spec.table.clone(),
+            columns,
+            spec.db_kind,
+            spec.on_duplicate,
+            spec.chunk_rows,
+            Arc::clone(&spec.session),
+            Arc::clone(&spec.metrics),
+            check.schema(),
+        )
+        .with_key_columns(spec.key_columns.clone()),
+    );
     Ok(Arc::new(DataSinkExec::new(check, sink, Some(order))))
 }
 

@@ -15,6 +15,9 @@ pub struct TargetColumn {
     pub nullable: bool,
     /// Whether the column has a default or identity, so an import may omit it.
     pub has_default: bool,
+    /// The most characters a value may have (`VARCHAR(n)`, `CHAR(n)`), where
+    /// the database enforces it.
+    pub max_chars: Option<usize>,
 }
 
 /// The target table: its name and columns in catalog order.

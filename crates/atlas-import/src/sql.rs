@@ -289,9 +289,10 @@ fn parse_import(parser: &mut DFParser) -> std::result::Result<ImportStatement, P
                     expect_word(parser, "TO")?;
                     OnBadValue::Reject(parser.parser.parse_literal_string()?.into())
                 } else {
-                    return parser
-                        .parser
-                        .expected("ERROR, NULL or REJECT TO '<file>'", parser.parser.peek_token());
+                    return parser.parser.expected(
+                        "ERROR, NULL or REJECT TO '<file>'",
+                        parser.parser.peek_token(),
+                    );
                 };
                 continue;
             }

@@ -113,7 +113,11 @@ fn format_timestamps(array: &ArrayRef) -> Result<ArrayRef> {
 }
 
 /// `INSERT INTO table (columns) VALUES (?, ...), ...` for `rows` rows.
-pub(crate) fn insert_sql(table: &str, columns: &[crate::schema::TargetColumn], rows: usize) -> String {
+pub(crate) fn insert_sql(
+    table: &str,
+    columns: &[crate::schema::TargetColumn],
+    rows: usize,
+) -> String {
     let placeholders = format!("({})", vec!["?"; columns.len()].join(", "));
     let mut sql = format!(
         "INSERT INTO {} ({}) VALUES ",

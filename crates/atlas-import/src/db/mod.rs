@@ -112,8 +112,16 @@ impl HistoryEntry {
             finished_at: chrono::Utc::now(),
             status: status.to_string(),
             rows_read: M::get(&metrics.rows_read),
-            inserted: if committed { M::get(&metrics.inserted) } else { 0 },
-            updated: if committed { M::get(&metrics.updated) } else { 0 },
+            inserted: if committed {
+                M::get(&metrics.inserted)
+            } else {
+                0
+            },
+            updated: if committed {
+                M::get(&metrics.updated)
+            } else {
+                0
+            },
             skipped: M::get(&metrics.skipped),
             duplicates: duplicates.existing + duplicates.in_file,
             rejected: M::get(&metrics.rejected),

@@ -145,7 +145,9 @@ async fn describe(conn: &mut MySqlConnection, table: &str) -> Result<Option<Targ
                 CAST((column_default IS NOT NULL AND UPPER(column_default) <> 'NULL')
                      OR extra LIKE '%auto_increment%' OR extra LIKE '%GENERATED%' AS SIGNED),
                 CAST(COALESCE(numeric_precision, 0) AS SIGNED),
-                CAST(COALESCE(numeric_scale, 0) AS SIGNED)
+                CAST(COALESCE(numeric_scale, 0) AS SIGNED),
+                CAST(CASE WHEN data_type IN ('char', 'varchar')
+                     THEN character_maximum_length ELSE 0 END AS SIGNED)
          FROM information_schema.columns
          WHERE table_schema = DATABASE() AND table_name = ?
          ORDER BY ordinal_position",
@@ -164,6 +166,7 @@ async fn describe(conn: &mut MySqlConnection, table: &str) -> Result<Option<Targ
             let column_type: String = row.get(2);
             let nullable: i64 = row.get(3);
             let has_default: i64 = row.get(4);
+            let max_chars: i64 = row.get(7);
             TargetColumn {
                 name: row.get(0),
                 data_type: data_type_for(
@@ -175,6 +178,7 @@ async fn describe(conn: &mut MySqlConnection, table: &str) -> Result<Option<Targ
                 sql_type: column_type,
                 nullable: nullable != 0,
                 has_default: has_default != 0,
+                max_chars: usize::try_from(max_chars).ok().filter(|&n| n > 0),
             }
         })
         .collect();
@@ -320,7 +324,9 @@ impl Database for MySqlDatabase {
             .fetch_one(&mut conn)
             .await
             .map_err(begin_error)?;
-        conn.execute("START TRANSACTION").await.map_err(begin_error)?;
+        conn.execute("START TRANSACTION")
+            .await
+            .map_err(begin_error)?;
         Ok(Box::new(MySqlImport {
             conn,
             max_packet: usize::try_from(max_packet).unwrap_or(1 << 20),
@@ -396,13 +402,12 @@ impl ImportTransaction for MySqlImport {
 
     async fn lock_table(&mut self, table: &str) -> Result<()> {
         // Lock names are at most 64 characters: name the table by its hash.
-        let name: String = sqlx::query_scalar(
-            "SELECT CAST(CONCAT('atlas:', LEFT(SHA2(?, 256), 58)) AS CHAR)",
-        )
-        .bind(table)
-        .fetch_one(&mut self.conn)
-        .await
-        .map_err(|e| AtlasError::database(format!("locking table '{table}'"), e))?;
+        let name: String =
+            sqlx::query_scalar("SELECT CAST(CONCAT('atlas:', LEFT(SHA2(?, 256), 58)) AS CHAR)")
+                .bind(table)
+                .fetch_one(&mut self.conn)
+                .await
+                .map_err(|e| AtlasError::database(format!("locking table '{table}'"), e))?;
         let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
             .bind(&name)
             .bind(LOCK_TIMEOUT_SECONDS)
@@ -503,8 +508,11 @@ impl ImportTransaction for MySqlImport {
         if let Some(table) = self.created.take() {
             // Leave the database as it was: the table was created for this import.
             let sql = format!("DROP TABLE IF EXISTS {}", quote_ident(&table));
-            self.simple(&sql, &format!("dropping table '{table}' after the rollback"))
-                .await?;
+            self.simple(
+                &sql,
+                &format!("dropping table '{table}' after the rollback"),
+            )
+            .await?;
         }
         self.release_lock().await;
         self.conn.close().await.ok();

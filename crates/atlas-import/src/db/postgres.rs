@@ -17,8 +17,8 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection, Postgres, Row, Transaction};
 use std::borrow::Cow;
 
 use super::{
-    ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, TextBatcher, column_list,
-    create_table_sql, mask_password, quote_ident,
+    ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, TextBatcher,
+    column_list, create_table_sql, mask_password, quote_ident,
 };
 use crate::error::{AtlasError, Result};
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
@@ -121,12 +121,16 @@ async fn describe(conn: &mut PgConnection, table: &str) -> Result<Option<TargetT
         .map(|row| {
             let type_name: String = row.get(2);
             let not_null: bool = row.get(3);
+            let typmod: i32 = row.get(5);
+            let max_chars = (matches!(type_name.as_str(), "varchar" | "bpchar") && typmod > 4)
+                .then(|| (typmod - 4) as usize);
             TargetColumn {
                 name: row.get(0),
                 sql_type: row.get(1),
-                data_type: data_type_for(&type_name, row.get(5)),
+                data_type: data_type_for(&type_name, typmod),
                 nullable: !not_null,
                 has_default: row.get(4),
+                max_chars,
             }
         })
         .collect();
@@ -225,7 +229,11 @@ impl Database for PostgresDatabase {
     async fn ensure_metadata(&self) -> Result<()> {
         for (what, sql, name) in [
             ("creating file_imports", CREATE_FILE_IMPORTS, "file_imports"),
-            ("creating import_history", CREATE_IMPORT_HISTORY, "import_history"),
+            (
+                "creating import_history",
+                CREATE_IMPORT_HISTORY,
+                "import_history",
+            ),
         ] {
             if let Err(e) = sqlx::query(sql).execute(&self.pool).await {
                 // Two first imports may race on CREATE TABLE IF NOT EXISTS; the

@@ -14,8 +14,8 @@ use sqlx::{AssertSqlSafe, Row, Sqlite, SqliteConnection, Transaction};
 
 use super::bind::{DecimalBinding, insert_chunk};
 use super::{
-    ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, TextBatcher, column_list,
-    create_table_sql, mask_password, quote_ident,
+    ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, TextBatcher,
+    column_list, create_table_sql, mask_password, quote_ident,
 };
 use crate::error::{AtlasError, Result};
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
@@ -149,6 +149,7 @@ async fn describe(conn: &mut SqliteConnection, table: &str) -> Result<Option<Tar
                 sql_type: declared,
                 nullable: not_null == 0,
                 has_default: has_default || rowid_alias,
+                max_chars: None,
             }
         })
         .collect();

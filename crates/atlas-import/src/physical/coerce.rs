@@ -21,9 +21,9 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 
 use super::source_ordered_properties;
-use crate::coerce::{coerce_array, coerce_array_lenient};
-use crate::reject::{RejectWriter, Rejection};
+use crate::coerce::{coerce_column, coerce_column_lenient};
 use crate::error::AtlasError;
+use crate::reject::{RejectWriter, Rejection};
 use crate::report::ImportMetrics;
 use crate::schema::{TargetColumn, coerced_schema};
 
@@ -245,18 +245,17 @@ impl ExecutionPlan for CoerceExec {
             for (input_index, target) in &mapping {
                 let array = batch.column(*input_index);
                 let converted = match &bad_values {
-                    BadValues::Error => coerce_array(array, &target.data_type).map_err(|failure| {
-                        AtlasError::BadValue {
+                    BadValues::Error => {
+                        coerce_column(array, target).map_err(|failure| AtlasError::BadValue {
                             source_name: source_name.clone(),
                             row: first_row + failure.index as u64,
                             column: target.name.clone(),
                             value: failure.value,
                             target_type: target.sql_type.clone(),
-                        }
-                    })?,
+                        })?
+                    }
                     lenient => {
-                        let (converted, failures) =
-                            coerce_array_lenient(array, &target.data_type);
+                        let (converted, failures) = coerce_column_lenient(array, target);
                         if matches!(lenient, BadValues::Null) {
                             counters
                                 .nulled

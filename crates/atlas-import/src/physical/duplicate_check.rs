@@ -241,7 +241,10 @@ fn with_column_before_row(input: &SchemaRef, field: Field) -> SchemaRef {
 /// The output schema of the dry run: the input's columns with `duplicate_of`
 /// inserted before the source row number.
 pub(crate) fn duplicates_schema(input: &SchemaRef) -> SchemaRef {
-    with_column_before_row(input, Field::new(DUPLICATE_OF_COLUMN, DataType::Utf8, false))
+    with_column_before_row(
+        input,
+        Field::new(DUPLICATE_OF_COLUMN, DataType::Utf8, false),
+    )
 }
 
 /// Name of the column that says what a reported duplicate repeats.
