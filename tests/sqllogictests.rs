@@ -93,7 +93,8 @@ impl sqllogictest::AsyncDB for AtlasDb {
                             l.trim()
                                 .replace(root, "<root>")
                                 .replace("db=sqlite", "db=<db>")
-                                .replace("db=postgres", "db=<db>"),
+                                .replace("db=postgres", "db=<db>")
+                                .replace("db=mysql", "db=<db>"),
                         ]
                     })
                     .collect()
@@ -113,52 +114,74 @@ impl sqllogictest::AsyncDB for AtlasDb {
     }
 }
 
-async fn drop_slt_tables(url: &str) {
-    let postgres = url.starts_with("postgres");
-    let list = if postgres {
-        "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema() AND tablename LIKE 'slt\\_%'"
-    } else {
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'slt\\_%' ESCAPE '\\'"
-    };
-    let statements: Vec<String> = if postgres {
+/// Names of the `slt_` tables at `url`.
+async fn slt_tables(url: &str) -> Vec<String> {
+    if url.starts_with("postgres") {
         let mut c = sqlx::PgConnection::connect(url).await.unwrap();
-        let names: Vec<String> = sqlx::query_scalar(list).fetch_all(&mut c).await.unwrap();
-        names
+        sqlx::query_scalar(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema() AND tablename LIKE 'slt\\_%'",
+        )
+        .fetch_all(&mut c)
+        .await
+        .unwrap()
+    } else if url.starts_with("mysql") {
+        let mut c = sqlx::MySqlConnection::connect(url).await.unwrap();
+        sqlx::query_scalar(
+            "SELECT CAST(table_name AS CHAR) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name LIKE 'slt\\_%'",
+        )
+        .fetch_all(&mut c)
+        .await
+        .unwrap()
     } else {
         let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
-        sqlx::query_scalar(list).fetch_all(&mut c).await.unwrap()
+        sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'slt\\_%' ESCAPE '\\'",
+        )
+        .fetch_all(&mut c)
+        .await
+        .unwrap()
     }
-    .into_iter()
-    .map(|t| format!("DROP TABLE IF EXISTS \"{t}\""))
-    .chain(["DELETE FROM file_imports WHERE table_name LIKE 'slt_%'".to_string()])
-    .collect();
-    for sql in statements {
-        let result = if postgres {
-            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
-            sqlx::query(AssertSqlSafe(sql.clone()))
-                .execute(&mut c)
-                .await
-                .map(|_| ())
-        } else {
-            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
-            sqlx::query(AssertSqlSafe(sql.clone()))
-                .execute(&mut c)
-                .await
-                .map(|_| ())
-        };
-        // file_imports may not exist yet.
-        if let Err(e) = result
-            && !sql.starts_with("DELETE")
-        {
-            panic!("{sql}: {e}");
-        }
+}
+
+/// Runs one statement at `url` (identifiers quoted with `"` everywhere).
+async fn execute(url: &str, sql: String) -> Result<(), sqlx::Error> {
+    if url.starts_with("postgres") {
+        let mut c = sqlx::PgConnection::connect(url).await?;
+        sqlx::query(AssertSqlSafe(sql)).execute(&mut c).await?;
+    } else if url.starts_with("mysql") {
+        let mut c = sqlx::MySqlConnection::connect(url).await?;
+        sqlx::query("SET SESSION sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')")
+            .execute(&mut c)
+            .await?;
+        sqlx::query(AssertSqlSafe(sql)).execute(&mut c).await?;
+    } else {
+        let mut c = sqlx::SqliteConnection::connect(url).await?;
+        sqlx::query(AssertSqlSafe(sql)).execute(&mut c).await?;
+    }
+    Ok(())
+}
+
+async fn drop_slt_tables(url: &str) {
+    for table in slt_tables(url).await {
+        let sql = format!("DROP TABLE IF EXISTS \"{table}\"");
+        execute(url, sql.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    for metadata in ["file_imports", "import_history"] {
+        // The metadata tables may not exist yet.
+        let _ = execute(
+            url,
+            format!("DELETE FROM {metadata} WHERE table_name LIKE 'slt_%'"),
+        )
+        .await;
     }
 }
 
 async fn run_file(path: &Path, url: &str) -> Result<(), String> {
     let database = db::connect(url).await.map_err(|e| {
         format!(
-            "cannot reach {url}: {e}\nstart PostgreSQL with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+            "cannot reach {url}: {e}\nstart PostgreSQL with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start\nstart MariaDB with: start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd"
         )
     })?;
     database
@@ -197,6 +220,8 @@ fn main() {
     std::fs::create_dir_all(&tmp).unwrap();
     let postgres = std::env::var("ATLAS_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let mysql = std::env::var("ATLAS_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into());
     let (mut passed, mut failed) = (0, 0);
     for file in &files {
         let name = file.file_name().unwrap().to_string_lossy().to_string();
@@ -209,6 +234,7 @@ fn main() {
                 format!("sqlite://{}", tmp.join(format!("{name}.db")).display()),
             ),
             ("postgres", postgres.clone()),
+            ("mysql", mysql.clone()),
         ] {
             match runtime.block_on(run_file(file, &url)) {
                 Ok(()) => {

@@ -5,5 +5,6 @@
 mod cli;
 mod common;
 mod contract;
+mod formats;
 mod plans;
 mod semantics;

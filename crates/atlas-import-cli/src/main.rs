@@ -103,7 +103,7 @@ enum CreatePolicy {
 
 #[derive(Debug, clap::Args)]
 struct ImportArgs {
-    /// The source file (CSV, TSV, Parquet, NDJSON).
+    /// The source file (CSV, TSV, Parquet, JSON, NDJSON, Avro, XLSX, XML).
     file: PathBuf,
     /// Target table.
     #[arg(long, short = 't')]
@@ -135,7 +135,8 @@ struct ImportArgs {
     /// The CSV file that receives rejected rows (with --on-bad-value reject).
     #[arg(long)]
     reject_file: Option<PathBuf>,
-    /// Source format (default: from the file extension): csv, tsv, parquet, ndjson.
+    /// Source format (default: from the file extension): csv, tsv, parquet,
+    /// json, ndjson, avro, xlsx, xml.
     #[arg(long)]
     format: Option<String>,
     /// CSV field delimiter (one character).
@@ -144,6 +145,12 @@ struct ImportArgs {
     /// The CSV file has no header row (columns are column_1, column_2, ...).
     #[arg(long)]
     no_header: bool,
+    /// The sheet of an .xlsx workbook to read (default: the first).
+    #[arg(long)]
+    sheet: Option<String>,
+    /// The name of the record elements of an XML file (default: the root's children).
+    #[arg(long)]
+    record: Option<String>,
     /// Whether a missing table may be created.
     #[arg(long, value_enum, default_value = "if-not-exists")]
     create_table: CreatePolicy,
@@ -211,31 +218,24 @@ fn source_format(args: &ImportArgs) -> Result<Option<SourceFormat>, AtlasError> 
         Some(name) => Some(SourceFormat::from_name(name)?),
         None => None,
     };
-    if args.delimiter.is_none() && !args.no_header {
+    // The flags are the IMPORT statement's OPTIONS under other names.
+    let mut options = Vec::new();
+    if let Some(delimiter) = args.delimiter {
+        options.push(("delimiter".to_string(), delimiter.to_string()));
+    }
+    if args.no_header {
+        options.push(("header".to_string(), "false".to_string()));
+    }
+    if let Some(sheet) = &args.sheet {
+        options.push(("sheet".to_string(), sheet.clone()));
+    }
+    if let Some(record) = &args.record {
+        options.push(("record".to_string(), record.clone()));
+    }
+    if options.is_empty() {
         return Ok(format);
     }
-    let not_csv = || {
-        AtlasError::Usage("--delimiter and --no-header apply to CSV and TSV sources only".into())
-    };
-    // The base must be CSV before the options are read.
-    let base = SourceFormat::with_csv_options(format, Some(&args.file), None, None, not_csv)?;
-    let delimiter = match args.delimiter {
-        Some(c) if c.is_ascii() => Some(c as u8),
-        Some(c) => {
-            return Err(AtlasError::Usage(format!(
-                "the delimiter must be one ASCII character, not '{c}'"
-            )));
-        }
-        None => None,
-    };
-    SourceFormat::with_csv_options(
-        Some(base),
-        None,
-        delimiter,
-        args.no_header.then_some(false),
-        not_csv,
-    )
-    .map(Some)
+    SourceFormat::with_options(format, Some(&args.file), &options).map(Some)
 }
 
 async fn import(args: ImportArgs) -> ExitCode {

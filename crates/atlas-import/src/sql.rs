@@ -94,54 +94,21 @@ pub struct ImportStatement {
 }
 
 impl ImportStatement {
-    /// The source format: `FORMAT` and the CSV `OPTIONS`, or `None` to go by the
+    /// The source format: `FORMAT` and the `OPTIONS`, or `None` to go by the
     /// file extension.
     pub fn source_format(&self) -> Result<Option<SourceFormat>> {
         let format = match &self.format {
             Some(name) => Some(SourceFormat::from_name(name)?),
             None => None,
         };
-        let Some((first, _)) = self.options.first() else {
+        if self.options.is_empty() {
             return Ok(format);
-        };
+        }
         let path = match &self.source {
-            ImportFrom::Path(path) => Some(std::path::Path::new(path)),
+            ImportFrom::Path(path) => Some(std::path::Path::new(path.as_str())),
             ImportFrom::Query(_) => None,
         };
-        let not_csv = || {
-            AtlasError::Usage(format!(
-                "option '{first}' applies to CSV and TSV sources only"
-            ))
-        };
-        // The base must be CSV before any option is read.
-        let base = SourceFormat::with_csv_options(format, path, None, None, not_csv)?;
-        let (mut delimiter, mut has_header) = (None, None);
-        for (name, value) in &self.options {
-            match name.as_str() {
-                "delimiter" => {
-                    let bytes = value.as_bytes();
-                    if bytes.len() != 1 {
-                        return Err(AtlasError::Usage(format!(
-                            "option delimiter must be one ASCII character, not '{value}'"
-                        )));
-                    }
-                    delimiter = Some(bytes[0]);
-                }
-                "header" => {
-                    has_header = Some(crate::coerce::parse_bool(value).ok_or_else(|| {
-                        AtlasError::Usage(format!(
-                            "option header must be true or false, not '{value}'"
-                        ))
-                    })?);
-                }
-                other => {
-                    return Err(AtlasError::Usage(format!(
-                        "unknown option '{other}': expected header or delimiter"
-                    )));
-                }
-            }
-        }
-        SourceFormat::with_csv_options(Some(base), None, delimiter, has_header, not_csv).map(Some)
+        SourceFormat::with_options(format, path, &self.options).map(Some)
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::prelude::{
-    CsvReadOptions, DataFrame, JsonReadOptions, ParquetReadOptions, SessionContext,
+    AvroReadOptions, CsvReadOptions, DataFrame, ParquetReadOptions, SessionContext,
 };
 use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
@@ -15,6 +15,8 @@ use sha2::{Digest, Sha256};
 use crate::coerce::TypeInference;
 use crate::error::{AtlasError, Result};
 use crate::schema::ColumnSpec;
+
+mod records;
 
 /// The formats this version reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,53 +32,108 @@ pub enum SourceFormat {
     Parquet,
     /// Newline-delimited JSON objects.
     NdJson,
+    /// A JSON document: an array of objects, or one object. (A `.json` file
+    /// that turns out to hold one object per line is read as NDJSON.)
+    Json,
+    /// Apache Avro object container files.
+    Avro,
+    /// An Excel workbook: one sheet, its first row naming the columns.
+    Xlsx {
+        /// The sheet to read (default: the first).
+        sheet: Option<String>,
+    },
+    /// XML: each child of the root (or each `record` element) is a record.
+    Xml {
+        /// The name of the record elements (default: the root's children).
+        record: Option<String>,
+    },
 }
 
+/// The formats, for messages.
+const FORMAT_NAMES: &str = "csv, tsv, parquet, json, ndjson, avro, xlsx, xml";
+
 impl SourceFormat {
-    /// A CSV/TSV format with the given options applied: on `format` if given,
-    /// else on the format `path`'s extension names, else on plain CSV.
-    /// `not_csv` is the error when that base is not CSV or TSV.
-    pub fn with_csv_options(
+    /// The format of a source: `format` if given, else the one `path`'s
+    /// extension names, else CSV; then `options` (`delimiter`, `header` for
+    /// CSV/TSV, `sheet` for XLSX, `record` for XML) applied to it.
+    pub fn with_options(
         format: Option<SourceFormat>,
         path: Option<&Path>,
-        delimiter: Option<u8>,
-        has_header: Option<bool>,
-        not_csv: impl FnOnce() -> AtlasError,
+        options: &[(String, String)],
     ) -> Result<Self> {
-        let base = format
-            .or_else(|| path.and_then(|p| SourceFormat::from_path(p).ok()))
-            .unwrap_or(SourceFormat::Csv {
+        let mut format = match (format, path) {
+            (Some(format), _) => format,
+            (None, Some(path)) if !options.is_empty() => {
+                SourceFormat::from_path(path).unwrap_or(SourceFormat::Csv {
+                    delimiter: b',',
+                    has_header: true,
+                })
+            }
+            (None, Some(path)) => SourceFormat::from_path(path)?,
+            (None, None) => SourceFormat::Csv {
                 delimiter: b',',
                 has_header: true,
-            });
-        let SourceFormat::Csv {
-            delimiter: base_delimiter,
-            has_header: base_header,
-        } = base
-        else {
-            return Err(not_csv());
+            },
         };
-        Ok(SourceFormat::Csv {
-            delimiter: delimiter.unwrap_or(base_delimiter),
-            has_header: has_header.unwrap_or(base_header),
-        })
+        for (name, value) in options {
+            let format_name = format.name();
+            let misplaced = |applies_to: &str| {
+                AtlasError::Usage(format!(
+                    "option '{name}' applies to {applies_to} sources only, not {format_name}"
+                ))
+            };
+            match (name.as_str(), &mut format) {
+                ("delimiter", SourceFormat::Csv { delimiter, .. }) => {
+                    let bytes = value.as_bytes();
+                    if bytes.len() != 1 {
+                        return Err(AtlasError::Usage(format!(
+                            "option delimiter must be one ASCII character, not '{value}'"
+                        )));
+                    }
+                    *delimiter = bytes[0];
+                }
+                ("header", SourceFormat::Csv { has_header, .. }) => {
+                    *has_header = crate::coerce::parse_bool(value).ok_or_else(|| {
+                        AtlasError::Usage(format!(
+                            "option header must be true or false, not '{value}'"
+                        ))
+                    })?;
+                }
+                ("sheet", SourceFormat::Xlsx { sheet }) => *sheet = Some(value.clone()),
+                ("record", SourceFormat::Xml { record }) => *record = Some(value.clone()),
+                ("delimiter" | "header", _) => return Err(misplaced("CSV and TSV")),
+                ("sheet", _) => return Err(misplaced("XLSX")),
+                ("record", _) => return Err(misplaced("XML")),
+                (other, _) => {
+                    return Err(AtlasError::Usage(format!(
+                        "unknown option '{other}': expected delimiter, header (CSV, TSV), sheet (XLSX) or record (XML)"
+                    )));
+                }
+            }
+        }
+        Ok(format)
     }
 
-    /// The format named by `name` (`csv`, `tsv`, `parquet`, `ndjson`/`jsonl`).
+    /// The format named by `name` (`csv`, `tsv`, `parquet`, `json`,
+    /// `ndjson`/`jsonl`, `avro`, `xlsx`, `xml`).
     pub fn from_name(name: &str) -> Result<Self> {
         match name.to_ascii_lowercase().as_str() {
             "csv" => Ok(SourceFormat::Csv {
                 delimiter: b',',
                 has_header: true,
             }),
-            "tsv" => Ok(SourceFormat::Csv {
+            "tsv" | "tab" => Ok(SourceFormat::Csv {
                 delimiter: b'\t',
                 has_header: true,
             }),
             "parquet" | "pq" => Ok(SourceFormat::Parquet),
             "ndjson" | "jsonl" => Ok(SourceFormat::NdJson),
+            "json" => Ok(SourceFormat::Json),
+            "avro" => Ok(SourceFormat::Avro),
+            "xlsx" | "xlsm" => Ok(SourceFormat::Xlsx { sheet: None }),
+            "xml" => Ok(SourceFormat::Xml { record: None }),
             other => Err(AtlasError::Usage(format!(
-                "unknown format '{other}': expected one of csv, tsv, parquet, ndjson"
+                "unknown format '{other}': expected one of {FORMAT_NAMES}"
             ))),
         }
     }
@@ -89,7 +146,7 @@ impl SourceFormat {
             .unwrap_or_default();
         SourceFormat::from_name(ext).map_err(|_| {
             AtlasError::Usage(format!(
-                "cannot tell the format of '{}' from its extension '{ext}': name one with --format (csv, tsv, parquet, ndjson)",
+                "cannot tell the format of '{}' from its extension '{ext}': name one with --format or FORMAT ({FORMAT_NAMES})",
                 path.display()
             ))
         })
@@ -104,7 +161,24 @@ impl SourceFormat {
             SourceFormat::Csv { .. } => "csv",
             SourceFormat::Parquet => "parquet",
             SourceFormat::NdJson => "ndjson",
+            SourceFormat::Json => "json",
+            SourceFormat::Avro => "avro",
+            SourceFormat::Xlsx { .. } => "xlsx",
+            SourceFormat::Xml { .. } => "xml",
         }
+    }
+
+    /// Whether values arrive as text (and so column types are inferred from
+    /// the values when a table is created).
+    fn is_text(&self) -> bool {
+        matches!(
+            self,
+            SourceFormat::Csv { .. }
+                | SourceFormat::Json
+                | SourceFormat::NdJson
+                | SourceFormat::Xlsx { .. }
+                | SourceFormat::Xml { .. }
+        )
     }
 }
 
@@ -277,19 +351,73 @@ impl FileSource {
                 )
                 .await
             }
-            SourceFormat::NdJson => {
-                ctx.read_json(path, JsonReadOptions::default().file_extension(&extension))
-                    .await
+            SourceFormat::Avro => {
+                let options = AvroReadOptions {
+                    file_extension: &extension,
+                    ..Default::default()
+                };
+                ctx.read_avro(path, options).await
             }
+            SourceFormat::NdJson
+            | SourceFormat::Json
+            | SourceFormat::Xlsx { .. }
+            | SourceFormat::Xml { .. } => return self.read_records(ctx).await,
         };
         read.map_err(|e| AtlasError::from_source_read(e, &self.display_name()))
+    }
+
+    /// Reads a record-oriented format into text columns on a blocking thread.
+    async fn read_records(&self, ctx: &SessionContext) -> Result<DataFrame> {
+        let source = self.display_name();
+        let file = self.path.clone();
+        let format = match &self.format {
+            SourceFormat::Json if self.holds_json_lines()? => SourceFormat::NdJson,
+            other => other.clone(),
+        };
+        let name = source.clone();
+        let records = tokio::task::spawn_blocking(move || match format {
+            SourceFormat::NdJson => {
+                let reader = std::fs::File::open(&file).map_err(|e| AtlasError::io(&name, e))?;
+                records::read_json_lines(reader, &name)
+            }
+            SourceFormat::Json => {
+                let bytes = std::fs::read(&file).map_err(|e| AtlasError::io(&name, e))?;
+                records::read_json_document(&bytes, &name)
+            }
+            SourceFormat::Xlsx { sheet } => records::read_xlsx(&file, sheet.as_deref(), &name),
+            SourceFormat::Xml { record } => records::read_xml(&file, record.as_deref(), &name),
+            _ => unreachable!("only record formats are read here"),
+        })
+        .await
+        .map_err(|e| AtlasError::Usage(format!("reading the source failed: {e}")))??;
+        tracing::info!(
+            "Read {} records with columns {} from {source}",
+            records.len(),
+            records.names().join(", ")
+        );
+        let (schema, batches) = records.into_batches(&source)?;
+        let table = datafusion::datasource::MemTable::try_new(schema, vec![batches])
+            .map_err(AtlasError::from_datafusion)?;
+        ctx.read_table(std::sync::Arc::new(table))
+            .map_err(AtlasError::from_datafusion)
+    }
+
+    /// Whether a `.json` file holds one object per line (NDJSON) rather than
+    /// one document: it starts with `{` and a second value follows the first.
+    fn holds_json_lines(&self) -> Result<bool> {
+        let file =
+            std::fs::File::open(&self.path).map_err(|e| AtlasError::io(self.display_name(), e))?;
+        let mut values = serde_json::Deserializer::from_reader(std::io::BufReader::new(file))
+            .into_iter::<serde::de::IgnoredAny>();
+        let first = values.next();
+        Ok(matches!(first, Some(Ok(_))) && matches!(values.next(), Some(Ok(_))))
     }
 
     /// Column specs for creating a missing table. Typed formats give their own
     /// types; CSV types are inferred from every value of the file.
     pub async fn infer_columns(&self, df: DataFrame) -> Result<Vec<ColumnSpec>> {
         let schema = df.schema().as_arrow().clone();
-        if !matches!(self.format, SourceFormat::Csv { .. }) {
+        if !self.format.is_text() {
             return Ok(columns_from_schema(&schema));
         }
         let mut inference = vec![TypeInference::default(); schema.fields().len()];
@@ -419,16 +547,16 @@ mod tests {
     }
 
     #[test]
-    fn csv_options_apply_to_the_right_base() {
-        let usage = || AtlasError::Usage("not csv".into());
-        let tsv = SourceFormat::with_csv_options(
-            None,
-            Some(Path::new("a.tsv")),
-            None,
-            Some(false),
-            usage,
-        )
-        .unwrap();
+    fn options_apply_to_the_right_format() {
+        let opts = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        let tsv =
+            SourceFormat::with_options(None, Some(Path::new("a.tsv")), &opts(&[("header", "no")]))
+                .unwrap();
         assert_eq!(
             tsv,
             SourceFormat::Csv {
@@ -436,9 +564,12 @@ mod tests {
                 has_header: false
             }
         );
-        let unknown =
-            SourceFormat::with_csv_options(None, Some(Path::new("a.txt")), Some(b';'), None, usage)
-                .unwrap();
+        let unknown = SourceFormat::with_options(
+            None,
+            Some(Path::new("a.txt")),
+            &opts(&[("delimiter", ";")]),
+        )
+        .unwrap();
         assert_eq!(
             unknown,
             SourceFormat::Csv {
@@ -446,14 +577,26 @@ mod tests {
                 has_header: true
             }
         );
-        let parquet = SourceFormat::with_csv_options(
+        let sheet =
+            SourceFormat::with_options(None, Some(Path::new("a.xlsx")), &opts(&[("sheet", "Q3")]))
+                .unwrap();
+        assert_eq!(
+            sheet,
+            SourceFormat::Xlsx {
+                sheet: Some("Q3".into())
+            }
+        );
+        let parquet = SourceFormat::with_options(
             None,
             Some(Path::new("a.parquet")),
-            Some(b';'),
-            None,
-            usage,
+            &opts(&[("delimiter", ";")]),
         );
-        assert!(matches!(parquet, Err(AtlasError::Usage(m)) if m == "not csv"));
+        assert!(
+            matches!(&parquet, Err(AtlasError::Usage(m)) if m.contains("CSV and TSV sources only")),
+            "{parquet:?}"
+        );
+        let unknown = SourceFormat::from_path(Path::new("a.docx")).unwrap_err();
+        assert!(unknown.to_string().contains("xlsx, xml"), "{unknown}");
     }
 
     #[test]
