@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 use crate::common::{Kind, TempDir, TestDb, postgres_url};
 
 /// The `atlas-import` binary that `cargo test` built beside this test binary.
-fn binary() -> PathBuf {
+pub(crate) fn binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     let path = dir.join(format!("atlas-import{}", std::env::consts::EXE_SUFFIX));

@@ -8,3 +8,4 @@ mod contract;
 mod formats;
 mod plans;
 mod semantics;
+mod stores;

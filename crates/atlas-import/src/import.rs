@@ -28,7 +28,7 @@ use crate::physical::{BadValues, ExistingKeyLoader, ExistingKeys, ImportSession,
 use crate::reject::RejectWriter;
 use crate::report::{ImportMetrics, ImportReport};
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
-use crate::source::{FileSource, SourceFormat};
+use crate::source::{FileSource, LocatedFiles, SourceFormat, locate};
 
 /// Rows per batch when scanning existing keys.
 const KEY_SCAN_BATCH_ROWS: usize = 8192;
@@ -78,11 +78,21 @@ enum SourceSpec {
     DataFrame { df: Box<DataFrame>, name: String },
 }
 
-/// The source opened for one run: its rows, its name, and the file behind it.
+/// The source opened for one run: its rows, its name, the files behind it
+/// (one per file of a glob, none for a DataFrame), and the staging directory
+/// of remote files, kept until the run ends.
 struct OpenedSource {
     df: DataFrame,
     name: String,
-    file: Option<FileSource>,
+    files: Vec<FileSource>,
+    _staged: Option<Arc<LocatedFiles>>,
+}
+
+/// The files of a file source, located (remote ones staged) but not yet read.
+#[derive(Clone)]
+struct SourceFiles {
+    files: Vec<FileSource>,
+    staged: Arc<LocatedFiles>,
 }
 
 /// An import planned and ready to run (or to explain).
@@ -307,12 +317,13 @@ impl ImportBuilder {
     /// Plans the import without touching the data, and returns the plan.
     pub async fn explain(self) -> Result<String> {
         self.validate()?;
-        let source = self.open_source().await?;
+        let files = self.locate().await?;
+        let source = self.open_source(files).await?;
         let (target, create) = self.target(&source).await?;
         let session = Arc::new(ImportSession::new(
             Arc::clone(&self.db),
             &self.table,
-            None,
+            Vec::new(),
             self.file_policy,
             create,
         ));
@@ -325,7 +336,8 @@ impl ImportBuilder {
     /// `row N` for the first occurrence in the import), in source order.
     pub async fn check(self) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         self.validate()?;
-        let source = self.open_source().await?;
+        let files = self.locate().await?;
+        let source = self.open_source(files).await?;
         let (target, _) = self.target(&source).await?;
         // A transaction for a consistent view of the existing keys, rolled back.
         let session = Arc::new(ImportSession::dry_run(Arc::clone(&self.db), &self.table));
@@ -390,19 +402,55 @@ impl ImportBuilder {
         Ok((planned, Some(create)))
     }
 
-    /// Opens the source and applies the MAP expressions.
-    async fn open_source(&self) -> Result<OpenedSource> {
-        let (df, name, file) = match &self.source {
-            SourceSpec::File { path, format } => {
-                let file = FileSource::new(path, format.clone())?;
-                let df = file.read(&self.session()).await?;
-                (df, file.display_name(), Some(file))
+    /// Finds the files of a file source (a path, a URL, a glob), staging
+    /// remote ones; `None` for a DataFrame source.
+    async fn locate(&self) -> Result<Option<SourceFiles>> {
+        let SourceSpec::File { path, format } = &self.source else {
+            return Ok(None);
+        };
+        let staged = Arc::new(locate(&path.to_string_lossy()).await?);
+        let files = staged
+            .files
+            .iter()
+            .map(|f| Ok(FileSource::new(&f.local, format.clone())?.with_name(&f.name)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(SourceFiles { files, staged }))
+    }
+
+    /// Reads the source (several files one after another, in name order) and
+    /// applies the column list and the MAP expressions.
+    async fn open_source(&self, files: Option<SourceFiles>) -> Result<OpenedSource> {
+        let (df, name, files, staged) = match (&self.source, files) {
+            (SourceSpec::File { path, .. }, Some(SourceFiles { files, staged })) => {
+                let session = self.session();
+                let mut frames = Vec::with_capacity(files.len());
+                for file in &files {
+                    frames.push(file.read(&session).await?);
+                }
+                let name = match files.as_slice() {
+                    [one] => one.display_name(),
+                    many => format!("{} ({} files)", path.display(), many.len()),
+                };
+                let df = union_in_order(frames, &files)?;
+                (df, name, files, Some(staged))
             }
-            SourceSpec::DataFrame { df, name } => ((**df).clone(), name.clone(), None),
+            (SourceSpec::DataFrame { df, name }, _) => {
+                ((**df).clone(), name.clone(), Vec::new(), None)
+            }
+            (SourceSpec::File { .. }, None) => {
+                return Err(AtlasError::Usage(
+                    "the source files were not located".into(),
+                ));
+            }
         };
         let df = apply_columns(df, &self.columns, &name)?;
         let df = apply_map(df, &self.map)?;
-        Ok(OpenedSource { df, name, file })
+        Ok(OpenedSource {
+            df,
+            name,
+            files,
+            _staged: staged,
+        })
     }
 
     /// The table an import would create, described without creating it.
@@ -413,7 +461,7 @@ impl ImportBuilder {
                 self.table
             )));
         }
-        let specs = match &source.file {
+        let specs = match source.files.first() {
             // Typed already, unless MAP changed the columns: then go by the types
             // the expressions give.
             Some(file) if self.map.is_empty() => file.infer_columns(source.df.clone()).await?,
@@ -524,32 +572,76 @@ impl ImportBuilder {
             // A reject file that cannot be written fails before any data moves.
             writer.open()?;
         }
-        let source = self.open_source().await?;
         self.db.ensure_metadata().await?;
-        let file_hash = match &source.file {
-            Some(file) => Some(file.sha256().await?),
-            None => None,
-        };
+        let mut located = self.locate().await?;
+        // Open first: a statement that cannot work is said before anything else.
+        let mut source = self.open_source(located.clone()).await?;
+        // Every file's hash (of the bytes that will be read).
+        let mut hashes = Vec::new();
+        if let Some(found) = &located {
+            for file in &found.files {
+                hashes.push(file.sha256().await?);
+            }
+        }
         // Cheap early answer; the authoritative check runs under the lock, when
         // the plan opens its session.
-        if let Some(hash) = &file_hash
+        if let Some(found) = located.as_mut()
             && self.file_policy != FilePolicy::Allow
-            && self.db.file_imported(hash, &self.table).await?
         {
-            return Ok((self.already_imported(started, &source, hash.clone())?, None));
+            let mut imported = Vec::new();
+            for hash in &hashes {
+                imported.push(self.db.file_imported(hash, &self.table).await?);
+            }
+            if let Some(first) = imported.iter().position(|&i| i) {
+                let all = imported.iter().all(|&i| i);
+                if self.file_policy == FilePolicy::Error || all {
+                    if self.file_policy == FilePolicy::Error && found.files.len() > 1 {
+                        tracing::error!(
+                            "{} was already imported to table '{}'",
+                            found.files[first].display_name(),
+                            self.table
+                        );
+                    }
+                    let name = found.files[first].display_name();
+                    let hash = hashes[first].clone();
+                    return Ok((self.already_imported(started, &name, hash)?, None));
+                }
+                // ON DUPLICATE FILE SKIP over several files: import the new ones.
+                let mut keep = imported.iter().map(|&i| !i);
+                let mut kept_hashes = hashes.iter().zip(imported.iter());
+                found.files.retain(|f| {
+                    let new = keep.next().unwrap_or(true);
+                    if !new {
+                        tracing::info!("Skipping {}: already imported", f.display_name());
+                    }
+                    new
+                });
+                hashes = kept_hashes
+                    .by_ref()
+                    .filter(|(_, i)| !**i)
+                    .map(|(h, _)| h.clone())
+                    .collect();
+                source = self.open_source(located).await?;
+            }
         }
+        let file_hash = (!hashes.is_empty()).then(|| hashes.join(","));
         let (target, create) = self.target(&source).await?;
-        let file = file_hash.as_ref().map(|hash| FileRecord {
-            file_hash: hash.clone(),
-            file_name: source.name.clone(),
-            table_name: self.table.clone(),
-            record_count: 0,
-        });
+        let files: Vec<FileRecord> = source
+            .files
+            .iter()
+            .zip(&hashes)
+            .map(|(file, hash)| FileRecord {
+                file_hash: hash.clone(),
+                file_name: file.display_name(),
+                table_name: self.table.clone(),
+                record_count: 0,
+            })
+            .collect();
         let session = Arc::new(
             ImportSession::new(
                 Arc::clone(&self.db),
                 &self.table,
-                file,
+                files,
                 self.file_policy,
                 create,
             )
@@ -574,7 +666,7 @@ impl ImportBuilder {
             Some(Opened::Ready { created, .. }) => created,
             Some(Opened::FileAlreadyImported) | None => {
                 let hash = file_hash.unwrap_or_default();
-                return Ok((self.already_imported(started, &source, hash)?, None));
+                return Ok((self.already_imported(started, &source.name, hash)?, None));
             }
         };
 
@@ -605,20 +697,20 @@ impl ImportBuilder {
     fn already_imported(
         &self,
         started: Instant,
-        source: &OpenedSource,
+        source: &str,
         file_hash: String,
     ) -> Result<ImportReport> {
         if self.file_policy == FilePolicy::Skip {
             tracing::info!(
                 "File {} was already imported to table '{}': skipped",
-                source.name,
+                source,
                 self.table
             );
             return Ok(build_report(
                 &self.metrics,
                 "skipped_file",
                 &self.table,
-                &source.name,
+                source,
                 self.chunk_rows,
                 self.partitions,
                 Some(file_hash),
@@ -667,6 +759,11 @@ impl ImportBuilder {
             chunk_rows: self.chunk_rows,
             dry_run,
             source_name: source.name.clone(),
+            source_files: if source.files.len() > 1 {
+                source.files.iter().map(FileSource::display_name).collect()
+            } else {
+                Vec::new()
+            },
             bad_values: self.bad_values.clone(),
             db_kind: self.db.kind(),
             existing: Arc::new(existing),
@@ -996,4 +1093,38 @@ fn build_key_set(
         }
     }
     Ok(set)
+}
+
+/// The rows of several files, one after another: the union keeps one
+/// partition per file in this order, which [`crate::physical::CoerceExec`]
+/// reads in sequence. The files must have the same columns.
+fn union_in_order(mut frames: Vec<DataFrame>, files: &[FileSource]) -> Result<DataFrame> {
+    let first = frames.remove(0);
+    let names = |df: &DataFrame| -> Vec<String> {
+        df.schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect()
+    };
+    let expected = names(&first);
+    let mut union = first;
+    for (i, df) in frames.into_iter().enumerate() {
+        let columns = names(&df);
+        if columns != expected {
+            return Err(AtlasError::Source {
+                source_name: files[i + 1].display_name(),
+                message: format!(
+                    "its columns ({}) differ from those of {} ({})",
+                    columns.join(", "),
+                    files[0].display_name(),
+                    expected.join(", ")
+                ),
+            });
+        }
+        union = union
+            .union(df)
+            .map_err(|e| AtlasError::from_source_read(e, &files[i + 1].display_name()))?;
+    }
+    Ok(union)
 }

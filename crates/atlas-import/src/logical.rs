@@ -60,6 +60,8 @@ pub struct ImportSpec {
     pub dry_run: bool,
     /// The source, for messages.
     pub source_name: String,
+    /// The files of a multi-file source, in order (empty for one source).
+    pub source_files: Vec<String>,
     /// What to do with values that do not fit.
     pub bad_values: BadValues,
     /// Which database.
@@ -220,7 +222,8 @@ pub fn plan_operators(
             spec.chunk_rows,
             Arc::clone(&spec.metrics),
         )
-        .with_bad_values(spec.bad_values.clone()),
+        .with_bad_values(spec.bad_values.clone())
+        .with_files(spec.source_files.clone()),
     );
     let check = Arc::new(
         DuplicateCheckExec::try_new(

@@ -114,6 +114,8 @@ pub struct ImportMetrics {
     pub write_nanos: AtomicU64,
     any_duplicate: AtomicBool,
     duplicates: Mutex<DuplicateTally>,
+    /// The first source row of each file of a multi-file source, in order.
+    file_starts: Mutex<Vec<u64>>,
 }
 
 #[derive(Debug, Default)]
@@ -156,6 +158,23 @@ impl ImportMetrics {
         tally.samples.extend(described.iter().cloned());
         tally.samples.sort_by_key(|s| s.row);
         tally.samples.truncate(DUPLICATE_SAMPLES);
+    }
+
+    /// Records that file `file` of the source starts at source row `start`.
+    pub fn start_file(&self, file: usize, start: u64) {
+        let mut starts = self.file_starts.lock().expect("metrics lock");
+        if starts.len() <= file {
+            starts.resize(file + 1, start);
+        }
+        starts[file] = start;
+    }
+
+    /// The file (index in source order) that source row `row` came from.
+    pub fn file_of(&self, row: u64) -> usize {
+        let starts = self.file_starts.lock().expect("metrics lock");
+        starts
+            .partition_point(|&start| start <= row)
+            .saturating_sub(1)
     }
 
     /// Whether any duplicate was recorded.

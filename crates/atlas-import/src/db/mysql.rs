@@ -213,7 +213,7 @@ const CREATE_IMPORT_HISTORY: &str = "CREATE TABLE IF NOT EXISTS import_history (
     skipped BIGINT,
     duplicates BIGINT,
     rejected BIGINT,
-    file_hash VARCHAR(64),
+    file_hash TEXT,
     error TEXT
 ) CHARACTER SET utf8mb4";
 

@@ -184,7 +184,7 @@ const CREATE_IMPORT_HISTORY: &str = "CREATE TABLE IF NOT EXISTS import_history (
     skipped INTEGER,
     duplicates INTEGER,
     rejected INTEGER,
-    file_hash VARCHAR(64),
+    file_hash TEXT,
     error TEXT
 )";
 

@@ -69,6 +69,9 @@ pub struct CoerceExec {
     mapping: Vec<(usize, TargetColumn)>,
     /// Source name for error messages.
     source_name: String,
+    /// The files of a multi-file source (a glob), one per input partition, in
+    /// order; empty for a single source.
+    files: Vec<String>,
     /// Rows per chunk, for the "Split ..." log line.
     chunk_rows: usize,
     /// Live counters of the import.
@@ -100,6 +103,7 @@ impl CoerceExec {
             input,
             mapping,
             source_name: source_name.into(),
+            files: Vec::new(),
             chunk_rows,
             import_metrics,
             bad_values: BadValues::Error,
@@ -107,6 +111,18 @@ impl CoerceExec {
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
         }
+    }
+
+    /// A source of several files, one per input partition in this order: the
+    /// partitions are read one after another, so row numbers run through the
+    /// files in order, and a bad value names its file and its row there.
+    pub fn with_files(mut self, files: Vec<String>) -> Self {
+        self.files = files;
+        self
+    }
+
+    fn sequential(&self) -> bool {
+        self.files.len() > 1
     }
 
     /// What to do with values that do not fit (default: fail).
@@ -159,7 +175,11 @@ impl ExecutionPlan for CoerceExec {
     }
 
     fn input_distribution_requirements(&self) -> InputDistributionRequirements {
-        InputDistributionRequirements::new(vec![Distribution::SinglePartition])
+        InputDistributionRequirements::new(vec![if self.sequential() {
+            Distribution::UnspecifiedDistribution
+        } else {
+            Distribution::SinglePartition
+        }])
     }
 
     fn maintains_input_order(&self) -> Vec<bool> {
@@ -201,7 +221,8 @@ impl ExecutionPlan for CoerceExec {
                 self.chunk_rows,
                 Arc::clone(&self.import_metrics),
             )
-            .with_bad_values(self.bad_values.clone()),
+            .with_bad_values(self.bad_values.clone())
+            .with_files(self.files.clone()),
         ))
     }
 
@@ -220,11 +241,41 @@ impl ExecutionPlan for CoerceExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let input = self.input.execute(partition, context)?;
+        // One input partition per file when several, read in order; else the
+        // one partition the requirement guarantees.
+        let inputs = if self.sequential() {
+            let count = self.input.output_partitioning().partition_count();
+            if count != self.files.len() {
+                return Err(datafusion::error::DataFusionError::Internal(format!(
+                    "CoerceExec: {} files but {count} input partitions",
+                    self.files.len()
+                )));
+            }
+            (0..count).collect()
+        } else {
+            vec![partition]
+        };
+        let names: Vec<String> = if self.sequential() {
+            self.files.clone()
+        } else {
+            vec![self.source_name.clone()]
+        };
+        let source_input = Arc::clone(&self.input);
+        let starts_metrics = Arc::clone(&self.import_metrics);
+        let input = futures::stream::iter(inputs.into_iter().enumerate())
+            .map(move |(file, input_partition)| {
+                let stream = source_input.execute(input_partition, Arc::clone(&context));
+                let start = ImportMetrics::get(&starts_metrics.rows_read) + 1;
+                starts_metrics.start_file(file, start);
+                match stream {
+                    Ok(stream) => stream.map(move |b| b.map(|b| (file, b))).boxed(),
+                    Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+                }
+            })
+            .flatten();
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let schema = Arc::clone(&self.schema);
         let mapping = self.mapping.clone();
-        let source_name = self.source_name.clone();
         let counters = Arc::clone(&self.import_metrics);
         let end_counters = Arc::clone(&self.import_metrics);
         let chunk_rows = self.chunk_rows.max(1) as u64;
@@ -232,13 +283,23 @@ impl ExecutionPlan for CoerceExec {
         let bad_values = self.bad_values.clone();
         let end_bad_values = self.bad_values.clone();
         let input_schema = self.input.schema();
-
-        let converted = input.map(move |batch| {
-            let batch = batch.map_err(|e| AtlasError::from_source_read(e, &source_name))?;
+        let mut file_first_row: Vec<u64> = vec![1; names.len()];
+        let mut current_file = 0usize;
+        let multi_file = names.len() > 1;
+        let converted = input.map(move |item| {
+            let (file, batch) = match item {
+                Ok(item) => item,
+                Err(e) => return Err(AtlasError::from_source_read(e, &names[current_file]).into()),
+            };
+            current_file = file;
+            let source_name = &names[file];
             let timer = baseline.elapsed_compute().timer();
             let first_row = next_row;
+            // The row numbers within the file, for messages.
+            let local_first = file_first_row[file];
             let n = batch.num_rows();
             next_row += n as u64;
+            file_first_row[file] += n as u64;
             counters.rows_read.fetch_add(n as u64, Ordering::Relaxed);
             let mut columns: Vec<ArrayRef> = Vec::with_capacity(mapping.len() + 1);
             let mut rejected: Vec<Rejection> = Vec::new();
@@ -248,7 +309,7 @@ impl ExecutionPlan for CoerceExec {
                     BadValues::Error => {
                         coerce_column(array, target).map_err(|failure| AtlasError::BadValue {
                             source_name: source_name.clone(),
-                            row: first_row + failure.index as u64,
+                            row: local_first + failure.index as u64,
                             column: target.name.clone(),
                             value: failure.value,
                             target_type: target.sql_type.clone(),
@@ -263,9 +324,16 @@ impl ExecutionPlan for CoerceExec {
                         }
                         rejected.extend(failures.into_iter().map(|f| Rejection {
                             index: f.index,
-                            row: first_row + f.index as u64,
+                            row: local_first + f.index as u64,
                             column: target.name.clone(),
-                            reason: format!("{:?} is not a valid {}", f.value, target.sql_type),
+                            reason: if multi_file {
+                                format!(
+                                    "{source_name}: {:?} is not a valid {}",
+                                    f.value, target.sql_type
+                                )
+                            } else {
+                                format!("{:?} is not a valid {}", f.value, target.sql_type)
+                            },
                         }));
                         converted
                     }

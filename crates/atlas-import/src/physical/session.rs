@@ -36,8 +36,8 @@ pub enum Opened {
 pub struct ImportSession {
     db: Arc<dyn Database>,
     table: String,
-    /// The `file_imports` row to check and write, for file sources.
-    file: Option<FileRecord>,
+    /// The `file_imports` rows to check and write: one per source file.
+    files: Vec<FileRecord>,
     file_policy: FilePolicy,
     /// The columns of the table to create if it is missing (decided when the
     /// plan was made); `None` when a missing table is an error.
@@ -65,14 +65,14 @@ impl ImportSession {
     pub fn new(
         db: Arc<dyn Database>,
         table: impl Into<String>,
-        file: Option<FileRecord>,
+        files: Vec<FileRecord>,
         file_policy: FilePolicy,
         create: Option<Vec<ColumnSpec>>,
     ) -> Self {
         Self {
             db,
             table: table.into(),
-            file,
+            files,
             file_policy,
             create,
             dry_run: false,
@@ -86,7 +86,7 @@ impl ImportSession {
     pub fn dry_run(db: Arc<dyn Database>, table: impl Into<String>) -> Self {
         Self {
             dry_run: true,
-            ..Self::new(db, table, None, FilePolicy::Allow, None)
+            ..Self::new(db, table, Vec::new(), FilePolicy::Allow, None)
         }
     }
 
@@ -106,9 +106,9 @@ impl ImportSession {
         &self.table
     }
 
-    /// The `file_imports` row of a file source.
-    pub fn file(&self) -> Option<&FileRecord> {
-        self.file.as_ref()
+    /// The `file_imports` rows of a file source, one per file.
+    pub fn files(&self) -> &[FileRecord] {
+        &self.files
     }
 
     /// The transaction, once [`ImportSession::open`] returned `Ready`.
@@ -133,18 +133,21 @@ impl ImportSession {
         let mut tx = self.db.begin().await?;
         let prepared: Result<Opened> = async {
             tx.lock_table(&self.table).await?;
-            if !self.dry_run
-                && self.file_policy != FilePolicy::Allow
-                && let Some(file) = &self.file
-                && tx.file_imported(&file.file_hash, &self.table).await?
-            {
-                if self.file_policy == FilePolicy::Skip {
-                    return Ok(Opened::FileAlreadyImported);
+            if !self.dry_run && self.file_policy != FilePolicy::Allow {
+                for file in &self.files {
+                    if !tx.file_imported(&file.file_hash, &self.table).await? {
+                        continue;
+                    }
+                    // (Files found imported before planning were left out
+                    // already; this one was imported meanwhile.)
+                    if self.file_policy == FilePolicy::Skip {
+                        return Ok(Opened::FileAlreadyImported);
+                    }
+                    return Err(AtlasError::AlreadyImported {
+                        table: self.table.clone(),
+                        file_hash: file.file_hash.clone(),
+                    });
                 }
-                return Err(AtlasError::AlreadyImported {
-                    table: self.table.clone(),
-                    file_hash: file.file_hash.clone(),
-                });
             }
             if tx.describe_table(&self.table).await?.is_some() {
                 return Ok(Opened::Ready {

@@ -118,6 +118,8 @@ pub struct ImportSink {
     schema: SchemaRef,
     /// Operator metrics: rows written, chunks, time writing.
     metrics: ExecutionPlanMetricsSet,
+    /// Rows written per source file (for `file_imports.record_count`).
+    written_per_file: std::sync::Mutex<Vec<u64>>,
 }
 
 impl ImportSink {
@@ -144,6 +146,7 @@ impl ImportSink {
             import_metrics,
             schema,
             metrics: ExecutionPlanMetricsSet::new(),
+            written_per_file: Default::default(),
         }
     }
 
@@ -170,6 +173,7 @@ impl ImportSink {
                 continue;
             }
             if batch.num_rows() > 0 {
+                self.count_per_file(&batch);
                 let rows = batch
                     .project(&width)
                     .map_err(|e| AtlasError::from_datafusion(e.into()))?;
@@ -177,6 +181,27 @@ impl ImportSink {
             }
         }
         Ok(None)
+    }
+
+    /// Adds the rows of `batch` to the counts of the files they came from.
+    fn count_per_file(&self, batch: &RecordBatch) {
+        let files = self.session.files().len();
+        if files == 0 {
+            return;
+        }
+        let mut counts = self.written_per_file.lock().expect("count lock");
+        counts.resize(files, 0);
+        if files == 1 {
+            counts[0] += batch.num_rows() as u64;
+            return;
+        }
+        let rows = batch
+            .column(batch.num_columns() - 1)
+            .as_primitive::<datafusion::arrow::datatypes::UInt64Type>();
+        for row in rows.values() {
+            let file = self.import_metrics.file_of(*row).min(files - 1);
+            counts[file] += 1;
+        }
     }
 
     async fn write_everything(&self, mut input: SendableRecordBatchStream) -> Result<u64> {
@@ -259,9 +284,10 @@ impl ImportSink {
 
         let mut tx = self.session.slot().take().await.ok_or_else(not_open)?;
         let recorded: crate::error::Result<()> = async {
-            if let Some(file) = self.session.file() {
+            let counts = self.written_per_file.lock().expect("count lock").clone();
+            for (i, file) in self.session.files().iter().enumerate() {
                 let record = FileRecord {
-                    record_count: inserted,
+                    record_count: counts.get(i).copied().unwrap_or(0),
                     ..file.clone()
                 };
                 tx.record_file(&record).await?;

@@ -16,7 +16,10 @@ use crate::coerce::TypeInference;
 use crate::error::{AtlasError, Result};
 use crate::schema::ColumnSpec;
 
+mod location;
 mod records;
+
+pub use location::{LocatedFile, LocatedFiles, locate};
 
 /// The formats this version reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,6 +190,8 @@ impl SourceFormat {
 pub struct FileSource {
     path: PathBuf,
     format: SourceFormat,
+    /// The name reports use (the URL of a staged remote file), if not the path.
+    name: Option<String>,
 }
 
 impl FileSource {
@@ -206,7 +211,18 @@ impl FileSource {
             Some(f) => f,
             None => SourceFormat::from_path(&path)?,
         };
-        Ok(Self { path, format })
+        Ok(Self {
+            path,
+            format,
+            name: None,
+        })
+    }
+
+    /// Names the file in reports and `file_imports` (e.g. the URL it was
+    /// fetched from) instead of by its local path.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
     }
 
     /// The path as given.
@@ -221,7 +237,10 @@ impl FileSource {
 
     /// The path for messages.
     pub fn display_name(&self) -> String {
-        self.path.display().to_string()
+        match &self.name {
+            Some(name) => name.clone(),
+            None => self.path.display().to_string(),
+        }
     }
 
     /// SHA-256 of the file's bytes, as hex.

@@ -1,0 +1,334 @@
+//! Sources beyond one local file: globs (one hash and one `file_imports` row
+//! per file, one transaction), `file://`, `http://` (a local `python3 -m
+//! http.server`) and `s3://` (a local moto server, installed from PyPI when
+//! missing), all on 127.0.0.1.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use atlas_import::{AtlasError, FilePolicy, ImportBuilder, OnDuplicate};
+
+use crate::common::{TempDir, TestDb};
+use crate::on_every_database;
+
+fn s(v: &str) -> Option<String> {
+    Some(v.to_string())
+}
+
+/// A free port on 127.0.0.1.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed on drop.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `command` and waits until `port` accepts connections.
+fn serve(command: &mut Command, port: u16) -> Server {
+    let child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+    let server = Server(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{command:?} did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server
+}
+
+const A: &str = "email,name\na@x.com,\"Ann, \"\"A\"\"\"\nb@x.com,Bob\n";
+const B: &str = "email,name\nc@x.com,\"multi\nline\"\na@x.com,Ann again\nd@x.com,Zoë\n";
+
+async fn globs_import_every_file_in_one_transaction(db: &TestDb) {
+    let dir = TempDir::new();
+    let table = db.table("glob");
+    dir.file("part-1.csv", A);
+    dir.file("part-2.csv", B);
+    dir.file("notes.txt", "not part of the glob");
+    let pattern = dir.path().join("part-*.csv");
+    let report = ImportBuilder::new(Arc::clone(&db.db), &pattern, &table)
+        .with_key(["email"])
+        .with_on_duplicate(OnDuplicate::Skip)
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.rows_read, report.inserted, report.skipped),
+        (5, 4, 1)
+    );
+    assert_eq!(
+        db.rows(&table, &["email", "name"]).await,
+        vec![
+            vec![s("a@x.com"), s("Ann, \"A\"")],
+            vec![s("b@x.com"), s("Bob")],
+            vec![s("c@x.com"), s("multi\nline")],
+            vec![s("d@x.com"), s("Zoë")],
+        ]
+    );
+    // One file_imports row per file, counting the rows written from it.
+    let records = db
+        .rows_where(
+            "file_imports",
+            &["file_name", "record_count"],
+            &format!("table_name = '{table}'"),
+        )
+        .await;
+    let names: Vec<(String, Option<String>)> = records
+        .iter()
+        .map(|r| {
+            let name = r[0].clone().unwrap();
+            let file = Path::new(&name)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .to_string();
+            (file, r[1].clone())
+        })
+        .collect();
+    assert_eq!(
+        names,
+        vec![("part-1.csv".into(), s("2")), ("part-2.csv".into(), s("2"))]
+    );
+
+    // The same glob again is refused; with a new file and FILE SKIP, only the
+    // new file is imported.
+    let err = ImportBuilder::new(Arc::clone(&db.db), &pattern, &table)
+        .execute()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AtlasError::AlreadyImported { .. }), "{err}");
+    dir.file("part-3.csv", "email,name\ne@x.com,Eve\n");
+    let report = ImportBuilder::new(Arc::clone(&db.db), &pattern, &table)
+        .with_file_policy(FilePolicy::Skip)
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!((report.rows_read, report.inserted), (1, 1));
+    assert_eq!(db.file_imports(&table).await, 3);
+
+    // A bad value in the second file names that file and its own row, and
+    // nothing of the first file is written.
+    let other = db.table("glob_bad");
+    db.exec(&format!(
+        "CREATE TABLE \"{other}\" (email VARCHAR(100), n INTEGER)"
+    ))
+    .await;
+    dir.file("bad-1.csv", "email,n\na@x.com,1\nb@x.com,2\n");
+    dir.file("bad-2.csv", "email,n\nc@x.com,3\nd@x.com,four\n");
+    let err = ImportBuilder::new(Arc::clone(&db.db), dir.path().join("bad-*.csv"), &other)
+        .execute()
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        matches!(&err, AtlasError::BadValue { row: 2, source_name, .. } if source_name.ends_with("bad-2.csv")),
+        "{message}"
+    );
+    assert_eq!(db.count(&other).await, 0);
+
+    // Files whose columns differ are refused before anything is read.
+    dir.file("mixed-1.csv", "email,n\na@x.com,1\n");
+    dir.file("mixed-2.csv", "mail,n\nb@x.com,2\n");
+    let err = ImportBuilder::new(Arc::clone(&db.db), dir.path().join("mixed-*.csv"), &other)
+        .execute()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("differ from those of"), "{err}");
+}
+
+async fn file_and_http_urls(db: &TestDb) {
+    let dir = TempDir::new();
+    let path = dir.file("contacts.csv", A);
+    let table = db.table("file_url");
+    let url = format!("file://{}", path.display());
+    let report = ImportBuilder::new(Arc::clone(&db.db), &url, &table)
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(report.inserted, 2);
+
+    let port = free_port();
+    let _server = serve(
+        Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .current_dir(dir.path()),
+        port,
+    );
+    let table = db.table("http");
+    let url = format!("http://127.0.0.1:{port}/contacts.csv");
+    let report = ImportBuilder::new(Arc::clone(&db.db), &url, &table)
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!((report.inserted, report.source.as_str()), (2, url.as_str()));
+    assert_eq!(
+        db.rows(&table, &["name"]).await,
+        vec![vec![s("Ann, \"A\"")], vec![s("Bob")]]
+    );
+    // Same bytes over HTTP as from the file: the same hash, so refused.
+    let err = ImportBuilder::new(Arc::clone(&db.db), &url, &table)
+        .execute()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AtlasError::AlreadyImported { .. }), "{err}");
+    // A missing object is a clear error and writes nothing.
+    let missing = db.table("http_missing");
+    let err = ImportBuilder::new(
+        Arc::clone(&db.db),
+        format!("http://127.0.0.1:{port}/nope.csv"),
+        &missing,
+    )
+    .execute()
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("nope.csv"), "{err}");
+    assert!(!db.exists(&missing).await);
+}
+
+on_every_database!(
+    globs_import_every_file_in_one_transaction,
+    file_and_http_urls
+);
+
+/// Makes sure the moto S3 server is installed (from PyPI).
+fn ensure_moto() {
+    let have = Command::new("python3")
+        .args(["-c", "import moto.server, boto3"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        let status = Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "moto[server]"])
+            .status()
+            .expect("python3 -m pip");
+        assert!(status.success(), "pip install moto[server] failed");
+    }
+}
+
+/// S3 through the real binary, against moto on 127.0.0.1: a single object
+/// and a glob over a prefix; credentials and endpoint from the usual AWS
+/// environment variables.
+#[test]
+fn s3_objects_and_prefix_globs_through_the_cli() {
+    ensure_moto();
+    let port = free_port();
+    let _moto = serve(
+        Command::new("python3").args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ]),
+        port,
+    );
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let upload = format!(
+        r#"
+import boto3
+s3 = boto3.client("s3", endpoint_url="{endpoint}", region_name="us-east-1",
+                  aws_access_key_id="test", aws_secret_access_key="test")
+s3.create_bucket(Bucket="atlas")
+s3.put_object(Bucket="atlas", Key="in/2024/a.csv", Body={A:?}.encode())
+s3.put_object(Bucket="atlas", Key="in/2024/b.csv", Body={B:?}.encode())
+s3.put_object(Bucket="atlas", Key="in/2024/skip.txt", Body=b"x")
+"#
+    );
+    let status = Command::new("python3")
+        .args(["-c", &upload])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let dir = TempDir::new();
+    let db = format!("sqlite://{}", dir.path().join("s3.db").display());
+    let run = |source: &str, table: &str| {
+        Command::new(crate::cli::binary())
+            .args([
+                "import",
+                source,
+                "--table",
+                table,
+                "--db",
+                &db,
+                "--key",
+                "email",
+                "--on-duplicate",
+                "skip",
+                "--json",
+            ])
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", &endpoint)
+            .env_remove("DATABASE_URL")
+            .output()
+            .unwrap()
+    };
+    let out = run("s3://atlas/in/2024/a.csv", "single");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(report["inserted"], 2);
+    assert_eq!(report["source"], "s3://atlas/in/2024/a.csv");
+
+    let out = run("s3://atlas/in/*/*.csv", "globbed");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (
+            &report["rows_read"],
+            &report["inserted"],
+            &report["skipped"]
+        ),
+        (&5.into(), &4.into(), &1.into())
+    );
+
+    // A missing object: exit 5 (bad source), nothing written.
+    let out = run("s3://atlas/in/2024/none.csv", "missing");
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("s3://atlas/in/2024/none.csv"));
+}
