@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use atlas_import::mapping::ServiceMapping;
 use atlas_import::{AtlasError, CreateTable, FilePolicy, ImportBuilder, OnBadValue, OnDuplicate};
 
 use crate::common::{Kind, TempDir, TestDb};
@@ -271,7 +272,84 @@ async fn failed_import_leaves_no_new_table(db: &TestDb) {
     assert!(db.exists(&table).await);
 }
 
+/// A mapping file of the original service means what it meant there, except
+/// that a table whose schema differs is never dropped.
+async fn original_mapping_files(db: &TestDb) {
+    let dir = TempDir::new();
+    let table = db.table("mapped");
+    let mapping = |check: &str| -> ServiceMapping {
+        serde_json::from_str(&format!(
+            r#"{{
+              "table_name": "{table}",
+              "db_schema": {{"email": "VARCHAR(255)", "name": "TEXT", "joined": "DATE"}},
+              "mappings": {{"email": "E-mail", "name": "Full Name", "joined": "Joined"}},
+              "duplicate_check": {check},
+              "rules": {{
+                "transformations": [{{"type": "uppercase", "field": "name"}}],
+                "datetime_transformations": [{{"field": "joined", "source_format": "%m/%d/%Y", "target_format": "%Y-%m-%d"}}]
+              }}
+            }}"#
+        ))
+        .unwrap()
+    };
+    let strict = mapping(
+        r#"{"enabled": true, "check_file_level": true, "uniqueness_columns": ["email"],
+            "error_message": "Contact already exists."}"#,
+    );
+    let first = dir.file(
+        "first.csv",
+        "E-mail,Full Name,Joined,Ignored\nA@X.com,ann smith,01/02/2024,zzz\nb@x.com,\"bob, jr\",,q\n",
+    );
+    let run = |m: &ServiceMapping, path: &Path| {
+        m.apply(import(db, path, &m.table_name)).unwrap().execute()
+    };
+    let report = run(&strict, &first).await.unwrap();
+    assert_eq!((report.inserted, report.created_table), (2, false));
+    let described = db.db.describe_table(&table).await.unwrap().unwrap();
+    let email = described.find_column("email").unwrap();
+    assert!(
+        email.sql_type.to_ascii_lowercase().contains("char"),
+        "declared type kept: {email:?}"
+    );
+    assert!(described.find_column("Ignored").is_none());
+    assert_eq!(
+        db.rows(&table, &["email", "name", "joined"]).await,
+        vec![
+            vec![s("A@X.com"), s("ANN SMITH"), s("2024-01-02")],
+            vec![s("b@x.com"), s("BOB, JR"), None],
+        ]
+    );
+    // The configured message replaces the first sentence of the refusal.
+    let second = dir.file("second.csv", "E-mail,Full Name,Joined\nb@x.com,Bob,\nc@x.com,Cy,\n");
+    let err = run(&strict, &second).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("Contact already exists. 1 records overlap"),
+        "{err}"
+    );
+    // allow_duplicates: rows are not checked, the file still is.
+    let allow = mapping(r#"{"uniqueness_columns": ["email"], "allow_duplicates": true}"#);
+    assert_eq!(run(&allow, &second).await.unwrap().inserted, 2);
+    let err = run(&allow, &second).await.unwrap_err();
+    assert!(matches!(err, AtlasError::AlreadyImported { .. }), "{err}");
+    // force_import: neither check.
+    let force = mapping(r#"{"force_import": true}"#);
+    assert_eq!(run(&force, &second).await.unwrap().inserted, 2);
+    assert_eq!(db.count(&table).await, 6);
+
+    // A table whose columns differ is an error that lists them; it stays.
+    let other = db.table("mapped_other");
+    create(db, &other, "email TEXT").await;
+    let mut differs = strict.clone();
+    differs.table_name = other.clone();
+    let err = run(&differs, &first).await.unwrap_err();
+    assert!(matches!(err, AtlasError::SchemaMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("'name'"), "{err}");
+    assert!(db.exists(&other).await);
+}
+
 on_every_database!(
+    original_mapping_files,
     failed_import_leaves_no_new_table,
     upsert_overwrites_and_last_occurrence_wins,
     bad_values_become_null,

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use atlas_import::mapping::ServiceMapping;
 use atlas_import::script::{StatementOutcome, run_script};
 use atlas_import::{
     AtlasError, CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, ErrorClass, FilePolicy,
@@ -105,9 +106,13 @@ enum CreatePolicy {
 struct ImportArgs {
     /// The source file (CSV, TSV, Parquet, JSON, NDJSON, Avro, XLSX, XML).
     file: PathBuf,
-    /// Target table.
-    #[arg(long, short = 't')]
-    table: String,
+    /// Target table (required unless --mapping names it).
+    #[arg(long, short = 't', required_unless_present = "mapping")]
+    table: Option<String>,
+    /// A mapping file of the original service (table_name, db_schema, mappings,
+    /// duplicate_check, rules); it sets the table, the key and the duplicate policies.
+    #[arg(long)]
+    mapping: Option<PathBuf>,
     /// Database URL: sqlite://PATH or postgres://...
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://atlas.db")]
     db: String,
@@ -300,7 +305,7 @@ async fn import(args: ImportArgs) -> ExitCode {
                 let report = build_report(
                     &metrics,
                     status_name(class),
-                    &args.table,
+                    args.table.as_deref().unwrap_or_default(),
                     &args.file.display().to_string(),
                     args.chunk_rows,
                     args.partitions,
@@ -402,8 +407,17 @@ enum Outcome {
 
 async fn run_import(args: &ImportArgs, metrics: Arc<ImportMetrics>) -> Result<Outcome, AtlasError> {
     let format = source_format(args)?;
+    let mapping = match &args.mapping {
+        Some(path) => Some(ServiceMapping::from_file(path)?),
+        None => None,
+    };
+    let table = match (&args.table, &mapping) {
+        (Some(table), _) => table.clone(),
+        (None, Some(mapping)) => mapping.table_name.clone(),
+        (None, None) => return Err(AtlasError::Usage("--table is required".into())),
+    };
     let database = db::connect(&args.db).await?;
-    let mut builder = ImportBuilder::new(database, &args.file, &args.table)
+    let mut builder = ImportBuilder::new(database, &args.file, &table)
         .with_key(args.key.iter().map(|k| k.trim().to_string()))
         .with_on_duplicate(match args.on_duplicate {
             DuplicatePolicy::Error => OnDuplicate::Error,
@@ -441,6 +455,9 @@ async fn run_import(args: &ImportArgs, metrics: Arc<ImportMetrics>) -> Result<Ou
         .with_metrics(metrics);
     if let Some(format) = format {
         builder = builder.with_format(format);
+    }
+    if let Some(mapping) = &mapping {
+        builder = mapping.apply(builder)?;
     }
     if args.explain {
         Ok(Outcome::Explained(builder.explain().await?))

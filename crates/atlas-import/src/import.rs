@@ -63,6 +63,12 @@ pub struct ImportBuilder {
     file_policy: FilePolicy,
     create_table: CreateTable,
     bad_values: BadValues,
+    /// Only the MAP columns are imported (a mapping file's `mappings`).
+    only_mapped: bool,
+    /// Columns with SQL types to create a missing table with.
+    declared: Vec<ColumnSpec>,
+    /// Replaces the first sentence of the duplicates error.
+    duplicate_message: Option<String>,
     metrics: Arc<ImportMetrics>,
 }
 
@@ -167,6 +173,9 @@ impl ImportBuilder {
             file_policy: FilePolicy::Error,
             create_table: CreateTable::IfNotExists,
             bad_values: BadValues::Error,
+            only_mapped: false,
+            declared: Vec::new(),
+            duplicate_message: None,
             metrics: Arc::new(ImportMetrics::default()),
         }
     }
@@ -280,6 +289,38 @@ impl ImportBuilder {
             OnBadValue::Null => BadValues::Null,
             OnBadValue::Reject(path) => BadValues::Reject(Arc::new(RejectWriter::new(path))),
         };
+        self
+    }
+
+    /// Imports only the MAP columns; other source columns are left out.
+    pub fn with_only_mapped_columns(mut self, only: bool) -> Self {
+        self.only_mapped = only;
+        self
+    }
+
+    /// Creates a missing table with these columns and SQL types (before the
+    /// import, in its own transaction) instead of types inferred from the source.
+    pub fn with_declared_columns<I, N, T>(mut self, columns: I) -> Self
+    where
+        I: IntoIterator<Item = (N, T)>,
+        N: Into<String>,
+        T: Into<String>,
+    {
+        self.declared = columns
+            .into_iter()
+            .map(|(name, sql_type)| ColumnSpec {
+                name: name.into(),
+                data_type: datafusion::arrow::datatypes::DataType::Utf8,
+                sql_type: Some(sql_type.into()),
+            })
+            .collect();
+        self
+    }
+
+    /// The message of a refusal for duplicates, instead of
+    /// `Duplicate data detected.` (the counts and samples follow it).
+    pub fn with_duplicate_message(mut self, message: impl Into<String>) -> Self {
+        self.duplicate_message = Some(message.into());
         self
     }
 
@@ -397,6 +438,7 @@ impl ImportBuilder {
             .map(|c| ColumnSpec {
                 name: c.name.clone(),
                 data_type: c.data_type.clone(),
+                sql_type: None,
             })
             .collect();
         Ok((planned, Some(create)))
@@ -444,7 +486,7 @@ impl ImportBuilder {
             }
         };
         let df = apply_columns(df, &self.columns, &name)?;
-        let df = apply_map(df, &self.map)?;
+        let df = apply_map(df, &self.map, self.only_mapped)?;
         Ok(OpenedSource {
             df,
             name,
@@ -531,7 +573,14 @@ impl ImportBuilder {
         let history = self.history_entry();
         let db = Arc::clone(&self.db);
         let metrics = Arc::clone(&self.metrics);
-        let result = self.run_once(history.clone()).await;
+        let message = self.duplicate_message.clone();
+        let result = self.run_once(history.clone()).await.map_err(|e| match e {
+            AtlasError::Duplicates(mut report) if message.is_some() => {
+                report.message = message;
+                AtlasError::Duplicates(report)
+            }
+            other => other,
+        });
         let ended = match &result {
             Ok((report, _)) if report.status == "committed" => None,
             Ok((report, _)) => Some((report.status.clone(), report.file_hash.clone(), None)),
@@ -625,6 +674,14 @@ impl ImportBuilder {
             }
         }
         let file_hash = (!hashes.is_empty()).then(|| hashes.join(","));
+        if !self.declared.is_empty()
+            && self
+                .db
+                .create_declared_table(&self.table, &self.declared)
+                .await?
+        {
+            tracing::info!("Created table '{}' with the declared columns", self.table);
+        }
         let (target, create) = self.target(&source).await?;
         let files: Vec<FileRecord> = source
             .files
@@ -742,15 +799,19 @@ impl ImportBuilder {
         // Always read the existing keys through the session: even a table this
         // plan expects to create may exist, filled, by the time the lock is held.
         let key_targets = key_columns.iter().map(|&i| columns[i].clone()).collect();
-        let existing = ExistingKeys::new(
-            format!("{} (keys preloaded once, shared)", self.table),
-            Arc::new(TableKeyLoader {
-                session: Arc::clone(&session),
-                table: self.table.clone(),
-                key_columns: key_targets,
-                metrics: Arc::clone(&self.metrics),
-            }),
-        );
+        let existing = if self.on_duplicate == OnDuplicate::Allow && !dry_run {
+            ExistingKeys::none(format!("{} (not read: duplicates allowed)", self.table))
+        } else {
+            ExistingKeys::new(
+                format!("{} (keys preloaded once, shared)", self.table),
+                Arc::new(TableKeyLoader {
+                    session: Arc::clone(&session),
+                    table: self.table.clone(),
+                    key_columns: key_targets,
+                    metrics: Arc::clone(&self.metrics),
+                }),
+            )
+        };
         let spec = Arc::new(ImportSpec {
             table: self.table.clone(),
             mapping,
@@ -825,8 +886,9 @@ fn apply_columns(df: DataFrame, columns: &[String], source: &str) -> Result<Data
     df.select(exprs).map_err(AtlasError::from_datafusion)
 }
 
-/// Applies `MAP (column = expression, ...)` to the source.
-fn apply_map(df: DataFrame, map: &[(String, String)]) -> Result<DataFrame> {
+/// Applies `MAP (column = expression, ...)` to the source; unless
+/// `only_mapped`, source columns no expression reads pass through.
+fn apply_map(df: DataFrame, map: &[(String, String)], only_mapped: bool) -> Result<DataFrame> {
     if map.is_empty() {
         return Ok(df);
     }
@@ -847,7 +909,9 @@ fn apply_map(df: DataFrame, map: &[(String, String)]) -> Result<DataFrame> {
         .fields()
         .iter()
         .map(|f| f.name())
-        .filter(|name| !read.contains(*name) && !map.iter().any(|(c, _)| c == *name))
+        .filter(|name| {
+            !only_mapped && !read.contains(*name) && !map.iter().any(|(c, _)| c == *name)
+        })
         .map(|name| Expr::Column(Column::from_name(name)))
         .collect();
     exprs.extend(mapped);

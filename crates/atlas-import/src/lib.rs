@@ -22,6 +22,7 @@ pub mod ext;
 pub mod import;
 pub mod key;
 pub mod logical;
+pub mod mapping;
 pub mod options;
 pub mod physical;
 pub mod reject;

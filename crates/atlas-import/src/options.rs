@@ -21,6 +21,9 @@ pub enum OnDuplicate {
     /// Upsert: such rows overwrite the non-key columns of the existing row;
     /// inside the import the last occurrence wins.
     Update,
+    /// No row-level check: every row is inserted (the original service's
+    /// `allow_duplicates`; the file-level check still applies unless allowed).
+    Allow,
 }
 
 impl fmt::Display for OnDuplicate {
@@ -29,6 +32,7 @@ impl fmt::Display for OnDuplicate {
             OnDuplicate::Error => "error",
             OnDuplicate::Skip => "skip",
             OnDuplicate::Update => "update",
+            OnDuplicate::Allow => "allow",
         })
     }
 }
@@ -41,8 +45,9 @@ impl FromStr for OnDuplicate {
             "error" => Ok(OnDuplicate::Error),
             "skip" => Ok(OnDuplicate::Skip),
             "update" => Ok(OnDuplicate::Update),
+            "allow" => Ok(OnDuplicate::Allow),
             other => Err(AtlasError::Usage(format!(
-                "unknown duplicate policy '{other}': expected error, skip or update"
+                "unknown duplicate policy '{other}': expected error, skip, update or allow"
             ))),
         }
     }

@@ -49,11 +49,14 @@ pub struct DuplicateReport {
     pub in_file_chunks: u64,
     /// The first few duplicates in source order.
     pub samples: Vec<DuplicateSample>,
+    /// Replaces `Duplicate data detected.` (a mapping's `error_message`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 impl fmt::Display for DuplicateReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Duplicate data detected.")?;
+        f.write_str(self.message.as_deref().unwrap_or("Duplicate data detected."))?;
         if self.existing > 0 || self.in_file == 0 {
             write!(
                 f,
@@ -191,6 +194,7 @@ impl ImportMetrics {
             in_file: tally.in_file,
             in_file_chunks: tally.chunks.values().filter(|c| c.1 > 0).count() as u64,
             samples: tally.samples.clone(),
+            message: None,
         }
     }
 

@@ -59,6 +59,9 @@ pub struct ColumnSpec {
     pub name: String,
     /// The Arrow type the source gives; the adapter picks the SQL type.
     pub data_type: DataType,
+    /// A declared SQL type that overrides the adapter's choice (from a
+    /// mapping file's `db_schema`).
+    pub sql_type: Option<String>,
 }
 
 /// Name of the column that carries the 1-based source row number through the plan.

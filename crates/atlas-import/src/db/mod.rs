@@ -159,6 +159,46 @@ pub trait Database: Send + Sync + fmt::Debug {
     /// Opens the import transaction (taking the database-wide write lock where
     /// that is how the database serializes writers).
     async fn begin(&self) -> Result<Box<dyn ImportTransaction>>;
+
+    /// Creates `table` with declared SQL types (a mapping file's `db_schema`)
+    /// unless it exists, under the import lock, in a transaction of its own;
+    /// returns whether it created it. An existing table is left as it is.
+    async fn create_declared_table(&self, table: &str, columns: &[ColumnSpec]) -> Result<bool> {
+        for c in columns {
+            let valid = c.sql_type.as_deref().is_some_and(|t| {
+                !t.is_empty()
+                    && t.chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || " _(),".contains(ch))
+            });
+            if !valid {
+                return Err(AtlasError::Usage(format!(
+                    "column '{}': {:?} is not a SQL type (letters, digits, spaces, _ , ( ) only)",
+                    c.name,
+                    c.sql_type.as_deref().unwrap_or_default()
+                )));
+            }
+        }
+        let mut tx = self.begin().await?;
+        let created: Result<bool> = async {
+            tx.lock_table(table).await?;
+            if tx.describe_table(table).await?.is_some() {
+                return Ok(false);
+            }
+            tx.create_table(table, columns).await?;
+            Ok(true)
+        }
+        .await;
+        match created {
+            Ok(created) => {
+                tx.commit().await?;
+                Ok(created)
+            }
+            Err(e) => {
+                tx.rollback().await.ok();
+                Err(e)
+            }
+        }
+    }
 }
 
 /// The one transaction of an import.
@@ -485,11 +525,8 @@ pub(crate) fn create_table_sql(
         defs.push(format!("{} {identity}", quote_ident("id")));
     }
     for c in columns {
-        defs.push(format!(
-            "{} {}",
-            quote_ident(&c.name),
-            sql_type_for(&c.data_type)
-        ));
+        let sql_type = c.sql_type.as_deref().unwrap_or(sql_type_for(&c.data_type));
+        defs.push(format!("{} {sql_type}", quote_ident(&c.name)));
     }
     format!("CREATE TABLE {} ({})", quote_ident(table), defs.join(", "))
 }

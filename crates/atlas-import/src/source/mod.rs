@@ -460,6 +460,7 @@ impl FileSource {
             .map(|(f, inf)| ColumnSpec {
                 name: f.name().clone(),
                 data_type: inf.data_type(),
+                sql_type: None,
             })
             .collect())
     }
@@ -531,6 +532,7 @@ pub fn columns_from_schema(schema: &Schema) -> Vec<ColumnSpec> {
         .map(|f| ColumnSpec {
             name: f.name().clone(),
             data_type: storable_type(f.data_type()),
+            sql_type: None,
         })
         .collect()
 }
