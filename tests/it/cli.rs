@@ -433,3 +433,136 @@ fn examples_run() {
         );
     }
 }
+
+/// The breadth flags through the binary: --on-duplicate update,
+/// --on-bad-value reject --reject-file, --sheet, --mapping.
+#[test]
+fn breadth_flags_on_sqlite() {
+    let dir = TempDir::new();
+    let db = sqlite_url(&dir);
+    let first = dir.file("p.csv", "sku,qty\na,1\nb,2\n");
+    let out = run(&[
+        "import",
+        first.to_str().unwrap(),
+        "-t",
+        "stock",
+        "--db",
+        &db,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let update = dir.file("u.csv", "sku,qty\nb,20\nc,x\nd,4\n");
+    let rejects = dir.path().join("rejects.csv");
+    let out = run(&[
+        "import",
+        update.to_str().unwrap(),
+        "-t",
+        "stock",
+        "--db",
+        &db,
+        "--key",
+        "sku",
+        "--on-duplicate",
+        "update",
+        "--on-bad-value",
+        "reject",
+        "--reject-file",
+        rejects.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json(&out);
+    assert_eq!(
+        (&report["inserted"], &report["updated"], &report["rejected"]),
+        (&1.into(), &1.into(), &1.into())
+    );
+    let rejected = std::fs::read_to_string(&rejects).unwrap();
+    assert!(
+        rejected.starts_with("sku,qty,source_row,column,reason\nc,x,2,qty,"),
+        "{rejected}"
+    );
+
+    // reject without a file is a usage error, before anything happens.
+    let out = run(&[
+        "import",
+        update.to_str().unwrap(),
+        "-t",
+        "stock",
+        "--db",
+        &db,
+        "--on-bad-value",
+        "reject",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+
+    // A workbook's named sheet.
+    let xlsx = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/contacts.xlsx");
+    let out = run(&[
+        "import",
+        xlsx.to_str().unwrap(),
+        "-t",
+        "book",
+        "--db",
+        &db,
+        "--sheet",
+        "Contacts",
+        "--key",
+        "email",
+        "--on-duplicate",
+        "skip",
+        "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json(&out)["inserted"], 3);
+
+    // A mapping file names the table and the key; its message replaces ours.
+    let mapping = dir.file(
+        "mapping.json",
+        r#"{"table_name": "mapped", "mappings": {"code": "sku", "n": "qty"},
+            "duplicate_check": {"uniqueness_columns": ["code"], "error_message": "Already there."}}"#,
+    );
+    let out = run(&[
+        "import",
+        first.to_str().unwrap(),
+        "--mapping",
+        mapping.to_str().unwrap(),
+        "--db",
+        &db,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = dir.file("again.csv", "sku,qty\na,9\n");
+    let out = run(&[
+        "import",
+        again.to_str().unwrap(),
+        "--mapping",
+        mapping.to_str().unwrap(),
+        "--db",
+        &db,
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Already there. 1 records overlap"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

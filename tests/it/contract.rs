@@ -223,6 +223,20 @@ async fn create_table_never_and_unfit_tables(db: &TestDb) {
     assert!(message.contains("'extra'"), "{message}");
     assert!(message.contains("'code' is NOT NULL"), "{message}");
     assert_eq!(db.count(&table).await, 0);
+
+    // A typed source (Avro) is checked column by column before any row is read.
+    let typed = db.table("typed_unfit");
+    create(db, &typed, "email TEXT, joined INTEGER").await;
+    let avro = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/contacts.avro");
+    let err = import(db, &avro, &typed).execute().await.unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("column 'joined' is Date32 in the source"),
+        "{message}"
+    );
+    assert!(message.contains("source column 'name'"), "{message}");
+    assert!(message.contains("source column 'age'"), "{message}");
+    assert_eq!(db.count(&typed).await, 0);
 }
 
 /// A value longer than a VARCHAR(n) column is a bad value (SQLite does not
@@ -320,7 +334,10 @@ async fn original_mapping_files(db: &TestDb) {
         ]
     );
     // The configured message replaces the first sentence of the refusal.
-    let second = dir.file("second.csv", "E-mail,Full Name,Joined\nb@x.com,Bob,\nc@x.com,Cy,\n");
+    let second = dir.file(
+        "second.csv",
+        "E-mail,Full Name,Joined\nb@x.com,Bob,\nc@x.com,Cy,\n",
+    );
     let err = run(&strict, &second).await.unwrap_err();
     assert!(
         err.to_string()

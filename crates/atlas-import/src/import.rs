@@ -933,6 +933,14 @@ fn map_columns(
                     column.name, column.sql_type
                 ))
             }
+            Some(column) if !storable_in(field.data_type(), &column.data_type) => {
+                differences.push(format!(
+                    "column '{}' is {} in the source, which a {} column cannot hold",
+                    field.name(),
+                    field.data_type(),
+                    column.sql_type
+                ))
+            }
             Some(column) => {
                 if mapping
                     .iter()
@@ -972,6 +980,31 @@ fn map_columns(
             table: target.name.clone(),
             differences,
         })
+    }
+}
+
+/// Whether values of a typed source column can be converted to `target` at
+/// all (text is checked value by value instead, naming row and column).
+fn storable_in(
+    source: &datafusion::arrow::datatypes::DataType,
+    target: &datafusion::arrow::datatypes::DataType,
+) -> bool {
+    use datafusion::arrow::datatypes::DataType;
+    match (source, target) {
+        (DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null, _) => true,
+        (_, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) => true,
+        // Arrow casts dates and times to numbers; a table means no such thing.
+        (DataType::Date32 | DataType::Date64 | DataType::Timestamp(..), t)
+            if t.is_numeric() || *t == DataType::Boolean =>
+        {
+            false
+        }
+        (s, DataType::Date32 | DataType::Date64 | DataType::Timestamp(..))
+            if s.is_numeric() || *s == DataType::Boolean =>
+        {
+            false
+        }
+        (s, t) => datafusion::arrow::compute::can_cast_types(s, t),
     }
 }
 

@@ -56,7 +56,11 @@ pub struct DuplicateReport {
 
 impl fmt::Display for DuplicateReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.message.as_deref().unwrap_or("Duplicate data detected."))?;
+        f.write_str(
+            self.message
+                .as_deref()
+                .unwrap_or("Duplicate data detected."),
+        )?;
         if self.existing > 0 || self.in_file == 0 {
             write!(
                 f,
