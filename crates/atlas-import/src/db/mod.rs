@@ -131,6 +131,57 @@ impl HistoryEntry {
     }
 }
 
+/// Writes an `import_history` row on `conn` (one statement for every driver;
+/// only the placeholders differ).
+pub(crate) async fn insert_history<DB>(
+    conn: &mut DB::Connection,
+    kind: DbKind,
+    entry: &HistoryEntry,
+) -> Result<()>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> chrono::NaiveDateTime: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+{
+    let placeholders = (1..=15)
+        .map(|i| match kind {
+            DbKind::Postgres => format!("${i}"),
+            DbKind::Sqlite | DbKind::MySql => "?".to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "INSERT INTO import_history (started_at, finished_at, source, table_name, key_columns,
+         on_duplicate, status, rows_read, inserted, updated, skipped, duplicates, rejected,
+         file_hash, error) VALUES ({placeholders})"
+    );
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    sqlx::query::<DB>(sqlx::AssertSqlSafe(sql))
+        .bind(entry.started_at.naive_utc())
+        .bind(entry.finished_at.naive_utc())
+        .bind(entry.source.as_str())
+        .bind(entry.table_name.as_str())
+        .bind(entry.key_columns.as_str())
+        .bind(entry.on_duplicate.as_str())
+        .bind(entry.status.as_str())
+        .bind(count(entry.rows_read))
+        .bind(count(entry.inserted))
+        .bind(count(entry.updated))
+        .bind(count(entry.skipped))
+        .bind(count(entry.duplicates))
+        .bind(count(entry.rejected))
+        .bind(entry.file_hash.as_deref())
+        .bind(entry.error.as_deref())
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| AtlasError::database("recording the import in import_history", e))?;
+    Ok(())
+}
+
 /// A database that imports can target.
 #[async_trait]
 pub trait Database: Send + Sync + fmt::Debug {

@@ -217,32 +217,8 @@ const CREATE_IMPORT_HISTORY: &str = "CREATE TABLE IF NOT EXISTS import_history (
     error TEXT
 ) CHARACTER SET utf8mb4";
 
-const INSERT_HISTORY: &str = "INSERT INTO import_history (started_at, finished_at, source,
-    table_name, key_columns, on_duplicate, status, rows_read, inserted, updated, skipped,
-    duplicates, rejected, file_hash, error)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-
 async fn insert_history(conn: &mut MySqlConnection, entry: &HistoryEntry) -> Result<()> {
-    sqlx::query(INSERT_HISTORY)
-        .bind(entry.started_at.naive_utc())
-        .bind(entry.finished_at.naive_utc())
-        .bind(&entry.source)
-        .bind(&entry.table_name)
-        .bind(&entry.key_columns)
-        .bind(&entry.on_duplicate)
-        .bind(&entry.status)
-        .bind(entry.rows_read as i64)
-        .bind(entry.inserted as i64)
-        .bind(entry.updated as i64)
-        .bind(entry.skipped as i64)
-        .bind(entry.duplicates as i64)
-        .bind(entry.rejected as i64)
-        .bind(&entry.file_hash)
-        .bind(&entry.error)
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| AtlasError::database("recording the import in import_history", e))?;
-    Ok(())
+    super::insert_history::<sqlx::MySql>(conn, DbKind::MySql, entry).await
 }
 
 async fn file_imported(conn: &mut MySqlConnection, file_hash: &str, table: &str) -> Result<bool> {

@@ -170,31 +170,7 @@ const CREATE_IMPORT_HISTORY: &str = "CREATE TABLE IF NOT EXISTS import_history (
 )";
 
 async fn insert_history(conn: &mut PgConnection, entry: &HistoryEntry) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO import_history (started_at, finished_at, source, table_name, key_columns,
-         on_duplicate, status, rows_read, inserted, updated, skipped, duplicates, rejected,
-         file_hash, error)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-    )
-    .bind(entry.started_at.naive_utc())
-    .bind(entry.finished_at.naive_utc())
-    .bind(&entry.source)
-    .bind(&entry.table_name)
-    .bind(&entry.key_columns)
-    .bind(&entry.on_duplicate)
-    .bind(&entry.status)
-    .bind(entry.rows_read as i64)
-    .bind(entry.inserted as i64)
-    .bind(entry.updated as i64)
-    .bind(entry.skipped as i64)
-    .bind(entry.duplicates as i64)
-    .bind(entry.rejected as i64)
-    .bind(&entry.file_hash)
-    .bind(&entry.error)
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| AtlasError::database("recording the import in import_history", e))?;
-    Ok(())
+    super::insert_history::<sqlx::Postgres>(conn, DbKind::Postgres, entry).await
 }
 
 async fn file_imported(conn: &mut PgConnection, file_hash: &str, table: &str) -> Result<bool> {
