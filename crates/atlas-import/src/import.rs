@@ -471,7 +471,11 @@ impl ImportBuilder {
                 }
                 let name = match files.as_slice() {
                     [one] => one.display_name(),
-                    many => format!("{} ({} files)", path.display(), many.len()),
+                    many => format!(
+                        "{} ({} files)",
+                        crate::db::mask_password(&path.display().to_string()),
+                        many.len()
+                    ),
                 };
                 let df = union_in_order(frames, &files)?;
                 (df, name, files, Some(staged))
@@ -548,7 +552,10 @@ impl ImportBuilder {
             started_at: now,
             finished_at: now,
             source: match &self.source {
-                SourceSpec::File { path, .. } => path.display().to_string(),
+                // A URL's password never reaches the history.
+                SourceSpec::File { path, .. } => {
+                    crate::db::mask_password(&path.display().to_string())
+                }
                 SourceSpec::DataFrame { name, .. } => name.clone(),
             },
             table_name: self.table.clone(),
