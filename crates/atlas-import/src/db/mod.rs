@@ -326,6 +326,9 @@ pub trait ImportTransaction: Send {
         let sql = UpsertSql::new(kind, table, columns, key, &set, keys_have_nulls);
         self.execute(sql.drop_stage.clone()).await?;
         self.execute(sql.create_stage).await?;
+        if let Some(index) = sql.index_stage {
+            self.execute(index).await?;
+        }
         let mut chunk: ChunkStream<'_> = Box::pin(futures::stream::once(async { Ok(rows) }));
         let staged = self.write_chunk(STAGE_TABLE, columns, &mut chunk).await;
         let updated = match staged {
@@ -368,6 +371,9 @@ const STAGE_TABLE: &str = "atlas_import_stage";
 struct UpsertSql {
     drop_stage: String,
     create_stage: String,
+    /// An index on the stage's key, where the database would otherwise join
+    /// without one (MySQL/MariaDB have no hash join by default).
+    index_stage: Option<String>,
     update: String,
 }
 
@@ -410,6 +416,7 @@ impl UpsertSql {
         };
         match kind {
             DbKind::Postgres => Self {
+                index_stage: None,
                 drop_stage: format!("DROP TABLE IF EXISTS pg_temp.{stage}"),
                 create_stage: format!(
                     "CREATE TEMP TABLE {stage} AS SELECT {list} FROM {target} WITH NO DATA"
@@ -420,6 +427,7 @@ impl UpsertSql {
                 ),
             },
             DbKind::Sqlite => Self {
+                index_stage: None,
                 drop_stage: format!("DROP TABLE IF EXISTS temp.{stage}"),
                 create_stage: format!(
                     "CREATE TEMP TABLE {stage} AS SELECT {list} FROM {target} WHERE 0"
@@ -430,6 +438,23 @@ impl UpsertSql {
                 ),
             },
             DbKind::MySql => Self {
+                index_stage: Some(format!(
+                    "ALTER TABLE {stage} ADD INDEX atlas_key ({})",
+                    key.iter()
+                        .map(|&i| {
+                            // TEXT and BLOB columns are indexed by a prefix;
+                            // the join still compares whole values.
+                            let c = &columns[i];
+                            let t = c.sql_type.to_ascii_lowercase();
+                            if t.contains("text") || t.contains("blob") {
+                                format!("{}(255)", quote_ident(&c.name))
+                            } else {
+                                quote_ident(&c.name)
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
                 drop_stage: format!("DROP TEMPORARY TABLE IF EXISTS {stage}"),
                 create_stage: format!(
                     "CREATE TEMPORARY TABLE {stage} AS SELECT {list} FROM {target} WHERE 1 = 0"
