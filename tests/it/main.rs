@@ -7,5 +7,6 @@ mod common;
 mod contract;
 mod formats;
 mod plans;
+mod reliability;
 mod semantics;
 mod stores;

@@ -1,0 +1,360 @@
+//! DESIGN §2 under load and faults, through the real binary: concurrent
+//! imports of overlapping files, a killed connection, a killed process,
+//! Ctrl-C, and a source cut short.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::cli::binary;
+use crate::common::{Kind, TempDir, TestDb};
+use crate::on_every_database;
+
+/// Imports processes running at once.
+const PROCESSES: usize = 8;
+/// Rows per file; neighbouring files share half of their keys.
+const ROWS: usize = 2_000;
+
+fn import_command(db: &TestDb, file: &Path, table: &str, extra: &[&str]) -> Command {
+    let mut command = Command::new(binary());
+    command
+        .args([
+            "import",
+            file.to_str().unwrap(),
+            "--table",
+            table,
+            "--db",
+            &db.url,
+        ])
+        .args(["--key", "k", "--json"])
+        .args(extra)
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+fn report(output: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().last().unwrap_or_else(|| {
+        panic!(
+            "no report; stderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    serde_json::from_str(line).unwrap()
+}
+
+/// Writes the overlapping files: file `i` holds keys `i*ROWS/2 .. i*ROWS/2+ROWS`.
+fn overlapping_files(dir: &TempDir) -> Vec<PathBuf> {
+    (0..PROCESSES)
+        .map(|i| {
+            let mut csv = String::from("k,v\n");
+            let first = i * ROWS / 2;
+            for k in first..first + ROWS {
+                csv.push_str(&format!("{k},\"file {i}, row {k}\"\n"));
+            }
+            dir.file(&format!("part{i}.csv"), &csv)
+        })
+        .collect()
+}
+
+/// Every key of `table`, failing if one appears twice.
+async fn keys_once(db: &TestDb, table: &str) -> HashSet<String> {
+    let rows = db.rows(table, &["k"]).await;
+    let mut keys = HashSet::new();
+    for row in rows {
+        let key = row[0].clone().unwrap();
+        assert!(
+            keys.insert(key.clone()),
+            "key {key} appears twice in {table}"
+        );
+    }
+    keys
+}
+
+/// Starts every process, reads the table while they run, and waits for them.
+async fn run_concurrently(db: &TestDb, table: &str, files: &[PathBuf], mode: &str) -> Vec<Output> {
+    let children: Vec<Child> = files
+        .iter()
+        .map(|f| {
+            import_command(db, f, table, &["--on-duplicate", mode])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Readers are not blocked: counting the rows succeeds while imports run
+    // (the table may not exist yet at first).
+    let mut reads = 0;
+    let started = Instant::now();
+    while reads < 3 && started.elapsed() < Duration::from_secs(30) {
+        if db.exists(table).await {
+            db.count(table).await;
+            reads += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect()
+}
+
+async fn concurrent_overlapping_imports(db: &TestDb) {
+    let dir = TempDir::new();
+    let files = overlapping_files(&dir);
+    let all_keys = PROCESSES * ROWS / 2 + ROWS / 2;
+
+    // skip: every import commits; together they hold every key once.
+    let table = db.table("concurrent_skip");
+    let outputs = run_concurrently(db, &table, &files, "skip").await;
+    let mut inserted = 0;
+    for output in &outputs {
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let r = report(output);
+        assert_eq!(
+            r["inserted"].as_u64().unwrap() + r["skipped"].as_u64().unwrap(),
+            ROWS as u64
+        );
+        inserted += r["inserted"].as_u64().unwrap();
+    }
+    let keys = keys_once(db, &table).await;
+    assert_eq!(keys.len(), all_keys);
+    assert_eq!(inserted, keys.len() as u64);
+
+    // error: each import commits whole or is refused whole.
+    let table = db.table("concurrent_error");
+    let outputs = run_concurrently(db, &table, &files, "error").await;
+    let mut committed = 0;
+    for output in &outputs {
+        match output.status.code() {
+            Some(0) => {
+                assert_eq!(report(output)["inserted"], ROWS as u64);
+                committed += 1;
+            }
+            Some(3) => assert_eq!(report(output)["inserted"], 0),
+            other => panic!(
+                "exit {other:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        }
+    }
+    assert!(committed >= 1);
+    let keys = keys_once(db, &table).await;
+    assert_eq!(keys.len(), committed * ROWS);
+    assert_eq!(db.file_imports(&table).await, committed as i64);
+}
+
+on_every_database!(concurrent_overlapping_imports);
+
+/// A file big enough that the write phase can be caught while it runs.
+fn big_file(dir: &TempDir, rows: usize) -> PathBuf {
+    let mut csv = String::with_capacity(rows * 40);
+    csv.push_str("k,v\n");
+    for k in 0..rows {
+        csv.push_str(&format!("{k},\"value, {k}\"\n"));
+    }
+    dir.file("big.csv", &csv)
+}
+
+/// Waits until `ready` says the import is writing; panics after a minute.
+async fn until(mut ready: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !ready().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the import never reached its write phase"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The backend pid of a running `COPY` into `table`, if any.
+async fn copying_backend(db: &TestDb, table: &str) -> Option<i32> {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'COPY \"' || $1 || '\"%FROM STDIN%'",
+    )
+    .bind(table)
+    .fetch_optional(&mut c)
+    .await
+    .unwrap()
+}
+
+/// The connection is killed while the rows are being copied: a database
+/// error (exit 6), and the table and `file_imports` as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_connection_rolls_back() {
+    let db = TestDb::new(Kind::Postgres).await;
+    db.run(async {
+        let dir = TempDir::new();
+        let file = big_file(&dir, 300_000);
+        let table = db.table("killed_connection");
+        let child = import_command(&db, &file, &table, &["--chunk-rows", "1000"])
+            .spawn()
+            .unwrap();
+        let mut backend = None;
+        until(async || {
+            backend = copying_backend(&db, &table).await;
+            backend.is_some()
+        })
+        .await;
+        db.exec(&format!(
+            "SELECT pg_terminate_backend({})",
+            backend.unwrap()
+        ))
+        .await;
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(6),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(!db.exists(&table).await, "the new table was rolled back");
+        assert_eq!(db.file_imports(&table).await, 0);
+    })
+    .await;
+}
+
+/// The process is killed (SIGKILL, then SIGINT) mid-import: nothing stays,
+/// and the next import of the same file succeeds.
+async fn killed_process_leaves_nothing(db: &TestDb) {
+    let dir = TempDir::new();
+    let file = big_file(&dir, 300_000);
+    let table = db.table("killed_process");
+    // An existing table, so that what stays is visible (and MySQL's
+    // created-then-committed table is out of the picture).
+    let id = match db.kind {
+        Kind::Sqlite => "id INTEGER PRIMARY KEY",
+        Kind::Postgres => "id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+        Kind::MySql => "id BIGINT AUTO_INCREMENT PRIMARY KEY",
+    };
+    db.exec(&format!(
+        "CREATE TABLE \"{table}\" ({id}, k BIGINT, v TEXT); INSERT INTO \"{table}\" (k, v) VALUES (-1, 'before')"
+    ))
+    .await;
+    for signal in ["KILL", "INT"] {
+        let mut child = import_command(db, &file, &table, &["--chunk-rows", "1000"])
+            .env("RUST_LOG", "atlas_import=info")
+            .spawn()
+            .unwrap();
+        // The log says when the existing keys are loaded: from then on rows
+        // pass the check and are written.
+        let stderr = child.stderr.take().unwrap();
+        let (lines, seen) = std::sync::mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut log = Vec::new();
+        loop {
+            let line = seen
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the import never logged its key preload");
+            let writing = line.contains("Pre-loaded");
+            log.push(line);
+            if writing {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = child.wait().unwrap();
+        reader.join().unwrap();
+        log.extend(seen.try_iter());
+        let log = log.join("\n");
+        assert!(
+            !log.contains("committed"),
+            "the import finished before SIG{signal}: {log}"
+        );
+        if signal == "INT" && exit.code().is_some() {
+            assert_eq!(exit.code(), Some(130), "{log}");
+            assert!(log.contains("rolled back"), "{log}");
+        }
+        assert_eq!(
+            db.rows(&table, &["k", "v"]).await,
+            vec![vec![Some("-1".into()), Some("before".into())]],
+            "after SIG{signal}"
+        );
+        assert_eq!(db.file_imports(&table).await, 0, "after SIG{signal}");
+    }
+    let output = import_command(db, &file, &table, &[]).output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(db.count(&table).await, 300_001);
+}
+
+/// A source cut short (a CSV ending inside a quoted field, a truncated
+/// Parquet file) fails naming the file, and writes nothing.
+async fn truncated_sources_write_nothing(db: &TestDb) {
+    let dir = TempDir::new();
+    let table = db.table("truncated");
+    let csv = dir.file("cut.csv", "k,v\n1,\"fine\"\n2,\"cut in the mid");
+    let output = import_command(db, &csv, &table, &[]).output().unwrap();
+    assert_eq!(output.status.code(), Some(5));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cut.csv") && stderr.contains("never closed"),
+        "{stderr}"
+    );
+    assert!(!db.exists(&table).await);
+
+    let parquet = Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/data/sales");
+    let some_file = walk(&parquet)
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .expect("a parquet file under plans/data/sales");
+    let bytes = std::fs::read(&some_file).unwrap();
+    let cut = dir.path().join("cut.parquet");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let output = import_command(db, &cut, &table, &[]).output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cut.parquet"));
+    assert!(!db.exists(&table).await);
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+on_every_database!(
+    killed_process_leaves_nothing,
+    truncated_sources_write_nothing
+);
