@@ -358,3 +358,49 @@ on_every_database!(
     killed_process_leaves_nothing,
     truncated_sources_write_nothing
 );
+
+/// A million rows of 150-byte values (a 157 MB file) import under a 64 MB
+/// memory limit, which holding the file, as the original service did, would
+/// exceed; under 4 MB the import fails naming the limit and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_memory() {
+    let db = TestDb::new(Kind::Postgres).await;
+    db.run(async {
+        let dir = TempDir::new();
+        let path = dir.path().join("million.csv");
+        {
+            use std::io::Write;
+            let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+            writeln!(out, "k,v").unwrap();
+            let pad = "x".repeat(140);
+            for k in 0..1_000_000 {
+                writeln!(out, "{k},\"{pad} {k}\"").unwrap();
+            }
+        }
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!(size > 2 * (64 << 20), "the file is {size} bytes");
+
+        let small = db.table("memory_small");
+        let output = import_command(&db, &path, &small, &["--memory-limit", "4MB"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("limit of 4 MB"), "{stderr}");
+        assert!(!db.exists(&small).await);
+
+        let table = db.table("memory_ok");
+        let output = import_command(&db, &path, &table, &["--memory-limit", "64MB"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(report(&output)["inserted"], 1_000_000);
+        assert_eq!(db.count(&table).await, 1_000_000);
+    })
+    .await;
+}

@@ -12,7 +12,7 @@ use atlas_import::script::{StatementOutcome, run_script};
 use atlas_import::{
     AtlasError, CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, ErrorClass, FilePolicy,
     ImportBuilder, ImportMetrics, ImportReport, OnBadValue, OnDuplicate, SourceFormat,
-    build_report, db,
+    build_report, db, parse_memory_size,
 };
 use clap::{Parser, Subcommand, ValueEnum};
 use datafusion::arrow::util::pretty::pretty_format_batches;
@@ -165,6 +165,10 @@ struct ImportArgs {
     /// Print the physical plan and exit without importing.
     #[arg(long)]
     explain: bool,
+    /// Most memory the import may hold (key sets, buffered batches), e.g.
+    /// 512MB or 2GB; an import that needs more fails and writes nothing.
+    #[arg(long)]
+    memory_limit: Option<String>,
 }
 
 /// Exit codes (DESIGN §3), mapped in one place.
@@ -458,6 +462,9 @@ async fn run_import(args: &ImportArgs, metrics: Arc<ImportMetrics>) -> Result<Ou
     }
     if let Some(mapping) = &mapping {
         builder = mapping.apply(builder)?;
+    }
+    if let Some(limit) = &args.memory_limit {
+        builder = builder.with_memory_limit(parse_memory_size(limit)?);
     }
     if args.explain {
         Ok(Outcome::Explained(builder.explain().await?))

@@ -9,6 +9,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::Column;
 use datafusion::execution::TaskContext;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::{Extension, LogicalPlan};
@@ -69,6 +70,9 @@ pub struct ImportBuilder {
     declared: Vec<ColumnSpec>,
     /// Replaces the first sentence of the duplicates error.
     duplicate_message: Option<String>,
+    /// Bytes the import may hold in DataFusion's memory pool (key sets,
+    /// buffered batches); `None`: unbounded.
+    memory_limit: Option<usize>,
     metrics: Arc<ImportMetrics>,
 }
 
@@ -176,6 +180,7 @@ impl ImportBuilder {
             only_mapped: false,
             declared: Vec::new(),
             duplicate_message: None,
+            memory_limit: None,
             metrics: Arc::new(ImportMetrics::default()),
         }
     }
@@ -321,6 +326,14 @@ impl ImportBuilder {
     /// `Duplicate data detected.` (the counts and samples follow it).
     pub fn with_duplicate_message(mut self, message: impl Into<String>) -> Self {
         self.duplicate_message = Some(message.into());
+        self
+    }
+
+    /// Bounds the memory the import holds in DataFusion's memory pool: the
+    /// existing keys, the import's own keys and buffered batches. An import
+    /// that needs more fails, naming the limit, and writes nothing.
+    pub fn with_memory_limit(mut self, bytes: usize) -> Self {
+        self.memory_limit = Some(bytes);
         self
     }
 
@@ -581,10 +594,17 @@ impl ImportBuilder {
         let db = Arc::clone(&self.db);
         let metrics = Arc::clone(&self.metrics);
         let message = self.duplicate_message.clone();
+        let limit = self.memory_limit;
         let result = self.run_once(history.clone()).await.map_err(|e| match e {
             AtlasError::Duplicates(mut report) if message.is_some() => {
                 report.message = message;
                 AtlasError::Duplicates(report)
+            }
+            AtlasError::ResourcesExhausted(what) if limit.is_some() => {
+                AtlasError::ResourcesExhausted(format!(
+                    "the import needs more memory than its limit of {} MB allows; nothing was written ({what})",
+                    limit.unwrap_or_default() >> 20
+                ))
             }
             other => other,
         });
@@ -847,10 +867,18 @@ impl ImportBuilder {
             .import_config(state.config().clone())
             // The catalogs are shared with the caller's session: keep them.
             .with_create_default_catalog_and_schema(false);
-        let state = SessionStateBuilder::new_from_existing(state)
+        let mut builder = SessionStateBuilder::new_from_existing(state.clone())
             .with_config(config)
-            .with_query_planner(Arc::new(ImportQueryPlanner))
-            .build();
+            .with_query_planner(Arc::new(ImportQueryPlanner));
+        if let Some(limit) = self.memory_limit {
+            // The caller's runtime (object stores, disk) with a bounded pool.
+            let runtime = RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
+                .with_memory_limit(limit, 1.0)
+                .build_arc()
+                .map_err(AtlasError::from_datafusion)?;
+            builder = builder.with_runtime_env(runtime);
+        }
+        let state = builder.build();
         let plan = state
             .create_physical_plan(&logical)
             .await

@@ -37,6 +37,7 @@ pub use ext::{DataFrameImportExt, SessionContextImportExt, session_context_with_
 pub use import::{ImportBuilder, PreparedImport, build_report};
 pub use options::{
     CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, FilePolicy, OnBadValue, OnDuplicate,
+    parse_memory_size,
 };
 pub use report::{DuplicateReport, ImportMetrics, ImportReport};
 pub use source::{FileSource, SourceFormat};

@@ -96,3 +96,38 @@ impl fmt::Display for OnBadValue {
         }
     }
 }
+
+/// Parses a memory size: `512MB`, `2GB`, `64MiB`, `1048576` (bytes).
+pub fn parse_memory_size(text: &str) -> Result<usize, AtlasError> {
+    let t = text.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let factor: f64 = match unit.trim() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => f64::NAN,
+    };
+    match number.parse::<f64>() {
+        Ok(n) if factor.is_finite() && n > 0.0 => Ok((n * factor) as usize),
+        _ => Err(AtlasError::Usage(format!(
+            "invalid memory size '{text}': expected e.g. 512MB, 2GB or a number of bytes"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory_size("512MB").unwrap(), 512 << 20);
+        assert_eq!(parse_memory_size("2gb").unwrap(), 2 << 30);
+        assert_eq!(parse_memory_size("1.5 GiB").unwrap(), 3 << 29);
+        assert_eq!(parse_memory_size("4096").unwrap(), 4096);
+        assert!(parse_memory_size("lots").is_err());
+        assert!(parse_memory_size("0MB").is_err());
+    }
+}
