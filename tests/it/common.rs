@@ -10,6 +10,11 @@ use sqlx::{AssertSqlSafe, Connection, Row};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// `name` as a quoted SQL identifier.
+pub fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// A name unique to this process and call.
 pub fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
@@ -126,6 +131,13 @@ impl TestDb {
     /// Runs SQL statements (separated by `;`) on a fresh connection.
     pub async fn exec(&self, sql: &str) {
         for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            self.exec_one(statement).await;
+        }
+    }
+
+    /// Runs one SQL statement (which may contain `;` in names) on a fresh connection.
+    pub async fn exec_one(&self, statement: &str) {
+        {
             match self.kind {
                 Kind::Sqlite => {
                     let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
@@ -167,13 +179,13 @@ impl TestDb {
         let select = columns
             .iter()
             .map(|c| match self.kind {
-                Kind::Sqlite => format!("CAST(\"{c}\" AS TEXT)"),
-                Kind::Postgres => format!("\"{c}\"::text"),
-                Kind::MySql => format!("CAST(\"{c}\" AS CHAR)"),
+                Kind::Sqlite => format!("CAST({} AS TEXT)", quoted(c)),
+                Kind::Postgres => format!("{}::text", quoted(c)),
+                Kind::MySql => format!("CAST({} AS CHAR)", quoted(c)),
             })
             .collect::<Vec<_>>()
             .join(", ");
-        let sql = format!("SELECT {select} FROM \"{table}\" WHERE {filter}");
+        let sql = format!("SELECT {select} FROM {} WHERE {filter}", quoted(table));
         let mut out: Vec<Vec<Option<String>>> = match self.kind {
             Kind::Sqlite => {
                 let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
@@ -215,7 +227,7 @@ impl TestDb {
         if self.db.describe_table(table).await.unwrap().is_none() {
             return 0;
         }
-        self.scalar(&format!("SELECT COUNT(*) FROM \"{table}\""))
+        self.scalar(&format!("SELECT COUNT(*) FROM {}", quoted(table)))
             .await
     }
 
@@ -282,12 +294,13 @@ impl TestDb {
     /// Drops `table` if it exists, and its `file_imports` and
     /// `import_history` rows.
     pub async fn drop_table(&self, table: &str) {
-        self.exec(&format!("DROP TABLE IF EXISTS \"{table}\""))
+        self.exec_one(&format!("DROP TABLE IF EXISTS {}", quoted(table)))
             .await;
         for metadata in ["file_imports", "import_history"] {
             if self.exists(metadata).await {
-                self.exec(&format!(
-                    "DELETE FROM {metadata} WHERE table_name = '{table}'"
+                self.exec_one(&format!(
+                    "DELETE FROM {metadata} WHERE table_name = '{}'",
+                    table.replace('\'', "''")
                 ))
                 .await;
             }

@@ -404,3 +404,129 @@ async fn bounded_memory() {
     })
     .await;
 }
+
+/// Table and column names with quotes, semicolons, spaces, unicode and SQL
+/// keywords are names everywhere (create, lock, key scan, insert, upsert,
+/// metadata), never SQL.
+async fn hostile_names_are_quoted(db: &TestDb) {
+    let dir = TempDir::new();
+    let victim = db.table("victim");
+    db.exec(&format!("CREATE TABLE \"{victim}\" (k TEXT)"))
+        .await;
+    // (MySQL names are at most 64 characters.)
+    let table = format!("{} \"select\"; --ü", db.table("h"));
+    let column = format!("x\"; DROP TABLE {victim}; --");
+    let csv = format!(
+        "\"{}\",order,\"naïve col\"\na,1,x\nb,2,y\n",
+        column.replace('"', "\"\"")
+    );
+    let file = dir.file("hostile.csv", &csv);
+    for mode in ["error", "update"] {
+        let output = Command::new(binary())
+            .args([
+                "import",
+                file.to_str().unwrap(),
+                "--table",
+                &table,
+                "--db",
+                &db.url,
+            ])
+            .args([
+                "--key",
+                &column,
+                "--on-duplicate",
+                mode,
+                "--force",
+                "--json",
+            ])
+            .env_remove("DATABASE_URL")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if mode == "error" {
+            assert_eq!(output.status.code(), Some(0), "{stderr}");
+        } else {
+            assert_eq!(output.status.code(), Some(0), "{stderr}");
+            assert_eq!(report(&output)["updated"], 2, "{stderr}");
+        }
+    }
+    assert!(db.exists(&victim).await, "the victim table was dropped");
+    assert_eq!(
+        db.rows(&table, &[&column, "order", "naïve col"]).await,
+        vec![
+            vec![Some("a".into()), Some("1".into()), Some("x".into())],
+            vec![Some("b".into()), Some("2".into()), Some("y".into())],
+        ]
+    );
+    db.drop_table(&table).await;
+}
+
+on_every_database!(hostile_names_are_quoted);
+
+/// A database URL's password appears nowhere: not in errors, reports, logs
+/// or import_history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_never_leak() {
+    let db = TestDb::new(Kind::Postgres).await;
+    db.run(async {
+        let dir = TempDir::new();
+        let table = db.table("secrets");
+        // Trust authentication accepts any password.
+        let url = db.url.replacen("postgres@", "postgres:s3cr3t-pw@", 1);
+        assert!(url.contains("s3cr3t-pw"), "{url}");
+        let file = dir.file("s.csv", "k\n1\n1\n");
+        for extra in [&[][..], &["--explain"][..]] {
+            let output = Command::new(binary())
+                .args([
+                    "import",
+                    file.to_str().unwrap(),
+                    "--table",
+                    &table,
+                    "--db",
+                    &url,
+                    "--json",
+                ])
+                .args(extra)
+                .env("RUST_LOG", "debug")
+                .env_remove("DATABASE_URL")
+                .output()
+                .unwrap();
+            let all = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert!(!all.contains("s3cr3t-pw"), "{all}");
+        }
+        // A server that refuses: the message names the URL, masked.
+        let refused = "postgres://postgres:s3cr3t-pw@127.0.0.1:1/test";
+        let output = Command::new(binary())
+            .args([
+                "import",
+                file.to_str().unwrap(),
+                "--table",
+                &table,
+                "--db",
+                refused,
+            ])
+            .env_remove("DATABASE_URL")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(6), "{stderr}");
+        assert!(
+            !stderr.contains("s3cr3t-pw") && stderr.contains("***"),
+            "{stderr}"
+        );
+        let history = db
+            .rows_where(
+                "import_history",
+                &["source", "error"],
+                &format!("table_name = '{table}'"),
+            )
+            .await;
+        assert!(!history.is_empty());
+        assert!(!format!("{history:?}").contains("s3cr3t-pw"));
+    })
+    .await;
+}

@@ -100,7 +100,9 @@ impl fmt::Display for OnBadValue {
 /// Parses a memory size: `512MB`, `2GB`, `64MiB`, `1048576` (bytes).
 pub fn parse_memory_size(text: &str) -> Result<usize, AtlasError> {
     let t = text.trim().to_ascii_lowercase();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
     let factor: f64 = match unit.trim() {
         "" | "b" => 1.0,
