@@ -277,6 +277,20 @@ impl ImportSink {
         if self.on_duplicate == OnDuplicate::Error && metrics.has_duplicates() {
             return Err(AtlasError::Duplicates(Box::new(metrics.duplicate_report())).into());
         }
+        if ImportMetrics::get(&metrics.rows_read) == 0 && !self.session.files().is_empty() {
+            // A header and nothing else is an export gone wrong more often than not.
+            let names: Vec<&str> = self
+                .session
+                .files()
+                .iter()
+                .map(|f| f.file_name.as_str())
+                .collect();
+            return Err(AtlasError::Source {
+                source_name: names.join(", "),
+                message: "there are no data rows (only a header?): nothing to import".into(),
+            }
+            .into());
+        }
         let inserted = ImportMetrics::get(&metrics.inserted);
         tracing::info!(
             "Inserted chunk {chunk_number}/{chunk_number} - Total inserted: {inserted}/{inserted}"
