@@ -540,12 +540,32 @@ fn hostile_csv_files() {
     let wide_header: Vec<String> = (0..5000).map(|i| format!("c{i}")).collect();
     let wide_row: Vec<String> = (0..5000).map(|i| i.to_string()).collect();
     let cases: Vec<(&str, Vec<u8>, i32, &str)> = vec![
-        ("ragged", b"a,b\n1,2\n3,4,5\n".to_vec(), 5, "line 3, expected 2 got 3"),
-        ("unterminated", b"a,b\n1,\"open\n2,3\n".to_vec(), 5, "starts on line 2 is never closed"),
-        ("invalid_utf8", b"a,b\n1,\xff\xfe\n".to_vec(), 5, "invalid UTF-8 data for line 2 and field 2"),
+        (
+            "ragged",
+            b"a,b\n1,2\n3,4,5\n".to_vec(),
+            5,
+            "line 3, expected 2 got 3",
+        ),
+        (
+            "unterminated",
+            b"a,b\n1,\"open\n2,3\n".to_vec(),
+            5,
+            "starts on line 2 is never closed",
+        ),
+        (
+            "invalid_utf8",
+            b"a,b\n1,\xff\xfe\n".to_vec(),
+            5,
+            "invalid UTF-8 data for line 2 and field 2",
+        ),
         ("empty", Vec::new(), 5, "the file is empty"),
         ("header_only", b"a,b\n".to_vec(), 5, "no data rows"),
-        ("duplicate_header", b"a,a\n1,2\n".to_vec(), 5, "names column 'a' twice"),
+        (
+            "duplicate_header",
+            b"a,a\n1,2\n".to_vec(),
+            5,
+            "names column 'a' twice",
+        ),
         (
             "wide",
             format!("{}\n{}\n", wide_header.join(","), wide_row.join(",")).into_bytes(),
@@ -557,14 +577,24 @@ fn hostile_csv_files() {
         let path = dir.path().join(format!("{name}.csv"));
         std::fs::write(&path, content).unwrap();
         let output = Command::new(binary())
-            .args(["import", path.to_str().unwrap(), "--table", name, "--db", &db])
+            .args([
+                "import",
+                path.to_str().unwrap(),
+                "--table",
+                name,
+                "--db",
+                &db,
+            ])
             .env_remove("DATABASE_URL")
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(code), "{name}: {stderr}");
         assert!(stderr.contains(message), "{name}: {stderr}");
-        assert!(stderr.contains(&format!("{name}.csv")) || code == 6, "{name}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{name}.csv")) || code == 6,
+            "{name}: {stderr}"
+        );
     }
     // Nothing was written: no table exists but the metadata tables.
     let check = Command::new("python3")
@@ -591,7 +621,15 @@ fn hostile_csv_files() {
     content.extend(b"\r\n");
     std::fs::write(&path, content).unwrap();
     let output = Command::new(binary())
-        .args(["import", path.to_str().unwrap(), "--table", "fine", "--db", &db, "--json"])
+        .args([
+            "import",
+            path.to_str().unwrap(),
+            "--table",
+            "fine",
+            "--db",
+            &db,
+            "--json",
+        ])
         .env_remove("DATABASE_URL")
         .output()
         .unwrap();

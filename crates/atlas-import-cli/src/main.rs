@@ -31,7 +31,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Import one file into one table.
-    Import(ImportArgs),
+    Import(Box<ImportArgs>),
     /// Run one statement or script: `IMPORT INTO ...` and DataFusion SQL.
     Sql(SqlArgs),
     /// Run a plan file: a script of `IMPORT INTO ...` and DataFusion SQL statements.
@@ -207,7 +207,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Import(args) => runtime.block_on(import(args)),
+        Command::Import(args) => runtime.block_on(import(*args)),
         Command::Sql(args) => runtime.block_on(script(args.sql, args.options)),
         Command::Run(args) => match std::fs::read_to_string(&args.plan) {
             Ok(sql) => runtime.block_on(script(sql, args.options)),
