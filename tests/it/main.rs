@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod contract;
 mod formats;
+mod fuzz_regressions;
 mod plans;
 mod reliability;
 mod semantics;

@@ -19,6 +19,8 @@ pub mod coerce;
 pub mod db;
 pub mod error;
 pub mod ext;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod import;
 pub mod key;
 pub mod logical;
