@@ -247,7 +247,8 @@ impl TestDb {
         .await
     }
 
-    async fn scalar(&self, sql: &str) -> i64 {
+    /// The one integer `sql` returns.
+    pub async fn scalar(&self, sql: &str) -> i64 {
         match self.kind {
             Kind::Sqlite => {
                 let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();

@@ -753,3 +753,75 @@ fn sqlite_tables(path: &Path) -> Vec<String> {
         .map(String::from)
         .collect()
 }
+
+/// An HTTP server that promises 1 MB and drops the connection after 100
+/// bytes: the download fails naming the URL, and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_download_writes_nothing() {
+    let db = TestDb::new(Kind::Sqlite).await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        // Serve a few requests (a client may retry), each cut short.
+        listener.set_nonblocking(false).unwrap();
+        for stream in listener.incoming().take(8) {
+            let Ok(mut stream) = stream else { break };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let mut body = String::from("k,v\n");
+            while body.len() < 100 {
+                body.push_str("1,\"a value\"\n");
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\nContent-Type: text/csv\r\n\r\n{body}"
+            );
+            let _ = stream.flush();
+            // Dropping the stream closes the connection mid-body.
+        }
+    });
+    let table = db.table("dropped");
+    let url = format!("http://127.0.0.1:{port}/cut.csv");
+    let err = atlas_import::ImportBuilder::new(std::sync::Arc::clone(&db.db), &url, &table)
+        .execute()
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains(&url), "{message}");
+    assert!(!db.exists(&table).await);
+    assert_eq!(db.file_imports(&table).await, 0);
+    drop(server);
+}
+
+/// A table name with a dot is one name in the current schema: it cannot
+/// reach another schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dotted_table_name_stays_in_its_schema() {
+    let db = TestDb::new(Kind::Postgres).await;
+    db.run(async {
+        let dir = TempDir::new();
+        let schema = db.table("other_schema");
+        db.exec(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+            .await;
+        db.exec(&format!("CREATE TABLE \"{schema}\".t (k TEXT)"))
+            .await;
+        let dotted = format!("{schema}.t");
+        let file = dir.file("d.csv", "k\na\n");
+        let report =
+            atlas_import::ImportBuilder::new(std::sync::Arc::clone(&db.db), &file, &dotted)
+                .execute()
+                .await
+                .unwrap();
+        assert!(report.created_table);
+        // The other schema's table is untouched; the import made its own.
+        let other = db
+            .scalar(&format!("SELECT COUNT(*) FROM \"{schema}\".t"))
+            .await;
+        assert_eq!(other, 0);
+        assert_eq!(db.count(&dotted).await, 1);
+        db.exec(&format!("DROP SCHEMA \"{schema}\" CASCADE")).await;
+        db.drop_table(&dotted).await;
+    })
+    .await;
+}
