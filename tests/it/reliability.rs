@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::cli::binary;
+use crate::cli::{binary, json as report};
 use crate::common::{Kind, TempDir, TestDb};
 use crate::on_every_database;
 
@@ -33,17 +33,6 @@ fn import_command(db: &TestDb, file: &Path, table: &str, extra: &[&str]) -> Comm
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     command
-}
-
-fn report(output: &Output) -> serde_json::Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout.lines().last().unwrap_or_else(|| {
-        panic!(
-            "no report; stderr: {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    serde_json::from_str(line).unwrap()
 }
 
 /// Writes the overlapping files: file `i` holds keys `i*ROWS/2 .. i*ROWS/2+ROWS`.

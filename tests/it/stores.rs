@@ -299,8 +299,7 @@ s3.put_object(Bucket="atlas", Key="in/2024/skip.txt", Body=b"x")
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let report = crate::cli::json(&out);
     assert_eq!(report["inserted"], 2);
     assert_eq!(report["source"], "s3://atlas/in/2024/a.csv");
 
@@ -311,8 +310,7 @@ s3.put_object(Bucket="atlas", Key="in/2024/skip.txt", Body=b"x")
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let report = crate::cli::json(&out);
     assert_eq!(
         (
             &report["rows_read"],

@@ -669,34 +669,24 @@ impl ImportBuilder {
                 imported.push(self.db.file_imported(hash, &self.table).await?);
             }
             if let Some(first) = imported.iter().position(|&i| i) {
-                let all = imported.iter().all(|&i| i);
-                if self.file_policy == FilePolicy::Error || all {
-                    if self.file_policy == FilePolicy::Error && found.files.len() > 1 {
-                        tracing::error!(
-                            "{} was already imported to table '{}'",
-                            found.files[first].display_name(),
-                            self.table
-                        );
-                    }
+                if self.file_policy == FilePolicy::Error || imported.iter().all(|&i| i) {
                     let name = found.files[first].display_name();
+                    if self.file_policy == FilePolicy::Error && found.files.len() > 1 {
+                        tracing::error!("{name} was already imported to table '{}'", self.table);
+                    }
                     let hash = hashes[first].clone();
                     return Ok((self.already_imported(started, &name, hash)?, None));
                 }
                 // ON DUPLICATE FILE SKIP over several files: import the new ones.
-                let mut keep = imported.iter().map(|&i| !i);
-                let mut kept_hashes = hashes.iter().zip(imported.iter());
-                found.files.retain(|f| {
-                    let new = keep.next().unwrap_or(true);
-                    if !new {
-                        tracing::info!("Skipping {}: already imported", f.display_name());
-                    }
-                    new
-                });
-                hashes = kept_hashes
-                    .by_ref()
-                    .filter(|(_, i)| !**i)
-                    .map(|(h, _)| h.clone())
-                    .collect();
+                let (new, seen): (Vec<_>, Vec<_>) = std::mem::take(&mut found.files)
+                    .into_iter()
+                    .zip(std::mem::take(&mut hashes))
+                    .zip(imported)
+                    .partition(|(_, imported)| !imported);
+                for ((file, _), _) in &seen {
+                    tracing::info!("Skipping {}: already imported", file.display_name());
+                }
+                (found.files, hashes) = new.into_iter().map(|(file, _)| file).unzip();
                 source = self.open_source(located).await?;
             }
         }

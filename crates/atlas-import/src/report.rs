@@ -176,12 +176,17 @@ impl ImportMetrics {
         starts[file] = start;
     }
 
-    /// The file (index in source order) that source row `row` came from.
-    pub fn file_of(&self, row: u64) -> usize {
+    /// Adds each of `rows` (source row numbers) to the count of the file it
+    /// came from: `counts[i]` is file `i` in source order.
+    pub fn count_by_file(&self, rows: &[u64], counts: &mut [u64]) {
         let starts = self.file_starts.lock().expect("metrics lock");
-        starts
-            .partition_point(|&start| start <= row)
-            .saturating_sub(1)
+        let last = counts.len().saturating_sub(1);
+        for &row in rows {
+            let file = starts
+                .partition_point(|&start| start <= row)
+                .saturating_sub(1);
+            counts[file.min(last)] += 1;
+        }
     }
 
     /// Whether any duplicate was recorded.

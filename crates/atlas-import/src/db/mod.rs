@@ -131,6 +131,76 @@ impl HistoryEntry {
     }
 }
 
+/// The `i`-th (1-based) bind parameter of a statement on `kind`.
+fn placeholder(kind: DbKind, i: usize) -> String {
+    match kind {
+        DbKind::Postgres => format!("${i}"),
+        DbKind::Sqlite | DbKind::MySql => "?".to_string(),
+    }
+}
+
+/// A connection from `pool`.
+pub(crate) async fn acquire<DB: sqlx::Database>(
+    pool: &sqlx::Pool<DB>,
+) -> Result<sqlx::pool::PoolConnection<DB>> {
+    pool.acquire()
+        .await
+        .map_err(|e| AtlasError::database("connecting", e))
+}
+
+/// Whether `file_hash` was already imported into `table`, read on `conn`.
+pub(crate) async fn file_imported<DB>(
+    conn: &mut DB::Connection,
+    kind: DbKind,
+    file_hash: &str,
+    table: &str,
+) -> Result<bool>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+{
+    let sql = format!(
+        "SELECT 1 FROM file_imports WHERE file_hash = {} AND table_name = {}",
+        placeholder(kind, 1),
+        placeholder(kind, 2)
+    );
+    let found = sqlx::query::<DB>(sqlx::AssertSqlSafe(sql))
+        .bind(file_hash)
+        .bind(table)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| AtlasError::database("reading file_imports", e))?;
+    Ok(found.is_some())
+}
+
+/// `CREATE TABLE IF NOT EXISTS import_history` with a database's types for
+/// the identity key, timestamps and counts (DESIGN §2 plus `updated`,
+/// `file_hash` and `error`).
+pub(crate) fn create_import_history_sql(identity: &str, timestamp: &str, count: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS import_history (
+    id {identity},
+    started_at {timestamp},
+    finished_at {timestamp},
+    source VARCHAR(1000),
+    table_name VARCHAR(255) NOT NULL,
+    key_columns VARCHAR(1000),
+    on_duplicate VARCHAR(16),
+    status VARCHAR(32) NOT NULL,
+    rows_read {count},
+    inserted {count},
+    updated {count},
+    skipped {count},
+    duplicates {count},
+    rejected {count},
+    file_hash TEXT,
+    error TEXT
+)"
+    )
+}
+
 /// Writes an `import_history` row on `conn` (one statement for every driver;
 /// only the placeholders differ).
 pub(crate) async fn insert_history<DB>(
@@ -148,10 +218,7 @@ where
     <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
 {
     let placeholders = (1..=15)
-        .map(|i| match kind {
-            DbKind::Postgres => format!("${i}"),
-            DbKind::Sqlite | DbKind::MySql => "?".to_string(),
-        })
+        .map(|i| placeholder(kind, i))
         .collect::<Vec<_>>()
         .join(", ");
     let sql = format!(

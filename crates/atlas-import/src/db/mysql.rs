@@ -198,37 +198,17 @@ const CREATE_FILE_IMPORTS: &str = "CREATE TABLE IF NOT EXISTS file_imports (
     UNIQUE (file_hash, table_name)
 ) CHARACTER SET utf8mb4";
 
-const CREATE_IMPORT_HISTORY: &str = "CREATE TABLE IF NOT EXISTS import_history (
-    id BIGINT AUTO_INCREMENT PRIMARY KEY,
-    started_at DATETIME(6),
-    finished_at DATETIME(6),
-    source VARCHAR(1000),
-    table_name VARCHAR(255) NOT NULL,
-    key_columns VARCHAR(1000),
-    on_duplicate VARCHAR(16),
-    status VARCHAR(32) NOT NULL,
-    rows_read BIGINT,
-    inserted BIGINT,
-    updated BIGINT,
-    skipped BIGINT,
-    duplicates BIGINT,
-    rejected BIGINT,
-    file_hash TEXT,
-    error TEXT
-) CHARACTER SET utf8mb4";
+fn create_import_history() -> String {
+    super::create_import_history_sql("BIGINT AUTO_INCREMENT PRIMARY KEY", "DATETIME(6)", "BIGINT")
+        + " CHARACTER SET utf8mb4"
+}
 
 async fn insert_history(conn: &mut MySqlConnection, entry: &HistoryEntry) -> Result<()> {
     super::insert_history::<sqlx::MySql>(conn, DbKind::MySql, entry).await
 }
 
 async fn file_imported(conn: &mut MySqlConnection, file_hash: &str, table: &str) -> Result<bool> {
-    let found = sqlx::query("SELECT 1 FROM file_imports WHERE file_hash = ? AND table_name = ?")
-        .bind(file_hash)
-        .bind(table)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(|e| AtlasError::database("reading file_imports", e))?;
-    Ok(found.is_some())
+    super::file_imported::<sqlx::MySql>(conn, DbKind::MySql, file_hash, table).await
 }
 
 #[async_trait]
@@ -242,20 +222,16 @@ impl Database for MySqlDatabase {
     }
 
     async fn describe_table(&self, table: &str) -> Result<Option<TargetTable>> {
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| AtlasError::database("connecting", e))?;
+        let mut conn = super::acquire(&self.pool).await?;
         describe(&mut conn, table).await
     }
 
     async fn ensure_metadata(&self) -> Result<()> {
         for (what, sql) in [
-            ("creating file_imports", CREATE_FILE_IMPORTS),
-            ("creating import_history", CREATE_IMPORT_HISTORY),
+            ("creating file_imports", CREATE_FILE_IMPORTS.to_string()),
+            ("creating import_history", create_import_history()),
         ] {
-            sqlx::query(sql)
+            sqlx::query(AssertSqlSafe(sql))
                 .execute(&self.pool)
                 .await
                 .map_err(|e| AtlasError::database(what, e))?;
@@ -264,20 +240,12 @@ impl Database for MySqlDatabase {
     }
 
     async fn file_imported(&self, file_hash: &str, table: &str) -> Result<bool> {
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| AtlasError::database("connecting", e))?;
+        let mut conn = super::acquire(&self.pool).await?;
         file_imported(&mut conn, file_hash, table).await
     }
 
     async fn record_history(&self, entry: &HistoryEntry) -> Result<()> {
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| AtlasError::database("connecting", e))?;
+        let mut conn = super::acquire(&self.pool).await?;
         insert_history(&mut conn, entry).await
     }
 

@@ -150,37 +150,16 @@ const CREATE_FILE_IMPORTS: &str = "CREATE TABLE IF NOT EXISTS file_imports (
     UNIQUE (file_hash, table_name)
 )";
 
-const CREATE_IMPORT_HISTORY: &str = "CREATE TABLE IF NOT EXISTS import_history (
-    id BIGSERIAL PRIMARY KEY,
-    started_at TIMESTAMP,
-    finished_at TIMESTAMP,
-    source VARCHAR(1000),
-    table_name VARCHAR(255) NOT NULL,
-    key_columns VARCHAR(1000),
-    on_duplicate VARCHAR(16),
-    status VARCHAR(32) NOT NULL,
-    rows_read BIGINT,
-    inserted BIGINT,
-    updated BIGINT,
-    skipped BIGINT,
-    duplicates BIGINT,
-    rejected BIGINT,
-    file_hash TEXT,
-    error TEXT
-)";
+fn create_import_history() -> String {
+    super::create_import_history_sql("BIGSERIAL PRIMARY KEY", "TIMESTAMP", "BIGINT")
+}
 
 async fn insert_history(conn: &mut PgConnection, entry: &HistoryEntry) -> Result<()> {
     super::insert_history::<sqlx::Postgres>(conn, DbKind::Postgres, entry).await
 }
 
 async fn file_imported(conn: &mut PgConnection, file_hash: &str, table: &str) -> Result<bool> {
-    let found = sqlx::query("SELECT 1 FROM file_imports WHERE file_hash = $1 AND table_name = $2")
-        .bind(file_hash)
-        .bind(table)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(|e| AtlasError::database("reading file_imports", e))?;
-    Ok(found.is_some())
+    super::file_imported::<sqlx::Postgres>(conn, DbKind::Postgres, file_hash, table).await
 }
 
 #[async_trait]
@@ -194,24 +173,24 @@ impl Database for PostgresDatabase {
     }
 
     async fn describe_table(&self, table: &str) -> Result<Option<TargetTable>> {
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| AtlasError::database("connecting", e))?;
+        let mut conn = super::acquire(&self.pool).await?;
         describe(&mut conn, table).await
     }
 
     async fn ensure_metadata(&self) -> Result<()> {
         for (what, sql, name) in [
-            ("creating file_imports", CREATE_FILE_IMPORTS, "file_imports"),
+            (
+                "creating file_imports",
+                CREATE_FILE_IMPORTS.to_string(),
+                "file_imports",
+            ),
             (
                 "creating import_history",
-                CREATE_IMPORT_HISTORY,
+                create_import_history(),
                 "import_history",
             ),
         ] {
-            if let Err(e) = sqlx::query(sql).execute(&self.pool).await {
+            if let Err(e) = sqlx::query(AssertSqlSafe(sql)).execute(&self.pool).await {
                 // Two first imports may race on CREATE TABLE IF NOT EXISTS; the
                 // loser fails on the catalog's unique index while the table now exists.
                 let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
@@ -228,20 +207,12 @@ impl Database for PostgresDatabase {
     }
 
     async fn file_imported(&self, file_hash: &str, table: &str) -> Result<bool> {
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| AtlasError::database("connecting", e))?;
+        let mut conn = super::acquire(&self.pool).await?;
         file_imported(&mut conn, file_hash, table).await
     }
 
     async fn record_history(&self, entry: &HistoryEntry) -> Result<()> {
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| AtlasError::database("connecting", e))?;
+        let mut conn = super::acquire(&self.pool).await?;
         insert_history(&mut conn, entry).await
     }
 

@@ -169,37 +169,16 @@ const CREATE_FILE_IMPORTS: &str = "CREATE TABLE IF NOT EXISTS file_imports (
     UNIQUE (file_hash, table_name)
 )";
 
-const CREATE_IMPORT_HISTORY: &str = "CREATE TABLE IF NOT EXISTS import_history (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    started_at TIMESTAMP,
-    finished_at TIMESTAMP,
-    source VARCHAR(1000),
-    table_name VARCHAR(255) NOT NULL,
-    key_columns VARCHAR(1000),
-    on_duplicate VARCHAR(16),
-    status VARCHAR(32) NOT NULL,
-    rows_read INTEGER,
-    inserted INTEGER,
-    updated INTEGER,
-    skipped INTEGER,
-    duplicates INTEGER,
-    rejected INTEGER,
-    file_hash TEXT,
-    error TEXT
-)";
+fn create_import_history() -> String {
+    super::create_import_history_sql("INTEGER PRIMARY KEY AUTOINCREMENT", "TIMESTAMP", "INTEGER")
+}
 
 async fn insert_history(conn: &mut SqliteConnection, entry: &HistoryEntry) -> Result<()> {
     super::insert_history::<sqlx::Sqlite>(conn, DbKind::Sqlite, entry).await
 }
 
 async fn file_imported(conn: &mut SqliteConnection, file_hash: &str, table: &str) -> Result<bool> {
-    let found = sqlx::query("SELECT 1 FROM file_imports WHERE file_hash = ?1 AND table_name = ?2")
-        .bind(file_hash)
-        .bind(table)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(|e| AtlasError::database("reading file_imports", e))?;
-    Ok(found.is_some())
+    super::file_imported::<sqlx::Sqlite>(conn, DbKind::Sqlite, file_hash, table).await
 }
 
 #[async_trait]
@@ -213,20 +192,16 @@ impl Database for SqliteDatabase {
     }
 
     async fn describe_table(&self, table: &str) -> Result<Option<TargetTable>> {
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| AtlasError::database("connecting", e))?;
+        let mut conn = super::acquire(&self.pool).await?;
         describe(&mut conn, table).await
     }
 
     async fn ensure_metadata(&self) -> Result<()> {
         for (what, sql) in [
-            ("creating file_imports", CREATE_FILE_IMPORTS),
-            ("creating import_history", CREATE_IMPORT_HISTORY),
+            ("creating file_imports", CREATE_FILE_IMPORTS.to_string()),
+            ("creating import_history", create_import_history()),
         ] {
-            sqlx::query(sql)
+            sqlx::query(AssertSqlSafe(sql))
                 .execute(&self.pool)
                 .await
                 .map_err(|e| AtlasError::database(what, e))?;
@@ -235,20 +210,12 @@ impl Database for SqliteDatabase {
     }
 
     async fn file_imported(&self, file_hash: &str, table: &str) -> Result<bool> {
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| AtlasError::database("connecting", e))?;
+        let mut conn = super::acquire(&self.pool).await?;
         file_imported(&mut conn, file_hash, table).await
     }
 
     async fn record_history(&self, entry: &HistoryEntry) -> Result<()> {
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| AtlasError::database("connecting", e))?;
+        let mut conn = super::acquire(&self.pool).await?;
         insert_history(&mut conn, entry).await
     }
 

@@ -198,10 +198,8 @@ impl ImportSink {
         let rows = batch
             .column(batch.num_columns() - 1)
             .as_primitive::<datafusion::arrow::datatypes::UInt64Type>();
-        for row in rows.values() {
-            let file = self.import_metrics.file_of(*row).min(files - 1);
-            counts[file] += 1;
-        }
+        self.import_metrics
+            .count_by_file(rows.values(), &mut counts);
     }
 
     async fn write_everything(&self, mut input: SendableRecordBatchStream) -> Result<u64> {
