@@ -3,27 +3,12 @@
 //! SQLite, PostgreSQL and MariaDB.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use atlas_import::mapping::ServiceMapping;
-use atlas_import::{AtlasError, CreateTable, FilePolicy, ImportBuilder, OnBadValue, OnDuplicate};
+use atlas_import::{AtlasError, CreateTable, FilePolicy, OnBadValue, OnDuplicate};
 
-use crate::common::{Kind, TempDir, TestDb};
+use crate::common::{Kind, TempDir, TestDb, create, import, s};
 use crate::on_every_database;
-
-fn import(db: &TestDb, path: &Path, table: &str) -> ImportBuilder {
-    ImportBuilder::new(Arc::clone(&db.db), path, table)
-}
-
-async fn create(db: &TestDb, table: &str, columns: &str) {
-    let id = crate::common::identity(db.kind);
-    db.exec(&format!("CREATE TABLE \"{table}\" ({id}, {columns})"))
-        .await;
-}
-
-fn s(v: &str) -> Option<String> {
-    Some(v.to_string())
-}
 
 /// `import_history` rows of `table`: (status, inserted, updated, duplicates, rejected).
 async fn history(db: &TestDb, table: &str) -> Vec<Vec<Option<String>>> {

@@ -7,17 +7,13 @@ use std::sync::Arc;
 
 use atlas_import::{ImportBuilder, OnDuplicate, SourceFormat};
 
-use crate::common::{TempDir, TestDb};
+use crate::common::{TempDir, TestDb, s};
 use crate::on_every_database;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data")
         .join(name)
-}
-
-fn s(v: &str) -> Option<String> {
-    Some(v.to_string())
 }
 
 /// The rows every source below must produce (the repeated a@x.com skipped).

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::cli::{binary, json as report};
-use crate::common::{Kind, TempDir, TestDb};
+use crate::common::{Kind, TempDir, TestDb, create};
 use crate::on_every_database;
 
 /// Imports processes running at once.
@@ -221,9 +221,9 @@ async fn killed_process_leaves_nothing(db: &TestDb) {
     let table = db.table("killed_process");
     // An existing table, so that what stays is visible (and MySQL's
     // created-then-committed table is out of the picture).
-    let id = crate::common::identity(db.kind);
+    create(db, &table, "k BIGINT, v TEXT").await;
     db.exec(&format!(
-        "CREATE TABLE \"{table}\" ({id}, k BIGINT, v TEXT); INSERT INTO \"{table}\" (k, v) VALUES (-1, 'before')"
+        "INSERT INTO \"{table}\" (k, v) VALUES (-1, 'before')"
     ))
     .await;
     for signal in ["KILL", "INT"] {
@@ -620,10 +620,11 @@ fn hostile_csv_files() {
 async fn hostile_values(db: &TestDb) {
     let dir = TempDir::new();
     let table = db.table("hostile_values");
-    let id = crate::common::identity(db.kind);
-    db.exec(&format!(
-        "CREATE TABLE \"{table}\" ({id}, small SMALLINT, big BIGINT, n INTEGER, d DATE, t TIMESTAMP NULL, code VARCHAR(3))"
-    ))
+    create(
+        db,
+        &table,
+        "small SMALLINT, big BIGINT, n INTEGER, d DATE, t TIMESTAMP NULL, code VARCHAR(3)",
+    )
     .await;
     let mut cases = vec![
         ("big", "99999999999999999999"),

@@ -1,28 +1,12 @@
-//! One test per promise of DESIGN §2 in the foundation issue, on SQLite and
-//! PostgreSQL (each `name::sqlite` / `name::postgres`).
+//! One test per promise of DESIGN §2 in the foundation issue, on SQLite,
+//! PostgreSQL and MariaDB (each `name::sqlite` / `::postgres` / `::mysql`).
 
-use std::path::Path;
 use std::sync::Arc;
 
-use atlas_import::{AtlasError, ImportBuilder, ImportMetrics, ImportReport, OnDuplicate};
+use atlas_import::{AtlasError, ImportMetrics, ImportReport, OnDuplicate};
 
-use crate::common::{Kind, TempDir, TestDb};
+use crate::common::{Kind, TempDir, TestDb, create, import, s};
 use crate::on_every_database;
-
-fn import(db: &TestDb, path: &Path, table: &str) -> ImportBuilder {
-    ImportBuilder::new(Arc::clone(&db.db), path, table)
-}
-
-/// Creates `table` with an identity `id` and the given column definitions.
-async fn create(db: &TestDb, table: &str, columns: &str) {
-    let id = crate::common::identity(db.kind);
-    db.exec(&format!("CREATE TABLE \"{table}\" ({id}, {columns})"))
-        .await;
-}
-
-fn s(v: &str) -> Option<String> {
-    Some(v.to_string())
-}
 
 const FIRST: &str = "email,name\na@x.com,Ann\nb@x.com,Bob\nc@x.com,Cy\n";
 const SECOND: &str = "email,name\nd@x.com,Dee\nb@x.com,Bob\ne@x.com,Eve\n";

@@ -11,12 +11,8 @@ use std::time::{Duration, Instant};
 
 use atlas_import::{AtlasError, FilePolicy, ImportBuilder, OnDuplicate};
 
-use crate::common::{TempDir, TestDb};
+use crate::common::{TempDir, TestDb, s};
 use crate::on_every_database;
-
-fn s(v: &str) -> Option<String> {
-    Some(v.to_string())
-}
 
 /// A free port on 127.0.0.1.
 fn free_port() -> u16 {
