@@ -27,15 +27,24 @@ fn run(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// The last report (a JSON line with a `status`) on stdout; query rows that
+/// `sql --json` prints between reports are passed over.
 pub(crate) fn json(output: &Output) -> serde_json::Value {
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout.lines().last().unwrap_or_else(|| {
-        panic!(
-            "no JSON on stdout; stderr: {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    stdout
+        .lines()
+        .rev()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .unwrap_or_else(|e| panic!("{e}: {line}"))
+        })
+        .find(|value| value.get("status").is_some())
+        .unwrap_or_else(|| {
+            panic!(
+                "no JSON report on stdout: {stdout}; stderr: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
 }
 
 fn sqlite_url(dir: &TempDir) -> String {
@@ -99,7 +108,7 @@ fn exit_codes_and_json_report_on_sqlite() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("row 2: email=\"b@x.com\", age=2 already exists"),
+        stderr.contains("line 3: email=\"b@x.com\", age=2 already exists"),
         "{stderr}"
     );
     let report = json(&out);
@@ -129,7 +138,7 @@ fn exit_codes_and_json_report_on_sqlite() {
         (Some(1), Some(2))
     );
 
-    // Bad value: exit 5 naming file, row, column and value.
+    // Bad value: exit 5 naming file, line, column and value.
     let bad = dir.file("bad.csv", "email,age\nz@x.com,old\n");
     let out = run(&[
         "import",
@@ -142,7 +151,7 @@ fn exit_codes_and_json_report_on_sqlite() {
     assert_eq!(out.status.code(), Some(5));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("bad.csv, row 1, column 'age': \"old\""),
+        stderr.contains("bad.csv, line 2, column 'age': \"old\""),
         "{stderr}"
     );
 
@@ -174,7 +183,8 @@ fn exit_codes_and_json_report_on_sqlite() {
     assert_eq!(out.status.code(), Some(5));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("ragged.csv") && stderr.contains("expected 2 got 3"),
+        stderr.contains("ragged.csv")
+            && stderr.contains("line 3 has 3 fields, but the header has 2"),
         "{stderr}"
     );
     let out = run(&[
@@ -488,7 +498,7 @@ fn breadth_flags_on_sqlite() {
     );
     let rejected = std::fs::read_to_string(&rejects).unwrap();
     assert!(
-        rejected.starts_with("sku,qty,source_row,column,reason\nc,x,2,qty,"),
+        rejected.starts_with("sku,qty,source_row,source_line,column,reason\nc,x,2,3,qty,"),
         "{rejected}"
     );
 
@@ -564,5 +574,133 @@ fn breadth_flags_on_sqlite() {
         String::from_utf8_lossy(&out.stderr).contains("Already there. 1 records overlap"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `sql --json` prints each statement's output in order: a query's rows as
+/// one JSON object per row, an import's report.
+#[test]
+fn sql_json_prints_rows_and_reports_in_order() {
+    let dir = TempDir::new();
+    let db = sqlite_url(&dir);
+    let out = run(&[
+        "sql",
+        "SELECT 1 AS x, 'a' AS y, NULL AS z",
+        "--db",
+        &db,
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"x":1,"y":"a","z":null}"#
+    );
+    let a = dir.file("a.csv", "k\n1\n2\n2\n");
+    let script = format!(
+        "CHECK IMPORT INTO kv FROM '{0}'; IMPORT INTO kv FROM '{0}' ON DUPLICATE SKIP; \
+         SELECT count(*) AS n FROM import_duplicates",
+        a.display()
+    );
+    let out = run(&["sql", &script, "--db", &db, "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0]["source_row"], 3);
+    assert_eq!(lines[0]["duplicate_of"], "row 2");
+    assert_eq!(lines[1]["inserted"], 2);
+    assert_eq!(lines[2]["n"], 1);
+    let help = run(&["sql", "--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("mysql://"));
+}
+
+/// The inferred types show before anything is written; `--infer text` and
+/// the dialect flags; a malformed file exits 5 naming its line.
+#[test]
+fn lossless_flags() {
+    let dir = TempDir::new();
+    let db = sqlite_url(&dir);
+    let file = dir.file(
+        "p.csv",
+        "phone,n,flag\n+15551234567,12345678901234567890,true\n",
+    );
+    let path = file.display().to_string();
+    let out = run(&["import", &path, "--table", "p", "--db", &db, "--explain"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("if missing creates (phone TEXT, n TEXT, flag BOOLEAN)"),
+        "{stdout}"
+    );
+    let out = run(&[
+        "import",
+        &path,
+        "--table",
+        "p",
+        "--db",
+        &db,
+        "--explain",
+        "--infer",
+        "text",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("if missing creates (phone TEXT, n TEXT, flag TEXT)"),
+        "{stdout}"
+    );
+
+    let bad = dir.file("bad.csv", "a,b\n1,\"x\" y\n");
+    let out = run(&[
+        "import",
+        &bad.display().to_string(),
+        "--table",
+        "b",
+        "--db",
+        &db,
+    ]);
+    assert_eq!(out.status.code(), Some(5));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("line 2, column 'b': text after the closing quote"),
+        "{stderr}"
+    );
+
+    let semi = dir.file("s.txt", "# note\na;b\n1;\\N\n");
+    let out = run(&[
+        "import",
+        &semi.display().to_string(),
+        "--table",
+        "s",
+        "--db",
+        &db,
+        "--format",
+        "csv",
+        "--delimiter",
+        ";",
+        "--comment",
+        "#",
+        "--null",
+        "\\N",
+        "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json(&out);
+    assert_eq!(
+        (
+            report["inserted"].as_u64(),
+            report["comment_lines"].as_u64()
+        ),
+        (Some(1), Some(1))
     );
 }

@@ -116,16 +116,18 @@ async fn bad_rows_are_rejected_to_a_file(db: &TestDb) {
     let mut reader = csv::Reader::from_path(&rejects).unwrap();
     assert_eq!(
         reader.headers().unwrap(),
-        vec!["k", "n", "source_row", "column", "reason"]
+        vec!["k", "n", "source_row", "source_line", "column", "reason"]
     );
     let records: Vec<Vec<String>> = reader
         .records()
         .map(|r| r.unwrap().iter().map(String::from).collect())
         .collect();
     assert_eq!(records.len(), 2);
-    assert_eq!(records[0][..4], ["b, \"quoted\"\nline", "x", "2", "n"]);
-    assert!(records[0][4].contains("\"x\""), "{:?}", records[0]);
-    assert_eq!(records[1][..4], ["d", "4.5", "4", "n"]);
+    // Row 2 starts on line 3; its quoted field spans two lines, so row 4 is
+    // on line 6.
+    assert_eq!(records[0][..5], ["b, \"quoted\"\nline", "x", "2", "3", "n"]);
+    assert!(records[0][5].contains("\"x\""), "{:?}", records[0]);
+    assert_eq!(records[1][..5], ["d", "4.5", "4", "6", "n"]);
     assert_eq!(
         history(db, &table).await,
         vec![vec![s("committed"), s("2"), s("0"), s("0"), s("2")]]

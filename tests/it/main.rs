@@ -7,6 +7,7 @@ mod common;
 mod contract;
 mod formats;
 mod fuzz_regressions;
+mod lossless;
 mod plans;
 mod reliability;
 mod semantics;

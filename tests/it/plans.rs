@@ -23,11 +23,15 @@ fn run_plan(db: &TestDb, plan: &str) -> (Option<i32>, serde_json::Value, String)
         .env_remove("DATABASE_URL")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().unwrap_or("null");
+    // The last import report (query rows are JSON lines too).
+    let report = if out.stdout.is_empty() {
+        serde_json::Value::Null
+    } else {
+        crate::cli::json(&out)
+    };
     (
         out.status.code(),
-        serde_json::from_str(last).unwrap_or(serde_json::Value::Null),
+        report,
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }

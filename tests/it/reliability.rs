@@ -529,7 +529,7 @@ fn hostile_csv_files() {
             "ragged",
             b"a,b\n1,2\n3,4,5\n".to_vec(),
             5,
-            "line 3, expected 2 got 3",
+            "line 3 has 3 fields, but the header has 2",
         ),
         (
             "unterminated",
@@ -541,7 +541,7 @@ fn hostile_csv_files() {
             "invalid_utf8",
             b"a,b\n1,\xff\xfe\n".to_vec(),
             5,
-            "invalid UTF-8 data for line 2 and field 2",
+            "line 2, column 'b': the value is not valid UTF-8",
         ),
         ("empty", Vec::new(), 5, "the file is empty"),
         ("header_only", b"a,b\n".to_vec(), 5, "no data rows"),

@@ -11,7 +11,7 @@ use atlas_import::mapping::ServiceMapping;
 use atlas_import::script::{StatementOutcome, run_script};
 use atlas_import::{
     AtlasError, CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, ErrorClass, FilePolicy,
-    ImportBuilder, ImportMetrics, ImportReport, OnBadValue, OnDuplicate, SourceFormat,
+    ImportBuilder, ImportMetrics, ImportReport, OnBadValue, OnDuplicate, SourceOptions,
     build_report, db, parse_memory_size,
 };
 use clap::{Parser, Subcommand, ValueEnum};
@@ -20,7 +20,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
-/// Import files into PostgreSQL and SQLite without letting duplicates in.
+/// Import files into PostgreSQL, MySQL/MariaDB and SQLite without letting duplicates in.
 #[derive(Debug, Parser)]
 #[command(name = "atlas-import", version, about)]
 struct Cli {
@@ -40,10 +40,12 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct ScriptOptions {
-    /// Database URL: sqlite://PATH or postgres://...
+    /// Database URL: sqlite://PATH, postgres://USER@HOST:PORT/DB or
+    /// mysql://USER@HOST:PORT/DB (MariaDB too).
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://atlas.db")]
     db: String,
-    /// Print one JSON report per import on stdout.
+    /// Print JSON lines on stdout, in statement order: each import's report,
+    /// and each query's rows as one object per row.
     #[arg(long)]
     json: bool,
 }
@@ -113,7 +115,8 @@ struct ImportArgs {
     /// duplicate_check, rules); it sets the table, the key and the duplicate policies.
     #[arg(long)]
     mapping: Option<PathBuf>,
-    /// Database URL: sqlite://PATH or postgres://...
+    /// Database URL: sqlite://PATH, postgres://USER@HOST:PORT/DB or
+    /// mysql://USER@HOST:PORT/DB (MariaDB too).
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://atlas.db")]
     db: String,
     /// Uniqueness columns, comma-separated (default: every column written).
@@ -150,6 +153,28 @@ struct ImportArgs {
     /// The CSV file has no header row (columns are column_1, column_2, ...).
     #[arg(long)]
     no_header: bool,
+    /// CSV quote character, or `none` for a file without quoting (default ").
+    #[arg(long)]
+    quote: Option<String>,
+    /// CSV escape character before a quote inside quoted fields, e.g. '\'
+    /// (default: none; quotes are doubled).
+    #[arg(long)]
+    escape: Option<String>,
+    /// CSV lines starting with this character are comments (skipped).
+    #[arg(long)]
+    comment: Option<String>,
+    /// An unquoted CSV field equal to this text is NULL, as an empty one is
+    /// (e.g. NULL or \N).
+    #[arg(long)]
+    null: Option<String>,
+    /// How the source is compressed: gzip, zstd, bzip2, xz or none (default:
+    /// from the extension: .gz, .zst, .bz2, .xz).
+    #[arg(long)]
+    compression: Option<String>,
+    /// Column types of a new table: strict (numbers, booleans, dates only
+    /// where no value changes its meaning) or text (every column text).
+    #[arg(long, default_value = "strict")]
+    infer: String,
     /// The sheet of an .xlsx workbook to read (default: the first).
     #[arg(long)]
     sheet: Option<String>,
@@ -222,29 +247,26 @@ fn main() -> ExitCode {
     }
 }
 
-fn source_format(args: &ImportArgs) -> Result<Option<SourceFormat>, AtlasError> {
-    let format = match &args.format {
-        Some(name) => Some(SourceFormat::from_name(name)?),
-        None => None,
-    };
-    // The flags are the IMPORT statement's OPTIONS under other names.
+/// The source flags, which are the IMPORT statement's FORMAT and OPTIONS
+/// under other names, read by the same function.
+fn source_options(args: &ImportArgs) -> Result<SourceOptions, AtlasError> {
     let mut options = Vec::new();
-    if let Some(delimiter) = args.delimiter {
-        options.push(("delimiter".to_string(), delimiter.to_string()));
-    }
-    if args.no_header {
-        options.push(("header".to_string(), "false".to_string()));
-    }
-    if let Some(sheet) = &args.sheet {
-        options.push(("sheet".to_string(), sheet.clone()));
-    }
-    if let Some(record) = &args.record {
-        options.push(("record".to_string(), record.clone()));
-    }
-    if options.is_empty() {
-        return Ok(format);
-    }
-    SourceFormat::with_options(format, Some(&args.file), &options).map(Some)
+    let mut option = |name: &str, value: Option<String>| {
+        if let Some(value) = value {
+            options.push((name.to_string(), value));
+        }
+    };
+    option("delimiter", args.delimiter.map(String::from));
+    option("header", args.no_header.then(|| "false".to_string()));
+    option("quote", args.quote.clone());
+    option("escape", args.escape.clone());
+    option("comment", args.comment.clone());
+    option("null", args.null.clone());
+    option("sheet", args.sheet.clone());
+    option("record", args.record.clone());
+    option("compression", args.compression.clone());
+    option("infer", Some(args.infer.clone()));
+    SourceOptions::parse(args.format.as_deref(), Some(&args.file), &options)
 }
 
 async fn import(args: ImportArgs) -> ExitCode {
@@ -347,6 +369,7 @@ async fn script(sql: String, options: ScriptOptions) -> ExitCode {
                 Err(e) => eprintln!("error: cannot print the result: {e}"),
             }
         }
+        StatementOutcome::Query(batches) if options.json => print_json_rows(batches),
         StatementOutcome::Query(_) => {}
         StatementOutcome::Explain(plan, report) => {
             println!("{plan}");
@@ -406,11 +429,11 @@ async fn script(sql: String, options: ScriptOptions) -> ExitCode {
 
 enum Outcome {
     Explained(String),
-    Imported(ImportReport),
+    Imported(Box<ImportReport>),
 }
 
 async fn run_import(args: &ImportArgs, metrics: Arc<ImportMetrics>) -> Result<Outcome, AtlasError> {
-    let format = source_format(args)?;
+    let source_options = source_options(args)?;
     let mapping = match &args.mapping {
         Some(path) => Some(ServiceMapping::from_file(path)?),
         None => None,
@@ -457,9 +480,7 @@ async fn run_import(args: &ImportArgs, metrics: Arc<ImportMetrics>) -> Result<Ou
             CreatePolicy::Never => CreateTable::Never,
         })
         .with_metrics(metrics);
-    if let Some(format) = format {
-        builder = builder.with_format(format);
-    }
+    builder = builder.with_source_options(source_options);
     if let Some(mapping) = &mapping {
         builder = mapping.apply(builder)?;
     }
@@ -469,7 +490,7 @@ async fn run_import(args: &ImportArgs, metrics: Arc<ImportMetrics>) -> Result<Ou
     if args.explain {
         Ok(Outcome::Explained(builder.explain().await?))
     } else {
-        Ok(Outcome::Imported(builder.execute().await?))
+        Ok(Outcome::Imported(Box::new(builder.execute().await?)))
     }
 }
 
@@ -477,6 +498,23 @@ fn print_json(report: &ImportReport) {
     match serde_json::to_string(report) {
         Ok(line) => println!("{line}"),
         Err(e) => eprintln!("error: cannot render the report as JSON: {e}"),
+    }
+}
+
+/// A query's rows as JSON lines, one object per row (NULLs included).
+fn print_json_rows(batches: &[datafusion::arrow::array::RecordBatch]) {
+    let mut out = std::io::stdout().lock();
+    let mut writer = arrow_json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, arrow_json::writer::LineDelimited>(&mut out);
+    for batch in batches {
+        if let Err(e) = writer.write(batch) {
+            eprintln!("error: cannot print the result as JSON: {e}");
+            return;
+        }
+    }
+    if let Err(e) = writer.finish() {
+        eprintln!("error: cannot print the result as JSON: {e}");
     }
 }
 

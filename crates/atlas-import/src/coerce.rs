@@ -3,8 +3,11 @@
 //! database returns as text, so "equal after coercion" (`'007'` = `7`) holds by
 //! construction.
 //!
-//! Rules (DESIGN §2): empty and whitespace-only fields are NULL; numbers, booleans,
-//! dates and timestamps are trimmed before parsing; text is kept exactly.
+//! Rules: text is kept exactly, whitespace included (whether an empty field
+//! is NULL or the empty string is the reader's call: the CSV reader makes an
+//! unquoted empty field NULL and a quoted `""` the empty string); numbers,
+//! booleans, dates and timestamps are trimmed before parsing, and an empty or
+//! whitespace-only value is NULL in those columns.
 
 use std::sync::Arc;
 
@@ -161,10 +164,9 @@ fn is_blank(s: &str) -> bool {
 
 fn coerce_strings(values: &StringArray, target: &DataType) -> Result<ArrayRef, CoerceFailure> {
     match target {
-        DataType::Utf8 => blank_to_null(values),
+        DataType::Utf8 => Ok(Arc::new(values.clone())),
         DataType::LargeUtf8 | DataType::Utf8View => {
-            let text = blank_to_null(values)?;
-            Ok(cast(&text, target).expect("utf8 casts to other string types"))
+            Ok(cast(values, target).expect("utf8 casts to other string types"))
         }
         DataType::Int8 => parse_ints::<Int8Type>(values),
         DataType::Int16 => parse_ints::<Int16Type>(values),
@@ -211,15 +213,6 @@ fn coerce_strings(values: &StringArray, target: &DataType) -> Result<ArrayRef, C
             Ok(converted)
         }
     }
-}
-
-fn blank_to_null(values: &StringArray) -> Result<ArrayRef, CoerceFailure> {
-    let has_blank = values.iter().flatten().any(is_blank);
-    if !has_blank {
-        return Ok(Arc::new(values.clone()));
-    }
-    let mask: BooleanArray = values.iter().map(|v| v.map(is_blank)).collect();
-    Ok(nullif(values, &mask).expect("mask has the array's length"))
 }
 
 fn parse_ints<T>(values: &StringArray) -> Result<ArrayRef, CoerceFailure>
@@ -300,19 +293,38 @@ fn describe(input: &ArrayRef, index: usize, original: Option<&StringArray>) -> C
     CoerceFailure { index, value }
 }
 
-/// Infers a column type from text values, for creating a missing table.
+/// Infers a column type from text values, for creating a missing table, so
+/// that **no value changes its meaning**: a column gets a non-text type only
+/// if every value converts to it and back to the same text, up to how a
+/// number is written (`5595.20` as 5595.2 is fine; `+1555...` as 1555... and
+/// `0012` as 12 are not).
 ///
-/// Candidates narrow as values are observed; the most specific type that fits
-/// every non-blank value wins. Integers with a leading zero (`02134`) stay text,
-/// since they are codes, not numbers.
+/// - integers that fit 64 bits: `Int64`;
+/// - numbers a double holds exactly (its shortest text has the same digits):
+///   `Float64`;
+/// - other plain decimals (integers past 64 bits, more digits than a double
+///   holds) up to 38 digits: `Decimal128(p, s)` (each database decides how to
+///   store it exactly);
+/// - `true`/`false`/`t`/`f`: `Boolean` (yes/no/y/n stay text: they are
+///   answers, not booleans, until a table declares a boolean);
+/// - `YYYY-MM-DD`: `Date32`; `YYYY-MM-DD[ T]HH:MM:SS[.ffffff]`: `Timestamp`;
+/// - anything else: text.
+///
+/// Blank values do not vote; surrounding whitespace is how a number is
+/// written, not part of it.
 #[derive(Debug, Clone)]
 pub struct TypeInference {
     seen_value: bool,
     int: bool,
     float: bool,
+    decimal: bool,
     bool_: bool,
     date: bool,
     timestamp: bool,
+    /// Most digits before the point of a decimal.
+    int_digits: usize,
+    /// Most digits after the point of a decimal.
+    scale: usize,
 }
 
 impl Default for TypeInference {
@@ -321,10 +333,87 @@ impl Default for TypeInference {
             seen_value: false,
             int: true,
             float: true,
+            decimal: true,
             bool_: true,
             date: true,
             timestamp: true,
+            int_digits: 0,
+            scale: 0,
         }
+    }
+}
+
+/// The most digits an inferred decimal may have (Arrow's `Decimal128`).
+const MAX_DECIMAL_DIGITS: usize = 38;
+
+/// A number as written, reduced to what it means: sign, significant digits
+/// and the power of ten of the last one. `None` for text that is not a
+/// number, or that a number would not write back (a `+` sign, leading zeros).
+fn number_meaning(s: &str) -> Option<(bool, String, i64)> {
+    let (negative, rest) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (mantissa, exponent) = match rest.find(['e', 'E']) {
+        Some(i) => (&rest[..i], rest[i + 1..].parse::<i64>().ok()?),
+        None => (rest, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all_digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+    if !all_digits(whole) || !all_digits(fraction) || whole.len() + fraction.len() == 0 {
+        return None;
+    }
+    if whole.len() > 1 && whole.starts_with('0') {
+        return None;
+    }
+    let digits = format!("{whole}{fraction}");
+    let leading = digits.len() - digits.trim_start_matches('0').len();
+    let significant = digits[leading..].trim_end_matches('0');
+    if significant.is_empty() {
+        return Some((false, "0".into(), 0));
+    }
+    let trailing = digits.len() - leading - significant.len();
+    let power = exponent - fraction.len() as i64 + trailing as i64;
+    Some((negative, significant.to_string(), power))
+}
+
+/// Whether `s` parses as a finite double whose shortest text means the same
+/// number (no digit lost or invented).
+fn double_keeps(s: &str) -> bool {
+    let Some(meaning) = number_meaning(s) else {
+        return false;
+    };
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() => number_meaning(&format!("{v:e}")) == Some(meaning),
+        _ => false,
+    }
+}
+
+/// Digits before and after the point of a plain decimal (`-12.50`), or `None`.
+fn decimal_shape(s: &str) -> Option<(usize, usize)> {
+    number_meaning(s)?;
+    if s.contains(['e', 'E']) {
+        return None;
+    }
+    let unsigned = s.strip_prefix('-').unwrap_or(s);
+    let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    let whole = whole.trim_start_matches('0');
+    Some((whole.len(), fraction.len()))
+}
+
+/// Whether `s` is a timestamp whose fraction fits microseconds.
+fn timestamp_keeps(s: &str) -> bool {
+    if s.len() < 19 {
+        return false;
+    }
+    let parsed = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f")
+        .or_else(|_| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f"));
+    if parsed.is_err() {
+        return false;
+    }
+    match s[19..].strip_prefix('.') {
+        Some(fraction) => fraction.len() <= 6 || fraction[6..].bytes().all(|b| b == b'0'),
+        None => s.len() == 19,
     }
 }
 
@@ -337,21 +426,26 @@ impl TypeInference {
                 continue;
             }
             self.seen_value = true;
-            let digits = s.trim_start_matches(['+', '-']).as_bytes();
-            let leading_zero = digits.len() > 1 && digits[0] == b'0' && digits[1].is_ascii_digit();
             if self.int {
-                self.int =
-                    !leading_zero && s.parse::<i128>().is_ok_and(|v| i64::try_from(v).is_ok());
+                self.int = s.parse::<i64>().is_ok_and(|v| v.to_string() == s);
             }
             if self.float {
-                self.float = !leading_zero
-                    && s.parse::<f64>().is_ok_and(f64::is_finite)
-                    && s.bytes().any(|b| b.is_ascii_digit());
+                self.float = double_keeps(s);
+            }
+            if self.decimal {
+                match decimal_shape(s) {
+                    Some((whole, fraction)) => {
+                        self.int_digits = self.int_digits.max(whole);
+                        self.scale = self.scale.max(fraction);
+                        self.decimal = self.int_digits + self.scale <= MAX_DECIMAL_DIGITS;
+                    }
+                    None => self.decimal = false,
+                }
             }
             if self.bool_ {
                 self.bool_ = matches!(
                     s.to_ascii_lowercase().as_str(),
-                    "true" | "false" | "yes" | "no" | "y" | "n"
+                    "true" | "false" | "t" | "f"
                 );
             }
             if self.date {
@@ -359,12 +453,15 @@ impl TypeInference {
                     s.len() == 10 && chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok();
             }
             if self.timestamp {
-                self.timestamp = s.len() >= 19
-                    && (chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").is_ok()
-                        || chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
-                            .is_ok());
+                self.timestamp = timestamp_keeps(s);
             }
-            if !(self.int || self.float || self.bool_ || self.date || self.timestamp) {
+            if !(self.int
+                || self.float
+                || self.decimal
+                || self.bool_
+                || self.date
+                || self.timestamp)
+            {
                 return;
             }
         }
@@ -378,6 +475,11 @@ impl TypeInference {
             DataType::Int64
         } else if self.float {
             DataType::Float64
+        } else if self.decimal {
+            DataType::Decimal128(
+                (self.int_digits + self.scale).max(1) as u8,
+                self.scale as i8,
+            )
         } else if self.bool_ {
             DataType::Boolean
         } else if self.date {
@@ -427,11 +529,17 @@ mod tests {
     }
 
     #[test]
-    fn text_is_exact_but_blank_is_null() {
-        let out = coerce_array(&strings(&[Some(" a "), Some(" ")]), &DataType::Utf8).unwrap();
+    fn text_is_kept_exactly() {
+        let out = coerce_array(
+            &strings(&[Some(" a "), Some("   "), Some(""), None]),
+            &DataType::Utf8,
+        )
+        .unwrap();
         let out = out.as_string::<i32>();
         assert_eq!(out.value(0), " a ");
-        assert!(out.is_null(1));
+        assert_eq!(out.value(1), "   ");
+        assert_eq!(out.value(2), "");
+        assert!(out.is_null(3));
     }
 
     #[test]
@@ -446,6 +554,56 @@ mod tests {
         let err = coerce_array(&strings(&[Some("2024-02-30")]), &DataType::Date32).unwrap_err();
         assert_eq!(err.value, "2024-02-30");
         assert!(coerce_array(&strings(&[Some(" 2024-02-29 ")]), &DataType::Date32).is_ok());
+    }
+
+    fn inferred(values: &[&str]) -> DataType {
+        let mut types = TypeInference::default();
+        types.observe(&StringArray::from(values.to_vec()));
+        types.data_type()
+    }
+
+    #[test]
+    fn inference_never_changes_a_value() {
+        // A phone number's plus, a code's leading zeros.
+        assert_eq!(inferred(&["+15551234567", "+15550000000"]), DataType::Utf8);
+        assert_eq!(inferred(&["0012", "7"]), DataType::Utf8);
+        // Past 64 bits, and a 17-digit integer beside one: exact decimals.
+        assert_eq!(
+            inferred(&["12345678901234567890", "1"]),
+            DataType::Decimal128(20, 0)
+        );
+        assert_eq!(
+            inferred(&["12345678901234567", "1.5"]),
+            DataType::Decimal128(18, 1)
+        );
+        // A double holds these exactly, however they are written.
+        assert_eq!(inferred(&["5595.20", "1e3", "-0.5"]), DataType::Float64);
+        // Answers are not booleans; true/false and t/f are.
+        assert_eq!(inferred(&["Y", "N"]), DataType::Utf8);
+        assert_eq!(inferred(&["Yes", "No"]), DataType::Utf8);
+        assert_eq!(inferred(&["true", "F"]), DataType::Boolean);
+        // Nanoseconds do not fit a timestamp column.
+        assert_eq!(inferred(&["2024-01-01 10:00:00.123456789"]), DataType::Utf8);
+        assert_eq!(
+            inferred(&["2024-01-01T10:00:00.5", "2024-01-02 00:00:00"]),
+            DataType::Timestamp(TimeUnit::Microsecond, None)
+        );
+        // Too many digits for any exact number type: text.
+        assert_eq!(
+            inferred(&["1234567890123456789012345678901234567890"]),
+            DataType::Utf8
+        );
+    }
+
+    #[test]
+    fn number_meanings() {
+        assert_eq!(number_meaning("5595.20"), number_meaning("5.5952e3"));
+        assert_eq!(number_meaning("0.0"), Some((false, "0".into(), 0)));
+        assert_eq!(number_meaning("+1"), None);
+        assert_eq!(number_meaning("007"), None);
+        assert_eq!(number_meaning("1.2.3"), None);
+        assert!(!double_keeps("12345678901234567"));
+        assert!(double_keeps("0.1"));
     }
 
     #[test]

@@ -45,13 +45,17 @@ pub enum AtlasError {
 
     /// A value could not be converted to its target column type.
     #[error(
-        "bad value in {source_name}, row {row}, column '{column}': {value:?} is not a valid {target_type}"
+        "bad value in {source_name}, {}, column '{column}': {value:?} is not a valid {target_type}",
+        position(*.line, *.row)
     )]
     BadValue {
         /// The source (file path or description).
         source_name: String,
         /// 1-based data row number in the source.
         row: u64,
+        /// 1-based physical line of the record (the header is line 1), when
+        /// the reader knows it.
+        line: Option<u64>,
         /// Target column name.
         column: String,
         /// The value as it appeared in the source.
@@ -96,6 +100,15 @@ pub enum AtlasError {
     /// Any other DataFusion error.
     #[error(transparent)]
     DataFusion(Arc<DataFusionError>),
+}
+
+/// Where a value is, as messages say it: its physical line when known, else
+/// its row.
+pub fn position(line: Option<u64>, row: u64) -> String {
+    match line {
+        Some(line) => format!("line {line}"),
+        None => format!("row {row}"),
+    }
 }
 
 /// How an error is classified for exit codes and the `status` of a report.

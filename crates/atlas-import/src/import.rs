@@ -23,13 +23,14 @@ use crate::error::{AtlasError, Result};
 use crate::key::{EncodedKeys, KeyEncoder, KeySet};
 use crate::logical::{ImportNode, ImportQueryPlanner, ImportSpec};
 use crate::options::{
-    CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, FilePolicy, OnBadValue, OnDuplicate,
+    CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, FilePolicy, Inference, OnBadValue,
+    OnDuplicate,
 };
 use crate::physical::{BadValues, ExistingKeyLoader, ExistingKeys, ImportSession, Opened};
 use crate::reject::RejectWriter;
 use crate::report::{ImportMetrics, ImportReport};
-use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
-use crate::source::{FileSource, LocatedFiles, SourceFormat, locate};
+use crate::schema::{ColumnSpec, TargetColumn, TargetTable, is_reader_column};
+use crate::source::{Compression, FileSource, LocatedFiles, SourceFormat, SourceOptions, locate};
 
 /// Rows per batch when scanning existing keys.
 const KEY_SCAN_BATCH_ROWS: usize = 8192;
@@ -68,6 +69,8 @@ pub struct ImportBuilder {
     only_mapped: bool,
     /// Columns with SQL types to create a missing table with.
     declared: Vec<ColumnSpec>,
+    /// How a new table's column types are inferred from a text source.
+    inference: Inference,
     /// Replaces the first sentence of the duplicates error.
     duplicate_message: Option<String>,
     /// Bytes the import may hold in DataFusion's memory pool (key sets,
@@ -83,6 +86,7 @@ enum SourceSpec {
     File {
         path: std::path::PathBuf,
         format: Option<SourceFormat>,
+        compression: Option<Compression>,
     },
     /// Any DataFusion result (no file hash, so no file-level check).
     DataFrame { df: Box<DataFrame>, name: String },
@@ -166,6 +170,7 @@ impl ImportBuilder {
             source: SourceSpec::File {
                 path: path.into(),
                 format: None,
+                compression: None,
             },
             columns: Vec::new(),
             map: Vec::new(),
@@ -179,6 +184,7 @@ impl ImportBuilder {
             bad_values: BadValues::Error,
             only_mapped: false,
             declared: Vec::new(),
+            inference: Inference::Strict,
             duplicate_message: None,
             memory_limit: None,
             metrics: Arc::new(ImportMetrics::default()),
@@ -277,6 +283,38 @@ impl ImportBuilder {
     pub fn with_format(mut self, format: SourceFormat) -> Self {
         if let SourceSpec::File { format: f, .. } = &mut self.source {
             *f = Some(format);
+        }
+        self
+    }
+
+    /// How the source file is compressed (default: from its extension,
+    /// `.gz`, `.zst`, `.bz2`, `.xz`).
+    pub fn with_compression(mut self, compression: Compression) -> Self {
+        if let SourceSpec::File { compression: c, .. } = &mut self.source {
+            *c = Some(compression);
+        }
+        self
+    }
+
+    /// How the column types of a table the import creates are inferred from
+    /// a text source (default: [`Inference::Strict`], no value changes its
+    /// meaning; [`Inference::Text`]: every column is text).
+    pub fn with_inference(mut self, inference: Inference) -> Self {
+        self.inference = inference;
+        self
+    }
+
+    /// The format, compression and inference an import's `OPTIONS` (or the
+    /// CLI flags) name; what they leave out stays as it is.
+    pub fn with_source_options(mut self, options: SourceOptions) -> Self {
+        if let Some(format) = options.format {
+            self = self.with_format(format);
+        }
+        if let Some(compression) = options.compression {
+            self = self.with_compression(compression);
+        }
+        if let Some(inference) = options.infer {
+            self = self.with_inference(inference);
         }
         self
     }
@@ -451,7 +489,7 @@ impl ImportBuilder {
             .map(|c| ColumnSpec {
                 name: c.name.clone(),
                 data_type: c.data_type.clone(),
-                sql_type: None,
+                sql_type: Some(c.sql_type.clone()),
             })
             .collect();
         Ok((planned, Some(create)))
@@ -460,14 +498,21 @@ impl ImportBuilder {
     /// Finds the files of a file source (a path, a URL, a glob), staging
     /// remote ones; `None` for a DataFrame source.
     async fn locate(&self) -> Result<Option<SourceFiles>> {
-        let SourceSpec::File { path, format } = &self.source else {
+        let SourceSpec::File {
+            path,
+            format,
+            compression,
+        } = &self.source
+        else {
             return Ok(None);
         };
         let staged = Arc::new(locate(&path.to_string_lossy()).await?);
         let files = staged
             .files
             .iter()
-            .map(|f| Ok(FileSource::new(&f.local, format.clone())?.with_name(&f.name)))
+            .map(
+                |f| Ok(FileSource::new(&f.local, format.clone(), *compression)?.with_name(&f.name)),
+            )
             .collect::<Result<Vec<_>>>()?;
         Ok(Some(SourceFiles { files, staged }))
     }
@@ -523,20 +568,28 @@ impl ImportBuilder {
         let specs = match source.files.first() {
             // Typed already, unless MAP changed the columns: then go by the types
             // the expressions give.
-            Some(file) if self.map.is_empty() => file.infer_columns(source.df.clone()).await?,
+            Some(file) if self.map.is_empty() => {
+                file.infer_columns(source.df.clone(), self.inference)
+                    .await?
+            }
             _ => crate::source::columns_from_schema(source.df.schema().as_arrow()),
         };
         Ok(TargetTable {
             name: self.table.clone(),
             columns: specs
                 .iter()
-                .map(|s| TargetColumn {
-                    name: s.name.clone(),
-                    sql_type: self.db.sql_type_for(&s.data_type).to_string(),
-                    data_type: s.data_type.clone(),
-                    nullable: true,
-                    has_default: false,
-                    max_chars: None,
+                .map(|s| {
+                    // Where the database cannot hold a type exactly (SQLite
+                    // and wide decimals), the column is made to hold its text.
+                    let data_type = self.db.new_column_type(&s.data_type);
+                    TargetColumn {
+                        name: s.name.clone(),
+                        sql_type: self.db.sql_type_for(&data_type),
+                        data_type,
+                        nullable: true,
+                        has_default: false,
+                        max_chars: None,
+                    }
                 })
                 .collect(),
         })
@@ -730,6 +783,7 @@ impl ImportBuilder {
         let result = collect(Arc::clone(&prepared.plan), Arc::clone(&prepared.task))
             .await
             .map_err(AtlasError::from_datafusion);
+        count_skipped_lines(&prepared.plan, &self.metrics);
         if result.is_err()
             && let Err(e) = session.slot().rollback().await
         {
@@ -883,17 +937,32 @@ impl ImportBuilder {
     }
 }
 
+/// Adds the blank and comment lines the plan's readers skipped to `metrics`.
+fn count_skipped_lines(plan: &Arc<dyn ExecutionPlan>, metrics: &ImportMetrics) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if let Some(set) = plan.metrics() {
+        let sum = |name: &str| set.sum_by_name(name).map_or(0, |v| v.as_usize() as u64);
+        metrics.blank_lines.fetch_add(sum("blank_lines"), Relaxed);
+        metrics
+            .comment_lines
+            .fetch_add(sum("comment_lines"), Relaxed);
+    }
+    for child in plan.children() {
+        count_skipped_lines(child, metrics);
+    }
+}
+
 /// Renames the source's columns positionally to `columns`.
 fn apply_columns(df: DataFrame, columns: &[String], source: &str) -> Result<DataFrame> {
     if columns.is_empty() {
         return Ok(df);
     }
-    let fields: Vec<String> = df
+    let (reader, fields): (Vec<String>, Vec<String>) = df
         .schema()
         .fields()
         .iter()
         .map(|f| f.name().clone())
-        .collect();
+        .partition(|name| is_reader_column(name));
     if fields.len() != columns.len() {
         return Err(AtlasError::Usage(format!(
             "the column list names {} columns ({}), but {source} has {} ({})",
@@ -907,6 +976,11 @@ fn apply_columns(df: DataFrame, columns: &[String], source: &str) -> Result<Data
         .iter()
         .zip(columns)
         .map(|(field, column)| Expr::Column(Column::from_name(field)).alias(column))
+        .chain(
+            reader
+                .iter()
+                .map(|name| Expr::Column(Column::from_name(name))),
+        )
         .collect();
     df.select(exprs).map_err(AtlasError::from_datafusion)
 }
@@ -935,7 +1009,9 @@ fn apply_map(df: DataFrame, map: &[(String, String)], only_mapped: bool) -> Resu
         .iter()
         .map(|f| f.name())
         .filter(|name| {
-            !only_mapped && !read.contains(*name) && !map.iter().any(|(c, _)| c == *name)
+            // The reader's line and record-error columns always go on.
+            is_reader_column(name)
+                || (!only_mapped && !read.contains(*name) && !map.iter().any(|(c, _)| c == *name))
         })
         .map(|name| Expr::Column(Column::from_name(name)))
         .collect();
@@ -951,6 +1027,9 @@ fn map_columns(
     let mut differences = Vec::new();
     let mut mapping = Vec::new();
     for (i, field) in source.fields().iter().enumerate() {
+        if is_reader_column(field.name()) {
+            continue;
+        }
         match target.find_column(field.name()) {
             Some(column) if column.data_type == datafusion::arrow::datatypes::DataType::Null => {
                 differences.push(format!(
@@ -1101,6 +1180,8 @@ pub fn build_report(
         duplicates_in_file: duplicates.in_file,
         rejected: ImportMetrics::get(&metrics.rejected),
         nulled_values: ImportMetrics::get(&metrics.nulled),
+        blank_lines: ImportMetrics::get(&metrics.blank_lines),
+        comment_lines: ImportMetrics::get(&metrics.comment_lines),
         chunks: rows_read.div_ceil(chunk_rows.max(1) as u64),
         partitions,
         file_hash,
@@ -1200,6 +1281,7 @@ fn build_key_set(
                     AtlasError::BadValue {
                         source_name: format!("existing rows of table '{table}'"),
                         row: 0,
+                        line: None,
                         column: column.name.clone(),
                         value: f.value,
                         target_type: column.sql_type.clone(),

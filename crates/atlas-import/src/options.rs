@@ -75,6 +75,41 @@ pub enum CreateTable {
     Never,
 }
 
+/// How the column types of a table the import creates are chosen from text
+/// sources (CSV, JSON, spreadsheets, XML).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Inference {
+    /// A number, boolean, date or timestamp type only where every value
+    /// converts to it and back without changing its meaning; text otherwise.
+    #[default]
+    Strict,
+    /// Every column is text.
+    Text,
+}
+
+impl fmt::Display for Inference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Inference::Strict => "strict",
+            Inference::Text => "text",
+        })
+    }
+}
+
+impl FromStr for Inference {
+    type Err = AtlasError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "strict" => Ok(Inference::Strict),
+            "text" => Ok(Inference::Text),
+            other => Err(AtlasError::Usage(format!(
+                "unknown inference '{other}': expected strict or text"
+            ))),
+        }
+    }
+}
+
 /// What to do with a value that does not fit its target column.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum OnBadValue {

@@ -1,6 +1,6 @@
 //! `ON BAD VALUE REJECT TO '<file>'`: the rows whose values do not fit their
-//! column, written to a CSV file with their original fields, the source row
-//! number, the column and the reason.
+//! column (and malformed records), written to a CSV file with their original
+//! fields, the source row number, the physical line, the column and the reason.
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -19,6 +19,8 @@ pub struct Rejection {
     pub index: usize,
     /// 1-based source row number.
     pub row: u64,
+    /// 1-based physical line of the record, when the reader knows it.
+    pub line: Option<u64>,
     /// The target column whose value did not fit.
     pub column: String,
     /// Why.
@@ -84,7 +86,7 @@ impl RejectWriter {
                 .iter()
                 .map(|f| f.name().clone())
                 .collect();
-            names.extend(["source_row", "column", "reason"].map(String::from));
+            names.extend(["source_row", "source_line", "column", "reason"].map(String::from));
             file.writer
                 .write_record(&names)
                 .map_err(|e| self.io_error(e))?;
@@ -119,7 +121,12 @@ impl RejectWriter {
                     }
                 })
                 .collect();
-            record.extend([r.row.to_string(), r.column.clone(), r.reason.clone()]);
+            record.extend([
+                r.row.to_string(),
+                r.line.map(|l| l.to_string()).unwrap_or_default(),
+                r.column.clone(),
+                r.reason.clone(),
+            ]);
             file.writer
                 .write_record(&record)
                 .map_err(|e| self.io_error(e))?;

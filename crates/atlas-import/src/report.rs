@@ -21,6 +21,9 @@ pub enum DuplicateKind {
     InFile {
         /// Source row of the first occurrence.
         first_row: u64,
+        /// Its physical line, when the reader knows it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        first_line: Option<u64>,
     },
 }
 
@@ -29,6 +32,9 @@ pub enum DuplicateKind {
 pub struct DuplicateSample {
     /// 1-based source row.
     pub row: u64,
+    /// Its 1-based physical line, when the reader knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
     /// `col=value, ...`
     pub key: String,
     /// Why it is a duplicate.
@@ -76,14 +82,17 @@ impl fmt::Display for DuplicateReport {
             )?;
         }
         for sample in &self.samples {
+            let at = crate::error::position(sample.line, sample.row);
             match &sample.kind {
-                DuplicateKind::Existing => {
-                    write!(f, "\n  row {}: {} already exists", sample.row, sample.key)?
-                }
-                DuplicateKind::InFile { first_row } => write!(
+                DuplicateKind::Existing => write!(f, "\n  {at}: {} already exists", sample.key)?,
+                DuplicateKind::InFile {
+                    first_row,
+                    first_line,
+                } => write!(
                     f,
-                    "\n  row {}: {} repeats row {}",
-                    sample.row, sample.key, first_row
+                    "\n  {at}: {} repeats {}",
+                    sample.key,
+                    crate::error::position(*first_line, *first_row)
                 )?,
             }
         }
@@ -119,10 +128,46 @@ pub struct ImportMetrics {
     pub check_nanos: AtomicU64,
     /// Nanoseconds spent writing.
     pub write_nanos: AtomicU64,
+    /// Blank lines the reader skipped (files of more than one column).
+    pub blank_lines: AtomicU64,
+    /// Comment lines the reader skipped.
+    pub comment_lines: AtomicU64,
     any_duplicate: AtomicBool,
     duplicates: Mutex<DuplicateTally>,
+    /// Where rows are in their files, for messages.
+    lines: Mutex<LineMap>,
     /// The first source row of each file of a multi-file source, in order.
     file_starts: Mutex<Vec<u64>>,
+}
+
+/// The physical line of each source row, kept compactly: a breakpoint
+/// wherever the difference between line and row changes (a multi-line record,
+/// a blank line, the next file), so a plain file costs one entry.
+#[derive(Debug, Default)]
+struct LineMap {
+    /// (first row, file, line minus row from that row on), by row.
+    breakpoints: Vec<(u64, usize, i64)>,
+}
+
+impl LineMap {
+    fn record(&mut self, first_row: u64, file: usize, lines: &[u64]) {
+        for (i, &line) in lines.iter().enumerate() {
+            let row = first_row + i as u64;
+            let offset = line as i64 - row as i64;
+            match self.breakpoints.last() {
+                Some(&(_, f, o)) if f == file && o == offset => {}
+                _ => self.breakpoints.push((row, file, offset)),
+            }
+        }
+    }
+
+    fn line(&self, row: u64) -> Option<u64> {
+        let i = self
+            .breakpoints
+            .partition_point(|&(start, _, _)| start <= row);
+        let (_, _, offset) = *self.breakpoints.get(i.checked_sub(1)?)?;
+        u64::try_from(row as i64 + offset).ok()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -189,6 +234,20 @@ impl ImportMetrics {
         }
     }
 
+    /// Records the physical lines of the rows from `first_row` on, all of
+    /// file `file` (0 for a single file).
+    pub fn record_lines(&self, first_row: u64, file: usize, lines: &[u64]) {
+        self.lines
+            .lock()
+            .expect("metrics lock")
+            .record(first_row, file, lines);
+    }
+
+    /// The physical line of source row `row`, when the reader gave it.
+    pub fn line_of(&self, row: u64) -> Option<u64> {
+        self.lines.lock().expect("metrics lock").line(row)
+    }
+
     /// Whether any duplicate was recorded.
     pub fn has_duplicates(&self) -> bool {
         self.any_duplicate.load(Ordering::Relaxed)
@@ -202,7 +261,21 @@ impl ImportMetrics {
             existing_chunks: tally.chunks.values().filter(|c| c.0 > 0).count() as u64,
             in_file: tally.in_file,
             in_file_chunks: tally.chunks.values().filter(|c| c.1 > 0).count() as u64,
-            samples: tally.samples.clone(),
+            samples: tally
+                .samples
+                .iter()
+                .map(|s| DuplicateSample {
+                    line: self.line_of(s.row),
+                    kind: match s.kind {
+                        DuplicateKind::InFile { first_row, .. } => DuplicateKind::InFile {
+                            first_row,
+                            first_line: self.line_of(first_row),
+                        },
+                        DuplicateKind::Existing => DuplicateKind::Existing,
+                    },
+                    ..s.clone()
+                })
+                .collect(),
             message: None,
         }
     }
@@ -250,6 +323,11 @@ pub struct ImportReport {
     pub rejected: u64,
     /// Values set to NULL under `ON BAD VALUE NULL`.
     pub nulled_values: u64,
+    /// Blank lines skipped (in a file of more than one column; in a
+    /// one-column file a blank line is a row holding NULL).
+    pub blank_lines: u64,
+    /// Comment lines skipped (with a `comment` character).
+    pub comment_lines: u64,
     /// Source chunks (`ceil(rows_read / chunk_rows)`).
     pub chunks: u64,
     /// Partitions of the duplicate check.

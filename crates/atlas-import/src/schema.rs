@@ -67,6 +67,20 @@ pub struct ColumnSpec {
 /// Name of the column that carries the 1-based source row number through the plan.
 pub const ROW_NUMBER_COLUMN: &str = "__atlas_source_row";
 
+/// Name of the column in which a source reader gives each record's physical
+/// line (1-based, the header is line 1), for messages.
+pub const SOURCE_LINE_COLUMN: &str = "__atlas_source_line";
+
+/// Name of the column in which a source reader says why a record is
+/// malformed (NULL when it is not).
+pub const RECORD_ERROR_COLUMN: &str = "__atlas_record_error";
+
+/// Whether a source column is one the import reads itself rather than a
+/// column of data ([`SOURCE_LINE_COLUMN`], [`RECORD_ERROR_COLUMN`]).
+pub fn is_reader_column(name: &str) -> bool {
+    name == SOURCE_LINE_COLUMN || name == RECORD_ERROR_COLUMN
+}
+
 /// The schema that flows out of [`crate::physical::CoerceExec`]: the written target
 /// columns, then the source row number.
 pub fn coerced_schema(columns: &[TargetColumn]) -> SchemaRef {

@@ -242,8 +242,5 @@ pub async fn import_builder(
     if let Some(chunk_rows) = statement.chunk_rows {
         builder = builder.with_chunk_rows(chunk_rows);
     }
-    if let Some(format) = statement.source_format()? {
-        builder = builder.with_format(format);
-    }
-    Ok(builder)
+    Ok(builder.with_source_options(statement.source_options()?))
 }

@@ -5,8 +5,9 @@
 //! ```sql
 //! IMPORT INTO contacts [ (col, ...) ]
 //!   FROM 'data/contacts.csv' | FROM ( <any DataFusion query> )
-//!   [ FORMAT CSV | TSV | PARQUET | NDJSON ]
-//!   [ OPTIONS ( header 'true', delimiter ';' ) ]
+//!   [ FORMAT CSV | TSV | PARQUET | JSON | NDJSON | AVRO | XLSX | XML ]
+//!   [ OPTIONS ( header 'true', delimiter ';', quote '"', escape '\', null 'NULL',
+//!               comment '#', compression 'gzip', infer 'strict' | 'text', ... ) ]
 //!   [ MAP ( email = lower("E-mail"), ... ) ]
 //!   [ KEY (email) ]
 //!   [ ON DUPLICATE ERROR | SKIP | UPDATE ]
@@ -17,8 +18,7 @@
 //! ```
 //!
 //! `CHECK IMPORT ...` is the dry run; `EXPLAIN [ANALYZE] IMPORT ...` prints the
-//! physical plan (with the operators' metrics after running it). Not yet: the
-//! logical node of DESIGN §1, so `EXPLAIN` shows no logical plan.
+//! logical and physical plans (with the operators' metrics after running it).
 
 use datafusion::sql::parser::{DFParser, DFParserBuilder, Statement as DFStatement};
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -27,7 +27,7 @@ use datafusion::sql::sqlparser::tokenizer::Token;
 
 use crate::error::{AtlasError, Result};
 use crate::options::{CreateTable, FilePolicy, OnBadValue, OnDuplicate};
-use crate::source::SourceFormat;
+use crate::source::SourceOptions;
 
 /// One statement of a script.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,21 +94,14 @@ pub struct ImportStatement {
 }
 
 impl ImportStatement {
-    /// The source format: `FORMAT` and the `OPTIONS`, or `None` to go by the
-    /// file extension.
-    pub fn source_format(&self) -> Result<Option<SourceFormat>> {
-        let format = match &self.format {
-            Some(name) => Some(SourceFormat::from_name(name)?),
-            None => None,
-        };
-        if self.options.is_empty() {
-            return Ok(format);
-        }
+    /// What `FORMAT` and `OPTIONS` say of the source (format and dialect,
+    /// compression, inference); what they leave out goes by the file.
+    pub fn source_options(&self) -> Result<SourceOptions> {
         let path = match &self.source {
             ImportFrom::Path(path) => Some(std::path::Path::new(path.as_str())),
             ImportFrom::Query(_) => None,
         };
-        SourceFormat::with_options(format, path, &self.options).map(Some)
+        SourceOptions::parse(self.format.as_deref(), path, &self.options)
     }
 }
 
@@ -359,12 +352,33 @@ mod tests {
         assert_eq!(s.create_table, CreateTable::Never);
         assert_eq!((s.partitions, s.chunk_rows), (Some(2), Some(500)));
         assert_eq!(
-            s.source_format().unwrap(),
-            Some(SourceFormat::Csv {
-                delimiter: b';',
-                has_header: true
-            })
+            s.source_options().unwrap().format,
+            Some(crate::source::SourceFormat::Csv(
+                crate::source::CsvDialect {
+                    delimiter: b';',
+                    ..Default::default()
+                }
+            ))
         );
+        let s = import(
+            r"import into t from 'c.csv.gz' options (quote '|', escape '\', null 'NULL',
+              comment '#', infer 'text', compression 'gzip')",
+        );
+        let options = s.source_options().unwrap();
+        assert_eq!(
+            options.format,
+            Some(crate::source::SourceFormat::Csv(
+                crate::source::CsvDialect {
+                    quote: Some(b'|'),
+                    escape: Some(b'\\'),
+                    comment: Some(b'#'),
+                    null: Some("NULL".into()),
+                    ..Default::default()
+                }
+            ))
+        );
+        assert_eq!(options.compression, Some(crate::source::Compression::Gzip));
+        assert_eq!(options.infer, Some(crate::options::Inference::Text));
     }
 
     #[test]

@@ -272,7 +272,14 @@ pub trait Database: Send + Sync + fmt::Debug {
     async fn record_history(&self, entry: &HistoryEntry) -> Result<()>;
 
     /// The SQL type this database uses for an Arrow type when creating a table.
-    fn sql_type_for(&self, data_type: &DataType) -> &'static str;
+    fn sql_type_for(&self, data_type: &DataType) -> String;
+
+    /// The type a new column of (inferred or source) type `data_type` is
+    /// given, so that it holds every value exactly: the type itself, or text
+    /// where the database has no exact equivalent.
+    fn new_column_type(&self, data_type: &DataType) -> DataType {
+        data_type.clone()
+    }
 
     /// Opens the import transaction (taking the database-wide write lock where
     /// that is how the database serializes writers).
@@ -657,7 +664,7 @@ pub(crate) fn column_list(columns: &[TargetColumn]) -> String {
 /// The column definitions of a CREATE TABLE, with the identity key first unless
 /// the source brings its own `id`.
 pub(crate) fn create_table_sql(
-    sql_type_for: fn(&DataType) -> &'static str,
+    sql_type_for: fn(&DataType) -> String,
     table: &str,
     columns: &[ColumnSpec],
     identity: &str,
@@ -668,7 +675,10 @@ pub(crate) fn create_table_sql(
         defs.push(format!("{} {identity}", quote_ident("id")));
     }
     for c in columns {
-        let sql_type = c.sql_type.as_deref().unwrap_or(sql_type_for(&c.data_type));
+        let sql_type = c
+            .sql_type
+            .clone()
+            .unwrap_or_else(|| sql_type_for(&c.data_type));
         defs.push(format!("{} {sql_type}", quote_ident(&c.name)));
     }
     format!("CREATE TABLE {} ({})", quote_ident(table), defs.join(", "))

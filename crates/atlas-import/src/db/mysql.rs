@@ -85,24 +85,25 @@ impl MySqlDatabase {
 }
 
 /// Maps an Arrow type to the declared SQL type of a new column.
-fn sql_type_for(data_type: &DataType) -> &'static str {
-    match data_type {
+fn sql_type_for(data_type: &DataType) -> String {
+    let name = match data_type {
         DataType::Int8 | DataType::Int16 | DataType::UInt8 => "SMALLINT",
         DataType::Int32 | DataType::UInt16 => "INT",
         DataType::Int64 | DataType::UInt32 | DataType::UInt64 => "BIGINT",
         DataType::Float16 | DataType::Float32 => "FLOAT",
         DataType::Float64 => "DOUBLE",
-        DataType::Decimal32(..)
-        | DataType::Decimal64(..)
-        | DataType::Decimal128(..)
-        | DataType::Decimal256(..) => "DECIMAL(38,10)",
+        DataType::Decimal32(p, s)
+        | DataType::Decimal64(p, s)
+        | DataType::Decimal128(p, s)
+        | DataType::Decimal256(p, s) => return format!("DECIMAL({p},{s})"),
         DataType::Boolean => "BOOLEAN",
         DataType::Date32 | DataType::Date64 => "DATE",
         DataType::Timestamp(..) => "DATETIME(6)",
         DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "LONGBLOB",
         // TEXT holds 64 KB; real exports have longer fields.
         _ => "LONGTEXT",
-    }
+    };
+    name.to_string()
 }
 
 /// Maps a catalog type to the Arrow type values are coerced to;
@@ -249,8 +250,19 @@ impl Database for MySqlDatabase {
         insert_history(&mut conn, entry).await
     }
 
-    fn sql_type_for(&self, data_type: &DataType) -> &'static str {
+    fn sql_type_for(&self, data_type: &DataType) -> String {
         sql_type_for(data_type)
+    }
+
+    /// DECIMAL holds at most 65 digits, 30 of them after the point; a wider
+    /// decimal is kept as its text.
+    fn new_column_type(&self, data_type: &DataType) -> DataType {
+        match data_type {
+            DataType::Decimal128(p, s) | DataType::Decimal256(p, s) if *p > 65 || *s > 30 => {
+                DataType::Utf8
+            }
+            other => other.clone(),
+        }
     }
 
     async fn begin(&self) -> Result<Box<dyn ImportTransaction>> {

@@ -56,23 +56,24 @@ impl PostgresDatabase {
     }
 }
 
-fn sql_type_for(data_type: &DataType) -> &'static str {
-    match data_type {
+fn sql_type_for(data_type: &DataType) -> String {
+    let name = match data_type {
         DataType::Int8 | DataType::Int16 | DataType::UInt8 => "SMALLINT",
         DataType::Int32 | DataType::UInt16 => "INTEGER",
         DataType::Int64 | DataType::UInt32 | DataType::UInt64 => "BIGINT",
         DataType::Float16 | DataType::Float32 => "REAL",
         DataType::Float64 => "DOUBLE PRECISION",
-        DataType::Decimal32(..)
-        | DataType::Decimal64(..)
-        | DataType::Decimal128(..)
-        | DataType::Decimal256(..) => "NUMERIC",
+        DataType::Decimal32(p, s)
+        | DataType::Decimal64(p, s)
+        | DataType::Decimal128(p, s)
+        | DataType::Decimal256(p, s) => return format!("NUMERIC({p},{s})"),
         DataType::Boolean => "BOOLEAN",
         DataType::Date32 | DataType::Date64 => "DATE",
         DataType::Timestamp(_, None) => "TIMESTAMP",
         DataType::Timestamp(_, Some(_)) => "TIMESTAMPTZ",
         _ => "TEXT",
-    }
+    };
+    name.to_string()
 }
 
 /// Maps a catalog type to the Arrow type values are coerced to and COPY encodes;
@@ -216,7 +217,7 @@ impl Database for PostgresDatabase {
         insert_history(&mut conn, entry).await
     }
 
-    fn sql_type_for(&self, data_type: &DataType) -> &'static str {
+    fn sql_type_for(&self, data_type: &DataType) -> String {
         sql_type_for(data_type)
     }
 

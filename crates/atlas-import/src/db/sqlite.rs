@@ -73,8 +73,8 @@ impl SqliteDatabase {
 }
 
 /// Maps an Arrow type to the declared SQL type of a new column.
-fn sql_type_for(data_type: &DataType) -> &'static str {
-    match data_type {
+fn sql_type_for(data_type: &DataType) -> String {
+    let name = match data_type {
         DataType::Int8
         | DataType::Int16
         | DataType::Int32
@@ -93,7 +93,8 @@ fn sql_type_for(data_type: &DataType) -> &'static str {
         DataType::Timestamp(..) => "TIMESTAMP",
         DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "BLOB",
         _ => "TEXT",
-    }
+    };
+    name.to_string()
 }
 
 /// Maps a declared SQLite type to the Arrow type values are coerced to,
@@ -219,8 +220,20 @@ impl Database for SqliteDatabase {
         insert_history(&mut conn, entry).await
     }
 
-    fn sql_type_for(&self, data_type: &DataType) -> &'static str {
+    fn sql_type_for(&self, data_type: &DataType) -> String {
         sql_type_for(data_type)
+    }
+
+    /// SQLite has no exact decimal: a NUMERIC column turns a long number
+    /// into a double. Decimals are kept as their text.
+    fn new_column_type(&self, data_type: &DataType) -> DataType {
+        match data_type {
+            DataType::Decimal32(..)
+            | DataType::Decimal64(..)
+            | DataType::Decimal128(..)
+            | DataType::Decimal256(..) => DataType::Utf8,
+            other => other.clone(),
+        }
     }
 
     async fn begin(&self) -> Result<Box<dyn ImportTransaction>> {

@@ -4,9 +4,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, UInt64Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt64Array};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::UInt64Type;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::Result;
 use datafusion::execution::TaskContext;
@@ -25,7 +26,9 @@ use crate::coerce::{coerce_column, coerce_column_lenient};
 use crate::error::AtlasError;
 use crate::reject::{RejectWriter, Rejection};
 use crate::report::ImportMetrics;
-use crate::schema::{TargetColumn, coerced_schema};
+use crate::schema::{
+    RECORD_ERROR_COLUMN, SOURCE_LINE_COLUMN, TargetColumn, coerced_schema, is_reader_column,
+};
 
 /// What [`CoerceExec`] does with a value that does not fit its column.
 #[derive(Debug, Clone, Default)]
@@ -262,108 +265,46 @@ impl ExecutionPlan for CoerceExec {
         };
         let source_input = Arc::clone(&self.input);
         let starts_metrics = Arc::clone(&self.import_metrics);
+        let names_for_errors = names.clone();
         let input = futures::stream::iter(inputs.into_iter().enumerate())
             .map(move |(file, input_partition)| {
                 let stream = source_input.execute(input_partition, Arc::clone(&context));
                 let start = ImportMetrics::get(&starts_metrics.rows_read) + 1;
                 starts_metrics.start_file(file, start);
+                let name = names_for_errors[file].clone();
                 match stream {
-                    Ok(stream) => stream.map(move |b| b.map(|b| (file, b))).boxed(),
+                    Ok(stream) => stream
+                        .map(move |b| {
+                            b.map(|b| (file, b))
+                                .map_err(|e| AtlasError::from_source_read(e, &name).into())
+                        })
+                        .boxed(),
                     Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
                 }
             })
             .flatten();
-        let baseline = BaselineMetrics::new(&self.metrics, partition);
-        let schema = Arc::clone(&self.schema);
-        let mapping = self.mapping.clone();
-        let counters = Arc::clone(&self.import_metrics);
+        let input_schema = self.input.schema();
+        let mut converter = BatchConverter {
+            mapping: self.mapping.clone(),
+            schema: Arc::clone(&self.schema),
+            line_column: input_schema.index_of(SOURCE_LINE_COLUMN).ok(),
+            error_column: input_schema.index_of(RECORD_ERROR_COLUMN).ok(),
+            data_columns: (0..input_schema.fields().len())
+                .filter(|&i| !is_reader_column(input_schema.field(i).name()))
+                .collect(),
+            bad_values: self.bad_values.clone(),
+            counters: Arc::clone(&self.import_metrics),
+            multi_file: names.len() > 1,
+            next_row: 1,
+            file_first_row: vec![1; names.len()],
+            names,
+            baseline: BaselineMetrics::new(&self.metrics, partition),
+        };
+        let data_schema = Arc::new(input_schema.project(&converter.data_columns)?);
         let end_counters = Arc::clone(&self.import_metrics);
         let chunk_rows = self.chunk_rows.max(1) as u64;
-        let mut next_row: u64 = 1;
-        let bad_values = self.bad_values.clone();
         let end_bad_values = self.bad_values.clone();
-        let input_schema = self.input.schema();
-        let mut file_first_row: Vec<u64> = vec![1; names.len()];
-        let mut current_file = 0usize;
-        let multi_file = names.len() > 1;
-        let converted = input.map(move |item| {
-            let (file, batch) = match item {
-                Ok(item) => item,
-                Err(e) => return Err(AtlasError::from_source_read(e, &names[current_file]).into()),
-            };
-            current_file = file;
-            let source_name = &names[file];
-            let timer = baseline.elapsed_compute().timer();
-            let first_row = next_row;
-            // The row numbers within the file, for messages.
-            let local_first = file_first_row[file];
-            let n = batch.num_rows();
-            next_row += n as u64;
-            file_first_row[file] += n as u64;
-            counters.rows_read.fetch_add(n as u64, Ordering::Relaxed);
-            let mut columns: Vec<ArrayRef> = Vec::with_capacity(mapping.len() + 1);
-            let mut rejected: Vec<Rejection> = Vec::new();
-            for (input_index, target) in &mapping {
-                let array = batch.column(*input_index);
-                let converted = match &bad_values {
-                    BadValues::Error => {
-                        coerce_column(array, target).map_err(|failure| AtlasError::BadValue {
-                            source_name: source_name.clone(),
-                            row: local_first + failure.index as u64,
-                            column: target.name.clone(),
-                            value: failure.value,
-                            target_type: target.sql_type.clone(),
-                        })?
-                    }
-                    lenient => {
-                        let (converted, failures) = coerce_column_lenient(array, target);
-                        if matches!(lenient, BadValues::Null) {
-                            counters
-                                .nulled
-                                .fetch_add(failures.len() as u64, Ordering::Relaxed);
-                        }
-                        rejected.extend(failures.into_iter().map(|f| Rejection {
-                            index: f.index,
-                            row: local_first + f.index as u64,
-                            column: target.name.clone(),
-                            reason: if multi_file {
-                                format!(
-                                    "{source_name}: {:?} is not a valid {}",
-                                    f.value, target.sql_type
-                                )
-                            } else {
-                                format!("{:?} is not a valid {}", f.value, target.sql_type)
-                            },
-                        }));
-                        converted
-                    }
-                };
-                columns.push(converted);
-            }
-            columns.push(Arc::new(UInt64Array::from_iter_values(
-                first_row..first_row + n as u64,
-            )));
-            let mut out = RecordBatch::try_new(Arc::clone(&schema), columns)?;
-            if let BadValues::Reject(writer) = &bad_values
-                && !rejected.is_empty()
-            {
-                // One line per row: its first bad value.
-                rejected.sort_by_key(|r| r.index);
-                rejected.dedup_by_key(|r| r.index);
-                writer.write(&batch, &rejected)?;
-                counters
-                    .rejected
-                    .fetch_add(rejected.len() as u64, Ordering::Relaxed);
-                let mut keep = vec![true; n];
-                for r in &rejected {
-                    keep[r.index] = false;
-                }
-                out = filter_record_batch(&out, &BooleanArray::from(keep))?;
-            }
-            timer.done();
-            baseline.record_output(out.num_rows());
-            Ok(out)
-        });
+        let converted = input.map(move |item| converter.convert(item));
         let finished = futures::stream::once(async move {
             end_counters.source_done.store(true, Ordering::Relaxed);
             let rows = ImportMetrics::get(&end_counters.rows_read);
@@ -380,7 +321,7 @@ impl ExecutionPlan for CoerceExec {
                             writer.path().display()
                         );
                     }
-                    writer.finish(&input_schema).err().map(|e| Err(e.into()))
+                    writer.finish(&data_schema).err().map(|e| Err(e.into()))
                 }
                 BadValues::Null => {
                     let nulled = ImportMetrics::get(&end_counters.nulled);
@@ -401,5 +342,163 @@ impl ExecutionPlan for CoerceExec {
 
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
+    }
+}
+
+/// Converts the batches of one [`CoerceExec`] partition: numbers the rows,
+/// converts each mapped column, and applies the bad-value policy to values
+/// that do not fit and to records the reader found malformed.
+struct BatchConverter {
+    mapping: Vec<(usize, TargetColumn)>,
+    /// Output schema: target columns then the row number.
+    schema: SchemaRef,
+    /// The reader's line column in the input, if it has one.
+    line_column: Option<usize>,
+    /// The reader's record-error column in the input, if it has one.
+    error_column: Option<usize>,
+    /// The input's data columns (all but the reader's), for the reject file.
+    data_columns: Vec<usize>,
+    bad_values: BadValues,
+    counters: Arc<ImportMetrics>,
+    /// The source names, one per file.
+    names: Vec<String>,
+    multi_file: bool,
+    /// The row number of the next row, across files.
+    next_row: u64,
+    /// The row number of the next row within each file.
+    file_first_row: Vec<u64>,
+    baseline: BaselineMetrics,
+}
+
+impl BatchConverter {
+    fn convert(&mut self, item: Result<(usize, RecordBatch)>) -> Result<RecordBatch> {
+        let (file, batch) = item?;
+        let timer = self.baseline.elapsed_compute().timer();
+        let first_row = self.next_row;
+        // The row numbers within the file, for messages.
+        let local_first = self.file_first_row[file];
+        let n = batch.num_rows();
+        self.next_row += n as u64;
+        self.file_first_row[file] += n as u64;
+        self.counters
+            .rows_read
+            .fetch_add(n as u64, Ordering::Relaxed);
+        let lines = self
+            .line_column
+            .map(|i| batch.column(i).as_primitive::<UInt64Type>().clone());
+        if let Some(lines) = &lines {
+            self.counters.record_lines(first_row, file, lines.values());
+        }
+        let line_of = |index: usize| lines.as_ref().map(|l| l.value(index));
+        let source_name = &self.names[file];
+        let mut rejected: Vec<Rejection> = self.malformed_records(&batch, file, local_first)?;
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.mapping.len() + 1);
+        for (input_index, target) in &self.mapping {
+            let array = batch.column(*input_index);
+            let converted = match &self.bad_values {
+                BadValues::Error => {
+                    coerce_column(array, target).map_err(|failure| AtlasError::BadValue {
+                        source_name: source_name.clone(),
+                        row: local_first + failure.index as u64,
+                        line: line_of(failure.index),
+                        column: target.name.clone(),
+                        value: failure.value,
+                        target_type: target.sql_type.clone(),
+                    })?
+                }
+                lenient => {
+                    let (converted, failures) = coerce_column_lenient(array, target);
+                    if matches!(lenient, BadValues::Null) {
+                        self.counters
+                            .nulled
+                            .fetch_add(failures.len() as u64, Ordering::Relaxed);
+                    }
+                    rejected.extend(failures.into_iter().map(|f| Rejection {
+                        index: f.index,
+                        row: local_first + f.index as u64,
+                        line: line_of(f.index),
+                        column: target.name.clone(),
+                        reason: if self.multi_file {
+                            format!(
+                                "{source_name}: {:?} is not a valid {}",
+                                f.value, target.sql_type
+                            )
+                        } else {
+                            format!("{:?} is not a valid {}", f.value, target.sql_type)
+                        },
+                    }));
+                    converted
+                }
+            };
+            columns.push(converted);
+        }
+        columns.push(Arc::new(UInt64Array::from_iter_values(
+            first_row..first_row + n as u64,
+        )));
+        let mut out = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
+        if let BadValues::Reject(writer) = &self.bad_values
+            && !rejected.is_empty()
+        {
+            // One line per row: its first problem.
+            rejected.sort_by_key(|r| r.index);
+            rejected.dedup_by_key(|r| r.index);
+            writer.write(&batch.project(&self.data_columns)?, &rejected)?;
+            self.counters
+                .rejected
+                .fetch_add(rejected.len() as u64, Ordering::Relaxed);
+            let mut keep = vec![true; n];
+            for r in &rejected {
+                keep[r.index] = false;
+            }
+            out = filter_record_batch(&out, &BooleanArray::from(keep))?;
+        }
+        timer.done();
+        self.baseline.record_output(out.num_rows());
+        Ok(out)
+    }
+
+    /// The records of `batch` the reader found malformed: an error unless
+    /// they are rejected (no value can stand for a record that is not one).
+    fn malformed_records(
+        &self,
+        batch: &RecordBatch,
+        file: usize,
+        local_first: u64,
+    ) -> Result<Vec<Rejection>> {
+        let Some(errors) = self
+            .error_column
+            .map(|i| batch.column(i).as_string::<i32>())
+        else {
+            return Ok(Vec::new());
+        };
+        if errors.null_count() == errors.len() {
+            return Ok(Vec::new());
+        }
+        let lines = self
+            .line_column
+            .map(|i| batch.column(i).as_primitive::<UInt64Type>());
+        let mut found = Vec::new();
+        for index in (0..errors.len()).filter(|&i| errors.is_valid(i)) {
+            let message = errors.value(index);
+            if !matches!(self.bad_values, BadValues::Reject(_)) {
+                return Err(AtlasError::Source {
+                    source_name: self.names[file].clone(),
+                    message: message.to_string(),
+                }
+                .into());
+            }
+            found.push(Rejection {
+                index,
+                row: local_first + index as u64,
+                line: lines.map(|l| l.value(index)),
+                column: String::new(),
+                reason: if self.multi_file {
+                    format!("{}: {message}", self.names[file])
+                } else {
+                    message.to_string()
+                },
+            });
+        }
+        Ok(found)
     }
 }

@@ -428,7 +428,14 @@ impl PartitionCheck {
                 found.push((i, row, DuplicateKind::Existing));
                 keep.push(false);
             } else if let Some(first_row) = self.seen.insert(key, row) {
-                found.push((i, row, DuplicateKind::InFile { first_row }));
+                found.push((
+                    i,
+                    row,
+                    DuplicateKind::InFile {
+                        first_row,
+                        first_line: None,
+                    },
+                ));
                 keep.push(false);
             } else {
                 keep.push(true);
@@ -457,6 +464,7 @@ impl PartitionCheck {
                 .take(DUPLICATE_SAMPLES)
                 .map(|(i, row, kind)| DuplicateSample {
                     row: *row,
+                    line: None,
                     key: self.encoder.describe(&batch, *i),
                     kind: kind.clone(),
                 })
@@ -466,6 +474,7 @@ impl PartitionCheck {
                 .skip(DUPLICATE_SAMPLES)
                 .map(|(_, row, kind)| DuplicateSample {
                     row: *row,
+                    line: None,
                     key: String::new(),
                     kind: kind.clone(),
                 })
@@ -492,7 +501,7 @@ impl PartitionCheck {
                 .map(|(_, _, kind)| {
                     Some(match kind {
                         DuplicateKind::Existing => "existing".to_string(),
-                        DuplicateKind::InFile { first_row } => format!("row {first_row}"),
+                        DuplicateKind::InFile { first_row, .. } => format!("row {first_row}"),
                     })
                 })
                 .collect();

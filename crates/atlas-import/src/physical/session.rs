@@ -111,6 +111,12 @@ impl ImportSession {
         &self.files
     }
 
+    /// The columns a missing table is created with (decided when the plan
+    /// was made), or `None` when a missing table is an error.
+    pub fn planned_columns(&self) -> Option<&[ColumnSpec]> {
+        self.create.as_deref()
+    }
+
     /// The transaction, once [`ImportSession::open`] returned `Ready`.
     pub fn slot(&self) -> &TransactionSlot {
         &self.slot

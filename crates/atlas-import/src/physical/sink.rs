@@ -409,7 +409,19 @@ impl DisplayAs for ImportSink {
             f,
             "ImportSink: table={}, db={}, on_duplicate={}, chunk_rows={}",
             self.table, self.db_kind, self.on_duplicate, self.chunk_rows
-        )
+        )?;
+        if let Some(columns) = self.session.planned_columns() {
+            // The types a new table gets, shown before anything is written.
+            let columns: Vec<String> = columns
+                .iter()
+                .map(|c| {
+                    let sql_type = c.sql_type.as_deref().unwrap_or("?");
+                    format!("{} {sql_type}", c.name)
+                })
+                .collect();
+            write!(f, ", if missing creates ({})", columns.join(", "))?;
+        }
+        Ok(())
     }
 }
 

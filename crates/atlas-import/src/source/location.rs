@@ -46,6 +46,8 @@ impl Drop for LocatedFiles {
     }
 }
 
+/// Whether a location has pattern characters; a file or object of exactly
+/// that name still wins over the pattern.
 fn has_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
@@ -80,7 +82,9 @@ pub async fn locate(location: &str) -> Result<LocatedFiles> {
 }
 
 fn locate_local(path: &str) -> Result<LocatedFiles> {
-    let files = if has_glob(path) {
+    // A file that exists is that file, whatever its name holds
+    // (`[eu]_daily.csv`); only a name that is no file is a pattern.
+    let files = if has_glob(path) && !Path::new(path).exists() {
         let mut matched: Vec<PathBuf> = glob::glob(path)
             .map_err(|e| usage(path, format!("invalid glob: {e}")))?
             .filter_map(|p| p.ok())
@@ -130,7 +134,11 @@ async fn locate_s3(location: &str) -> Result<LocatedFiles> {
             .build()
             .map_err(|e| usage(location, format!("cannot configure S3: {e}")))?,
     );
-    let keys = if has_glob(&key) {
+    // An object that exists is that object; only a key that is none is a
+    // pattern.
+    let literal_exists =
+        has_glob(&key) && store.head(&ObjectPath::from(key.as_str())).await.is_ok();
+    let keys = if has_glob(&key) && !literal_exists {
         let pattern = glob::Pattern::new(&key).map_err(|e| usage(location, e))?;
         let literal = &key[..key.find(['*', '?', '[']).expect("has a glob")];
         let prefix = literal.rfind('/').map(|i| &literal[..i]).unwrap_or("");
@@ -159,12 +167,7 @@ async fn locate_s3(location: &str) -> Result<LocatedFiles> {
 
 async fn locate_http(location: &str) -> Result<LocatedFiles> {
     let url = url::Url::parse(location).map_err(|e| usage(location, e))?;
-    if has_glob(url.path()) {
-        return Err(usage(
-            location,
-            "HTTP sources cannot be listed, so globs are not supported",
-        ));
-    }
+    // HTTP cannot list: a URL is always one object, whatever its path holds.
     let origin = url.origin().ascii_serialization();
     let options = object_store::ClientOptions::new().with_allow_http(url.scheme() == "http");
     let store: Arc<dyn ObjectStore> = Arc::new(

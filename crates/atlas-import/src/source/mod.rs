@@ -5,32 +5,31 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::AsArray;
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::prelude::{
-    AvroReadOptions, CsvReadOptions, DataFrame, ParquetReadOptions, SessionContext,
-};
+use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::prelude::{AvroReadOptions, DataFrame, ParquetReadOptions, SessionContext};
 use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
 
 use crate::coerce::TypeInference;
 use crate::error::{AtlasError, Result};
-use crate::schema::ColumnSpec;
+use crate::options::Inference;
+use crate::schema::{ColumnSpec, is_reader_column};
 
+mod compression;
+pub mod csv;
 mod location;
 mod records;
 
+pub use compression::Compression;
+pub use csv::CsvDialect;
 pub use location::{LocatedFile, LocatedFiles, locate};
 
 /// The formats this version reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceFormat {
-    /// Delimited text with quoting (RFC 4180: quoted commas, quotes, newlines).
-    Csv {
-        /// Field delimiter.
-        delimiter: u8,
-        /// Whether the first record names the columns.
-        has_header: bool,
-    },
+    /// Delimited text with quoting (RFC 4180: quoted commas, quotes,
+    /// newlines), read strictly by [`csv::CsvSourceExec`].
+    Csv(CsvDialect),
     /// Apache Parquet.
     Parquet,
     /// Newline-delimited JSON objects.
@@ -55,10 +54,69 @@ pub enum SourceFormat {
 /// The formats, for messages.
 const FORMAT_NAMES: &str = "csv, tsv, parquet, json, ndjson, avro, xlsx, xml";
 
+/// What an import's `OPTIONS` (and the CLI flags that mirror them) say about
+/// its source: the format and its dialect, the compression, and how a new
+/// table's column types are inferred. The one place both front ends read them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SourceOptions {
+    /// The format (`None`: from the file extension).
+    pub format: Option<SourceFormat>,
+    /// The compression (`None`: from the file extension).
+    pub compression: Option<Compression>,
+    /// How a new table's column types are inferred (`None`: the default).
+    pub infer: Option<Inference>,
+}
+
+/// The one ASCII character an option names (`quote`, `escape`, ...).
+fn one_character(name: &str, value: &str) -> Result<u8> {
+    let bytes = value.as_bytes();
+    match bytes {
+        [b] if b.is_ascii() => Ok(*b),
+        b"\\t" => Ok(b'\t'),
+        _ => Err(AtlasError::Usage(format!(
+            "option {name} must be one ASCII character, not '{value}'"
+        ))),
+    }
+}
+
+impl SourceOptions {
+    /// Reads `format` (a name such as `csv`), and `options`: `delimiter`,
+    /// `header`, `quote`, `escape`, `comment`, `null` (CSV, TSV), `sheet`
+    /// (XLSX), `record` (XML), `compression`, `infer`. Without a format, the
+    /// one `path`'s extension names is used, else CSV.
+    pub fn parse(
+        format: Option<&str>,
+        path: Option<&Path>,
+        options: &[(String, String)],
+    ) -> Result<Self> {
+        let mut parsed = SourceOptions {
+            format: format.map(SourceFormat::from_name).transpose()?,
+            ..Default::default()
+        };
+        let mut format_options = Vec::new();
+        for (name, value) in options {
+            match name.as_str() {
+                "compression" => parsed.compression = Some(value.parse()?),
+                "infer" => parsed.infer = Some(value.parse()?),
+                _ => format_options.push((name.clone(), value.clone())),
+            }
+        }
+        if !format_options.is_empty() {
+            parsed.format = Some(SourceFormat::with_options(
+                parsed.format,
+                path,
+                &format_options,
+            )?);
+        }
+        Ok(parsed)
+    }
+}
+
 impl SourceFormat {
     /// The format of a source: `format` if given, else the one `path`'s
-    /// extension names, else CSV; then `options` (`delimiter`, `header` for
-    /// CSV/TSV, `sheet` for XLSX, `record` for XML) applied to it.
+    /// extension names (past a compression extension), else CSV; then
+    /// `options` (`delimiter`, `header`, `quote`, `escape`, `comment`, `null`
+    /// for CSV/TSV, `sheet` for XLSX, `record` for XML) applied to it.
     pub fn with_options(
         format: Option<SourceFormat>,
         path: Option<&Path>,
@@ -67,16 +125,10 @@ impl SourceFormat {
         let mut format = match (format, path) {
             (Some(format), _) => format,
             (None, Some(path)) if !options.is_empty() => {
-                SourceFormat::from_path(path).unwrap_or(SourceFormat::Csv {
-                    delimiter: b',',
-                    has_header: true,
-                })
+                SourceFormat::from_path(path).unwrap_or(SourceFormat::Csv(CsvDialect::default()))
             }
             (None, Some(path)) => SourceFormat::from_path(path)?,
-            (None, None) => SourceFormat::Csv {
-                delimiter: b',',
-                has_header: true,
-            },
+            (None, None) => SourceFormat::Csv(CsvDialect::default()),
         };
         for (name, value) in options {
             let format_name = format.name();
@@ -86,33 +138,55 @@ impl SourceFormat {
                 ))
             };
             match (name.as_str(), &mut format) {
-                ("delimiter", SourceFormat::Csv { delimiter, .. }) => {
-                    let bytes = value.as_bytes();
-                    if bytes.len() != 1 {
-                        return Err(AtlasError::Usage(format!(
-                            "option delimiter must be one ASCII character, not '{value}'"
-                        )));
-                    }
-                    *delimiter = bytes[0];
-                }
-                ("header", SourceFormat::Csv { has_header, .. }) => {
-                    *has_header = crate::coerce::parse_bool(value).ok_or_else(|| {
+                ("delimiter", SourceFormat::Csv(d)) => d.delimiter = one_character(name, value)?,
+                ("header", SourceFormat::Csv(d)) => {
+                    d.has_header = crate::coerce::parse_bool(value).ok_or_else(|| {
                         AtlasError::Usage(format!(
                             "option header must be true or false, not '{value}'"
                         ))
                     })?;
                 }
+                ("quote", SourceFormat::Csv(d)) => {
+                    d.quote = match value.to_ascii_lowercase().as_str() {
+                        "" | "none" => None,
+                        _ => Some(one_character(name, value)?),
+                    }
+                }
+                ("escape", SourceFormat::Csv(d)) => {
+                    d.escape = match value.to_ascii_lowercase().as_str() {
+                        "" | "none" => None,
+                        _ => Some(one_character(name, value)?),
+                    }
+                }
+                ("comment", SourceFormat::Csv(d)) => {
+                    d.comment = match value.to_ascii_lowercase().as_str() {
+                        "" | "none" => None,
+                        _ => Some(one_character(name, value)?),
+                    }
+                }
+                ("null", SourceFormat::Csv(d)) => d.null = Some(value.clone()),
                 ("sheet", SourceFormat::Xlsx { sheet }) => *sheet = Some(value.clone()),
                 ("record", SourceFormat::Xml { record }) => *record = Some(value.clone()),
-                ("delimiter" | "header", _) => return Err(misplaced("CSV and TSV")),
+                ("delimiter" | "header" | "quote" | "escape" | "comment" | "null", _) => {
+                    return Err(misplaced("CSV and TSV"));
+                }
                 ("sheet", _) => return Err(misplaced("XLSX")),
                 ("record", _) => return Err(misplaced("XML")),
                 (other, _) => {
                     return Err(AtlasError::Usage(format!(
-                        "unknown option '{other}': expected delimiter, header (CSV, TSV), sheet (XLSX) or record (XML)"
+                        "unknown option '{other}': expected delimiter, header, quote, escape, comment, null (CSV, TSV), \
+                         sheet (XLSX), record (XML), compression or infer"
                     )));
                 }
             }
+        }
+        if let SourceFormat::Csv(d) = &format
+            && (Some(d.delimiter) == d.quote || Some(d.delimiter) == d.comment)
+        {
+            return Err(AtlasError::Usage(format!(
+                "the delimiter '{}' cannot also be the quote or comment character",
+                d.delimiter as char
+            )));
         }
         Ok(format)
     }
@@ -121,14 +195,8 @@ impl SourceFormat {
     /// `ndjson`/`jsonl`, `avro`, `xlsx`, `xml`).
     pub fn from_name(name: &str) -> Result<Self> {
         match name.to_ascii_lowercase().as_str() {
-            "csv" => Ok(SourceFormat::Csv {
-                delimiter: b',',
-                has_header: true,
-            }),
-            "tsv" | "tab" => Ok(SourceFormat::Csv {
-                delimiter: b'\t',
-                has_header: true,
-            }),
+            "csv" => Ok(SourceFormat::Csv(CsvDialect::default())),
+            "tsv" | "tab" => Ok(SourceFormat::Csv(CsvDialect::tsv())),
             "parquet" | "pq" => Ok(SourceFormat::Parquet),
             "ndjson" | "jsonl" => Ok(SourceFormat::NdJson),
             "json" => Ok(SourceFormat::Json),
@@ -141,8 +209,10 @@ impl SourceFormat {
         }
     }
 
-    /// The format of a path, by its extension.
+    /// The format of a path, by its extension (past a compression
+    /// extension: `contacts.csv.gz` is CSV).
     pub fn from_path(path: &Path) -> Result<Self> {
+        let (_, path) = Compression::of_path(path);
         let ext = path
             .extension()
             .and_then(|e| e.to_str())
@@ -158,10 +228,8 @@ impl SourceFormat {
     /// Short name, for messages.
     pub fn name(&self) -> &'static str {
         match self {
-            SourceFormat::Csv {
-                delimiter: b'\t', ..
-            } => "tsv",
-            SourceFormat::Csv { .. } => "csv",
+            SourceFormat::Csv(d) if d.delimiter == b'\t' => "tsv",
+            SourceFormat::Csv(_) => "csv",
             SourceFormat::Parquet => "parquet",
             SourceFormat::NdJson => "ndjson",
             SourceFormat::Json => "json",
@@ -171,12 +239,20 @@ impl SourceFormat {
         }
     }
 
+    /// Whether a compressed file of this format can be read.
+    fn decompresses(&self) -> bool {
+        matches!(
+            self,
+            SourceFormat::Csv(_) | SourceFormat::Json | SourceFormat::NdJson
+        )
+    }
+
     /// Whether values arrive as text (and so column types are inferred from
     /// the values when a table is created).
     fn is_text(&self) -> bool {
         matches!(
             self,
-            SourceFormat::Csv { .. }
+            SourceFormat::Csv(_)
                 | SourceFormat::Json
                 | SourceFormat::NdJson
                 | SourceFormat::Xlsx { .. }
@@ -190,13 +266,19 @@ impl SourceFormat {
 pub struct FileSource {
     path: PathBuf,
     format: SourceFormat,
+    compression: Compression,
     /// The name reports use (the URL of a staged remote file), if not the path.
     name: Option<String>,
 }
 
 impl FileSource {
-    /// A source at `path`, in `format` or the format its extension names.
-    pub fn new(path: impl Into<PathBuf>, format: Option<SourceFormat>) -> Result<Self> {
+    /// A source at `path`, in `format` or the format its extension names,
+    /// compressed as `compression` says or as its extension names.
+    pub fn new(
+        path: impl Into<PathBuf>,
+        format: Option<SourceFormat>,
+        compression: Option<Compression>,
+    ) -> Result<Self> {
         let path = path.into();
         let meta = std::fs::metadata(&path).map_err(|e| {
             AtlasError::Usage(format!("cannot read source file '{}': {e}", path.display()))
@@ -207,13 +289,22 @@ impl FileSource {
                 path.display()
             )));
         }
+        let compression = compression.unwrap_or_else(|| Compression::of_path(&path).0);
         let format = match format {
             Some(f) => f,
             None => SourceFormat::from_path(&path)?,
         };
+        if compression != Compression::None && !format.decompresses() {
+            return Err(AtlasError::Usage(format!(
+                "'{}': a {compression}-compressed {} file cannot be read (compressed sources are CSV, TSV, JSON and NDJSON)",
+                path.display(),
+                format.name()
+            )));
+        }
         Ok(Self {
             path,
             format,
+            compression,
             name: None,
         })
     }
@@ -235,6 +326,11 @@ impl FileSource {
         &self.format
     }
 
+    /// How the file's bytes are compressed.
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
     /// The path for messages.
     pub fn display_name(&self) -> String {
         match &self.name {
@@ -243,41 +339,23 @@ impl FileSource {
         }
     }
 
-    /// SHA-256 of the file's bytes, as hex.
-    ///
-    /// For CSV the same pass checks that every quoted field is closed: a reader
-    /// would otherwise take the rest of the file into the last field.
+    /// SHA-256 of the file's bytes as stored (compressed bytes for a
+    /// compressed file), as hex.
     pub async fn sha256(&self) -> Result<String> {
         let path = self.path.clone();
         let display = self.display_name();
-        let mut quotes = match self.format {
-            SourceFormat::Csv { delimiter, .. } => Some(QuoteCheck::new(delimiter)),
-            _ => None,
-        };
         tokio::task::spawn_blocking(move || {
-            let mut file = std::fs::File::open(&path)
-                .map_err(|e| AtlasError::io(path.display().to_string(), e))?;
+            let mut file = std::fs::File::open(&path).map_err(|e| AtlasError::io(&display, e))?;
             let mut hasher = Sha256::new();
             let mut buf = vec![0u8; 1 << 20];
             loop {
                 let n = file
                     .read(&mut buf)
-                    .map_err(|e| AtlasError::io(path.display().to_string(), e))?;
+                    .map_err(|e| AtlasError::io(&display, e))?;
                 if n == 0 {
                     break;
                 }
                 hasher.update(&buf[..n]);
-                if let Some(quotes) = quotes.as_mut() {
-                    quotes.feed(&buf[..n]);
-                }
-            }
-            if let Some(line) = quotes.and_then(|q| q.unterminated_since()) {
-                return Err(AtlasError::Source {
-                    source_name: display,
-                    message: format!(
-                        "a quoted field that starts on line {line} is never closed (unterminated quote)"
-                    ),
-                });
             }
             Ok(hex::encode(hasher.finalize()))
         })
@@ -285,54 +363,10 @@ impl FileSource {
         .map_err(|e| AtlasError::Usage(format!("hashing the source failed: {e}")))?
     }
 
-    /// The column names of a CSV file from its header (or `column_1..N`).
-    fn csv_header(&self, delimiter: u8, has_header: bool) -> Result<Vec<String>> {
-        let mut reader = csv::ReaderBuilder::new()
-            .delimiter(delimiter)
-            .has_headers(false)
-            .flexible(true)
-            .from_path(&self.path)
-            .map_err(|e| self.read_error(e.to_string()))?;
-        let mut record = csv::StringRecord::new();
-        let found = reader
-            .read_record(&mut record)
-            .map_err(|e| self.read_error(format!("the header is not valid CSV: {e}")))?;
-        if !found {
-            return Err(self.read_error("the file is empty: no header and no rows".into()));
-        }
-        if !has_header {
-            return Ok((1..=record.len()).map(|i| format!("column_{i}")).collect());
-        }
-        let mut names: Vec<String> = Vec::with_capacity(record.len());
-        for (i, raw) in record.iter().enumerate() {
-            let name = raw.trim_start_matches('\u{feff}').trim();
-            let name = if name.is_empty() {
-                format!("column_{}", i + 1)
-            } else {
-                name.to_string()
-            };
-            if let Some(first) = names.iter().position(|n| *n == name) {
-                return Err(self.read_error(format!(
-                    "the header names column '{name}' twice (columns {} and {})",
-                    first + 1,
-                    i + 1
-                )));
-            }
-            names.push(name);
-        }
-        Ok(names)
-    }
-
-    fn read_error(&self, message: String) -> AtlasError {
-        AtlasError::Source {
-            source_name: self.display_name(),
-            message,
-        }
-    }
-
-    /// The source as a DataFrame. CSV columns are all read as text (explicit
-    /// schema from the header, quoted newlines allowed), and converted later by
-    /// [`crate::physical::CoerceExec`] which names the row and column of a bad value.
+    /// The source as a DataFrame. CSV is read by atlas-import's own strict
+    /// reader ([`csv::CsvSourceExec`]) as text with each record's line, and
+    /// converted later by [`crate::physical::CoerceExec`], which names the
+    /// line and column of a bad value.
     pub async fn read(&self, ctx: &SessionContext) -> Result<DataFrame> {
         let path = self.path.to_str().ok_or_else(|| {
             AtlasError::Usage(format!("path '{}' is not valid UTF-8", self.path.display()))
@@ -344,24 +378,18 @@ impl FileSource {
             .map(|e| format!(".{e}"))
             .unwrap_or_default();
         let read = match &self.format {
-            SourceFormat::Csv {
-                delimiter,
-                has_header,
-            } => {
-                let names = self.csv_header(*delimiter, *has_header)?;
-                let schema = Schema::new(
-                    names
-                        .iter()
-                        .map(|n| Field::new(n, DataType::Utf8, true))
-                        .collect::<Vec<_>>(),
-                );
-                let options = CsvReadOptions::new()
-                    .has_header(*has_header)
-                    .delimiter(*delimiter)
-                    .newlines_in_values(true)
-                    .file_extension(&extension)
-                    .schema(&schema);
-                ctx.read_csv(path, options).await
+            SourceFormat::Csv(dialect) => {
+                let file = {
+                    let (path, name, dialect) =
+                        (self.path.clone(), self.display_name(), dialect.clone());
+                    let compression = self.compression;
+                    tokio::task::spawn_blocking(move || {
+                        csv::CsvFile::open(path, name, dialect, compression)
+                    })
+                    .await
+                    .map_err(|e| AtlasError::Usage(format!("reading the source failed: {e}")))??
+                };
+                ctx.read_table(std::sync::Arc::new(csv::CsvTable::new(file)))
             }
             SourceFormat::Parquet => {
                 ctx.read_parquet(
@@ -394,13 +422,17 @@ impl FileSource {
             other => other.clone(),
         };
         let name = source.clone();
+        let compression = self.compression;
         let records = tokio::task::spawn_blocking(move || match format {
             SourceFormat::NdJson => {
-                let reader = std::fs::File::open(&file).map_err(|e| AtlasError::io(&name, e))?;
-                records::read_json_lines(reader, &name)
+                records::read_json_lines(compression.open(&file, &name)?, &name)
             }
             SourceFormat::Json => {
-                let bytes = std::fs::read(&file).map_err(|e| AtlasError::io(&name, e))?;
+                let mut bytes = Vec::new();
+                compression
+                    .open(&file, &name)?
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| AtlasError::io(&name, e))?;
                 records::read_json_document(&bytes, &name)
             }
             SourceFormat::Xlsx { sheet } => records::read_xlsx(&file, sheet.as_deref(), &name),
@@ -424,103 +456,53 @@ impl FileSource {
     /// Whether a `.json` file holds one object per line (NDJSON) rather than
     /// one document: it starts with `{` and a second value follows the first.
     fn holds_json_lines(&self) -> Result<bool> {
-        let file =
-            std::fs::File::open(&self.path).map_err(|e| AtlasError::io(self.display_name(), e))?;
-        let mut values = serde_json::Deserializer::from_reader(std::io::BufReader::new(file))
+        let reader = self.compression.open(&self.path, &self.display_name())?;
+        let mut values = serde_json::Deserializer::from_reader(std::io::BufReader::new(reader))
             .into_iter::<serde::de::IgnoredAny>();
         let first = values.next();
         Ok(matches!(first, Some(Ok(_))) && matches!(values.next(), Some(Ok(_))))
     }
 
     /// Column specs for creating a missing table. Typed formats give their own
-    /// types; CSV types are inferred from every value of the file.
-    pub async fn infer_columns(&self, df: DataFrame) -> Result<Vec<ColumnSpec>> {
+    /// types; the types of text formats are inferred from every value of the
+    /// file under `inference`, so that no value changes its meaning.
+    pub async fn infer_columns(
+        &self,
+        df: DataFrame,
+        inference: Inference,
+    ) -> Result<Vec<ColumnSpec>> {
         let schema = df.schema().as_arrow().clone();
         if !self.format.is_text() {
             return Ok(columns_from_schema(&schema));
         }
-        let mut inference = vec![TypeInference::default(); schema.fields().len()];
-        let mut stream = df
-            .execute_stream()
-            .await
-            .map_err(|e| AtlasError::from_source_read(e, &self.display_name()))?;
-        while let Some(batch) = stream
-            .try_next()
-            .await
-            .map_err(|e| AtlasError::from_source_read(e, &self.display_name()))?
-        {
-            for (i, column) in batch.columns().iter().enumerate() {
-                inference[i].observe(column.as_string::<i32>());
+        let data: Vec<usize> = (0..schema.fields().len())
+            .filter(|&i| !is_reader_column(schema.field(i).name()))
+            .collect();
+        let mut inferred = vec![TypeInference::default(); data.len()];
+        if inference == Inference::Strict {
+            let mut stream = df
+                .execute_stream()
+                .await
+                .map_err(|e| AtlasError::from_source_read(e, &self.display_name()))?;
+            while let Some(batch) = stream
+                .try_next()
+                .await
+                .map_err(|e| AtlasError::from_source_read(e, &self.display_name()))?
+            {
+                for (types, &i) in inferred.iter_mut().zip(&data) {
+                    types.observe(batch.column(i).as_string::<i32>());
+                }
             }
         }
-        Ok(schema
-            .fields()
+        Ok(data
             .iter()
-            .zip(inference)
-            .map(|(f, inf)| ColumnSpec {
-                name: f.name().clone(),
-                data_type: inf.data_type(),
+            .zip(inferred)
+            .map(|(&i, types)| ColumnSpec {
+                name: schema.field(i).name().clone(),
+                data_type: types.data_type(),
                 sql_type: None,
             })
             .collect())
-    }
-}
-
-/// Follows CSV quoting (RFC 4180, as the reader applies it) to find a quoted
-/// field that is still open at the end of the file.
-#[derive(Debug)]
-struct QuoteCheck {
-    delimiter: u8,
-    state: QuoteState,
-    /// 1-based line of the current position.
-    line: u64,
-    /// Line where the open quoted field started.
-    opened_on: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum QuoteState {
-    FieldStart,
-    Unquoted,
-    Quoted,
-    /// A quote inside a quoted field: the end of the field, or the first half of `""`.
-    QuoteInQuoted,
-}
-
-impl QuoteCheck {
-    fn new(delimiter: u8) -> Self {
-        Self {
-            delimiter,
-            state: QuoteState::FieldStart,
-            line: 1,
-            opened_on: 0,
-        }
-    }
-
-    fn feed(&mut self, bytes: &[u8]) {
-        use QuoteState::*;
-        for &b in bytes {
-            if b == b'\n' {
-                self.line += 1;
-            }
-            self.state = match (self.state, b) {
-                (FieldStart, b'"') => {
-                    self.opened_on = self.line;
-                    Quoted
-                }
-                (Quoted, b'"') => QuoteInQuoted,
-                (Quoted, _) => Quoted,
-                (QuoteInQuoted, b'"') => Quoted,
-                (_, b'\n' | b'\r') => FieldStart,
-                (_, d) if d == self.delimiter => FieldStart,
-                _ => Unquoted,
-            };
-        }
-    }
-
-    /// The line where a still-open quoted field began, if any.
-    fn unterminated_since(&self) -> Option<u64> {
-        (self.state == QuoteState::Quoted).then_some(self.opened_on)
     }
 }
 
@@ -558,15 +540,6 @@ fn storable_type(data_type: &DataType) -> DataType {
 mod tests {
     use super::*;
 
-    fn open_quote(text: &str) -> Option<u64> {
-        let mut check = QuoteCheck::new(b',');
-        // Feed in two pieces to cross a buffer boundary.
-        let (a, b) = text.as_bytes().split_at(text.len() / 2);
-        check.feed(a);
-        check.feed(b);
-        check.unterminated_since()
-    }
-
     #[test]
     fn options_apply_to_the_right_format() {
         let opts = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
@@ -580,10 +553,10 @@ mod tests {
                 .unwrap();
         assert_eq!(
             tsv,
-            SourceFormat::Csv {
-                delimiter: b'\t',
-                has_header: false
-            }
+            SourceFormat::Csv(CsvDialect {
+                has_header: false,
+                ..CsvDialect::tsv()
+            })
         );
         let unknown = SourceFormat::with_options(
             None,
@@ -593,10 +566,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             unknown,
-            SourceFormat::Csv {
+            SourceFormat::Csv(CsvDialect {
                 delimiter: b';',
-                has_header: true
-            }
+                ..CsvDialect::default()
+            })
         );
         let sheet =
             SourceFormat::with_options(None, Some(Path::new("a.xlsx")), &opts(&[("sheet", "Q3")]))
@@ -618,16 +591,5 @@ mod tests {
         );
         let unknown = SourceFormat::from_path(Path::new("a.docx")).unwrap_err();
         assert!(unknown.to_string().contains("xlsx, xml"), "{unknown}");
-    }
-
-    #[test]
-    fn finds_unterminated_quotes_only() {
-        assert_eq!(
-            open_quote("a,b\n1,\"ok, \"\"fine\"\"\nstill\"\n2,x\n"),
-            None
-        );
-        assert_eq!(open_quote("a,b\n1,12\" pipe\n"), None);
-        assert_eq!(open_quote("a,b\n1,\"\"\n"), None);
-        assert_eq!(open_quote("a,b\n1,x\n2,\"never closed\n3,y\n"), Some(3));
     }
 }

@@ -1,0 +1,294 @@
+//! [`CsvTable`] and [`CsvSourceExec`]: a delimited text file as a DataFusion
+//! table, read by [`super::CsvParser`] on a blocking thread.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::TableType;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
+use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    ReplaceChildrenOptions, SendableRecordBatchStream,
+};
+
+use super::{CsvDialect, CsvParser, TextBatchBuilder, read_column_names, reader_schema};
+use crate::source::compression::Compression;
+
+/// Batches queued between the reader thread and the plan.
+const QUEUED_BATCHES: usize = 2;
+
+/// A delimited text file: where it is, how it is written, and its columns
+/// (read from its first record when the table was made). Plain settings.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CsvFile {
+    /// The local file.
+    pub path: PathBuf,
+    /// The name messages use (the URL of a staged remote file).
+    pub name: String,
+    /// How it is written.
+    pub dialect: CsvDialect,
+    /// How its bytes are compressed.
+    pub compression: Compression,
+    /// Its column names.
+    pub columns: Vec<String>,
+}
+
+impl CsvFile {
+    /// Opens the file and reads its column names.
+    pub fn open(
+        path: impl Into<PathBuf>,
+        name: impl Into<String>,
+        dialect: CsvDialect,
+        compression: Compression,
+    ) -> crate::error::Result<Self> {
+        let path = path.into();
+        let name = name.into();
+        let mut parser = CsvParser::new(compression.open(&path, &name)?, dialect.clone(), &name);
+        let columns = read_column_names(&mut parser, &dialect, &name)?;
+        Ok(Self {
+            path,
+            name,
+            dialect,
+            compression,
+            columns,
+        })
+    }
+
+    /// Reads every record, handing out batches of at most `batch_rows` rows
+    /// until `emit` says stop. Returns (blank lines skipped, comment lines).
+    fn read(
+        &self,
+        batch_rows: usize,
+        emit: &mut dyn FnMut(datafusion::arrow::array::RecordBatch) -> bool,
+    ) -> crate::error::Result<(u64, u64)> {
+        let mut parser = CsvParser::new(
+            self.compression.open(&self.path, &self.name)?,
+            self.dialect.clone(),
+            &self.name,
+        );
+        if self.dialect.has_header {
+            read_column_names(&mut parser, &self.dialect, &self.name)?;
+        }
+        let mut builder = TextBatchBuilder::new(self.columns.clone(), self.dialect.clone());
+        let mut blank = 0;
+        while let Some(record) = parser.next_record()? {
+            if !builder.push(&record) {
+                blank += 1;
+            }
+            let full = builder.rows() >= batch_rows || builder.is_full_of_bytes();
+            if full && !emit(builder.finish()?) {
+                return Ok((blank, parser.comment_lines));
+            }
+        }
+        if builder.rows() > 0 {
+            emit(builder.finish()?);
+        }
+        Ok((blank, parser.comment_lines))
+    }
+}
+
+/// A [`CsvFile`] as a DataFusion table.
+#[derive(Debug)]
+pub struct CsvTable {
+    file: Arc<CsvFile>,
+    schema: SchemaRef,
+}
+
+impl CsvTable {
+    /// The table of `file`.
+    pub fn new(file: CsvFile) -> Self {
+        let schema = reader_schema(&file.columns);
+        Self {
+            file: Arc::new(file),
+            schema,
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for CsvTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(CsvSourceExec::try_new(
+            Arc::clone(&self.file),
+            projection.cloned(),
+        )?))
+    }
+}
+
+/// Reads a [`CsvFile`] in one partition, in file order.
+///
+/// The parser runs on a blocking thread and hands batches over a short
+/// queue, so parsing overlaps with the plan above. Every batch carries the
+/// physical line of each record and, for a malformed one, why
+/// ([`crate::schema::RECORD_ERROR_COLUMN`]); nothing is dropped here.
+/// Metrics: `blank_lines` and `comment_lines` skipped.
+#[derive(Debug)]
+pub struct CsvSourceExec {
+    file: Arc<CsvFile>,
+    projection: Option<Vec<usize>>,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl CsvSourceExec {
+    /// Reads `file`, keeping the columns of `projection` (all if `None`).
+    pub fn try_new(file: Arc<CsvFile>, projection: Option<Vec<usize>>) -> Result<Self> {
+        let full = reader_schema(&file.columns);
+        let schema = match &projection {
+            Some(p) => Arc::new(full.project(p)?),
+            None => full,
+        };
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Ok(Self {
+            file,
+            projection,
+            schema,
+            properties,
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+
+    /// The file read.
+    pub fn file(&self) -> &CsvFile {
+        &self.file
+    }
+}
+
+impl DisplayAs for CsvSourceExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "CsvSourceExec: file={}, {}",
+            self.file.name, self.file.dialect
+        )?;
+        if self.file.compression != Compression::None {
+            write!(f, ", compression={}", self.file.compression)?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for CsvSourceExec {
+    fn name(&self) -> &str {
+        "CsvSourceExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal(
+                "CsvSourceExec has no children".into(),
+            ))
+        }
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(
+                datafusion::physical_plan::ChildrenPropertiesMode::Recompute,
+            ),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!(
+                "CsvSourceExec has one partition, not {partition}"
+            )));
+        }
+        let batch_rows = context.session_config().batch_size().max(1);
+        let file = Arc::clone(&self.file);
+        let projection = self.projection.clone();
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        let blank_lines = MetricBuilder::new(&self.metrics).counter("blank_lines", partition);
+        let comment_lines = MetricBuilder::new(&self.metrics).counter("comment_lines", partition);
+        let mut builder =
+            RecordBatchReceiverStreamBuilder::new(Arc::clone(&self.schema), QUEUED_BATCHES);
+        let tx = builder.tx();
+        builder.spawn_blocking(move || {
+            let mut emit = |batch: datafusion::arrow::array::RecordBatch| {
+                let batch = match &projection {
+                    Some(p) => batch.project(p).map_err(DataFusionError::from),
+                    None => Ok(batch),
+                };
+                if let Ok(b) = &batch {
+                    baseline.record_output(b.num_rows());
+                }
+                // A closed queue: the plan stopped reading.
+                tx.blocking_send(batch).is_ok()
+            };
+            let (blank, comments) = file
+                .read(batch_rows, &mut emit)
+                .map_err(DataFusionError::from)?;
+            blank_lines.add(blank as usize);
+            comment_lines.add(comments as usize);
+            Ok(())
+        });
+        Ok(builder.build())
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
