@@ -704,3 +704,56 @@ fn lossless_flags() {
         (Some(1), Some(1))
     );
 }
+
+/// `schema.table` through the CLI's `--table` and the SQL statements
+/// (IMPORT, CHECK, EXPLAIN) on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_qualified_names_in_the_cli_and_sql() {
+    let db = TestDb::new(Kind::Postgres).await;
+    let schema = db.table("cli_schema");
+    db.exec(&format!("CREATE SCHEMA \"{schema}\"")).await;
+    let dir = TempDir::new();
+    let file = dir.file("c.csv", "Email,Name\na@x.com,Ann\n");
+    let path = file.display().to_string();
+    let out = run(&[
+        "import",
+        &path,
+        "--table",
+        &format!("{schema}.Contacts"),
+        "--db",
+        &db.url,
+        "--json",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let report = json(&out);
+    let count = db
+        .scalar(&format!("SELECT COUNT(*) FROM \"{schema}\".contacts"))
+        .await;
+    let statements = format!(
+        "CHECK IMPORT INTO {schema}.contacts FROM '{path}'; \
+         EXPLAIN IMPORT INTO {schema}.contacts FROM '{path}'; \
+         IMPORT INTO {schema}.\"Other\" FROM '{path}' OPTIONS (names 'keep')"
+    );
+    let sql = run(&["sql", &statements, "--db", &db.url]);
+    let sql_stdout = String::from_utf8_lossy(&sql.stdout).into_owned();
+    let sql_stderr = String::from_utf8_lossy(&sql.stderr).into_owned();
+    let kept = db
+        .scalar(&format!(
+            "SELECT COUNT(*) FROM \"{schema}\".\"Other\" WHERE \"Email\" = 'a@x.com'"
+        ))
+        .await;
+    db.exec(&format!("DROP SCHEMA \"{schema}\" CASCADE")).await;
+    db.exec(&format!(
+        "DELETE FROM file_imports WHERE table_name LIKE '{schema}.%'"
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(report["table"], format!("{schema}.contacts"));
+    assert_eq!(count, 1);
+    assert_eq!(sql.status.code(), Some(0), "{sql_stderr}");
+    assert!(
+        sql_stdout.contains(&format!("ImportSink: table={schema}.contacts")),
+        "{sql_stdout}"
+    );
+    assert_eq!(kept, 1, "{sql_stdout}");
+}

@@ -36,6 +36,12 @@ fn identity(kind: Kind) -> &'static str {
     }
 }
 
+/// How `file_imports` and `import_history` name a table of the default
+/// schema called exactly `table`.
+pub fn metadata_name(table: &str) -> String {
+    atlas_import::names::TableRef::unqualified(table).key()
+}
+
 /// `name` as a quoted SQL identifier.
 pub fn quoted(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -154,6 +160,11 @@ impl TestDb {
         name
     }
 
+    /// Drops `table` (an exact name) when the test ends.
+    pub fn track(&self, table: &str) {
+        self.tables.lock().unwrap().push(table.to_string());
+    }
+
     /// Runs SQL statements (separated by `;`) on a fresh connection.
     pub async fn exec(&self, sql: &str) {
         for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
@@ -250,16 +261,25 @@ impl TestDb {
 
     /// Rows in `table` (0 when it does not exist).
     pub async fn count(&self, table: &str) -> i64 {
-        if self.db.describe_table(table).await.unwrap().is_none() {
+        if self.describe(table).await.is_none() {
             return 0;
         }
         self.scalar(&format!("SELECT COUNT(*) FROM {}", quoted(table)))
             .await
     }
 
+    /// The catalog's description of `table` (exact name, default schema), or
+    /// `None` when it does not exist.
+    pub async fn describe(&self, table: &str) -> Option<atlas_import::schema::TargetTable> {
+        self.db
+            .describe_table(&atlas_import::names::TableRef::unqualified(table))
+            .await
+            .unwrap()
+    }
+
     /// Whether `table` exists.
     pub async fn exists(&self, table: &str) -> bool {
-        self.db.describe_table(table).await.unwrap().is_some()
+        self.describe(table).await.is_some()
     }
 
     /// `file_imports` rows for `table`.
@@ -268,7 +288,8 @@ impl TestDb {
             return 0;
         }
         self.scalar(&format!(
-            "SELECT COUNT(*) FROM file_imports WHERE table_name = '{table}'"
+            "SELECT COUNT(*) FROM file_imports WHERE table_name = '{}'",
+            metadata_name(table).replace('\'', "''")
         ))
         .await
     }
@@ -327,7 +348,7 @@ impl TestDb {
             if self.exists(metadata).await {
                 self.exec_one(&format!(
                     "DELETE FROM {metadata} WHERE table_name = '{}'",
-                    table.replace('\'', "''")
+                    metadata_name(table).replace('\'', "''")
                 ))
                 .await;
             }

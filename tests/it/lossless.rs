@@ -90,7 +90,7 @@ async fn infer_text_makes_every_column_text(db: &TestDb) {
         .execute()
         .await
         .unwrap();
-    let described = db.db.describe_table(&table).await.unwrap().unwrap();
+    let described = db.describe(&table).await.unwrap();
     let types: Vec<String> = described
         .columns
         .iter()

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::cli::{binary, json as report};
-use crate::common::{Kind, TempDir, TestDb, create};
+use crate::common::{Kind, TempDir, TestDb, create, quoted};
 use crate::on_every_database;
 
 /// Imports processes running at once.
@@ -406,13 +406,18 @@ async fn hostile_names_are_quoted(db: &TestDb) {
         column.replace('"', "\"\"")
     );
     let file = dir.file("hostile.csv", &csv);
+    // Names are written as SQL writes them: the hostile one quoted, its
+    // quotes doubled; `--names keep` keeps the hostile column names exactly.
+    let quoted_table = quoted(&table);
     for mode in ["error", "update"] {
         let output = Command::new(binary())
             .args([
                 "import",
                 file.to_str().unwrap(),
                 "--table",
-                &table,
+                &quoted_table,
+                "--names",
+                "keep",
                 "--db",
                 &db.url,
             ])
@@ -788,19 +793,29 @@ async fn dotted_table_name_stays_in_its_schema() {
             .await;
         db.exec(&format!("CREATE TABLE \"{schema}\".t (k TEXT)"))
             .await;
-        let dotted = format!("{schema}.t");
         let file = dir.file("d.csv", "k\na\n");
+        // schema.t is the table t of that schema.
+        let report = atlas_import::ImportBuilder::new(
+            std::sync::Arc::clone(&db.db),
+            &file,
+            format!("{schema}.t"),
+        )
+        .execute()
+        .await
+        .unwrap();
+        assert!(!report.created_table);
+        let other = db
+            .scalar(&format!("SELECT COUNT(*) FROM \"{schema}\".t"))
+            .await;
+        assert_eq!(other, 1);
+        // A quoted name with a dot is one name, in the current schema.
+        let dotted = format!("{schema}.t");
         let report =
-            atlas_import::ImportBuilder::new(std::sync::Arc::clone(&db.db), &file, &dotted)
+            atlas_import::ImportBuilder::new(std::sync::Arc::clone(&db.db), &file, quoted(&dotted))
                 .execute()
                 .await
                 .unwrap();
         assert!(report.created_table);
-        // The other schema's table is untouched; the import made its own.
-        let other = db
-            .scalar(&format!("SELECT COUNT(*) FROM \"{schema}\".t"))
-            .await;
-        assert_eq!(other, 0);
         assert_eq!(db.count(&dotted).await, 1);
         db.exec(&format!("DROP SCHEMA \"{schema}\" CASCADE")).await;
         db.drop_table(&dotted).await;

@@ -322,7 +322,7 @@ async fn new_table_from_inferred_types(db: &TestDb) {
         .await
         .unwrap();
     assert!(report.created_table);
-    let described = db.db.describe_table(&table).await.unwrap().unwrap();
+    let described = db.describe(&table).await.unwrap();
     let types: Vec<(String, String)> = described
         .columns
         .iter()

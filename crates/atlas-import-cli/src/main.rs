@@ -108,7 +108,9 @@ enum CreatePolicy {
 struct ImportArgs {
     /// The source file (CSV, TSV, Parquet, JSON, NDJSON, Avro, XLSX, XML).
     file: PathBuf,
-    /// Target table (required unless --mapping names it).
+    /// Target table: `table` or `schema.table` (MySQL: `database.table`);
+    /// unquoted names follow the database's folding, quoted ones are exact
+    /// ('"My.Table"'). Required unless --mapping names it.
     #[arg(long, short = 't', required_unless_present = "mapping")]
     table: Option<String>,
     /// A mapping file of the original service (table_name, db_schema, mappings,
@@ -175,6 +177,10 @@ struct ImportArgs {
     /// where no value changes its meaning) or text (every column text).
     #[arg(long, default_value = "strict")]
     infer: String,
+    /// Names of a new table and its columns: normalize (lowercase
+    /// snake_case: E-Mail -> e_mail) or keep (exactly as the source has them).
+    #[arg(long, default_value = "normalize")]
+    names: String,
     /// The sheet of an .xlsx workbook to read (default: the first).
     #[arg(long)]
     sheet: Option<String>,
@@ -266,6 +272,7 @@ fn source_options(args: &ImportArgs) -> Result<SourceOptions, AtlasError> {
     option("record", args.record.clone());
     option("compression", args.compression.clone());
     option("infer", Some(args.infer.clone()));
+    option("names", Some(args.names.clone()));
     SourceOptions::parse(args.format.as_deref(), Some(&args.file), &options)
 }
 

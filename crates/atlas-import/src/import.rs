@@ -22,6 +22,7 @@ use crate::db::{Database, FileRecord, HistoryEntry};
 use crate::error::{AtlasError, Result};
 use crate::key::{EncodedKeys, KeyEncoder, KeySet};
 use crate::logical::{ImportNode, ImportQueryPlanner, ImportSpec};
+use crate::names::{NamePolicy, TableName, TableRef};
 use crate::options::{
     CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, FilePolicy, Inference, OnBadValue,
     OnDuplicate,
@@ -57,7 +58,15 @@ pub struct ImportBuilder {
     source: SourceSpec,
     columns: Vec<String>,
     map: Vec<(String, String)>,
-    table: String,
+    /// The target as written (`analytics.contacts`, `"My Table"`), read when
+    /// the import starts.
+    table_text: String,
+    /// The target as a parsed name (from SQL), instead of `table_text`.
+    table_name: Option<TableName>,
+    /// The target as the database names it: set by [`Self::resolve_table`].
+    table: TableRef,
+    /// Whether a new table and its columns take the database's plain form.
+    names: NamePolicy,
     key: Option<Vec<String>>,
     on_duplicate: OnDuplicate,
     partitions: usize,
@@ -165,6 +174,7 @@ impl ImportBuilder {
         path: impl Into<std::path::PathBuf>,
         table: impl Into<String>,
     ) -> Self {
+        let table_text = table.into();
         Self {
             db,
             source: SourceSpec::File {
@@ -174,7 +184,10 @@ impl ImportBuilder {
             },
             columns: Vec::new(),
             map: Vec::new(),
-            table: table.into(),
+            table: TableRef::unqualified(table_text.as_str()),
+            table_text,
+            table_name: None,
+            names: NamePolicy::Normalize,
             key: None,
             on_duplicate: OnDuplicate::Error,
             partitions: DEFAULT_PARTITIONS,
@@ -229,6 +242,22 @@ impl ImportBuilder {
         E: Into<String>,
     {
         self.map = map.into_iter().map(|(c, e)| (c.into(), e.into())).collect();
+        self
+    }
+
+    /// The target table as a parsed name (the SQL front end's, which knows
+    /// which parts were quoted), instead of the text given to [`Self::new`].
+    pub fn with_table_name(mut self, name: TableName) -> Self {
+        self.table_text = name.to_string();
+        self.table_name = Some(name);
+        self
+    }
+
+    /// Whether a new table and its columns get the database's plain names
+    /// (default: [`NamePolicy::Normalize`], `E-Mail` -> `e_mail`) or keep
+    /// the source's exactly.
+    pub fn with_names(mut self, names: NamePolicy) -> Self {
+        self.names = names;
         self
     }
 
@@ -316,6 +345,9 @@ impl ImportBuilder {
         if let Some(inference) = options.infer {
             self = self.with_inference(inference);
         }
+        if let Some(names) = options.names {
+            self = self.with_names(names);
+        }
         self
     }
 
@@ -388,10 +420,35 @@ impl ImportBuilder {
         if self.chunk_rows == 0 {
             return Err(AtlasError::Usage("chunk_rows must be at least 1".into()));
         }
-        if self.table.trim().is_empty() {
+        if self.table_text.trim().is_empty() && self.table_name.is_none() {
             return Err(AtlasError::Usage("the target table name is empty".into()));
         }
         Ok(())
+    }
+
+    /// Reads the target's name as the database names it: unquoted parts
+    /// folded as it folds them; a table that does not exist under an
+    /// unquoted name is the one of its plain form (`MyContacts` ->
+    /// `mycontacts`) unless the names are kept.
+    async fn resolve_table(mut self) -> Result<Self> {
+        self.validate()?;
+        let name = match &self.table_name {
+            Some(name) => name.clone(),
+            None => TableName::parse(&self.table_text)?,
+        };
+        let exact = self.db.resolve(&name);
+        let plain = crate::names::normalize(&exact.name);
+        self.table = if self.names == NamePolicy::Normalize
+            && !name.table.quoted
+            && !plain.is_empty()
+            && plain != exact.name
+            && self.db.describe_table(&exact).await?.is_none()
+        {
+            exact.sibling(plain)
+        } else {
+            exact
+        };
+        Ok(self)
     }
 
     /// `base` configured for this import: its partition count, and one ordered
@@ -408,13 +465,17 @@ impl ImportBuilder {
 
     /// Plans the import without touching the data, and returns the plan.
     pub async fn explain(self) -> Result<String> {
-        self.validate()?;
+        let this = self.resolve_table().await?;
+        this.explain_resolved().await
+    }
+
+    async fn explain_resolved(self) -> Result<String> {
         let files = self.locate().await?;
         let source = self.open_source(files).await?;
         let (target, create) = self.target(&source).await?;
         let session = Arc::new(ImportSession::new(
             Arc::clone(&self.db),
-            &self.table,
+            self.table.clone(),
             Vec::new(),
             self.file_policy,
             create,
@@ -427,12 +488,19 @@ impl ImportBuilder {
     /// rows: the key columns, `source_row` and `duplicate_of` (`existing`, or
     /// `row N` for the first occurrence in the import), in source order.
     pub async fn check(self) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        self.validate()?;
+        let this = self.resolve_table().await?;
+        this.check_resolved().await
+    }
+
+    async fn check_resolved(self) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let files = self.locate().await?;
         let source = self.open_source(files).await?;
         let (target, _) = self.target(&source).await?;
         // A transaction for a consistent view of the existing keys, rolled back.
-        let session = Arc::new(ImportSession::dry_run(Arc::clone(&self.db), &self.table));
+        let session = Arc::new(ImportSession::dry_run(
+            Arc::clone(&self.db),
+            self.table.clone(),
+        ));
         let prepared = self
             .prepare(&source, &target, Arc::clone(&session), true)
             .await?;
@@ -574,16 +642,19 @@ impl ImportBuilder {
             }
             _ => crate::source::columns_from_schema(source.df.schema().as_arrow()),
         };
+        let source_names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+        let names = crate::names::new_column_names(&source_names, self.names)?;
         Ok(TargetTable {
-            name: self.table.clone(),
+            name: self.table.key(),
             columns: specs
                 .iter()
-                .map(|s| {
+                .zip(names)
+                .map(|(s, name)| {
                     // Where the database cannot hold a type exactly (SQLite
                     // and wide decimals), the column is made to hold its text.
                     let data_type = self.db.new_column_type(&s.data_type);
                     TargetColumn {
-                        name: s.name.clone(),
+                        name,
                         sql_type: self.db.sql_type_for(&data_type),
                         data_type,
                         nullable: true,
@@ -624,7 +695,7 @@ impl ImportBuilder {
                 }
                 SourceSpec::DataFrame { name, .. } => name.clone(),
             },
-            table_name: self.table.clone(),
+            table_name: self.table.key(),
             key_columns: self.key.as_ref().map(|k| k.join(",")).unwrap_or_default(),
             on_duplicate: self.on_duplicate.to_string(),
             status: String::new(),
@@ -641,8 +712,13 @@ impl ImportBuilder {
 
     /// Runs the import and records it in `import_history`: a committed import
     /// in its own transaction (by the sink), any other end after the rollback.
-    #[tracing::instrument(skip_all, fields(table = %self.table))]
     async fn run(self) -> Result<(ImportReport, Option<PreparedImport>)> {
+        let this = self.resolve_table().await?;
+        this.run_resolved().await
+    }
+
+    #[tracing::instrument(skip_all, fields(table = %self.table))]
+    async fn run_resolved(self) -> Result<(ImportReport, Option<PreparedImport>)> {
         let history = self.history_entry();
         let db = Arc::clone(&self.db);
         let metrics = Arc::clone(&self.metrics);
@@ -696,7 +772,6 @@ impl ImportBuilder {
         history: HistoryEntry,
     ) -> Result<(ImportReport, Option<PreparedImport>)> {
         let started = Instant::now();
-        self.validate()?;
         if let BadValues::Reject(writer) = &self.bad_values {
             // A reject file that cannot be written fails before any data moves.
             writer.open()?;
@@ -760,14 +835,14 @@ impl ImportBuilder {
             .map(|(file, hash)| FileRecord {
                 file_hash: hash.clone(),
                 file_name: file.display_name(),
-                table_name: self.table.clone(),
+                table_name: self.table.key(),
                 record_count: 0,
             })
             .collect();
         let session = Arc::new(
             ImportSession::new(
                 Arc::clone(&self.db),
-                &self.table,
+                self.table.clone(),
                 files,
                 self.file_policy,
                 create,
@@ -802,7 +877,7 @@ impl ImportBuilder {
         let report = build_report(
             &self.metrics,
             "committed",
-            &self.table,
+            &self.table.key(),
             &source.name,
             self.chunk_rows,
             self.partitions,
@@ -837,7 +912,7 @@ impl ImportBuilder {
             return Ok(build_report(
                 &self.metrics,
                 "skipped_file",
-                &self.table,
+                &self.table.key(),
                 source,
                 self.chunk_rows,
                 self.partitions,
@@ -848,7 +923,7 @@ impl ImportBuilder {
             ));
         }
         Err(AtlasError::AlreadyImported {
-            table: self.table.clone(),
+            table: self.table.key(),
             file_hash,
         })
     }
@@ -1030,7 +1105,7 @@ fn map_columns(
         if is_reader_column(field.name()) {
             continue;
         }
-        match target.find_column(field.name()) {
+        match target.find_column(field.name())? {
             Some(column) if column.data_type == datafusion::arrow::datatypes::DataType::Null => {
                 differences.push(format!(
                     "column '{}' has type {}, which atlas-import cannot write yet",
@@ -1124,7 +1199,7 @@ fn resolve_key(
     names
         .iter()
         .map(|name| {
-            let column = target.find_column(name).ok_or_else(|| {
+            let column = target.find_column(name)?.ok_or_else(|| {
                 AtlasError::Usage(format!(
                     "key column '{name}' is not a column of table '{}' (its columns: {})",
                     target.name,
@@ -1196,7 +1271,7 @@ pub fn build_report(
 #[derive(Debug)]
 struct TableKeyLoader {
     session: Arc<ImportSession>,
-    table: String,
+    table: TableRef,
     key_columns: Vec<TargetColumn>,
     metrics: Arc<ImportMetrics>,
 }
@@ -1219,7 +1294,7 @@ impl ExistingKeyLoader for TableKeyLoader {
         let table = self.table.clone();
         let columns = self.key_columns.clone();
         let builder =
-            tokio::task::spawn_blocking(move || build_key_set(&table, &columns, receiver));
+            tokio::task::spawn_blocking(move || build_key_set(&table.key(), &columns, receiver));
         let mut on_batch = move |text: RecordBatch| -> Result<()> {
             // Blocks only while the builder is behind by a full queue.
             sender

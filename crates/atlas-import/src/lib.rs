@@ -25,6 +25,7 @@ pub mod import;
 pub mod key;
 pub mod logical;
 pub mod mapping;
+pub mod names;
 pub mod options;
 pub mod physical;
 pub mod reject;

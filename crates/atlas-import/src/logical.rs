@@ -47,7 +47,7 @@ use crate::schema::{TargetColumn, coerced_schema};
 #[derive(Debug)]
 pub struct ImportSpec {
     /// Target table.
-    pub table: String,
+    pub table: crate::names::TableRef,
     /// For each written column: the source column index and the target column.
     pub mapping: Vec<(usize, TargetColumn)>,
     /// Key column indices among the written columns.

@@ -30,19 +30,32 @@ pub struct TargetTable {
 }
 
 impl TargetTable {
-    /// Finds a column by exact name, else by a unique case-insensitive match
-    /// (PostgreSQL folds unquoted names to lower case, spreadsheets do not).
-    pub fn find_column(&self, name: &str) -> Option<&TargetColumn> {
+    /// Finds the column a source column (or a key name) means: the one of
+    /// exactly that name, else the one whose plain form is the same
+    /// (`E-Mail` and `e_mail`, `Email` and `email`: see
+    /// [`crate::names::normalize`]). Several of those are an error listing
+    /// them.
+    pub fn find_column(&self, name: &str) -> crate::error::Result<Option<&TargetColumn>> {
         if let Some(c) = self.columns.iter().find(|c| c.name == name) {
-            return Some(c);
+            return Ok(Some(c));
         }
-        let mut matches = self
+        let plain = crate::names::normalize(name);
+        let matches: Vec<&TargetColumn> = self
             .columns
             .iter()
-            .filter(|c| c.name.eq_ignore_ascii_case(name));
-        match (matches.next(), matches.next()) {
-            (Some(c), None) => Some(c),
-            _ => None,
+            .filter(|c| !plain.is_empty() && crate::names::normalize(&c.name) == plain)
+            .collect();
+        match matches.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(one)),
+            many => Err(crate::error::AtlasError::Usage(format!(
+                "column '{name}' could be any of the columns {} of table '{}': name one exactly",
+                many.iter()
+                    .map(|c| format!("'{}'", c.name))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.name
+            ))),
         }
     }
 

@@ -221,12 +221,13 @@ pub async fn import_builder(
     metrics: Arc<ImportMetrics>,
 ) -> Result<ImportBuilder> {
     let builder = match &statement.source {
-        ImportFrom::Path(path) => ImportBuilder::new(db, path, &statement.table),
+        ImportFrom::Path(path) => ImportBuilder::new(db, path, statement.table.to_string()),
         ImportFrom::Query(query) => {
             let df = ctx.sql(query).await.map_err(AtlasError::from_datafusion)?;
-            ImportBuilder::from_dataframe(db, df, format!("({query})"), &statement.table)
+            ImportBuilder::from_dataframe(db, df, format!("({query})"), statement.table.to_string())
         }
     };
+    let builder = builder.with_table_name(statement.table.clone());
     let mut builder = builder
         .with_columns(statement.columns.iter().cloned())
         .with_map(statement.map.iter().cloned())

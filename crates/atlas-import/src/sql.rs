@@ -26,6 +26,7 @@ use datafusion::sql::sqlparser::parser::ParserError;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
 use crate::error::{AtlasError, Result};
+use crate::names::{Ident, TableName};
 use crate::options::{CreateTable, FilePolicy, OnBadValue, OnDuplicate};
 use crate::source::SourceOptions;
 
@@ -63,10 +64,10 @@ impl Default for ImportFrom {
 }
 
 /// A parsed `IMPORT INTO` statement.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ImportStatement {
-    /// Target table.
-    pub table: String,
+    /// Target table (`table`, `schema.table`, quoted parts exact).
+    pub table: TableName,
     /// `IMPORT INTO t (a, b)`: names for the source's columns, in order.
     pub columns: Vec<String>,
     /// Where the rows come from.
@@ -195,9 +196,36 @@ fn parse_identifier_list(parser: &mut DFParser) -> std::result::Result<Vec<Strin
 
 fn parse_import(parser: &mut DFParser) -> std::result::Result<ImportStatement, ParserError> {
     parser.parser.expect_keyword(Keyword::INTO)?;
+    let name_token = parser.parser.peek_token();
+    let object = parser.parser.parse_object_name(false)?;
+    let parts = object
+        .0
+        .iter()
+        .map(|part| match part.as_ident() {
+            Some(ident) if ident.quote_style.is_some() => Ok(Ident::quoted(&ident.value)),
+            Some(ident) => Ok(Ident::plain(&ident.value)),
+            None => Err(ParserError::ParserError(format!(
+                "a table name, not {object}, at {}",
+                name_token.span.start
+            ))),
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let table = TableName::from_parts(parts)
+        .map_err(|e| ParserError::ParserError(format!("{e}, at {}", name_token.span.start)))?;
     let mut statement = ImportStatement {
-        table: parser.parser.parse_identifier()?.value,
-        ..Default::default()
+        table,
+        columns: Vec::new(),
+        source: ImportFrom::default(),
+        map: Vec::new(),
+        format: None,
+        options: Vec::new(),
+        key: Vec::new(),
+        on_duplicate: OnDuplicate::default(),
+        on_duplicate_file: FilePolicy::default(),
+        on_bad_value: OnBadValue::default(),
+        create_table: CreateTable::default(),
+        partitions: None,
+        chunk_rows: None,
     };
     if parser.parser.peek_token() == Token::LParen {
         statement.columns = parse_identifier_list(parser)?;
@@ -342,7 +370,7 @@ mod tests {
              options (delimiter ';', header 'true') key (email) on duplicate skip \
              on duplicate file allow create table never with (partitions 2, chunk_rows 500)",
         );
-        assert_eq!(s.table, "contacts");
+        assert_eq!(s.table, TableName::parse("contacts").unwrap());
         assert_eq!(s.columns, ["email", "name"]);
         assert_eq!(s.source, ImportFrom::Path("data/c.csv".into()));
         assert_eq!(s.format.as_deref(), Some("csv"));
@@ -379,6 +407,19 @@ mod tests {
         );
         assert_eq!(options.compression, Some(crate::source::Compression::Gzip));
         assert_eq!(options.infer, Some(crate::options::Inference::Text));
+    }
+
+    #[test]
+    fn schema_qualified_and_quoted_targets() {
+        let s = import("IMPORT INTO analytics.c2 FROM 'a.csv'");
+        assert_eq!(s.table, TableName::parse("analytics.c2").unwrap());
+        let s = import("IMPORT INTO \"Sales\".\"my.table\" FROM 'a.csv'");
+        assert_eq!(s.table.schema, Some(Ident::quoted("Sales")));
+        assert_eq!(s.table.table, Ident::quoted("my.table"));
+        let err = parse_statements("IMPORT INTO a.b.c FROM 'a.csv'")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("one or two parts"), "{err}");
     }
 
     #[test]

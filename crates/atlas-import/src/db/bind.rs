@@ -12,6 +12,7 @@ use sqlx::query::Query;
 use sqlx::{Encode, Type};
 
 use crate::error::{AtlasError, Result};
+use crate::names::TableRef;
 
 /// How decimals are bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,14 +115,14 @@ fn format_timestamps(array: &ArrayRef) -> Result<ArrayRef> {
 
 /// `INSERT INTO table (columns) VALUES (?, ...), ...` for `rows` rows.
 pub(crate) fn insert_sql(
-    table: &str,
+    table: &TableRef,
     columns: &[crate::schema::TargetColumn],
     rows: usize,
 ) -> String {
     let placeholders = format!("({})", vec!["?"; columns.len()].join(", "));
     let mut sql = format!(
         "INSERT INTO {} ({}) VALUES ",
-        super::quote_ident(table),
+        table.sql(),
         super::column_list(columns)
     );
     sql.push_str(&vec![placeholders; rows].join(", "));
@@ -132,7 +133,7 @@ pub(crate) fn insert_sql(
 /// `rows_per_statement(batch)` rows each; returns the rows written.
 pub(crate) async fn insert_chunk<DB>(
     conn: &mut DB::Connection,
-    table: &str,
+    table: &TableRef,
     columns: &[crate::schema::TargetColumn],
     chunk: &mut super::ChunkStream<'_>,
     decimals: DecimalBinding,

@@ -18,6 +18,7 @@ use datafusion::arrow::array::{RecordBatch, StringBuilder};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
 use crate::error::{AtlasError, Result};
+use crate::names::{TableName, TableRef};
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
 
 pub use mysql::MySqlDatabase;
@@ -153,7 +154,7 @@ pub(crate) async fn file_imported<DB>(
     conn: &mut DB::Connection,
     kind: DbKind,
     file_hash: &str,
-    table: &str,
+    table: &TableRef,
 ) -> Result<bool>
 where
     DB: sqlx::Database,
@@ -166,9 +167,10 @@ where
         placeholder(kind, 1),
         placeholder(kind, 2)
     );
+    let key = table.key();
     let found = sqlx::query::<DB>(sqlx::AssertSqlSafe(sql))
         .bind(file_hash)
-        .bind(table)
+        .bind(key.as_str())
         .fetch_optional(&mut *conn)
         .await
         .map_err(|e| AtlasError::database("reading file_imports", e))?;
@@ -258,14 +260,29 @@ pub trait Database: Send + Sync + fmt::Debug {
     /// The URL with any password masked, for messages.
     fn display_url(&self) -> &str;
 
+    /// The schema unqualified names live in (PostgreSQL's `current_schema()`,
+    /// the MySQL database of the URL, SQLite's `main`).
+    fn default_schema(&self) -> Option<&str>;
+
+    /// Whether unquoted names are folded to lowercase (PostgreSQL).
+    fn folds_to_lowercase(&self) -> bool {
+        false
+    }
+
+    /// The table `name` means on this database: unquoted parts folded as the
+    /// database folds them, the default schema left implicit.
+    fn resolve(&self, name: &TableName) -> TableRef {
+        name.resolve(self.folds_to_lowercase(), self.default_schema())
+    }
+
     /// The catalog's description of `table`, or `None` when it does not exist.
-    async fn describe_table(&self, table: &str) -> Result<Option<TargetTable>>;
+    async fn describe_table(&self, table: &TableRef) -> Result<Option<TargetTable>>;
 
     /// Creates `file_imports` (and friends) if missing.
     async fn ensure_metadata(&self) -> Result<()>;
 
     /// Whether `file_hash` was already imported into `table`.
-    async fn file_imported(&self, file_hash: &str, table: &str) -> Result<bool>;
+    async fn file_imported(&self, file_hash: &str, table: &TableRef) -> Result<bool>;
 
     /// Writes an `import_history` row on its own (for imports that did not
     /// commit: their transaction is gone).
@@ -288,7 +305,11 @@ pub trait Database: Send + Sync + fmt::Debug {
     /// Creates `table` with declared SQL types (a mapping file's `db_schema`)
     /// unless it exists, under the import lock, in a transaction of its own;
     /// returns whether it created it. An existing table is left as it is.
-    async fn create_declared_table(&self, table: &str, columns: &[ColumnSpec]) -> Result<bool> {
+    async fn create_declared_table(
+        &self,
+        table: &TableRef,
+        columns: &[ColumnSpec],
+    ) -> Result<bool> {
         for c in columns {
             let valid = c.sql_type.as_deref().is_some_and(|t| {
                 !t.is_empty()
@@ -336,23 +357,23 @@ pub trait ImportTransaction: Send {
     async fn execute(&mut self, sql: String) -> Result<u64>;
 
     /// Creates `table` with an `id` identity key (unless a column is named `id`).
-    async fn create_table(&mut self, table: &str, columns: &[ColumnSpec]) -> Result<()>;
+    async fn create_table(&mut self, table: &TableRef, columns: &[ColumnSpec]) -> Result<()>;
 
     /// The catalog's description of `table` as this transaction sees it.
-    async fn describe_table(&mut self, table: &str) -> Result<Option<TargetTable>>;
+    async fn describe_table(&mut self, table: &TableRef) -> Result<Option<TargetTable>>;
 
     /// Serializes imports into `table` (DESIGN §2, Concurrency); called before
     /// the table is described or created.
-    async fn lock_table(&mut self, table: &str) -> Result<()>;
+    async fn lock_table(&mut self, table: &TableRef) -> Result<()>;
 
     /// Whether `file_hash` was already imported into `table`.
-    async fn file_imported(&mut self, file_hash: &str, table: &str) -> Result<bool>;
+    async fn file_imported(&mut self, file_hash: &str, table: &TableRef) -> Result<bool>;
 
     /// Streams the key columns of every row of `table` as text batches (one Utf8
     /// column per key column, `NULL` kept) of at most `batch_rows` rows.
     async fn scan_keys(
         &mut self,
-        table: &str,
+        table: &TableRef,
         columns: &[TargetColumn],
         batch_rows: usize,
         on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
@@ -364,7 +385,7 @@ pub trait ImportTransaction: Send {
     /// returned. Returns the rows written.
     async fn write_chunk(
         &mut self,
-        table: &str,
+        table: &TableRef,
         columns: &[TargetColumn],
         chunk: &mut ChunkStream<'_>,
     ) -> Result<u64>;
@@ -382,7 +403,7 @@ pub trait ImportTransaction: Send {
     /// `UPDATE ... FROM` join. Returns the rows the database updated.
     async fn update_rows(
         &mut self,
-        table: &str,
+        table: &TableRef,
         columns: &[TargetColumn],
         key: &[usize],
         rows: RecordBatch,
@@ -404,7 +425,8 @@ pub trait ImportTransaction: Send {
             self.execute(index).await?;
         }
         let mut chunk: ChunkStream<'_> = Box::pin(futures::stream::once(async { Ok(rows) }));
-        let staged = self.write_chunk(STAGE_TABLE, columns, &mut chunk).await;
+        let stage = TableRef::unqualified(STAGE_TABLE);
+        let staged = self.write_chunk(&stage, columns, &mut chunk).await;
         let updated = match staged {
             Ok(_) => self.execute(sql.update).await,
             Err(e) => Err(e),
@@ -454,13 +476,13 @@ struct UpsertSql {
 impl UpsertSql {
     fn new(
         kind: DbKind,
-        table: &str,
+        table: &TableRef,
         columns: &[TargetColumn],
         key: &[usize],
         set: &[&TargetColumn],
         keys_have_nulls: bool,
     ) -> Self {
-        let target = quote_ident(table);
+        let target = table.sql();
         let stage = quote_ident(STAGE_TABLE);
         let list = column_list(columns);
         // Plain equality lets the database use an index or a hash join; it
@@ -543,9 +565,7 @@ impl UpsertSql {
 }
 
 /// Quotes an identifier for SQL (`"` doubled), so any name is a name, never SQL.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+pub use crate::names::quote as quote_ident;
 
 /// Replaces the password of a URL with `***`.
 pub fn mask_password(url: &str) -> String {
@@ -665,7 +685,7 @@ pub(crate) fn column_list(columns: &[TargetColumn]) -> String {
 /// the source brings its own `id`.
 pub(crate) fn create_table_sql(
     sql_type_for: fn(&DataType) -> String,
-    table: &str,
+    table: &TableRef,
     columns: &[ColumnSpec],
     identity: &str,
 ) -> String {
@@ -681,7 +701,7 @@ pub(crate) fn create_table_sql(
             .unwrap_or_else(|| sql_type_for(&c.data_type));
         defs.push(format!("{} {sql_type}", quote_ident(&c.name)));
     }
-    format!("CREATE TABLE {} ({})", quote_ident(table), defs.join(", "))
+    format!("CREATE TABLE {} ({})", table.sql(), defs.join(", "))
 }
 
 #[cfg(test)]

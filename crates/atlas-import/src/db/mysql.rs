@@ -29,6 +29,7 @@ use super::{
     create_table_sql, mask_password, quote_ident,
 };
 use crate::error::{AtlasError, Result};
+use crate::names::TableRef;
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
 
 /// MySQL's limit on placeholders per prepared statement.
@@ -55,6 +56,8 @@ pub struct MySqlDatabase {
     pool: MySqlPool,
     options: MySqlConnectOptions,
     url: String,
+    /// The database of the URL: where unqualified names live.
+    default_schema: Option<String>,
 }
 
 impl MySqlDatabase {
@@ -76,10 +79,15 @@ impl MySqlDatabase {
             .connect_with(options.clone())
             .await
             .map_err(|e| AtlasError::database(format!("connecting to {masked}"), e))?;
+        let default_schema: Option<String> = sqlx::query_scalar("SELECT CAST(DATABASE() AS CHAR)")
+            .fetch_one(&pool)
+            .await
+            .map_err(|e| AtlasError::database(format!("connecting to {masked}"), e))?;
         Ok(Self {
             pool,
             options,
             url: masked,
+            default_schema,
         })
     }
 }
@@ -137,7 +145,7 @@ fn data_type_for(data_type: &str, column_type: &str, precision: i64, scale: i64)
     }
 }
 
-async fn describe(conn: &mut MySqlConnection, table: &str) -> Result<Option<TargetTable>> {
+async fn describe(conn: &mut MySqlConnection, table: &TableRef) -> Result<Option<TargetTable>> {
     // information_schema columns come back as binary strings on some servers:
     // cast everything to what the driver decodes.
     let rows = sqlx::query(
@@ -150,10 +158,11 @@ async fn describe(conn: &mut MySqlConnection, table: &str) -> Result<Option<Targ
                 CAST(CASE WHEN data_type IN ('char', 'varchar')
                      THEN character_maximum_length ELSE 0 END AS SIGNED)
          FROM information_schema.columns
-         WHERE table_schema = DATABASE() AND table_name = ?
+         WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ?
          ORDER BY ordinal_position",
     )
-    .bind(table)
+    .bind(table.schema.as_deref())
+    .bind(&table.name)
     .fetch_all(&mut *conn)
     .await
     .map_err(|e| AtlasError::database(format!("reading the columns of '{table}'"), e))?;
@@ -184,7 +193,7 @@ async fn describe(conn: &mut MySqlConnection, table: &str) -> Result<Option<Targ
         })
         .collect();
     Ok(Some(TargetTable {
-        name: table.to_string(),
+        name: table.key(),
         columns,
     }))
 }
@@ -208,7 +217,11 @@ async fn insert_history(conn: &mut MySqlConnection, entry: &HistoryEntry) -> Res
     super::insert_history::<sqlx::MySql>(conn, DbKind::MySql, entry).await
 }
 
-async fn file_imported(conn: &mut MySqlConnection, file_hash: &str, table: &str) -> Result<bool> {
+async fn file_imported(
+    conn: &mut MySqlConnection,
+    file_hash: &str,
+    table: &TableRef,
+) -> Result<bool> {
     super::file_imported::<sqlx::MySql>(conn, DbKind::MySql, file_hash, table).await
 }
 
@@ -222,7 +235,11 @@ impl Database for MySqlDatabase {
         &self.url
     }
 
-    async fn describe_table(&self, table: &str) -> Result<Option<TargetTable>> {
+    fn default_schema(&self) -> Option<&str> {
+        self.default_schema.as_deref()
+    }
+
+    async fn describe_table(&self, table: &TableRef) -> Result<Option<TargetTable>> {
         let mut conn = super::acquire(&self.pool).await?;
         describe(&mut conn, table).await
     }
@@ -240,7 +257,7 @@ impl Database for MySqlDatabase {
         Ok(())
     }
 
-    async fn file_imported(&self, file_hash: &str, table: &str) -> Result<bool> {
+    async fn file_imported(&self, file_hash: &str, table: &TableRef) -> Result<bool> {
         let mut conn = super::acquire(&self.pool).await?;
         file_imported(&mut conn, file_hash, table).await
     }
@@ -300,7 +317,7 @@ struct MySqlImport {
     /// The named lock held, released at the end.
     lock: Option<String>,
     /// A table this import created (and committed, as DDL does): dropped on rollback.
-    created: Option<String>,
+    created: Option<TableRef>,
 }
 
 impl MySqlImport {
@@ -337,7 +354,7 @@ impl ImportTransaction for MySqlImport {
         Ok(done.rows_affected())
     }
 
-    async fn create_table(&mut self, table: &str, columns: &[ColumnSpec]) -> Result<()> {
+    async fn create_table(&mut self, table: &TableRef, columns: &[ColumnSpec]) -> Result<()> {
         let sql = create_table_sql(
             sql_type_for,
             table,
@@ -347,20 +364,20 @@ impl ImportTransaction for MySqlImport {
         // DDL commits implicitly (nothing was written yet); start again after it.
         self.simple(&sql, &format!("creating table '{table}'"))
             .await?;
-        self.created = Some(table.to_string());
+        self.created = Some(table.clone());
         self.simple("START TRANSACTION", "starting the import transaction")
             .await
     }
 
-    async fn describe_table(&mut self, table: &str) -> Result<Option<TargetTable>> {
+    async fn describe_table(&mut self, table: &TableRef) -> Result<Option<TargetTable>> {
         describe(&mut self.conn, table).await
     }
 
-    async fn lock_table(&mut self, table: &str) -> Result<()> {
+    async fn lock_table(&mut self, table: &TableRef) -> Result<()> {
         // Lock names are at most 64 characters: name the table by its hash.
         let name: String =
             sqlx::query_scalar("SELECT CAST(CONCAT('atlas:', LEFT(SHA2(?, 256), 58)) AS CHAR)")
-                .bind(table)
+                .bind(table.key())
                 .fetch_one(&mut self.conn)
                 .await
                 .map_err(|e| AtlasError::database(format!("locking table '{table}'"), e))?;
@@ -379,13 +396,13 @@ impl ImportTransaction for MySqlImport {
         Ok(())
     }
 
-    async fn file_imported(&mut self, file_hash: &str, table: &str) -> Result<bool> {
+    async fn file_imported(&mut self, file_hash: &str, table: &TableRef) -> Result<bool> {
         file_imported(&mut self.conn, file_hash, table).await
     }
 
     async fn scan_keys(
         &mut self,
-        table: &str,
+        table: &TableRef,
         columns: &[TargetColumn],
         batch_rows: usize,
         on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
@@ -395,7 +412,7 @@ impl ImportTransaction for MySqlImport {
             .map(|c| format!("CAST({} AS CHAR)", quote_ident(&c.name)))
             .collect::<Vec<_>>()
             .join(", ");
-        let sql = format!("SELECT {values} FROM {}", quote_ident(table));
+        let sql = format!("SELECT {values} FROM {}", table.sql());
         let scan_error = |e| AtlasError::database(format!("reading the keys of '{table}'"), e);
         let mut batcher = TextBatcher::new(columns, batch_rows);
         let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&mut self.conn);
@@ -407,7 +424,7 @@ impl ImportTransaction for MySqlImport {
 
     async fn write_chunk(
         &mut self,
-        table: &str,
+        table: &TableRef,
         columns: &[TargetColumn],
         chunk: &mut ChunkStream<'_>,
     ) -> Result<u64> {
@@ -463,7 +480,7 @@ impl ImportTransaction for MySqlImport {
         let rolled_back = self.simple("ROLLBACK", "rolling back the import").await;
         if let Some(table) = self.created.take() {
             // Leave the database as it was: the table was created for this import.
-            let sql = format!("DROP TABLE IF EXISTS {}", quote_ident(&table));
+            let sql = format!("DROP TABLE IF EXISTS {}", table.sql());
             self.simple(
                 &sql,
                 &format!("dropping table '{table}' after the rollback"),

@@ -21,6 +21,7 @@ use super::{
     column_list, create_table_sql, mask_password, quote_ident,
 };
 use crate::error::{AtlasError, Result};
+use crate::names::TableRef;
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
 
 /// Send COPY data to the server in pieces of about this size, small enough to
@@ -32,6 +33,8 @@ const COPY_SEND_BYTES: usize = 256 << 10;
 pub struct PostgresDatabase {
     pool: PgPool,
     url: String,
+    /// `current_schema()` of the connection: where unqualified names live.
+    default_schema: Option<String>,
 }
 
 impl PostgresDatabase {
@@ -52,7 +55,15 @@ impl PostgresDatabase {
             .connect(url)
             .await
             .map_err(|e| AtlasError::database(format!("connecting to {masked}"), e))?;
-        Ok(Self { pool, url: masked })
+        let default_schema: Option<String> = sqlx::query_scalar("SELECT current_schema()::text")
+            .fetch_one(&pool)
+            .await
+            .map_err(|e| AtlasError::database(format!("connecting to {masked}"), e))?;
+        Ok(Self {
+            pool,
+            url: masked,
+            default_schema,
+        })
     }
 }
 
@@ -101,7 +112,7 @@ fn data_type_for(type_name: &str, typmod: i32) -> DataType {
     }
 }
 
-async fn describe(conn: &mut PgConnection, table: &str) -> Result<Option<TargetTable>> {
+async fn describe(conn: &mut PgConnection, table: &TableRef) -> Result<Option<TargetTable>> {
     let rows = sqlx::query(
         "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), t.typname::text,
                 a.attnotnull, (a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> ''),
@@ -110,7 +121,7 @@ async fn describe(conn: &mut PgConnection, table: &str) -> Result<Option<TargetT
          WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
          ORDER BY a.attnum",
     )
-    .bind(quote_ident(table))
+    .bind(table.sql())
     .fetch_all(&mut *conn)
     .await
     .map_err(|e| AtlasError::database(format!("reading the columns of '{table}'"), e))?;
@@ -136,7 +147,7 @@ async fn describe(conn: &mut PgConnection, table: &str) -> Result<Option<TargetT
         })
         .collect();
     Ok(Some(TargetTable {
-        name: table.to_string(),
+        name: table.key(),
         columns,
     }))
 }
@@ -159,7 +170,7 @@ async fn insert_history(conn: &mut PgConnection, entry: &HistoryEntry) -> Result
     super::insert_history::<sqlx::Postgres>(conn, DbKind::Postgres, entry).await
 }
 
-async fn file_imported(conn: &mut PgConnection, file_hash: &str, table: &str) -> Result<bool> {
+async fn file_imported(conn: &mut PgConnection, file_hash: &str, table: &TableRef) -> Result<bool> {
     super::file_imported::<sqlx::Postgres>(conn, DbKind::Postgres, file_hash, table).await
 }
 
@@ -173,7 +184,15 @@ impl Database for PostgresDatabase {
         &self.url
     }
 
-    async fn describe_table(&self, table: &str) -> Result<Option<TargetTable>> {
+    fn default_schema(&self) -> Option<&str> {
+        self.default_schema.as_deref()
+    }
+
+    fn folds_to_lowercase(&self) -> bool {
+        true
+    }
+
+    async fn describe_table(&self, table: &TableRef) -> Result<Option<TargetTable>> {
         let mut conn = super::acquire(&self.pool).await?;
         describe(&mut conn, table).await
     }
@@ -207,7 +226,7 @@ impl Database for PostgresDatabase {
         Ok(())
     }
 
-    async fn file_imported(&self, file_hash: &str, table: &str) -> Result<bool> {
+    async fn file_imported(&self, file_hash: &str, table: &TableRef) -> Result<bool> {
         let mut conn = super::acquire(&self.pool).await?;
         file_imported(&mut conn, file_hash, table).await
     }
@@ -264,7 +283,7 @@ impl ImportTransaction for PostgresImport {
         Ok(done.rows_affected())
     }
 
-    async fn create_table(&mut self, table: &str, columns: &[ColumnSpec]) -> Result<()> {
+    async fn create_table(&mut self, table: &TableRef, columns: &[ColumnSpec]) -> Result<()> {
         let sql = create_table_sql(
             sql_type_for,
             table,
@@ -278,30 +297,27 @@ impl ImportTransaction for PostgresImport {
         Ok(())
     }
 
-    async fn describe_table(&mut self, table: &str) -> Result<Option<TargetTable>> {
+    async fn describe_table(&mut self, table: &TableRef) -> Result<Option<TargetTable>> {
         describe(&mut self.tx, table).await
     }
 
-    async fn lock_table(&mut self, table: &str) -> Result<()> {
+    async fn lock_table(&mut self, table: &TableRef) -> Result<()> {
         // Imports into one table name serialize on an advisory lock first, so
         // that two first imports do not race to create the table.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('atlas-import:' || $1, 0))")
-            .bind(table)
+            .bind(table.key())
             .execute(&mut *self.tx)
             .await
             .map_err(|e| AtlasError::database(format!("locking table '{table}'"), e))?;
         let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
-            .bind(quote_ident(table))
+            .bind(table.sql())
             .fetch_one(&mut *self.tx)
             .await
             .map_err(|e| AtlasError::database(format!("locking table '{table}'"), e))?;
         if exists.is_none() {
             return Ok(());
         }
-        let sql = format!(
-            "LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE",
-            quote_ident(table)
-        );
+        let sql = format!("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE", table.sql());
         sqlx::query(AssertSqlSafe(sql))
             .execute(&mut *self.tx)
             .await
@@ -309,13 +325,13 @@ impl ImportTransaction for PostgresImport {
         Ok(())
     }
 
-    async fn file_imported(&mut self, file_hash: &str, table: &str) -> Result<bool> {
+    async fn file_imported(&mut self, file_hash: &str, table: &TableRef) -> Result<bool> {
         file_imported(&mut self.tx, file_hash, table).await
     }
 
     async fn scan_keys(
         &mut self,
-        table: &str,
+        table: &TableRef,
         columns: &[TargetColumn],
         batch_rows: usize,
         on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
@@ -332,31 +348,25 @@ impl ImportTransaction for PostgresImport {
                 .map(key_text_expr)
                 .collect::<Vec<_>>()
                 .join(", ");
-            format!(
-                "COPY (SELECT {select} FROM {}) TO STDOUT",
-                quote_ident(table)
-            )
+            format!("COPY (SELECT {select} FROM {}) TO STDOUT", table.sql())
         } else {
-            format!(
-                "COPY {} ({}) TO STDOUT",
-                quote_ident(table),
-                column_list(columns)
-            )
+            format!("COPY {} ({}) TO STDOUT", table.sql(), column_list(columns))
         };
         let scan_error = |e| AtlasError::database(format!("reading the keys of '{table}'"), e);
         let mut batcher = TextBatcher::new(columns, batch_rows);
         let mut parser = CopyTextParser::default();
         let mut data = self.tx.copy_out_raw(&sql).await.map_err(scan_error)?;
+        let name = table.key();
         while let Some(bytes) = data.try_next().await.map_err(scan_error)? {
-            parser.feed(&bytes, &mut batcher, on_batch, table)?;
+            parser.feed(&bytes, &mut batcher, on_batch, &name)?;
         }
-        parser.finish(table)?;
+        parser.finish(&name)?;
         batcher.flush(on_batch)
     }
 
     async fn write_chunk(
         &mut self,
-        table: &str,
+        table: &TableRef,
         columns: &[TargetColumn],
         chunk: &mut ChunkStream<'_>,
     ) -> Result<u64> {
@@ -372,7 +382,7 @@ impl ImportTransaction for PostgresImport {
         let mut encoder = ArrowToPostgresBinaryEncoder::try_new(&schema).map_err(encode_error)?;
         let sql = format!(
             "COPY {} ({}) FROM STDIN (FORMAT binary)",
-            quote_ident(table),
+            table.sql(),
             column_list(columns)
         );
         let copy_error = |e| AtlasError::database(format!("copying into '{table}'"), e);

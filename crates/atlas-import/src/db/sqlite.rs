@@ -18,6 +18,7 @@ use super::{
     column_list, create_table_sql, mask_password, quote_ident,
 };
 use crate::error::{AtlasError, Result};
+use crate::names::TableRef;
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
 
 /// SQLite's default maximum number of bound parameters per statement.
@@ -31,12 +32,12 @@ const KEY_SCAN_RANGE_ROWS: usize = 16_384;
 /// Reads the key columns row by row (tables without a rowid).
 async fn scan_row_by_row(
     conn: &mut SqliteConnection,
-    table: &str,
+    table: &TableRef,
     values: &str,
     mut batcher: TextBatcher,
     on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
 ) -> Result<u64> {
-    let sql = format!("SELECT {values} FROM {}", quote_ident(table));
+    let sql = format!("SELECT {values} FROM {}", table.sql());
     let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&mut *conn);
     let scan_error = |e| AtlasError::database(format!("reading the keys of '{table}'"), e);
     while let Some(row) = rows.try_next().await.map_err(scan_error)? {
@@ -125,11 +126,12 @@ fn data_type_for(declared: &str) -> DataType {
     }
 }
 
-async fn describe(conn: &mut SqliteConnection, table: &str) -> Result<Option<TargetTable>> {
+async fn describe(conn: &mut SqliteConnection, table: &TableRef) -> Result<Option<TargetTable>> {
     let rows = sqlx::query(
-        "SELECT name, type, \"notnull\", dflt_value IS NOT NULL, pk FROM pragma_table_info(?1)",
+        "SELECT name, type, \"notnull\", dflt_value IS NOT NULL, pk FROM pragma_table_info(?1, ?2)",
     )
-    .bind(table)
+    .bind(&table.name)
+    .bind(table.schema.as_deref().unwrap_or("main"))
     .fetch_all(&mut *conn)
     .await
     .map_err(|e| AtlasError::database(format!("reading the columns of '{table}'"), e))?;
@@ -155,7 +157,7 @@ async fn describe(conn: &mut SqliteConnection, table: &str) -> Result<Option<Tar
         })
         .collect();
     Ok(Some(TargetTable {
-        name: table.to_string(),
+        name: table.key(),
         columns,
     }))
 }
@@ -178,7 +180,11 @@ async fn insert_history(conn: &mut SqliteConnection, entry: &HistoryEntry) -> Re
     super::insert_history::<sqlx::Sqlite>(conn, DbKind::Sqlite, entry).await
 }
 
-async fn file_imported(conn: &mut SqliteConnection, file_hash: &str, table: &str) -> Result<bool> {
+async fn file_imported(
+    conn: &mut SqliteConnection,
+    file_hash: &str,
+    table: &TableRef,
+) -> Result<bool> {
     super::file_imported::<sqlx::Sqlite>(conn, DbKind::Sqlite, file_hash, table).await
 }
 
@@ -192,7 +198,11 @@ impl Database for SqliteDatabase {
         &self.url
     }
 
-    async fn describe_table(&self, table: &str) -> Result<Option<TargetTable>> {
+    fn default_schema(&self) -> Option<&str> {
+        Some("main")
+    }
+
+    async fn describe_table(&self, table: &TableRef) -> Result<Option<TargetTable>> {
         let mut conn = super::acquire(&self.pool).await?;
         describe(&mut conn, table).await
     }
@@ -210,7 +220,7 @@ impl Database for SqliteDatabase {
         Ok(())
     }
 
-    async fn file_imported(&self, file_hash: &str, table: &str) -> Result<bool> {
+    async fn file_imported(&self, file_hash: &str, table: &TableRef) -> Result<bool> {
         let mut conn = super::acquire(&self.pool).await?;
         file_imported(&mut conn, file_hash, table).await
     }
@@ -265,7 +275,7 @@ impl ImportTransaction for SqliteImport {
         Ok(done.rows_affected())
     }
 
-    async fn create_table(&mut self, table: &str, columns: &[ColumnSpec]) -> Result<()> {
+    async fn create_table(&mut self, table: &TableRef, columns: &[ColumnSpec]) -> Result<()> {
         let sql = create_table_sql(sql_type_for, table, columns, "INTEGER PRIMARY KEY");
         sqlx::query(AssertSqlSafe(sql))
             .execute(&mut *self.tx)
@@ -274,22 +284,22 @@ impl ImportTransaction for SqliteImport {
         Ok(())
     }
 
-    async fn describe_table(&mut self, table: &str) -> Result<Option<TargetTable>> {
+    async fn describe_table(&mut self, table: &TableRef) -> Result<Option<TargetTable>> {
         describe(&mut self.tx, table).await
     }
 
-    async fn lock_table(&mut self, _table: &str) -> Result<()> {
+    async fn lock_table(&mut self, _table: &TableRef) -> Result<()> {
         // `BEGIN IMMEDIATE` already holds the database's write lock.
         Ok(())
     }
 
-    async fn file_imported(&mut self, file_hash: &str, table: &str) -> Result<bool> {
+    async fn file_imported(&mut self, file_hash: &str, table: &TableRef) -> Result<bool> {
         file_imported(&mut self.tx, file_hash, table).await
     }
 
     async fn scan_keys(
         &mut self,
-        table: &str,
+        table: &TableRef,
         columns: &[TargetColumn],
         batch_rows: usize,
         on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
@@ -319,7 +329,7 @@ impl ImportTransaction for SqliteImport {
             "SELECT json_group_array(json_array({values})), max(__atlas_rowid), count(*) FROM \
              (SELECT rowid AS __atlas_rowid, {} FROM {} WHERE rowid > ?1 ORDER BY rowid LIMIT {})",
             column_list(columns),
-            quote_ident(table),
+            table.sql(),
             KEY_SCAN_RANGE_ROWS
         );
         let mut after = i64::MIN;
@@ -358,7 +368,7 @@ impl ImportTransaction for SqliteImport {
 
     async fn write_chunk(
         &mut self,
-        table: &str,
+        table: &TableRef,
         columns: &[TargetColumn],
         chunk: &mut ChunkStream<'_>,
     ) -> Result<u64> {

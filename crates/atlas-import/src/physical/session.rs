@@ -10,6 +10,7 @@ use tokio::sync::OnceCell;
 use super::TransactionSlot;
 use crate::db::{Database, FileRecord, HistoryEntry};
 use crate::error::{AtlasError, Result};
+use crate::names::TableRef;
 use crate::options::FilePolicy;
 use crate::schema::ColumnSpec;
 
@@ -35,7 +36,7 @@ pub enum Opened {
 /// or the sink); both then work through [`ImportSession::slot`].
 pub struct ImportSession {
     db: Arc<dyn Database>,
-    table: String,
+    table: TableRef,
     /// The `file_imports` rows to check and write: one per source file.
     files: Vec<FileRecord>,
     file_policy: FilePolicy,
@@ -64,14 +65,14 @@ impl ImportSession {
     /// A session for an import into `table` of `db`.
     pub fn new(
         db: Arc<dyn Database>,
-        table: impl Into<String>,
+        table: TableRef,
         files: Vec<FileRecord>,
         file_policy: FilePolicy,
         create: Option<Vec<ColumnSpec>>,
     ) -> Self {
         Self {
             db,
-            table: table.into(),
+            table,
             files,
             file_policy,
             create,
@@ -83,7 +84,7 @@ impl ImportSession {
     }
 
     /// A session for a dry run (`CHECK IMPORT`): it only reads.
-    pub fn dry_run(db: Arc<dyn Database>, table: impl Into<String>) -> Self {
+    pub fn dry_run(db: Arc<dyn Database>, table: TableRef) -> Self {
         Self {
             dry_run: true,
             ..Self::new(db, table, Vec::new(), FilePolicy::Allow, None)
@@ -102,7 +103,7 @@ impl ImportSession {
     }
 
     /// The target table.
-    pub fn table(&self) -> &str {
+    pub fn table(&self) -> &TableRef {
         &self.table
     }
 
@@ -150,7 +151,7 @@ impl ImportSession {
                         return Ok(Opened::FileAlreadyImported);
                     }
                     return Err(AtlasError::AlreadyImported {
-                        table: self.table.clone(),
+                        table: self.table.key(),
                         file_hash: file.file_hash.clone(),
                     });
                 }

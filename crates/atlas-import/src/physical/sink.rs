@@ -23,6 +23,7 @@ use super::session::{ImportSession, Opened};
 use crate::db::{ChunkStream, DbKind, FileRecord, ImportTransaction};
 use crate::error::AtlasError;
 use crate::key::{EncodedKeys, KeyEncoder, KeySet};
+use crate::names::TableRef;
 use crate::options::OnDuplicate;
 use crate::report::ImportMetrics;
 use crate::schema::TargetColumn;
@@ -99,7 +100,7 @@ pub(crate) fn not_open() -> AtlasError {
 #[derive(Debug)]
 pub struct ImportSink {
     /// Target table.
-    table: String,
+    table: TableRef,
     /// Target columns written, in the order of the input's first columns.
     columns: Vec<TargetColumn>,
     /// Which database (for display).
@@ -126,7 +127,7 @@ impl ImportSink {
     /// A sink writing `columns` (the first columns of `schema`) into `table`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        table: impl Into<String>,
+        table: TableRef,
         columns: Vec<TargetColumn>,
         db_kind: DbKind,
         on_duplicate: OnDuplicate,
@@ -136,7 +137,7 @@ impl ImportSink {
         schema: SchemaRef,
     ) -> Self {
         Self {
-            table: table.into(),
+            table,
             columns,
             db_kind,
             on_duplicate,

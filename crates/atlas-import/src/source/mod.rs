@@ -65,6 +65,9 @@ pub struct SourceOptions {
     pub compression: Option<Compression>,
     /// How a new table's column types are inferred (`None`: the default).
     pub infer: Option<Inference>,
+    /// Whether a new table's names are normalized or kept (`None`: the
+    /// default, normalized).
+    pub names: Option<crate::names::NamePolicy>,
 }
 
 /// The one ASCII character an option names (`quote`, `escape`, ...).
@@ -82,7 +85,7 @@ fn one_character(name: &str, value: &str) -> Result<u8> {
 impl SourceOptions {
     /// Reads `format` (a name such as `csv`), and `options`: `delimiter`,
     /// `header`, `quote`, `escape`, `comment`, `null` (CSV, TSV), `sheet`
-    /// (XLSX), `record` (XML), `compression`, `infer`. Without a format, the
+    /// (XLSX), `record` (XML), `compression`, `infer`, `names`. Without a format, the
     /// one `path`'s extension names is used, else CSV.
     pub fn parse(
         format: Option<&str>,
@@ -98,6 +101,7 @@ impl SourceOptions {
             match name.as_str() {
                 "compression" => parsed.compression = Some(value.parse()?),
                 "infer" => parsed.infer = Some(value.parse()?),
+                "names" => parsed.names = Some(value.parse()?),
                 _ => format_options.push((name.clone(), value.clone())),
             }
         }
@@ -175,7 +179,7 @@ impl SourceFormat {
                 (other, _) => {
                     return Err(AtlasError::Usage(format!(
                         "unknown option '{other}': expected delimiter, header, quote, escape, comment, null (CSV, TSV), \
-                         sheet (XLSX), record (XML), compression or infer"
+                         sheet (XLSX), record (XML), compression, infer or names"
                     )));
                 }
             }

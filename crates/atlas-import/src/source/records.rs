@@ -89,6 +89,19 @@ impl TextRecords {
                 message: "no records with fields were found".into(),
             });
         }
+        // The same rule as for a CSV header: a name is never a control character.
+        for (i, name) in self.names.iter().enumerate() {
+            if let Some(c) = name.chars().find(|c| c.is_control()) {
+                return Err(AtlasError::Source {
+                    source_name: source.to_string(),
+                    message: format!(
+                        "the name of column {} contains the control character U+{:04X}",
+                        i + 1,
+                        u32::from(c)
+                    ),
+                });
+            }
+        }
         let schema: SchemaRef = Arc::new(Schema::new(
             self.names
                 .iter()
