@@ -17,6 +17,16 @@ pub const POSTGRES_COLUMNS: &str = "customer_no BIGINT, email TEXT, full_name TE
      age INTEGER, balance DOUBLE PRECISION, score DOUBLE PRECISION, signup_date DATE, \
      last_login TIMESTAMP, active BOOLEAN, notes TEXT";
 
+/// The column definitions of a MySQL/MariaDB table that holds generated rows.
+pub const MYSQL_COLUMNS: &str = "customer_no BIGINT, email TEXT, full_name TEXT, city TEXT, \
+     age INT, balance DOUBLE, score DOUBLE, signup_date DATE, last_login DATETIME(6), \
+     active BOOLEAN, notes TEXT";
+
+/// The column definitions of an SQLite table that holds generated rows.
+pub const SQLITE_COLUMNS: &str = "customer_no INTEGER, email TEXT, full_name TEXT, city TEXT, \
+     age INTEGER, balance REAL, score REAL, signup_date DATE, last_login TIMESTAMP, \
+     active BOOLEAN, notes TEXT";
+
 /// The column names, comma-separated, in file order.
 pub fn column_list() -> &'static str {
     HEADER

@@ -56,6 +56,23 @@ fn rows(batches: &[RecordBatch]) -> Vec<Vec<String>> {
     out
 }
 
+/// `line` with the row estimates of the key strategy (`~123 rows`, which
+/// each database estimates its own way) shown as `~N rows`.
+fn estimates_hidden(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(at) = rest.find('~') {
+        out.push_str(&rest[..at]);
+        let digits = rest[at + 1..]
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len() - at - 1);
+        out.push_str(if digits > 0 { "~N" } else { "~" });
+        rest = &rest[at + 1 + digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[async_trait::async_trait]
 impl sqllogictest::AsyncDB for AtlasDb {
     type Error = SltError;
@@ -89,13 +106,13 @@ impl sqllogictest::AsyncDB for AtlasDb {
                 let root = env!("CARGO_MANIFEST_DIR").trim_start_matches('/');
                 plan.lines()
                     .map(|l| {
-                        vec![
-                            l.trim()
+                        vec![estimates_hidden(
+                            &l.trim()
                                 .replace(root, "<root>")
                                 .replace("db=sqlite", "db=<db>")
                                 .replace("db=postgres", "db=<db>")
                                 .replace("db=mysql", "db=<db>"),
-                        ]
+                        )]
                     })
                     .collect()
             }

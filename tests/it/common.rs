@@ -10,9 +10,10 @@ use sqlx::{AssertSqlSafe, Connection, Row};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// An import of the file at `path` into `table` of the test database.
+/// An import of the file at `path` into `table` of the test database, with
+/// the key strategy the test runs under.
 pub fn import(db: &TestDb, path: &Path, table: &str) -> atlas_import::ImportBuilder {
-    atlas_import::ImportBuilder::new(Arc::clone(&db.db), path, table)
+    atlas_import::ImportBuilder::new(Arc::clone(&db.db), path, table).with_strategy(db.strategy)
 }
 
 /// Creates `table` with an identity `id` and the given column definitions.
@@ -120,6 +121,8 @@ pub async fn mysql_connection(url: &str) -> sqlx::MySqlConnection {
 /// One test's database: its URL, a connected adapter, and the tables it made.
 pub struct TestDb {
     pub kind: Kind,
+    /// The key strategy the imports of `import()` use.
+    pub strategy: atlas_import::KeyStrategy,
     pub url: String,
     pub db: Arc<dyn Database>,
     tables: std::sync::Mutex<Vec<String>>,
@@ -146,6 +149,7 @@ impl TestDb {
         };
         TestDb {
             kind,
+            strategy: atlas_import::KeyStrategy::Auto,
             url,
             db,
             tables: Default::default(),
@@ -354,6 +358,58 @@ impl TestDb {
             }
         }
     }
+}
+
+/// Declares the tests of a semantic promise under each key strategy on each
+/// database: `name::sqlite`, `name::postgres`, `name::mysql` (MariaDB) with
+/// the existing keys preloaded, and `name::sqlite_probe`, ... with them
+/// probed in the database.
+#[macro_export]
+macro_rules! on_every_database_and_strategy {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                use atlas_import::KeyStrategy;
+                use $crate::common::{Kind, TestDb};
+
+                async fn run(kind: Kind, strategy: KeyStrategy) {
+                    let mut db = TestDb::new(kind).await;
+                    db.strategy = strategy;
+                    db.run(super::$name(&db)).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    run(Kind::Sqlite, KeyStrategy::Preload).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    run(Kind::Postgres, KeyStrategy::Preload).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn mysql() {
+                    run(Kind::MySql, KeyStrategy::Preload).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite_probe() {
+                    run(Kind::Sqlite, KeyStrategy::Probe).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres_probe() {
+                    run(Kind::Postgres, KeyStrategy::Probe).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn mysql_probe() {
+                    run(Kind::MySql, KeyStrategy::Probe).await;
+                }
+            }
+        )*
+    };
 }
 
 /// Declares one async test per database: `name::sqlite`, `name::postgres`

@@ -231,8 +231,7 @@ async fn killed_process_leaves_nothing(db: &TestDb) {
             .env("RUST_LOG", "atlas_import=info")
             .spawn()
             .unwrap();
-        // The log says when the existing keys are loaded: from then on rows
-        // pass the check and are written.
+        // The log says when rows are being written.
         let stderr = child.stderr.take().unwrap();
         let (lines, seen) = std::sync::mpsc::channel::<String>();
         let reader = std::thread::spawn(move || {
@@ -250,8 +249,8 @@ async fn killed_process_leaves_nothing(db: &TestDb) {
         loop {
             let line = seen
                 .recv_timeout(Duration::from_secs(60))
-                .expect("the import never logged its key preload");
-            let writing = line.contains("Pre-loaded");
+                .expect("the import never logged a written chunk");
+            let writing = line.contains("Inserted chunk");
             log.push(line);
             if writing {
                 break;

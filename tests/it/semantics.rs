@@ -6,7 +6,7 @@ use std::sync::Arc;
 use atlas_import::{AtlasError, ImportMetrics, ImportReport, OnDuplicate};
 
 use crate::common::{Kind, TempDir, TestDb, create, import, s};
-use crate::on_every_database;
+use crate::on_every_database_and_strategy;
 
 const FIRST: &str = "email,name\na@x.com,Ann\nb@x.com,Bob\nc@x.com,Cy\n";
 const SECOND: &str = "email,name\nd@x.com,Dee\nb@x.com,Bob\ne@x.com,Eve\n";
@@ -585,7 +585,7 @@ async fn existing_text_with_escapes_round_trips(db: &TestDb) {
     );
 }
 
-on_every_database!(
+on_every_database_and_strategy!(
     existing_text_with_escapes_round_trips,
     parquet_ndjson_and_delimited_sources,
     refused_import_leaves_table_unchanged,

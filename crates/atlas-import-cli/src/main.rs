@@ -133,6 +133,11 @@ struct ImportArgs {
     /// Rows per written chunk.
     #[arg(long, default_value_t = DEFAULT_CHUNK_ROWS)]
     chunk_rows: usize,
+    /// How the check learns the keys already in the table: auto (from the
+    /// sizes and indexes), preload (read them) or probe (stage the import's
+    /// keys and let the database match them).
+    #[arg(long, default_value = "auto")]
+    strategy: String,
     /// Import even if this file was already imported into the table.
     #[arg(long)]
     force: bool,
@@ -460,6 +465,7 @@ async fn run_import(args: &ImportArgs, metrics: Arc<ImportMetrics>) -> Result<Ou
         })
         .with_partitions(args.partitions)
         .with_chunk_rows(args.chunk_rows)
+        .with_strategy(args.strategy.parse()?)
         .with_file_policy(match (args.force, args.on_duplicate_file) {
             (true, _) | (_, FileDuplicatePolicy::Allow) => FilePolicy::Allow,
             (false, FileDuplicatePolicy::Skip) => FilePolicy::Skip,

@@ -20,18 +20,27 @@ use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use crate::coerce::coerce_array;
 use crate::db::{Database, FileRecord, HistoryEntry};
 use crate::error::{AtlasError, Result};
-use crate::key::{EncodedKeys, KeyEncoder, KeySet};
+use crate::key::{EncodedKeys, Fingerprints, KeyEncoder, KeyHasher};
 use crate::logical::{ImportNode, ImportQueryPlanner, ImportSpec};
 use crate::names::{NamePolicy, TableName, TableRef};
 use crate::options::{
-    CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, FilePolicy, Inference, OnBadValue,
-    OnDuplicate,
+    CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, FilePolicy, Inference, KeyStrategy,
+    OnBadValue, OnDuplicate,
 };
-use crate::physical::{BadValues, ExistingKeyLoader, ExistingKeys, ImportSession, Opened};
+use crate::physical::{
+    BadValues, ExistingKeyLoader, ExistingKeys, ImportSession, KeyProbeOpener, Opened,
+};
 use crate::reject::RejectWriter;
 use crate::report::{ImportMetrics, ImportReport};
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable, is_reader_column};
 use crate::source::{Compression, FileSource, LocatedFiles, SourceFormat, SourceOptions, locate};
+
+/// The probe strategy is chosen when the table holds at least this many
+/// times the import's rows.
+const PROBE_TABLE_RATIO: u64 = 8;
+/// ... and, where rows wait for their verdicts, when the import has at most
+/// this many rows (they are held meanwhile).
+const PROBE_HELD_ROWS: u64 = 2_000_000;
 
 /// Rows per batch when scanning existing keys.
 const KEY_SCAN_BATCH_ROWS: usize = 8192;
@@ -67,6 +76,8 @@ pub struct ImportBuilder {
     table: TableRef,
     /// Whether a new table and its columns take the database's plain form.
     names: NamePolicy,
+    /// How the check learns the keys already in the table.
+    strategy: KeyStrategy,
     key: Option<Vec<String>>,
     on_duplicate: OnDuplicate,
     partitions: usize,
@@ -188,6 +199,7 @@ impl ImportBuilder {
             table_text,
             table_name: None,
             names: NamePolicy::Normalize,
+            strategy: KeyStrategy::Auto,
             key: None,
             on_duplicate: OnDuplicate::Error,
             partitions: DEFAULT_PARTITIONS,
@@ -258,6 +270,13 @@ impl ImportBuilder {
     /// the source's exactly.
     pub fn with_names(mut self, names: NamePolicy) -> Self {
         self.names = names;
+        self
+    }
+
+    /// How the check learns the keys already in the table (default: chosen
+    /// per import from the sizes and indexes; EXPLAIN says which and why).
+    pub fn with_strategy(mut self, strategy: KeyStrategy) -> Self {
+        self.strategy = strategy;
         self
     }
 
@@ -928,6 +947,59 @@ impl ImportBuilder {
         })
     }
 
+    /// The key strategy of this import and why, from the table's estimated
+    /// size and indexes (read now, before the lock: an estimate is enough)
+    /// and the import's estimated rows.
+    async fn choose_strategy(
+        &self,
+        source: &OpenedSource,
+        key: &[TargetColumn],
+        dry_run: bool,
+    ) -> Result<(KeyStrategy, String)> {
+        let stats = self.db.table_stats(&self.table, key).await?;
+        let import_rows = estimate_rows(&source.files);
+        let sizes = format!(
+            "~{} rows in the table, {} in the import",
+            stats.rows,
+            import_rows.map_or_else(|| "unknown".to_string(), |n| format!("~{n}"))
+        );
+        let index = match &stats.key_index {
+            Some(index) => format!("index {index}"),
+            None => "no index on the key".to_string(),
+        };
+        // Rows that need their verdict before they go on are held until the
+        // database answers: the probe is for imports that fit in memory then.
+        let holds_rows =
+            dry_run || matches!(self.on_duplicate, OnDuplicate::Skip | OnDuplicate::Update);
+        let chosen = match self.strategy {
+            KeyStrategy::Auto => match import_rows {
+                Some(rows)
+                    if stats.rows >= PROBE_TABLE_RATIO * rows.max(1)
+                        && (!holds_rows || rows <= PROBE_HELD_ROWS) =>
+                {
+                    return Ok((
+                        KeyStrategy::Probe,
+                        format!("the database matches the import's keys, {index}; {sizes}"),
+                    ));
+                }
+                _ => KeyStrategy::Preload,
+            },
+            forced => {
+                return Ok((
+                    forced,
+                    match forced {
+                        KeyStrategy::Probe => format!("as asked, {index}; {sizes}"),
+                        _ => format!("as asked; {sizes}"),
+                    },
+                ));
+            }
+        };
+        Ok((
+            chosen,
+            format!("the table's keys read on a connection of their own and held; {sizes}"),
+        ))
+    }
+
     /// Builds the physical plan over the source for `target`; the plan opens
     /// `session` itself when it runs.
     async fn prepare(
@@ -942,21 +1014,43 @@ impl ImportBuilder {
         let mapping = map_columns(&source_schema, target)?;
         let columns: Vec<TargetColumn> = mapping.iter().map(|(_, c)| c.clone()).collect();
         let key_columns = resolve_key(self.key.as_deref(), &columns, target)?;
-        // Always read the existing keys through the session: even a table this
-        // plan expects to create may exist, filled, by the time the lock is held.
-        let key_targets = key_columns.iter().map(|&i| columns[i].clone()).collect();
+        // Always read (or probe) the existing keys once the session holds its
+        // lock: even a table this plan expects to create may exist, filled, by
+        // then.
+        let key_targets: Vec<TargetColumn> =
+            key_columns.iter().map(|&i| columns[i].clone()).collect();
+        let hasher = KeyHasher::random();
         let existing = if self.on_duplicate == OnDuplicate::Allow && !dry_run {
-            ExistingKeys::none(format!("{} (not read: duplicates allowed)", self.table))
-        } else {
-            ExistingKeys::new(
-                format!("{} (keys preloaded once, shared)", self.table),
-                Arc::new(TableKeyLoader {
-                    session: Arc::clone(&session),
-                    table: self.table.clone(),
-                    key_columns: key_targets,
-                    metrics: Arc::clone(&self.metrics),
-                }),
+            ExistingKeys::none(
+                format!("{} (not read: duplicates allowed)", self.table),
+                hasher,
             )
+        } else {
+            let (strategy, why) = self.choose_strategy(source, &key_targets, dry_run).await?;
+            let description = format!("{} (strategy={strategy}: {why})", self.table);
+            match strategy {
+                KeyStrategy::Probe => ExistingKeys::probe(
+                    description,
+                    Arc::new(TableProbeOpener {
+                        db: Arc::clone(&self.db),
+                        session: Arc::clone(&session),
+                        table: self.table.clone(),
+                        key_columns: key_targets,
+                    }),
+                    hasher,
+                ),
+                KeyStrategy::Preload | KeyStrategy::Auto => ExistingKeys::preload(
+                    description,
+                    Arc::new(TableKeyLoader {
+                        db: Arc::clone(&self.db),
+                        session: Arc::clone(&session),
+                        table: self.table.clone(),
+                        key_columns: key_targets,
+                        metrics: Arc::clone(&self.metrics),
+                    }),
+                    hasher,
+                ),
+            }
         };
         let spec = Arc::new(ImportSpec {
             table: self.table.clone(),
@@ -1270,6 +1364,7 @@ pub fn build_report(
 /// coerced with the same code as the import's values.
 #[derive(Debug)]
 struct TableKeyLoader {
+    db: Arc<dyn Database>,
     session: Arc<ImportSession>,
     table: TableRef,
     key_columns: Vec<TargetColumn>,
@@ -1278,32 +1373,39 @@ struct TableKeyLoader {
 
 #[async_trait]
 impl ExistingKeyLoader for TableKeyLoader {
-    async fn load(&self) -> Result<KeySet> {
+    async fn load(&self, hasher: &KeyHasher) -> Result<Fingerprints<()>> {
         let started = Instant::now();
         match self.session.open().await? {
-            Opened::Ready { exists: true, .. } => {}
-            // Nothing to compare with (a dry run into a new table), or nothing
-            // will be read (the file is skipped).
-            Opened::Ready { exists: false, .. } | Opened::FileAlreadyImported => {
-                return Ok(KeySet::new());
+            // The table was there before the import took its lock: read it.
+            Opened::Ready {
+                exists: true,
+                created: false,
+            } => {}
+            // Nothing to compare with (a new table, a dry run into a new
+            // table), or nothing will be read (the file is skipped).
+            Opened::Ready { .. } | Opened::FileAlreadyImported => {
+                return Ok(Fingerprints::new());
             }
         }
-        // The database streams text batches; a blocking thread converts them and
-        // fills the set meanwhile, so the scan and the hashing overlap.
+        // The database streams batches on a connection of its own; a blocking
+        // thread converts and fingerprints them meanwhile.
         let (sender, receiver) = std::sync::mpsc::sync_channel::<RecordBatch>(KEY_SCAN_QUEUE);
-        let table = self.table.clone();
+        let table = self.table.key();
         let columns = self.key_columns.clone();
-        let builder =
-            tokio::task::spawn_blocking(move || build_key_set(&table.key(), &columns, receiver));
-        let mut on_batch = move |text: RecordBatch| -> Result<()> {
+        let hasher = hasher.clone();
+        let builder = tokio::task::spawn_blocking(move || {
+            fingerprint_existing_keys(&table, &columns, &hasher, receiver)
+        });
+        let mut on_batch = move |batch: RecordBatch| -> Result<()> {
             // Blocks only while the builder is behind by a full queue.
-            sender
-                .send(text)
-                .map_err(|_| AtlasError::Usage("the key set builder stopped early".into()))
+            sender.send(batch).map_err(|_| {
+                AtlasError::DataFusion(Arc::new(datafusion::error::DataFusionError::Internal(
+                    "the existing-key builder stopped early".into(),
+                )))
+            })
         };
-        let mut guard = self.session.slot().lock().await;
-        let tx = guard.as_mut().ok_or_else(crate::physical::not_open)?;
-        let rows = tx
+        let rows = self
+            .db
             .scan_keys(
                 &self.table,
                 &self.key_columns,
@@ -1311,11 +1413,12 @@ impl ExistingKeyLoader for TableKeyLoader {
                 &mut on_batch,
             )
             .await;
-        drop(guard);
         drop(on_batch);
-        let built = builder
-            .await
-            .map_err(|e| AtlasError::Usage(format!("the key set builder failed: {e}")))?;
+        let built = builder.await.map_err(|e| {
+            AtlasError::DataFusion(Arc::new(datafusion::error::DataFusionError::Internal(
+                format!("the existing-key builder failed: {e}"),
+            )))
+        })?;
         // A conversion error explains a closed queue better than the scan's error.
         let mut set = built?;
         let rows = rows?;
@@ -1324,7 +1427,7 @@ impl ExistingKeyLoader for TableKeyLoader {
             .existing_keys
             .store(rows, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(
-            "Pre-loaded {rows} existing rows for comparison ({} distinct keys, {} MB, {} ms)",
+            "Read {rows} existing rows for comparison ({} distinct keys, {} MB, {} ms)",
             set.len(),
             set.memory_size() >> 20,
             started.elapsed().as_millis()
@@ -1333,14 +1436,17 @@ impl ExistingKeyLoader for TableKeyLoader {
     }
 }
 
-/// Converts text batches of existing keys to the key types and fills a set.
-fn build_key_set(
+/// Converts batches of existing keys to the key types where they came as
+/// text, and fingerprints them.
+fn fingerprint_existing_keys(
     table: &str,
     columns: &[TargetColumn],
+    hasher: &KeyHasher,
     batches: std::sync::mpsc::Receiver<RecordBatch>,
-) -> Result<KeySet> {
-    let mut set = KeySet::new();
+) -> Result<Fingerprints<()>> {
+    let mut set = Fingerprints::new();
     let mut keys = EncodedKeys::default();
+    let mut fingerprints = Vec::new();
     let encoder = KeyEncoder::new((0..columns.len()).collect());
     let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
         columns
@@ -1348,11 +1454,11 @@ fn build_key_set(
             .map(|c| datafusion::arrow::datatypes::Field::new(&c.name, c.data_type.clone(), true))
             .collect::<Vec<_>>(),
     ));
-    for text in batches {
+    for batch in batches {
         let mut typed = Vec::with_capacity(columns.len());
         for (i, column) in columns.iter().enumerate() {
             typed.push(
-                coerce_array(text.column(i), &column.data_type).map_err(|f| {
+                coerce_array(batch.column(i), &column.data_type).map_err(|f| {
                     AtlasError::BadValue {
                         source_name: format!("existing rows of table '{table}'"),
                         row: 0,
@@ -1367,11 +1473,70 @@ fn build_key_set(
         let batch = RecordBatch::try_new(Arc::clone(&schema), typed)
             .map_err(|e| AtlasError::from_datafusion(e.into()))?;
         encoder.encode(&batch, &mut keys)?;
-        for i in 0..keys.len() {
-            set.insert(keys.key(i), 0);
+        hasher.fingerprints(&keys, &mut fingerprints);
+        for &fingerprint in &fingerprints {
+            set.insert(fingerprint, ());
         }
     }
     Ok(set)
+}
+
+/// The rows the source files hold, estimated from their sizes and the
+/// length of the first file's first lines; `None` for a query source.
+fn estimate_rows(files: &[FileSource]) -> Option<u64> {
+    let first = files.first()?;
+    let bytes_per_row = match first.format() {
+        crate::source::SourceFormat::Csv(_) | crate::source::SourceFormat::NdJson => {
+            let mut sample = vec![0u8; 1 << 16];
+            let read = first
+                .compression()
+                .open(first.path(), &first.display_name())
+                .ok()
+                .and_then(|mut r| std::io::Read::read(&mut r, &mut sample).ok())
+                .unwrap_or(0);
+            let lines = sample[..read]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                .max(1);
+            let per_row = (read / lines).max(1) as u64;
+            // A compressed file holds several times its size.
+            match first.compression() {
+                crate::source::Compression::None => per_row,
+                _ => (per_row / 5).max(1),
+            }
+        }
+        _ => 40,
+    };
+    let bytes: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f.path()).map_or(0, |m| m.len()))
+        .sum();
+    Some(bytes / bytes_per_row)
+}
+
+/// Opens the probe of the target (the probe strategy) once the import holds
+/// its lock.
+#[derive(Debug)]
+struct TableProbeOpener {
+    db: Arc<dyn Database>,
+    session: Arc<ImportSession>,
+    table: TableRef,
+    key_columns: Vec<TargetColumn>,
+}
+
+#[async_trait]
+impl KeyProbeOpener for TableProbeOpener {
+    async fn open(&self) -> Result<Option<Box<dyn crate::db::KeyProbe>>> {
+        match self.session.open().await? {
+            Opened::Ready {
+                exists: true,
+                created: false,
+            } => Ok(Some(self.db.probe(&self.table, &self.key_columns).await?)),
+            // A table this import created, or nothing to read.
+            Opened::Ready { .. } | Opened::FileAlreadyImported => Ok(None),
+        }
+    }
 }
 
 /// The rows of several files, one after another: the union keeps one

@@ -6,9 +6,18 @@
 //! varint length and the bytes for text). The encoding is prefix-free, so equal
 //! byte strings mean equal keys, and NULL equals NULL as the contract says.
 //!
-//! A [`KeySet`] keeps all encoded keys in one arena and indexes them with a hash
-//! table of `(fingerprint, index)` pairs: the 64-bit fingerprint finds candidates,
-//! and every hit is verified against the arena bytes, so the check is exact.
+//! The duplicate check compares keys by their [`Fingerprint`]s: two
+//! independently keyed 64-bit aHash values of the encoded bytes, keys drawn
+//! for each import ([`KeyHasher`]), held in [`Fingerprints`] sets of 16 or 24 bytes a key
+//! instead of the keys themselves. Two different keys share a fingerprint
+//! with a probability of about n^2 / 2^129 for n keys (below 10^-20 at 10^9
+//! keys): far below the error rate of the hardware the check runs on, so a
+//! fingerprint match is taken as a key match.
+//!
+//! A [`KeySet`] keeps encoded keys themselves in one arena and indexes them
+//! with a hash table of positions; every hit is verified against the arena
+//! bytes. It serves where the keys are few and needed whole (the rows of one
+//! chunk that update existing rows).
 
 use datafusion::arrow::array::{
     Array, ArrayData, ArrayRef, AsArray, BooleanArray, GenericBinaryArray, GenericStringArray,
@@ -201,6 +210,189 @@ impl KeyEncoder {
             })
             .collect::<Vec<_>>()
             .join(", ")
+    }
+}
+
+/// A key's 128-bit fingerprint.
+pub type Fingerprint = u128;
+
+/// Fingerprints encoded keys: two 64-bit aHash values under keys derived
+/// from a seed chosen once per import, shared by everything that compares
+/// keys of that import.
+#[derive(Clone)]
+pub struct KeyHasher {
+    seed: u64,
+    high: ahash::RandomState,
+    low: ahash::RandomState,
+}
+
+impl std::fmt::Debug for KeyHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyHasher")
+            .field("seed", &self.seed)
+            .finish()
+    }
+}
+
+impl PartialEq for KeyHasher {
+    fn eq(&self, other: &Self) -> bool {
+        self.seed == other.seed
+    }
+}
+
+impl Eq for KeyHasher {}
+
+impl std::hash::Hash for KeyHasher {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.seed.hash(state);
+    }
+}
+
+/// The next value of a SplitMix64 sequence (to spread one seed into keys).
+fn split_mix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl KeyHasher {
+    /// A hasher with this seed.
+    pub fn with_seed(seed: u64) -> Self {
+        let mut state = seed;
+        let mut keys = [0u64; 8];
+        keys.iter_mut().for_each(|k| *k = split_mix(&mut state));
+        Self {
+            seed,
+            high: ahash::RandomState::with_seeds(keys[0], keys[1], keys[2], keys[3]),
+            low: ahash::RandomState::with_seeds(keys[4], keys[5], keys[6], keys[7]),
+        }
+    }
+
+    /// A hasher with a seed no one can predict.
+    pub fn random() -> Self {
+        use std::hash::BuildHasher;
+        let seed =
+            std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now());
+        Self::with_seed(seed)
+    }
+
+    /// The seed (a plan setting: both sides of a comparison need it).
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The fingerprint of one encoded key.
+    #[inline]
+    pub fn fingerprint(&self, key: &[u8]) -> Fingerprint {
+        (u128::from(self.high.hash_one(key)) << 64) | u128::from(self.low.hash_one(key))
+    }
+
+    /// The fingerprints of every key of `keys`, into `out` (cleared first).
+    pub fn fingerprints(&self, keys: &EncodedKeys, out: &mut Vec<Fingerprint>) {
+        out.clear();
+        out.extend((0..keys.len()).map(|i| self.fingerprint(keys.key(i))));
+    }
+}
+
+/// A set of fingerprints, each with a value (`()` for a plain set, a row
+/// number for the keys of the import). Entries are 16 bytes plus the value
+/// (a `u128` would align them to 16 and pad a `u64` value to 32).
+pub struct Fingerprints<V: Copy> {
+    table: HashTable<([u64; 2], V)>,
+}
+
+#[inline]
+fn halves(fingerprint: Fingerprint) -> [u64; 2] {
+    [fingerprint as u64, (fingerprint >> 64) as u64]
+}
+
+impl<V: Copy> std::fmt::Debug for Fingerprints<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fingerprints")
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl<V: Copy> Default for Fingerprints<V> {
+    fn default() -> Self {
+        Self {
+            table: HashTable::new(),
+        }
+    }
+}
+
+/// The table's hash of a fingerprint: its low half, already uniform.
+#[inline]
+fn low(halves: &[u64; 2]) -> u64 {
+    halves[0]
+}
+
+impl<V: Copy> Fingerprints<V> {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of fingerprints.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// The value of `fingerprint`, if present.
+    #[inline]
+    pub fn get(&self, fingerprint: Fingerprint) -> Option<V> {
+        let key = halves(fingerprint);
+        self.table
+            .find(low(&key), |(f, _)| *f == key)
+            .map(|&(_, v)| v)
+    }
+
+    /// Whether `fingerprint` is present.
+    #[inline]
+    pub fn contains(&self, fingerprint: Fingerprint) -> bool {
+        self.get(fingerprint).is_some()
+    }
+
+    /// Inserts `fingerprint` with `value` unless present; returns the value
+    /// already there when it was.
+    #[inline]
+    pub fn insert(&mut self, fingerprint: Fingerprint, value: V) -> Option<V> {
+        let key = halves(fingerprint);
+        match self
+            .table
+            .entry(low(&key), |(f, _)| *f == key, |(f, _)| low(f))
+        {
+            hashbrown::hash_table::Entry::Occupied(e) => Some(e.get().1),
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert((key, value));
+                None
+            }
+        }
+    }
+
+    /// Bytes held, for memory accounting.
+    pub fn memory_size(&self) -> usize {
+        self.table.allocation_size()
+    }
+
+    /// Every fingerprint with its value, in no order.
+    pub fn iter(&self) -> impl Iterator<Item = (Fingerprint, V)> + '_ {
+        self.table
+            .iter()
+            .map(|(f, v)| ((u128::from(f[1]) << 64) | u128::from(f[0]), *v))
+    }
+
+    /// Releases spare capacity once the set is complete.
+    pub fn shrink_to_fit(&mut self) {
+        self.table.shrink_to_fit(|(f, _)| low(f));
     }
 }
 
@@ -427,6 +619,37 @@ mod tests {
         assert_eq!(set.insert(keys.key(3), 13), Some(12));
         assert!(!set.contains(keys.key(4)));
         assert_eq!(set.len(), 2);
+    }
+
+    #[test]
+    fn fingerprints_follow_keys() {
+        let enc = KeyEncoder::new(vec![0, 1]);
+        let mut keys = EncodedKeys::default();
+        enc.encode(&batch(), &mut keys).unwrap();
+        let hasher = KeyHasher::with_seed(7);
+        let mut fps = Vec::new();
+        hasher.fingerprints(&keys, &mut fps);
+        assert_eq!(fps[0], fps[1]);
+        assert_eq!(fps[2], fps[3]);
+        assert_ne!(fps[0], fps[4]);
+        assert_ne!(KeyHasher::with_seed(8).fingerprint(keys.key(0)), fps[0]);
+        let mut set: Fingerprints<u64> = Fingerprints::new();
+        for (row, fp) in fps.iter().enumerate() {
+            set.insert(*fp, row as u64);
+        }
+        assert_eq!(set.len(), 3);
+        assert_eq!(set.get(fps[1]), Some(0));
+        assert_eq!(set.insert(fps[3], 9), Some(2));
+        let mut plain: Fingerprints<()> = Fingerprints::new();
+        for i in 0..100_000u64 {
+            assert!(
+                plain
+                    .insert(hasher.fingerprint(&i.to_le_bytes()), ())
+                    .is_none()
+            );
+        }
+        assert!(plain.contains(hasher.fingerprint(&5u64.to_le_bytes())));
+        assert!(plain.memory_size() < 100_000 * 40);
     }
 
     #[test]

@@ -75,6 +75,46 @@ pub enum CreateTable {
     Never,
 }
 
+/// How the duplicate check learns which keys the target holds already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum KeyStrategy {
+    /// Chosen per import from the table's size and indexes and the import's.
+    #[default]
+    Auto,
+    /// Read the table's keys on a connection of their own and hold their
+    /// fingerprints (a table not much larger than the import).
+    Preload,
+    /// Stage the import's keys beside the table and let the database match
+    /// them, by the key's index where there is one (a small import into a
+    /// large table).
+    Probe,
+}
+
+impl fmt::Display for KeyStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyStrategy::Auto => "auto",
+            KeyStrategy::Preload => "preload",
+            KeyStrategy::Probe => "probe",
+        })
+    }
+}
+
+impl FromStr for KeyStrategy {
+    type Err = AtlasError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(KeyStrategy::Auto),
+            "preload" => Ok(KeyStrategy::Preload),
+            "probe" => Ok(KeyStrategy::Probe),
+            other => Err(AtlasError::Usage(format!(
+                "unknown key strategy '{other}': expected auto, preload or probe"
+            ))),
+        }
+    }
+}
+
 /// How the column types of a table the import creates are chosen from text
 /// sources (CSV, JSON, spreadsheets, XML).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

@@ -243,5 +243,8 @@ pub async fn import_builder(
     if let Some(chunk_rows) = statement.chunk_rows {
         builder = builder.with_chunk_rows(chunk_rows);
     }
+    if let Some(strategy) = statement.strategy {
+        builder = builder.with_strategy(strategy);
+    }
     Ok(builder.with_source_options(statement.source_options()?))
 }

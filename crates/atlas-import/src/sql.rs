@@ -14,7 +14,7 @@
 //!   [ ON DUPLICATE FILE ERROR | SKIP | ALLOW ]
 //!   [ ON BAD VALUE ERROR | NULL | REJECT TO '<file>' ]
 //!   [ CREATE TABLE IF NOT EXISTS | NEVER ]
-//!   [ WITH ( partitions 4, chunk_rows 10000 ) ];
+//!   [ WITH ( partitions 4, chunk_rows 10000, strategy 'auto' | 'preload' | 'probe' ) ];
 //! ```
 //!
 //! `CHECK IMPORT ...` is the dry run; `EXPLAIN [ANALYZE] IMPORT ...` prints the
@@ -27,7 +27,7 @@ use datafusion::sql::sqlparser::tokenizer::Token;
 
 use crate::error::{AtlasError, Result};
 use crate::names::{Ident, TableName};
-use crate::options::{CreateTable, FilePolicy, OnBadValue, OnDuplicate};
+use crate::options::{CreateTable, FilePolicy, KeyStrategy, OnBadValue, OnDuplicate};
 use crate::source::SourceOptions;
 
 /// One statement of a script.
@@ -92,6 +92,8 @@ pub struct ImportStatement {
     pub partitions: Option<usize>,
     /// `WITH (chunk_rows N)`.
     pub chunk_rows: Option<usize>,
+    /// `WITH (strategy 'probe')`: how the check learns the existing keys.
+    pub strategy: Option<KeyStrategy>,
 }
 
 impl ImportStatement {
@@ -226,6 +228,7 @@ fn parse_import(parser: &mut DFParser) -> std::result::Result<ImportStatement, P
         create_table: CreateTable::default(),
         partitions: None,
         chunk_rows: None,
+        strategy: None,
     };
     if parser.parser.peek_token() == Token::LParen {
         statement.columns = parse_identifier_list(parser)?;
@@ -323,14 +326,26 @@ fn parse_import(parser: &mut DFParser) -> std::result::Result<ImportStatement, P
             loop {
                 let name_token = parser.parser.peek_token();
                 let name = parser.parser.parse_identifier()?.value.to_ascii_lowercase();
-                let value = parser.parser.parse_literal_uint()? as usize;
+                // `name value` or `name = value`.
+                let _ = parser.parser.consume_token(&Token::Eq);
                 match name.as_str() {
-                    "partitions" => statement.partitions = Some(value),
-                    "chunk_rows" => statement.chunk_rows = Some(value),
+                    "partitions" => {
+                        statement.partitions = Some(parser.parser.parse_literal_uint()? as usize)
+                    }
+                    "chunk_rows" => {
+                        statement.chunk_rows = Some(parser.parser.parse_literal_uint()? as usize)
+                    }
+                    "strategy" => {
+                        let value = parser.parser.parse_literal_string()?;
+                        statement.strategy =
+                            Some(value.parse().map_err(|e: AtlasError| {
+                                ParserError::ParserError(e.to_string())
+                            })?);
+                    }
                     _ => {
                         return parser
                             .parser
-                            .expected("partitions or chunk_rows", name_token);
+                            .expected("partitions, chunk_rows or strategy", name_token);
                     }
                 }
                 if !parser.parser.consume_token(&Token::Comma) {
@@ -379,6 +394,11 @@ mod tests {
         assert_eq!(s.on_duplicate_file, FilePolicy::Allow);
         assert_eq!(s.create_table, CreateTable::Never);
         assert_eq!((s.partitions, s.chunk_rows), (Some(2), Some(500)));
+        let with = import("IMPORT INTO t FROM 'a.csv' WITH (strategy = 'probe', partitions = 3)");
+        assert_eq!(
+            (with.strategy, with.partitions),
+            (Some(KeyStrategy::Probe), Some(3))
+        );
         assert_eq!(
             s.source_options().unwrap().format,
             Some(crate::source::SourceFormat::Csv(
@@ -486,7 +506,7 @@ mod tests {
         let err = parse_statements("IMPORT INTO t FROM 'a.csv' WITH (speed 3)")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("partitions or chunk_rows"), "{err}");
+        assert!(err.contains("partitions, chunk_rows or strategy"), "{err}");
         let err = parse_statements("IMPORT t FROM 'a.csv'")
             .unwrap_err()
             .to_string();

@@ -7,7 +7,9 @@
 
 mod bind;
 mod mysql;
+mod pg_binary;
 mod postgres;
+mod probe;
 mod sqlite;
 
 use std::fmt;
@@ -23,6 +25,7 @@ use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
 
 pub use mysql::MySqlDatabase;
 pub use postgres::PostgresDatabase;
+pub use probe::KeyProbe;
 pub use sqlite::SqliteDatabase;
 
 /// The batches of one chunk, as the sink hands them to [`ImportTransaction::write_chunk`].
@@ -47,6 +50,16 @@ impl fmt::Display for DbKind {
             DbKind::MySql => "mysql",
         })
     }
+}
+
+/// What the catalog says of a table's size and indexes, for choosing the
+/// key strategy.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TableStats {
+    /// The rows the database estimates the table holds.
+    pub rows: u64,
+    /// An index whose first column is one of the key columns, by name.
+    pub key_index: Option<String>,
 }
 
 /// A row of `file_imports`.
@@ -288,6 +301,27 @@ pub trait Database: Send + Sync + fmt::Debug {
     /// commit: their transaction is gone).
     async fn record_history(&self, entry: &HistoryEntry) -> Result<()>;
 
+    /// Streams the key columns of every row of `table`, as committed, in
+    /// batches of at most `batch_rows` rows, on a connection of its own (so
+    /// the import's transaction writes meanwhile; the import's lock keeps
+    /// other writers out). Each column comes as its target type or as text
+    /// to be converted. Returns the rows read.
+    async fn scan_keys(
+        &self,
+        table: &TableRef,
+        columns: &[TargetColumn],
+        batch_rows: usize,
+        on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
+    ) -> Result<u64>;
+
+    /// The estimated size of `table` and an index the key can use.
+    async fn table_stats(&self, table: &TableRef, key: &[TargetColumn]) -> Result<TableStats>;
+
+    /// A probe of `table` for keys of the `key` columns: the keys staged on
+    /// a connection of its own, matched by the database (the probe
+    /// strategy).
+    async fn probe(&self, table: &TableRef, key: &[TargetColumn]) -> Result<Box<dyn KeyProbe>>;
+
     /// The SQL type this database uses for an Arrow type when creating a table.
     fn sql_type_for(&self, data_type: &DataType) -> String;
 
@@ -368,16 +402,6 @@ pub trait ImportTransaction: Send {
 
     /// Whether `file_hash` was already imported into `table`.
     async fn file_imported(&mut self, file_hash: &str, table: &TableRef) -> Result<bool>;
-
-    /// Streams the key columns of every row of `table` as text batches (one Utf8
-    /// column per key column, `NULL` kept) of at most `batch_rows` rows.
-    async fn scan_keys(
-        &mut self,
-        table: &TableRef,
-        columns: &[TargetColumn],
-        batch_rows: usize,
-        on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
-    ) -> Result<u64>;
 
     /// Writes one chunk into `columns` of `table`: the batches `chunk` yields, in
     /// order, as they arrive (so encoding and the server's work overlap with the
@@ -536,20 +560,7 @@ impl UpsertSql {
             DbKind::MySql => Self {
                 index_stage: Some(format!(
                     "ALTER TABLE {stage} ADD INDEX atlas_key ({})",
-                    key.iter()
-                        .map(|&i| {
-                            // TEXT and BLOB columns are indexed by a prefix;
-                            // the join still compares whole values.
-                            let c = &columns[i];
-                            let t = c.sql_type.to_ascii_lowercase();
-                            if t.contains("text") || t.contains("blob") {
-                                format!("{}(255)", quote_ident(&c.name))
-                            } else {
-                                quote_ident(&c.name)
-                            }
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    index_parts(&key.iter().map(|&i| columns[i].clone()).collect::<Vec<_>>())
                 )),
                 drop_stage: format!("DROP TEMPORARY TABLE IF EXISTS {stage}"),
                 create_stage: format!(
@@ -635,11 +646,6 @@ impl TextBatcher {
         &mut self.builders[i]
     }
 
-    /// Number of columns.
-    pub(crate) fn width(&self) -> usize {
-        self.builders.len()
-    }
-
     /// Ends a row whose values were appended with [`TextBatcher::column`].
     pub(crate) fn end_row(
         &mut self,
@@ -670,6 +676,32 @@ impl TextBatcher {
         }
         Ok(self.total)
     }
+}
+
+/// The first of `indexes` (name, first column) whose first column is one of
+/// the `key` columns: an index the key's lookups can use.
+pub(crate) fn key_index(indexes: Vec<(String, String)>, key: &[TargetColumn]) -> Option<String> {
+    indexes
+        .into_iter()
+        .find(|(_, column)| key.iter().any(|k| k.name == *column))
+        .map(|(name, _)| name)
+}
+
+/// The parts of a MySQL index on `columns`: TEXT and BLOB columns are
+/// indexed by a prefix (a join on them still compares whole values).
+pub(crate) fn index_parts(columns: &[TargetColumn]) -> String {
+    columns
+        .iter()
+        .map(|c| {
+            let t = c.sql_type.to_ascii_lowercase();
+            if t.contains("text") || t.contains("blob") {
+                format!("{}(255)", quote_ident(&c.name))
+            } else {
+                quote_ident(&c.name)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The column list of an INSERT or COPY.

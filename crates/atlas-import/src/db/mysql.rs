@@ -25,8 +25,8 @@ use sqlx::{AssertSqlSafe, Connection, Executor, MySql, MySqlConnection, Row};
 
 use super::bind::{DecimalBinding, insert_chunk};
 use super::{
-    ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, TextBatcher,
-    create_table_sql, mask_password, quote_ident,
+    ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, KeyProbe,
+    TableStats, TextBatcher, create_table_sql, mask_password, quote_ident,
 };
 use crate::error::{AtlasError, Result};
 use crate::names::TableRef;
@@ -225,6 +225,29 @@ async fn file_imported(
     super::file_imported::<sqlx::MySql>(conn, DbKind::MySql, file_hash, table).await
 }
 
+/// Reads the key columns of `table` as text batches on `conn`.
+async fn scan_keys(
+    conn: &mut MySqlConnection,
+    table: &TableRef,
+    columns: &[TargetColumn],
+    batch_rows: usize,
+    on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
+) -> Result<u64> {
+    let values = columns
+        .iter()
+        .map(|c| format!("CAST({} AS CHAR)", quote_ident(&c.name)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!("SELECT {values} FROM {}", table.sql());
+    let scan_error = |e| AtlasError::database(format!("reading the keys of '{table}'"), e);
+    let mut batcher = TextBatcher::new(columns, batch_rows);
+    let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&mut *conn);
+    while let Some(row) = rows.try_next().await.map_err(scan_error)? {
+        batcher.push_row(&row, on_batch).map_err(scan_error)??;
+    }
+    batcher.flush(on_batch)
+}
+
 #[async_trait]
 impl Database for MySqlDatabase {
     fn kind(&self) -> DbKind {
@@ -265,6 +288,58 @@ impl Database for MySqlDatabase {
     async fn record_history(&self, entry: &HistoryEntry) -> Result<()> {
         let mut conn = super::acquire(&self.pool).await?;
         insert_history(&mut conn, entry).await
+    }
+
+    async fn scan_keys(
+        &self,
+        table: &TableRef,
+        columns: &[TargetColumn],
+        batch_rows: usize,
+        on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
+    ) -> Result<u64> {
+        let mut conn = super::acquire(&self.pool).await?;
+        scan_keys(&mut conn, table, columns, batch_rows, on_batch).await
+    }
+
+    async fn table_stats(&self, table: &TableRef, key: &[TargetColumn]) -> Result<TableStats> {
+        let mut conn = super::acquire(&self.pool).await?;
+        let error = |e| AtlasError::database(format!("reading the statistics of '{table}'"), e);
+        let rows: Option<i64> = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(table_rows, 0) AS SIGNED) FROM information_schema.tables
+             WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ?",
+        )
+        .bind(table.schema.as_deref())
+        .bind(&table.name)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(error)?;
+        let indexes: Vec<(String, String)> = sqlx::query_as(
+            "SELECT CAST(index_name AS CHAR), CAST(column_name AS CHAR) FROM information_schema.statistics
+             WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ? AND seq_in_index = 1",
+        )
+        .bind(table.schema.as_deref())
+        .bind(&table.name)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(error)?;
+        Ok(TableStats {
+            rows: rows.unwrap_or(0).max(0) as u64,
+            key_index: super::key_index(indexes, key),
+        })
+    }
+
+    async fn probe(&self, table: &TableRef, key: &[TargetColumn]) -> Result<Box<dyn KeyProbe>> {
+        let conn = super::acquire(&self.pool).await?;
+        Ok(Box::new(
+            super::probe::InsertProbe::<MySql>::open(
+                conn,
+                DbKind::MySql,
+                table,
+                key,
+                MAX_BIND_PARAMETERS,
+            )
+            .await?,
+        ))
     }
 
     fn sql_type_for(&self, data_type: &DataType) -> String {
@@ -398,28 +473,6 @@ impl ImportTransaction for MySqlImport {
 
     async fn file_imported(&mut self, file_hash: &str, table: &TableRef) -> Result<bool> {
         file_imported(&mut self.conn, file_hash, table).await
-    }
-
-    async fn scan_keys(
-        &mut self,
-        table: &TableRef,
-        columns: &[TargetColumn],
-        batch_rows: usize,
-        on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
-    ) -> Result<u64> {
-        let values = columns
-            .iter()
-            .map(|c| format!("CAST({} AS CHAR)", quote_ident(&c.name)))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!("SELECT {values} FROM {}", table.sql());
-        let scan_error = |e| AtlasError::database(format!("reading the keys of '{table}'"), e);
-        let mut batcher = TextBatcher::new(columns, batch_rows);
-        let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&mut self.conn);
-        while let Some(row) = rows.try_next().await.map_err(scan_error)? {
-            batcher.push_row(&row, on_batch).map_err(scan_error)??;
-        }
-        batcher.flush(on_batch)
     }
 
     async fn write_chunk(

@@ -8,17 +8,15 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use futures::{StreamExt, TryStreamExt};
 use pgpq::ArrowToPostgresBinaryEncoder;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Postgres, Row, Transaction};
 
-use std::borrow::Cow;
-
 use super::{
-    ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, TextBatcher,
-    column_list, create_table_sql, mask_password, quote_ident,
+    ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, KeyProbe,
+    TableStats, column_list, create_table_sql, mask_password,
 };
 use crate::error::{AtlasError, Result};
 use crate::names::TableRef;
@@ -236,6 +234,73 @@ impl Database for PostgresDatabase {
         insert_history(&mut conn, entry).await
     }
 
+    /// `COPY ... TO STDOUT (FORMAT binary)`: numbers, dates and timestamps
+    /// arrive in their own form, text as it is; only types without a binary
+    /// reading here are printed by the server.
+    async fn scan_keys(
+        &self,
+        table: &TableRef,
+        columns: &[TargetColumn],
+        batch_rows: usize,
+        on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
+    ) -> Result<u64> {
+        let (select, casts) = super::pg_binary::select_list(columns);
+        let sql = if casts {
+            format!(
+                "COPY (SELECT {select} FROM {}) TO STDOUT (FORMAT binary)",
+                table.sql()
+            )
+        } else {
+            format!("COPY {} ({select}) TO STDOUT (FORMAT binary)", table.sql())
+        };
+        let scan_error = |e| AtlasError::database(format!("reading the keys of '{table}'"), e);
+        let mut conn = super::acquire(&self.pool).await?;
+        let mut decoder = super::pg_binary::KeyDecoder::new(columns, batch_rows, &table.key());
+        let mut data = conn.copy_out_raw(&sql).await.map_err(scan_error)?;
+        while let Some(bytes) = data.try_next().await.map_err(scan_error)? {
+            decoder.feed(&bytes, on_batch)?;
+        }
+        decoder.finish(on_batch)
+    }
+
+    async fn table_stats(&self, table: &TableRef, key: &[TargetColumn]) -> Result<TableStats> {
+        let mut conn = super::acquire(&self.pool).await?;
+        let error = |e| AtlasError::database(format!("reading the statistics of '{table}'"), e);
+        // reltuples is -1 before the first ANALYZE: then go by the pages.
+        let rows: Option<i64> = sqlx::query_scalar(
+            "SELECT CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint
+                         ELSE pg_relation_size(c.oid) / 8192 * 50 END
+             FROM pg_class c WHERE c.oid = to_regclass($1)",
+        )
+        .bind(table.sql())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(error)?
+        .flatten();
+        let indexes: Vec<(String, String)> = sqlx::query_as(
+            "SELECT ic.relname::text, a.attname::text
+             FROM pg_index i
+             JOIN pg_class ic ON ic.oid = i.indexrelid
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+             WHERE i.indrelid = to_regclass($1)",
+        )
+        .bind(table.sql())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(error)?;
+        Ok(TableStats {
+            rows: rows.unwrap_or(0).max(0) as u64,
+            key_index: super::key_index(indexes, key),
+        })
+    }
+
+    async fn probe(&self, table: &TableRef, key: &[TargetColumn]) -> Result<Box<dyn KeyProbe>> {
+        let conn = super::acquire(&self.pool).await?;
+        Ok(Box::new(
+            super::probe::PostgresProbe::open(conn, table, key).await?,
+        ))
+    }
+
     fn sql_type_for(&self, data_type: &DataType) -> String {
         sql_type_for(data_type)
     }
@@ -255,18 +320,63 @@ impl Database for PostgresDatabase {
     }
 }
 
+/// Streams the batches of `chunk` into `COPY ... FROM STDIN (FORMAT binary)`
+/// (`sql`), encoded by `pgpq` as they arrive; an error item aborts the COPY.
+/// Returns the rows the server took.
+async fn copy_in(
+    conn: &mut PgConnection,
+    sql: &str,
+    schema: &SchemaRef,
+    chunk: &mut ChunkStream<'_>,
+    table: &str,
+) -> Result<u64> {
+    let encode_error = |e: pgpq::error::ErrorKind| {
+        AtlasError::Usage(format!("cannot encode rows for COPY into '{table}': {e}"))
+    };
+    let mut encoder = ArrowToPostgresBinaryEncoder::try_new(schema).map_err(encode_error)?;
+    let copy_error = |e| AtlasError::database(format!("copying into '{table}'"), e);
+    let mut copy = conn.copy_in_raw(sql).await.map_err(copy_error)?;
+    let mut buf = BytesMut::with_capacity(COPY_SEND_BYTES * 2);
+    encoder.write_header(&mut buf).map_err(encode_error)?;
+    while let Some(batch) = chunk.next().await {
+        let batch = match batch.and_then(|b| {
+            RecordBatch::try_new(Arc::clone(schema), b.columns().to_vec())
+                .map_err(|e| AtlasError::from_datafusion(e.into()))
+        }) {
+            Ok(batch) => batch,
+            Err(e) => {
+                copy.abort("atlas-import: the import failed").await.ok();
+                return Err(e);
+            }
+        };
+        encoder
+            .write_batch(&batch, &mut buf)
+            .map_err(encode_error)?;
+        if buf.len() >= COPY_SEND_BYTES {
+            copy.send(&buf[..]).await.map_err(copy_error)?;
+            buf.clear();
+        }
+    }
+    encoder.write_footer(&mut buf).map_err(encode_error)?;
+    copy.send(&buf[..]).await.map_err(copy_error)?;
+    copy.finish().await.map_err(copy_error)
+}
+
+/// [`copy_in`] of a list of batches.
+pub(crate) async fn copy_batches(
+    conn: &mut PgConnection,
+    sql: &str,
+    schema: &SchemaRef,
+    batches: Vec<RecordBatch>,
+    table: &str,
+) -> Result<u64> {
+    let mut chunk: ChunkStream<'_> = Box::pin(futures::stream::iter(batches.into_iter().map(Ok)));
+    copy_in(conn, sql, schema, &mut chunk, table).await
+}
+
 /// The import transaction on PostgreSQL.
 struct PostgresImport {
     tx: Transaction<'static, Postgres>,
-}
-
-/// The expression that renders a key column as text the coercion parses back.
-fn key_text_expr(column: &TargetColumn) -> String {
-    let name = quote_ident(&column.name);
-    match column.data_type {
-        DataType::Timestamp(_, Some(_)) => format!("({name} AT TIME ZONE 'UTC')::text"),
-        _ => format!("{name}::text"),
-    }
 }
 
 #[async_trait]
@@ -329,41 +439,6 @@ impl ImportTransaction for PostgresImport {
         file_imported(&mut self.tx, file_hash, table).await
     }
 
-    async fn scan_keys(
-        &mut self,
-        table: &TableRef,
-        columns: &[TargetColumn],
-        batch_rows: usize,
-        on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
-    ) -> Result<u64> {
-        // COPY's text format is the fastest way out, and unambiguous: NULL is
-        // `\N`, a backslash in a value is escaped. Copying the columns directly
-        // is faster than through a query; timestamptz needs one, to read in UTC.
-        let needs_query = columns
-            .iter()
-            .any(|c| matches!(c.data_type, DataType::Timestamp(_, Some(_))));
-        let sql = if needs_query {
-            let select = columns
-                .iter()
-                .map(key_text_expr)
-                .collect::<Vec<_>>()
-                .join(", ");
-            format!("COPY (SELECT {select} FROM {}) TO STDOUT", table.sql())
-        } else {
-            format!("COPY {} ({}) TO STDOUT", table.sql(), column_list(columns))
-        };
-        let scan_error = |e| AtlasError::database(format!("reading the keys of '{table}'"), e);
-        let mut batcher = TextBatcher::new(columns, batch_rows);
-        let mut parser = CopyTextParser::default();
-        let mut data = self.tx.copy_out_raw(&sql).await.map_err(scan_error)?;
-        let name = table.key();
-        while let Some(bytes) = data.try_next().await.map_err(scan_error)? {
-            parser.feed(&bytes, &mut batcher, on_batch, &name)?;
-        }
-        parser.finish(&name)?;
-        batcher.flush(on_batch)
-    }
-
     async fn write_chunk(
         &mut self,
         table: &TableRef,
@@ -376,41 +451,12 @@ impl ImportTransaction for PostgresImport {
                 .map(|c| Field::new(&c.name, c.data_type.clone(), true))
                 .collect::<Vec<_>>(),
         ));
-        let encode_error = |e: pgpq::error::ErrorKind| {
-            AtlasError::Usage(format!("cannot encode rows for COPY into '{table}': {e}"))
-        };
-        let mut encoder = ArrowToPostgresBinaryEncoder::try_new(&schema).map_err(encode_error)?;
         let sql = format!(
             "COPY {} ({}) FROM STDIN (FORMAT binary)",
             table.sql(),
             column_list(columns)
         );
-        let copy_error = |e| AtlasError::database(format!("copying into '{table}'"), e);
-        let mut copy = self.tx.copy_in_raw(&sql).await.map_err(copy_error)?;
-        let mut buf = BytesMut::with_capacity(COPY_SEND_BYTES * 2);
-        encoder.write_header(&mut buf).map_err(encode_error)?;
-        while let Some(batch) = chunk.next().await {
-            let batch = match batch.and_then(|b| {
-                RecordBatch::try_new(Arc::clone(&schema), b.columns().to_vec())
-                    .map_err(|e| AtlasError::from_datafusion(e.into()))
-            }) {
-                Ok(batch) => batch,
-                Err(e) => {
-                    copy.abort("atlas-import: the import failed").await.ok();
-                    return Err(e);
-                }
-            };
-            encoder
-                .write_batch(&batch, &mut buf)
-                .map_err(encode_error)?;
-            if buf.len() >= COPY_SEND_BYTES {
-                copy.send(&buf[..]).await.map_err(copy_error)?;
-                buf.clear();
-            }
-        }
-        encoder.write_footer(&mut buf).map_err(encode_error)?;
-        copy.send(&buf[..]).await.map_err(copy_error)?;
-        copy.finish().await.map_err(copy_error)
+        copy_in(&mut self.tx, &sql, &schema, chunk, &table.key()).await
     }
 
     async fn record_file(&mut self, record: &FileRecord) -> Result<()> {
@@ -448,149 +494,5 @@ impl ImportTransaction for PostgresImport {
             .rollback()
             .await
             .map_err(|e| AtlasError::database("rolling back the import", e))
-    }
-}
-
-/// Parses the rows of `COPY ... TO STDOUT` (text format) into a [`TextBatcher`].
-#[derive(Debug, Default)]
-struct CopyTextParser {
-    /// The start of a line whose end has not arrived yet.
-    carry: Vec<u8>,
-}
-
-impl CopyTextParser {
-    fn feed(
-        &mut self,
-        bytes: &[u8],
-        batcher: &mut TextBatcher,
-        on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
-        table: &str,
-    ) -> Result<()> {
-        let mut rest = bytes;
-        if !self.carry.is_empty() {
-            let Some(end) = rest.iter().position(|&b| b == b'\n') else {
-                self.carry.extend_from_slice(rest);
-                return Ok(());
-            };
-            let mut line = std::mem::take(&mut self.carry);
-            line.extend_from_slice(&rest[..end]);
-            parse_line(&line, batcher, table)?;
-            batcher.end_row(on_batch)?;
-            rest = &rest[end + 1..];
-        }
-        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
-            parse_line(&rest[..end], batcher, table)?;
-            batcher.end_row(on_batch)?;
-            rest = &rest[end + 1..];
-        }
-        self.carry.extend_from_slice(rest);
-        Ok(())
-    }
-
-    fn finish(&self, table: &str) -> Result<()> {
-        if self.carry.is_empty() {
-            Ok(())
-        } else {
-            Err(malformed(table, "the last row has no line end"))
-        }
-    }
-}
-
-fn malformed(table: &str, what: &str) -> AtlasError {
-    AtlasError::Source {
-        source_name: format!("existing rows of table '{table}'"),
-        message: format!("unexpected COPY output: {what}"),
-    }
-}
-
-fn parse_line(line: &[u8], batcher: &mut TextBatcher, table: &str) -> Result<()> {
-    let width = batcher.width();
-    let mut fields = line.split(|&b| b == b'\t');
-    for i in 0..width {
-        let field = fields
-            .next()
-            .ok_or_else(|| malformed(table, "a row has too few fields"))?;
-        if field == b"\\N" {
-            batcher.column(i).append_null();
-            continue;
-        }
-        let text: Cow<[u8]> = if field.contains(&b'\\') {
-            Cow::Owned(unescape(field))
-        } else {
-            Cow::Borrowed(field)
-        };
-        let text =
-            std::str::from_utf8(&text).map_err(|_| malformed(table, "a value is not UTF-8"))?;
-        batcher.column(i).append_value(text);
-    }
-    if fields.next().is_some() {
-        return Err(malformed(table, "a row has too many fields"));
-    }
-    Ok(())
-}
-
-/// Undoes COPY text escapes: `\\b \\f \\n \\r \\t \\v`, octal `\\ooo`, hex `\\xhh`,
-/// and `\\c` for any other `c`.
-fn unescape(field: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(field.len());
-    let mut i = 0;
-    while i < field.len() {
-        let b = field[i];
-        i += 1;
-        if b != b'\\' || i == field.len() {
-            out.push(b);
-            continue;
-        }
-        let c = field[i];
-        i += 1;
-        match c {
-            b'b' => out.push(0x08),
-            b'f' => out.push(0x0c),
-            b'n' => out.push(b'\n'),
-            b'r' => out.push(b'\r'),
-            b't' => out.push(b'\t'),
-            b'v' => out.push(0x0b),
-            b'0'..=b'7' => {
-                let mut value = u32::from(c - b'0');
-                for _ in 0..2 {
-                    match field.get(i) {
-                        Some(d @ b'0'..=b'7') => {
-                            value = value * 8 + u32::from(d - b'0');
-                            i += 1;
-                        }
-                        _ => break,
-                    }
-                }
-                out.push(value as u8);
-            }
-            b'x' if field.get(i).is_some_and(u8::is_ascii_hexdigit) => {
-                let mut value = 0u32;
-                for _ in 0..2 {
-                    match field.get(i).and_then(|d| (*d as char).to_digit(16)) {
-                        Some(d) => {
-                            value = value * 16 + d;
-                            i += 1;
-                        }
-                        None => break,
-                    }
-                }
-                out.push(value as u8);
-            }
-            other => out.push(other),
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn copy_text_escapes() {
-        assert_eq!(
-            unescape(br"a\\b\tc\nd\\N\101\x41"),
-            b"a\\b\tc\nd\\NAA".to_vec()
-        );
     }
 }

@@ -14,8 +14,8 @@ use sqlx::{AssertSqlSafe, Row, Sqlite, SqliteConnection, Transaction};
 
 use super::bind::{DecimalBinding, insert_chunk};
 use super::{
-    ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, TextBatcher,
-    column_list, create_table_sql, mask_password, quote_ident,
+    ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, KeyProbe,
+    TableStats, TextBatcher, column_list, create_table_sql, mask_password, quote_ident,
 };
 use crate::error::{AtlasError, Result};
 use crate::names::TableRef;
@@ -188,6 +188,76 @@ async fn file_imported(
     super::file_imported::<sqlx::Sqlite>(conn, DbKind::Sqlite, file_hash, table).await
 }
 
+/// Reads the key columns of `table` as text batches on `conn`.
+async fn scan_keys(
+    conn: &mut SqliteConnection,
+    table: &TableRef,
+    columns: &[TargetColumn],
+    batch_rows: usize,
+    on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
+) -> Result<u64> {
+    let values = columns
+        .iter()
+        .map(|c| format!("CAST({} AS TEXT)", quote_ident(&c.name)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let scan_error = |e| AtlasError::database(format!("reading the keys of '{table}'"), e);
+    let mut batcher = TextBatcher::new(columns, batch_rows);
+
+    // Fetching row by row costs the driver a few microseconds a row, so read
+    // ranges of rowids as one JSON array each. Tables WITHOUT ROWID have no
+    // rowid: for them, and if JSON is missing, read row by row.
+    let shadows_rowid = describe(&mut *conn, table).await?.is_some_and(|t| {
+        t.columns.iter().any(|c| {
+            ["rowid", "_rowid_", "oid"]
+                .iter()
+                .any(|r| c.name.eq_ignore_ascii_case(r))
+        })
+    });
+    if shadows_rowid {
+        return scan_row_by_row(&mut *conn, table, &values, batcher, on_batch).await;
+    }
+    let ranged = format!(
+        "SELECT json_group_array(json_array({values})), max(__atlas_rowid), count(*) FROM \
+         (SELECT rowid AS __atlas_rowid, {} FROM {} WHERE rowid > ?1 ORDER BY rowid LIMIT {})",
+        column_list(columns),
+        table.sql(),
+        KEY_SCAN_RANGE_ROWS
+    );
+    let mut after = i64::MIN;
+    loop {
+        let row = match sqlx::query(AssertSqlSafe(ranged.clone()))
+            .bind(after)
+            .fetch_one(&mut *conn)
+            .await
+        {
+            Ok(row) => row,
+            Err(_) if after == i64::MIN => {
+                return scan_row_by_row(&mut *conn, table, &values, batcher, on_batch).await;
+            }
+            Err(e) => return Err(scan_error(e)),
+        };
+        let count: i64 = row.try_get(2).map_err(scan_error)?;
+        if count == 0 {
+            break;
+        }
+        let json: String = row.try_get(0).map_err(scan_error)?;
+        let rows: Vec<Vec<Option<String>>> =
+            serde_json::from_str(&json).map_err(|e| AtlasError::Source {
+                source_name: format!("existing rows of table '{table}'"),
+                message: format!("cannot read the key scan: {e}"),
+            })?;
+        for values in &rows {
+            for (i, value) in values.iter().enumerate() {
+                batcher.column(i).append_option(value.as_deref());
+            }
+            batcher.end_row(on_batch)?;
+        }
+        after = row.try_get(1).map_err(scan_error)?;
+    }
+    batcher.flush(on_batch)
+}
+
 #[async_trait]
 impl Database for SqliteDatabase {
     fn kind(&self) -> DbKind {
@@ -228,6 +298,57 @@ impl Database for SqliteDatabase {
     async fn record_history(&self, entry: &HistoryEntry) -> Result<()> {
         let mut conn = super::acquire(&self.pool).await?;
         insert_history(&mut conn, entry).await
+    }
+
+    async fn scan_keys(
+        &self,
+        table: &TableRef,
+        columns: &[TargetColumn],
+        batch_rows: usize,
+        on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
+    ) -> Result<u64> {
+        let mut conn = super::acquire(&self.pool).await?;
+        scan_keys(&mut conn, table, columns, batch_rows, on_batch).await
+    }
+
+    async fn table_stats(&self, table: &TableRef, key: &[TargetColumn]) -> Result<TableStats> {
+        let mut conn = super::acquire(&self.pool).await?;
+        let error = |e| AtlasError::database(format!("reading the statistics of '{table}'"), e);
+        // The largest rowid is a cheap upper bound of the rows.
+        let rows: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT max(rowid) FROM {}",
+            table.sql()
+        )))
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap_or(None);
+        let indexes: Vec<(String, String)> = sqlx::query_as(
+            "SELECT il.name, ii.name FROM pragma_index_list(?1, ?2) il
+             JOIN pragma_index_info(il.name, ?2) ii ON ii.seqno = 0",
+        )
+        .bind(&table.name)
+        .bind(table.schema.as_deref().unwrap_or("main"))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(error)?;
+        Ok(TableStats {
+            rows: rows.unwrap_or(0).max(0) as u64,
+            key_index: super::key_index(indexes, key),
+        })
+    }
+
+    async fn probe(&self, table: &TableRef, key: &[TargetColumn]) -> Result<Box<dyn KeyProbe>> {
+        let conn = super::acquire(&self.pool).await?;
+        Ok(Box::new(
+            super::probe::InsertProbe::<Sqlite>::open(
+                conn,
+                DbKind::Sqlite,
+                table,
+                key,
+                MAX_BIND_PARAMETERS,
+            )
+            .await?,
+        ))
     }
 
     fn sql_type_for(&self, data_type: &DataType) -> String {
@@ -295,75 +416,6 @@ impl ImportTransaction for SqliteImport {
 
     async fn file_imported(&mut self, file_hash: &str, table: &TableRef) -> Result<bool> {
         file_imported(&mut self.tx, file_hash, table).await
-    }
-
-    async fn scan_keys(
-        &mut self,
-        table: &TableRef,
-        columns: &[TargetColumn],
-        batch_rows: usize,
-        on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
-    ) -> Result<u64> {
-        let values = columns
-            .iter()
-            .map(|c| format!("CAST({} AS TEXT)", quote_ident(&c.name)))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let scan_error = |e| AtlasError::database(format!("reading the keys of '{table}'"), e);
-        let mut batcher = TextBatcher::new(columns, batch_rows);
-
-        // Fetching row by row costs the driver a few microseconds a row, so read
-        // ranges of rowids as one JSON array each. Tables WITHOUT ROWID have no
-        // rowid: for them, and if JSON is missing, read row by row.
-        let shadows_rowid = describe(&mut self.tx, table).await?.is_some_and(|t| {
-            t.columns.iter().any(|c| {
-                ["rowid", "_rowid_", "oid"]
-                    .iter()
-                    .any(|r| c.name.eq_ignore_ascii_case(r))
-            })
-        });
-        if shadows_rowid {
-            return scan_row_by_row(&mut self.tx, table, &values, batcher, on_batch).await;
-        }
-        let ranged = format!(
-            "SELECT json_group_array(json_array({values})), max(__atlas_rowid), count(*) FROM \
-             (SELECT rowid AS __atlas_rowid, {} FROM {} WHERE rowid > ?1 ORDER BY rowid LIMIT {})",
-            column_list(columns),
-            table.sql(),
-            KEY_SCAN_RANGE_ROWS
-        );
-        let mut after = i64::MIN;
-        loop {
-            let row = match sqlx::query(AssertSqlSafe(ranged.clone()))
-                .bind(after)
-                .fetch_one(&mut *self.tx)
-                .await
-            {
-                Ok(row) => row,
-                Err(_) if after == i64::MIN => {
-                    return scan_row_by_row(&mut self.tx, table, &values, batcher, on_batch).await;
-                }
-                Err(e) => return Err(scan_error(e)),
-            };
-            let count: i64 = row.try_get(2).map_err(scan_error)?;
-            if count == 0 {
-                break;
-            }
-            let json: String = row.try_get(0).map_err(scan_error)?;
-            let rows: Vec<Vec<Option<String>>> =
-                serde_json::from_str(&json).map_err(|e| AtlasError::Source {
-                    source_name: format!("existing rows of table '{table}'"),
-                    message: format!("cannot read the key scan: {e}"),
-                })?;
-            for values in &rows {
-                for (i, value) in values.iter().enumerate() {
-                    batcher.column(i).append_option(value.as_deref());
-                }
-                batcher.end_row(on_batch)?;
-            }
-            after = row.try_get(1).map_err(scan_error)?;
-        }
-        batcher.flush(on_batch)
     }
 
     async fn write_chunk(

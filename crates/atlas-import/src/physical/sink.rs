@@ -184,6 +184,22 @@ impl ImportSink {
         Ok(None)
     }
 
+    /// Counts `rows` handed to the one write of an import, and the chunks
+    /// they complete.
+    fn sent(&self, rows: usize) {
+        let metrics = &self.import_metrics;
+        let before = metrics.inserted.fetch_add(rows as u64, Ordering::Relaxed);
+        let after = before + rows as u64;
+        let chunk = self.chunk_rows as u64;
+        for number in (before / chunk + 1)..=(after / chunk) {
+            metrics.chunks_written.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                "Inserted chunk {number} - Total inserted: {}",
+                number * chunk
+            );
+        }
+    }
+
     /// Adds the rows of `batch` to the counts of the files they came from.
     fn count_per_file(&self, batch: &RecordBatch) {
         let files = self.session.files().len();
@@ -213,9 +229,18 @@ impl ImportSink {
         let rows_written = MetricBuilder::new(&self.metrics).counter("rows_written", 0);
         let chunks = MetricBuilder::new(&self.metrics).counter("chunks", 0);
         let write_time = MetricBuilder::new(&self.metrics).subset_time("write_time", 0);
+        // One write (one COPY, or INSERTs sized to the database's limits) for
+        // the whole import: a statement per chunk costs the server a round
+        // trip and a pause each time. Upserts write chunk by chunk, each
+        // chunk's updates after its inserts.
+        let per_write = if self.on_duplicate == OnDuplicate::Update {
+            self.chunk_rows
+        } else {
+            usize::MAX
+        };
         loop {
-            // Wait for the chunk's first rows before taking the transaction: the
-            // existing keys are read through it before any row can pass the check.
+            // Wait for the first rows before taking the transaction: a refused
+            // or empty import need not start a write.
             let first = match carry.take() {
                 Some(rows) => rows,
                 None => match self.next_rows(&mut input).await? {
@@ -229,7 +254,7 @@ impl ImportSink {
             let mut updates = Vec::new();
             let state = ChunkState {
                 first: Some(first),
-                remaining: self.chunk_rows,
+                remaining: per_write,
                 input: &mut input,
                 carry: &mut carry,
                 updates: &mut updates,
@@ -255,14 +280,29 @@ impl ImportSink {
             };
             timer.done();
             rows_written.add(written as usize);
-            chunks.add(1);
             let metrics = &self.import_metrics;
-            let total = metrics.inserted.fetch_add(written, Ordering::Relaxed) + written;
-            metrics.chunks_written.fetch_add(1, Ordering::Relaxed);
             metrics
                 .write_nanos
                 .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-            tracing::info!("Inserted chunk {chunk_number} - Total inserted: {total}");
+            if self.on_duplicate == OnDuplicate::Update {
+                chunks.add(1);
+                let total = metrics.inserted.fetch_add(written, Ordering::Relaxed) + written;
+                metrics.chunks_written.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("Inserted chunk {chunk_number} - Total inserted: {total}");
+            }
+        }
+        if self.on_duplicate != OnDuplicate::Update {
+            // The chunks of the one write were counted as their rows were sent;
+            // the last one may be short.
+            let inserted = ImportMetrics::get(&self.import_metrics.inserted);
+            let chunk = self.chunk_rows as u64;
+            if !inserted.is_multiple_of(chunk) {
+                self.import_metrics
+                    .chunks_written
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            chunk_number = inserted.div_ceil(chunk);
+            chunks.add(chunk_number as usize);
         }
 
         let metrics = &self.import_metrics;
@@ -362,6 +402,7 @@ async fn next_in_chunk(
     };
     state.remaining -= rows.num_rows();
     if state.sink.on_duplicate != OnDuplicate::Update {
+        state.sink.sent(rows.num_rows());
         return Some((Ok(rows), state));
     }
     // Split off the rows that update; the rest are inserted.

@@ -1,0 +1,276 @@
+//! What the benches share: generated data (made once, kept in
+//! `<target>/bench-data`), the databases' own bulk loads, and the
+//! `atlas-import` release binary run as a user runs it, timed with its peak
+//! resident set size.
+//!
+//! Every ratio is atlas-import's time over the bulk load's time of the same
+//! file, measured in the same run.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use atlas_import_suite::datagen;
+
+/// A size from the environment, or the default.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+/// The target directory this bench runs from (`.../target`).
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // .../target/release/deps/<bench>
+    exe.parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The release `atlas-import` binary; the bench stops with the command that
+/// builds it when it is missing.
+pub fn atlas_binary() -> PathBuf {
+    let path = target_dir().join("release").join("atlas-import");
+    if !path.exists() {
+        eprintln!(
+            "{} is missing: build it first with\n  cargo build --release -p atlas-import-cli",
+            path.display()
+        );
+        std::process::exit(2);
+    }
+    path
+}
+
+/// A file of generated rows `first..first + count`, made once and reused.
+pub fn data_file(first: u64, count: u64) -> PathBuf {
+    let dir = target_dir().join("bench-data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("rows_{first}_{count}.csv"));
+    if !path.exists() {
+        let partial = dir.join(format!("rows_{first}_{count}.csv.partial"));
+        let started = Instant::now();
+        let bytes = datagen::write_csv(&partial, first, count).unwrap();
+        std::fs::rename(&partial, &path).unwrap();
+        println!(
+            "generated {} ({:.0} MB) in {:.1} s",
+            path.display(),
+            bytes as f64 / 1e6,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    // Warm the page cache so neither side pays for the first read.
+    let _ = std::fs::read(&path);
+    path
+}
+
+/// A child process's wall time and peak resident set size.
+#[derive(Debug, Clone, Copy)]
+pub struct Run {
+    pub time: Duration,
+    pub peak_rss_mb: f64,
+}
+
+/// Runs `command`, which must succeed, and measures it.
+pub fn measure(command: &mut Command) -> (Run, String) {
+    let started = Instant::now();
+    let child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+    let pid = child.id() as libc::pid_t;
+    // Read the pipes on threads, then reap the child with wait4 for its rusage
+    // (std's wait would reap it without).
+    {
+        let mut child = child;
+        let mut stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let out = std::thread::spawn(move || {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut stdout, &mut s).ok();
+            s
+        });
+        let err = std::thread::spawn(move || {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut stderr, &mut s).ok();
+            s
+        });
+        let mut status = 0;
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `pid` is our child, not yet reaped; `usage` is a valid rusage.
+        let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        assert_eq!(reaped, pid, "wait4 failed");
+        let time = started.elapsed();
+        let stdout = out.join().unwrap();
+        let stderr = err.join().unwrap();
+        let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+        assert!(ok, "{command:?} failed:\n{stdout}\n{stderr}");
+        (
+            Run {
+                time,
+                peak_rss_mb: usage.ru_maxrss as f64 / 1024.0,
+            },
+            stdout,
+        )
+    }
+}
+
+/// Runs `atlas-import` with `args` and returns the run and its JSON report.
+pub fn atlas(args: &[&str]) -> (Run, serde_json::Value) {
+    let mut command = Command::new(atlas_binary());
+    command
+        .args(args)
+        .arg("--json")
+        .env_remove("DATABASE_URL")
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "atlas_import=warn".into()),
+        );
+    let (run, stdout) = measure(&mut command);
+    let report = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .unwrap_or_else(|| panic!("no report in {stdout}"));
+    (run, report)
+}
+
+/// Runs a shell-free command that must succeed, and times it.
+pub fn timed(program: &str, args: &[&str]) -> Duration {
+    measure(Command::new(program).args(args)).0.time
+}
+
+/// One line of results, in the form benches/README.md quotes.
+pub fn print_result(case: &str, atlas: Run, baseline_name: &str, baseline: Duration) {
+    println!(
+        "{case}: atlas-import {:.2} s, {baseline_name} {:.2} s, ratio {:.2}, peak RSS {:.0} MB",
+        atlas.time.as_secs_f64(),
+        baseline.as_secs_f64(),
+        atlas.time.as_secs_f64() / baseline.as_secs_f64(),
+        atlas.peak_rss_mb
+    );
+}
+
+/// The machine, for the record.
+pub fn print_machine() {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default();
+    println!("machine: {cpus} cores ({model}); release build");
+}
+
+/// Files in a bench data directory that the bench writes (reject files...).
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = target_dir().join("bench-data");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// Whether `path` exists, for data reuse decisions.
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}
+
+/// A database as the benches drive it: its own tools for SQL and bulk loads.
+pub trait BulkDatabase {
+    /// Name in results.
+    fn name(&self) -> &'static str;
+    /// The URL atlas-import gets.
+    fn url(&self) -> String;
+    /// Runs SQL statements with the database's own client.
+    fn exec(&self, sql: &str);
+    /// The column definitions of a table of generated rows.
+    fn columns(&self) -> &'static str;
+    /// The identity key column definition.
+    fn identity(&self) -> &'static str;
+    /// The database's own bulk load of a generated file into `table`, timed.
+    fn bulk_load(&self, table: &str, file: &Path) -> Duration;
+    /// What the bulk load is called in results.
+    fn bulk_load_name(&self) -> &'static str;
+}
+
+/// Creates `table` (dropped first) and fills it with `existing` with the
+/// bulk load.
+pub fn prepare_table(db: &dyn BulkDatabase, table: &str, existing: Option<&Path>) {
+    db.exec(&format!(
+        "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} ({}, {})",
+        db.identity(),
+        db.columns()
+    ));
+    if let Some(file) = existing {
+        db.bulk_load(table, file);
+    }
+}
+
+/// The cases every database runs, chosen by `ATLAS_BENCH_CASES`
+/// (comma-separated; default `error,skip`):
+/// - `error`: N new rows against M existing, every column the key, the
+///   default `ON DUPLICATE ERROR`; baseline: the bulk load of the file;
+/// - `skip`: N rows of which half exist already, `--on-duplicate skip`;
+///   baseline: the bulk load of the whole file.
+pub fn run_cases(db: &dyn BulkDatabase) {
+    print_machine();
+    let rows = env_u64("ATLAS_BENCH_ROWS", 1_000_000);
+    let existing = env_u64("ATLAS_BENCH_EXISTING", 1_000_000);
+    let cases = std::env::var("ATLAS_BENCH_CASES").unwrap_or_else(|_| "error,skip".into());
+    let existing_file = data_file(0, existing);
+    for case in cases.split(',').map(str::trim) {
+        let (file, args): (PathBuf, Vec<&str>) = match case {
+            "error" => (data_file(existing, rows), vec![]),
+            "skip" => (
+                data_file(existing / 2, rows),
+                vec!["--on-duplicate", "skip"],
+            ),
+            other => {
+                eprintln!("unknown case {other}: expected error or skip");
+                continue;
+            }
+        };
+        let (target, baseline) = ("bench_atlas", "bench_bulk");
+        prepare_table(db, target, Some(&existing_file));
+        prepare_table(db, baseline, Some(&existing_file));
+        let bulk = db.bulk_load(baseline, &file);
+        let url = db.url();
+        // --force: the same file goes into the same table name on every run.
+        let mut command = vec![
+            "import",
+            file.to_str().unwrap(),
+            "--table",
+            target,
+            "--db",
+            &url,
+            "--force",
+        ];
+        command.extend(args);
+        let (run, report) = atlas(&command);
+        let expected = if case == "skip" {
+            rows - existing / 2
+        } else {
+            rows
+        };
+        assert_eq!(report["inserted"], expected, "{report}");
+        print_result(
+            &format!("{} {case} {rows} rows vs {existing} existing", db.name()),
+            run,
+            db.bulk_load_name(),
+            bulk,
+        );
+        for table in [target, baseline] {
+            db.exec(&format!("DROP TABLE IF EXISTS {table}"));
+        }
+    }
+}

@@ -1,0 +1,436 @@
+//! Reads PostgreSQL's `COPY ... TO STDOUT (FORMAT binary)` into Arrow batches
+//! of the key columns' types, so the existing keys reach the duplicate check
+//! without being printed as text and parsed back.
+//!
+//! A column whose type has no direct binary reading here (numeric and the
+//! rest) is selected as `::text` and arrives as text, which the check then
+//! converts with the same coercion as the import's own values.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayBuilder, ArrayRef, BooleanBuilder, Date32Builder, Float32Builder, Float64Builder,
+    Int16Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+use crate::error::{AtlasError, Result};
+use crate::schema::TargetColumn;
+
+/// Days from 1970-01-01 (Arrow's epoch) to 2000-01-01 (PostgreSQL's).
+const PG_EPOCH_DAYS: i32 = 10_957;
+/// Microseconds from 1970-01-01 to 2000-01-01.
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+/// The signature that opens a binary COPY stream.
+const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+
+/// How one key column travels: in its own binary form, or as text.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Wire {
+    Bool,
+    Int16,
+    Int32,
+    Int64,
+    Float32,
+    Float64,
+    Date,
+    Timestamp,
+    Text,
+}
+
+impl Wire {
+    fn of(column: &TargetColumn) -> Self {
+        match &column.data_type {
+            DataType::Boolean => Wire::Bool,
+            DataType::Int16 => Wire::Int16,
+            DataType::Int32 => Wire::Int32,
+            DataType::Int64 => Wire::Int64,
+            DataType::Float32 => Wire::Float32,
+            DataType::Float64 => Wire::Float64,
+            DataType::Date32 => Wire::Date,
+            DataType::Timestamp(TimeUnit::Microsecond, _) => Wire::Timestamp,
+            _ => Wire::Text,
+        }
+    }
+}
+
+/// The `SELECT` list that sends `columns` as [`KeyDecoder`] reads them.
+pub(crate) fn select_list(columns: &[TargetColumn]) -> (String, bool) {
+    let mut casts = false;
+    let list = columns
+        .iter()
+        .map(|c| {
+            let name = super::quote_ident(&c.name);
+            // Text types travel as text already; the rest that has no binary
+            // reading here is printed by the server.
+            let is_text = matches!(c.data_type, DataType::Utf8)
+                && matches!(
+                    c.sql_type.split('(').next().unwrap_or_default(),
+                    "text" | "character varying" | "character" | "name" | "citext"
+                );
+            if Wire::of(c) == Wire::Text && !is_text {
+                casts = true;
+                format!("{name}::text")
+            } else {
+                name
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    (list, casts)
+}
+
+enum ColumnBuilder {
+    Bool(BooleanBuilder),
+    Int16(Int16Builder),
+    Int32(Int32Builder),
+    Int64(Int64Builder),
+    Float32(Float32Builder),
+    Float64(Float64Builder),
+    Date(Date32Builder),
+    Timestamp(TimestampMicrosecondBuilder, Option<Arc<str>>),
+    Text(StringBuilder),
+}
+
+impl ColumnBuilder {
+    fn new(column: &TargetColumn) -> Self {
+        match Wire::of(column) {
+            Wire::Bool => ColumnBuilder::Bool(BooleanBuilder::new()),
+            Wire::Int16 => ColumnBuilder::Int16(Int16Builder::new()),
+            Wire::Int32 => ColumnBuilder::Int32(Int32Builder::new()),
+            Wire::Int64 => ColumnBuilder::Int64(Int64Builder::new()),
+            Wire::Float32 => ColumnBuilder::Float32(Float32Builder::new()),
+            Wire::Float64 => ColumnBuilder::Float64(Float64Builder::new()),
+            Wire::Date => ColumnBuilder::Date(Date32Builder::new()),
+            Wire::Timestamp => {
+                let tz = match &column.data_type {
+                    DataType::Timestamp(_, tz) => tz.clone(),
+                    _ => None,
+                };
+                ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::new(), tz)
+            }
+            Wire::Text => ColumnBuilder::Text(StringBuilder::new()),
+        }
+    }
+
+    fn data_type(&self) -> DataType {
+        match self {
+            ColumnBuilder::Bool(_) => DataType::Boolean,
+            ColumnBuilder::Int16(_) => DataType::Int16,
+            ColumnBuilder::Int32(_) => DataType::Int32,
+            ColumnBuilder::Int64(_) => DataType::Int64,
+            ColumnBuilder::Float32(_) => DataType::Float32,
+            ColumnBuilder::Float64(_) => DataType::Float64,
+            ColumnBuilder::Date(_) => DataType::Date32,
+            ColumnBuilder::Timestamp(_, tz) => {
+                DataType::Timestamp(TimeUnit::Microsecond, tz.clone())
+            }
+            ColumnBuilder::Text(_) => DataType::Utf8,
+        }
+    }
+
+    fn append_null(&mut self) {
+        match self {
+            ColumnBuilder::Bool(b) => b.append_null(),
+            ColumnBuilder::Int16(b) => b.append_null(),
+            ColumnBuilder::Int32(b) => b.append_null(),
+            ColumnBuilder::Int64(b) => b.append_null(),
+            ColumnBuilder::Float32(b) => b.append_null(),
+            ColumnBuilder::Float64(b) => b.append_null(),
+            ColumnBuilder::Date(b) => b.append_null(),
+            ColumnBuilder::Timestamp(b, _) => b.append_null(),
+            ColumnBuilder::Text(b) => b.append_null(),
+        }
+    }
+
+    /// Appends one value in its binary form; `false` if its length is wrong.
+    fn append(&mut self, v: &[u8]) -> std::result::Result<(), &'static str> {
+        fn fixed<const N: usize>(v: &[u8]) -> std::result::Result<[u8; N], &'static str> {
+            v.try_into().map_err(|_| "a value of the wrong length")
+        }
+        match self {
+            ColumnBuilder::Bool(b) => b.append_value(fixed::<1>(v)?[0] != 0),
+            ColumnBuilder::Int16(b) => b.append_value(i16::from_be_bytes(fixed(v)?)),
+            ColumnBuilder::Int32(b) => b.append_value(i32::from_be_bytes(fixed(v)?)),
+            ColumnBuilder::Int64(b) => b.append_value(i64::from_be_bytes(fixed(v)?)),
+            ColumnBuilder::Float32(b) => b.append_value(f32::from_be_bytes(fixed(v)?)),
+            ColumnBuilder::Float64(b) => b.append_value(f64::from_be_bytes(fixed(v)?)),
+            ColumnBuilder::Date(b) => {
+                b.append_value(i32::from_be_bytes(fixed(v)?).saturating_add(PG_EPOCH_DAYS))
+            }
+            ColumnBuilder::Timestamp(b, _) => {
+                b.append_value(i64::from_be_bytes(fixed(v)?).saturating_add(PG_EPOCH_MICROS))
+            }
+            ColumnBuilder::Text(b) => {
+                b.append_value(std::str::from_utf8(v).map_err(|_| "a value that is not UTF-8")?)
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            ColumnBuilder::Bool(b) => Arc::new(b.finish()),
+            ColumnBuilder::Int16(b) => Arc::new(b.finish()),
+            ColumnBuilder::Int32(b) => Arc::new(b.finish()),
+            ColumnBuilder::Int64(b) => Arc::new(b.finish()),
+            ColumnBuilder::Float32(b) => Arc::new(b.finish()),
+            ColumnBuilder::Float64(b) => Arc::new(b.finish()),
+            ColumnBuilder::Date(b) => Arc::new(b.finish()),
+            ColumnBuilder::Timestamp(b, tz) => Arc::new(b.finish().with_timezone_opt(tz.clone())),
+            ColumnBuilder::Text(b) => Arc::new(b.finish()),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            ColumnBuilder::Bool(b) => b.len(),
+            ColumnBuilder::Int16(b) => b.len(),
+            ColumnBuilder::Int32(b) => b.len(),
+            ColumnBuilder::Int64(b) => b.len(),
+            ColumnBuilder::Float32(b) => b.len(),
+            ColumnBuilder::Float64(b) => b.len(),
+            ColumnBuilder::Date(b) => b.len(),
+            ColumnBuilder::Timestamp(b, _) => b.len(),
+            ColumnBuilder::Text(b) => b.len(),
+        }
+    }
+}
+
+/// Decodes a binary COPY stream of the key columns into batches.
+pub(crate) struct KeyDecoder {
+    builders: Vec<ColumnBuilder>,
+    schema: SchemaRef,
+    /// Bytes of a tuple that is not complete yet.
+    pending: Vec<u8>,
+    header_done: bool,
+    finished: bool,
+    batch_rows: usize,
+    rows: u64,
+    table: String,
+}
+
+impl KeyDecoder {
+    pub(crate) fn new(columns: &[TargetColumn], batch_rows: usize, table: &str) -> Self {
+        let builders: Vec<ColumnBuilder> = columns.iter().map(ColumnBuilder::new).collect();
+        let schema = Arc::new(Schema::new(
+            columns
+                .iter()
+                .zip(&builders)
+                .map(|(c, b)| Field::new(&c.name, b.data_type(), true))
+                .collect::<Vec<_>>(),
+        ));
+        Self {
+            builders,
+            schema,
+            pending: Vec::new(),
+            header_done: false,
+            finished: false,
+            batch_rows: batch_rows.max(1),
+            rows: 0,
+            table: table.to_string(),
+        }
+    }
+
+    fn malformed(&self, what: &str) -> AtlasError {
+        AtlasError::Source {
+            source_name: format!("existing rows of table '{}'", self.table),
+            message: format!("unexpected binary COPY output: {what}"),
+        }
+    }
+
+    /// Feeds the next bytes of the stream; complete batches go to `on_batch`.
+    pub(crate) fn feed(
+        &mut self,
+        bytes: &[u8],
+        on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
+    ) -> Result<()> {
+        self.pending.extend_from_slice(bytes);
+        let data = std::mem::take(&mut self.pending);
+        let mut pos = 0;
+        if !self.header_done {
+            if data.len() < SIGNATURE.len() + 8 {
+                self.pending = data;
+                return Ok(());
+            }
+            if &data[..SIGNATURE.len()] != SIGNATURE {
+                return Err(self.malformed("no PGCOPY signature"));
+            }
+            let extension = u32::from_be_bytes(
+                data[SIGNATURE.len() + 4..SIGNATURE.len() + 8]
+                    .try_into()
+                    .expect("4 bytes"),
+            ) as usize;
+            let header = SIGNATURE.len() + 8 + extension;
+            if data.len() < header {
+                self.pending = data;
+                return Ok(());
+            }
+            pos = header;
+            self.header_done = true;
+        }
+        let width = self.builders.len();
+        while !self.finished {
+            let Some(count) = data.get(pos..pos + 2) else {
+                break;
+            };
+            let count = i16::from_be_bytes(count.try_into().expect("2 bytes"));
+            if count == -1 {
+                self.finished = true;
+                pos += 2;
+                break;
+            }
+            if count as usize != width {
+                return Err(self.malformed("a row with another number of fields"));
+            }
+            // Is the whole tuple here?
+            let mut end = pos + 2;
+            let mut complete = true;
+            for _ in 0..width {
+                let Some(len) = data.get(end..end + 4) else {
+                    complete = false;
+                    break;
+                };
+                let len = i32::from_be_bytes(len.try_into().expect("4 bytes"));
+                end += 4 + len.max(0) as usize;
+                if end > data.len() {
+                    complete = false;
+                    break;
+                }
+            }
+            if !complete {
+                break;
+            }
+            let mut at = pos + 2;
+            for builder in &mut self.builders {
+                let len = i32::from_be_bytes(data[at..at + 4].try_into().expect("4 bytes"));
+                at += 4;
+                if len < 0 {
+                    builder.append_null();
+                } else {
+                    let value = &data[at..at + len as usize];
+                    at += len as usize;
+                    if let Err(what) = builder.append(value) {
+                        return Err(self.malformed(what));
+                    }
+                }
+            }
+            pos = end;
+            self.rows += 1;
+            if self.builders[0].len() >= self.batch_rows {
+                on_batch(self.flush()?)?;
+            }
+        }
+        self.pending = data[pos..].to_vec();
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<RecordBatch> {
+        let arrays = self
+            .builders
+            .iter_mut()
+            .map(ColumnBuilder::finish)
+            .collect();
+        RecordBatch::try_new(Arc::clone(&self.schema), arrays)
+            .map_err(|e| AtlasError::from_datafusion(e.into()))
+    }
+
+    /// Ends the stream: the last rows go to `on_batch`; returns the rows read.
+    pub(crate) fn finish(
+        mut self,
+        on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
+    ) -> Result<u64> {
+        if !self.finished || !self.pending.is_empty() {
+            return Err(self.malformed("the stream ended early"));
+        }
+        if self.builders.first().is_some_and(|b| b.len() > 0) {
+            on_batch(self.flush()?)?;
+        }
+        Ok(self.rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+
+    fn column(name: &str, data_type: DataType, sql_type: &str) -> TargetColumn {
+        TargetColumn {
+            name: name.into(),
+            sql_type: sql_type.into(),
+            data_type,
+            nullable: true,
+            has_default: false,
+            max_chars: None,
+        }
+    }
+
+    #[test]
+    fn decodes_tuples_split_anywhere() {
+        let columns = [
+            column("n", DataType::Int64, "bigint"),
+            column("t", DataType::Utf8, "text"),
+            column(
+                "at",
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                "timestamp",
+            ),
+        ];
+        let mut stream = SIGNATURE.to_vec();
+        stream.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
+        for (n, t) in [(Some(7i64), Some("ü")), (None, None)] {
+            stream.extend_from_slice(&3i16.to_be_bytes());
+            match n {
+                Some(n) => {
+                    stream.extend_from_slice(&8i32.to_be_bytes());
+                    stream.extend_from_slice(&n.to_be_bytes());
+                }
+                None => stream.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+            match t {
+                Some(t) => {
+                    stream.extend_from_slice(&(t.len() as i32).to_be_bytes());
+                    stream.extend_from_slice(t.as_bytes());
+                }
+                None => stream.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+            stream.extend_from_slice(&8i32.to_be_bytes());
+            stream.extend_from_slice(&0i64.to_be_bytes());
+        }
+        stream.extend_from_slice(&(-1i16).to_be_bytes());
+        let mut batches = Vec::new();
+        let mut decoder = KeyDecoder::new(&columns, 1000, "t");
+        let mut on_batch = |b: RecordBatch| -> Result<()> {
+            batches.push(b);
+            Ok(())
+        };
+        for piece in stream.chunks(5) {
+            decoder.feed(piece, &mut on_batch).unwrap();
+        }
+        assert_eq!(decoder.finish(&mut on_batch).unwrap(), 2);
+        let b = &batches[0];
+        assert_eq!(b.column(0).as_primitive::<Int64Type>().value(0), 7);
+        assert!(b.column(0).is_null(1));
+        assert_eq!(b.column(1).as_string::<i32>().value(0), "ü");
+        assert_eq!(
+            b.column(2)
+                .as_primitive::<TimestampMicrosecondType>()
+                .value(0),
+            PG_EPOCH_MICROS
+        );
+    }
+
+    #[test]
+    fn numeric_and_other_types_travel_as_text() {
+        let (list, casts) = select_list(&[
+            column("a", DataType::Decimal128(10, 2), "numeric(10,2)"),
+            column("b", DataType::Utf8, "character varying(20)"),
+            column("c", DataType::Utf8, "uuid"),
+        ]);
+        assert_eq!(list, "\"a\"::text, \"b\", \"c\"::text");
+        assert!(casts);
+    }
+}

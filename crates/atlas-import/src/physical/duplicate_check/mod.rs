@@ -1,0 +1,307 @@
+//! [`DuplicateCheckExec`]: finds rows whose key exists in the target or repeats
+//! inside the import.
+
+mod existing;
+mod stream;
+
+pub use existing::{ExistingKeyLoader, ExistingKeys, KeyProbeOpener};
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::{Distribution, PhysicalExpr};
+use datafusion::physical_plan::distribution_requirements::InputDistributionRequirements;
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
+    PlanProperties, ReplaceChildrenOptions, SendableRecordBatchStream,
+};
+
+use super::source_ordered_properties;
+use crate::options::OnDuplicate;
+use crate::report::ImportMetrics;
+use crate::schema::ROW_NUMBER_COLUMN;
+use stream::{CheckStream, PartitionCheck, Phase};
+
+/// Compares every row with the rows already in the table and with the rest of
+/// the import, and emits the rows to write.
+///
+/// ```text
+///            ImportSink (1 partition)
+///                     ^
+///          CoalescePartitionsExec
+///        ^        ^        ^        ^
+///   +---------+---------+---------+---------+
+///   | check 0 | check 1 | check 2 | check 3 |  local KeySet of the import's keys
+///   +---------+---------+---------+---------+  in each partition
+///        \         \       /         /
+///         +-- ExistingKeys (loaded once, shared, read-only) --+
+///        ^        ^        ^        ^
+///        RepartitionExec: Hash(key, 4)   (every occurrence of a key meets
+///                     ^                   in one partition)
+///                CoerceExec (source order, row numbers)
+/// ```
+///
+/// # Partitioning
+/// Requires its input hash-partitioned on the key
+/// ([`Distribution::KeyPartitioned`]); the optimizer's `EnsureRequirements` inserts
+/// the `RepartitionExec`. Each partition receives its rows in source order (the
+/// repartition has one ordered input), so "first occurrence" is the first row seen;
+/// the operator verifies that order and fails loudly if it is ever broken.
+///
+/// # Shared state
+/// [`ExistingKeys`] is loaded once per import and shared. Each partition keeps
+/// its own [`KeySet`] of the import's keys, accounted in the memory pool.
+///
+/// # Output
+/// `ON DUPLICATE SKIP`: the rows whose key is new, first occurrence kept.
+/// `ON DUPLICATE ERROR`: the rows while no duplicate has been seen anywhere; once
+/// one is, nothing more (the sink will refuse the import), but counting goes on so
+/// the report is complete.
+/// `ON DUPLICATE UPDATE`: every row, with an [`UPDATE_COLUMN`] flag (before the
+/// row number) that is true when the key exists or occurred earlier in the
+/// import; the sink inserts the others and applies these in source order, so
+/// the last occurrence wins.
+#[derive(Debug)]
+pub struct DuplicateCheckExec {
+    /// Input, hash-partitioned on the key.
+    input: Arc<dyn ExecutionPlan>,
+    /// Key column indices in the input schema, in key order.
+    key_columns: Vec<usize>,
+    /// The keys already in the target.
+    existing: Arc<ExistingKeys>,
+    /// What to do with duplicates.
+    on_duplicate: OnDuplicate,
+    /// Rows per source chunk, for counting chunks with duplicates.
+    chunk_rows: usize,
+    /// Live counters of the import.
+    import_metrics: Arc<ImportMetrics>,
+    /// Emit the duplicates (with a `duplicate_of` column) instead of the rows
+    /// to write: the dry run of `CHECK IMPORT`.
+    report_duplicates: bool,
+    /// Cached plan properties (partitioning of the input).
+    properties: Arc<PlanProperties>,
+    /// Operator metrics.
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl DuplicateCheckExec {
+    /// Checks `input` on the columns at `key_columns`.
+    pub fn try_new(
+        input: Arc<dyn ExecutionPlan>,
+        key_columns: Vec<usize>,
+        existing: Arc<ExistingKeys>,
+        on_duplicate: OnDuplicate,
+        chunk_rows: usize,
+        import_metrics: Arc<ImportMetrics>,
+    ) -> Result<Self> {
+        let schema = input.schema();
+        if schema.index_of(ROW_NUMBER_COLUMN).is_err() {
+            return Err(DataFusionError::Plan(format!(
+                "DuplicateCheckExec needs the {ROW_NUMBER_COLUMN} column of CoerceExec in its input"
+            )));
+        }
+        if key_columns.is_empty() || key_columns.iter().any(|&c| c >= schema.fields().len()) {
+            return Err(DataFusionError::Plan(format!(
+                "DuplicateCheckExec: invalid key columns {key_columns:?}"
+            )));
+        }
+        let properties = source_ordered_properties(schema, input.output_partitioning().clone());
+        Ok(Self {
+            input,
+            key_columns,
+            existing,
+            on_duplicate,
+            chunk_rows: chunk_rows.max(1),
+            import_metrics,
+            report_duplicates: false,
+            properties,
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+
+    /// Emits the duplicate rows instead of the rows to write, each with a
+    /// `duplicate_of` column (`existing`, or `row N` for the first occurrence
+    /// in the import), placed before the source row number.
+    pub fn with_report_duplicates(mut self, report: bool) -> Self {
+        self.report_duplicates = report;
+        self.properties = source_ordered_properties(
+            self.output_schema(),
+            self.input.output_partitioning().clone(),
+        );
+        self
+    }
+
+    fn output_schema(&self) -> SchemaRef {
+        let input = self.input.schema();
+        if self.report_duplicates {
+            duplicates_schema(&input)
+        } else if self.on_duplicate == OnDuplicate::Update {
+            with_column_before_row(&input, Field::new(UPDATE_COLUMN, DataType::Boolean, false))
+        } else {
+            input
+        }
+    }
+
+    fn key_exprs(&self) -> Vec<Arc<dyn PhysicalExpr>> {
+        let schema = self.input.schema();
+        self.key_columns
+            .iter()
+            .map(|&i| Arc::new(Column::new(schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>)
+            .collect()
+    }
+}
+
+/// The input's columns with `field` inserted before the source row number.
+fn with_column_before_row(input: &SchemaRef, field: Field) -> SchemaRef {
+    let mut fields: Vec<FieldRef> = input.fields().iter().cloned().collect();
+    let row = fields.pop().expect("the row number column");
+    fields.push(Arc::new(field));
+    fields.push(row);
+    Arc::new(Schema::new(fields))
+}
+
+/// The output schema of the dry run: the input's columns with `duplicate_of`
+/// inserted before the source row number.
+pub(crate) fn duplicates_schema(input: &SchemaRef) -> SchemaRef {
+    with_column_before_row(
+        input,
+        Field::new(DUPLICATE_OF_COLUMN, DataType::Utf8, false),
+    )
+}
+
+/// Name of the column that says what a reported duplicate repeats.
+pub const DUPLICATE_OF_COLUMN: &str = "duplicate_of";
+
+/// Name of the column that marks, under `ON DUPLICATE UPDATE`, the rows that
+/// update an existing row (or one inserted earlier by the same import).
+pub const UPDATE_COLUMN: &str = "__atlas_update";
+
+impl DisplayAs for DuplicateCheckExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let schema = self.input.schema();
+        let keys = self
+            .key_columns
+            .iter()
+            .map(|&i| schema.field(i).name().as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        write!(
+            f,
+            "DuplicateCheckExec: key=[{keys}], existing={}, {}, partitions={}",
+            self.existing.description(),
+            if self.report_duplicates {
+                "output=duplicates".to_string()
+            } else {
+                format!("on_duplicate={}", self.on_duplicate)
+            },
+            self.input.output_partitioning().partition_count()
+        )
+    }
+}
+
+impl ExecutionPlan for DuplicateCheckExec {
+    fn name(&self) -> &str {
+        "DuplicateCheckExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn input_distribution_requirements(&self) -> InputDistributionRequirements {
+        InputDistributionRequirements::new(vec![Distribution::KeyPartitioned(self.key_exprs())])
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(
+            DuplicateCheckExec::try_new(
+                children.swap_remove(0),
+                self.key_columns.clone(),
+                Arc::clone(&self.existing),
+                self.on_duplicate,
+                self.chunk_rows,
+                Arc::clone(&self.import_metrics),
+            )?
+            .with_report_duplicates(self.report_duplicates),
+        ))
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, Arc::clone(&context))?;
+        let row_column = self.input.schema().index_of(ROW_NUMBER_COLUMN)?;
+        let schema = self.schema();
+        let reservation = MemoryConsumer::new(format!("DuplicateCheckExec[{partition}]"))
+            .register(context.memory_pool());
+        let partitions = self.input.output_partitioning().partition_count();
+        let check = PartitionCheck::new(
+            self.key_columns.clone(),
+            self.existing.hasher().clone(),
+            self.existing.probes(),
+            self.on_duplicate,
+            self.report_duplicates.then(|| Arc::clone(&schema)),
+            Arc::clone(&schema),
+            self.chunk_rows as u64,
+            row_column,
+            Arc::clone(&self.import_metrics),
+            reservation,
+            BaselineMetrics::new(&self.metrics, partition),
+            MetricBuilder::new(&self.metrics).counter("duplicates_existing", partition),
+            MetricBuilder::new(&self.metrics).counter("duplicates_in_file", partition),
+        );
+        let state = CheckStream {
+            phase: Phase::Start,
+            input,
+            feed: self.existing.start(context.memory_pool(), partitions),
+            check,
+        };
+        let stream = futures::stream::unfold(state, CheckStream::next);
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
