@@ -80,7 +80,7 @@ pub enum AtlasError {
         context: String,
         /// The driver's error.
         #[source]
-        source: Arc<sqlx::Error>,
+        source: Arc<dyn std::error::Error + Send + Sync>,
     },
 
     /// An I/O error outside the database (reading the source to hash it, ...).
@@ -130,7 +130,10 @@ pub enum ErrorClass {
 
 impl AtlasError {
     /// Wraps a driver error with what we were doing.
-    pub fn database(context: impl Into<String>, source: sqlx::Error) -> Self {
+    pub fn database(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
         AtlasError::Database {
             context: context.into(),
             source: Arc::new(source),

@@ -955,8 +955,9 @@ impl ImportBuilder {
         source: &OpenedSource,
         key: &[TargetColumn],
         dry_run: bool,
-    ) -> Result<(KeyStrategy, String)> {
+    ) -> Result<(KeyStrategy, String, bool)> {
         let stats = self.db.table_stats(&self.table, key).await?;
+        let indexed = stats.key_index.is_some();
         let import_rows = estimate_rows(&source.files);
         let sizes = format!(
             "~{} rows in the table, {} in the import",
@@ -980,6 +981,7 @@ impl ImportBuilder {
                     return Ok((
                         KeyStrategy::Probe,
                         format!("the database matches the import's keys, {index}; {sizes}"),
+                        indexed,
                     ));
                 }
                 _ => KeyStrategy::Preload,
@@ -991,12 +993,14 @@ impl ImportBuilder {
                         KeyStrategy::Probe => format!("as asked, {index}; {sizes}"),
                         _ => format!("as asked; {sizes}"),
                     },
+                    indexed,
                 ));
             }
         };
         Ok((
             chosen,
             format!("the table's keys read on a connection of their own and held; {sizes}"),
+            indexed,
         ))
     }
 
@@ -1026,7 +1030,8 @@ impl ImportBuilder {
                 hasher,
             )
         } else {
-            let (strategy, why) = self.choose_strategy(source, &key_targets, dry_run).await?;
+            let (strategy, why, indexed) =
+                self.choose_strategy(source, &key_targets, dry_run).await?;
             let description = format!("{} (strategy={strategy}: {why})", self.table);
             match strategy {
                 KeyStrategy::Probe => ExistingKeys::probe(
@@ -1036,6 +1041,7 @@ impl ImportBuilder {
                         session: Arc::clone(&session),
                         table: self.table.clone(),
                         key_columns: key_targets,
+                        indexed,
                     }),
                     hasher,
                 ),
@@ -1523,6 +1529,8 @@ struct TableProbeOpener {
     session: Arc<ImportSession>,
     table: TableRef,
     key_columns: Vec<TargetColumn>,
+    /// The table has an index the key can use.
+    indexed: bool,
 }
 
 #[async_trait]
@@ -1532,7 +1540,11 @@ impl KeyProbeOpener for TableProbeOpener {
             Opened::Ready {
                 exists: true,
                 created: false,
-            } => Ok(Some(self.db.probe(&self.table, &self.key_columns).await?)),
+            } => Ok(Some(
+                self.db
+                    .probe(&self.table, &self.key_columns, self.indexed)
+                    .await?,
+            )),
             // A table this import created, or nothing to read.
             Opened::Ready { .. } | Opened::FileAlreadyImported => Ok(None),
         }

@@ -97,6 +97,36 @@ impl BindColumn {
     }
 }
 
+impl BindColumn {
+    /// Binds the value of `row` as parameter `index` (1-based) of a
+    /// prepared SQLite statement.
+    pub(crate) fn bind_sqlite(
+        &self,
+        statement: &mut rusqlite::Statement<'_>,
+        index: usize,
+        row: usize,
+    ) -> rusqlite::Result<()> {
+        match self {
+            BindColumn::Integer(a) => {
+                let a = a.as_primitive::<Int64Type>();
+                statement.raw_bind_parameter(index, a.is_valid(row).then(|| a.value(row)))
+            }
+            BindColumn::Real(a) => {
+                let a = a.as_primitive::<Float64Type>();
+                statement.raw_bind_parameter(index, a.is_valid(row).then(|| a.value(row)))
+            }
+            BindColumn::Text(a) => {
+                let a = a.as_string::<i32>();
+                statement.raw_bind_parameter(index, a.is_valid(row).then(|| a.value(row)))
+            }
+            BindColumn::Blob(a) => {
+                let a = a.as_binary::<i32>();
+                statement.raw_bind_parameter(index, a.is_valid(row).then(|| a.value(row)))
+            }
+        }
+    }
+}
+
 /// Timestamps as `YYYY-MM-DD HH:MM:SS[.ffffff]` (UTC), the form SQLite's date
 /// functions and MySQL's DATETIME read.
 fn format_timestamps(array: &ArrayRef) -> Result<ArrayRef> {

@@ -319,8 +319,13 @@ pub trait Database: Send + Sync + fmt::Debug {
 
     /// A probe of `table` for keys of the `key` columns: the keys staged on
     /// a connection of its own, matched by the database (the probe
-    /// strategy).
-    async fn probe(&self, table: &TableRef, key: &[TargetColumn]) -> Result<Box<dyn KeyProbe>>;
+    /// strategy); `indexed`: the table has an index the key can use.
+    async fn probe(
+        &self,
+        table: &TableRef,
+        key: &[TargetColumn],
+        indexed: bool,
+    ) -> Result<Box<dyn KeyProbe>>;
 
     /// The SQL type this database uses for an Arrow type when creating a table.
     fn sql_type_for(&self, data_type: &DataType) -> String;

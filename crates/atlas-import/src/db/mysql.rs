@@ -328,7 +328,14 @@ impl Database for MySqlDatabase {
         })
     }
 
-    async fn probe(&self, table: &TableRef, key: &[TargetColumn]) -> Result<Box<dyn KeyProbe>> {
+    async fn probe(
+        &self,
+        table: &TableRef,
+        key: &[TargetColumn],
+        indexed: bool,
+    ) -> Result<Box<dyn KeyProbe>> {
+        // The stage's own index serves the join either way.
+        let _ = indexed;
         let conn = super::acquire(&self.pool).await?;
         Ok(Box::new(
             super::probe::InsertProbe::<MySql>::open(

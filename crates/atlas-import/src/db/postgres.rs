@@ -294,10 +294,15 @@ impl Database for PostgresDatabase {
         })
     }
 
-    async fn probe(&self, table: &TableRef, key: &[TargetColumn]) -> Result<Box<dyn KeyProbe>> {
+    async fn probe(
+        &self,
+        table: &TableRef,
+        key: &[TargetColumn],
+        indexed: bool,
+    ) -> Result<Box<dyn KeyProbe>> {
         let conn = super::acquire(&self.pool).await?;
         Ok(Box::new(
-            super::probe::PostgresProbe::open(conn, table, key).await?,
+            super::probe::PostgresProbe::open(conn, table, key, indexed).await?,
         ))
     }
 

@@ -67,10 +67,14 @@ pub(crate) struct ProbeSql {
     pub(crate) create: String,
     /// Runs once the keys are staged (statistics, an index on the stage).
     pub(crate) prepare: Vec<String>,
-    /// The staged rows whose key (without a NULL part) the table holds.
+    /// The staged rows whose key (without a NULL part) the table holds: a
+    /// join on `=`, which an index on the key serves.
     pub(crate) plain: String,
-    /// The staged rows whose key has a NULL part and which the table holds.
+    /// The staged rows with a NULL key part that the table holds.
     pub(crate) with_nulls: String,
+    /// Every staged row the table holds, NULL-safe, in one pass over the
+    /// table (no index can serve it; PostgreSQL only).
+    pub(crate) all_null_safe: String,
 }
 
 impl ProbeSql {
@@ -91,14 +95,24 @@ impl ProbeSql {
             .map(|c| format!("s.{c} IS NULL"))
             .collect::<Vec<_>>()
             .join(" OR ");
-        // PostgreSQL cannot hash `IS NOT DISTINCT FROM`; a text form and the
-        // NULL-ness of each part are hashable and say the same.
-        let pg_null_safe = cols
+        // PostgreSQL cannot hash `IS NOT DISTINCT FROM`; a value that stands
+        // in for NULL and the NULL-ness of each part are hashable and say the
+        // same.
+        let pg_null_safe = key
             .iter()
-            .map(|c| {
-                format!(
-                    "coalesce(t.{c}::text, '') = coalesce(s.{c}::text, '') AND (t.{c} IS NULL) = (s.{c} IS NULL)"
-                )
+            .map(|column| {
+                let c = quote_ident(&column.name);
+                let (t, s) = match null_stand_in(&column.data_type) {
+                    Some(k) => (
+                        format!("coalesce(t.{c}, {k})"),
+                        format!("coalesce(s.{c}, {k})"),
+                    ),
+                    None => (
+                        format!("coalesce(t.{c}::text, '')"),
+                        format!("coalesce(s.{c}::text, '')"),
+                    ),
+                };
+                format!("{t} = {s} AND (t.{c} IS NULL) = (s.{c} IS NULL)")
             })
             .collect::<Vec<_>>()
             .join(" AND ");
@@ -109,12 +123,19 @@ impl ProbeSql {
                     "CREATE TEMP TABLE {stage} AS SELECT 0::bigint AS {row}, {list} FROM {target} WITH NO DATA"
                 ),
                 prepare: vec![format!("ANALYZE pg_temp.{stage}")],
+                // A join (not EXISTS): PostgreSQL 15 builds a semi join's
+                // hash table on the table; a join builds it on the smaller
+                // stage and streams the table past it. Rows come back once
+                // per match; the caller keeps them as a set.
                 plain: format!(
-                    "SELECT s.{row} FROM pg_temp.{stage} s WHERE EXISTS (SELECT 1 FROM {target} t WHERE {})",
+                    "SELECT s.{row} FROM pg_temp.{stage} s JOIN {target} t ON {}",
                     equal("=")
                 ),
                 with_nulls: format!(
-                    "SELECT s.{row} FROM pg_temp.{stage} s WHERE ({any_null}) AND EXISTS (SELECT 1 FROM {target} t WHERE {pg_null_safe})"
+                    "SELECT s.{row} FROM pg_temp.{stage} s JOIN {target} t ON {pg_null_safe} WHERE {any_null}"
+                ),
+                all_null_safe: format!(
+                    "SELECT s.{row} FROM pg_temp.{stage} s JOIN {target} t ON {pg_null_safe}"
                 ),
             },
             // SQLite and MySQL join nested loops: the stage gets an index, so
@@ -133,6 +154,7 @@ impl ProbeSql {
                     equal("IS")
                 ),
                 with_nulls: String::new(),
+                all_null_safe: String::new(),
             },
             // MySQL compares text by collation (case and trailing spaces
             // ignored): the collation's match (served by an index) is
@@ -163,8 +185,24 @@ impl ProbeSql {
                         .join(" AND ")
                 ),
                 with_nulls: String::new(),
+                all_null_safe: String::new(),
             },
         }
+    }
+}
+
+/// A constant of the type that stands in for NULL in a hashable NULL-safe
+/// comparison (with the NULL-ness compared beside it); `None`: compare the
+/// text form.
+fn null_stand_in(data_type: &DataType) -> Option<&'static str> {
+    match data_type {
+        t if t.is_numeric() => Some("0"),
+        DataType::Utf8 => Some("''"),
+        DataType::Boolean => Some("false"),
+        DataType::Date32 => Some("DATE '1970-01-01'"),
+        DataType::Timestamp(_, None) => Some("TIMESTAMP '1970-01-01'"),
+        DataType::Timestamp(_, Some(_)) => Some("TIMESTAMPTZ '1970-01-01 00:00:00+00'"),
+        _ => None,
     }
 }
 
@@ -172,6 +210,8 @@ impl ProbeSql {
 pub(crate) struct PostgresProbe {
     conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
     sql: ProbeSql,
+    /// The table has an index the key can use.
+    indexed: bool,
     schema: SchemaRef,
     table: String,
     staged_nulls: bool,
@@ -182,6 +222,7 @@ impl PostgresProbe {
         mut conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
         table: &TableRef,
         key: &[TargetColumn],
+        indexed: bool,
     ) -> Result<Self> {
         let sql = ProbeSql::new(DbKind::Postgres, table, key);
         for statement in [&sql.drop, &sql.create] {
@@ -193,6 +234,7 @@ impl PostgresProbe {
         Ok(Self {
             conn,
             sql,
+            indexed,
             schema: schema_of(&staged_columns(key)),
             table: table.key(),
             staged_nulls: false,
@@ -242,10 +284,14 @@ impl KeyProbe for PostgresProbe {
                 .map_err(error)?;
         }
         let mut rows = Vec::new();
-        let mut queries = vec![self.sql.plain.clone()];
-        if self.staged_nulls {
-            queries.push(self.sql.with_nulls.clone());
-        }
+        // Keys without NULL parts are matched by `=` (the index serves it);
+        // NULL parts need the NULL-safe form: for the few such rows beside
+        // an index, for all rows in one pass when there is no index.
+        let queries = match (self.staged_nulls, self.indexed) {
+            (false, _) => vec![self.sql.plain.clone()],
+            (true, true) => vec![self.sql.plain.clone(), self.sql.with_nulls.clone()],
+            (true, false) => vec![self.sql.all_null_safe.clone()],
+        };
         for query in queries {
             let mut found = sqlx::query(AssertSqlSafe(query)).fetch(&mut *self.conn);
             while let Some(row) = found.try_next().await.map_err(error)? {

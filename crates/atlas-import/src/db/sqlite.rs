@@ -3,16 +3,17 @@
 //! WAL mode so readers are not blocked.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, Row, Sqlite, SqliteConnection, Transaction};
 
-use super::bind::{DecimalBinding, insert_chunk};
+use super::bind::{BindColumn, DecimalBinding};
 use super::{
     ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, KeyProbe,
     TableStats, TextBatcher, column_list, create_table_sql, mask_password, quote_ident,
@@ -23,8 +24,6 @@ use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
 
 /// SQLite's default maximum number of bound parameters per statement.
 const MAX_BIND_PARAMETERS: usize = 32_766;
-/// Rows per INSERT statement at most; longer statements stop paying off.
-const MAX_ROWS_PER_STATEMENT: usize = 1_000;
 
 /// Rows per ranged query of the key scan.
 const KEY_SCAN_RANGE_ROWS: usize = 16_384;
@@ -337,7 +336,14 @@ impl Database for SqliteDatabase {
         })
     }
 
-    async fn probe(&self, table: &TableRef, key: &[TargetColumn]) -> Result<Box<dyn KeyProbe>> {
+    async fn probe(
+        &self,
+        table: &TableRef,
+        key: &[TargetColumn],
+        indexed: bool,
+    ) -> Result<Box<dyn KeyProbe>> {
+        // The stage's own index serves the join either way.
+        let _ = indexed;
         let conn = super::acquire(&self.pool).await?;
         Ok(Box::new(
             super::probe::InsertProbe::<Sqlite>::open(
@@ -375,6 +381,48 @@ impl Database for SqliteDatabase {
             .map_err(|e| AtlasError::database("starting the import transaction", e))?;
         Ok(Box::new(SqliteImport { tx }))
     }
+}
+
+/// The raw handle of the transaction's connection, lent to the blocking
+/// writer while the async side holds the connection's lock.
+struct RawHandle(std::ptr::NonNull<rusqlite::ffi::sqlite3>);
+
+// SAFETY: the handle is used by one thread at a time: the writer, while the
+// sqlx connection is locked (`lock_handle`) and so does nothing with it; and
+// SQLite's bundled build is thread-safe (serialized mode) anyway.
+unsafe impl Send for RawHandle {}
+
+/// Steps one prepared INSERT for every row of the batches `received`.
+fn insert_rows(
+    handle: RawHandle,
+    sql: &str,
+    received: std::sync::mpsc::Receiver<RecordBatch>,
+    table: &str,
+) -> Result<u64> {
+    let error = |e: rusqlite::Error| AtlasError::database(format!("writing into '{table}'"), e);
+    // SAFETY: the handle is a live connection for as long as the caller
+    // holds its lock, which outlives this function; `from_handle` does not
+    // close it.
+    let conn = unsafe { rusqlite::Connection::from_handle(handle.0.as_ptr()) }.map_err(error)?;
+    let mut statement = conn.prepare(sql).map_err(error)?;
+    let mut written = 0u64;
+    for batch in received {
+        let columns = batch
+            .columns()
+            .iter()
+            .map(|a| BindColumn::prepare(a, DecimalBinding::Real))
+            .collect::<Result<Vec<_>>>()?;
+        for row in 0..batch.num_rows() {
+            for (i, column) in columns.iter().enumerate() {
+                column
+                    .bind_sqlite(&mut statement, i + 1, row)
+                    .map_err(error)?;
+            }
+            statement.raw_execute().map_err(error)?;
+        }
+        written += batch.num_rows() as u64;
+    }
+    Ok(written)
 }
 
 /// The import transaction on SQLite.
@@ -418,23 +466,52 @@ impl ImportTransaction for SqliteImport {
         file_imported(&mut self.tx, file_hash, table).await
     }
 
+    /// One prepared single-row INSERT, stepped for every row on a blocking
+    /// thread, through the transaction's own connection handle: SQLite's
+    /// own bulk path (`sqlite3 .import` does the same), without a driver's
+    /// cost per statement and parameter.
     async fn write_chunk(
         &mut self,
         table: &TableRef,
         columns: &[TargetColumn],
         chunk: &mut ChunkStream<'_>,
     ) -> Result<u64> {
-        let rows_per_statement =
-            (MAX_BIND_PARAMETERS / columns.len().max(1)).clamp(1, MAX_ROWS_PER_STATEMENT);
-        insert_chunk::<Sqlite>(
-            &mut self.tx,
-            table,
-            columns,
-            chunk,
-            DecimalBinding::Real,
-            |_| rows_per_statement,
-        )
-        .await
+        let sql = super::bind::insert_sql(table, columns, 1);
+        let (rows, received) = std::sync::mpsc::sync_channel::<RecordBatch>(2);
+        let mut handle = self
+            .tx
+            .lock_handle()
+            .await
+            .map_err(|e| AtlasError::database(format!("writing into '{table}'"), e))?;
+        let raw = RawHandle(handle.as_raw_handle());
+        let name = table.key();
+        let writer = tokio::task::spawn_blocking(move || insert_rows(raw, &sql, received, &name));
+        let mut failed = None;
+        while let Some(batch) = chunk.next().await {
+            match batch {
+                // A closed queue: the writer stopped, and says why below.
+                Ok(batch) => {
+                    if rows.send(batch).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(rows);
+        let written = writer.await.map_err(|e| {
+            AtlasError::DataFusion(Arc::new(datafusion::error::DataFusionError::Internal(
+                format!("the SQLite writer stopped: {e}"),
+            )))
+        })?;
+        drop(handle);
+        match failed {
+            Some(e) => Err(e),
+            None => written,
+        }
     }
 
     async fn record_file(&mut self, record: &FileRecord) -> Result<()> {
