@@ -646,11 +646,6 @@ impl TextBatcher {
         Ok(self.end_row(on_batch))
     }
 
-    /// The builder of column `i`.
-    pub(crate) fn column(&mut self, i: usize) -> &mut StringBuilder {
-        &mut self.builders[i]
-    }
-
     /// Ends a row whose values were appended with [`TextBatcher::column`].
     pub(crate) fn end_row(
         &mut self,

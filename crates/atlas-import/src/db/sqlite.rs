@@ -9,14 +9,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, Row, Sqlite, SqliteConnection, Transaction};
 
 use super::bind::{BindColumn, DecimalBinding};
 use super::{
     ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, KeyProbe,
-    TableStats, TextBatcher, column_list, create_table_sql, mask_password, quote_ident,
+    TableStats, column_list, create_table_sql, mask_password,
 };
 use crate::error::{AtlasError, Result};
 use crate::names::TableRef;
@@ -24,26 +24,6 @@ use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
 
 /// SQLite's default maximum number of bound parameters per statement.
 const MAX_BIND_PARAMETERS: usize = 32_766;
-
-/// Rows per ranged query of the key scan.
-const KEY_SCAN_RANGE_ROWS: usize = 16_384;
-
-/// Reads the key columns row by row (tables without a rowid).
-async fn scan_row_by_row(
-    conn: &mut SqliteConnection,
-    table: &TableRef,
-    values: &str,
-    mut batcher: TextBatcher,
-    on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
-) -> Result<u64> {
-    let sql = format!("SELECT {values} FROM {}", table.sql());
-    let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&mut *conn);
-    let scan_error = |e| AtlasError::database(format!("reading the keys of '{table}'"), e);
-    while let Some(row) = rows.try_next().await.map_err(scan_error)? {
-        batcher.push_row(&row, on_batch).map_err(scan_error)??;
-    }
-    batcher.flush(on_batch)
-}
 
 /// An SQLite database file.
 #[derive(Debug)]
@@ -187,7 +167,11 @@ async fn file_imported(
     super::file_imported::<sqlx::Sqlite>(conn, DbKind::Sqlite, file_hash, table).await
 }
 
-/// Reads the key columns of `table` as text batches on `conn`.
+/// Reads the key columns of `table` on `conn`: one statement stepped on a
+/// blocking thread through the connection's handle, each value read in its
+/// storage class (an integer column arrives as integers, not as text to
+/// parse back); a column whose values do not all fit its type arrives as
+/// text for the coercion.
 async fn scan_keys(
     conn: &mut SqliteConnection,
     table: &TableRef,
@@ -195,66 +179,145 @@ async fn scan_keys(
     batch_rows: usize,
     on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
 ) -> Result<u64> {
-    let values = columns
-        .iter()
-        .map(|c| format!("CAST({} AS TEXT)", quote_ident(&c.name)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let scan_error = |e| AtlasError::database(format!("reading the keys of '{table}'"), e);
-    let mut batcher = TextBatcher::new(columns, batch_rows);
-
-    // Fetching row by row costs the driver a few microseconds a row, so read
-    // ranges of rowids as one JSON array each. Tables WITHOUT ROWID have no
-    // rowid: for them, and if JSON is missing, read row by row.
-    let shadows_rowid = describe(&mut *conn, table).await?.is_some_and(|t| {
-        t.columns.iter().any(|c| {
-            ["rowid", "_rowid_", "oid"]
-                .iter()
-                .any(|r| c.name.eq_ignore_ascii_case(r))
-        })
+    let sql = format!("SELECT {} FROM {}", column_list(columns), table.sql());
+    let mut handle = conn
+        .lock_handle()
+        .await
+        .map_err(|e| AtlasError::database(format!("reading the keys of '{table}'"), e))?;
+    let raw = RawHandle(handle.as_raw_handle());
+    let (batches, mut received) = tokio::sync::mpsc::channel::<RecordBatch>(4);
+    let (columns, name) = (columns.to_vec(), table.key());
+    let reader = tokio::task::spawn_blocking(move || {
+        read_key_rows(raw, &sql, &columns, batch_rows.max(1), &name, batches)
     });
-    if shadows_rowid {
-        return scan_row_by_row(&mut *conn, table, &values, batcher, on_batch).await;
-    }
-    let ranged = format!(
-        "SELECT json_group_array(json_array({values})), max(__atlas_rowid), count(*) FROM \
-         (SELECT rowid AS __atlas_rowid, {} FROM {} WHERE rowid > ?1 ORDER BY rowid LIMIT {})",
-        column_list(columns),
-        table.sql(),
-        KEY_SCAN_RANGE_ROWS
-    );
-    let mut after = i64::MIN;
-    loop {
-        let row = match sqlx::query(AssertSqlSafe(ranged.clone()))
-            .bind(after)
-            .fetch_one(&mut *conn)
-            .await
-        {
-            Ok(row) => row,
-            Err(_) if after == i64::MIN => {
-                return scan_row_by_row(&mut *conn, table, &values, batcher, on_batch).await;
-            }
-            Err(e) => return Err(scan_error(e)),
-        };
-        let count: i64 = row.try_get(2).map_err(scan_error)?;
-        if count == 0 {
+    let mut delivered = Ok(());
+    while let Some(batch) = received.recv().await {
+        delivered = on_batch(batch);
+        if delivered.is_err() {
             break;
         }
-        let json: String = row.try_get(0).map_err(scan_error)?;
-        let rows: Vec<Vec<Option<String>>> =
-            serde_json::from_str(&json).map_err(|e| AtlasError::Source {
-                source_name: format!("existing rows of table '{table}'"),
-                message: format!("cannot read the key scan: {e}"),
-            })?;
-        for values in &rows {
-            for (i, value) in values.iter().enumerate() {
-                batcher.column(i).append_option(value.as_deref());
-            }
-            batcher.end_row(on_batch)?;
-        }
-        after = row.try_get(1).map_err(scan_error)?;
     }
-    batcher.flush(on_batch)
+    // The reader stops at a closed queue; it must be done with the handle
+    // before the connection's lock is let go.
+    drop(received);
+    let rows = reader.await.map_err(|e| {
+        AtlasError::DataFusion(Arc::new(datafusion::error::DataFusionError::Internal(
+            format!("the SQLite key reader stopped: {e}"),
+        )))
+    })?;
+    drop(handle);
+    delivered?;
+    rows
+}
+
+/// Steps `sql` on the handle and sends the key columns in batches.
+fn read_key_rows(
+    handle: RawHandle,
+    sql: &str,
+    columns: &[TargetColumn],
+    batch_rows: usize,
+    table: &str,
+    batches: tokio::sync::mpsc::Sender<RecordBatch>,
+) -> Result<u64> {
+    use rusqlite::types::Value;
+    let error =
+        |e: rusqlite::Error| AtlasError::database(format!("reading the keys of '{table}'"), e);
+    // SAFETY: the handle is a live connection for as long as the caller
+    // holds its lock, which it does until this function returned.
+    let conn = unsafe { rusqlite::Connection::from_handle(handle.0.as_ptr()) }.map_err(error)?;
+    let mut statement = conn.prepare(sql).map_err(error)?;
+    let mut rows = statement.raw_query();
+    let mut values: Vec<Vec<Value>> = columns
+        .iter()
+        .map(|_| Vec::with_capacity(batch_rows))
+        .collect();
+    let mut total = 0u64;
+    let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
+        columns
+            .iter()
+            .map(|c| datafusion::arrow::datatypes::Field::new(&c.name, DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    ));
+    let send = |values: &mut Vec<Vec<Value>>| -> Result<bool> {
+        let arrays = columns
+            .iter()
+            .zip(values.iter_mut())
+            .map(|(c, v)| key_array(&c.data_type, std::mem::take(v)))
+            .collect::<Vec<_>>();
+        let fields: Vec<_> = arrays
+            .iter()
+            .zip(schema.fields())
+            .map(|(a, f)| f.as_ref().clone().with_data_type(a.data_type().clone()))
+            .collect();
+        let batch = RecordBatch::try_new(
+            Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
+            arrays,
+        )
+        .map_err(|e| AtlasError::from_datafusion(e.into()))?;
+        Ok(batches.blocking_send(batch).is_ok())
+    };
+    while let Some(row) = rows.next().map_err(error)? {
+        for (i, column) in values.iter_mut().enumerate() {
+            column.push(row.get::<_, Value>(i).map_err(error)?);
+        }
+        total += 1;
+        if values[0].len() >= batch_rows && !send(&mut values)? {
+            return Ok(total);
+        }
+    }
+    if !values[0].is_empty() {
+        send(&mut values)?;
+    }
+    Ok(total)
+}
+
+/// One key column's values as an array of its target type where every
+/// value is of the matching storage class, else as text to be coerced.
+fn key_array(
+    target: &DataType,
+    values: Vec<rusqlite::types::Value>,
+) -> datafusion::arrow::array::ArrayRef {
+    use datafusion::arrow::array::{BooleanArray, Float64Array, Int64Array, StringArray};
+    use rusqlite::types::Value;
+    let integers = || {
+        values
+            .iter()
+            .all(|v| matches!(v, Value::Integer(_) | Value::Null))
+    };
+    match target {
+        t if t.is_integer() && integers() => {
+            Arc::new(Int64Array::from_iter(values.iter().map(|v| match v {
+                Value::Integer(i) => Some(*i),
+                _ => None,
+            })))
+        }
+        DataType::Float64 | DataType::Float32
+            if values
+                .iter()
+                .all(|v| matches!(v, Value::Integer(_) | Value::Real(_) | Value::Null)) =>
+        {
+            Arc::new(Float64Array::from_iter(values.iter().map(|v| match v {
+                Value::Integer(i) => Some(*i as f64),
+                Value::Real(r) => Some(*r),
+                _ => None,
+            })))
+        }
+        DataType::Boolean if integers() => {
+            Arc::new(BooleanArray::from_iter(values.iter().map(|v| match v {
+                Value::Integer(i) => Some(*i != 0),
+                _ => None,
+            })))
+        }
+        _ => Arc::new(StringArray::from_iter(values.into_iter().map(
+            |v| match v {
+                Value::Null => None,
+                Value::Integer(i) => Some(i.to_string()),
+                Value::Real(r) => Some(r.to_string()),
+                Value::Text(t) => Some(t),
+                Value::Blob(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+            },
+        ))),
+    }
 }
 
 #[async_trait]
