@@ -633,3 +633,41 @@ async fn sqlite_key_scan_without_rowid() {
     }
     db.cleanup().await;
 }
+
+/// The probe joins on an indexed key column when there is one; keys with a
+/// NULL in that column, or in the others, still match NULL-safely.
+async fn probe_by_an_index_keeps_null_semantics(db: &TestDb) {
+    let dir = TempDir::new();
+    let table = db.table("probeidx");
+    create(db, &table, "a INTEGER, b TEXT").await;
+    db.exec(&format!(
+        "CREATE INDEX \"{table}_a\" ON \"{table}\" (a); \
+         INSERT INTO \"{table}\" (a, b) VALUES (1, NULL), (NULL, 'x'), (2, 'y')"
+    ))
+    .await;
+    let csv = "a,b\n1,\n,x\n2,y\n3,\n,z\n";
+    for strategy in [
+        atlas_import::KeyStrategy::Probe,
+        atlas_import::KeyStrategy::Preload,
+    ] {
+        let report = import(db, &dir.file("p.csv", csv), &table)
+            .with_strategy(strategy)
+            .with_on_duplicate(OnDuplicate::Skip)
+            .with_force(true)
+            .execute()
+            .await
+            .unwrap();
+        assert_eq!(
+            (report.duplicates_existing, report.inserted),
+            if strategy == atlas_import::KeyStrategy::Probe {
+                (3, 2)
+            } else {
+                (5, 0)
+            },
+            "{strategy}"
+        );
+    }
+    assert_eq!(db.count(&table).await, 5);
+}
+
+crate::on_every_database!(probe_by_an_index_keeps_null_semantics);

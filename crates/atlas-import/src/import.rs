@@ -955,9 +955,9 @@ impl ImportBuilder {
         source: &OpenedSource,
         key: &[TargetColumn],
         dry_run: bool,
-    ) -> Result<(KeyStrategy, String, bool)> {
+    ) -> Result<(KeyStrategy, String, Option<crate::db::KeyIndex>)> {
         let stats = self.db.table_stats(&self.table, key).await?;
-        let indexed = stats.key_index.is_some();
+        let indexed = stats.key_index.clone();
         let import_rows = estimate_rows(&source.files);
         let sizes = format!(
             "~{} rows in the table, {} in the import",
@@ -965,7 +965,7 @@ impl ImportBuilder {
             import_rows.map_or_else(|| "unknown".to_string(), |n| format!("~{n}"))
         );
         let index = match &stats.key_index {
-            Some(index) => format!("index {index}"),
+            Some(index) => format!("index {}", index.name),
             None => "no index on the key".to_string(),
         };
         // Rows that need their verdict before they go on are held until the
@@ -1529,8 +1529,8 @@ struct TableProbeOpener {
     session: Arc<ImportSession>,
     table: TableRef,
     key_columns: Vec<TargetColumn>,
-    /// The table has an index the key can use.
-    indexed: bool,
+    /// An index of the table the key can use.
+    indexed: Option<crate::db::KeyIndex>,
 }
 
 #[async_trait]
@@ -1542,7 +1542,7 @@ impl KeyProbeOpener for TableProbeOpener {
                 created: false,
             } => Ok(Some(
                 self.db
-                    .probe(&self.table, &self.key_columns, self.indexed)
+                    .probe(&self.table, &self.key_columns, self.indexed.as_ref())
                     .await?,
             )),
             // A table this import created, or nothing to read.

@@ -58,8 +58,18 @@ impl fmt::Display for DbKind {
 pub struct TableStats {
     /// The rows the database estimates the table holds.
     pub rows: u64,
-    /// An index whose first column is one of the key columns, by name.
-    pub key_index: Option<String>,
+    /// An index whose first column is one of the key columns: its name and
+    /// that column.
+    pub key_index: Option<KeyIndex>,
+}
+
+/// An index a key's lookups can use.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KeyIndex {
+    /// The index's name.
+    pub name: String,
+    /// Its first column, one of the key columns.
+    pub column: String,
 }
 
 /// A row of `file_imports`.
@@ -319,12 +329,12 @@ pub trait Database: Send + Sync + fmt::Debug {
 
     /// A probe of `table` for keys of the `key` columns: the keys staged on
     /// a connection of its own, matched by the database (the probe
-    /// strategy); `indexed`: the table has an index the key can use.
+    /// strategy); `index`: an index of the table the key can use.
     async fn probe(
         &self,
         table: &TableRef,
         key: &[TargetColumn],
-        indexed: bool,
+        index: Option<&KeyIndex>,
     ) -> Result<Box<dyn KeyProbe>>;
 
     /// The SQL type this database uses for an Arrow type when creating a table.
@@ -680,11 +690,11 @@ impl TextBatcher {
 
 /// The first of `indexes` (name, first column) whose first column is one of
 /// the `key` columns: an index the key's lookups can use.
-pub(crate) fn key_index(indexes: Vec<(String, String)>, key: &[TargetColumn]) -> Option<String> {
+pub(crate) fn key_index(indexes: Vec<(String, String)>, key: &[TargetColumn]) -> Option<KeyIndex> {
     indexes
         .into_iter()
         .find(|(_, column)| key.iter().any(|k| k.name == *column))
-        .map(|(name, _)| name)
+        .map(|(name, column)| KeyIndex { name, column })
 }
 
 /// The parts of a MySQL index on `columns`: TEXT and BLOB columns are

@@ -25,7 +25,7 @@ use sqlx::{AssertSqlSafe, Connection, Executor, MySql, MySqlConnection, Row};
 
 use super::bind::{DecimalBinding, insert_chunk};
 use super::{
-    ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, KeyProbe,
+    ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, KeyIndex, KeyProbe,
     TableStats, TextBatcher, create_table_sql, mask_password, quote_ident,
 };
 use crate::error::{AtlasError, Result};
@@ -332,10 +332,10 @@ impl Database for MySqlDatabase {
         &self,
         table: &TableRef,
         key: &[TargetColumn],
-        indexed: bool,
+        index: Option<&KeyIndex>,
     ) -> Result<Box<dyn KeyProbe>> {
         // The stage's own index serves the join either way.
-        let _ = indexed;
+        let _ = index;
         let conn = super::acquire(&self.pool).await?;
         Ok(Box::new(
             super::probe::InsertProbe::<MySql>::open(

@@ -15,7 +15,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Postgres, Row, Transaction};
 
 use super::{
-    ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, KeyProbe,
+    ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, KeyIndex, KeyProbe,
     TableStats, column_list, create_table_sql, mask_password,
 };
 use crate::error::{AtlasError, Result};
@@ -298,11 +298,11 @@ impl Database for PostgresDatabase {
         &self,
         table: &TableRef,
         key: &[TargetColumn],
-        indexed: bool,
+        index: Option<&KeyIndex>,
     ) -> Result<Box<dyn KeyProbe>> {
         let conn = super::acquire(&self.pool).await?;
         Ok(Box::new(
-            super::probe::PostgresProbe::open(conn, table, key, indexed).await?,
+            super::probe::PostgresProbe::open(conn, table, key, index).await?,
         ))
     }
 

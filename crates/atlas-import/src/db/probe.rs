@@ -67,13 +67,15 @@ pub(crate) struct ProbeSql {
     pub(crate) create: String,
     /// Runs once the keys are staged (statistics, an index on the stage).
     pub(crate) prepare: Vec<String>,
-    /// The staged rows whose key (without a NULL part) the table holds: a
-    /// join on `=`, which an index on the key serves.
+    /// The staged rows whose key the table holds (SQLite, MySQL); on
+    /// PostgreSQL those whose joined column is not NULL, matched on it by `=`
+    /// (its index serves that).
     pub(crate) plain: String,
-    /// The staged rows with a NULL key part that the table holds.
+    /// PostgreSQL: the staged rows whose joined column is NULL that the
+    /// table holds.
     pub(crate) with_nulls: String,
-    /// Every staged row the table holds, NULL-safe, in one pass over the
-    /// table (no index can serve it; PostgreSQL only).
+    /// PostgreSQL: every staged row the table holds, in one pass over the
+    /// table, hash-joined on one column, NULL-safe.
     pub(crate) all_null_safe: String,
 }
 
@@ -90,32 +92,6 @@ impl ProbeSql {
                 .collect::<Vec<_>>()
                 .join(" AND ")
         };
-        let any_null = cols
-            .iter()
-            .map(|c| format!("s.{c} IS NULL"))
-            .collect::<Vec<_>>()
-            .join(" OR ");
-        // PostgreSQL cannot hash `IS NOT DISTINCT FROM`; a value that stands
-        // in for NULL and the NULL-ness of each part are hashable and say the
-        // same.
-        let pg_null_safe = key
-            .iter()
-            .map(|column| {
-                let c = quote_ident(&column.name);
-                let (t, s) = match null_stand_in(&column.data_type) {
-                    Some(k) => (
-                        format!("coalesce(t.{c}, {k})"),
-                        format!("coalesce(s.{c}, {k})"),
-                    ),
-                    None => (
-                        format!("coalesce(t.{c}::text, '')"),
-                        format!("coalesce(s.{c}::text, '')"),
-                    ),
-                };
-                format!("{t} = {s} AND (t.{c} IS NULL) = (s.{c} IS NULL)")
-            })
-            .collect::<Vec<_>>()
-            .join(" AND ");
         match kind {
             DbKind::Postgres => Self {
                 drop: format!("DROP TABLE IF EXISTS pg_temp.{stage}"),
@@ -123,20 +99,10 @@ impl ProbeSql {
                     "CREATE TEMP TABLE {stage} AS SELECT 0::bigint AS {row}, {list} FROM {target} WITH NO DATA"
                 ),
                 prepare: vec![format!("ANALYZE pg_temp.{stage}")],
-                // A join (not EXISTS): PostgreSQL 15 builds a semi join's
-                // hash table on the table; a join builds it on the smaller
-                // stage and streams the table past it. Rows come back once
-                // per match; the caller keeps them as a set.
-                plain: format!(
-                    "SELECT s.{row} FROM pg_temp.{stage} s JOIN {target} t ON {}",
-                    equal("=")
-                ),
-                with_nulls: format!(
-                    "SELECT s.{row} FROM pg_temp.{stage} s JOIN {target} t ON {pg_null_safe} WHERE {any_null}"
-                ),
-                all_null_safe: format!(
-                    "SELECT s.{row} FROM pg_temp.{stage} s JOIN {target} t ON {pg_null_safe}"
-                ),
+                // Set by `PostgresProbe` once it knows the column to join on.
+                plain: String::new(),
+                with_nulls: String::new(),
+                all_null_safe: String::new(),
             },
             // SQLite and MySQL join nested loops: the stage gets an index, so
             // one pass over the table (or over the stage, by the table's own
@@ -191,6 +157,49 @@ impl ProbeSql {
     }
 }
 
+/// The PostgreSQL probe joined on `on` (an indexed key column, or the one
+/// whose values are most distinct): `=` on it finds candidates (an index or
+/// a hash join on one column, cheap on a large table), and the other key
+/// columns are compared NULL-safely on the candidates only.
+fn postgres_queries(sql: &mut ProbeSql, table: &TableRef, key: &[TargetColumn], on: &TargetColumn) {
+    let target = table.sql();
+    let stage = quote_ident(PROBE_TABLE);
+    let row = quote_ident(ROW_COLUMN);
+    let c = quote_ident(&on.name);
+    let others = key
+        .iter()
+        .filter(|k| k.name != on.name)
+        .map(|k| {
+            let k = quote_ident(&k.name);
+            format!(" AND t.{k} IS NOT DISTINCT FROM s.{k}")
+        })
+        .collect::<String>();
+    // `IS NOT DISTINCT FROM` cannot be hashed; a value that stands in for
+    // NULL, with the NULL-ness compared beside it, can.
+    let (t_on, s_on) = match null_stand_in(&on.data_type) {
+        Some(k) => (
+            format!("coalesce(t.{c}, {k})"),
+            format!("coalesce(s.{c}, {k})"),
+        ),
+        None => (
+            format!("coalesce(t.{c}::text, '')"),
+            format!("coalesce(s.{c}::text, '')"),
+        ),
+    };
+    let null_safe = format!("{t_on} = {s_on} AND (t.{c} IS NULL) = (s.{c} IS NULL)");
+    // Joins, not EXISTS: a semi join's hash table would be built on the
+    // table. Rows come back once per match; the caller keeps a set.
+    sql.plain = format!(
+        "SELECT s.{row} FROM pg_temp.{stage} s JOIN {target} t ON t.{c} = s.{c} WHERE true{others}"
+    );
+    sql.with_nulls = format!(
+        "SELECT s.{row} FROM pg_temp.{stage} s JOIN {target} t ON {null_safe} WHERE s.{c} IS NULL{others}"
+    );
+    sql.all_null_safe = format!(
+        "SELECT s.{row} FROM pg_temp.{stage} s JOIN {target} t ON {null_safe} WHERE true{others}"
+    );
+}
+
 /// A constant of the type that stands in for NULL in a hashable NULL-safe
 /// comparison (with the NULL-ness compared beside it); `None`: compare the
 /// text form.
@@ -210,11 +219,14 @@ fn null_stand_in(data_type: &DataType) -> Option<&'static str> {
 pub(crate) struct PostgresProbe {
     conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
     sql: ProbeSql,
-    /// The table has an index the key can use.
+    /// The joined column is indexed.
     indexed: bool,
+    /// The joined column's place among the staged columns.
+    joined: usize,
     schema: SchemaRef,
     table: String,
-    staged_nulls: bool,
+    /// A staged key had a NULL in the joined column.
+    staged_null_joined: bool,
 }
 
 impl PostgresProbe {
@@ -222,22 +234,55 @@ impl PostgresProbe {
         mut conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
         table: &TableRef,
         key: &[TargetColumn],
-        indexed: bool,
+        index: Option<&super::KeyIndex>,
     ) -> Result<Self> {
-        let sql = ProbeSql::new(DbKind::Postgres, table, key);
+        let error = |e| AtlasError::database("staging the import's keys", e);
+        let mut sql = ProbeSql::new(DbKind::Postgres, table, key);
         for statement in [&sql.drop, &sql.create] {
             sqlx::query(AssertSqlSafe(statement.clone()))
                 .execute(&mut *conn)
                 .await
-                .map_err(|e| AtlasError::database("staging the import's keys", e))?;
+                .map_err(error)?;
         }
+        // Join on the indexed column, else on the one with the most distinct
+        // values (the fewest candidates), by the table's statistics.
+        let on = match index.and_then(|i| key.iter().position(|k| k.name == i.column)) {
+            Some(i) => i,
+            None => {
+                let stats: Vec<(String, f32, f32)> = sqlx::query_as(
+                    "SELECT s.attname::text, s.n_distinct, s.null_frac FROM pg_stats s
+                     WHERE s.schemaname = coalesce($1, current_schema()) AND s.tablename = $2",
+                )
+                .bind(table.schema.as_deref())
+                .bind(&table.name)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(error)?;
+                let rows = 1_000_000f32;
+                let distinct = |name: &str| {
+                    stats
+                        .iter()
+                        .find(|(n, _, _)| n == name)
+                        .map_or(0.0, |(_, d, nulls)| {
+                            // n_distinct < 0 is a fraction of the rows.
+                            let d = if *d < 0.0 { -d * rows } else { *d };
+                            d * (1.0 - nulls)
+                        })
+                };
+                (0..key.len())
+                    .max_by(|&a, &b| distinct(&key[a].name).total_cmp(&distinct(&key[b].name)))
+                    .unwrap_or(0)
+            }
+        };
+        postgres_queries(&mut sql, table, key, &key[on]);
         Ok(Self {
             conn,
             sql,
-            indexed,
+            indexed: index.is_some(),
+            joined: on + 1,
             schema: schema_of(&staged_columns(key)),
             table: table.key(),
-            staged_nulls: false,
+            staged_null_joined: false,
         })
     }
 }
@@ -251,14 +296,10 @@ fn schema_of(columns: &[TargetColumn]) -> SchemaRef {
     ))
 }
 
-fn has_null_key(batch: &RecordBatch) -> bool {
-    batch.columns()[1..].iter().any(|c| c.null_count() > 0)
-}
-
 #[async_trait]
 impl KeyProbe for PostgresProbe {
     async fn stage(&mut self, batch: RecordBatch) -> Result<()> {
-        self.staged_nulls |= has_null_key(&batch);
+        self.staged_null_joined |= batch.column(self.joined).null_count() > 0;
         let batch = staged_batch(batch, &self.schema)?;
         let copy = format!(
             "COPY pg_temp.{} FROM STDIN (FORMAT binary)",
@@ -284,14 +325,27 @@ impl KeyProbe for PostgresProbe {
                 .map_err(error)?;
         }
         let mut rows = Vec::new();
-        // Keys without NULL parts are matched by `=` (the index serves it);
-        // NULL parts need the NULL-safe form: for the few such rows beside
-        // an index, for all rows in one pass when there is no index.
-        let queries = match (self.staged_nulls, self.indexed) {
-            (false, _) => vec![self.sql.plain.clone()],
+        // With an index: `=` on the indexed column (nested loop on the
+        // index), the rows with it NULL apart. Without: one hash join over
+        // the table, NULL-safe. The planner is steered off a merge join
+        // (it would sort the table) and off JIT (its compile time is more
+        // than the join's), and given the memory to hash the stage at once.
+        let queries = match (self.indexed, self.staged_null_joined) {
+            (true, false) => vec![self.sql.plain.clone()],
             (true, true) => vec![self.sql.plain.clone(), self.sql.with_nulls.clone()],
-            (true, false) => vec![self.sql.all_null_safe.clone()],
+            (false, _) => vec![self.sql.all_null_safe.clone()],
         };
+        for setting in [
+            "BEGIN",
+            "SET LOCAL enable_mergejoin = off",
+            "SET LOCAL jit = off",
+            "SET LOCAL work_mem = '256MB'",
+        ] {
+            sqlx::query(setting)
+                .execute(&mut *self.conn)
+                .await
+                .map_err(error)?;
+        }
         for query in queries {
             let mut found = sqlx::query(AssertSqlSafe(query)).fetch(&mut *self.conn);
             while let Some(row) = found.try_next().await.map_err(error)? {
@@ -299,10 +353,12 @@ impl KeyProbe for PostgresProbe {
                 rows.push(value as u64);
             }
         }
-        sqlx::query(AssertSqlSafe(self.sql.drop.clone()))
-            .execute(&mut *self.conn)
-            .await
-            .map_err(error)?;
+        for statement in ["COMMIT".to_string(), self.sql.drop.clone()] {
+            sqlx::query(AssertSqlSafe(statement))
+                .execute(&mut *self.conn)
+                .await
+                .map_err(error)?;
+        }
         Ok(rows)
     }
 }

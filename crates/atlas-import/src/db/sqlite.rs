@@ -15,7 +15,7 @@ use sqlx::{AssertSqlSafe, Row, Sqlite, SqliteConnection, Transaction};
 
 use super::bind::{BindColumn, DecimalBinding};
 use super::{
-    ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, KeyProbe,
+    ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, KeyIndex, KeyProbe,
     TableStats, column_list, create_table_sql, mask_password,
 };
 use crate::error::{AtlasError, Result};
@@ -403,10 +403,10 @@ impl Database for SqliteDatabase {
         &self,
         table: &TableRef,
         key: &[TargetColumn],
-        indexed: bool,
+        index: Option<&KeyIndex>,
     ) -> Result<Box<dyn KeyProbe>> {
         // The stage's own index serves the join either way.
-        let _ = indexed;
+        let _ = index;
         let conn = super::acquire(&self.pool).await?;
         Ok(Box::new(
             super::probe::InsertProbe::<Sqlite>::open(
