@@ -27,9 +27,7 @@ use crate::options::{
     CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, FilePolicy, Inference, KeyStrategy,
     OnBadValue, OnDuplicate,
 };
-use crate::physical::{
-    BadValues, ExistingKeyLoader, ExistingKeys, ImportSession, KeyProbeOpener, Opened,
-};
+use crate::physical::{BadValues, ExistingKeyLoader, ExistingKeys, ImportSession, Opened};
 use crate::reject::RejectWriter;
 use crate::report::{ImportMetrics, ImportReport};
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable, is_reader_column};
@@ -955,53 +953,60 @@ impl ImportBuilder {
         source: &OpenedSource,
         key: &[TargetColumn],
         dry_run: bool,
-    ) -> Result<(KeyStrategy, String, Option<crate::db::KeyIndex>)> {
+    ) -> Result<(Chosen, String)> {
         let stats = self.db.table_stats(&self.table, key).await?;
-        let indexed = stats.key_index.clone();
         let import_rows = estimate_rows(&source.files);
         let sizes = format!(
             "~{} rows in the table, {} in the import",
             stats.rows,
             import_rows.map_or_else(|| "unknown".to_string(), |n| format!("~{n}"))
         );
-        let index = match &stats.key_index {
-            Some(index) => format!("index {}", index.name),
-            None => "no index on the key".to_string(),
+        // The probe filters on one key column: an indexed one where there is
+        // one, else the one with the most distinct values.
+        let probe_column = probe_column(key, &stats);
+        let preload = || {
+            (
+                Chosen::Preload,
+                format!("the table's keys read on a connection of their own and held; {sizes}"),
+            )
+        };
+        let Some(column) = probe_column else {
+            return Ok(match self.strategy {
+                KeyStrategy::Probe => (
+                    Chosen::Preload,
+                    format!("no key column can be probed (numbers with fractions only); {sizes}"),
+                ),
+                _ => preload(),
+            });
+        };
+        let how = match &stats.key_index {
+            Some(index) if index.column == key[column].name => {
+                format!("by index {} on {}", index.name, key[column].name)
+            }
+            _ => format!("by {} (no index on the key)", key[column].name),
         };
         // Rows that need their verdict before they go on are held until the
         // database answers: the probe is for imports that fit in memory then.
         let holds_rows =
             dry_run || matches!(self.on_duplicate, OnDuplicate::Skip | OnDuplicate::Update);
-        let chosen = match self.strategy {
+        Ok(match self.strategy {
+            KeyStrategy::Preload => (Chosen::Preload, format!("as asked; {sizes}")),
+            KeyStrategy::Probe => (Chosen::Probe(column), format!("as asked, {how}; {sizes}")),
             KeyStrategy::Auto => match import_rows {
                 Some(rows)
                     if stats.rows >= PROBE_TABLE_RATIO * rows.max(1)
                         && (!holds_rows || rows <= PROBE_HELD_ROWS) =>
                 {
-                    return Ok((
-                        KeyStrategy::Probe,
-                        format!("the database matches the import's keys, {index}; {sizes}"),
-                        indexed,
-                    ));
+                    (
+                        Chosen::Probe(column),
+                        format!(
+                            "the table's keys that share a value with the import, {how}; {sizes}"
+                        ),
+                    )
                 }
-                _ => KeyStrategy::Preload,
+                _ => preload(),
             },
-            forced => {
-                return Ok((
-                    forced,
-                    match forced {
-                        KeyStrategy::Probe => format!("as asked, {index}; {sizes}"),
-                        _ => format!("as asked; {sizes}"),
-                    },
-                    indexed,
-                ));
-            }
-        };
-        Ok((
-            chosen,
-            format!("the table's keys read on a connection of their own and held; {sizes}"),
-            indexed,
-        ))
+        })
     }
 
     /// Builds the physical plan over the source for `target`; the plan opens
@@ -1030,32 +1035,24 @@ impl ImportBuilder {
                 hasher,
             )
         } else {
-            let (strategy, why, indexed) =
-                self.choose_strategy(source, &key_targets, dry_run).await?;
+            let (strategy, why) = self.choose_strategy(source, &key_targets, dry_run).await?;
             let description = format!("{} (strategy={strategy}: {why})", self.table);
+            let loader = Arc::new(TableKeyLoader {
+                db: Arc::clone(&self.db),
+                session: Arc::clone(&session),
+                table: self.table.clone(),
+                key_columns: key_targets.clone(),
+                metrics: Arc::clone(&self.metrics),
+            });
             match strategy {
-                KeyStrategy::Probe => ExistingKeys::probe(
+                Chosen::Probe(column) => ExistingKeys::probe(
                     description,
-                    Arc::new(TableProbeOpener {
-                        db: Arc::clone(&self.db),
-                        session: Arc::clone(&session),
-                        table: self.table.clone(),
-                        key_columns: key_targets,
-                        indexed,
-                    }),
+                    loader,
+                    column,
+                    key_targets[column].name.clone(),
                     hasher,
                 ),
-                KeyStrategy::Preload | KeyStrategy::Auto => ExistingKeys::preload(
-                    description,
-                    Arc::new(TableKeyLoader {
-                        db: Arc::clone(&self.db),
-                        session: Arc::clone(&session),
-                        table: self.table.clone(),
-                        key_columns: key_targets,
-                        metrics: Arc::clone(&self.metrics),
-                    }),
-                    hasher,
-                ),
+                Chosen::Preload => ExistingKeys::preload(description, loader, hasher),
             }
         };
         let spec = Arc::new(ImportSpec {
@@ -1379,7 +1376,11 @@ struct TableKeyLoader {
 
 #[async_trait]
 impl ExistingKeyLoader for TableKeyLoader {
-    async fn load(&self, hasher: &KeyHasher) -> Result<Fingerprints<()>> {
+    async fn load(
+        &self,
+        hasher: &KeyHasher,
+        filter: Option<crate::db::KeyFilter>,
+    ) -> Result<Fingerprints<()>> {
         let started = Instant::now();
         match self.session.open().await? {
             // The table was there before the import took its lock: read it.
@@ -1415,6 +1416,7 @@ impl ExistingKeyLoader for TableKeyLoader {
             .scan_keys(
                 &self.table,
                 &self.key_columns,
+                filter.as_ref(),
                 KEY_SCAN_BATCH_ROWS,
                 &mut on_batch,
             )
@@ -1433,7 +1435,12 @@ impl ExistingKeyLoader for TableKeyLoader {
             .existing_keys
             .store(rows, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(
-            "Read {rows} existing rows for comparison ({} distinct keys, {} MB, {} ms)",
+            "Read {rows} existing rows{} for comparison ({} distinct keys, {} MB, {} ms)",
+            if filter.is_some() {
+                " sharing a key value with the import"
+            } else {
+                ""
+            },
             set.len(),
             set.memory_size() >> 20,
             started.elapsed().as_millis()
@@ -1487,6 +1494,50 @@ fn fingerprint_existing_keys(
     Ok(set)
 }
 
+/// The key strategy an import runs with.
+enum Chosen {
+    Preload,
+    /// Probe on this key column (its index among the key columns).
+    Probe(usize),
+}
+
+impl std::fmt::Display for Chosen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Chosen::Preload => "preload",
+            Chosen::Probe(_) => "probe",
+        })
+    }
+}
+
+/// The key column a probe filters on: an indexed one, else the one with the
+/// most distinct values the statistics know of (else the first text or
+/// integer one); only columns whose values can be written as literals.
+fn probe_column(key: &[TargetColumn], stats: &crate::db::TableStats) -> Option<usize> {
+    let usable = |i: &usize| crate::db::filterable(&key[*i].data_type);
+    if let Some(index) = &stats.key_index
+        && let Some(i) = key.iter().position(|k| k.name == index.column)
+        && usable(&i)
+    {
+        return Some(i);
+    }
+    let distinct = |i: &usize| {
+        stats
+            .distinct
+            .iter()
+            .find(|(name, _)| *name == key[*i].name)
+            .map_or(0.0, |(_, d)| *d)
+    };
+    let text_first =
+        |i: &usize| u8::from(key[*i].data_type == datafusion::arrow::datatypes::DataType::Utf8);
+    (0..key.len()).filter(usable).max_by(|a, b| {
+        distinct(a)
+            .total_cmp(&distinct(b))
+            .then(text_first(a).cmp(&text_first(b)))
+            .then(b.cmp(a))
+    })
+}
+
 /// The rows the source files hold, estimated from their sizes and the
 /// length of the first file's first lines; `None` for a query source.
 fn estimate_rows(files: &[FileSource]) -> Option<u64> {
@@ -1519,36 +1570,6 @@ fn estimate_rows(files: &[FileSource]) -> Option<u64> {
         .map(|f| std::fs::metadata(f.path()).map_or(0, |m| m.len()))
         .sum();
     Some(bytes / bytes_per_row)
-}
-
-/// Opens the probe of the target (the probe strategy) once the import holds
-/// its lock.
-#[derive(Debug)]
-struct TableProbeOpener {
-    db: Arc<dyn Database>,
-    session: Arc<ImportSession>,
-    table: TableRef,
-    key_columns: Vec<TargetColumn>,
-    /// An index of the table the key can use.
-    indexed: Option<crate::db::KeyIndex>,
-}
-
-#[async_trait]
-impl KeyProbeOpener for TableProbeOpener {
-    async fn open(&self) -> Result<Option<Box<dyn crate::db::KeyProbe>>> {
-        match self.session.open().await? {
-            Opened::Ready {
-                exists: true,
-                created: false,
-            } => Ok(Some(
-                self.db
-                    .probe(&self.table, &self.key_columns, self.indexed.as_ref())
-                    .await?,
-            )),
-            // A table this import created, or nothing to read.
-            Opened::Ready { .. } | Opened::FileAlreadyImported => Ok(None),
-        }
-    }
 }
 
 /// The rows of several files, one after another: the union keeps one

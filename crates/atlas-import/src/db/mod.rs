@@ -25,7 +25,8 @@ use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
 
 pub use mysql::MySqlDatabase;
 pub use postgres::PostgresDatabase;
-pub use probe::KeyProbe;
+pub use probe::KeyFilter;
+pub(crate) use probe::filterable;
 pub use sqlite::SqliteDatabase;
 
 /// The batches of one chunk, as the sink hands them to [`ImportTransaction::write_chunk`].
@@ -61,6 +62,9 @@ pub struct TableStats {
     /// An index whose first column is one of the key columns: its name and
     /// that column.
     pub key_index: Option<KeyIndex>,
+    /// The estimated distinct non-NULL values of key columns, where the
+    /// database keeps such statistics.
+    pub distinct: Vec<(String, f64)>,
 }
 
 /// An index a key's lookups can use.
@@ -311,31 +315,23 @@ pub trait Database: Send + Sync + fmt::Debug {
     /// commit: their transaction is gone).
     async fn record_history(&self, entry: &HistoryEntry) -> Result<()>;
 
-    /// Streams the key columns of every row of `table`, as committed, in
-    /// batches of at most `batch_rows` rows, on a connection of its own (so
-    /// the import's transaction writes meanwhile; the import's lock keeps
-    /// other writers out). Each column comes as its target type or as text
-    /// to be converted. Returns the rows read.
+    /// Streams the key columns of every row of `table` (or of the rows
+    /// `filter` lets through), as committed, in batches of at most
+    /// `batch_rows` rows, on a connection of its own (so the import's
+    /// transaction writes meanwhile; the import's lock keeps other writers
+    /// out). Each column comes as its target type or as text to be
+    /// converted. Returns the rows read.
     async fn scan_keys(
         &self,
         table: &TableRef,
         columns: &[TargetColumn],
+        filter: Option<&KeyFilter>,
         batch_rows: usize,
         on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
     ) -> Result<u64>;
 
     /// The estimated size of `table` and an index the key can use.
     async fn table_stats(&self, table: &TableRef, key: &[TargetColumn]) -> Result<TableStats>;
-
-    /// A probe of `table` for keys of the `key` columns: the keys staged on
-    /// a connection of its own, matched by the database (the probe
-    /// strategy); `index`: an index of the table the key can use.
-    async fn probe(
-        &self,
-        table: &TableRef,
-        key: &[TargetColumn],
-        index: Option<&KeyIndex>,
-    ) -> Result<Box<dyn KeyProbe>>;
 
     /// The SQL type this database uses for an Arrow type when creating a table.
     fn sql_type_for(&self, data_type: &DataType) -> String;

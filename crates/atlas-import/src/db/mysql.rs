@@ -25,7 +25,7 @@ use sqlx::{AssertSqlSafe, Connection, Executor, MySql, MySqlConnection, Row};
 
 use super::bind::{DecimalBinding, insert_chunk};
 use super::{
-    ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, KeyIndex, KeyProbe,
+    ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, KeyFilter,
     TableStats, TextBatcher, create_table_sql, mask_password, quote_ident,
 };
 use crate::error::{AtlasError, Result};
@@ -230,6 +230,7 @@ async fn scan_keys(
     conn: &mut MySqlConnection,
     table: &TableRef,
     columns: &[TargetColumn],
+    filter: Option<&KeyFilter>,
     batch_rows: usize,
     on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
 ) -> Result<u64> {
@@ -238,7 +239,14 @@ async fn scan_keys(
         .map(|c| format!("CAST({} AS CHAR)", quote_ident(&c.name)))
         .collect::<Vec<_>>()
         .join(", ");
-    let sql = format!("SELECT {values} FROM {}", table.sql());
+    let sql = format!(
+        "SELECT {values} FROM {}{}",
+        table.sql(),
+        filter.map_or_else(String::new, |f| format!(
+            " WHERE {}",
+            f.condition(DbKind::MySql)
+        ))
+    );
     let scan_error = |e| AtlasError::database(format!("reading the keys of '{table}'"), e);
     let mut batcher = TextBatcher::new(columns, batch_rows);
     let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&mut *conn);
@@ -294,11 +302,12 @@ impl Database for MySqlDatabase {
         &self,
         table: &TableRef,
         columns: &[TargetColumn],
+        filter: Option<&KeyFilter>,
         batch_rows: usize,
         on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
     ) -> Result<u64> {
         let mut conn = super::acquire(&self.pool).await?;
-        scan_keys(&mut conn, table, columns, batch_rows, on_batch).await
+        scan_keys(&mut conn, table, columns, filter, batch_rows, on_batch).await
     }
 
     async fn table_stats(&self, table: &TableRef, key: &[TargetColumn]) -> Result<TableStats> {
@@ -325,28 +334,8 @@ impl Database for MySqlDatabase {
         Ok(TableStats {
             rows: rows.unwrap_or(0).max(0) as u64,
             key_index: super::key_index(indexes, key),
+            distinct: Vec::new(),
         })
-    }
-
-    async fn probe(
-        &self,
-        table: &TableRef,
-        key: &[TargetColumn],
-        index: Option<&KeyIndex>,
-    ) -> Result<Box<dyn KeyProbe>> {
-        // The stage's own index serves the join either way.
-        let _ = index;
-        let conn = super::acquire(&self.pool).await?;
-        Ok(Box::new(
-            super::probe::InsertProbe::<MySql>::open(
-                conn,
-                DbKind::MySql,
-                table,
-                key,
-                MAX_BIND_PARAMETERS,
-            )
-            .await?,
-        ))
     }
 
     fn sql_type_for(&self, data_type: &DataType) -> String {

@@ -15,7 +15,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Postgres, Row, Transaction};
 
 use super::{
-    ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, KeyIndex, KeyProbe,
+    ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, KeyFilter,
     TableStats, column_list, create_table_sql, mask_password,
 };
 use crate::error::{AtlasError, Result};
@@ -241,24 +241,46 @@ impl Database for PostgresDatabase {
         &self,
         table: &TableRef,
         columns: &[TargetColumn],
+        filter: Option<&KeyFilter>,
         batch_rows: usize,
         on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
     ) -> Result<u64> {
         let (select, casts) = super::pg_binary::select_list(columns);
-        let sql = if casts {
-            format!(
+        let sql = match filter {
+            Some(filter) => format!(
+                "COPY (SELECT {select} FROM {} WHERE {}) TO STDOUT (FORMAT binary)",
+                table.sql(),
+                filter.condition(DbKind::Postgres)
+            ),
+            None if casts => format!(
                 "COPY (SELECT {select} FROM {}) TO STDOUT (FORMAT binary)",
                 table.sql()
-            )
-        } else {
-            format!("COPY {} ({select}) TO STDOUT (FORMAT binary)", table.sql())
+            ),
+            None => format!("COPY {} ({select}) TO STDOUT (FORMAT binary)", table.sql()),
         };
         let scan_error = |e| AtlasError::database(format!("reading the keys of '{table}'"), e);
         let mut conn = super::acquire(&self.pool).await?;
+        if filter.is_some() {
+            // JIT compiles a long filter for longer than the scan takes.
+            for statement in ["BEGIN", "SET LOCAL jit = off"] {
+                sqlx::query(statement)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(scan_error)?;
+            }
+        }
         let mut decoder = super::pg_binary::KeyDecoder::new(columns, batch_rows, &table.key());
-        let mut data = conn.copy_out_raw(&sql).await.map_err(scan_error)?;
-        while let Some(bytes) = data.try_next().await.map_err(scan_error)? {
-            decoder.feed(&bytes, on_batch)?;
+        {
+            let mut data = conn.copy_out_raw(&sql).await.map_err(scan_error)?;
+            while let Some(bytes) = data.try_next().await.map_err(scan_error)? {
+                decoder.feed(&bytes, on_batch)?;
+            }
+        }
+        if filter.is_some() {
+            sqlx::query("COMMIT")
+                .execute(&mut *conn)
+                .await
+                .map_err(scan_error)?;
         }
         decoder.finish(on_batch)
     }
@@ -288,22 +310,34 @@ impl Database for PostgresDatabase {
         .fetch_all(&mut *conn)
         .await
         .map_err(error)?;
+        // n_distinct < 0 is a fraction of the rows.
+        let stats: Vec<(String, f32, f32)> = sqlx::query_as(
+            "SELECT s.attname::text, s.n_distinct, s.null_frac FROM pg_stats s
+             WHERE s.schemaname = coalesce($1, current_schema()) AND s.tablename = $2",
+        )
+        .bind(table.schema.as_deref())
+        .bind(&table.name)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(error)?;
+        let rows = rows.unwrap_or(0).max(0) as u64;
+        let distinct = stats
+            .into_iter()
+            .filter(|(name, _, _)| key.iter().any(|k| k.name == *name))
+            .map(|(name, d, nulls)| {
+                let d = if d < 0.0 {
+                    f64::from(-d) * rows as f64
+                } else {
+                    f64::from(d)
+                };
+                (name, d * (1.0 - f64::from(nulls)))
+            })
+            .collect();
         Ok(TableStats {
-            rows: rows.unwrap_or(0).max(0) as u64,
+            rows,
             key_index: super::key_index(indexes, key),
+            distinct,
         })
-    }
-
-    async fn probe(
-        &self,
-        table: &TableRef,
-        key: &[TargetColumn],
-        index: Option<&KeyIndex>,
-    ) -> Result<Box<dyn KeyProbe>> {
-        let conn = super::acquire(&self.pool).await?;
-        Ok(Box::new(
-            super::probe::PostgresProbe::open(conn, table, key, index).await?,
-        ))
     }
 
     fn sql_type_for(&self, data_type: &DataType) -> String {
@@ -365,18 +399,6 @@ async fn copy_in(
     encoder.write_footer(&mut buf).map_err(encode_error)?;
     copy.send(&buf[..]).await.map_err(copy_error)?;
     copy.finish().await.map_err(copy_error)
-}
-
-/// [`copy_in`] of a list of batches.
-pub(crate) async fn copy_batches(
-    conn: &mut PgConnection,
-    sql: &str,
-    schema: &SchemaRef,
-    batches: Vec<RecordBatch>,
-    table: &str,
-) -> Result<u64> {
-    let mut chunk: ChunkStream<'_> = Box::pin(futures::stream::iter(batches.into_iter().map(Ok)));
-    copy_in(conn, sql, schema, &mut chunk, table).await
 }
 
 /// The import transaction on PostgreSQL.

@@ -15,15 +15,12 @@ use sqlx::{AssertSqlSafe, Row, Sqlite, SqliteConnection, Transaction};
 
 use super::bind::{BindColumn, DecimalBinding};
 use super::{
-    ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, KeyIndex, KeyProbe,
+    ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, KeyFilter,
     TableStats, column_list, create_table_sql, mask_password,
 };
 use crate::error::{AtlasError, Result};
 use crate::names::TableRef;
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
-
-/// SQLite's default maximum number of bound parameters per statement.
-const MAX_BIND_PARAMETERS: usize = 32_766;
 
 /// An SQLite database file.
 #[derive(Debug)]
@@ -176,19 +173,29 @@ async fn scan_keys(
     conn: &mut SqliteConnection,
     table: &TableRef,
     columns: &[TargetColumn],
+    filter: Option<&KeyFilter>,
     batch_rows: usize,
     on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
 ) -> Result<u64> {
-    let sql = format!("SELECT {} FROM {}", column_list(columns), table.sql());
-    let mut handle = conn
-        .lock_handle()
+    let sql = format!(
+        "SELECT {} FROM {}{}",
+        column_list(columns),
+        table.sql(),
+        filter.map_or_else(String::new, |f| format!(
+            " WHERE {}",
+            f.condition(DbKind::Sqlite)
+        ))
+    );
+    let (lease, raw, done) = HandleLease::take(conn)
         .await
         .map_err(|e| AtlasError::database(format!("reading the keys of '{table}'"), e))?;
-    let raw = RawHandle(handle.as_raw_handle());
+    // Declared after the lease, so dropped before it (see `write_chunk`).
     let (batches, mut received) = tokio::sync::mpsc::channel::<RecordBatch>(4);
     let (columns, name) = (columns.to_vec(), table.key());
     let reader = tokio::task::spawn_blocking(move || {
-        read_key_rows(raw, &sql, &columns, batch_rows.max(1), &name, batches)
+        let read = read_key_rows(raw, &sql, &columns, batch_rows.max(1), &name, batches);
+        drop(done);
+        read
     });
     let mut delivered = Ok(());
     while let Some(batch) = received.recv().await {
@@ -197,15 +204,14 @@ async fn scan_keys(
             break;
         }
     }
-    // The reader stops at a closed queue; it must be done with the handle
-    // before the connection's lock is let go.
+    // The reader stops at a closed queue.
     drop(received);
     let rows = reader.await.map_err(|e| {
         AtlasError::DataFusion(Arc::new(datafusion::error::DataFusionError::Internal(
             format!("the SQLite key reader stopped: {e}"),
         )))
     })?;
-    drop(handle);
+    drop(lease);
     delivered?;
     rows
 }
@@ -366,11 +372,12 @@ impl Database for SqliteDatabase {
         &self,
         table: &TableRef,
         columns: &[TargetColumn],
+        filter: Option<&KeyFilter>,
         batch_rows: usize,
         on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
     ) -> Result<u64> {
         let mut conn = super::acquire(&self.pool).await?;
-        scan_keys(&mut conn, table, columns, batch_rows, on_batch).await
+        scan_keys(&mut conn, table, columns, filter, batch_rows, on_batch).await
     }
 
     async fn table_stats(&self, table: &TableRef, key: &[TargetColumn]) -> Result<TableStats> {
@@ -396,28 +403,8 @@ impl Database for SqliteDatabase {
         Ok(TableStats {
             rows: rows.unwrap_or(0).max(0) as u64,
             key_index: super::key_index(indexes, key),
+            distinct: Vec::new(),
         })
-    }
-
-    async fn probe(
-        &self,
-        table: &TableRef,
-        key: &[TargetColumn],
-        index: Option<&KeyIndex>,
-    ) -> Result<Box<dyn KeyProbe>> {
-        // The stage's own index serves the join either way.
-        let _ = index;
-        let conn = super::acquire(&self.pool).await?;
-        Ok(Box::new(
-            super::probe::InsertProbe::<Sqlite>::open(
-                conn,
-                DbKind::Sqlite,
-                table,
-                key,
-                MAX_BIND_PARAMETERS,
-            )
-            .await?,
-        ))
     }
 
     fn sql_type_for(&self, data_type: &DataType) -> String {
@@ -446,20 +433,58 @@ impl Database for SqliteDatabase {
     }
 }
 
-/// The raw handle of the transaction's connection, lent to the blocking
-/// writer while the async side holds the connection's lock.
+/// The raw handle of a connection, lent to a blocking task under a
+/// [`HandleLease`].
 struct RawHandle(std::ptr::NonNull<rusqlite::ffi::sqlite3>);
 
-// SAFETY: the handle is used by one thread at a time: the writer, while the
-// sqlx connection is locked (`lock_handle`) and so does nothing with it; and
-// SQLite's bundled build is thread-safe (serialized mode) anyway.
+// SAFETY: the handle is used by one thread at a time: the blocking task,
+// while the sqlx connection is locked by the lease and so does nothing with
+// it; and SQLite's bundled build is thread-safe (serialized mode) anyway.
 unsafe impl Send for RawHandle {}
+
+/// A connection's handle lent to a blocking task. The connection stays
+/// locked until the task has finished, even when the future that holds the
+/// lease is dropped (a cancelled import): were it let go earlier, sqlx would
+/// roll the transaction back while the task still writes, and the task's
+/// next rows would commit one by one.
+struct HandleLease<'c> {
+    /// Closed when the task ends (it holds the sender).
+    finished: std::sync::mpsc::Receiver<()>,
+    _lock: sqlx::sqlite::LockedSqliteHandle<'c>,
+}
+
+impl<'c> HandleLease<'c> {
+    /// Locks `conn` and lends its handle: the task must drop the sender when
+    /// it is done with the handle.
+    async fn take(
+        conn: &'c mut SqliteConnection,
+    ) -> std::result::Result<(Self, RawHandle, std::sync::mpsc::Sender<()>), sqlx::Error> {
+        let mut lock = conn.lock_handle().await?;
+        let raw = RawHandle(lock.as_raw_handle());
+        let (done, finished) = std::sync::mpsc::channel();
+        Ok((
+            Self {
+                finished,
+                _lock: lock,
+            },
+            raw,
+            done,
+        ))
+    }
+}
+
+impl Drop for HandleLease<'_> {
+    fn drop(&mut self) {
+        // Returns once the task dropped its sender, i.e. finished.
+        let _ = self.finished.recv();
+    }
+}
 
 /// Steps one prepared INSERT for every row of the batches `received`.
 fn insert_rows(
     handle: RawHandle,
     sql: &str,
-    received: std::sync::mpsc::Receiver<RecordBatch>,
+    mut received: tokio::sync::mpsc::Receiver<RecordBatch>,
     table: &str,
 ) -> Result<u64> {
     let error = |e: rusqlite::Error| AtlasError::database(format!("writing into '{table}'"), e);
@@ -469,7 +494,7 @@ fn insert_rows(
     let conn = unsafe { rusqlite::Connection::from_handle(handle.0.as_ptr()) }.map_err(error)?;
     let mut statement = conn.prepare(sql).map_err(error)?;
     let mut written = 0u64;
-    for batch in received {
+    while let Some(batch) = received.blocking_recv() {
         let columns = batch
             .columns()
             .iter()
@@ -540,21 +565,25 @@ impl ImportTransaction for SqliteImport {
         chunk: &mut ChunkStream<'_>,
     ) -> Result<u64> {
         let sql = super::bind::insert_sql(table, columns, 1);
-        let (rows, received) = std::sync::mpsc::sync_channel::<RecordBatch>(2);
-        let mut handle = self
-            .tx
-            .lock_handle()
+        let (lease, raw, done) = HandleLease::take(&mut self.tx)
             .await
             .map_err(|e| AtlasError::database(format!("writing into '{table}'"), e))?;
-        let raw = RawHandle(handle.as_raw_handle());
+        // Declared after the lease, so dropped before it when the import is
+        // cancelled: the writer then sees the end of its input and finishes,
+        // and the lease, waiting for that, can let the connection go.
+        let (rows, received) = tokio::sync::mpsc::channel::<RecordBatch>(2);
         let name = table.key();
-        let writer = tokio::task::spawn_blocking(move || insert_rows(raw, &sql, received, &name));
+        let writer = tokio::task::spawn_blocking(move || {
+            let written = insert_rows(raw, &sql, received, &name);
+            drop(done);
+            written
+        });
         let mut failed = None;
         while let Some(batch) = chunk.next().await {
             match batch {
                 // A closed queue: the writer stopped, and says why below.
                 Ok(batch) => {
-                    if rows.send(batch).is_err() {
+                    if rows.send(batch).await.is_err() {
                         break;
                     }
                 }
@@ -570,7 +599,7 @@ impl ImportTransaction for SqliteImport {
                 format!("the SQLite writer stopped: {e}"),
             )))
         })?;
-        drop(handle);
+        drop(lease);
         match failed {
             Some(e) => Err(e),
             None => written,

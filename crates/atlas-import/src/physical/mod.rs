@@ -17,8 +17,7 @@ mod sink;
 pub use coerce::{BadValues, CoerceExec};
 pub(crate) use duplicate_check::duplicates_schema;
 pub use duplicate_check::{
-    DUPLICATE_OF_COLUMN, DuplicateCheckExec, ExistingKeyLoader, ExistingKeys, KeyProbeOpener,
-    UPDATE_COLUMN,
+    DUPLICATE_OF_COLUMN, DuplicateCheckExec, ExistingKeyLoader, ExistingKeys, UPDATE_COLUMN,
 };
 pub use session::{ImportSession, Opened};
 pub use sink::{ImportSink, TransactionSlot};

@@ -1,56 +1,50 @@
-//! The keys already in the target, as the check learns them: read and held
-//! as fingerprints (the preload strategy), or matched by the database against
-//! the import's keys staged beside the table (the probe strategy).
+//! The keys already in the target, as the check learns them, as
+//! fingerprints: every key of the table (the preload strategy), or the keys
+//! of the rows that share a value of one key column with the import (the
+//! probe strategy: the database finds those by an index or one pass).
 //!
 //! Either way the work starts once per import, on a task of its own, when the
 //! first partition runs, and every partition shares its result.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{Array, ArrayRef};
 use datafusion::error::DataFusionError;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use tokio::sync::mpsc;
 
-use crate::db::KeyProbe;
+use crate::db::KeyFilter;
 use crate::error::AtlasError;
-use crate::key::{Fingerprint, Fingerprints, KeyHasher};
+use crate::key::{Fingerprints, KeyHasher};
 
-/// Reads the keys already in the target and fingerprints them with the
-/// import's [`KeyHasher`] (key columns in key order, coerced to the target
-/// types, as the import's own keys are).
+/// Reads the keys already in the target (all of them, or those of the rows
+/// `filter` lets through) and fingerprints them with the import's
+/// [`KeyHasher`] (key columns in key order, coerced to the target types, as
+/// the import's own keys are). Starts once the import holds its lock.
 #[async_trait]
 pub trait ExistingKeyLoader: Send + Sync + fmt::Debug {
-    /// Reads every existing key.
-    async fn load(&self, hasher: &KeyHasher) -> crate::error::Result<Fingerprints<()>>;
-}
-
-/// Opens a [`KeyProbe`] of the target once the import holds its lock; `None`
-/// when there is nothing to match (the import created the table).
-#[async_trait]
-pub trait KeyProbeOpener: Send + Sync + fmt::Debug {
-    /// Opens the probe.
-    async fn open(&self) -> crate::error::Result<Option<Box<dyn KeyProbe>>>;
+    /// Reads the existing keys.
+    async fn load(
+        &self,
+        hasher: &KeyHasher,
+        filter: Option<KeyFilter>,
+    ) -> crate::error::Result<Fingerprints<()>>;
 }
 
 /// The fingerprints of the keys in the target, once loaded.
 pub(super) type LoadedKeys = Arc<Fingerprints<()>>;
-/// The source rows of the import whose keys the target holds (first
-/// occurrences), once the probe ran.
-pub(super) type MatchedRows = Arc<HashSet<u64>>;
 
 type Pending<T> = Shared<BoxFuture<'static, std::result::Result<T, AtlasError>>>;
 
 /// What a probe partition sends the stager.
 pub(super) enum Staged {
-    /// Source rows (UInt64) and their key columns.
-    Keys(RecordBatch),
-    /// A partition has sent all its keys.
+    /// Values of the probed key column (of keys first seen).
+    Values(ArrayRef),
+    /// A partition has sent all its values.
     Done,
 }
 
@@ -59,10 +53,11 @@ pub(super) enum Staged {
 pub(super) enum KeyFeed {
     /// The existing keys' fingerprints, loading or loaded.
     Preload(Pending<LoadedKeys>),
-    /// The stager of the import's keys, and the rows it will find.
+    /// The collector of the probed column's values, and the existing keys
+    /// it will find with them.
     Probe {
         stage: mpsc::Sender<Staged>,
-        matched: Pending<MatchedRows>,
+        matched: Pending<LoadedKeys>,
     },
 }
 
@@ -70,7 +65,13 @@ enum Source {
     /// No keys to read (a new table, or no row-level check).
     Nothing,
     Preload(Arc<dyn ExistingKeyLoader>),
-    Probe(Arc<dyn KeyProbeOpener>),
+    /// The keys matching the import's values of key column `column` (an
+    /// index among the key columns, named `name` in the table).
+    Probe {
+        loader: Arc<dyn ExistingKeyLoader>,
+        column: usize,
+        name: String,
+    },
 }
 
 /// The keys already in the target, shared by all partitions of the check.
@@ -116,13 +117,25 @@ impl ExistingKeys {
         Self::with_source(description.into(), Source::Preload(loader), hasher)
     }
 
-    /// The probe strategy: the import's keys matched by the database.
+    /// The probe strategy: only the keys of the rows whose key column
+    /// `column` (its index among the key columns, `name` in the table)
+    /// holds one of the import's values, read by `loader` at the end.
     pub fn probe(
         description: impl Into<String>,
-        opener: Arc<dyn KeyProbeOpener>,
+        loader: Arc<dyn ExistingKeyLoader>,
+        column: usize,
+        name: impl Into<String>,
         hasher: KeyHasher,
     ) -> Self {
-        Self::with_source(description.into(), Source::Probe(opener), hasher)
+        Self::with_source(
+            description.into(),
+            Source::Probe {
+                loader,
+                column,
+                name: name.into(),
+            },
+            hasher,
+        )
     }
 
     /// No existing keys (no row-level check).
@@ -140,9 +153,13 @@ impl ExistingKeys {
         &self.hasher
     }
 
-    /// Whether the database matches the keys (the probe strategy).
-    pub fn probes(&self) -> bool {
-        matches!(self.source, Source::Probe(_))
+    /// The key column (its index among the key columns) whose values the
+    /// probe strategy collects, if it is the strategy.
+    pub fn probed_column(&self) -> Option<usize> {
+        match &self.source {
+            Source::Probe { column, .. } => Some(*column),
+            _ => None,
+        }
     }
 
     /// The feed of the keys, started on the first call; `partitions` is the
@@ -151,15 +168,18 @@ impl ExistingKeys {
         self.feed
             .get_or_init(|| match &self.source {
                 Source::Nothing => KeyFeed::Preload(ready(Ok(Arc::new(Fingerprints::new())))),
-                Source::Preload(loader) => KeyFeed::Preload(self.start_preload(loader, pool)),
-                Source::Probe(opener) => self.start_probe(opener, partitions),
+                Source::Preload(loader) => KeyFeed::Preload(self.start_load(loader, None, pool)),
+                Source::Probe { loader, name, .. } => {
+                    self.start_probe(loader, name, pool, partitions)
+                }
             })
             .clone()
     }
 
-    fn start_preload(
+    fn start_load(
         &self,
         loader: &Arc<dyn ExistingKeyLoader>,
+        filter: Option<Pending<Option<KeyFilter>>>,
         pool: &Arc<dyn MemoryPool>,
     ) -> Pending<LoadedKeys> {
         let loader = Arc::clone(loader);
@@ -168,7 +188,15 @@ impl ExistingKeys {
         let pool = Arc::clone(pool);
         let reservation = Arc::clone(&self.reservation);
         spawn_shared(async move {
-            let set = loader.load(&hasher).await?;
+            let filter = match filter {
+                Some(filter) => match filter.await? {
+                    Some(filter) => Some(filter),
+                    // The import has no keys: nothing to read.
+                    None => return Ok(Arc::new(Fingerprints::new())),
+                },
+                None => None,
+            };
+            let set = loader.load(&hasher, filter).await?;
             let held = MemoryConsumer::new("DuplicateCheckExec[existing keys]").register(&pool);
             held.try_grow(set.memory_size()).map_err(|e| {
                 AtlasError::ResourcesExhausted(format!(
@@ -182,31 +210,42 @@ impl ExistingKeys {
         })
     }
 
-    fn start_probe(&self, opener: &Arc<dyn KeyProbeOpener>, partitions: usize) -> KeyFeed {
+    fn start_probe(
+        &self,
+        loader: &Arc<dyn ExistingKeyLoader>,
+        column: &str,
+        pool: &Arc<dyn MemoryPool>,
+        partitions: usize,
+    ) -> KeyFeed {
         let (stage, mut staged) = mpsc::channel::<Staged>(STAGE_QUEUE);
-        let opener = Arc::clone(opener);
-        let matched = spawn_shared(async move {
-            let mut probe = opener.open().await?;
+        let column = column.to_string();
+        // The values, collected until every partition said it is done (or
+        // all are gone).
+        let filter = spawn_shared(async move {
+            let mut values: Vec<ArrayRef> = Vec::new();
+            let mut nulls = false;
             let mut done = 0;
-            // Until every partition said it is done (or all are gone).
             while done < partitions {
                 match staged.recv().await {
-                    Some(Staged::Keys(keys)) => {
-                        if let Some(probe) = probe.as_mut() {
-                            probe.stage(keys).await?;
-                        }
+                    Some(Staged::Values(array)) => {
+                        nulls |= array.null_count() > 0;
+                        values.push(array);
                     }
                     Some(Staged::Done) => done += 1,
                     None => break,
                 }
             }
-            let rows = match probe {
-                Some(probe) => probe.matches().await?,
-                None => Vec::new(),
-            };
-            Ok(Arc::new(rows.into_iter().collect::<HashSet<u64>>()))
+            let any = nulls || values.iter().any(|a| !a.is_empty());
+            Ok(any.then_some(KeyFilter {
+                column,
+                values,
+                nulls,
+            }))
         });
-        KeyFeed::Probe { stage, matched }
+        KeyFeed::Probe {
+            stage,
+            matched: self.start_load(loader, Some(filter), pool),
+        }
     }
 }
 
@@ -233,21 +272,4 @@ fn spawn_shared<T: Clone + Send + Sync + 'static>(
     }
     .boxed()
     .shared()
-}
-
-/// Whether a key exists, given what was learnt of the existing keys: its
-/// fingerprint (preload) or the row of its first occurrence (probe).
-pub(super) enum Known {
-    Fingerprints(LoadedKeys),
-    Rows(MatchedRows),
-}
-
-impl Known {
-    #[inline]
-    pub(super) fn exists(&self, fingerprint: Fingerprint, first_row: u64) -> bool {
-        match self {
-            Known::Fingerprints(keys) => keys.contains(fingerprint),
-            Known::Rows(rows) => rows.contains(&first_row),
-        }
-    }
 }

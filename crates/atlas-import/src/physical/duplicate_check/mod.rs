@@ -4,7 +4,7 @@
 mod existing;
 mod stream;
 
-pub use existing::{ExistingKeyLoader, ExistingKeys, KeyProbeOpener};
+pub use existing::{ExistingKeyLoader, ExistingKeys};
 
 use std::fmt;
 use std::sync::Arc;
@@ -279,7 +279,7 @@ impl ExecutionPlan for DuplicateCheckExec {
         let check = PartitionCheck::new(
             self.key_columns.clone(),
             self.existing.hasher().clone(),
-            self.existing.probes(),
+            self.existing.probed_column().map(|i| self.key_columns[i]),
             self.on_duplicate,
             self.report_duplicates.then(|| Arc::clone(&schema)),
             Arc::clone(&schema),

@@ -6,16 +6,18 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch, StringArray, UInt32Array};
-use datafusion::arrow::compute::{filter_record_batch, take_record_batch};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
+use datafusion::arrow::array::{
+    ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, UInt32Array,
+};
+use datafusion::arrow::compute::{filter_record_batch, take};
+use datafusion::arrow::datatypes::{SchemaRef, UInt64Type};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::memory_pool::MemoryReservation;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::metrics::{BaselineMetrics, Count};
 use futures::{FutureExt, StreamExt};
 
-use super::existing::{KeyFeed, Known, Staged};
+use super::existing::{KeyFeed, LoadedKeys, Staged};
 use crate::error::AtlasError;
 use crate::key::{EncodedKeys, Fingerprint, Fingerprints, KeyEncoder, KeyHasher};
 use crate::options::OnDuplicate;
@@ -61,7 +63,7 @@ impl CheckStream {
                         && self.check.needs_verdicts()
                     {
                         match loading.clone().await {
-                            Ok(keys) => self.check.known = Some(Known::Fingerprints(keys)),
+                            Ok(keys) => self.check.known = Some(keys),
                             Err(e) => return self.fail(e.into()),
                         }
                     }
@@ -75,9 +77,9 @@ impl CheckStream {
                             Ok(checked) => checked,
                             Err(e) => return self.fail(e),
                         };
-                        if let (Some(keys), KeyFeed::Probe { stage, matched }) =
+                        if let (Some(values), KeyFeed::Probe { stage, matched }) =
                             (staged, &self.feed)
-                            && stage.send(Staged::Keys(keys)).await.is_err()
+                            && stage.send(Staged::Values(values)).await.is_err()
                         {
                             // The stager stopped: its error says why.
                             let error = match matched.clone().await {
@@ -97,10 +99,10 @@ impl CheckStream {
                     // Always awaited: a failed load fails the import even when
                     // every row was decided before it failed.
                     let known = match &self.feed {
-                        KeyFeed::Preload(loading) => loading.clone().await.map(Known::Fingerprints),
+                        KeyFeed::Preload(loading) => loading.clone().await,
                         KeyFeed::Probe { stage, matched } => {
                             let _ = stage.send(Staged::Done).await;
-                            matched.clone().await.map(Known::Rows)
+                            matched.clone().await
                         }
                     };
                     match known {
@@ -132,7 +134,7 @@ impl CheckStream {
         }
         if let KeyFeed::Preload(loading) = &self.feed {
             match loading.clone().now_or_never() {
-                Some(Ok(keys)) => self.check.known = Some(Known::Fingerprints(keys)),
+                Some(Ok(keys)) => self.check.known = Some(keys),
                 Some(Err(e)) => return Err(e.into()),
                 None => {}
             }
@@ -172,11 +174,12 @@ pub(super) struct PartitionCheck {
     pub(super) hasher: KeyHasher,
     pub(super) keys: EncodedKeys,
     pub(super) fingerprints: Vec<Fingerprint>,
-    /// What is known of the existing keys (preload: once loaded; probe: at
-    /// the end).
-    pub(super) known: Option<Known>,
-    /// Whether the database matches the keys: first occurrences are staged.
-    pub(super) probe: bool,
+    /// The existing keys, once known (preload: once loaded; probe: at the
+    /// end).
+    pub(super) known: Option<LoadedKeys>,
+    /// The probe strategy's column (its place in the batch): the values of
+    /// first occurrences are sent to the collector.
+    pub(super) probed: Option<usize>,
     /// Keys of the import seen in this partition, with their first source row.
     pub(super) seen: Fingerprints<u64>,
     /// The last row that went on before the existing keys were known (`ON
@@ -213,7 +216,7 @@ impl PartitionCheck {
     pub(super) fn new(
         key_columns: Vec<usize>,
         hasher: KeyHasher,
-        probe: bool,
+        probed: Option<usize>,
         on_duplicate: OnDuplicate,
         report_duplicates: Option<SchemaRef>,
         schema: SchemaRef,
@@ -231,7 +234,7 @@ impl PartitionCheck {
             keys: EncodedKeys::default(),
             fingerprints: Vec::new(),
             known: None,
-            probe,
+            probed,
             seen: Fingerprints::new(),
             pending_until: 0,
             repeats: Vec::new(),
@@ -261,8 +264,8 @@ impl PartitionCheck {
             || matches!(self.on_duplicate, OnDuplicate::Skip | OnDuplicate::Update)
     }
 
-    /// Checks a batch: the rows that go on, and (probe) the keys to stage.
-    fn check(&mut self, batch: RecordBatch) -> Result<(RecordBatch, Option<RecordBatch>)> {
+    /// Checks a batch: the rows that go on, and (probe) the values to send.
+    fn check(&mut self, batch: RecordBatch) -> Result<(RecordBatch, Option<ArrayRef>)> {
         if self.on_duplicate == OnDuplicate::Allow && self.report_duplicates.is_none() {
             // No row-level check: every row goes on.
             self.import_metrics
@@ -297,7 +300,7 @@ impl PartitionCheck {
                 let mut found: Vec<Found> = Vec::new();
                 for (i, &row) in rows.values().iter().enumerate() {
                     let fingerprint = self.fingerprints[i];
-                    if known.exists(fingerprint, row) {
+                    if known.contains(fingerprint) {
                         found.push((i, row, DuplicateKind::Existing));
                         keep.push(false);
                     } else if let Some(first_row) = self.seen.insert(fingerprint, row) {
@@ -349,10 +352,13 @@ impl PartitionCheck {
             }
         };
         self.account()?;
-        let staged = if self.probe && !to_stage.is_empty() {
-            Some(self.staged(&batch, &rows, to_stage)?)
-        } else {
-            None
+        let staged = match self.probed {
+            Some(column) if !to_stage.is_empty() => Some(take(
+                batch.column(column).as_ref(),
+                &UInt32Array::from(to_stage),
+                None,
+            )?),
+            _ => None,
         };
         self.import_metrics
             .rows_checked
@@ -363,26 +369,6 @@ impl PartitionCheck {
         timer.done();
         self.baseline.record_output(out.num_rows());
         Ok((out, staged))
-    }
-
-    /// The source rows and key columns of rows `indices` of `batch`, for the
-    /// probe's stage.
-    fn staged(
-        &self,
-        batch: &RecordBatch,
-        rows: &datafusion::arrow::array::UInt64Array,
-        indices: Vec<u32>,
-    ) -> Result<RecordBatch> {
-        let keys = batch.project(self.encoder.columns())?;
-        let mut fields = vec![Field::new("__atlas_row", DataType::UInt64, false)];
-        fields.extend(keys.schema().fields().iter().map(|f| f.as_ref().clone()));
-        let mut columns = vec![Arc::new(rows.clone()) as _];
-        columns.extend(keys.columns().iter().cloned());
-        let all = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
-        if indices.len() == batch.num_rows() {
-            return Ok(all);
-        }
-        Ok(take_record_batch(&all, &UInt32Array::from(indices))?)
     }
 
     /// The rows of `batch` that go on under the policy, given the duplicates
@@ -460,18 +446,18 @@ impl PartitionCheck {
     /// key exists is a duplicate of an existing row (even when it also
     /// repeated a row of the file); the other repeats are duplicates inside
     /// the file. Returns the batches held for their verdicts, checked.
-    fn resolve(&mut self, known: &Known) -> Result<Vec<RecordBatch>> {
+    fn resolve(&mut self, known: &LoadedKeys) -> Result<Vec<RecordBatch>> {
         if self.pending_until > 0 {
             let mut found: Vec<(u64, DuplicateKind)> = Vec::new();
             // First occurrences: every key of the import is in `seen` with
             // its first row; those of the pending rows are checked now.
             for (fingerprint, first_row) in self.seen.iter() {
-                if first_row <= self.pending_until && known.exists(fingerprint, first_row) {
+                if first_row <= self.pending_until && known.contains(fingerprint) {
                     found.push((first_row, DuplicateKind::Existing));
                 }
             }
             for repeat in std::mem::take(&mut self.repeats) {
-                found.push(if known.exists(repeat.fingerprint, repeat.first_row) {
+                found.push(if known.contains(repeat.fingerprint) {
                     (repeat.row, DuplicateKind::Existing)
                 } else {
                     (repeat.row, in_file(repeat.first_row))
@@ -498,11 +484,8 @@ impl PartitionCheck {
             for (i, &(fingerprint, first_row)) in held.rows.iter().enumerate() {
                 let row = rows.value(i);
                 let kind = match first_row {
-                    None if known.exists(fingerprint, row) => Some(DuplicateKind::Existing),
+                    _ if known.contains(fingerprint) => Some(DuplicateKind::Existing),
                     None => None,
-                    Some(first) if known.exists(fingerprint, first) => {
-                        Some(DuplicateKind::Existing)
-                    }
                     Some(first) => Some(in_file(first)),
                 };
                 keep.push(kind.is_none());
