@@ -8,6 +8,7 @@ mod contract;
 mod formats;
 mod fuzz_regressions;
 mod lossless;
+mod mysql_paths;
 mod names;
 mod plans;
 mod reliability;

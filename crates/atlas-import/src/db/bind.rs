@@ -1,5 +1,5 @@
-//! Arrow columns prepared for binding as statement parameters, for the
-//! databases whose chunks go in as multi-row INSERTs (SQLite, MySQL/MariaDB).
+//! Arrow columns prepared for binding as statement parameters (SQLite's
+//! prepared INSERT, MySQL/MariaDB's INSERTs) or for MySQL's `LOAD DATA` text.
 
 use std::sync::Arc;
 
@@ -8,8 +8,6 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
     DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType,
 };
-use sqlx::query::Query;
-use sqlx::{Encode, Type};
 
 use crate::error::{AtlasError, Result};
 use crate::names::TableRef;
@@ -43,8 +41,9 @@ impl BindColumn {
             | DataType::Int64
             | DataType::UInt8
             | DataType::UInt16
-            | DataType::UInt32
-            | DataType::UInt64 => BindColumn::Integer(to(&DataType::Int64)?),
+            | DataType::UInt32 => BindColumn::Integer(to(&DataType::Int64)?),
+            // Beyond i64::MAX an Int64 cast would make it NULL: exact text.
+            DataType::UInt64 => BindColumn::Text(to(&DataType::Utf8)?),
             DataType::Float16 | DataType::Float32 | DataType::Float64 => {
                 BindColumn::Real(to(&DataType::Float64)?)
             }
@@ -64,41 +63,6 @@ impl BindColumn {
         })
     }
 
-    /// Binds the value of `row` as the next parameter of `query`.
-    pub(crate) fn bind<'q, DB>(
-        &'q self,
-        query: Query<'q, DB, <DB as sqlx::Database>::Arguments>,
-        row: usize,
-    ) -> Query<'q, DB, <DB as sqlx::Database>::Arguments>
-    where
-        DB: sqlx::Database,
-        for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
-        for<'t> Option<f64>: Encode<'t, DB> + Type<DB>,
-        Option<&'q str>: Encode<'q, DB> + Type<DB>,
-        Option<&'q [u8]>: Encode<'q, DB> + Type<DB>,
-    {
-        match self {
-            BindColumn::Integer(a) => {
-                let a = a.as_primitive::<Int64Type>();
-                query.bind(a.is_valid(row).then(|| a.value(row)))
-            }
-            BindColumn::Real(a) => {
-                let a = a.as_primitive::<Float64Type>();
-                query.bind(a.is_valid(row).then(|| a.value(row)))
-            }
-            BindColumn::Text(a) => {
-                let a = a.as_string::<i32>();
-                query.bind(a.is_valid(row).then(|| a.value(row)))
-            }
-            BindColumn::Blob(a) => {
-                let a = a.as_binary::<i32>();
-                query.bind(a.is_valid(row).then(|| a.value(row)))
-            }
-        }
-    }
-}
-
-impl BindColumn {
     /// Binds the value of `row` as parameter `index` (1-based) of a
     /// prepared SQLite statement.
     pub(crate) fn bind_sqlite(
@@ -252,62 +216,6 @@ pub(crate) fn insert_sql(
     );
     sql.push_str(&vec![placeholders; rows].join(", "));
     sql
-}
-
-/// Writes the batches of `chunk` into `table` as multi-row INSERTs of at most
-/// `rows_per_statement(batch)` rows each; returns the rows written.
-pub(crate) async fn insert_chunk<DB>(
-    conn: &mut DB::Connection,
-    table: &TableRef,
-    columns: &[crate::schema::TargetColumn],
-    chunk: &mut super::ChunkStream<'_>,
-    decimals: DecimalBinding,
-    rows_per_statement: impl Fn(&datafusion::arrow::array::RecordBatch) -> usize,
-) -> Result<u64>
-where
-    DB: sqlx::Database,
-    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-    for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
-    for<'t> Option<f64>: Encode<'t, DB> + Type<DB>,
-    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<&'q [u8]>: Encode<'q, DB> + Type<DB>,
-    for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
-{
-    use futures::StreamExt;
-    let mut written = 0u64;
-    while let Some(batch) = chunk.next().await {
-        let batch = batch?;
-        let per_statement = rows_per_statement(&batch).max(1);
-        let full_sql = insert_sql(table, columns, per_statement);
-        let prepared = batch
-            .columns()
-            .iter()
-            .map(|a| BindColumn::prepare(a, decimals))
-            .collect::<Result<Vec<_>>>()?;
-        let mut start = 0;
-        while start < batch.num_rows() {
-            let n = per_statement.min(batch.num_rows() - start);
-            let sql = if n == per_statement {
-                full_sql.clone()
-            } else {
-                insert_sql(table, columns, n)
-            };
-            let mut query = sqlx::query::<DB>(sqlx::AssertSqlSafe(sql));
-            for row in start..start + n {
-                for column in &prepared {
-                    query = column.bind(query, row);
-                }
-            }
-            query
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| AtlasError::database(format!("inserting into '{table}'"), e))?;
-            // A plain INSERT either writes every row or fails.
-            written += n as u64;
-            start += n;
-        }
-    }
-    Ok(written)
 }
 
 #[cfg(test)]

@@ -176,6 +176,16 @@ pub(crate) async fn acquire<DB: sqlx::Database>(
         .map_err(|e| AtlasError::database("connecting", e))
 }
 
+/// Whether a file was imported into a table: binds the file's hash and the
+/// table's key.
+pub(crate) fn file_imported_sql(kind: DbKind) -> String {
+    format!(
+        "SELECT 1 FROM file_imports WHERE file_hash = {} AND table_name = {}",
+        placeholder(kind, 1),
+        placeholder(kind, 2)
+    )
+}
+
 /// Whether `file_hash` was already imported into `table`, read on `conn`.
 pub(crate) async fn file_imported<DB>(
     conn: &mut DB::Connection,
@@ -189,13 +199,8 @@ where
     for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
 {
-    let sql = format!(
-        "SELECT 1 FROM file_imports WHERE file_hash = {} AND table_name = {}",
-        placeholder(kind, 1),
-        placeholder(kind, 2)
-    );
     let key = table.key();
-    let found = sqlx::query::<DB>(sqlx::AssertSqlSafe(sql))
+    let found = sqlx::query::<DB>(sqlx::AssertSqlSafe(file_imported_sql(kind)))
         .bind(file_hash)
         .bind(key.as_str())
         .fetch_optional(&mut *conn)
@@ -230,8 +235,52 @@ pub(crate) fn create_import_history_sql(identity: &str, timestamp: &str, count: 
     )
 }
 
-/// Writes an `import_history` row on `conn` (one statement for every driver;
-/// only the placeholders differ).
+/// The `INSERT` of an `import_history` row; binds [`HistoryEntry::values`].
+pub(crate) fn insert_history_sql(kind: DbKind) -> String {
+    let placeholders = (1..=15)
+        .map(|i| placeholder(kind, i))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "INSERT INTO import_history (started_at, finished_at, source, table_name, key_columns,
+         on_duplicate, status, rows_read, inserted, updated, skipped, duplicates, rejected,
+         file_hash, error) VALUES ({placeholders})"
+    )
+}
+
+/// A value of an `import_history` row, as every driver binds it.
+pub(crate) enum HistoryValue<'a> {
+    Time(chrono::NaiveDateTime),
+    Text(Option<&'a str>),
+    Count(i64),
+}
+
+impl HistoryEntry {
+    /// The values of [`insert_history_sql`], in its order.
+    pub(crate) fn values(&self) -> [HistoryValue<'_>; 15] {
+        use HistoryValue::{Count, Text, Time};
+        let count = |n: u64| Count(i64::try_from(n).unwrap_or(i64::MAX));
+        [
+            Time(self.started_at.naive_utc()),
+            Time(self.finished_at.naive_utc()),
+            Text(Some(&self.source)),
+            Text(Some(&self.table_name)),
+            Text(Some(&self.key_columns)),
+            Text(Some(&self.on_duplicate)),
+            Text(Some(&self.status)),
+            count(self.rows_read),
+            count(self.inserted),
+            count(self.updated),
+            count(self.skipped),
+            count(self.duplicates),
+            count(self.rejected),
+            Text(self.file_hash.as_deref()),
+            Text(self.error.as_deref()),
+        ]
+    }
+}
+
+/// Writes an `import_history` row on `conn`.
 pub(crate) async fn insert_history<DB>(
     conn: &mut DB::Connection,
     kind: DbKind,
@@ -242,36 +291,18 @@ where
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
     for<'q> chrono::NaiveDateTime: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
 {
-    let placeholders = (1..=15)
-        .map(|i| placeholder(kind, i))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!(
-        "INSERT INTO import_history (started_at, finished_at, source, table_name, key_columns,
-         on_duplicate, status, rows_read, inserted, updated, skipped, duplicates, rejected,
-         file_hash, error) VALUES ({placeholders})"
-    );
-    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    sqlx::query::<DB>(sqlx::AssertSqlSafe(sql))
-        .bind(entry.started_at.naive_utc())
-        .bind(entry.finished_at.naive_utc())
-        .bind(entry.source.as_str())
-        .bind(entry.table_name.as_str())
-        .bind(entry.key_columns.as_str())
-        .bind(entry.on_duplicate.as_str())
-        .bind(entry.status.as_str())
-        .bind(count(entry.rows_read))
-        .bind(count(entry.inserted))
-        .bind(count(entry.updated))
-        .bind(count(entry.skipped))
-        .bind(count(entry.duplicates))
-        .bind(count(entry.rejected))
-        .bind(entry.file_hash.as_deref())
-        .bind(entry.error.as_deref())
+    let mut query = sqlx::query::<DB>(sqlx::AssertSqlSafe(insert_history_sql(kind)));
+    for value in entry.values() {
+        query = match value {
+            HistoryValue::Time(t) => query.bind(t),
+            HistoryValue::Text(t) => query.bind(t),
+            HistoryValue::Count(n) => query.bind(n),
+        };
+    }
+    query
         .execute(&mut *conn)
         .await
         .map_err(|e| AtlasError::database("recording the import in import_history", e))?;
@@ -634,29 +665,15 @@ impl TextBatcher {
         }
     }
 
-    /// Appends one database row of text values; emits a batch when full. The
-    /// outer error is the driver's (decoding), the inner one the callback's.
-    pub(crate) fn push_row<R>(
+    /// Appends one database row of text values; emits a batch when full.
+    pub(crate) fn push_row<'v>(
         &mut self,
-        row: &R,
-        on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
-    ) -> std::result::Result<Result<()>, sqlx::Error>
-    where
-        R: sqlx::Row,
-        usize: sqlx::ColumnIndex<R>,
-        for<'r> Option<&'r str>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    {
-        for (i, builder) in self.builders.iter_mut().enumerate() {
-            builder.append_option(row.try_get::<Option<&str>, _>(i)?);
-        }
-        Ok(self.end_row(on_batch))
-    }
-
-    /// Ends a row whose values were appended with [`TextBatcher::column`].
-    pub(crate) fn end_row(
-        &mut self,
+        values: impl IntoIterator<Item = Option<&'v str>>,
         on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
     ) -> Result<()> {
+        for (builder, value) in self.builders.iter_mut().zip(values) {
+            builder.append_option(value);
+        }
         self.rows += 1;
         self.total += 1;
         if self.rows >= self.batch_rows {

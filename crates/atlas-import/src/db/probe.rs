@@ -8,7 +8,7 @@
 //! case-insensitive collation that lets more through is harmless).
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
-use datafusion::arrow::datatypes::{DataType, Date32Type, Int64Type, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Date32Type, TimeUnit};
 
 use super::{DbKind, quote_ident};
 
@@ -102,12 +102,11 @@ fn literal(kind: DbKind, array: &ArrayRef, i: usize) -> String {
             }
         }
         _ => {
-            // Integers of any width.
-            let value = datafusion::arrow::compute::cast(&array.slice(i, 1), &DataType::Int64)
+            // Integers of any width (UInt64 beyond i64 too), as decimal text.
+            datafusion::arrow::compute::cast(&array.slice(i, 1), &DataType::Utf8)
                 .ok()
-                .map(|a| a.as_primitive::<Int64Type>().value(0))
-                .unwrap_or(0);
-            value.to_string()
+                .map(|a| a.as_string::<i32>().value(0).to_string())
+                .unwrap_or_else(|| "NULL".to_string())
         }
     }
 }
@@ -129,7 +128,7 @@ fn quote_text(kind: DbKind, text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{Int32Array, StringArray};
+    use datafusion::arrow::array::{Int32Array, StringArray, UInt64Array};
     use std::sync::Arc;
 
     #[test]
@@ -158,6 +157,15 @@ mod tests {
             nulls: false,
         };
         assert_eq!(ints.condition(DbKind::Sqlite), "\"n\" IN (1,3)");
+        let unsigned = KeyFilter {
+            column: "n".into(),
+            values: vec![Arc::new(UInt64Array::from(vec![u64::MAX]))],
+            nulls: false,
+        };
+        assert_eq!(
+            unsigned.condition(DbKind::MySql),
+            "\"n\" IN (18446744073709551615)"
+        );
         let none = KeyFilter {
             column: "n".into(),
             values: vec![],

@@ -1,6 +1,6 @@
-//! MySQL and MariaDB: a named lock (`GET_LOCK`) serializes imports into a
-//! table; chunks go in as multi-row INSERTs within the placeholder and packet
-//! limits, inside one InnoDB transaction.
+//! MySQL and MariaDB, through mysql_async: a named lock (`GET_LOCK`)
+//! serializes imports into a table; rows go in by `LOAD DATA LOCAL INFILE`
+//! fed from memory (see [`write`]), inside one InnoDB transaction.
 //!
 //! Two MySQL facts shape this adapter:
 //! - DDL commits implicitly. A table the import creates is therefore created
@@ -11,50 +11,41 @@
 //!   the lock.
 //!
 //! Every connection runs with `ANSI_QUOTES` (identifiers are quoted with `"`
-//! as everywhere else) and `time_zone = '+00:00'`.
+//! as everywhere else), backslash escapes in strings, and
+//! `time_zone = '+00:00'`.
 
-use std::str::FromStr;
+mod connect;
+mod write;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
-use futures::TryStreamExt;
-use futures::future::BoxFuture;
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
-use sqlx::{AssertSqlSafe, Connection, Executor, MySql, MySqlConnection, Row};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, Params, Pool, PoolConstraints, PoolOpts, Row, Value};
 
-use super::bind::{DecimalBinding, insert_chunk};
 use super::{
-    ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, KeyFilter,
-    TableStats, TextBatcher, create_table_sql, mask_password, quote_ident,
+    ChunkStream, Database, DbKind, FileRecord, HistoryEntry, HistoryValue, ImportTransaction,
+    KeyFilter, TableStats, TextBatcher, create_table_sql, file_imported_sql, insert_history_sql,
+    mask_password, quote_ident,
 };
 use crate::error::{AtlasError, Result};
 use crate::names::TableRef;
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
 
-/// MySQL's limit on placeholders per prepared statement.
-const MAX_BIND_PARAMETERS: usize = 65_535;
-/// Rows per INSERT statement at most.
-const MAX_ROWS_PER_STATEMENT: usize = 2_000;
 /// Seconds an import waits for another import of the same table.
 const LOCK_TIMEOUT_SECONDS: i64 = 300;
-
-/// Session settings of every connection.
-const SESSION_SETUP: &str =
-    "SET SESSION sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES'), time_zone = '+00:00'";
-
-fn setup(conn: &mut MySqlConnection) -> BoxFuture<'_, std::result::Result<(), sqlx::Error>> {
-    Box::pin(async move {
-        conn.execute(SESSION_SETUP).await?;
-        Ok(())
-    })
-}
+/// Connections of the pool (catalog reads, key scans) at most.
+const POOL_CONNECTIONS: usize = 4;
 
 /// A MySQL or MariaDB database.
 #[derive(Debug)]
 pub struct MySqlDatabase {
-    pool: MySqlPool,
-    options: MySqlConnectOptions,
+    pool: Pool,
+    /// The options the first connection settled (TLS or not).
+    opts: Opts,
+    /// Whether rows may go in by `LOAD DATA LOCAL INFILE` (the URL's
+    /// `local-infile`, default true; the server is asked per import).
+    local_infile: bool,
     url: String,
     /// The database of the URL: where unqualified names live.
     default_schema: Option<String>,
@@ -65,30 +56,35 @@ impl MySqlDatabase {
     pub async fn connect(url: &str) -> Result<Self> {
         let masked = mask_password(url);
         let normalized = url.replacen("mariadb://", "mysql://", 1);
-        let options = MySqlConnectOptions::from_str(&normalized)
-            .map_err(|e| AtlasError::Usage(format!("invalid MySQL URL '{masked}': {e}")))?;
+        let options = connect::UrlOptions::parse(&normalized, &masked)?;
+        let connect_error = |e| AtlasError::database(format!("connecting to {masked}"), e);
         // One direct connection first, so a refused login is reported as such.
-        let probe = MySqlConnection::connect_with(&options)
+        let (mut conn, opts) = options.connect().await.map_err(connect_error)?;
+        let default_schema: Option<String> = conn
+            .query_first("SELECT CAST(DATABASE() AS CHAR)")
             .await
-            .map_err(|e| AtlasError::database(format!("connecting to {masked}"), e))?;
-        probe.close().await.ok();
-        let pool = MySqlPoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(std::time::Duration::from_secs(5))
-            .after_connect(|conn, _| setup(conn))
-            .connect_with(options.clone())
-            .await
-            .map_err(|e| AtlasError::database(format!("connecting to {masked}"), e))?;
-        let default_schema: Option<String> = sqlx::query_scalar("SELECT CAST(DATABASE() AS CHAR)")
-            .fetch_one(&pool)
-            .await
-            .map_err(|e| AtlasError::database(format!("connecting to {masked}"), e))?;
+            .map_err(connect_error)?
+            .flatten();
+        conn.disconnect().await.ok();
+        let constraints = PoolConstraints::new(0, POOL_CONNECTIONS).expect("0 <= POOL_CONNECTIONS");
+        let pool = Pool::new(
+            mysql_async::OptsBuilder::from_opts(opts.clone())
+                .pool_opts(PoolOpts::default().with_constraints(constraints)),
+        );
         Ok(Self {
             pool,
-            options,
+            opts,
+            local_infile: options.local_infile,
             url: masked,
             default_schema,
         })
+    }
+
+    async fn conn(&self) -> Result<Conn> {
+        self.pool
+            .get_conn()
+            .await
+            .map_err(|e| AtlasError::database("connecting", e))
     }
 }
 
@@ -145,52 +141,58 @@ fn data_type_for(data_type: &str, column_type: &str, precision: i64, scale: i64)
     }
 }
 
-async fn describe(conn: &mut MySqlConnection, table: &TableRef) -> Result<Option<TargetTable>> {
+/// The schema and name of `table` as statement parameters (no schema: the
+/// connection's database).
+fn table_params(table: &TableRef) -> Params {
+    Params::Positional(vec![
+        table.schema.as_deref().map_or(Value::NULL, Value::from),
+        Value::from(table.name.as_str()),
+    ])
+}
+
+async fn describe(conn: &mut Conn, table: &TableRef) -> Result<Option<TargetTable>> {
+    type ColumnRow = (String, String, String, i64, i64, i64, i64, i64);
     // information_schema columns come back as binary strings on some servers:
     // cast everything to what the driver decodes.
-    let rows = sqlx::query(
-        "SELECT CAST(column_name AS CHAR), CAST(data_type AS CHAR), CAST(column_type AS CHAR),
-                CAST(is_nullable = 'YES' AS SIGNED),
-                CAST((column_default IS NOT NULL AND UPPER(column_default) <> 'NULL')
-                     OR extra LIKE '%auto_increment%' OR extra LIKE '%GENERATED%' AS SIGNED),
-                CAST(COALESCE(numeric_precision, 0) AS SIGNED),
-                CAST(COALESCE(numeric_scale, 0) AS SIGNED),
-                CAST(CASE WHEN data_type IN ('char', 'varchar')
-                     THEN character_maximum_length ELSE 0 END AS SIGNED)
-         FROM information_schema.columns
-         WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ?
-         ORDER BY ordinal_position",
-    )
-    .bind(table.schema.as_deref())
-    .bind(&table.name)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(|e| AtlasError::database(format!("reading the columns of '{table}'"), e))?;
+    let rows: Vec<ColumnRow> = conn
+        .exec(
+            "SELECT CAST(column_name AS CHAR), CAST(data_type AS CHAR), CAST(column_type AS CHAR),
+                    CAST(is_nullable = 'YES' AS SIGNED),
+                    CAST((column_default IS NOT NULL AND UPPER(column_default) <> 'NULL')
+                         OR extra LIKE '%auto_increment%' OR extra LIKE '%GENERATED%' AS SIGNED),
+                    CAST(COALESCE(numeric_precision, 0) AS SIGNED),
+                    CAST(COALESCE(numeric_scale, 0) AS SIGNED),
+                    CAST(CASE WHEN data_type IN ('char', 'varchar')
+                         THEN character_maximum_length ELSE 0 END AS SIGNED)
+             FROM information_schema.columns
+             WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ?
+             ORDER BY ordinal_position",
+            table_params(table),
+        )
+        .await
+        .map_err(|e| AtlasError::database(format!("reading the columns of '{table}'"), e))?;
     if rows.is_empty() {
         return Ok(None);
     }
     let columns = rows
-        .iter()
-        .map(|row| {
-            let data_type: String = row.get(1);
-            let column_type: String = row.get(2);
-            let nullable: i64 = row.get(3);
-            let has_default: i64 = row.get(4);
-            let max_chars: i64 = row.get(7);
-            TargetColumn {
-                name: row.get(0),
-                data_type: data_type_for(
-                    &data_type.to_ascii_lowercase(),
-                    &column_type.to_ascii_lowercase(),
-                    row.get(5),
-                    row.get(6),
-                ),
-                sql_type: column_type,
-                nullable: nullable != 0,
-                has_default: has_default != 0,
-                max_chars: usize::try_from(max_chars).ok().filter(|&n| n > 0),
-            }
-        })
+        .into_iter()
+        .map(
+            |(name, data_type, column_type, nullable, has_default, precision, scale, max_chars)| {
+                TargetColumn {
+                    name,
+                    data_type: data_type_for(
+                        &data_type.to_ascii_lowercase(),
+                        &column_type.to_ascii_lowercase(),
+                        precision,
+                        scale,
+                    ),
+                    sql_type: column_type,
+                    nullable: nullable != 0,
+                    has_default: has_default != 0,
+                    max_chars: usize::try_from(max_chars).ok().filter(|&n| n > 0),
+                }
+            },
+        )
         .collect();
     Ok(Some(TargetTable {
         name: table.key(),
@@ -213,21 +215,36 @@ fn create_import_history() -> String {
         + " CHARACTER SET utf8mb4"
 }
 
-async fn insert_history(conn: &mut MySqlConnection, entry: &HistoryEntry) -> Result<()> {
-    super::insert_history::<sqlx::MySql>(conn, DbKind::MySql, entry).await
+async fn insert_history(conn: &mut Conn, entry: &HistoryEntry) -> Result<()> {
+    let values = entry
+        .values()
+        .into_iter()
+        .map(|value| match value {
+            HistoryValue::Time(t) => Value::from(t.format("%Y-%m-%d %H:%M:%S%.6f").to_string()),
+            HistoryValue::Text(t) => t.map_or(Value::NULL, Value::from),
+            HistoryValue::Count(n) => Value::Int(n),
+        })
+        .collect();
+    conn.exec_drop(
+        insert_history_sql(DbKind::MySql),
+        Params::Positional(values),
+    )
+    .await
+    .map_err(|e| AtlasError::database("recording the import in import_history", e))
 }
 
-async fn file_imported(
-    conn: &mut MySqlConnection,
-    file_hash: &str,
-    table: &TableRef,
-) -> Result<bool> {
-    super::file_imported::<sqlx::MySql>(conn, DbKind::MySql, file_hash, table).await
+async fn file_imported(conn: &mut Conn, file_hash: &str, table: &TableRef) -> Result<bool> {
+    let found: Option<i64> = conn
+        .exec_first(file_imported_sql(DbKind::MySql), (file_hash, table.key()))
+        .await
+        .map_err(|e| AtlasError::database("reading file_imports", e))?;
+    Ok(found.is_some())
 }
 
-/// Reads the key columns of `table` as text batches on `conn`.
+/// Reads the key columns of `table` as text batches on `conn` (the text
+/// protocol: values arrive as text, nothing to decode).
 async fn scan_keys(
-    conn: &mut MySqlConnection,
+    conn: &mut Conn,
     table: &TableRef,
     columns: &[TargetColumn],
     filter: Option<&KeyFilter>,
@@ -249,11 +266,20 @@ async fn scan_keys(
     );
     let scan_error = |e| AtlasError::database(format!("reading the keys of '{table}'"), e);
     let mut batcher = TextBatcher::new(columns, batch_rows);
-    let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&mut *conn);
-    while let Some(row) = rows.try_next().await.map_err(scan_error)? {
-        batcher.push_row(&row, on_batch).map_err(scan_error)??;
+    let mut result = conn.query_iter(sql).await.map_err(scan_error)?;
+    while let Some(row) = result.next().await.map_err(scan_error)? {
+        batcher.push_row(row_texts(&row, columns.len()), on_batch)?;
     }
+    result.drop_result().await.map_err(scan_error)?;
     batcher.flush(on_batch)
+}
+
+/// The values of a text-protocol row as text (`None` for NULL).
+fn row_texts(row: &Row, width: usize) -> impl Iterator<Item = Option<&str>> {
+    (0..width).map(move |i| match row.as_ref(i) {
+        Some(Value::Bytes(bytes)) => std::str::from_utf8(bytes).ok(),
+        _ => None,
+    })
 }
 
 #[async_trait]
@@ -271,17 +297,16 @@ impl Database for MySqlDatabase {
     }
 
     async fn describe_table(&self, table: &TableRef) -> Result<Option<TargetTable>> {
-        let mut conn = super::acquire(&self.pool).await?;
-        describe(&mut conn, table).await
+        describe(&mut self.conn().await?, table).await
     }
 
     async fn ensure_metadata(&self) -> Result<()> {
+        let mut conn = self.conn().await?;
         for (what, sql) in [
             ("creating file_imports", CREATE_FILE_IMPORTS.to_string()),
             ("creating import_history", create_import_history()),
         ] {
-            sqlx::query(AssertSqlSafe(sql))
-                .execute(&self.pool)
+            conn.query_drop(sql)
                 .await
                 .map_err(|e| AtlasError::database(what, e))?;
         }
@@ -289,13 +314,11 @@ impl Database for MySqlDatabase {
     }
 
     async fn file_imported(&self, file_hash: &str, table: &TableRef) -> Result<bool> {
-        let mut conn = super::acquire(&self.pool).await?;
-        file_imported(&mut conn, file_hash, table).await
+        file_imported(&mut self.conn().await?, file_hash, table).await
     }
 
     async fn record_history(&self, entry: &HistoryEntry) -> Result<()> {
-        let mut conn = super::acquire(&self.pool).await?;
-        insert_history(&mut conn, entry).await
+        insert_history(&mut self.conn().await?, entry).await
     }
 
     async fn scan_keys(
@@ -306,31 +329,31 @@ impl Database for MySqlDatabase {
         batch_rows: usize,
         on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
     ) -> Result<u64> {
-        let mut conn = super::acquire(&self.pool).await?;
+        let mut conn = self.conn().await?;
         scan_keys(&mut conn, table, columns, filter, batch_rows, on_batch).await
     }
 
     async fn table_stats(&self, table: &TableRef, key: &[TargetColumn]) -> Result<TableStats> {
-        let mut conn = super::acquire(&self.pool).await?;
+        let mut conn = self.conn().await?;
         let error = |e| AtlasError::database(format!("reading the statistics of '{table}'"), e);
-        let rows: Option<i64> = sqlx::query_scalar(
-            "SELECT CAST(COALESCE(table_rows, 0) AS SIGNED) FROM information_schema.tables
-             WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ?",
-        )
-        .bind(table.schema.as_deref())
-        .bind(&table.name)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(error)?;
-        let indexes: Vec<(String, String)> = sqlx::query_as(
-            "SELECT CAST(index_name AS CHAR), CAST(column_name AS CHAR) FROM information_schema.statistics
-             WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ? AND seq_in_index = 1",
-        )
-        .bind(table.schema.as_deref())
-        .bind(&table.name)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(error)?;
+        let rows: Option<i64> = conn
+            .exec_first(
+                "SELECT CAST(COALESCE(table_rows, 0) AS SIGNED) FROM information_schema.tables
+                 WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ?",
+                table_params(table),
+            )
+            .await
+            .map_err(error)?;
+        let indexes: Vec<(String, String)> = conn
+            .exec(
+                "SELECT CAST(index_name AS CHAR), CAST(column_name AS CHAR)
+                 FROM information_schema.statistics
+                 WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ?
+                   AND seq_in_index = 1",
+                table_params(table),
+            )
+            .await
+            .map_err(error)?;
         Ok(TableStats {
             rows: rows.unwrap_or(0).max(0) as u64,
             key_index: super::key_index(indexes, key),
@@ -355,25 +378,26 @@ impl Database for MySqlDatabase {
 
     async fn begin(&self) -> Result<Box<dyn ImportTransaction>> {
         let begin_error = |e| AtlasError::database("starting the import transaction", e);
-        let mut conn = MySqlConnection::connect_with(&self.options)
-            .await
-            .map_err(begin_error)?;
-        conn.execute(SESSION_SETUP).await.map_err(begin_error)?;
+        let mut conn = Conn::new(self.opts.clone()).await.map_err(begin_error)?;
         // Each statement sees what committed before it: the named lock, not the
         // snapshot, is what keeps other imports' rows out of the key scan.
-        conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
             .await
             .map_err(begin_error)?;
-        let max_packet: i64 = sqlx::query_scalar("SELECT CAST(@@max_allowed_packet AS SIGNED)")
-            .fetch_one(&mut conn)
+        let (max_packet, server_infile): (i64, i64) = conn
+            .query_first(
+                "SELECT CAST(@@max_allowed_packet AS SIGNED), CAST(@@local_infile AS SIGNED)",
+            )
             .await
-            .map_err(begin_error)?;
-        conn.execute("START TRANSACTION")
+            .map_err(begin_error)?
+            .unwrap_or((1 << 20, 0));
+        conn.query_drop("START TRANSACTION")
             .await
             .map_err(begin_error)?;
         Ok(Box::new(MySqlImport {
             conn,
             max_packet: usize::try_from(max_packet).unwrap_or(1 << 20),
+            local_infile: self.local_infile && server_infile != 0,
             lock: None,
             created: None,
         }))
@@ -382,9 +406,11 @@ impl Database for MySqlDatabase {
 
 /// The import transaction on MySQL/MariaDB, on a connection of its own.
 struct MySqlImport {
-    conn: MySqlConnection,
-    /// `max_allowed_packet`: a statement and its parameters must fit in it.
+    conn: Conn,
+    /// `max_allowed_packet`: an INSERT and its parameters must fit in it.
     max_packet: usize,
+    /// Whether rows go in by `LOAD DATA LOCAL INFILE` (else INSERTs).
+    local_infile: bool,
     /// The named lock held, released at the end.
     lock: Option<String>,
     /// A table this import created (and committed, as DDL does): dropped on rollback.
@@ -393,21 +419,24 @@ struct MySqlImport {
 
 impl MySqlImport {
     async fn simple(&mut self, sql: &str, what: &str) -> Result<()> {
-        sqlx::query(AssertSqlSafe(sql.to_string()))
-            .execute(&mut self.conn)
+        self.conn
+            .query_drop(sql)
             .await
-            .map_err(|e| AtlasError::database(what.to_string(), e))?;
-        Ok(())
+            .map_err(|e| AtlasError::database(what.to_string(), e))
     }
 
     async fn release_lock(&mut self) {
         if let Some(name) = self.lock.take() {
-            sqlx::query("SELECT RELEASE_LOCK(?)")
-                .bind(name)
-                .execute(&mut self.conn)
+            self.conn
+                .exec_drop("SELECT RELEASE_LOCK(?)", (name,))
                 .await
                 .ok();
         }
+    }
+
+    async fn close(mut self) {
+        self.release_lock().await;
+        self.conn.disconnect().await.ok();
     }
 }
 
@@ -418,11 +447,11 @@ impl ImportTransaction for MySqlImport {
     }
 
     async fn execute(&mut self, sql: String) -> Result<u64> {
-        let done = sqlx::query(AssertSqlSafe(sql))
-            .execute(&mut self.conn)
+        self.conn
+            .query_drop(sql)
             .await
             .map_err(|e| AtlasError::database("updating existing rows", e))?;
-        Ok(done.rows_affected())
+        Ok(self.conn.affected_rows())
     }
 
     async fn create_table(&mut self, table: &TableRef, columns: &[ColumnSpec]) -> Result<()> {
@@ -445,20 +474,23 @@ impl ImportTransaction for MySqlImport {
     }
 
     async fn lock_table(&mut self, table: &TableRef) -> Result<()> {
+        let error = |e| AtlasError::database(format!("locking table '{table}'"), e);
         // Lock names are at most 64 characters: name the table by its hash.
-        let name: String =
-            sqlx::query_scalar("SELECT CAST(CONCAT('atlas:', LEFT(SHA2(?, 256), 58)) AS CHAR)")
-                .bind(table.key())
-                .fetch_one(&mut self.conn)
-                .await
-                .map_err(|e| AtlasError::database(format!("locking table '{table}'"), e))?;
-        let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
-            .bind(&name)
-            .bind(LOCK_TIMEOUT_SECONDS)
-            .fetch_one(&mut self.conn)
+        let name: String = self
+            .conn
+            .exec_first(
+                "SELECT CAST(CONCAT('atlas:', LEFT(SHA2(?, 256), 58)) AS CHAR)",
+                (table.key(),),
+            )
             .await
-            .map_err(|e| AtlasError::database(format!("locking table '{table}'"), e))?;
-        if got != Some(1) {
+            .map_err(error)?
+            .unwrap_or_default();
+        let got: Option<Option<i64>> = self
+            .conn
+            .exec_first("SELECT GET_LOCK(?, ?)", (&name, LOCK_TIMEOUT_SECONDS))
+            .await
+            .map_err(error)?;
+        if got.flatten() != Some(1) {
             return Err(AtlasError::Usage(format!(
                 "another import into '{table}' held its lock for more than {LOCK_TIMEOUT_SECONDS} s"
             )));
@@ -477,41 +509,31 @@ impl ImportTransaction for MySqlImport {
         columns: &[TargetColumn],
         chunk: &mut ChunkStream<'_>,
     ) -> Result<u64> {
-        let by_placeholders =
-            (MAX_BIND_PARAMETERS / columns.len().max(1)).clamp(1, MAX_ROWS_PER_STATEMENT);
-        // Parameters travel in one packet: keep a statement to a quarter of it.
-        let packet_budget = self.max_packet / 4;
-        insert_chunk::<MySql>(
-            &mut self.conn,
-            table,
-            columns,
-            chunk,
-            DecimalBinding::Text,
-            |batch| {
-                let row_bytes = batch.get_array_memory_size() / batch.num_rows().max(1) + 16;
-                by_placeholders.min(packet_budget / row_bytes.max(1))
-            },
-        )
-        .await
+        if self.local_infile {
+            write::load_chunk(&mut self.conn, table, columns, chunk).await
+        } else {
+            write::insert_chunk(&mut self.conn, table, columns, chunk, self.max_packet).await
+        }
     }
 
     async fn record_file(&mut self, record: &FileRecord) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO file_imports (file_hash, file_name, table_name, record_count)
-             VALUES (?, ?, ?, ?)
-             ON DUPLICATE KEY UPDATE
-               file_name = VALUES(file_name),
-               imported_at = CURRENT_TIMESTAMP,
-               record_count = VALUES(record_count)",
-        )
-        .bind(&record.file_hash)
-        .bind(&record.file_name)
-        .bind(&record.table_name)
-        .bind(i32::try_from(record.record_count).unwrap_or(i32::MAX))
-        .execute(&mut self.conn)
-        .await
-        .map_err(|e| AtlasError::database("recording the file in file_imports", e))?;
-        Ok(())
+        self.conn
+            .exec_drop(
+                "INSERT INTO file_imports (file_hash, file_name, table_name, record_count)
+                 VALUES (?, ?, ?, ?)
+                 ON DUPLICATE KEY UPDATE
+                   file_name = VALUES(file_name),
+                   imported_at = CURRENT_TIMESTAMP,
+                   record_count = VALUES(record_count)",
+                (
+                    &record.file_hash,
+                    &record.file_name,
+                    &record.table_name,
+                    i32::try_from(record.record_count).unwrap_or(i32::MAX),
+                ),
+            )
+            .await
+            .map_err(|e| AtlasError::database("recording the file in file_imports", e))
     }
 
     async fn record_history(&mut self, entry: &HistoryEntry) -> Result<()> {
@@ -520,8 +542,7 @@ impl ImportTransaction for MySqlImport {
 
     async fn commit(mut self: Box<Self>) -> Result<()> {
         self.simple("COMMIT", "committing the import").await?;
-        self.release_lock().await;
-        self.conn.close().await.ok();
+        self.close().await;
         Ok(())
     }
 
@@ -536,8 +557,7 @@ impl ImportTransaction for MySqlImport {
             )
             .await?;
         }
-        self.release_lock().await;
-        self.conn.close().await.ok();
+        self.close().await;
         rolled_back
     }
 }

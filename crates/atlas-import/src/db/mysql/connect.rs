@@ -1,0 +1,204 @@
+//! A `mysql://` URL as connection options: host, port, user, password and
+//! database, plus the query parameters users of the mysql client and sqlx
+//! know (`ssl-mode`, `ssl-ca`, `socket`) and `local-infile`.
+
+use std::path::PathBuf;
+
+use mysql_async::{Conn, DriverError, Opts, OptsBuilder, SslOpts};
+
+use crate::error::{AtlasError, Result};
+
+/// Statements run on every connection (and again after a pooled one is reset):
+/// identifiers quoted with `"` as everywhere else, backslash escapes in string
+/// literals whatever the server's default (the probe's literals and `LOAD
+/// DATA`'s field syntax rely on them), times in UTC.
+const SESSION_SETUP: &str = "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(TRIM(BOTH ',' FROM \
+     REPLACE(CONCAT(',', @@sql_mode, ','), ',NO_BACKSLASH_ESCAPES,', ',')), ''), 'ANSI_QUOTES'), \
+     time_zone = '+00:00'";
+
+/// `ssl-mode`: whether and how the connection is encrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TlsMode {
+    Disabled,
+    /// Encrypted where the server offers it, without verifying it (the default).
+    Preferred,
+    Required,
+    VerifyCa,
+    VerifyIdentity,
+}
+
+/// What a URL asks for, before the first connection settles the TLS question.
+#[derive(Debug, Clone)]
+pub(super) struct UrlOptions {
+    plain: OptsBuilder,
+    tls: TlsMode,
+    ca: Option<PathBuf>,
+    /// `local-infile=false`: rows go in by INSERT even where the server
+    /// accepts `LOAD DATA LOCAL INFILE`.
+    pub(super) local_infile: bool,
+}
+
+impl UrlOptions {
+    /// Parses `url` (`mysql://` or `mariadb://`); `masked` names it in errors.
+    pub(super) fn parse(url: &str, masked: &str) -> Result<Self> {
+        let invalid =
+            |why: String| AtlasError::Usage(format!("invalid MySQL URL '{masked}': {why}"));
+        let parsed = url::Url::parse(url).map_err(|e| invalid(e.to_string()))?;
+        let decode = |s: &str| {
+            percent_decode(s).ok_or_else(|| invalid(format!("'{s}' is not valid percent-encoding")))
+        };
+        let host = parsed
+            .host_str()
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+            .filter(|h| !h.is_empty())
+            .unwrap_or("localhost")
+            .to_string();
+        let user = match parsed.username() {
+            "" => None,
+            user => Some(decode(user)?),
+        };
+        let password = parsed.password().map(decode).transpose()?;
+        let database = match parsed.path().trim_start_matches('/') {
+            "" => None,
+            db => Some(decode(db)?),
+        };
+        let mut builder = OptsBuilder::default()
+            .ip_or_hostname(host)
+            .tcp_port(parsed.port().unwrap_or(3306))
+            .user(user)
+            .pass(password)
+            .db_name(database)
+            .prefer_socket(false)
+            // UPDATE reports the rows it matched, as the other databases do.
+            .client_found_rows(true)
+            .setup(vec![SESSION_SETUP]);
+        let mut tls = TlsMode::Preferred;
+        let mut ca = None;
+        let mut local_infile = true;
+        for (name, value) in parsed.query_pairs() {
+            match (name.as_ref(), value.as_ref()) {
+                ("ssl-mode" | "sslmode", mode) => {
+                    tls = match mode.to_ascii_lowercase().replace('-', "_").as_str() {
+                        "disabled" => TlsMode::Disabled,
+                        "preferred" => TlsMode::Preferred,
+                        "required" => TlsMode::Required,
+                        "verify_ca" => TlsMode::VerifyCa,
+                        "verify_identity" => TlsMode::VerifyIdentity,
+                        other => {
+                            return Err(invalid(format!(
+                                "ssl-mode '{other}': expected disabled, preferred, required, \
+                                 verify_ca or verify_identity"
+                            )));
+                        }
+                    }
+                }
+                ("ssl-ca" | "sslrootcert", path) => ca = Some(PathBuf::from(path)),
+                ("socket", path) => builder = builder.socket(Some(path.to_string())),
+                ("local-infile", flag) => {
+                    local_infile = match flag {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        other => {
+                            return Err(invalid(format!(
+                                "local-infile '{other}': expected true or false"
+                            )));
+                        }
+                    }
+                }
+                (other, _) => {
+                    return Err(invalid(format!(
+                        "unknown parameter '{other}' (known: ssl-mode, ssl-ca, socket, local-infile)"
+                    )));
+                }
+            }
+        }
+        Ok(Self {
+            plain: builder,
+            tls,
+            ca,
+            local_infile,
+        })
+    }
+
+    /// Opens a connection and returns it with the options that worked, for
+    /// every later connection: with `ssl-mode=preferred` TLS is tried first
+    /// and given up only when the server does not offer it.
+    pub(super) async fn connect(&self) -> std::result::Result<(Conn, Opts), mysql_async::Error> {
+        let candidates: Vec<OptsBuilder> = match self.tls {
+            TlsMode::Disabled => vec![self.plain.clone()],
+            TlsMode::Preferred => vec![self.with_tls(), self.plain.clone()],
+            _ => vec![self.with_tls()],
+        };
+        let last = candidates.len() - 1;
+        for (i, builder) in candidates.into_iter().enumerate() {
+            let opts = Opts::from(builder);
+            match Conn::new(opts.clone()).await {
+                Ok(conn) => return Ok((conn, opts)),
+                Err(mysql_async::Error::Driver(DriverError::NoClientSslFlagFromServer))
+                    if i < last => {}
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the last candidate returns")
+    }
+
+    fn with_tls(&self) -> OptsBuilder {
+        let verify_chain = matches!(self.tls, TlsMode::VerifyCa | TlsMode::VerifyIdentity);
+        let mut ssl = SslOpts::default()
+            .with_danger_accept_invalid_certs(!verify_chain)
+            .with_danger_skip_domain_validation(self.tls != TlsMode::VerifyIdentity);
+        if let Some(ca) = &self.ca {
+            ssl = ssl.with_root_certs(vec![ca.clone().into()]);
+        }
+        self.plain.clone().ssl_opts(Some(ssl))
+    }
+}
+
+/// `%XX` sequences decoded as UTF-8 (user names, passwords, database names).
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_parts_and_parameters() {
+        let options = UrlOptions::parse(
+            "mysql://us%40er:p%3Ass@db.example:3307/my%20db?ssl-mode=required&local-infile=false",
+            "masked",
+        )
+        .unwrap();
+        let opts = Opts::from(options.plain.clone());
+        assert_eq!(opts.user(), Some("us@er"));
+        assert_eq!(opts.pass(), Some("p:ss"));
+        assert_eq!(opts.db_name(), Some("my db"));
+        assert_eq!(opts.tcp_port(), 3307);
+        assert_eq!(options.tls, TlsMode::Required);
+        assert!(!options.local_infile);
+
+        let unknown = UrlOptions::parse("mysql://root@h/db?charsett=x", "mysql://root@h/db")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            unknown.contains("unknown parameter 'charsett'"),
+            "{unknown}"
+        );
+        let mode = UrlOptions::parse("mysql://h/db?ssl-mode=maybe", "m").unwrap_err();
+        assert!(mode.to_string().contains("ssl-mode 'maybe'"), "{mode}");
+    }
+}

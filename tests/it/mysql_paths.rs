@@ -1,0 +1,121 @@
+//! MySQL/MariaDB write paths: `LOAD DATA LOCAL INFILE` fed from memory (the
+//! default) and multi-row INSERT (`local-infile=false`, or a server with
+//! `local_infile=0`) must store the same values, and a value the server
+//! would change under either path is refused with nothing written.
+
+use std::sync::Arc;
+
+use atlas_import::db;
+
+use crate::common::{Kind, TempDir, TestDb, create, mysql_url, s};
+
+/// The test server's URL with `parameter` added.
+fn url_with(parameter: &str) -> String {
+    let url = mysql_url();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}{parameter}")
+}
+
+const COLUMNS: &str = "u BIGINT UNSIGNED, i BIGINT, f DOUBLE, amount DECIMAL(12,2), \
+     d DATE, dt DATETIME(6), s TEXT, b VARBINARY(16), flag BOOLEAN";
+
+/// Values that differ between the two encodings if either is wrong: the
+/// largest unsigned and smallest signed 64-bit integers, a tab, a newline,
+/// backslashes, quotes, the text `\N` and `NULL` (text, not NULL), UTF-8, and
+/// a row of empty fields (NULLs).
+const CSV: &str = "u,i,f,amount,d,dt,s,b,flag\n\
+18446744073709551615,-9223372036854775808,0.1,1234567890.12,2024-02-29,2024-02-29 10:11:12.123456,\"tab\there \\\\back \"\"q\"\" \\N\",hello,true\n\
+0,1,1e-300,-0.01,1000-01-01,1970-01-01 00:00:00,NULL,\\N,false\n\
+1,2,3,4,2000-01-01,2000-01-01 00:00:00,\"two\nlines\r\n and é ü 😀\",x,true\n\
+,,,,,,,,\n";
+
+async fn written_by(url: &str, test: &TestDb, dir: &TempDir) -> Vec<Vec<Option<String>>> {
+    let table = test.table("mysql_paths");
+    create(test, &table, COLUMNS).await;
+    let path = dir.file(&format!("{table}.csv"), CSV);
+    let target = db::connect(url).await.unwrap();
+    let report = atlas_import::ImportBuilder::new(Arc::clone(&target), &path, &table)
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(report.inserted, 4, "{url}");
+    test.rows(
+        &table,
+        &["u", "i", "f", "amount", "d", "dt", "s", "b", "flag"],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_data_and_insert_store_the_same_values() {
+    let test = TestDb::new(Kind::MySql).await;
+    test.run(async {
+        let dir = TempDir::new();
+        let loaded = written_by(&mysql_url(), &test, &dir).await;
+        let inserted = written_by(&url_with("local-infile=false"), &test, &dir).await;
+        assert_eq!(loaded, inserted);
+        let first = loaded
+            .iter()
+            .find(|row| row[0].as_deref() == Some("18446744073709551615"))
+            .expect("the u64 maximum is stored exactly");
+        assert_eq!(first[1], s("-9223372036854775808"));
+        assert_eq!(first[3], s("1234567890.12"));
+        assert_eq!(first[5], s("2024-02-29 10:11:12.123456"));
+        assert_eq!(first[6], s("tab\there \\\\back \"q\" \\N"));
+        assert_eq!(first[7], s("hello"));
+        assert_eq!(first[8], s("1"));
+        let second = loaded.iter().find(|row| row[0] == s("0")).unwrap();
+        assert_eq!(second[6], s("NULL"), "the text NULL stays text");
+        assert_eq!(second[7], s("\\N"), "the text \\N stays text");
+        let third = loaded.iter().find(|row| row[0] == s("1")).unwrap();
+        assert_eq!(third[6], s("two\nlines\r\n and é ü 😀"));
+        assert!(
+            loaded.iter().any(|row| row.iter().all(Option::is_none)),
+            "empty fields are NULL: {loaded:?}"
+        );
+    })
+    .await;
+}
+
+/// `LOAD DATA LOCAL` turns errors into warnings and stores an altered value
+/// (a TIMESTAMP past 2038 becomes zero); the import treats any warning as an
+/// error, names it, and writes nothing. INSERT refuses the same value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_the_server_would_alter_are_refused() {
+    let test = TestDb::new(Kind::MySql).await;
+    test.run(async {
+        let dir = TempDir::new();
+        for url in [mysql_url(), url_with("local-infile=false")] {
+            let table = test.table("mysql_alter");
+            create(&test, &table, "t TIMESTAMP NULL, note TEXT").await;
+            let path = dir.file(
+                &format!("{table}.csv"),
+                "t,note\n2030-01-01 00:00:00,fits\n2040-01-01 00:00:00,past 2038\n",
+            );
+            let target = db::connect(&url).await.unwrap();
+            let err = atlas_import::ImportBuilder::new(target, &path, &table)
+                .execute()
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("for column"),
+                "the column is named: {url}: {err}"
+            );
+            assert_eq!(test.count(&table).await, 0, "{url}: {err}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_url_parameters_are_refused() {
+    // Refused while parsing, before any connection is tried.
+    let Err(err) = db::connect("mysql://someone:s3cret@127.0.0.1:1/test?ssl_mode=disabled").await
+    else {
+        panic!("an unknown parameter is an error");
+    };
+    let err = err.to_string();
+    assert!(err.contains("ssl_mode"), "{err}");
+    assert!(!err.contains("s3cret"), "no password in errors: {err}");
+}
