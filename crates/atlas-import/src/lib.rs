@@ -1,12 +1,12 @@
 //! # atlas-import
 //!
-//! Imports files into PostgreSQL and SQLite **without letting duplicates in**, as
-//! an Apache DataFusion plan:
+//! Imports files into PostgreSQL, SQLite and MySQL/MariaDB **without letting
+//! duplicates in**, as an Apache DataFusion plan:
 //!
 //! ```text
-//! DataSinkExec: sink=ImportSink: table=contacts, db=postgres, on_duplicate=error   <- 1 partition
-//!   CoalescePartitionsExec
-//!     DuplicateCheckExec: key=[email], existing=contacts (keys preloaded once, shared)  <- 4 partitions
+//! DataSinkExec: sink=ImportSink: table=contacts, db=postgres, on_duplicate=error   <- 1 partition, 1 write
+//!   SortPreservingMergeExec: [__atlas_source_row ASC]                              <- source order
+//!     DuplicateCheckExec: key=[email], existing=contacts (strategy=probe: ...)     <- 4 partitions
 //!       RepartitionExec: partitioning=Hash([email@0], 4)
 //!         CoerceExec: casts to the target table's column types, source row numbers
 //!           DataSourceExec: csv, file=contacts.csv

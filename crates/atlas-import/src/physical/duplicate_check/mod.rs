@@ -36,15 +36,18 @@ use stream::{CheckStream, PartitionCheck, Phase};
 /// the import, and emits the rows to write.
 ///
 /// ```text
-///            ImportSink (1 partition)
+///            ImportSink (1 partition, one bulk write)
 ///                     ^
-///          CoalescePartitionsExec
+///   SortPreservingMergeExec (row number: back into source order)
 ///        ^        ^        ^        ^
 ///   +---------+---------+---------+---------+
-///   | check 0 | check 1 | check 2 | check 3 |  local KeySet of the import's keys
-///   +---------+---------+---------+---------+  in each partition
+///   | check 0 | check 1 | check 2 | check 3 |  fingerprints of the import's
+///   +---------+---------+---------+---------+  keys, per partition
 ///        \         \       /         /
-///         +-- ExistingKeys (loaded once, shared, read-only) --+
+///         +-- ExistingKeys (one task, shared, read-only) --+
+///               preload: every key of the table
+///               probe: the partitions send one key column's values,
+///                      the database returns the rows sharing them
 ///        ^        ^        ^        ^
 ///        RepartitionExec: Hash(key, 4)   (every occurrence of a key meets
 ///                     ^                   in one partition)
@@ -59,8 +62,17 @@ use stream::{CheckStream, PartitionCheck, Phase};
 /// the operator verifies that order and fails loudly if it is ever broken.
 ///
 /// # Shared state
-/// [`ExistingKeys`] is loaded once per import and shared. Each partition keeps
-/// its own [`KeySet`] of the import's keys, accounted in the memory pool.
+/// [`ExistingKeys`] is learned once per import, on a task of its own, and
+/// shared. Each partition keeps the fingerprints of the import's keys it has
+/// seen, accounted in the memory pool.
+///
+/// # When rows wait
+/// `ON DUPLICATE ERROR` rows go on at once: the sink writes while the
+/// existing keys are still being read, and the verdict (existing duplicates
+/// found at the end) decides commit or rollback. `SKIP` and `UPDATE` rows need
+/// their verdict first, so a partition holds them until the existing keys are
+/// known (preload: the table's keys are read; probe: every partition has sent
+/// its values and the database has answered).
 ///
 /// # Output
 /// `ON DUPLICATE SKIP`: the rows whose key is new, first occurrence kept.
