@@ -58,6 +58,54 @@ impl BulkDatabase for Postgres {
     fn bulk_load_name(&self) -> &'static str {
         "psql \\copy"
     }
+
+    fn upsert_peer(&self, table: &str, file: &Path, indexed: bool) -> (Duration, &'static str) {
+        let columns = datagen::column_list();
+        let key = common::UPSERT_KEY;
+        let apply = if indexed {
+            format!(
+                "INSERT INTO {table} ({columns}) SELECT {columns} FROM atlas_peer \
+                 ON CONFLICT ({key}) DO UPDATE SET {};",
+                common::upsert_assignments("EXCLUDED.")
+            )
+        } else {
+            format!(
+                "MERGE INTO {table} AS t USING atlas_peer AS s ON t.{key} = s.{key} \
+                 WHEN MATCHED THEN UPDATE SET {} \
+                 WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({});",
+                common::upsert_assignments("s."),
+                common::prefixed_columns("s.")
+            )
+        };
+        let script = format!(
+            "BEGIN;\n\
+             CREATE TEMP TABLE atlas_peer AS SELECT {columns} FROM {table} WITH NO DATA;\n\
+             \\copy atlas_peer ({columns}) FROM '{}' WITH (FORMAT csv, HEADER true)\n\
+             ANALYZE atlas_peer;\n\
+             {apply}\n\
+             COMMIT;\n",
+            file.display()
+        );
+        let path = common::scratch("upsert_peer.sql");
+        std::fs::write(&path, script).unwrap();
+        let time = common::timed(
+            "psql",
+            &[
+                &self.url,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-q",
+                "-f",
+                path.to_str().unwrap(),
+            ],
+        );
+        let name = if indexed {
+            "COPY + INSERT ... ON CONFLICT"
+        } else {
+            "COPY + MERGE"
+        };
+        (time, name)
+    }
 }
 
 fn main() {

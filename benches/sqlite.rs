@@ -67,6 +67,45 @@ impl BulkDatabase for Sqlite {
     fn bulk_load_name(&self) -> &'static str {
         "sqlite3 .import"
     }
+
+    fn upsert_peer(&self, table: &str, file: &Path, indexed: bool) -> (Duration, &'static str) {
+        let columns = datagen::column_list();
+        let key = common::UPSERT_KEY;
+        let apply = if indexed {
+            format!(
+                "INSERT INTO {table} ({columns}) SELECT {columns} FROM temp.atlas_peer WHERE true \
+                 ON CONFLICT ({key}) DO UPDATE SET {};",
+                common::upsert_assignments("excluded.")
+            )
+        } else {
+            format!(
+                "UPDATE {table} AS t SET {} FROM temp.atlas_peer AS s WHERE t.{key} = s.{key}; \
+                 INSERT INTO {table} ({columns}) SELECT {columns} FROM temp.atlas_peer AS s \
+                 WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE t.{key} = s.{key});",
+                common::upsert_assignments("s.")
+            )
+        };
+        let time = common::timed(
+            "sqlite3",
+            &[
+                self.path.to_str().unwrap(),
+                "BEGIN",
+                &format!("CREATE TEMP TABLE atlas_peer AS SELECT {columns} FROM {table} WHERE 0"),
+                &format!(
+                    ".import --csv --skip 1 --schema temp {} atlas_peer",
+                    file.display()
+                ),
+                &apply,
+                "COMMIT",
+            ],
+        );
+        let name = if indexed {
+            ".import + INSERT ... ON CONFLICT"
+        } else {
+            ".import + UPDATE ... FROM + INSERT"
+        };
+        (time, name)
+    }
 }
 
 fn main() {

@@ -205,6 +205,33 @@ pub trait BulkDatabase {
     fn bulk_load(&self, table: &str, file: &Path) -> Duration;
     /// What the bulk load is called in results.
     fn bulk_load_name(&self) -> &'static str;
+    /// The SQL peer of an upsert keyed by `customer_no`, in one transaction
+    /// of the database's own client: `file` into a temporary table by the
+    /// bulk path, then the set-based statement (with a unique index on the
+    /// key when `indexed`); timed. Returns the time and the peer's name.
+    fn upsert_peer(&self, table: &str, file: &Path, indexed: bool) -> (Duration, &'static str);
+}
+
+/// The upsert key of the benches.
+pub const UPSERT_KEY: &str = "customer_no";
+
+/// `c = {prefix}c` for every generated column but the key.
+pub fn upsert_assignments(prefix: &str) -> String {
+    datagen::column_list()
+        .split(',')
+        .filter(|c| *c != UPSERT_KEY)
+        .map(|c| format!("{c} = {prefix}{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `{prefix}c, ...` for every generated column.
+pub fn prefixed_columns(prefix: &str) -> String {
+    datagen::column_list()
+        .split(',')
+        .map(|c| format!("{prefix}{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Creates `table` (dropped first) and fills it with `existing`: by the
@@ -240,7 +267,11 @@ pub fn prepare_table(db: &dyn BulkDatabase, table: &str, existing: &Path, by_atl
 /// - `error`: N new rows against M existing, every column the key, the
 ///   default `ON DUPLICATE ERROR`; baseline: the bulk load of the file;
 /// - `skip`: N rows of which half exist already, `--on-duplicate skip`;
-///   baseline: the bulk load of the whole file.
+///   baseline: the bulk load of the whole file;
+/// - `update`, `update_mixed` (and `..._index`, with a unique index on the
+///   key): `--key customer_no --on-duplicate update` of the M existing rows
+///   (all updates) or of N rows of which half exist; baseline: the
+///   database's SQL peer ([`BulkDatabase::upsert_peer`]).
 pub fn run_cases(db: &dyn BulkDatabase) {
     print_machine();
     let rows = env_u64("ATLAS_BENCH_ROWS", 1_000_000);
@@ -254,8 +285,19 @@ pub fn run_cases(db: &dyn BulkDatabase) {
                 data_file(existing / 2, rows),
                 vec!["--on-duplicate", "skip"],
             ),
+            "update" | "update_index" => {
+                run_upsert(db, case, &existing_file, &existing_file);
+                continue;
+            }
+            "update_mixed" | "update_mixed_index" => {
+                run_upsert(db, case, &existing_file, &data_file(existing / 2, rows));
+                continue;
+            }
             other => {
-                eprintln!("unknown case {other}: expected error or skip");
+                eprintln!(
+                    "unknown case {other}: expected error, skip, update, update_index, \
+                     update_mixed or update_mixed_index"
+                );
                 continue;
             }
         };
@@ -291,5 +333,50 @@ pub fn run_cases(db: &dyn BulkDatabase) {
         for table in [target, baseline] {
             db.exec(&format!("DROP TABLE IF EXISTS {table}"));
         }
+    }
+}
+
+/// One upsert case: `file` into a table holding `existing`, by atlas-import
+/// and by the database's SQL peer.
+fn run_upsert(db: &dyn BulkDatabase, case: &str, existing: &Path, file: &Path) {
+    let indexed = case.ends_with("_index");
+    let (target, baseline) = ("bench_atlas", "bench_bulk");
+    prepare_table(db, target, existing, true);
+    prepare_table(db, baseline, existing, false);
+    if indexed {
+        for table in [target, baseline] {
+            db.exec(&format!(
+                "CREATE UNIQUE INDEX {table}_key ON {table} ({UPSERT_KEY})"
+            ));
+        }
+    }
+    let (peer, peer_name) = db.upsert_peer(baseline, file, indexed);
+    let url = db.url();
+    let (run, report) = atlas(&[
+        "import",
+        file.to_str().unwrap(),
+        "--table",
+        target,
+        "--db",
+        &url,
+        "--force",
+        "--key",
+        UPSERT_KEY,
+        "--on-duplicate",
+        "update",
+    ]);
+    print_result(
+        &format!(
+            "{} {case} ({} inserted, {} updated)",
+            db.name(),
+            report["inserted"],
+            report["updated"]
+        ),
+        run,
+        peer_name,
+        peer,
+    );
+    for table in [target, baseline] {
+        db.exec(&format!("DROP TABLE IF EXISTS {table}"));
     }
 }

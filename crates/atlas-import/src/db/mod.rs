@@ -11,6 +11,7 @@ mod pg_binary;
 mod postgres;
 mod probe;
 mod sqlite;
+mod upsert;
 
 use std::fmt;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub use postgres::PostgresDatabase;
 pub use probe::KeyFilter;
 pub(crate) use probe::filterable;
 pub use sqlite::SqliteDatabase;
+pub(crate) use upsert::{STAGE_ROW, STAGE_UPDATE, UpsertStatements};
 
 /// The batches of one chunk, as the sink hands them to [`ImportTransaction::write_chunk`].
 pub type ChunkStream<'a> = futures::stream::BoxStream<'a, Result<RecordBatch>>;
@@ -462,45 +464,6 @@ pub trait ImportTransaction: Send {
     /// Writes the `import_history` row of the committing import.
     async fn record_history(&mut self, entry: &HistoryEntry) -> Result<()>;
 
-    /// Upsert (`ON DUPLICATE UPDATE`): overwrites the non-key columns of the
-    /// rows of `table` whose key (`key`, indices into `columns`) equals a key of
-    /// `rows`, NULL matching NULL. The keys of `rows` must be distinct. Goes
-    /// through a temporary staging table written like any chunk, then one
-    /// `UPDATE ... FROM` join. Returns the rows the database updated.
-    async fn update_rows(
-        &mut self,
-        table: &TableRef,
-        columns: &[TargetColumn],
-        key: &[usize],
-        rows: RecordBatch,
-    ) -> Result<u64> {
-        let set: Vec<&TargetColumn> = (0..columns.len())
-            .filter(|i| !key.contains(i))
-            .map(|i| &columns[i])
-            .collect();
-        if set.is_empty() || rows.num_rows() == 0 {
-            // Every column is key: the existing row already holds these values.
-            return Ok(0);
-        }
-        let kind = self.kind();
-        let keys_have_nulls = key.iter().any(|&i| rows.column(i).null_count() > 0);
-        let sql = UpsertSql::new(kind, table, columns, key, &set, keys_have_nulls);
-        self.execute(sql.drop_stage.clone()).await?;
-        self.execute(sql.create_stage).await?;
-        if let Some(index) = sql.index_stage {
-            self.execute(index).await?;
-        }
-        let mut chunk: ChunkStream<'_> = Box::pin(futures::stream::once(async { Ok(rows) }));
-        let stage = TableRef::unqualified(STAGE_TABLE);
-        let staged = self.write_chunk(&stage, columns, &mut chunk).await;
-        let updated = match staged {
-            Ok(_) => self.execute(sql.update).await,
-            Err(e) => Err(e),
-        };
-        self.execute(sql.drop_stage).await?;
-        updated
-    }
-
     /// Commits everything.
     async fn commit(self: Box<Self>) -> Result<()>;
 
@@ -522,98 +485,6 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Database>> {
             "unsupported database URL '{}': expected sqlite://PATH, postgres://... or mysql://...",
             mask_password(url)
         )))
-    }
-}
-
-/// The staging table of an upsert: temporary, so private to the import's
-/// connection and never visible to readers.
-const STAGE_TABLE: &str = "atlas_import_stage";
-
-/// The statements of one [`ImportTransaction::update_rows`] call.
-struct UpsertSql {
-    drop_stage: String,
-    create_stage: String,
-    /// An index on the stage's key, where the database would otherwise join
-    /// without one (MySQL/MariaDB have no hash join by default).
-    index_stage: Option<String>,
-    update: String,
-}
-
-impl UpsertSql {
-    fn new(
-        kind: DbKind,
-        table: &TableRef,
-        columns: &[TargetColumn],
-        key: &[usize],
-        set: &[&TargetColumn],
-        keys_have_nulls: bool,
-    ) -> Self {
-        let target = table.sql();
-        let stage = quote_ident(STAGE_TABLE);
-        let list = column_list(columns);
-        // Plain equality lets the database use an index or a hash join; it
-        // is only wrong when a key value is NULL (NULL matches NULL here).
-        let equal = |t: &str, s: &str| match (kind, keys_have_nulls) {
-            (_, false) => format!("{t} = {s}"),
-            (DbKind::Postgres, true) => format!("{t} IS NOT DISTINCT FROM {s}"),
-            (DbKind::Sqlite, true) => format!("{t} IS {s}"),
-            (DbKind::MySql, true) => format!("{t} <=> {s}"),
-        };
-        let on = key
-            .iter()
-            .map(|&i| {
-                let c = quote_ident(&columns[i].name);
-                equal(&format!("atlas_t.{c}"), &format!("atlas_s.{c}"))
-            })
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        let assignments = |prefix: &str| {
-            set.iter()
-                .map(|c| {
-                    let c = quote_ident(&c.name);
-                    format!("{prefix}{c} = atlas_s.{c}")
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        match kind {
-            DbKind::Postgres => Self {
-                index_stage: None,
-                drop_stage: format!("DROP TABLE IF EXISTS pg_temp.{stage}"),
-                create_stage: format!(
-                    "CREATE TEMP TABLE {stage} AS SELECT {list} FROM {target} WITH NO DATA"
-                ),
-                update: format!(
-                    "UPDATE {target} AS atlas_t SET {} FROM {stage} AS atlas_s WHERE {on}",
-                    assignments("")
-                ),
-            },
-            DbKind::Sqlite => Self {
-                index_stage: None,
-                drop_stage: format!("DROP TABLE IF EXISTS temp.{stage}"),
-                create_stage: format!(
-                    "CREATE TEMP TABLE {stage} AS SELECT {list} FROM {target} WHERE 0"
-                ),
-                update: format!(
-                    "UPDATE {target} AS atlas_t SET {} FROM temp.{stage} AS atlas_s WHERE {on}",
-                    assignments("")
-                ),
-            },
-            DbKind::MySql => Self {
-                index_stage: Some(format!(
-                    "ALTER TABLE {stage} ADD INDEX atlas_key ({})",
-                    index_parts(&key.iter().map(|&i| columns[i].clone()).collect::<Vec<_>>())
-                )),
-                drop_stage: format!("DROP TEMPORARY TABLE IF EXISTS {stage}"),
-                create_stage: format!(
-                    "CREATE TEMPORARY TABLE {stage} AS SELECT {list} FROM {target} WHERE 1 = 0"
-                ),
-                update: format!(
-                    "UPDATE {target} AS atlas_t JOIN {stage} AS atlas_s ON {on} SET {}",
-                    assignments("atlas_t.")
-                ),
-            },
-        }
     }
 }
 

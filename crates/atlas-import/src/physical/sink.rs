@@ -1,16 +1,15 @@
-//! [`ImportSink`]: writes the checked rows in chunks inside the import's one
-//! transaction, and commits only when everything succeeded.
+//! [`ImportSink`]: writes the checked rows in one bulk write inside the
+//! import's one transaction, and commits only when everything succeeded.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
-use datafusion::arrow::compute::kernels::boolean::not;
-use datafusion::arrow::compute::{concat_batches, filter_record_batch};
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::datasource::sink::DataSink;
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -20,9 +19,11 @@ use futures::StreamExt;
 use tokio::sync::{Mutex, MutexGuard};
 
 use super::session::{ImportSession, Opened};
-use crate::db::{ChunkStream, DbKind, FileRecord, ImportTransaction};
+use crate::db::{
+    ChunkStream, DbKind, FileRecord, ImportTransaction, STAGE_ROW, STAGE_UPDATE, UpsertStatements,
+};
 use crate::error::AtlasError;
-use crate::key::{EncodedKeys, KeyEncoder, KeySet};
+use crate::key::{EncodedKeys, Fingerprint, Fingerprints, KeyEncoder, KeyHasher};
 use crate::names::TableRef;
 use crate::options::OnDuplicate;
 use crate::report::ImportMetrics;
@@ -84,11 +85,16 @@ pub(crate) fn not_open() -> AtlasError {
 
 /// Writes the rows that survive the duplicate check into the target table.
 ///
-/// Runs in a `DataSinkExec`, hence on one partition. Rows are grouped into chunks
-/// of `chunk_rows` and each chunk is written as one database operation (one
-/// `COPY` on PostgreSQL, a few multi-row `INSERT`s on SQLite), one after another,
-/// all inside the import's transaction. Writing overlaps with the check: a refused
-/// import rolls back, so what the user observes is check-then-write.
+/// Runs in a `DataSinkExec`, hence on one partition. Every row goes into one
+/// bulk write per import (PostgreSQL: one binary `COPY`; MySQL/MariaDB: one
+/// `LOAD DATA LOCAL INFILE`, or INSERTs sized to the server's limits; SQLite:
+/// one prepared INSERT), inside the import's transaction; `chunk_rows` only
+/// paces the progress log. Writing overlaps with the check: a refused import
+/// rolls back, so what the user observes is check-then-write.
+///
+/// `ON DUPLICATE UPDATE` writes every row into a temporary stage the same
+/// way, then inserts the new keys and updates the existing ones with one
+/// statement each ([`UpsertStatements`]).
 ///
 /// The transaction opens when the sink starts, through the [`ImportSession`]
 /// (begin, lock, file check, table creation); a file already imported under
@@ -121,6 +127,8 @@ pub struct ImportSink {
     metrics: ExecutionPlanMetricsSet,
     /// Rows written per source file (for `file_imports.record_count`).
     written_per_file: std::sync::Mutex<Vec<u64>>,
+    /// Rows handed to the write so far (inserted, or staged by an upsert).
+    sent_rows: AtomicU64,
 }
 
 impl ImportSink {
@@ -148,6 +156,7 @@ impl ImportSink {
             schema,
             metrics: ExecutionPlanMetricsSet::new(),
             written_per_file: Default::default(),
+            sent_rows: AtomicU64::new(0),
         }
     }
 
@@ -184,20 +193,105 @@ impl ImportSink {
         Ok(None)
     }
 
-    /// Counts `rows` handed to the one write of an import, and the chunks
-    /// they complete.
+    /// Counts `rows` handed to the one write of an import (inserted, or
+    /// staged by an upsert), and logs the chunks they complete.
     fn sent(&self, rows: usize) {
-        let metrics = &self.import_metrics;
-        let before = metrics.inserted.fetch_add(rows as u64, Ordering::Relaxed);
+        let before = self.sent_rows.fetch_add(rows as u64, Ordering::Relaxed);
+        if self.on_duplicate != OnDuplicate::Update {
+            // Live progress; an upsert knows its inserts at the end.
+            self.import_metrics
+                .inserted
+                .fetch_add(rows as u64, Ordering::Relaxed);
+        }
         let after = before + rows as u64;
         let chunk = self.chunk_rows as u64;
+        let what = if self.on_duplicate == OnDuplicate::Update {
+            "Staged"
+        } else {
+            "Inserted"
+        };
         for number in (before / chunk + 1)..=(after / chunk) {
-            metrics.chunks_written.fetch_add(1, Ordering::Relaxed);
+            self.import_metrics
+                .chunks_written
+                .fetch_add(1, Ordering::Relaxed);
             tracing::info!(
-                "Inserted chunk {number} - Total inserted: {}",
+                "{what} chunk {number} - Total {}: {}",
+                what.to_lowercase(),
                 number * chunk
             );
         }
+    }
+
+    /// Writes every row by the database's bulk path, in one write (one COPY,
+    /// or INSERTs sized to the database's limits): a statement per chunk
+    /// costs the server a round trip and a pause each time.
+    async fn insert(
+        &self,
+        first: RecordBatch,
+        input: &mut SendableRecordBatchStream,
+    ) -> crate::error::Result<u64> {
+        let state = WriteState {
+            first: Some(first),
+            input,
+            sink: self,
+            upsert: None,
+        };
+        let mut rows: ChunkStream<'_> = Box::pin(futures::stream::unfold(state, next_to_write));
+        let mut guard = self.session.slot().lock().await;
+        let tx = guard.as_mut().ok_or_else(not_open)?;
+        let written = tx
+            .write_chunk(&self.table, &self.columns, &mut rows)
+            .await?;
+        Ok(written)
+    }
+
+    /// `ON DUPLICATE UPDATE`: every row into one stage by the bulk path,
+    /// then one `INSERT ... SELECT` of the new keys and one join updating the
+    /// existing ones (see [`UpsertStatements`]). Returns the rows inserted.
+    async fn upsert(
+        &self,
+        first: RecordBatch,
+        input: &mut SendableRecordBatchStream,
+    ) -> crate::error::Result<u64> {
+        let statements =
+            UpsertStatements::new(self.db_kind, &self.table, &self.columns, &self.key_columns);
+        let mut guard = self.session.slot().lock().await;
+        let tx = guard.as_mut().ok_or_else(not_open)?;
+        for sql in statements.create_stage() {
+            tx.execute(sql).await?;
+        }
+        let mut staging = Staging::new(self.key_columns.clone(), self.columns.len());
+        let state = WriteState {
+            first: Some(first),
+            input,
+            sink: self,
+            upsert: Some(&mut staging),
+        };
+        let mut rows: ChunkStream<'_> = Box::pin(futures::stream::unfold(state, next_to_write));
+        tx.write_chunk(
+            &statements.stage_table(),
+            &statements.stage_columns(),
+            &mut rows,
+        )
+        .await?;
+        drop(rows);
+        let superseded = std::mem::take(&mut staging.superseded);
+        let patterns: Vec<Vec<usize>> = staging.null_patterns.iter().cloned().collect();
+        for sql in statements.remove_superseded(&superseded) {
+            tx.execute(sql).await?;
+        }
+        for sql in statements.prepare_join() {
+            tx.execute(sql).await?;
+        }
+        let inserted = tx.execute(statements.insert()).await?;
+        for sql in statements.updates(&patterns) {
+            tx.execute(sql).await?;
+        }
+        tx.execute(statements.drop_stage()).await?;
+        self.import_metrics
+            .inserted
+            .fetch_add(inserted, Ordering::Relaxed);
+        Ok(inserted)
     }
 
     /// Adds the rows of `batch` to the counts of the files they came from.
@@ -224,86 +318,36 @@ impl ImportSink {
         if self.session.open().await? == Opened::FileAlreadyImported {
             return Ok(0);
         }
-        let mut carry: Option<RecordBatch> = None;
-        let mut chunk_number = 0u64;
         let rows_written = MetricBuilder::new(&self.metrics).counter("rows_written", 0);
         let chunks = MetricBuilder::new(&self.metrics).counter("chunks", 0);
         let write_time = MetricBuilder::new(&self.metrics).subset_time("write_time", 0);
-        // One write (one COPY, or INSERTs sized to the database's limits) for
-        // the whole import: a statement per chunk costs the server a round
-        // trip and a pause each time. Upserts write chunk by chunk, each
-        // chunk's updates after its inserts.
-        let per_write = if self.on_duplicate == OnDuplicate::Update {
-            self.chunk_rows
-        } else {
-            usize::MAX
-        };
-        loop {
-            // Wait for the first rows before taking the transaction: a refused
-            // or empty import need not start a write.
-            let first = match carry.take() {
-                Some(rows) => rows,
-                None => match self.next_rows(&mut input).await? {
-                    Some(rows) => rows,
-                    None => break,
-                },
-            };
-            chunk_number += 1;
+        // Wait for the first rows before taking the transaction: a refused or
+        // empty import need not start a write.
+        if let Some(first) = self.next_rows(&mut input).await? {
             let started = Instant::now();
             let timer = write_time.timer();
-            let mut updates = Vec::new();
-            let state = ChunkState {
-                first: Some(first),
-                remaining: per_write,
-                input: &mut input,
-                carry: &mut carry,
-                updates: &mut updates,
-                sink: self,
-            };
-            let mut chunk: ChunkStream<'_> =
-                Box::pin(futures::stream::unfold(state, next_in_chunk));
-            let written = {
-                let mut guard = self.session.slot().lock().await;
-                let tx = guard.as_mut().ok_or_else(not_open)?;
-                let written = tx
-                    .write_chunk(&self.table, &self.columns, &mut chunk)
-                    .await?;
-                drop(chunk);
-                if !updates.is_empty() {
-                    // After the chunk's inserts: a key inserted earlier in the
-                    // chunk is then updated by its later occurrences.
-                    let rows = last_occurrences(&updates, &self.key_columns)?;
-                    tx.update_rows(&self.table, &self.columns, &self.key_columns, rows)
-                        .await?;
-                }
-                written
+            let written = if self.on_duplicate == OnDuplicate::Update {
+                self.upsert(first, &mut input).await?
+            } else {
+                self.insert(first, &mut input).await?
             };
             timer.done();
             rows_written.add(written as usize);
-            let metrics = &self.import_metrics;
-            metrics
+            self.import_metrics
                 .write_nanos
                 .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-            if self.on_duplicate == OnDuplicate::Update {
-                chunks.add(1);
-                let total = metrics.inserted.fetch_add(written, Ordering::Relaxed) + written;
-                metrics.chunks_written.fetch_add(1, Ordering::Relaxed);
-                tracing::info!("Inserted chunk {chunk_number} - Total inserted: {total}");
-            }
         }
-        if self.on_duplicate != OnDuplicate::Update {
-            // The chunks of the one write were counted as their rows were sent;
-            // the last one may be short.
-            let inserted = ImportMetrics::get(&self.import_metrics.inserted);
-            let chunk = self.chunk_rows as u64;
-            if !inserted.is_multiple_of(chunk) {
-                self.import_metrics
-                    .chunks_written
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            chunk_number = inserted.div_ceil(chunk);
-            chunks.add(chunk_number as usize);
+        // The chunks were counted as their rows were sent; the last one may
+        // be short.
+        let sent = self.sent_rows.load(Ordering::Relaxed);
+        let chunk = self.chunk_rows as u64;
+        if !sent.is_multiple_of(chunk) {
+            self.import_metrics
+                .chunks_written
+                .fetch_add(1, Ordering::Relaxed);
         }
+        let chunk_number = sent.div_ceil(chunk);
+        chunks.add(chunk_number as usize);
 
         let metrics = &self.import_metrics;
         for (shown, (chunk, count)) in metrics.duplicates_per_chunk().into_iter().enumerate() {
@@ -361,88 +405,108 @@ impl ImportSink {
     }
 }
 
-/// The state of the stream of one chunk's batches.
-struct ChunkState<'a> {
-    /// The rows that opened the chunk.
+/// The state of the stream of the rows handed to the one write.
+struct WriteState<'a> {
+    /// The rows that opened the write.
     first: Option<RecordBatch>,
-    /// Rows the chunk may still take.
-    remaining: usize,
     /// The sink's input.
     input: &'a mut SendableRecordBatchStream,
-    /// Rows past the end of the chunk, for the next one.
-    carry: &'a mut Option<RecordBatch>,
-    /// Under `ON DUPLICATE UPDATE`: the chunk's rows that update, in order.
-    updates: &'a mut Vec<RecordBatch>,
     /// The sink (for [`ImportSink::next_rows`]).
     sink: &'a ImportSink,
+    /// Under `ON DUPLICATE UPDATE`: what staging learns of the rows.
+    upsert: Option<&'a mut Staging>,
 }
 
-async fn next_in_chunk(
-    mut state: ChunkState<'_>,
-) -> Option<(crate::error::Result<RecordBatch>, ChunkState<'_>)> {
-    if state.remaining == 0 {
-        return None;
-    }
+async fn next_to_write(
+    mut state: WriteState<'_>,
+) -> Option<(crate::error::Result<RecordBatch>, WriteState<'_>)> {
     let rows = match state.first.take() {
         Some(rows) => rows,
         None => match state.sink.next_rows(state.input).await {
             Ok(Some(rows)) => rows,
             Ok(None) => return None,
-            Err(e) => {
-                state.remaining = 0;
-                return Some((Err(e), state));
-            }
+            Err(e) => return Some((Err(e), state)),
         },
     };
-    let rows = if rows.num_rows() > state.remaining {
-        *state.carry = Some(rows.slice(state.remaining, rows.num_rows() - state.remaining));
-        rows.slice(0, state.remaining)
-    } else {
-        rows
+    state.sink.sent(rows.num_rows());
+    let rows = match state.upsert.as_deref_mut() {
+        Some(staging) => staging.stage(rows),
+        None => Ok(rows),
     };
-    state.remaining -= rows.num_rows();
-    if state.sink.on_duplicate != OnDuplicate::Update {
-        state.sink.sent(rows.num_rows());
-        return Some((Ok(rows), state));
-    }
-    // Split off the rows that update; the rest are inserted.
-    let mut split = || -> crate::error::Result<RecordBatch> {
-        let width = state.sink.columns.len();
-        let flag = rows.column(width).as_boolean().clone();
-        let columns: Vec<usize> = (0..width).collect();
-        let rows = rows
-            .project(&columns)
-            .map_err(|e| AtlasError::from_datafusion(e.into()))?;
-        let filter = |mask: &BooleanArray| {
-            filter_record_batch(&rows, mask).map_err(|e| AtlasError::from_datafusion(e.into()))
-        };
-        let updates = filter(&flag)?;
-        if updates.num_rows() > 0 {
-            state.updates.push(updates);
-        }
-        filter(&not(&flag).map_err(|e| AtlasError::from_datafusion(e.into()))?)
-    };
-    let inserts = split();
-    Some((inserts, state))
+    Some((rows, state))
 }
 
-/// The rows of `batches` whose key does not occur again later: under
-/// `ON DUPLICATE UPDATE` the last occurrence wins.
-fn last_occurrences(
-    batches: &[RecordBatch],
-    key_columns: &[usize],
-) -> crate::error::Result<RecordBatch> {
-    let rows = concat_batches(&batches[0].schema(), batches)
-        .map_err(|e| AtlasError::from_datafusion(e.into()))?;
-    let mut keys = EncodedKeys::default();
-    KeyEncoder::new(key_columns.to_vec()).encode(&rows, &mut keys)?;
-    let mut seen = KeySet::new();
-    let mut keep = vec![false; rows.num_rows()];
-    for i in (0..rows.num_rows()).rev() {
-        keep[i] = seen.insert(keys.key(i), 0).is_none();
+/// What an upsert learns while its rows go into the stage: which staged
+/// updates a later row of the same key supersedes, and the patterns of NULL
+/// key parts among the updates.
+struct Staging {
+    key: KeyEncoder,
+    hasher: KeyHasher,
+    /// Columns written (the update flag follows them in the input).
+    width: usize,
+    /// Rows staged so far (the next `atlas_row`).
+    staged: u64,
+    /// The latest staged update of each key.
+    latest: Fingerprints<u64>,
+    /// Staged updates a later one of the same key supersedes.
+    superseded: Vec<u64>,
+    /// Positions in the key that are NULL, per pattern seen among updates.
+    null_patterns: BTreeSet<Vec<usize>>,
+    keys: EncodedKeys,
+    fingerprints: Vec<Fingerprint>,
+}
+
+impl Staging {
+    fn new(key_columns: Vec<usize>, width: usize) -> Self {
+        Self {
+            key: KeyEncoder::new(key_columns),
+            hasher: KeyHasher::random(),
+            width,
+            staged: 0,
+            latest: Fingerprints::new(),
+            superseded: Vec::new(),
+            null_patterns: BTreeSet::new(),
+            keys: EncodedKeys::default(),
+            fingerprints: Vec::new(),
+        }
     }
-    filter_record_batch(&rows, &BooleanArray::from(keep))
-        .map_err(|e| AtlasError::from_datafusion(e.into()))
+
+    /// `rows` (the written columns, then the update flag) as stage rows: the
+    /// columns, the row number, the flag.
+    fn stage(&mut self, rows: RecordBatch) -> crate::error::Result<RecordBatch> {
+        let first = self.staged;
+        self.staged += rows.num_rows() as u64;
+        let flag = rows.column(self.width).as_boolean().clone();
+        if flag.true_count() > 0 {
+            self.key.encode(&rows, &mut self.keys)?;
+            self.hasher.fingerprints(&self.keys, &mut self.fingerprints);
+            let key_arrays: Vec<&ArrayRef> =
+                self.key.columns().iter().map(|&c| rows.column(c)).collect();
+            for row in (0..rows.num_rows()).filter(|&r| flag.value(r)) {
+                let number = first + row as u64;
+                if let Some(earlier) = self.latest.insert(self.fingerprints[row], number) {
+                    self.superseded.push(earlier);
+                }
+                if key_arrays.iter().any(|a| a.is_null(row)) {
+                    let pattern = (0..key_arrays.len())
+                        .filter(|&p| key_arrays[p].is_null(row))
+                        .collect();
+                    self.null_patterns.insert(pattern);
+                }
+            }
+        }
+        let numbers: ArrayRef = Arc::new(Int64Array::from_iter_values(
+            (first..self.staged).map(|n| n as i64),
+        ));
+        let mut columns: Vec<ArrayRef> = rows.columns()[..self.width].to_vec();
+        columns.push(numbers);
+        columns.push(Arc::new(flag));
+        let mut fields: Vec<FieldRef> = rows.schema().fields()[..self.width].to_vec();
+        fields.push(Arc::new(Field::new(STAGE_ROW, DataType::Int64, false)));
+        fields.push(Arc::new(Field::new(STAGE_UPDATE, DataType::Boolean, false)));
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+            .map_err(|e| AtlasError::from_datafusion(e.into()))
+    }
 }
 
 impl DisplayAs for ImportSink {
@@ -452,6 +516,11 @@ impl DisplayAs for ImportSink {
             "ImportSink: table={}, db={}, on_duplicate={}, chunk_rows={}",
             self.table, self.db_kind, self.on_duplicate, self.chunk_rows
         )?;
+        if self.on_duplicate == OnDuplicate::Update {
+            let statements =
+                UpsertStatements::new(self.db_kind, &self.table, &self.columns, &self.key_columns);
+            write!(f, ", upsert={}", statements.describe())?;
+        }
         if let Some(columns) = self.session.planned_columns() {
             // The types a new table gets, shown before anything is written.
             let columns: Vec<String> = columns

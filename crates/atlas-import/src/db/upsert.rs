@@ -1,0 +1,327 @@
+//! The statements of an upsert (`ON DUPLICATE UPDATE`), set-based: every row
+//! of the import goes into one temporary stage (by the database's bulk path,
+//! like any write), flagged by the duplicate check as an insert or an update;
+//! then one `INSERT ... SELECT` of the new rows and one `UPDATE ... FROM` join
+//! of the others, each a single pass over the table.
+//!
+//! ```text
+//!   rows ──bulk write──▶ stage (columns, atlas_row, atlas_update)
+//!                          │  DELETE the updates a later row of the same key supersedes
+//!                          ├─ INSERT INTO t SELECT ... WHERE NOT atlas_update
+//!                          └─ UPDATE t FROM stage ON key = key WHERE atlas_update
+//!                             (one more per pattern of NULL key parts seen)
+//! ```
+//!
+//! The join compares keys with plain `=` so that the database can hash-join
+//! or use the key's index; NULL equals NULL for the check, which `=` does not
+//! express, so rows whose key has NULL parts are applied by one statement per
+//! pattern of NULL parts (`t.k IS NULL AND s.k IS NULL` for those parts, `=`
+//! for the rest): still hashable, and there are few such patterns.
+
+use crate::db::{DbKind, column_list, index_parts, quote_ident};
+use crate::names::TableRef;
+use crate::schema::TargetColumn;
+use datafusion::arrow::datatypes::DataType;
+
+/// The stage table: temporary, so private to the import's connection and
+/// never visible to readers; a lost connection takes it with it.
+pub(crate) const STAGE_TABLE: &str = "atlas_import_stage";
+/// The stage column numbering rows in source order.
+pub(crate) const STAGE_ROW: &str = "atlas_row";
+/// The stage column flagging rows whose key exists (in the table or earlier
+/// in the import).
+pub(crate) const STAGE_UPDATE: &str = "atlas_update";
+
+/// Superseded rows removed per `DELETE` statement.
+const DELETE_BATCH: usize = 10_000;
+
+/// The statements of one upsert into a table.
+#[derive(Debug, Clone)]
+pub(crate) struct UpsertStatements {
+    kind: DbKind,
+    target: String,
+    /// The stage as statements name it.
+    stage: String,
+    columns: Vec<TargetColumn>,
+    key: Vec<usize>,
+}
+
+impl UpsertStatements {
+    /// Statements for writing `columns` of `table` keyed by `key` (indices
+    /// into `columns`).
+    pub(crate) fn new(
+        kind: DbKind,
+        table: &TableRef,
+        columns: &[TargetColumn],
+        key: &[usize],
+    ) -> Self {
+        let stage = match kind {
+            DbKind::Postgres => format!("pg_temp.{}", quote_ident(STAGE_TABLE)),
+            DbKind::Sqlite => format!("temp.{}", quote_ident(STAGE_TABLE)),
+            DbKind::MySql => quote_ident(STAGE_TABLE),
+        };
+        Self {
+            kind,
+            target: table.sql(),
+            stage,
+            columns: columns.to_vec(),
+            key: key.to_vec(),
+        }
+    }
+
+    /// The stage as the writers address it.
+    pub(crate) fn stage_table(&self) -> TableRef {
+        TableRef::unqualified(STAGE_TABLE)
+    }
+
+    /// The stage's columns: the written columns, the row number and the flag.
+    pub(crate) fn stage_columns(&self) -> Vec<TargetColumn> {
+        let extra = |name: &str, sql_type: &str, data_type| TargetColumn {
+            name: name.to_string(),
+            sql_type: sql_type.to_string(),
+            data_type,
+            nullable: false,
+            has_default: false,
+            max_chars: None,
+        };
+        let mut columns = self.columns.clone();
+        columns.push(extra(STAGE_ROW, "bigint", DataType::Int64));
+        columns.push(extra(STAGE_UPDATE, "boolean", DataType::Boolean));
+        columns
+    }
+
+    /// Creates an empty stage of the target's column types.
+    pub(crate) fn create_stage(&self) -> Vec<String> {
+        let (stage, list) = (&self.stage, column_list(&self.columns));
+        let target = &self.target;
+        let (row, update) = (quote_ident(STAGE_ROW), quote_ident(STAGE_UPDATE));
+        match self.kind {
+            DbKind::Postgres => vec![
+                format!("DROP TABLE IF EXISTS {stage}"),
+                format!(
+                    "CREATE TEMP TABLE {} AS SELECT {list}, 0::bigint AS {row}, false AS {update} \
+                     FROM {target} WITH NO DATA",
+                    quote_ident(STAGE_TABLE)
+                ),
+            ],
+            DbKind::Sqlite => vec![
+                format!("DROP TABLE IF EXISTS {stage}"),
+                format!(
+                    "CREATE TEMP TABLE {} AS SELECT {list}, CAST(0 AS INTEGER) AS {row}, \
+                     CAST(0 AS BOOLEAN) AS {update} FROM {target} WHERE 0",
+                    quote_ident(STAGE_TABLE)
+                ),
+            ],
+            DbKind::MySql => vec![
+                format!("DROP TEMPORARY TABLE IF EXISTS {stage}"),
+                format!(
+                    "CREATE TEMPORARY TABLE {stage} AS SELECT {list}, CAST(0 AS SIGNED) AS {row}, \
+                     FALSE AS {update} FROM {target} WHERE 1 = 0"
+                ),
+            ],
+        }
+    }
+
+    /// Removes the staged updates that a later row of the same key
+    /// supersedes (`rows`: their `atlas_row` numbers): the last occurrence wins.
+    pub(crate) fn remove_superseded(&self, rows: &[u64]) -> Vec<String> {
+        rows.chunks(DELETE_BATCH)
+            .map(|batch| {
+                let list = batch
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",");
+                format!(
+                    "DELETE FROM {} WHERE {} IN ({list})",
+                    self.stage,
+                    quote_ident(STAGE_ROW)
+                )
+            })
+            .collect()
+    }
+
+    /// What prepares the database to join the stage well.
+    pub(crate) fn prepare_join(&self) -> Vec<String> {
+        match self.kind {
+            // Statistics, so the planner sizes the stage right and hashes it;
+            // no JIT for one statement; scans from the first block, so the
+            // INSERT keeps the file's order (identity values follow it).
+            DbKind::Postgres => vec![
+                format!("ANALYZE {}", self.stage),
+                "SET LOCAL jit = off".to_string(),
+                "SET LOCAL synchronize_seqscans = off".to_string(),
+            ],
+            // No hash join: the stage's key is looked up by index.
+            DbKind::MySql => vec![format!(
+                "ALTER TABLE {} ADD INDEX atlas_key ({})",
+                self.stage,
+                index_parts(&self.key_columns())
+            )],
+            DbKind::Sqlite => vec![format!(
+                "CREATE INDEX temp.atlas_stage_key ON {} ({})",
+                quote_ident(STAGE_TABLE),
+                column_list(&self.key_columns())
+            )],
+        }
+    }
+
+    /// Inserts the staged rows whose key is new, in source order (the
+    /// stage's physical order).
+    pub(crate) fn insert(&self) -> String {
+        let list = column_list(&self.columns);
+        format!(
+            "INSERT INTO {} ({list}) SELECT {list} FROM {} WHERE NOT {}",
+            self.target,
+            self.stage,
+            quote_ident(STAGE_UPDATE)
+        )
+    }
+
+    /// Applies the staged updates: one statement for keys without NULL parts
+    /// and one per pattern of NULL parts in `null_patterns` (each the
+    /// positions in the key that are NULL). None when every column is key:
+    /// the existing row already holds those values.
+    pub(crate) fn updates(&self, null_patterns: &[Vec<usize>]) -> Vec<String> {
+        let set: Vec<&TargetColumn> = (0..self.columns.len())
+            .filter(|i| !self.key.contains(i))
+            .map(|i| &self.columns[i])
+            .collect();
+        if set.is_empty() {
+            return Vec::new();
+        }
+        let mut statements = vec![self.update(&set, &[])];
+        statements.extend(
+            null_patterns
+                .iter()
+                .filter(|p| !p.is_empty())
+                .map(|p| self.update(&set, p)),
+        );
+        statements
+    }
+
+    /// Drops the stage.
+    pub(crate) fn drop_stage(&self) -> String {
+        match self.kind {
+            DbKind::MySql => format!("DROP TEMPORARY TABLE IF EXISTS {}", self.stage),
+            _ => format!("DROP TABLE IF EXISTS {}", self.stage),
+        }
+    }
+
+    /// The join of the stage's updates with NULL key parts at `nulls`.
+    fn update(&self, set: &[&TargetColumn], nulls: &[usize]) -> String {
+        let condition = self
+            .key
+            .iter()
+            .enumerate()
+            .map(|(position, &i)| {
+                let column = &self.columns[i];
+                let c = quote_ident(&column.name);
+                if nulls.contains(&position) {
+                    format!("atlas_t.{c} IS NULL AND atlas_s.{c} IS NULL")
+                } else if self.kind == DbKind::MySql && column.data_type == DataType::Utf8 {
+                    // MySQL's usual collations ignore case and trailing
+                    // spaces; the check does not. `=` keeps the index, the
+                    // binary comparison keeps the check's meaning.
+                    format!("atlas_t.{c} = atlas_s.{c} AND BINARY atlas_t.{c} = BINARY atlas_s.{c}")
+                } else {
+                    format!("atlas_t.{c} = atlas_s.{c}")
+                }
+            })
+            .chain(std::iter::once(format!(
+                "atlas_s.{}",
+                quote_ident(STAGE_UPDATE)
+            )))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let assignments = |prefix: &str| {
+            set.iter()
+                .map(|c| {
+                    let c = quote_ident(&c.name);
+                    format!("{prefix}{c} = atlas_s.{c}")
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (target, stage) = (&self.target, &self.stage);
+        match self.kind {
+            DbKind::Postgres | DbKind::Sqlite => format!(
+                "UPDATE {target} AS atlas_t SET {} FROM {stage} AS atlas_s WHERE {condition}",
+                assignments("")
+            ),
+            DbKind::MySql => format!(
+                "UPDATE {target} AS atlas_t JOIN {stage} AS atlas_s ON {condition} SET {}",
+                assignments("atlas_t.")
+            ),
+        }
+    }
+
+    fn key_columns(&self) -> Vec<TargetColumn> {
+        self.key.iter().map(|&i| self.columns[i].clone()).collect()
+    }
+
+    /// The statements' shape, for EXPLAIN.
+    pub(crate) fn describe(&self) -> String {
+        let key = self
+            .key_columns()
+            .iter()
+            .map(|c| c.name.clone())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let join = match self.kind {
+            DbKind::MySql => "UPDATE ... JOIN",
+            _ => "UPDATE ... FROM",
+        };
+        format!("one stage, then INSERT ... SELECT and {join} on ({key})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column(name: &str, data_type: DataType) -> TargetColumn {
+        TargetColumn {
+            name: name.into(),
+            sql_type: "text".into(),
+            data_type,
+            nullable: true,
+            has_default: false,
+            max_chars: None,
+        }
+    }
+
+    #[test]
+    fn null_key_parts_get_statements_of_their_own() {
+        let columns = [
+            column("a", DataType::Int64),
+            column("b", DataType::Utf8),
+            column("v", DataType::Utf8),
+        ];
+        let table = TableRef::unqualified("t");
+        let pg = UpsertStatements::new(DbKind::Postgres, &table, &columns, &[0, 1]);
+        let updates = pg.updates(&[vec![1], vec![]]);
+        assert_eq!(updates.len(), 2, "{updates:?}");
+        assert_eq!(
+            updates[0],
+            "UPDATE \"t\" AS atlas_t SET \"v\" = atlas_s.\"v\" FROM pg_temp.\"atlas_import_stage\" \
+             AS atlas_s WHERE atlas_t.\"a\" = atlas_s.\"a\" AND atlas_t.\"b\" = atlas_s.\"b\" \
+             AND atlas_s.\"atlas_update\""
+        );
+        assert!(
+            updates[1].contains(
+                "atlas_t.\"a\" = atlas_s.\"a\" AND atlas_t.\"b\" IS NULL AND atlas_s.\"b\" IS NULL"
+            ),
+            "{}",
+            updates[1]
+        );
+        let mysql = UpsertStatements::new(DbKind::MySql, &table, &columns, &[0, 1]);
+        assert!(mysql.updates(&[])[0].contains("BINARY atlas_t.\"b\" = BINARY atlas_s.\"b\""));
+        let all_key = UpsertStatements::new(DbKind::Sqlite, &table, &columns, &[0, 1, 2]);
+        assert!(all_key.updates(&[vec![0]]).is_empty());
+        assert_eq!(
+            pg.remove_superseded(&(0..10_001).collect::<Vec<_>>()).len(),
+            2
+        );
+    }
+}
