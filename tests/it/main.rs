@@ -14,3 +14,4 @@ mod plans;
 mod reliability;
 mod semantics;
 mod stores;
+mod types;

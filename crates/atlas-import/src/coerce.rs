@@ -22,6 +22,8 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
+use crate::typed_text::TextForm;
+
 /// The first value of an array that could not be converted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CoerceFailure {
@@ -60,6 +62,11 @@ pub fn coerce_column(
     array: &ArrayRef,
     column: &crate::schema::TargetColumn,
 ) -> Result<ArrayRef, CoerceFailure> {
+    if let Some((form, text)) = typed_text(array, column) {
+        return form
+            .convert(&text)
+            .map_err(|index| describe(array, index, Some(&text)));
+    }
     let converted = coerce_array(array, &column.data_type)?;
     if let Some(max) = column.max_chars
         && let Some(index) = overlong(&converted, max).next()
@@ -75,6 +82,28 @@ pub fn coerce_column_lenient(
     array: &ArrayRef,
     column: &crate::schema::TargetColumn,
 ) -> (ArrayRef, Vec<CoerceFailure>) {
+    if let Some((form, text)) = typed_text(array, column) {
+        if let Ok(converted) = form.convert(&text) {
+            return (converted, Vec::new());
+        }
+        let mut failures = Vec::new();
+        let mut bad = vec![false; text.len()];
+        for (i, bad) in bad.iter_mut().enumerate() {
+            if text.is_valid(i) && form.convert(&text.slice(i, 1)).is_err() {
+                failures.push(describe(array, i, Some(&text)));
+                *bad = true;
+            }
+        }
+        let cleaned = nullif(&text, &BooleanArray::from(bad)).expect("mask has the array's length");
+        let cleaned = cleaned
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("text stays text");
+        let converted = form
+            .convert(cleaned)
+            .unwrap_or_else(|_| new_null_array(&column.data_type, text.len()));
+        return (converted, failures);
+    }
     let (converted, mut failures) = coerce_array_lenient(array, &column.data_type);
     let Some(max) = column.max_chars else {
         return (converted, failures);
@@ -92,6 +121,23 @@ pub fn coerce_column_lenient(
     let cleaned =
         nullif(&converted, &BooleanArray::from(mask)).expect("mask has the array's length");
     (cleaned, failures)
+}
+
+/// The text form of `column`'s type and `array` as text, when `array` is
+/// text going into a column whose type reads text its own way.
+fn typed_text(
+    array: &ArrayRef,
+    column: &crate::schema::TargetColumn,
+) -> Option<(TextForm, StringArray)> {
+    let form = TextForm::of(&column.sql_type).filter(|f| f.data_type() == column.data_type)?;
+    if !matches!(
+        array.data_type(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null
+    ) {
+        return None;
+    }
+    let text = cast(array, &DataType::Utf8).ok()?;
+    Some((form, text.as_any().downcast_ref::<StringArray>()?.clone()))
 }
 
 /// Indices of the text values longer than `max` characters.

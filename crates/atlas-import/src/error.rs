@@ -43,6 +43,24 @@ pub enum AtlasError {
         file_hash: String,
     },
 
+    /// The database refused a value of the bulk write (one of a type
+    /// atlas-import carries as text for the server to read: an enum label, an
+    /// interval, an array, a domain's check...). The sink turns it into a
+    /// [`AtlasError::BadValue`] naming the source row.
+    #[error(
+        "the database refused {value:?} for column '{column}' in row {written_row} of the write: {reason}"
+    )]
+    ValueRefused {
+        /// 1-based position of the row in the write.
+        written_row: u64,
+        /// Target column name.
+        column: String,
+        /// The value as the database quotes it.
+        value: String,
+        /// The database's message.
+        reason: String,
+    },
+
     /// A value could not be converted to its target column type.
     #[error(
         "bad value in {source_name}, {}, column '{column}': {value:?} is not a valid {target_type}",
@@ -154,7 +172,9 @@ impl AtlasError {
             AtlasError::Usage(_) | AtlasError::SchemaMismatch { .. } => ErrorClass::Usage,
             AtlasError::Duplicates(_) => ErrorClass::Duplicates,
             AtlasError::AlreadyImported { .. } => ErrorClass::AlreadyImported,
-            AtlasError::BadValue { .. } | AtlasError::Source { .. } => ErrorClass::BadData,
+            AtlasError::BadValue { .. }
+            | AtlasError::ValueRefused { .. }
+            | AtlasError::Source { .. } => ErrorClass::BadData,
             AtlasError::Database { .. } => ErrorClass::Database,
             AtlasError::Io { .. }
             | AtlasError::ResourcesExhausted(_)

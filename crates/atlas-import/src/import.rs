@@ -17,7 +17,7 @@ use datafusion::physical_plan::display::DisplayableExecutionPlan;
 use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
-use crate::coerce::coerce_array;
+use crate::coerce::coerce_column;
 use crate::db::{Database, FileRecord, HistoryEntry};
 use crate::error::{AtlasError, Result};
 use crate::key::{EncodedKeys, Fingerprints, KeyEncoder, KeyHasher};
@@ -1470,18 +1470,16 @@ fn fingerprint_existing_keys(
     for batch in batches {
         let mut typed = Vec::with_capacity(columns.len());
         for (i, column) in columns.iter().enumerate() {
-            typed.push(
-                coerce_array(batch.column(i), &column.data_type).map_err(|f| {
-                    AtlasError::BadValue {
-                        source_name: format!("existing rows of table '{table}'"),
-                        row: 0,
-                        line: None,
-                        column: column.name.clone(),
-                        value: f.value,
-                        target_type: column.sql_type.clone(),
-                    }
-                })?,
-            );
+            typed.push(coerce_column(batch.column(i), column).map_err(|f| {
+                AtlasError::BadValue {
+                    source_name: format!("existing rows of table '{table}'"),
+                    row: 0,
+                    line: None,
+                    column: column.name.clone(),
+                    value: f.value,
+                    target_type: column.sql_type.clone(),
+                }
+            })?);
         }
         let batch = RecordBatch::try_new(Arc::clone(&schema), typed)
             .map_err(|e| AtlasError::from_datafusion(e.into()))?;
@@ -1514,7 +1512,7 @@ impl std::fmt::Display for Chosen {
 /// most distinct values the statistics know of (else the first text or
 /// integer one); only columns whose values can be written as literals.
 fn probe_column(key: &[TargetColumn], stats: &crate::db::TableStats) -> Option<usize> {
-    let usable = |i: &usize| crate::db::filterable(&key[*i].data_type);
+    let usable = |i: &usize| crate::db::filterable(&key[*i]);
     if let Some(index) = &stats.key_index
         && let Some(i) = key.iter().position(|k| k.name == index.column)
         && usable(&i)

@@ -34,6 +34,7 @@ pub mod schema;
 pub mod script;
 pub mod source;
 pub mod sql;
+pub mod typed_text;
 
 pub use error::{AtlasError, ErrorClass, Result};
 pub use ext::{DataFrameImportExt, SessionContextImportExt, session_context_with_imports};

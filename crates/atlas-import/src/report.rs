@@ -234,6 +234,17 @@ impl ImportMetrics {
         }
     }
 
+    /// The file (index in source order) of source row `row`, and the row's
+    /// 1-based number within that file.
+    pub fn locate(&self, row: u64) -> (usize, u64) {
+        let starts = self.file_starts.lock().expect("metrics lock");
+        let file = starts
+            .partition_point(|&start| start <= row)
+            .saturating_sub(1);
+        let start = starts.get(file).copied().unwrap_or(1);
+        (file, row + 1 - start.min(row + 1))
+    }
+
     /// Records the physical lines of the rows from `first_row` on, all of
     /// file `file` (0 for a single file).
     pub fn record_lines(&self, first_row: u64, file: usize, lines: &[u64]) {

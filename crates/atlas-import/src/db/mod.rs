@@ -11,6 +11,7 @@ mod pg_binary;
 mod postgres;
 mod probe;
 mod sqlite;
+mod text_rows;
 mod upsert;
 
 use std::fmt;

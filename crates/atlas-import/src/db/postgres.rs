@@ -14,6 +14,7 @@ use pgpq::ArrowToPostgresBinaryEncoder;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Postgres, Row, Transaction};
 
+use super::text_rows::{TextDialect, encode_rows};
 use super::{
     ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, KeyFilter,
     TableStats, column_list, create_table_sql, mask_password,
@@ -99,10 +100,20 @@ fn data_type_for(type_name: &str, typmod: i32) -> DataType {
             let scale = ((typmod - 4) & 0xffff) as i8;
             DataType::Decimal128(precision.min(38), scale)
         }
-        // Unconstrained NUMERIC: the widest Arrow decimal with a generous scale.
-        "numeric" => DataType::Decimal128(38, 10),
+        // Unconstrained NUMERIC holds more than any Arrow decimal: exact text.
+        "numeric" => DataType::Utf8,
         "bool" => DataType::Boolean,
         "text" | "varchar" | "bpchar" | "name" | "citext" => DataType::Utf8,
+        // Read and checked by the coercion's text forms (uuid, json, jsonb,
+        // bytea), or carried as text for the server's own input function
+        // (written by text COPY: see `needs_text_copy`).
+        "uuid" | "json" | "jsonb" | "interval" | "inet" | "cidr" | "macaddr" | "macaddr8"
+        | "time" | "timetz" | "bit" | "varbit" | "xml" | "tsvector" | "tsquery" | "point"
+        | "line" | "lseg" | "box" | "path" | "polygon" | "circle" | "int4range" | "int8range"
+        | "numrange" | "tsrange" | "tstzrange" | "daterange" => DataType::Utf8,
+        "bytea" => DataType::Binary,
+        // Arrays and enum labels, as their text input reads them.
+        "array" | "enum" => DataType::Utf8,
         "date" => DataType::Date32,
         "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, None),
         "timestamptz" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
@@ -111,11 +122,17 @@ fn data_type_for(type_name: &str, typmod: i32) -> DataType {
 }
 
 async fn describe(conn: &mut PgConnection, table: &TableRef) -> Result<Option<TargetTable>> {
+    // A domain is read as its base type (with the domain's name shown and
+    // its constraints left to the server); arrays and enums by their kind.
     let rows = sqlx::query(
-        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), t.typname::text,
+        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod),
+                CASE WHEN b.typcategory = 'A' THEN 'array'
+                     WHEN b.typtype = 'e' THEN 'enum'
+                     ELSE b.typname::text END,
                 a.attnotnull, (a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> ''),
-                a.atttypmod
+                CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END
          FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+         JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
          WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
          ORDER BY a.attnum",
     )
@@ -250,7 +267,14 @@ impl Database for PostgresDatabase {
             Some(filter) => format!(
                 "COPY (SELECT {select} FROM {} WHERE {}) TO STDOUT (FORMAT binary)",
                 table.sql(),
-                filter.condition(DbKind::Postgres)
+                filter.condition(
+                    DbKind::Postgres,
+                    columns
+                        .iter()
+                        .find(|c| c.name == filter.column)
+                        .filter(|c| needs_text_copy(c))
+                        .map(|c| c.sql_type.as_str())
+                )
             ),
             None if casts => format!(
                 "COPY (SELECT {select} FROM {}) TO STDOUT (FORMAT binary)",
@@ -401,6 +425,80 @@ async fn copy_in(
     copy.finish().await.map_err(copy_error)
 }
 
+/// Whether `column` needs text COPY: its values are carried as text but its
+/// type's binary input is not text's (uuid, jsonb, arrays, interval, enums,
+/// domains, ...). Text, varchar, char, name, citext and json read text's
+/// binary form; every other Arrow type has its own binary encoding.
+fn needs_text_copy(column: &TargetColumn) -> bool {
+    if column.data_type != DataType::Utf8 {
+        return false;
+    }
+    let sql_type = column.sql_type.as_str();
+    !(matches!(sql_type, "text" | "name" | "citext" | "json" | "\"char\"")
+        || sql_type.starts_with("character varying")
+        || sql_type.starts_with("character(")
+        || sql_type == "character")
+}
+
+/// COPY in PostgreSQL's text format, for tables with a column binary COPY
+/// cannot express: the server reads every value with its type's input
+/// function, as `psql \copy` does.
+async fn copy_in_text(
+    conn: &mut PgConnection,
+    sql: &str,
+    schema: &SchemaRef,
+    chunk: &mut ChunkStream<'_>,
+    table: &str,
+) -> Result<u64> {
+    let copy_error = |e| {
+        refused_value(e)
+            .unwrap_or_else(|e| AtlasError::database(format!("copying into '{table}'"), e))
+    };
+    let mut copy = conn.copy_in_raw(sql).await.map_err(copy_error)?;
+    let mut buf = BytesMut::with_capacity(COPY_SEND_BYTES * 2);
+    while let Some(batch) = chunk.next().await {
+        let encoded = batch.and_then(|b| {
+            let batch = RecordBatch::try_new(Arc::clone(schema), b.columns().to_vec())
+                .map_err(|e| AtlasError::from_datafusion(e.into()))?;
+            encode_rows(&batch, TextDialect::Postgres, &mut buf)
+        });
+        if let Err(e) = encoded {
+            copy.abort("atlas-import: the import failed").await.ok();
+            return Err(e);
+        }
+        if buf.len() >= COPY_SEND_BYTES {
+            copy.send(&buf[..]).await.map_err(copy_error)?;
+            buf.clear();
+        }
+    }
+    copy.send(&buf[..]).await.map_err(copy_error)?;
+    copy.finish().await.map_err(copy_error)
+}
+
+/// The value a COPY refused, from the error's context (`COPY t, line 3,
+/// column c: "value"`), or the error as it was.
+fn refused_value(error: sqlx::Error) -> std::result::Result<AtlasError, sqlx::Error> {
+    let parsed = match &error {
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .and_then(|pg| {
+                let context = pg.r#where()?;
+                let (_, rest) = context.split_once(", line ")?;
+                let (line, rest) = rest.split_once(", column ")?;
+                let (column, value) = rest.split_once(": ")?;
+                let value = value.strip_prefix('"')?.strip_suffix('"')?;
+                Some(AtlasError::ValueRefused {
+                    written_row: line.parse().ok()?,
+                    column: column.to_string(),
+                    value: value.to_string(),
+                    reason: pg.message().to_string(),
+                })
+            }),
+        _ => None,
+    };
+    parsed.ok_or(error)
+}
+
 /// The import transaction on PostgreSQL.
 struct PostgresImport {
     tx: Transaction<'static, Postgres>,
@@ -478,6 +576,14 @@ impl ImportTransaction for PostgresImport {
                 .map(|c| Field::new(&c.name, c.data_type.clone(), true))
                 .collect::<Vec<_>>(),
         ));
+        if columns.iter().any(needs_text_copy) {
+            let sql = format!(
+                "COPY {} ({}) FROM STDIN (FORMAT text)",
+                table.sql(),
+                column_list(columns)
+            );
+            return copy_in_text(&mut self.tx, &sql, &schema, chunk, &table.key()).await;
+        }
         let sql = format!(
             "COPY {} ({}) FROM STDIN (FORMAT binary)",
             table.sql(),

@@ -11,6 +11,7 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::datatypes::{DataType, Date32Type, TimeUnit};
 
 use super::{DbKind, quote_ident};
+use crate::schema::TargetColumn;
 
 /// Which rows of the table to read: those whose `column` holds one of
 /// `values` (and those where it is NULL, when `nulls`).
@@ -24,19 +25,25 @@ pub struct KeyFilter {
     pub nulls: bool,
 }
 
-/// Whether values of `data_type` can be written as literals of a filter.
-pub(crate) fn filterable(data_type: &DataType) -> bool {
-    data_type.is_integer()
+/// Whether `column`'s values can be written as literals of a filter that
+/// compares them with `=` (json has no equality; arrays would compare whole).
+pub(crate) fn filterable(column: &TargetColumn) -> bool {
+    let data_type = &column.data_type;
+    (data_type.is_integer()
         || matches!(
             data_type,
             DataType::Utf8 | DataType::Date32 | DataType::Timestamp(TimeUnit::Microsecond, _)
-        )
+        ))
+        && column.sql_type != "json"
+        && !column.sql_type.ends_with("[]")
 }
 
 impl KeyFilter {
     /// The `WHERE` condition on `kind` (`FALSE` when there is nothing to
-    /// match), with the values as literals.
-    pub(crate) fn condition(&self, kind: DbKind) -> String {
+    /// match), with the values as literals; on PostgreSQL the list is cast
+    /// to `element_type[]` where the column's type is not text (uuid, jsonb,
+    /// enums read their literals then).
+    pub(crate) fn condition(&self, kind: DbKind, element_type: Option<&str>) -> String {
         let column = quote_ident(&self.column);
         let mut literals: Vec<String> = Vec::new();
         for array in &self.values {
@@ -52,7 +59,10 @@ impl KeyFilter {
         if !literals.is_empty() {
             parts.push(match kind {
                 // A hashed array, which a parallel scan can use.
-                DbKind::Postgres => format!("{column} = ANY(ARRAY[{}])", literals.join(",")),
+                DbKind::Postgres => match element_type {
+                    Some(t) => format!("{column} = ANY(ARRAY[{}]::{t}[])", literals.join(",")),
+                    None => format!("{column} = ANY(ARRAY[{}])", literals.join(",")),
+                },
                 DbKind::Sqlite | DbKind::MySql => format!("{column} IN ({})", literals.join(",")),
             });
         }
@@ -144,11 +154,11 @@ mod tests {
             nulls: true,
         };
         assert_eq!(
-            filter.condition(DbKind::Postgres),
+            filter.condition(DbKind::Postgres, None),
             "\"email\" = ANY(ARRAY['a''b','c\\d']) OR \"email\" IS NULL"
         );
         assert_eq!(
-            filter.condition(DbKind::MySql),
+            filter.condition(DbKind::MySql, None),
             "\"email\" IN ('a''b','c\\\\d') OR \"email\" IS NULL"
         );
         let ints = KeyFilter {
@@ -156,14 +166,14 @@ mod tests {
             values: vec![Arc::new(Int32Array::from(vec![3, 1]))],
             nulls: false,
         };
-        assert_eq!(ints.condition(DbKind::Sqlite), "\"n\" IN (1,3)");
+        assert_eq!(ints.condition(DbKind::Sqlite, None), "\"n\" IN (1,3)");
         let unsigned = KeyFilter {
             column: "n".into(),
             values: vec![Arc::new(UInt64Array::from(vec![u64::MAX]))],
             nulls: false,
         };
         assert_eq!(
-            unsigned.condition(DbKind::MySql),
+            unsigned.condition(DbKind::MySql, None),
             "\"n\" IN (18446744073709551615)"
         );
         let none = KeyFilter {
@@ -171,6 +181,6 @@ mod tests {
             values: vec![],
             nulls: false,
         };
-        assert_eq!(none.condition(DbKind::Sqlite), "FALSE");
+        assert_eq!(none.condition(DbKind::Sqlite, None), "FALSE");
     }
 }

@@ -183,7 +183,7 @@ async fn scan_keys(
         table.sql(),
         filter.map_or_else(String::new, |f| format!(
             " WHERE {}",
-            f.condition(DbKind::Sqlite)
+            f.condition(DbKind::Sqlite, None)
         ))
     );
     let (lease, raw, done) = HandleLease::take(conn)

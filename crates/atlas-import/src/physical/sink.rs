@@ -129,6 +129,42 @@ pub struct ImportSink {
     written_per_file: std::sync::Mutex<Vec<u64>>,
     /// Rows handed to the write so far (inserted, or staged by an upsert).
     sent_rows: AtomicU64,
+    /// Which source rows the write's rows are, as runs of consecutive rows,
+    /// to name the source row of a value the database refuses.
+    written_rows: std::sync::Mutex<RowRuns>,
+}
+
+/// Runs of consecutive source rows in the order they were written:
+/// `(first position in the write, first source row, length)`.
+#[derive(Debug, Default)]
+struct RowRuns {
+    runs: Vec<(u64, u64, u64)>,
+    written: u64,
+}
+
+impl RowRuns {
+    fn extend(&mut self, source_rows: &[u64]) {
+        for &row in source_rows {
+            match self.runs.last_mut() {
+                Some((at, first, len)) if *at + *len == self.written && *first + *len == row => {
+                    *len += 1
+                }
+                _ => self.runs.push((self.written, row, 1)),
+            }
+            self.written += 1;
+        }
+    }
+
+    /// The source row of the write's `position`-th row (1-based).
+    fn source_row(&self, position: u64) -> Option<u64> {
+        let index = position.checked_sub(1)?;
+        let run = self
+            .runs
+            .partition_point(|(at, _, _)| *at <= index)
+            .checked_sub(1)?;
+        let (at, first, len) = self.runs[run];
+        (index < at + len).then(|| first + (index - at))
+    }
 }
 
 impl ImportSink {
@@ -157,6 +193,7 @@ impl ImportSink {
             metrics: ExecutionPlanMetricsSet::new(),
             written_per_file: Default::default(),
             sent_rows: AtomicU64::new(0),
+            written_rows: Default::default(),
         }
     }
 
@@ -184,6 +221,13 @@ impl ImportSink {
             }
             if batch.num_rows() > 0 {
                 self.count_per_file(&batch);
+                let source_rows = batch
+                    .column(batch.num_columns() - 1)
+                    .as_primitive::<datafusion::arrow::datatypes::UInt64Type>();
+                self.written_rows
+                    .lock()
+                    .expect("row runs lock")
+                    .extend(source_rows.values());
                 let rows = batch
                     .project(&width)
                     .map_err(|e| AtlasError::from_datafusion(e.into()))?;
@@ -191,6 +235,42 @@ impl ImportSink {
             }
         }
         Ok(None)
+    }
+
+    /// A value the database refused, named by its source row and line.
+    fn at_source_row(&self, error: AtlasError) -> AtlasError {
+        let AtlasError::ValueRefused {
+            written_row,
+            column,
+            value,
+            reason,
+        } = &error
+        else {
+            return error;
+        };
+        let runs = self.written_rows.lock().expect("row runs lock");
+        let Some(row) = runs.source_row(*written_row) else {
+            return error;
+        };
+        let metrics = &self.import_metrics;
+        let (file, row_in_file) = metrics.locate(row);
+        let sql_type = self
+            .columns
+            .iter()
+            .find(|c| c.name == *column)
+            .map_or("value", |c| c.sql_type.as_str());
+        AtlasError::BadValue {
+            source_name: self
+                .session
+                .files()
+                .get(file)
+                .map_or_else(|| "the source".to_string(), |f| f.file_name.clone()),
+            row: row_in_file,
+            line: metrics.line_of(row),
+            column: column.clone(),
+            value: value.clone(),
+            target_type: format!("{sql_type} ({reason})"),
+        }
     }
 
     /// Counts `rows` handed to the one write of an import (inserted, or
@@ -327,10 +407,11 @@ impl ImportSink {
             let started = Instant::now();
             let timer = write_time.timer();
             let written = if self.on_duplicate == OnDuplicate::Update {
-                self.upsert(first, &mut input).await?
+                self.upsert(first, &mut input).await
             } else {
-                self.insert(first, &mut input).await?
-            };
+                self.insert(first, &mut input).await
+            }
+            .map_err(|e| self.at_source_row(e))?;
             timer.done();
             rows_written.add(written as usize);
             self.import_metrics
@@ -559,5 +640,33 @@ impl DataSink for ImportSink {
             }
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RowRuns;
+
+    #[test]
+    fn written_rows_map_back_to_source_rows() {
+        let mut runs = RowRuns::default();
+        runs.extend(&[1, 2, 3, 7, 8]);
+        runs.extend(&[9, 20]);
+        assert_eq!(runs.runs.len(), 3);
+        let found: Vec<Option<u64>> = (0..=8).map(|p| runs.source_row(p)).collect();
+        assert_eq!(
+            found,
+            vec![
+                None,
+                Some(1),
+                Some(2),
+                Some(3),
+                Some(7),
+                Some(8),
+                Some(9),
+                Some(20),
+                None
+            ]
+        );
     }
 }

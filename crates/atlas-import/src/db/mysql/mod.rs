@@ -261,7 +261,7 @@ async fn scan_keys(
         table.sql(),
         filter.map_or_else(String::new, |f| format!(
             " WHERE {}",
-            f.condition(DbKind::MySql)
+            f.condition(DbKind::MySql, None)
         ))
     );
     let scan_error = |e| AtlasError::database(format!("reading the keys of '{table}'"), e);

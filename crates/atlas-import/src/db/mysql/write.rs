@@ -23,14 +23,15 @@
 
 use std::fmt;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use bytes::{Bytes, BytesMut};
+use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Params, Value};
 
 use super::super::bind::{BindColumn, DecimalBinding, insert_sql};
+use super::super::text_rows::{TextDialect, encode_rows};
 use super::super::{ChunkStream, quote_ident};
 use crate::error::{AtlasError, Result};
 use crate::names::TableRef;
@@ -57,7 +58,7 @@ fn is_binary(data_type: &DataType) -> bool {
 }
 
 /// `LOAD DATA LOCAL INFILE` into `columns` of `table`, in the format
-/// [`encode_batch`] writes.
+/// [`encode_rows`] writes.
 fn load_data_sql(table: &TableRef, columns: &[TargetColumn]) -> String {
     let mut fields = Vec::with_capacity(columns.len());
     let mut decoded = Vec::new();
@@ -82,88 +83,6 @@ fn load_data_sql(table: &TableRef, columns: &[TargetColumn]) -> String {
         sql.push_str(&decoded.join(", "));
     }
     sql
-}
-
-/// Appends the rows of `batch` to `out` in `LOAD DATA`'s default text format.
-fn encode_batch(batch: &RecordBatch, out: &mut BytesMut) -> Result<()> {
-    let columns = batch
-        .columns()
-        .iter()
-        .map(|a| BindColumn::prepare(a, DecimalBinding::Text))
-        .collect::<Result<Vec<_>>>()?;
-    let mut integer = itoa::Buffer::new();
-    let mut real = ryu::Buffer::new();
-    for row in 0..batch.num_rows() {
-        for (i, column) in columns.iter().enumerate() {
-            if i > 0 {
-                out.put_u8(b'\t');
-            }
-            match column {
-                BindColumn::Integer(a) => {
-                    let a = a.as_primitive::<Int64Type>();
-                    if a.is_valid(row) {
-                        out.put_slice(integer.format(a.value(row)).as_bytes());
-                    } else {
-                        out.put_slice(b"\\N");
-                    }
-                }
-                BindColumn::Real(a) => {
-                    let a = a.as_primitive::<Float64Type>();
-                    if a.is_valid(row) {
-                        out.put_slice(real.format(a.value(row)).as_bytes());
-                    } else {
-                        out.put_slice(b"\\N");
-                    }
-                }
-                BindColumn::Text(a) => {
-                    let a = a.as_string::<i32>();
-                    if a.is_valid(row) {
-                        put_escaped(out, a.value(row).as_bytes());
-                    } else {
-                        out.put_slice(b"\\N");
-                    }
-                }
-                BindColumn::Blob(a) => {
-                    let a = a.as_binary::<i32>();
-                    if a.is_valid(row) {
-                        put_hex(out, a.value(row));
-                    } else {
-                        out.put_slice(b"\\N");
-                    }
-                }
-            }
-        }
-        out.put_u8(b'\n');
-    }
-    Ok(())
-}
-
-/// `value` with the bytes `LOAD DATA` would read as syntax escaped.
-fn put_escaped(out: &mut BytesMut, value: &[u8]) {
-    let mut start = 0;
-    for (i, &byte) in value.iter().enumerate() {
-        let escaped: &[u8] = match byte {
-            b'\\' => b"\\\\",
-            b'\t' => b"\\t",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            0 => b"\\0",
-            _ => continue,
-        };
-        out.put_slice(&value[start..i]);
-        out.put_slice(escaped);
-        start = i + 1;
-    }
-    out.put_slice(&value[start..]);
-}
-
-fn put_hex(out: &mut BytesMut, value: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
-    out.reserve(value.len() * 2);
-    for &byte in value {
-        out.put_u8(DIGITS[usize::from(byte >> 4)]);
-        out.put_u8(DIGITS[usize::from(byte & 15)]);
-    }
 }
 
 /// The warnings of a load, as the reason it failed.
@@ -204,7 +123,7 @@ pub(super) async fn load_chunk(
         let mut failure = None;
         while let Some(batch) = chunk.next().await {
             match batch.and_then(|batch| {
-                encode_batch(&batch, &mut buffer)?;
+                encode_rows(&batch, TextDialect::MySql, &mut buffer)?;
                 Ok(batch.num_rows())
             }) {
                 Ok(n) => rows += n as u64,
@@ -330,7 +249,9 @@ fn parameter(column: &BindColumn, row: usize) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{BinaryArray, Float64Array, Int32Array, StringArray};
+    use datafusion::arrow::array::{
+        BinaryArray, Float64Array, Int32Array, RecordBatch, StringArray,
+    };
     use datafusion::arrow::datatypes::{Field, Schema};
     use std::sync::Arc;
 
@@ -353,7 +274,7 @@ mod tests {
         )
         .unwrap();
         let mut out = BytesMut::new();
-        encode_batch(&batch, &mut out).unwrap();
+        encode_rows(&batch, TextDialect::MySql, &mut out).unwrap();
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
             "-7\ta\\tb\\\\N\\nc\\r\\0\t0.1\t00FF\n\\N\t\t\\N\t\\N\n"

@@ -1,0 +1,610 @@
+//! Text values of types that give them a syntax and a canonical form: uuid,
+//! json, jsonb and bytea. The coercion converts source text through these
+//! (and the existing keys the database returns as text), so that a bad value
+//! names its row and column before anything is written, and values equal to
+//! the database are equal to the check: a uuid in any case or with braces is
+//! one value, jsonb compares regardless of key order and whitespace.
+
+use datafusion::arrow::array::{Array, ArrayRef, BinaryBuilder, StringArray, StringBuilder};
+use std::sync::Arc;
+
+/// How values of a column's type are read from text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextForm {
+    /// `uuid`: 32 hex digits, any case, hyphens and braces optional; stored
+    /// as the canonical lowercase `8-4-4-4-12` form.
+    Uuid,
+    /// `json`: valid JSON, kept exactly as written (json compares as text).
+    Json,
+    /// `jsonb`: valid JSON in a canonical form (keys sorted, the last of a
+    /// repeated key kept, no whitespace, numbers as PostgreSQL's numeric
+    /// prints them), which stores the same jsonb value as the original.
+    Jsonb,
+    /// `numeric` without precision: exact, as text (no Arrow decimal holds
+    /// every value), written as PostgreSQL prints it (`1e3` is `1000`, the
+    /// scale kept: `1.50` stays `1.50`).
+    Numeric,
+    /// `bytea`: PostgreSQL's input forms, `\x` and hex digits, or the escape
+    /// form (bytes as written, `\\` a backslash, `\ooo` an octal byte).
+    Bytea,
+}
+
+impl TextForm {
+    /// The form of a column whose declared type is `sql_type`, if any.
+    pub fn of(sql_type: &str) -> Option<Self> {
+        match sql_type {
+            "uuid" => Some(TextForm::Uuid),
+            "json" => Some(TextForm::Json),
+            "jsonb" => Some(TextForm::Jsonb),
+            "bytea" => Some(TextForm::Bytea),
+            "numeric" => Some(TextForm::Numeric),
+            _ => None,
+        }
+    }
+
+    /// The Arrow type the form produces.
+    pub fn data_type(self) -> datafusion::arrow::datatypes::DataType {
+        use datafusion::arrow::datatypes::DataType;
+        match self {
+            TextForm::Bytea => DataType::Binary,
+            _ => DataType::Utf8,
+        }
+    }
+
+    /// Converts every value of `text`; `Err(index)` names the first that
+    /// does not fit.
+    pub fn convert(self, text: &StringArray) -> Result<ArrayRef, usize> {
+        if self == TextForm::Bytea {
+            let mut out = BinaryBuilder::with_capacity(text.len(), text.value_data().len());
+            let mut bytes = Vec::new();
+            for i in 0..text.len() {
+                if text.is_null(i) {
+                    out.append_null();
+                    continue;
+                }
+                bytes.clear();
+                bytea(text.value(i), &mut bytes).ok_or(i)?;
+                out.append_value(&bytes);
+            }
+            return Ok(Arc::new(out.finish()));
+        }
+        let mut out = StringBuilder::with_capacity(text.len(), text.value_data().len());
+        let mut canonical = String::new();
+        for i in 0..text.len() {
+            if text.is_null(i) {
+                out.append_null();
+                continue;
+            }
+            let value = text.value(i);
+            canonical.clear();
+            let ok = match self {
+                TextForm::Uuid => uuid(value, &mut canonical),
+                TextForm::Json => {
+                    let ok = json(value, &mut canonical);
+                    canonical.clear();
+                    canonical.push_str(value);
+                    ok
+                }
+                TextForm::Jsonb => json(value, &mut canonical),
+                TextForm::Numeric => numeric(value, &mut canonical),
+                TextForm::Bytea => unreachable!("handled above"),
+            };
+            if !ok {
+                return Err(i);
+            }
+            out.append_value(&canonical);
+        }
+        Ok(Arc::new(out.finish()))
+    }
+}
+
+/// The canonical form of a uuid, into `out`.
+fn uuid(value: &str, out: &mut String) -> bool {
+    let trimmed = value.trim();
+    let inner = trimmed
+        .strip_prefix('{')
+        .and_then(|v| v.strip_suffix('}'))
+        .unwrap_or(trimmed);
+    let digits: Vec<u8> = inner.bytes().filter(|&b| b != b'-').collect();
+    if digits.len() != 32 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return false;
+    }
+    for (i, d) in digits.iter().enumerate() {
+        if matches!(i, 8 | 12 | 16 | 20) {
+            out.push('-');
+        }
+        out.push(d.to_ascii_lowercase() as char);
+    }
+    true
+}
+
+/// PostgreSQL's bytea input forms, decoded into `out`.
+fn bytea(value: &str, out: &mut Vec<u8>) -> Option<()> {
+    if let Some(hex) = value.strip_prefix("\\x") {
+        let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        if !digits.len().is_multiple_of(2) {
+            return None;
+        }
+        for pair in digits.chunks(2) {
+            let high = (pair[0] as char).to_digit(16)?;
+            let low = (pair[1] as char).to_digit(16)?;
+            out.push((high * 16 + low) as u8);
+        }
+        return Some(());
+    }
+    let bytes = value.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            out.push(bytes[i]);
+            i += 1;
+        } else if bytes.get(i + 1) == Some(&b'\\') {
+            out.push(b'\\');
+            i += 2;
+        } else {
+            let octal = bytes.get(i + 1..i + 4)?;
+            if !(b'0'..=b'3').contains(&octal[0])
+                || !octal[1..].iter().all(|d| (b'0'..=b'7').contains(d))
+            {
+                return None;
+            }
+            out.push(octal.iter().fold(0u8, |n, d| n * 8 + (d - b'0')));
+            i += 4;
+        }
+    }
+    Some(())
+}
+
+/// Validates `value` as JSON and writes its canonical form into `out`.
+fn json(value: &str, out: &mut String) -> bool {
+    let mut parser = Parser {
+        text: value.as_bytes(),
+        at: 0,
+    };
+    parser.skip_space();
+    let ok = parser.value(out, 0).is_some();
+    parser.skip_space();
+    ok && parser.at == parser.text.len()
+}
+
+/// Nesting deeper than this is refused rather than risking the stack.
+const MAX_DEPTH: usize = 512;
+
+struct Parser<'a> {
+    text: &'a [u8],
+    at: usize,
+}
+
+impl Parser<'_> {
+    fn skip_space(&mut self) {
+        while self
+            .text
+            .get(self.at)
+            .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        {
+            self.at += 1;
+        }
+    }
+
+    fn eat(&mut self, byte: u8) -> bool {
+        self.skip_space();
+        if self.text.get(self.at) == Some(&byte) {
+            self.at += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn value(&mut self, out: &mut String, depth: usize) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        self.skip_space();
+        match *self.text.get(self.at)? {
+            b'{' => {
+                self.at += 1;
+                let mut members: Vec<(String, String)> = Vec::new();
+                if !self.eat(b'}') {
+                    loop {
+                        self.skip_space();
+                        let key = self.string()?;
+                        if !self.eat(b':') {
+                            return None;
+                        }
+                        let mut member = String::new();
+                        self.value(&mut member, depth + 1)?;
+                        // A repeated key: the last one counts, as in jsonb.
+                        members.retain(|(k, _)| *k != key);
+                        members.push((key, member));
+                        if self.eat(b'}') {
+                            break;
+                        }
+                        if !self.eat(b',') {
+                            return None;
+                        }
+                    }
+                }
+                members.sort_by(|a, b| a.0.cmp(&b.0));
+                out.push('{');
+                for (i, (key, member)) in members.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    push_string(out, key);
+                    out.push(':');
+                    out.push_str(member);
+                }
+                out.push('}');
+            }
+            b'[' => {
+                self.at += 1;
+                out.push('[');
+                if !self.eat(b']') {
+                    let mut first = true;
+                    loop {
+                        if !first {
+                            out.push(',');
+                        }
+                        first = false;
+                        self.value(out, depth + 1)?;
+                        if self.eat(b']') {
+                            break;
+                        }
+                        if !self.eat(b',') {
+                            return None;
+                        }
+                    }
+                }
+                out.push(']');
+            }
+            b'"' => {
+                let s = self.string()?;
+                push_string(out, &s);
+            }
+            b't' => self.literal(b"true", out)?,
+            b'f' => self.literal(b"false", out)?,
+            b'n' => self.literal(b"null", out)?,
+            _ => self.number(out)?,
+        }
+        Some(())
+    }
+
+    fn literal(&mut self, word: &[u8], out: &mut String) -> Option<()> {
+        if self.text[self.at..].starts_with(word) {
+            self.at += word.len();
+            out.push_str(std::str::from_utf8(word).ok()?);
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    /// A string literal, decoded.
+    fn string(&mut self) -> Option<String> {
+        if self.text.get(self.at) != Some(&b'"') {
+            return None;
+        }
+        self.at += 1;
+        let mut bytes = Vec::new();
+        loop {
+            let byte = *self.text.get(self.at)?;
+            self.at += 1;
+            match byte {
+                b'"' => break,
+                b'\\' => {
+                    let escape = *self.text.get(self.at)?;
+                    self.at += 1;
+                    let decoded = match escape {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => {
+                            let unit = self.hex4()?;
+                            let code = if (0xD800..0xDC00).contains(&unit) {
+                                if !self.text[self.at..].starts_with(b"\\u") {
+                                    return None;
+                                }
+                                self.at += 2;
+                                let low = self.hex4()?;
+                                if !(0xDC00..0xE000).contains(&low) {
+                                    return None;
+                                }
+                                0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)
+                            } else {
+                                unit
+                            };
+                            // PostgreSQL refuses \u0000 in jsonb text.
+                            if code == 0 {
+                                return None;
+                            }
+                            char::from_u32(code)?
+                        }
+                        _ => return None,
+                    };
+                    let mut buf = [0u8; 4];
+                    bytes.extend_from_slice(decoded.encode_utf8(&mut buf).as_bytes());
+                }
+                0..=0x1f => return None,
+                _ => bytes.push(byte),
+            }
+        }
+        String::from_utf8(bytes).ok()
+    }
+
+    fn hex4(&mut self) -> Option<u32> {
+        let digits = self.text.get(self.at..self.at + 4)?;
+        self.at += 4;
+        let text = std::str::from_utf8(digits).ok()?;
+        u32::from_str_radix(text, 16).ok()
+    }
+
+    /// A number, written as PostgreSQL's numeric prints it: the exponent
+    /// applied, the scale kept (`1.50` stays, `1.5e1` is `15`, `-0` is `0`).
+    fn number(&mut self, out: &mut String) -> Option<()> {
+        let start = self.at;
+        let negative = self.text.get(self.at) == Some(&b'-');
+        if negative {
+            self.at += 1;
+        }
+        let int_start = self.at;
+        while self.text.get(self.at).is_some_and(u8::is_ascii_digit) {
+            self.at += 1;
+        }
+        let int = &self.text[int_start..self.at];
+        if int.is_empty() || (int.len() > 1 && int[0] == b'0') {
+            return None;
+        }
+        let mut frac: &[u8] = &[];
+        if self.text.get(self.at) == Some(&b'.') {
+            self.at += 1;
+            let frac_start = self.at;
+            while self.text.get(self.at).is_some_and(u8::is_ascii_digit) {
+                self.at += 1;
+            }
+            frac = &self.text[frac_start..self.at];
+            if frac.is_empty() {
+                return None;
+            }
+        }
+        let mut exponent: i64 = 0;
+        if matches!(self.text.get(self.at), Some(b'e' | b'E')) {
+            self.at += 1;
+            let sign = match self.text.get(self.at) {
+                Some(b'-') => {
+                    self.at += 1;
+                    -1
+                }
+                Some(b'+') => {
+                    self.at += 1;
+                    1
+                }
+                _ => 1,
+            };
+            let exp_start = self.at;
+            while self.text.get(self.at).is_some_and(u8::is_ascii_digit) {
+                self.at += 1;
+            }
+            let digits = std::str::from_utf8(&self.text[exp_start..self.at]).ok()?;
+            if digits.is_empty() {
+                return None;
+            }
+            exponent = sign * digits.parse::<i64>().ok().filter(|e| *e <= 1000)?;
+        }
+        if exponent == 0 && !(negative && int.iter().chain(frac).all(|&d| d == b'0')) {
+            out.push_str(std::str::from_utf8(&self.text[start..self.at]).ok()?);
+            return Some(());
+        }
+        push_numeric(out, negative, int, frac, exponent);
+        Some(())
+    }
+}
+
+/// The number `±int.frac × 10^exponent` as PostgreSQL's numeric prints it:
+/// the exponent applied, the scale `max(0, frac digits − exponent)` kept, no
+/// leading zeros, no sign on zero.
+fn push_numeric(out: &mut String, negative: bool, int: &[u8], frac: &[u8], exponent: i64) {
+    let digits: Vec<u8> = int.iter().chain(frac).copied().collect();
+    // Digits before the decimal point.
+    let point = int.len() as i64 + exponent;
+    let scale = (frac.len() as i64 - exponent).max(0) as usize;
+    let mut whole = String::new();
+    let mut fraction = String::new();
+    for (i, &d) in digits.iter().enumerate() {
+        if (i as i64) < point {
+            whole.push(d as char);
+        } else {
+            fraction.push(d as char);
+        }
+    }
+    for _ in digits.len() as i64..point {
+        whole.push('0');
+    }
+    if point < 0 {
+        fraction.insert_str(0, &"0".repeat((-point) as usize));
+    }
+    let whole = whole.trim_start_matches('0');
+    fraction.truncate(scale);
+    while fraction.len() < scale {
+        fraction.push('0');
+    }
+    let zero = whole.is_empty() && fraction.bytes().all(|d| d == b'0');
+    if negative && !zero {
+        out.push('-');
+    }
+    out.push_str(if whole.is_empty() { "0" } else { whole });
+    if !fraction.is_empty() {
+        out.push('.');
+        out.push_str(&fraction);
+    }
+}
+
+/// A numeric value as PostgreSQL reads it (sign, digits with an optional
+/// point, optional exponent; `NaN`, `Infinity`), written as it prints it.
+fn numeric(value: &str, out: &mut String) -> bool {
+    let value = value.trim();
+    let (negative, body) = match value.as_bytes().first() {
+        Some(b'-') => (true, &value[1..]),
+        Some(b'+') => (false, &value[1..]),
+        _ => (false, value),
+    };
+    let lower = body.to_ascii_lowercase();
+    if lower == "nan" && body.len() == value.len() {
+        out.push_str("NaN");
+        return true;
+    }
+    if lower == "infinity" || lower == "inf" {
+        out.push_str(if negative { "-Infinity" } else { "Infinity" });
+        return true;
+    }
+    let (mantissa, exponent) = match body.find(['e', 'E']) {
+        Some(at) => match body[at + 1..].parse::<i64>() {
+            Ok(e) if e.abs() <= 1000 => (&body[..at], e),
+            _ => return false,
+        },
+        None => (body, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (int.is_empty() && frac.is_empty()) || !all_digits(int) || !all_digits(frac) {
+        return false;
+    }
+    push_numeric(out, negative, int.as_bytes(), frac.as_bytes(), exponent);
+    true
+}
+
+/// `value` as a JSON string literal, escaped as PostgreSQL prints jsonb.
+fn push_string(out: &mut String, value: &str) {
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canonical(form: TextForm, value: &str) -> Option<String> {
+        let array = StringArray::from(vec![value]);
+        let converted = form.convert(&array).ok()?;
+        Some(
+            converted
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .value(0)
+                .to_string(),
+        )
+    }
+
+    #[test]
+    fn uuids_in_any_spelling_are_one_value() {
+        let canonical_form = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
+        for spelling in [
+            "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
+            "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
+            "a0eebc999c0b4ef8bb6d6bb9bd380a11",
+        ] {
+            assert_eq!(
+                canonical(TextForm::Uuid, spelling).as_deref(),
+                Some(canonical_form)
+            );
+        }
+        assert_eq!(canonical(TextForm::Uuid, "a0eebc99-9c0b"), None);
+        assert_eq!(
+            canonical(TextForm::Uuid, "g0eebc999c0b4ef8bb6d6bb9bd380a11"),
+            None
+        );
+    }
+
+    #[test]
+    fn jsonb_is_canonical_and_json_exact() {
+        assert_eq!(
+            canonical(
+                TextForm::Jsonb,
+                r#" {"b": [1, 2.50, 1.5e1, -0, 1e-2], "a": "x\u00e9\n", "b": true} "#
+            )
+            .as_deref(),
+            Some("{\"a\":\"xé\\n\",\"b\":true}")
+        );
+        assert_eq!(
+            canonical(
+                TextForm::Jsonb,
+                "[1, 2.50, 1.5e1, -0, 1e-2, 12E+1, -1.50e-3]"
+            )
+            .as_deref(),
+            Some("[1,2.50,15,0,0.01,120,-0.00150]")
+        );
+        assert_eq!(
+            canonical(TextForm::Json, " {\"b\": 1, \"a\": 2} ").as_deref(),
+            Some(" {\"b\": 1, \"a\": 2} ")
+        );
+        for bad in [
+            "{",
+            "{\"a\" 1}",
+            "[1,]",
+            "01",
+            "\"\\u0000\"",
+            "tru",
+            "1 2",
+            "",
+        ] {
+            assert_eq!(canonical(TextForm::Jsonb, bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn numeric_is_exact_as_postgresql_prints_it() {
+        for (value, printed) in [
+            (
+                "123456789012345678901234567890.123456789012345678901",
+                "123456789012345678901234567890.123456789012345678901",
+            ),
+            (" +007.50 ", "7.50"),
+            (".5", "0.5"),
+            ("5.", "5"),
+            ("1.5e3", "1500"),
+            ("-0.00", "0.00"),
+            ("nan", "NaN"),
+            ("-inf", "-Infinity"),
+        ] {
+            assert_eq!(
+                canonical(TextForm::Numeric, value).as_deref(),
+                Some(printed),
+                "{value}"
+            );
+        }
+        for bad in ["", ".", "1.2.3", "1e", "abc", "--1"] {
+            assert_eq!(canonical(TextForm::Numeric, bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn bytea_reads_hex_and_escape_forms() {
+        let bytes = |value: &str| {
+            let mut out = Vec::new();
+            bytea(value, &mut out).map(|()| out)
+        };
+        assert_eq!(bytes("\\x48656C6c6f"), Some(b"Hello".to_vec()));
+        assert_eq!(bytes("a\\\\b\\001"), Some(b"a\\b\x01".to_vec()));
+        assert_eq!(bytes("\\x4"), None);
+        assert_eq!(bytes("\\q"), None);
+    }
+}
