@@ -226,3 +226,114 @@ async fn postgres_bad_typed_values_are_named() {
     })
     .await;
 }
+
+/// A Parquet file with a struct, a list, a map and a binary column, into a
+/// new table: JSON columns (jsonb, JSON, TEXT holding JSON) and a binary
+/// one, with NULL members kept; a second import of the same rows finds
+/// every one a duplicate.
+async fn nested_sources_become_json(db: &TestDb) {
+    use datafusion::arrow::array::{
+        ArrayRef, BinaryArray, Int64Array, Int64Builder, ListBuilder, MapBuilder, RecordBatch,
+        StringArray, StringBuilder, StructArray,
+    };
+    use datafusion::arrow::datatypes::{DataType, Field, Fields};
+    use datafusion::parquet::arrow::ArrowWriter;
+    use std::sync::Arc;
+
+    let dir = TempDir::new();
+    let table = db.table("nested");
+    let point = StructArray::new(
+        Fields::from(vec![
+            Field::new("x", DataType::Int64, true),
+            Field::new("label", DataType::Utf8, true),
+        ]),
+        vec![
+            Arc::new(Int64Array::from(vec![Some(1), None])) as ArrayRef,
+            Arc::new(StringArray::from(vec![Some("a \"q\""), Some("b")])),
+        ],
+        None,
+    );
+    let mut tags = ListBuilder::new(Int64Builder::new());
+    tags.values().append_value(1);
+    tags.values().append_null();
+    tags.append(true);
+    tags.append(false);
+    let mut attrs = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+    attrs.keys().append_value("k");
+    attrs.values().append_value("v");
+    attrs.append(true).unwrap();
+    attrs.append(true).unwrap();
+    let raw = BinaryArray::from(vec![Some(&b"\x00\xffhi"[..]), None]);
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        ("id_no", Arc::new(Int64Array::from(vec![1, 2]))),
+        ("point", Arc::new(point)),
+        ("tags", Arc::new(tags.finish())),
+        ("attrs", Arc::new(attrs.finish())),
+        ("raw", Arc::new(raw)),
+    ];
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let parquet = dir.path().join("nested.parquet");
+    let mut writer = ArrowWriter::try_new(
+        std::fs::File::create(&parquet).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+
+    db.track(&table);
+    let report = import(db, &parquet, &table).execute().await.unwrap();
+    assert_eq!(report.inserted, 2);
+    let described = db.describe(&table).await.unwrap();
+    let sql_type = |name: &str| {
+        described
+            .columns
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap()
+            .sql_type
+            .to_lowercase()
+    };
+    let (json_type, binary_type) = match db.kind {
+        Kind::Postgres => ("jsonb", "bytea"),
+        Kind::MySql => ("longtext", "longblob"),
+        Kind::Sqlite => ("text", "blob"),
+    };
+    assert!(
+        sql_type("point").starts_with(json_type),
+        "{}",
+        sql_type("point")
+    );
+    assert_eq!(sql_type("raw"), binary_type);
+    let rows = db.rows(&table, &["id_no", "point", "tags", "attrs"]).await;
+    let parse = |v: &Option<String>| -> Option<serde_json::Value> {
+        v.as_ref().map(|t| serde_json::from_str(t).unwrap())
+    };
+    assert_eq!(
+        parse(&rows[0][1]),
+        Some(serde_json::json!({"x": 1, "label": "a \"q\""}))
+    );
+    assert_eq!(
+        parse(&rows[1][1]),
+        Some(serde_json::json!({"x": null, "label": "b"})),
+        "NULL members are kept"
+    );
+    assert_eq!(parse(&rows[0][2]), Some(serde_json::json!([1, null])));
+    assert_eq!(rows[1][2], None);
+    assert_eq!(parse(&rows[0][3]), Some(serde_json::json!({"k": "v"})));
+    let again = import(db, &parquet, &table)
+        .with_force(true)
+        .with_on_duplicate(OnDuplicate::Skip)
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.inserted, again.skipped),
+        (0, 2),
+        "{:?}",
+        db.rows(&table, &["id_no", "point", "tags", "attrs"]).await
+    );
+}
+
+crate::on_every_database!(nested_sources_become_json);

@@ -43,6 +43,9 @@ pub fn coerce_array(array: &ArrayRef, target: &DataType) -> Result<ArrayRef, Coe
             coerce_strings(utf8.as_any().downcast_ref().unwrap(), target)
         }
         source if source == target => Ok(Arc::clone(array)),
+        source if is_nested(source) && *target == DataType::Utf8 => {
+            nested_to_json(array).map(|json| Arc::new(json) as ArrayRef)
+        }
         _ => {
             let options = CastOptions {
                 safe: true,
@@ -130,6 +133,9 @@ fn typed_text(
     column: &crate::schema::TargetColumn,
 ) -> Option<(TextForm, StringArray)> {
     let form = TextForm::of(&column.sql_type).filter(|f| f.data_type() == column.data_type)?;
+    if is_nested(array.data_type()) {
+        return Some((form, nested_to_json(array).ok()?));
+    }
     if !matches!(
         array.data_type(),
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null
@@ -138,6 +144,48 @@ fn typed_text(
     }
     let text = cast(array, &DataType::Utf8).ok()?;
     Some((form, text.as_any().downcast_ref::<StringArray>()?.clone()))
+}
+
+/// Whether values of `data_type` are nested (structs, lists, maps), which
+/// a table holds as JSON.
+pub fn is_nested(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Struct(_)
+            | DataType::List(_)
+            | DataType::LargeList(_)
+            | DataType::ListView(_)
+            | DataType::LargeListView(_)
+            | DataType::FixedSizeList(..)
+            | DataType::Map(..)
+    )
+}
+
+/// Nested values as JSON text (NULL members written, maps as objects).
+fn nested_to_json(array: &ArrayRef) -> Result<StringArray, CoerceFailure> {
+    let field = Arc::new(datafusion::arrow::datatypes::Field::new(
+        "value",
+        array.data_type().clone(),
+        true,
+    ));
+    let options = arrow_json::writer::EncoderOptions::default().with_explicit_nulls(true);
+    let mut encoder = arrow_json::writer::make_encoder(&field, array.as_ref(), &options)
+        .map_err(|_| first_failure(array, None))?;
+    let mut out = datafusion::arrow::array::StringBuilder::new();
+    let mut buf = Vec::new();
+    for i in 0..array.len() {
+        if array.is_null(i) {
+            out.append_null();
+            continue;
+        }
+        buf.clear();
+        encoder.encode(i, &mut buf);
+        match std::str::from_utf8(&buf) {
+            Ok(json) => out.append_value(json),
+            Err(_) => return Err(describe(array, i, None)),
+        }
+    }
+    Ok(out.finish())
 }
 
 /// Indices of the text values longer than `max` characters.

@@ -667,6 +667,22 @@ impl ImportBuilder {
                 .iter()
                 .zip(names)
                 .map(|(s, name)| {
+                    // Nested values (structs, lists, maps) are held as JSON.
+                    if crate::coerce::is_nested(&s.data_type) {
+                        return TargetColumn {
+                            name,
+                            sql_type: match self.db.kind() {
+                                crate::db::DbKind::Postgres => "jsonb",
+                                crate::db::DbKind::MySql => "json",
+                                crate::db::DbKind::Sqlite => "TEXT",
+                            }
+                            .to_string(),
+                            data_type: datafusion::arrow::datatypes::DataType::Utf8,
+                            nullable: true,
+                            has_default: false,
+                            max_chars: None,
+                        };
+                    }
                     // Where the database cannot hold a type exactly (SQLite
                     // and wide decimals), the column is made to hold its text.
                     let data_type = self.db.new_column_type(&s.data_type);
@@ -1470,16 +1486,28 @@ fn fingerprint_existing_keys(
     for batch in batches {
         let mut typed = Vec::with_capacity(columns.len());
         for (i, column) in columns.iter().enumerate() {
-            typed.push(coerce_column(batch.column(i), column).map_err(|f| {
-                AtlasError::BadValue {
-                    source_name: format!("existing rows of table '{table}'"),
-                    row: 0,
-                    line: None,
-                    column: column.name.clone(),
-                    value: f.value,
-                    target_type: column.sql_type.clone(),
-                }
-            })?);
+            let bad = |value: String| AtlasError::BadValue {
+                source_name: format!("existing rows of table '{table}'"),
+                row: 0,
+                line: None,
+                column: column.name.clone(),
+                value,
+                target_type: column.sql_type.clone(),
+            };
+            // Binary keys arrive as hex text from every database's scan.
+            if column.data_type == datafusion::arrow::datatypes::DataType::Binary
+                && let Some(hex) = batch
+                    .column(i)
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::StringArray>()
+            {
+                typed.push(
+                    crate::typed_text::hex_to_binary(hex)
+                        .map_err(|index| bad(hex.value(index).to_string()))?,
+                );
+                continue;
+            }
+            typed.push(coerce_column(batch.column(i), column).map_err(|f| bad(f.value))?);
         }
         let batch = RecordBatch::try_new(Arc::clone(&schema), typed)
             .map_err(|e| AtlasError::from_datafusion(e.into()))?;

@@ -98,6 +98,28 @@ impl TextForm {
     }
 }
 
+/// Binary key values the databases return as hex text (`HEX(col)`, or
+/// PostgreSQL's `\x...`) as bytes; `Err(index)` names a value that is not hex.
+pub fn hex_to_binary(text: &StringArray) -> Result<ArrayRef, usize> {
+    let mut out = BinaryBuilder::with_capacity(text.len(), text.value_data().len() / 2);
+    let mut bytes = Vec::new();
+    for i in 0..text.len() {
+        if text.is_null(i) {
+            out.append_null();
+            continue;
+        }
+        let value = text.value(i);
+        bytes.clear();
+        bytea(
+            &format!("\\x{}", value.strip_prefix("\\x").unwrap_or(value)),
+            &mut bytes,
+        )
+        .ok_or(i)?;
+        out.append_value(&bytes);
+    }
+    Ok(Arc::new(out.finish()))
+}
+
 /// The canonical form of a uuid, into `out`.
 fn uuid(value: &str, out: &mut String) -> bool {
     let trimmed = value.trim();

@@ -81,6 +81,7 @@ fn sql_type_for(data_type: &DataType) -> String {
         DataType::Date32 | DataType::Date64 => "DATE",
         DataType::Timestamp(_, None) => "TIMESTAMP",
         DataType::Timestamp(_, Some(_)) => "TIMESTAMPTZ",
+        DataType::Binary => "BYTEA",
         _ => "TEXT",
     };
     name.to_string()
@@ -366,6 +367,15 @@ impl Database for PostgresDatabase {
 
     fn sql_type_for(&self, data_type: &DataType) -> String {
         sql_type_for(data_type)
+    }
+
+    fn new_column_type(&self, data_type: &DataType) -> DataType {
+        match data_type {
+            DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => {
+                DataType::Binary
+            }
+            other => other.clone(),
+        }
     }
 
     async fn begin(&self) -> Result<Box<dyn ImportTransaction>> {

@@ -16,7 +16,7 @@ use sqlx::{AssertSqlSafe, Row, Sqlite, SqliteConnection, Transaction};
 use super::bind::{BindColumn, DecimalBinding};
 use super::{
     ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, KeyFilter,
-    TableStats, column_list, create_table_sql, mask_password,
+    TableStats, create_table_sql, mask_password,
 };
 use crate::error::{AtlasError, Result};
 use crate::names::TableRef;
@@ -177,9 +177,21 @@ async fn scan_keys(
     batch_rows: usize,
     on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
 ) -> Result<u64> {
+    // Bytes as hex, which the check decodes as it does every database's.
+    let select = columns
+        .iter()
+        .map(|c| match c.data_type {
+            // (hex(NULL) is '', the hex of an empty blob too.)
+            DataType::Binary => {
+                let c = super::quote_ident(&c.name);
+                format!("CASE WHEN {c} IS NULL THEN NULL ELSE hex({c}) END")
+            }
+            _ => super::quote_ident(&c.name),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     let sql = format!(
-        "SELECT {} FROM {}{}",
-        column_list(columns),
+        "SELECT {select} FROM {}{}",
         table.sql(),
         filter.map_or_else(String::new, |f| format!(
             " WHERE {}",

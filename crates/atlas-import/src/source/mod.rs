@@ -524,10 +524,16 @@ pub fn columns_from_schema(schema: &Schema) -> Vec<ColumnSpec> {
 }
 
 /// The type a new column gets for a source type: strings of any layout become
-/// `Utf8`; nested and exotic types are stored as text.
+/// `Utf8`, bytes `Binary`; nested types stay (a new table holds them as
+/// JSON); exotic types are stored as text.
 fn storable_type(data_type: &DataType) -> DataType {
     match data_type {
         DataType::Utf8View | DataType::LargeUtf8 | DataType::Utf8 => DataType::Utf8,
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => DataType::Binary,
+        dt if crate::coerce::is_nested(dt) => dt.clone(),
         DataType::Null => DataType::Utf8,
         dt if dt.is_numeric() => dt.clone(),
         DataType::Boolean | DataType::Date32 => data_type.clone(),

@@ -253,7 +253,11 @@ async fn scan_keys(
 ) -> Result<u64> {
     let values = columns
         .iter()
-        .map(|c| format!("CAST({} AS CHAR)", quote_ident(&c.name)))
+        .map(|c| match c.data_type {
+            // Bytes as hex: the text protocol would hand them over as text.
+            DataType::Binary => format!("HEX({})", quote_ident(&c.name)),
+            _ => format!("CAST({} AS CHAR)", quote_ident(&c.name)),
+        })
         .collect::<Vec<_>>()
         .join(", ");
     let sql = format!(
