@@ -337,3 +337,55 @@ async fn nested_sources_become_json(db: &TestDb) {
 }
 
 crate::on_every_database!(nested_sources_become_json);
+
+/// MySQL/MariaDB: ENUM, SET, JSON, TIME, YEAR, BLOB, DECIMAL(65,30) and
+/// BIGINT UNSIGNED round trip; a label outside an ENUM is refused naming the
+/// column, and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_types_round_trip() {
+    let db = TestDb::new(Kind::MySql).await;
+    db.run(async {
+        let dir = TempDir::new();
+        let table = db.table("mysql_types");
+        crate::common::create(
+            &db,
+            &table,
+            "mood ENUM('sad','ok','happy'), flags SET('a','b','c'), doc JSON, t TIME(3), \
+             y YEAR, raw BLOB, wide DECIMAL(65,30), big BIGINT UNSIGNED",
+        )
+        .await;
+        let wide = "12345678901234567890123456789012345.123456789012345678901234567890";
+        let csv = format!(
+            "mood,flags,doc,t,y,raw,wide,big\n\
+             happy,\"a,c\",\"{{\"\"k\"\": [1, \"\"é\"\"]}}\",838:59:59.5,2155,bytes\\x,{wide},18446744073709551615\n\
+             ,,,,,,,\n"
+        );
+        let report = import(&db, &dir.file("m.csv", &csv), &table)
+            .execute()
+            .await
+            .unwrap();
+        assert_eq!(report.inserted, 2);
+        let rows = db
+            .rows(&table, &["mood", "flags", "doc", "t", "y", "raw", "wide", "big"])
+            .await;
+        let first = rows.iter().find(|r| r[0].is_some()).unwrap();
+        assert_eq!(first[0], s("happy"));
+        assert_eq!(first[1], s("a,c"));
+        assert_eq!(first[2], s("{\"k\": [1, \"é\"]}"));
+        assert_eq!(first[3], s("838:59:59.500"));
+        assert_eq!(first[4], s("2155"));
+        assert_eq!(first[5], s("bytes\\x"));
+        assert_eq!(first[6], s(wide));
+        assert_eq!(first[7], s("18446744073709551615"));
+
+        let err = import(&db, &dir.file("bad.csv", "mood\nok\nangry\n"), &table)
+            .with_force(true)
+            .execute()
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mood"), "{err}");
+        assert_eq!(db.count(&table).await, 2, "nothing more was written: {err}");
+    })
+    .await;
+}

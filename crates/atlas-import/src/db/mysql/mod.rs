@@ -129,9 +129,13 @@ fn data_type_for(data_type: &str, column_type: &str, precision: i64, scale: i64)
         "year" => DataType::Int16,
         "float" => DataType::Float32,
         "double" | "real" => DataType::Float64,
+        // Wider than any Arrow decimal holds: exact text, which the server reads.
+        "decimal" | "numeric" if precision > 38 => DataType::Utf8,
         "decimal" | "numeric" => DataType::Decimal128(precision.clamp(1, 38) as u8, scale as i8),
+        // ENUM and SET labels, JSON and TIME as text: the server reads them,
+        // and a value it would change (a label outside the set) is refused.
         "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" | "enum" | "set"
-        | "json" => DataType::Utf8,
+        | "json" | "time" => DataType::Utf8,
         "date" => DataType::Date32,
         "datetime" | "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, None),
         "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => {
