@@ -78,10 +78,14 @@ impl BulkDatabase for Sqlite {
                 common::upsert_assignments("excluded.")
             )
         } else {
+            // Without an index on either side both statements compare
+            // every pair of rows: the stage gets one, the INSERT an
+            // uncorrelated NOT IN (which SQLite answers from a temporary index).
             format!(
-                "UPDATE {table} AS t SET {} FROM temp.atlas_peer AS s WHERE t.{key} = s.{key}; \
-                 INSERT INTO {table} ({columns}) SELECT {columns} FROM temp.atlas_peer AS s \
-                 WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE t.{key} = s.{key});",
+                "CREATE INDEX temp.atlas_peer_key ON atlas_peer ({key}); \
+                 UPDATE {table} AS t SET {} FROM temp.atlas_peer AS s WHERE t.{key} = s.{key}; \
+                 INSERT INTO {table} ({columns}) SELECT {columns} FROM temp.atlas_peer \
+                 WHERE {key} NOT IN (SELECT {key} FROM {table} WHERE {key} IS NOT NULL);",
                 common::upsert_assignments("s.")
             )
         };
@@ -102,7 +106,7 @@ impl BulkDatabase for Sqlite {
         let name = if indexed {
             ".import + INSERT ... ON CONFLICT"
         } else {
-            ".import + UPDATE ... FROM + INSERT"
+            ".import + index + UPDATE ... FROM + INSERT"
         };
         (time, name)
     }

@@ -141,6 +141,24 @@ async fn postgres_types_compare_as_the_database_does() {
     }
 }
 
+/// Asserts that `err` is a bad value at `(row, column, value, line)`.
+fn assert_bad_value(err: &AtlasError, expected: (u64, &str, &str, Option<u64>)) {
+    match err {
+        AtlasError::BadValue {
+            row,
+            column,
+            value,
+            line,
+            ..
+        } => assert_eq!(
+            (*row, column.as_str(), value.as_str(), *line),
+            expected,
+            "{err}"
+        ),
+        other => panic!("{expected:?}: expected a bad value, got {other}"),
+    }
+}
+
 /// A value its type cannot read names its row, column and value; nothing
 /// is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,20 +180,7 @@ async fn postgres_bad_typed_values_are_named() {
                 .execute()
                 .await
                 .unwrap_err();
-            match &err {
-                AtlasError::BadValue {
-                    row,
-                    column: c,
-                    value: v,
-                    line,
-                    ..
-                } => assert_eq!(
-                    (*row, c.as_str(), v.as_str(), *line),
-                    (1, column, value, Some(2)),
-                    "{err}"
-                ),
-                other => panic!("{column} = {value}: expected a bad value, got {other}"),
-            }
+            assert_bad_value(&err, (1, column, value, Some(2)));
             assert_eq!(db.count(&table).await, 0);
         }
         // Values the server reads itself: the refusal names the source row,
@@ -206,20 +211,7 @@ async fn postgres_bad_typed_values_are_named() {
             .execute()
             .await
             .unwrap_err();
-            match &err {
-                AtlasError::BadValue {
-                    row,
-                    column: c,
-                    value: v,
-                    line,
-                    ..
-                } => assert_eq!(
-                    (*row, c.as_str(), v.as_str(), *line),
-                    (3, column, value, Some(4)),
-                    "{err}"
-                ),
-                other => panic!("{column} = {value}: expected a bad value, got {other}"),
-            }
+            assert_bad_value(&err, (3, column, value, Some(4)));
             assert_eq!(db.count(&table).await, 0);
         }
         drop_types(&db, &table).await;

@@ -393,44 +393,107 @@ impl Database for PostgresDatabase {
     }
 }
 
-/// Streams the batches of `chunk` into `COPY ... FROM STDIN (FORMAT binary)`
-/// (`sql`), encoded by `pgpq` as they arrive; an error item aborts the COPY.
-/// Returns the rows the server took.
+/// How rows are encoded for COPY.
+enum CopyEncoder {
+    /// `FORMAT binary`, by `pgpq`.
+    Binary(ArrowToPostgresBinaryEncoder),
+    /// `FORMAT text`, for tables with a column binary COPY cannot express:
+    /// the server reads every value with its type's input function, as
+    /// `psql \copy` does.
+    Text,
+}
+
+impl CopyEncoder {
+    fn for_columns(columns: &[TargetColumn], schema: &SchemaRef, table: &str) -> Result<Self> {
+        if columns.iter().any(needs_text_copy) {
+            return Ok(CopyEncoder::Text);
+        }
+        ArrowToPostgresBinaryEncoder::try_new(schema)
+            .map(CopyEncoder::Binary)
+            .map_err(|e| encode_error(table, e))
+    }
+
+    fn format(&self) -> &'static str {
+        match self {
+            CopyEncoder::Binary(_) => "binary",
+            CopyEncoder::Text => "text",
+        }
+    }
+
+    fn header(&mut self, buf: &mut BytesMut, table: &str) -> Result<()> {
+        match self {
+            CopyEncoder::Binary(e) => e.write_header(buf).map_err(|e| encode_error(table, e)),
+            CopyEncoder::Text => Ok(()),
+        }
+    }
+
+    fn batch(&mut self, batch: &RecordBatch, buf: &mut BytesMut, table: &str) -> Result<()> {
+        match self {
+            CopyEncoder::Binary(e) => e
+                .write_batch(batch, buf)
+                .map_err(|e| encode_error(table, e)),
+            CopyEncoder::Text => encode_rows(batch, TextDialect::Postgres, buf),
+        }
+    }
+
+    fn footer(&mut self, buf: &mut BytesMut, table: &str) -> Result<()> {
+        match self {
+            CopyEncoder::Binary(e) => e.write_footer(buf).map_err(|e| encode_error(table, e)),
+            CopyEncoder::Text => Ok(()),
+        }
+    }
+}
+
+fn encode_error(table: &str, e: pgpq::error::ErrorKind) -> AtlasError {
+    AtlasError::Usage(format!("cannot encode rows for COPY into '{table}': {e}"))
+}
+
+/// Streams the batches of `chunk` into `COPY table (columns) FROM STDIN`,
+/// encoded as they arrive (binary, or text where a column needs it); an
+/// error item aborts the COPY. Returns the rows the server took.
 async fn copy_in(
     conn: &mut PgConnection,
-    sql: &str,
-    schema: &SchemaRef,
+    table: &TableRef,
+    columns: &[TargetColumn],
     chunk: &mut ChunkStream<'_>,
-    table: &str,
 ) -> Result<u64> {
-    let encode_error = |e: pgpq::error::ErrorKind| {
-        AtlasError::Usage(format!("cannot encode rows for COPY into '{table}': {e}"))
+    let schema = Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.data_type.clone(), true))
+            .collect::<Vec<_>>(),
+    ));
+    let name = table.key();
+    let mut encoder = CopyEncoder::for_columns(columns, &schema, &name)?;
+    let sql = format!(
+        "COPY {} ({}) FROM STDIN (FORMAT {})",
+        table.sql(),
+        column_list(columns),
+        encoder.format()
+    );
+    let copy_error = |e| {
+        refused_value(e)
+            .unwrap_or_else(|e| AtlasError::database(format!("copying into '{name}'"), e))
     };
-    let mut encoder = ArrowToPostgresBinaryEncoder::try_new(schema).map_err(encode_error)?;
-    let copy_error = |e| AtlasError::database(format!("copying into '{table}'"), e);
-    let mut copy = conn.copy_in_raw(sql).await.map_err(copy_error)?;
+    let mut copy = conn.copy_in_raw(&sql).await.map_err(copy_error)?;
     let mut buf = BytesMut::with_capacity(COPY_SEND_BYTES * 2);
-    encoder.write_header(&mut buf).map_err(encode_error)?;
+    encoder.header(&mut buf, &name)?;
     while let Some(batch) = chunk.next().await {
-        let batch = match batch.and_then(|b| {
-            RecordBatch::try_new(Arc::clone(schema), b.columns().to_vec())
-                .map_err(|e| AtlasError::from_datafusion(e.into()))
-        }) {
-            Ok(batch) => batch,
-            Err(e) => {
-                copy.abort("atlas-import: the import failed").await.ok();
-                return Err(e);
-            }
-        };
-        encoder
-            .write_batch(&batch, &mut buf)
-            .map_err(encode_error)?;
+        let encoded = batch.and_then(|b| {
+            let batch = RecordBatch::try_new(Arc::clone(&schema), b.columns().to_vec())
+                .map_err(|e| AtlasError::from_datafusion(e.into()))?;
+            encoder.batch(&batch, &mut buf, &name)
+        });
+        if let Err(e) = encoded {
+            copy.abort("atlas-import: the import failed").await.ok();
+            return Err(e);
+        }
         if buf.len() >= COPY_SEND_BYTES {
             copy.send(&buf[..]).await.map_err(copy_error)?;
             buf.clear();
         }
     }
-    encoder.write_footer(&mut buf).map_err(encode_error)?;
+    encoder.footer(&mut buf, &name)?;
     copy.send(&buf[..]).await.map_err(copy_error)?;
     copy.finish().await.map_err(copy_error)
 }
@@ -448,41 +511,6 @@ fn needs_text_copy(column: &TargetColumn) -> bool {
         || sql_type.starts_with("character varying")
         || sql_type.starts_with("character(")
         || sql_type == "character")
-}
-
-/// COPY in PostgreSQL's text format, for tables with a column binary COPY
-/// cannot express: the server reads every value with its type's input
-/// function, as `psql \copy` does.
-async fn copy_in_text(
-    conn: &mut PgConnection,
-    sql: &str,
-    schema: &SchemaRef,
-    chunk: &mut ChunkStream<'_>,
-    table: &str,
-) -> Result<u64> {
-    let copy_error = |e| {
-        refused_value(e)
-            .unwrap_or_else(|e| AtlasError::database(format!("copying into '{table}'"), e))
-    };
-    let mut copy = conn.copy_in_raw(sql).await.map_err(copy_error)?;
-    let mut buf = BytesMut::with_capacity(COPY_SEND_BYTES * 2);
-    while let Some(batch) = chunk.next().await {
-        let encoded = batch.and_then(|b| {
-            let batch = RecordBatch::try_new(Arc::clone(schema), b.columns().to_vec())
-                .map_err(|e| AtlasError::from_datafusion(e.into()))?;
-            encode_rows(&batch, TextDialect::Postgres, &mut buf)
-        });
-        if let Err(e) = encoded {
-            copy.abort("atlas-import: the import failed").await.ok();
-            return Err(e);
-        }
-        if buf.len() >= COPY_SEND_BYTES {
-            copy.send(&buf[..]).await.map_err(copy_error)?;
-            buf.clear();
-        }
-    }
-    copy.send(&buf[..]).await.map_err(copy_error)?;
-    copy.finish().await.map_err(copy_error)
 }
 
 /// The value a COPY refused, from the error's context (`COPY t, line 3,
@@ -580,26 +608,7 @@ impl ImportTransaction for PostgresImport {
         columns: &[TargetColumn],
         chunk: &mut ChunkStream<'_>,
     ) -> Result<u64> {
-        let schema = Arc::new(Schema::new(
-            columns
-                .iter()
-                .map(|c| Field::new(&c.name, c.data_type.clone(), true))
-                .collect::<Vec<_>>(),
-        ));
-        if columns.iter().any(needs_text_copy) {
-            let sql = format!(
-                "COPY {} ({}) FROM STDIN (FORMAT text)",
-                table.sql(),
-                column_list(columns)
-            );
-            return copy_in_text(&mut self.tx, &sql, &schema, chunk, &table.key()).await;
-        }
-        let sql = format!(
-            "COPY {} ({}) FROM STDIN (FORMAT binary)",
-            table.sql(),
-            column_list(columns)
-        );
-        copy_in(&mut self.tx, &sql, &schema, chunk, &table.key()).await
+        copy_in(&mut self.tx, table, columns, chunk).await
     }
 
     async fn record_file(&mut self, record: &FileRecord) -> Result<()> {
