@@ -459,6 +459,12 @@ pub trait ImportTransaction: Send {
         chunk: &mut ChunkStream<'_>,
     ) -> Result<u64>;
 
+    /// The database's estimate of the rows in `table`, where the join order
+    /// of an upsert depends on it (MySQL/MariaDB); `None` elsewhere.
+    async fn estimated_rows(&mut self, _table: &TableRef) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
     /// Inserts or refreshes the `file_imports` row.
     async fn record_file(&mut self, record: &FileRecord) -> Result<()>;
 

@@ -181,8 +181,12 @@ impl UpsertStatements {
     /// Applies the staged updates: one statement for keys without NULL parts
     /// and one per pattern of NULL parts in `null_patterns` (each the
     /// positions in the key that are NULL). None when every column is key:
-    /// the existing row already holds those values.
-    pub(crate) fn updates(&self, null_patterns: &[Vec<usize>]) -> Vec<String> {
+    /// the existing row already holds those values. `table_first`: on
+    /// MySQL/MariaDB, read the table in order and look each row up in the
+    /// stage's index, rather than look each staged row up in the table's
+    /// (which the optimizer prefers given a unique key, at a random read per
+    /// row: 3.5× slower for 1M rows into 1M, right for a few into many).
+    pub(crate) fn updates(&self, null_patterns: &[Vec<usize>], table_first: bool) -> Vec<String> {
         let set: Vec<&TargetColumn> = (0..self.columns.len())
             .filter(|i| !self.key.contains(i))
             .map(|i| &self.columns[i])
@@ -190,12 +194,12 @@ impl UpsertStatements {
         if set.is_empty() {
             return Vec::new();
         }
-        let mut statements = vec![self.update(&set, &[])];
+        let mut statements = vec![self.update(&set, &[], table_first)];
         statements.extend(
             null_patterns
                 .iter()
                 .filter(|p| !p.is_empty())
-                .map(|p| self.update(&set, p)),
+                .map(|p| self.update(&set, p, table_first)),
         );
         statements
     }
@@ -209,7 +213,7 @@ impl UpsertStatements {
     }
 
     /// The join of the stage's updates with NULL key parts at `nulls`.
-    fn update(&self, set: &[&TargetColumn], nulls: &[usize]) -> String {
+    fn update(&self, set: &[&TargetColumn], nulls: &[usize], table_first: bool) -> String {
         let condition = self
             .key
             .iter()
@@ -250,7 +254,8 @@ impl UpsertStatements {
                 assignments("")
             ),
             DbKind::MySql => format!(
-                "UPDATE {target} AS atlas_t JOIN {stage} AS atlas_s ON {condition} SET {}",
+                "UPDATE {target} AS atlas_t {} {stage} AS atlas_s ON {condition} SET {}",
+                if table_first { "STRAIGHT_JOIN" } else { "JOIN" },
                 assignments("atlas_t.")
             ),
         }
@@ -300,7 +305,7 @@ mod tests {
         ];
         let table = TableRef::unqualified("t");
         let pg = UpsertStatements::new(DbKind::Postgres, &table, &columns, &[0, 1]);
-        let updates = pg.updates(&[vec![1], vec![]]);
+        let updates = pg.updates(&[vec![1], vec![]], false);
         assert_eq!(updates.len(), 2, "{updates:?}");
         assert_eq!(
             updates[0],
@@ -316,9 +321,12 @@ mod tests {
             updates[1]
         );
         let mysql = UpsertStatements::new(DbKind::MySql, &table, &columns, &[0, 1]);
-        assert!(mysql.updates(&[])[0].contains("BINARY atlas_t.\"b\" = BINARY atlas_s.\"b\""));
+        assert!(
+            mysql.updates(&[], false)[0].contains("BINARY atlas_t.\"b\" = BINARY atlas_s.\"b\"")
+        );
+        assert!(mysql.updates(&[], true)[0].contains("AS atlas_t STRAIGHT_JOIN"));
         let all_key = UpsertStatements::new(DbKind::Sqlite, &table, &columns, &[0, 1, 2]);
-        assert!(all_key.updates(&[vec![0]]).is_empty());
+        assert!(all_key.updates(&[vec![0]], false).is_empty());
         assert_eq!(
             pg.remove_superseded(&(0..10_001).collect::<Vec<_>>()).len(),
             2

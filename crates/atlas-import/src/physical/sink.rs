@@ -29,6 +29,10 @@ use crate::options::OnDuplicate;
 use crate::report::ImportMetrics;
 use crate::schema::TargetColumn;
 
+/// An upsert's join reads the table first when it holds at most this many
+/// times the staged rows (MySQL/MariaDB).
+const TABLE_FIRST_RATIO: u64 = 4;
+
 /// Most chunk lines to log with their duplicate counts.
 const MAX_CHUNK_LOG_LINES: usize = 20;
 
@@ -364,7 +368,13 @@ impl ImportSink {
             tx.execute(sql).await?;
         }
         let inserted = tx.execute(statements.insert()).await?;
-        for sql in statements.updates(&patterns) {
+        // Where the table is not much larger than the stage, the join reads
+        // it in order (see `UpsertStatements::updates`).
+        let table_first = tx
+            .estimated_rows(&self.table)
+            .await?
+            .is_some_and(|rows| rows <= TABLE_FIRST_RATIO * staging.staged);
+        for sql in statements.updates(&patterns, table_first) {
             tx.execute(sql).await?;
         }
         tx.execute(statements.drop_stage()).await?;

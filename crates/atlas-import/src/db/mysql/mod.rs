@@ -145,6 +145,16 @@ fn data_type_for(data_type: &str, column_type: &str, precision: i64, scale: i64)
     }
 }
 
+/// The server's estimate of the rows of `table` (InnoDB's statistics).
+async fn estimated_rows(conn: &mut Conn, table: &TableRef) -> mysql_async::Result<Option<i64>> {
+    conn.exec_first(
+        "SELECT CAST(COALESCE(table_rows, 0) AS SIGNED) FROM information_schema.tables
+         WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ?",
+        table_params(table),
+    )
+    .await
+}
+
 /// The schema and name of `table` as statement parameters (no schema: the
 /// connection's database).
 fn table_params(table: &TableRef) -> Params {
@@ -344,14 +354,7 @@ impl Database for MySqlDatabase {
     async fn table_stats(&self, table: &TableRef, key: &[TargetColumn]) -> Result<TableStats> {
         let mut conn = self.conn().await?;
         let error = |e| AtlasError::database(format!("reading the statistics of '{table}'"), e);
-        let rows: Option<i64> = conn
-            .exec_first(
-                "SELECT CAST(COALESCE(table_rows, 0) AS SIGNED) FROM information_schema.tables
-                 WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ?",
-                table_params(table),
-            )
-            .await
-            .map_err(error)?;
+        let rows = estimated_rows(&mut conn, table).await.map_err(error)?;
         let indexes: Vec<(String, String)> = conn
             .exec(
                 "SELECT CAST(index_name AS CHAR), CAST(column_name AS CHAR)
@@ -509,6 +512,13 @@ impl ImportTransaction for MySqlImport {
 
     async fn file_imported(&mut self, file_hash: &str, table: &TableRef) -> Result<bool> {
         file_imported(&mut self.conn, file_hash, table).await
+    }
+
+    async fn estimated_rows(&mut self, table: &TableRef) -> Result<Option<u64>> {
+        let rows = estimated_rows(&mut self.conn, table)
+            .await
+            .map_err(|e| AtlasError::database(format!("reading the statistics of '{table}'"), e))?;
+        Ok(rows.map(|r| r.max(0) as u64))
     }
 
     async fn write_chunk(
