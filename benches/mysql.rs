@@ -70,12 +70,7 @@ impl BulkDatabase for MySql {
             format!(
                 "INSERT INTO {table} ({columns}) SELECT {columns} FROM atlas_peer \
                  ON DUPLICATE KEY UPDATE {};",
-                datagen::column_list()
-                    .split(',')
-                    .filter(|c| *c != key)
-                    .map(|c| format!("{c} = VALUES({c})"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                common::upsert_assignments(|c| format!("{c} = VALUES({c})"))
             )
         } else {
             // No hash join by default: the stage gets an index for the join.
@@ -84,12 +79,7 @@ impl BulkDatabase for MySql {
                  UPDATE {table} AS t JOIN atlas_peer AS s ON t.{key} = s.{key} SET {}; \
                  INSERT INTO {table} ({columns}) SELECT {columns} FROM atlas_peer \
                  WHERE {key} NOT IN (SELECT {key} FROM {table});",
-                datagen::column_list()
-                    .split(',')
-                    .filter(|c| *c != key)
-                    .map(|c| format!("t.{c} = s.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                common::upsert_assignments(|c| format!("t.{c} = s.{c}"))
             )
         };
         let script = format!(

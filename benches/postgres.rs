@@ -66,14 +66,14 @@ impl BulkDatabase for Postgres {
             format!(
                 "INSERT INTO {table} ({columns}) SELECT {columns} FROM atlas_peer \
                  ON CONFLICT ({key}) DO UPDATE SET {};",
-                common::upsert_assignments("EXCLUDED.")
+                common::upsert_assignments(|c| format!("{c} = EXCLUDED.{c}"))
             )
         } else {
             format!(
                 "MERGE INTO {table} AS t USING atlas_peer AS s ON t.{key} = s.{key} \
                  WHEN MATCHED THEN UPDATE SET {} \
                  WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({});",
-                common::upsert_assignments("s."),
+                common::upsert_assignments(|c| format!("{c} = s.{c}")),
                 common::prefixed_columns("s.")
             )
         };

@@ -75,7 +75,7 @@ impl BulkDatabase for Sqlite {
             format!(
                 "INSERT INTO {table} ({columns}) SELECT {columns} FROM temp.atlas_peer WHERE true \
                  ON CONFLICT ({key}) DO UPDATE SET {};",
-                common::upsert_assignments("excluded.")
+                common::upsert_assignments(|c| format!("{c} = excluded.{c}"))
             )
         } else {
             // Without an index on either side both statements compare
@@ -86,7 +86,7 @@ impl BulkDatabase for Sqlite {
                  UPDATE {table} AS t SET {} FROM temp.atlas_peer AS s WHERE t.{key} = s.{key}; \
                  INSERT INTO {table} ({columns}) SELECT {columns} FROM temp.atlas_peer \
                  WHERE {key} NOT IN (SELECT {key} FROM {table} WHERE {key} IS NOT NULL);",
-                common::upsert_assignments("s.")
+                common::upsert_assignments(|c| format!("{c} = s.{c}"))
             )
         };
         let time = common::timed(

@@ -215,12 +215,12 @@ pub trait BulkDatabase {
 /// The upsert key of the benches.
 pub const UPSERT_KEY: &str = "customer_no";
 
-/// `c = {prefix}c` for every generated column but the key.
-pub fn upsert_assignments(prefix: &str) -> String {
+/// `assignment(c)` for every generated column but the key, comma-separated.
+pub fn upsert_assignments(assignment: impl Fn(&str) -> String) -> String {
     datagen::column_list()
         .split(',')
         .filter(|c| *c != UPSERT_KEY)
-        .map(|c| format!("{c} = {prefix}{c}"))
+        .map(assignment)
         .collect::<Vec<_>>()
         .join(", ")
 }

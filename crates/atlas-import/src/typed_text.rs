@@ -55,18 +55,7 @@ impl TextForm {
     /// does not fit.
     pub fn convert(self, text: &StringArray) -> Result<ArrayRef, usize> {
         if self == TextForm::Bytea {
-            let mut out = BinaryBuilder::with_capacity(text.len(), text.value_data().len());
-            let mut bytes = Vec::new();
-            for i in 0..text.len() {
-                if text.is_null(i) {
-                    out.append_null();
-                    continue;
-                }
-                bytes.clear();
-                bytea(text.value(i), &mut bytes).ok_or(i)?;
-                out.append_value(&bytes);
-            }
-            return Ok(Arc::new(out.finish()));
+            return binary_from_text(text, bytea);
         }
         let mut out = StringBuilder::with_capacity(text.len(), text.value_data().len());
         let mut canonical = String::new();
@@ -101,20 +90,26 @@ impl TextForm {
 /// Binary key values the databases return as hex text (`HEX(col)`, or
 /// PostgreSQL's `\x...`) as bytes; `Err(index)` names a value that is not hex.
 pub fn hex_to_binary(text: &StringArray) -> Result<ArrayRef, usize> {
-    let mut out = BinaryBuilder::with_capacity(text.len(), text.value_data().len() / 2);
+    binary_from_text(text, |value, out| {
+        hex_digits(value.strip_prefix("\\x").unwrap_or(value), out)
+    })
+}
+
+/// Every value of `text` decoded into bytes by `decode`; `Err(index)` names
+/// the first it refuses.
+fn binary_from_text(
+    text: &StringArray,
+    decode: impl Fn(&str, &mut Vec<u8>) -> Option<()>,
+) -> Result<ArrayRef, usize> {
+    let mut out = BinaryBuilder::with_capacity(text.len(), text.value_data().len());
     let mut bytes = Vec::new();
     for i in 0..text.len() {
         if text.is_null(i) {
             out.append_null();
             continue;
         }
-        let value = text.value(i);
         bytes.clear();
-        bytea(
-            &format!("\\x{}", value.strip_prefix("\\x").unwrap_or(value)),
-            &mut bytes,
-        )
-        .ok_or(i)?;
+        decode(text.value(i), &mut bytes).ok_or(i)?;
         out.append_value(&bytes);
     }
     Ok(Arc::new(out.finish()))
@@ -140,19 +135,22 @@ fn uuid(value: &str, out: &mut String) -> bool {
     true
 }
 
+/// Pairs of hex digits (whitespace between them ignored) as bytes.
+fn hex_digits(hex: &str, out: &mut Vec<u8>) -> Option<()> {
+    let mut digits = hex.bytes().filter(|b| !b.is_ascii_whitespace());
+    while let Some(high) = digits.next() {
+        let low = digits.next()?;
+        let high = (high as char).to_digit(16)?;
+        let low = (low as char).to_digit(16)?;
+        out.push((high * 16 + low) as u8);
+    }
+    Some(())
+}
+
 /// PostgreSQL's bytea input forms, decoded into `out`.
 fn bytea(value: &str, out: &mut Vec<u8>) -> Option<()> {
     if let Some(hex) = value.strip_prefix("\\x") {
-        let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-        if !digits.len().is_multiple_of(2) {
-            return None;
-        }
-        for pair in digits.chunks(2) {
-            let high = (pair[0] as char).to_digit(16)?;
-            let low = (pair[1] as char).to_digit(16)?;
-            out.push((high * 16 + low) as u8);
-        }
-        return Some(());
+        return hex_digits(hex, out);
     }
     let bytes = value.as_bytes();
     let mut i = 0;

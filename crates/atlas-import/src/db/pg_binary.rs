@@ -55,6 +55,17 @@ impl Wire {
     }
 }
 
+/// Whether `column` holds text whose binary COPY form is the text itself
+/// (text, varchar, char, name, citext, json), so it travels without a cast
+/// in either direction.
+pub(crate) fn binary_form_is_text(column: &TargetColumn) -> bool {
+    column.data_type == DataType::Utf8
+        && matches!(
+            column.sql_type.split('(').next().unwrap_or_default(),
+            "text" | "character varying" | "character" | "name" | "citext" | "json"
+        )
+}
+
 /// The `SELECT` list that sends `columns` as [`KeyDecoder`] reads them.
 pub(crate) fn select_list(columns: &[TargetColumn]) -> (String, bool) {
     let mut casts = false;
@@ -64,12 +75,7 @@ pub(crate) fn select_list(columns: &[TargetColumn]) -> (String, bool) {
             let name = super::quote_ident(&c.name);
             // Text types travel as text already; the rest that has no binary
             // reading here is printed by the server.
-            let is_text = matches!(c.data_type, DataType::Utf8)
-                && matches!(
-                    c.sql_type.split('(').next().unwrap_or_default(),
-                    "text" | "character varying" | "character" | "name" | "citext"
-                );
-            if Wire::of(c) == Wire::Text && !is_text {
+            if Wire::of(c) == Wire::Text && !binary_form_is_text(c) {
                 casts = true;
                 format!("{name}::text")
             } else {

@@ -499,18 +499,10 @@ async fn copy_in(
 }
 
 /// Whether `column` needs text COPY: its values are carried as text but its
-/// type's binary input is not text's (uuid, jsonb, arrays, interval, enums,
-/// domains, ...). Text, varchar, char, name, citext and json read text's
-/// binary form; every other Arrow type has its own binary encoding.
+/// type's binary form is not text's (uuid, jsonb, arrays, interval, enums,
+/// domains, ...); every other Arrow type has its own binary encoding.
 fn needs_text_copy(column: &TargetColumn) -> bool {
-    if column.data_type != DataType::Utf8 {
-        return false;
-    }
-    let sql_type = column.sql_type.as_str();
-    !(matches!(sql_type, "text" | "name" | "citext" | "json" | "\"char\"")
-        || sql_type.starts_with("character varying")
-        || sql_type.starts_with("character(")
-        || sql_type == "character")
+    column.data_type == DataType::Utf8 && !super::pg_binary::binary_form_is_text(column)
 }
 
 /// The value a COPY refused, from the error's context (`COPY t, line 3,
