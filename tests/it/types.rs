@@ -330,6 +330,50 @@ async fn nested_sources_become_json(db: &TestDb) {
 
 crate::on_every_database!(nested_sources_become_json);
 
+/// `binary = 'base64'` and `'hex'` read text into a binary column as those
+/// encodings; a value that is not one names its row and column.
+async fn binary_columns_read_base64_and_hex(db: &TestDb) {
+    use atlas_import::source::SourceOptions;
+    let dir = TempDir::new();
+    let table = db.table("encoded");
+    let blob = match db.kind {
+        Kind::Postgres => "bytea",
+        Kind::MySql | Kind::Sqlite => "BLOB",
+    };
+    crate::common::create(db, &table, &format!("n INTEGER, raw {blob}")).await;
+    for (n, encoding, value) in [(1, "base64", "SGVsbG8="), (2, "base64", "aGk"), (3, "hex", "0x4F4b")] {
+        let options =
+            SourceOptions::parse(None, None, &[("binary".to_string(), encoding.to_string())]).unwrap();
+        let path = dir.file(&format!("{n}.csv"), &format!("n,raw\n{n},{value}\n"));
+        import(db, &path, &table)
+            .with_source_options(options)
+            .execute()
+            .await
+            .unwrap();
+    }
+    let expected = |text: &str| match db.kind {
+        Kind::Postgres => s(&format!("\\x{}", hex::encode(text))),
+        Kind::MySql | Kind::Sqlite => s(text),
+    };
+    assert_eq!(
+        db.rows(&table, &["n", "raw"]).await,
+        vec![
+            vec![s("1"), expected("Hello")],
+            vec![s("2"), expected("hi")],
+            vec![s("3"), expected("OK")],
+        ]
+    );
+    let err = import(db, &dir.file("bad.csv", "n,raw\n4,SGVsbG8=\n5,not base64!\n"), &table)
+        .with_binary_text(atlas_import::BinaryText::Base64)
+        .execute()
+        .await
+        .unwrap_err();
+    assert_bad_value(&err, (2, "raw", "not base64!", Some(3)));
+    assert_eq!(db.count(&table).await, 3);
+}
+
+crate::on_every_database!(binary_columns_read_base64_and_hex);
+
 /// MySQL/MariaDB: ENUM, SET, JSON, TIME, YEAR, BLOB, DECIMAL(65,30) and
 /// BIGINT UNSIGNED round trip; a label outside an ENUM is refused naming the
 /// column, and nothing is written.
@@ -378,6 +422,228 @@ async fn mysql_types_round_trip() {
             .to_string();
         assert!(err.contains("mood"), "{err}");
         assert_eq!(db.count(&table).await, 2, "nothing more was written: {err}");
+    })
+    .await;
+}
+
+/// SQLite: columns of NUMERIC affinity hold what SQLite's own conversion
+/// makes of a value (an integer of 19 digits exactly, `12.50` as 12.5, text
+/// kept in a STRING column); BLOB, BOOLEAN, DATE and DATETIME round trip; a
+/// value equal to a stored one as SQLite compares them is a duplicate under
+/// both key strategies, and one that differs only in its 19th digit is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_types_round_trip() {
+    for strategy in [
+        atlas_import::KeyStrategy::Preload,
+        atlas_import::KeyStrategy::Probe,
+    ] {
+        let mut db = TestDb::new(Kind::Sqlite).await;
+        db.strategy = strategy;
+        db.run(async {
+            let dir = TempDir::new();
+            let table = db.table("lite_types");
+            crate::common::create(
+                &db,
+                &table,
+                "i INTEGER, n NUMERIC, d DECIMAL(10,2), r REAL, s STRING, b BLOB, flag BOOLEAN, \
+                 day DATE, ts DATETIME",
+            )
+            .await;
+            let columns = ["i", "n", "d", "r", "s", "b", "flag", "day", "ts"];
+            let csv = "i,n,d,r,s,b,flag,day,ts\n\
+                       1,1234567890123456789,12.50,1.5,abc,hello,true,2024-02-29,2024-02-29 10:11:12\n\
+                       2,1e3,-0.0,0.1,007,,false,,\n\
+                       3,123456789012345678901,.5,,x y,,,,\n";
+            let report = import(&db, &dir.file("t.csv", csv), &table)
+                .execute()
+                .await
+                .unwrap();
+            assert_eq!(report.inserted, 3);
+            let rows = db.rows(&table, &columns).await;
+            assert_eq!(
+                rows[0],
+                vec![
+                    s("1"),
+                    s("1234567890123456789"),
+                    s("12.5"),
+                    s("1.5"),
+                    s("abc"),
+                    s("hello"),
+                    s("1"),
+                    s("2024-02-29"),
+                    s("2024-02-29 10:11:12"),
+                ],
+                "{strategy:?}"
+            );
+            assert_eq!(rows[1][1..5], [s("1000"), s("0"), s("0.1"), s("7")]);
+            assert_eq!(rows[2][1..3], [s("1.23456789012346e+20"), s("0.5")]);
+            let stored_as_sqlite_stores = db
+                .scalar(&format!(
+                    "SELECT count(*) FROM \"{table}\" WHERE typeof(n) = 'integer' \
+                     AND typeof(d) = 'real' AND typeof(s) = 'text' AND typeof(b) = 'blob'"
+                ))
+                .await;
+            assert_eq!(stored_as_sqlite_stores, 1);
+
+            let again = "i,n,d,r,s,b,flag,day,ts\n\
+                         1,+1234567890123456789,12.500,1.50,abc,hello,1,2024-02-29,2024-02-29T10:11:12\n\
+                         1,1234567890123456788,12.50,1.5,abc,hello,true,2024-02-29,2024-02-29 10:11:12\n\
+                         2,1000,0,0.1,7,,false,,\n";
+            let report = import(&db, &dir.file("again.csv", again), &table)
+                .with_on_duplicate(OnDuplicate::Skip)
+                .execute()
+                .await
+                .unwrap();
+            assert_eq!(
+                (report.inserted, report.skipped),
+                (1, 2),
+                "{strategy:?}: {:?}",
+                db.rows(&table, &columns).await
+            );
+            assert_eq!(
+                db.rows_where(&table, &["n"], "n = 1234567890123456788").await,
+                vec![vec![s("1234567890123456788")]]
+            );
+
+            let err = import(&db, &dir.file("bad.csv", "i,d\n9,1\n9,\"12,5\"\n"), &table)
+                .execute()
+                .await
+                .unwrap_err();
+            assert_bad_value(&err, (2, "d", "12,5", Some(3)));
+        })
+        .await;
+    }
+}
+
+/// PostgreSQL: a Parquet file fills existing uuid, jsonb, array and bytea
+/// columns (a string as the uuid, a struct as the jsonb document, lists as
+/// arrays of one and two dimensions with NULL elements, binary as bytea),
+/// and importing it again finds every row a duplicate; an array in another
+/// spelling is the value already there. A type atlas-import does not write
+/// (money) is named by the fit check before anything is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_parquet_fills_typed_columns() {
+    use datafusion::arrow::array::{
+        ArrayRef, BinaryArray, Int64Array, Int64Builder, ListBuilder, RecordBatch, StringArray,
+        StringBuilder, StructArray,
+    };
+    use datafusion::arrow::datatypes::{DataType, Field, Fields};
+    use datafusion::parquet::arrow::ArrowWriter;
+    use std::sync::Arc;
+
+    let db = TestDb::new(Kind::Postgres).await;
+    db.run(async {
+        let dir = TempDir::new();
+        let table = db.table("typed_parquet");
+        crate::common::create(
+            &db,
+            &table,
+            "u uuid, doc jsonb, tags text[], grid bigint[][], raw bytea",
+        )
+        .await;
+        let doc = StructArray::new(
+            Fields::from(vec![
+                Field::new("b", DataType::Int64, true),
+                Field::new("a", DataType::Utf8, true),
+            ]),
+            vec![
+                Arc::new(Int64Array::from(vec![Some(1), None])) as ArrayRef,
+                Arc::new(StringArray::from(vec![Some("x y"), Some("z")])),
+            ],
+            None,
+        );
+        let mut tags = ListBuilder::new(StringBuilder::new());
+        tags.values().append_value("a");
+        tags.values().append_value("b c");
+        tags.values().append_null();
+        tags.append(true);
+        tags.values().append_value("");
+        tags.append(true);
+        let mut grid = ListBuilder::new(ListBuilder::new(Int64Builder::new()));
+        for row in [[Some(1), Some(2)], [Some(3), None]] {
+            for v in row {
+                grid.values().values().append_option(v);
+            }
+            grid.values().append(true);
+        }
+        grid.append(true);
+        grid.append(false);
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            (
+                "u",
+                Arc::new(StringArray::from(vec![
+                    "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
+                    "b0eebc999c0b4ef8bb6d6bb9bd380a12",
+                ])),
+            ),
+            ("doc", Arc::new(doc)),
+            ("tags", Arc::new(tags.finish())),
+            ("grid", Arc::new(grid.finish())),
+            (
+                "raw",
+                Arc::new(BinaryArray::from(vec![Some(&b"\x00\xff"[..]), None])),
+            ),
+        ];
+        let batch = RecordBatch::try_from_iter(columns).unwrap();
+        let parquet = dir.path().join("typed.parquet");
+        let mut writer = ArrowWriter::try_new(
+            std::fs::File::create(&parquet).unwrap(),
+            batch.schema(),
+            None,
+        )
+        .unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+
+        let report = import(&db, &parquet, &table).execute().await.unwrap();
+        assert_eq!(report.inserted, 2);
+        let rows = db.rows(&table, &["u", "doc", "tags", "grid", "raw"]).await;
+        assert_eq!(
+            rows,
+            vec![
+                vec![
+                    s("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+                    s("{\"a\": \"x y\", \"b\": 1}"),
+                    s("{a,\"b c\",NULL}"),
+                    s("{{1,2},{3,NULL}}"),
+                    s("\\x00ff"),
+                ],
+                vec![
+                    s("b0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12"),
+                    s("{\"a\": \"z\", \"b\": null}"),
+                    s("{\"\"}"),
+                    None,
+                    None,
+                ],
+            ]
+        );
+        let again = import(&db, &parquet, &table)
+            .with_force(true)
+            .with_on_duplicate(OnDuplicate::Skip)
+            .execute()
+            .await
+            .unwrap();
+        assert_eq!((again.inserted, again.skipped), (0, 2));
+        let spelled = dir.file("tags.csv", "tags\n\"{ a , \"\"b c\"\", null }\"\n");
+        let err = import(&db, &spelled, &table)
+            .with_key(["tags"])
+            .execute()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AtlasError::Duplicates(_)), "{err}");
+
+        let money = db.table("money");
+        crate::common::create(&db, &money, "price money").await;
+        let err = import(&db, &dir.file("m.csv", "price\n1.50\n"), &money)
+            .execute()
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("'price'") && err.contains("money") && err.contains("cannot write"),
+            "{err}"
+        );
+        assert_eq!(db.count(&money).await, 0);
     })
     .await;
 }

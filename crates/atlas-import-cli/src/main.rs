@@ -186,6 +186,10 @@ struct ImportArgs {
     /// snake_case: E-Mail -> e_mail) or keep (exactly as the source has them).
     #[arg(long, default_value = "normalize")]
     names: String,
+    /// How text is read into binary columns (bytea, BLOB): native (as the
+    /// database reads text: PostgreSQL's `\x` hex or escape form), hex or base64.
+    #[arg(long)]
+    binary: Option<String>,
     /// The sheet of an .xlsx workbook to read (default: the first).
     #[arg(long)]
     sheet: Option<String>,
@@ -278,6 +282,7 @@ fn source_options(args: &ImportArgs) -> Result<SourceOptions, AtlasError> {
     option("compression", args.compression.clone());
     option("infer", Some(args.infer.clone()));
     option("names", Some(args.names.clone()));
+    option("binary", args.binary.clone());
     SourceOptions::parse(args.format.as_deref(), Some(&args.file), &options)
 }
 

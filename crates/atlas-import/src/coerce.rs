@@ -132,14 +132,24 @@ fn typed_text(
     array: &ArrayRef,
     column: &crate::schema::TargetColumn,
 ) -> Option<(TextForm, StringArray)> {
-    let form = TextForm::of(&column.sql_type).filter(|f| f.data_type() == column.data_type)?;
+    let form = column
+        .text_form
+        .filter(|f| f.data_type() == column.data_type)?;
     if is_nested(array.data_type()) {
-        return Some((form, nested_to_json(array).ok()?));
+        let text = match form {
+            TextForm::PgArray => lists_to_pg_arrays(array),
+            _ => nested_to_json(array),
+        };
+        return Some((form, text.ok()?));
     }
-    if !matches!(
-        array.data_type(),
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null
-    ) {
+    // SQLite stores a number of any source type by its value.
+    let any_source = matches!(form, TextForm::SqliteNumeric { .. });
+    if !any_source
+        && !matches!(
+            array.data_type(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null
+        )
+    {
         return None;
     }
     let text = cast(array, &DataType::Utf8).ok()?;
@@ -186,6 +196,61 @@ fn nested_to_json(array: &ArrayRef) -> Result<StringArray, CoerceFailure> {
         }
     }
     Ok(out.finish())
+}
+
+/// Lists as PostgreSQL array literals (lists of lists as arrays of more
+/// dimensions), each element as its text; a value that is no list, or
+/// holds a NULL list inside another, names its row.
+fn lists_to_pg_arrays(array: &ArrayRef) -> Result<StringArray, CoerceFailure> {
+    let mut out = datafusion::arrow::array::StringBuilder::new();
+    let mut literal = String::new();
+    for i in 0..array.len() {
+        if array.is_null(i) {
+            out.append_null();
+            continue;
+        }
+        literal.clear();
+        push_pg_array(array.as_ref(), i, &mut literal).ok_or_else(|| describe(array, i, None))?;
+        out.append_value(&literal);
+    }
+    Ok(out.finish())
+}
+
+/// List `i` of `array` as an array literal, into `out`.
+fn push_pg_array(array: &dyn Array, i: usize, out: &mut String) -> Option<()> {
+    use datafusion::arrow::array::AsArray;
+    let elements: ArrayRef = match array.data_type() {
+        DataType::List(_) => array.as_list::<i32>().value(i),
+        DataType::LargeList(_) => array.as_list::<i64>().value(i),
+        DataType::FixedSizeList(..) => array.as_fixed_size_list().value(i),
+        _ => return None,
+    };
+    let inner_lists = matches!(
+        elements.data_type(),
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..)
+    );
+    let text = if inner_lists {
+        None
+    } else {
+        Some(cast(&elements, &DataType::Utf8).ok()?)
+    };
+    out.push('{');
+    for j in 0..elements.len() {
+        if j > 0 {
+            out.push(',');
+        }
+        match &text {
+            // A sub-array cannot be NULL.
+            None if elements.is_null(j) => return None,
+            None => push_pg_array(elements.as_ref(), j, out)?,
+            Some(text) => {
+                let text = text.as_string::<i32>();
+                crate::typed_text::push_array_element(out, text.is_valid(j).then(|| text.value(j)));
+            }
+        }
+    }
+    out.push('}');
+    Some(())
 }
 
 /// Indices of the text values longer than `max` characters.

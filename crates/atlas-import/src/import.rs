@@ -24,14 +24,15 @@ use crate::key::{EncodedKeys, Fingerprints, KeyEncoder, KeyHasher};
 use crate::logical::{ImportNode, ImportQueryPlanner, ImportSpec};
 use crate::names::{NamePolicy, TableName, TableRef};
 use crate::options::{
-    CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, FilePolicy, Inference, KeyStrategy,
-    OnBadValue, OnDuplicate,
+    BinaryText, CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, FilePolicy, Inference,
+    KeyStrategy, OnBadValue, OnDuplicate,
 };
 use crate::physical::{BadValues, ExistingKeyLoader, ExistingKeys, ImportSession, Opened};
 use crate::reject::RejectWriter;
 use crate::report::{ImportMetrics, ImportReport};
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable, is_reader_column};
 use crate::source::{Compression, FileSource, LocatedFiles, SourceFormat, SourceOptions, locate};
+use crate::typed_text::TextForm;
 
 /// The probe strategy is chosen when the table holds at least this many
 /// times the import's rows.
@@ -89,6 +90,8 @@ pub struct ImportBuilder {
     declared: Vec<ColumnSpec>,
     /// How a new table's column types are inferred from a text source.
     inference: Inference,
+    /// How text is read into binary columns.
+    binary_text: BinaryText,
     /// Replaces the first sentence of the duplicates error.
     duplicate_message: Option<String>,
     /// Bytes the import may hold in DataFusion's memory pool (key sets,
@@ -208,6 +211,7 @@ impl ImportBuilder {
             only_mapped: false,
             declared: Vec::new(),
             inference: Inference::Strict,
+            binary_text: BinaryText::Native,
             duplicate_message: None,
             memory_limit: None,
             metrics: Arc::new(ImportMetrics::default()),
@@ -350,6 +354,13 @@ impl ImportBuilder {
         self
     }
 
+    /// How text from the source is read into binary columns (bytea, BLOB):
+    /// as the database reads it (default), or as hex or base64.
+    pub fn with_binary_text(mut self, binary_text: BinaryText) -> Self {
+        self.binary_text = binary_text;
+        self
+    }
+
     /// The format, compression and inference an import's `OPTIONS` (or the
     /// CLI flags) name; what they leave out stays as it is.
     pub fn with_source_options(mut self, options: SourceOptions) -> Self {
@@ -364,6 +375,9 @@ impl ImportBuilder {
         }
         if let Some(names) = options.names {
             self = self.with_names(names);
+        }
+        if let Some(binary_text) = options.binary {
+            self = self.with_binary_text(binary_text);
         }
         self
     }
@@ -564,10 +578,12 @@ impl ImportBuilder {
         &self,
         source: &OpenedSource,
     ) -> Result<(TargetTable, Option<Vec<ColumnSpec>>)> {
-        if let Some(target) = self.db.describe_table(&self.table).await? {
+        if let Some(mut target) = self.db.describe_table(&self.table).await? {
+            self.read_binary_text(&mut target);
             return Ok((target, None));
         }
-        let planned = self.planned_table(source).await?;
+        let mut planned = self.planned_table(source).await?;
+        self.read_binary_text(&mut planned);
         let create = planned
             .columns
             .iter()
@@ -578,6 +594,21 @@ impl ImportBuilder {
             })
             .collect();
         Ok((planned, Some(create)))
+    }
+
+    /// Sets how the binary columns of `table` read text, where an option
+    /// says other than the database's own way.
+    fn read_binary_text(&self, table: &mut TargetTable) {
+        let form = match self.binary_text {
+            BinaryText::Native => return,
+            BinaryText::Hex => TextForm::Hex,
+            BinaryText::Base64 => TextForm::Base64,
+        };
+        for column in &mut table.columns {
+            if column.data_type == datafusion::arrow::datatypes::DataType::Binary {
+                column.text_form = Some(form);
+            }
+        }
     }
 
     /// Finds the files of a file source (a path, a URL, a glob), staging
@@ -668,27 +699,31 @@ impl ImportBuilder {
                 .zip(names)
                 .map(|(s, name)| {
                     // Nested values (structs, lists, maps) are held as JSON.
+                    let kind = self.db.kind();
                     if crate::coerce::is_nested(&s.data_type) {
+                        let sql_type = match kind {
+                            crate::db::DbKind::Postgres => "jsonb",
+                            crate::db::DbKind::MySql => "json",
+                            crate::db::DbKind::Sqlite => "TEXT",
+                        };
                         return TargetColumn {
                             name,
-                            sql_type: match self.db.kind() {
-                                crate::db::DbKind::Postgres => "jsonb",
-                                crate::db::DbKind::MySql => "json",
-                                crate::db::DbKind::Sqlite => "TEXT",
-                            }
-                            .to_string(),
+                            sql_type: sql_type.to_string(),
                             data_type: datafusion::arrow::datatypes::DataType::Utf8,
                             nullable: true,
                             has_default: false,
                             max_chars: None,
+                            text_form: TextForm::of(kind, sql_type),
                         };
                     }
                     // Where the database cannot hold a type exactly (SQLite
                     // and wide decimals), the column is made to hold its text.
                     let data_type = self.db.new_column_type(&s.data_type);
+                    let sql_type = self.db.sql_type_for(&data_type);
                     TargetColumn {
                         name,
-                        sql_type: self.db.sql_type_for(&data_type),
+                        text_form: TextForm::of(kind, &sql_type),
+                        sql_type,
                         data_type,
                         nullable: true,
                         has_default: false,

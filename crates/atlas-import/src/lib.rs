@@ -40,8 +40,8 @@ pub use error::{AtlasError, ErrorClass, Result};
 pub use ext::{DataFrameImportExt, SessionContextImportExt, session_context_with_imports};
 pub use import::{ImportBuilder, PreparedImport, build_report};
 pub use options::{
-    CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, FilePolicy, Inference, KeyStrategy,
-    OnBadValue, OnDuplicate, parse_memory_size,
+    BinaryText, CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, FilePolicy, Inference,
+    KeyStrategy, OnBadValue, OnDuplicate, parse_memory_size,
 };
 pub use report::{DuplicateReport, ImportMetrics, ImportReport};
 pub use source::{Compression, CsvDialect, FileSource, SourceFormat, SourceOptions};

@@ -115,6 +115,44 @@ impl FromStr for KeyStrategy {
     }
 }
 
+/// How text from the source is read into a binary column (bytea, BLOB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum BinaryText {
+    /// As the database reads text: PostgreSQL's bytea input (`\x` and hex
+    /// digits, or the escape form); elsewhere the bytes of the text.
+    #[default]
+    Native,
+    /// Hex digits, with or without a `\x` or `0x` prefix.
+    Hex,
+    /// Base64 (standard alphabet, padding optional).
+    Base64,
+}
+
+impl fmt::Display for BinaryText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BinaryText::Native => "native",
+            BinaryText::Hex => "hex",
+            BinaryText::Base64 => "base64",
+        })
+    }
+}
+
+impl FromStr for BinaryText {
+    type Err = AtlasError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "native" => Ok(BinaryText::Native),
+            "hex" => Ok(BinaryText::Hex),
+            "base64" => Ok(BinaryText::Base64),
+            other => Err(AtlasError::Usage(format!(
+                "unknown binary text '{other}': expected native, hex or base64"
+            ))),
+        }
+    }
+}
+
 /// How the column types of a table the import creates are chosen from text
 /// sources (CSV, JSON, spreadsheets, XML).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

@@ -18,6 +18,9 @@ pub struct TargetColumn {
     /// The most characters a value may have (`VARCHAR(n)`, `CHAR(n)`), where
     /// the database enforces it.
     pub max_chars: Option<usize>,
+    /// How the column's type reads text, where it gives text a syntax and a
+    /// canonical form (uuid, jsonb, SQLite's NUMERIC, ...).
+    pub text_form: Option<crate::typed_text::TextForm>,
 }
 
 /// The target table: its name and columns in catalog order.

@@ -1,5 +1,6 @@
 //! Text values of types that give them a syntax and a canonical form: uuid,
-//! json, jsonb and bytea. The coercion converts source text through these
+//! json, jsonb, bytea, PostgreSQL's numeric and SQLite's NUMERIC affinity.
+//! The coercion converts source text through these
 //! (and the existing keys the database returns as text), so that a bad value
 //! names its row and column before anything is written, and values equal to
 //! the database are equal to the check: a uuid in any case or with braces is
@@ -27,26 +28,74 @@ pub enum TextForm {
     /// `bytea`: PostgreSQL's input forms, `\x` and hex digits, or the escape
     /// form (bytes as written, `\\` a backslash, `\ooo` an octal byte).
     Bytea,
+    /// SQLite's NUMERIC affinity (`NUMERIC`, `DECIMAL(10,2)`, and every
+    /// declared type SQLite's rules give that affinity): a number is stored
+    /// as an INTEGER where it is a 64-bit integer, else as a REAL (`12.50` is
+    /// `12.5`, `1e3` is `1000`), and is held here in the text of that stored
+    /// value, so that it is compared as SQLite compares it and an integer
+    /// with more than 15 digits is never rounded through a double. `strict`
+    /// columns (declared NUMERIC or DECIMAL) refuse text that is no number;
+    /// others keep it as text, as SQLite does.
+    SqliteNumeric { strict: bool },
+    /// A PostgreSQL array (`text[]`, `int[][]`, ...): the literal in the form
+    /// PostgreSQL prints it, so `{a, "b"}` and `{a,b}` are one value (the
+    /// elements themselves are compared as written). A literal this does not
+    /// read (explicit bounds) is left to the server as it is.
+    PgArray,
+    /// Binary from hex digits (a `\x` or `0x` prefix allowed), by option.
+    Hex,
+    /// Binary from base64 (standard alphabet, padding optional), by option.
+    Base64,
 }
 
 impl TextForm {
-    /// The form of a column whose declared type is `sql_type`, if any.
-    pub fn of(sql_type: &str) -> Option<Self> {
+    /// The form of a column of `kind` whose declared type is `sql_type`.
+    pub fn of(kind: crate::db::DbKind, sql_type: &str) -> Option<Self> {
+        use crate::db::DbKind;
+        match kind {
+            DbKind::Postgres => Self::postgres(sql_type),
+            DbKind::MySql => (sql_type.eq_ignore_ascii_case("json")).then_some(TextForm::Json),
+            DbKind::Sqlite => Self::sqlite(sql_type),
+        }
+    }
+
+    /// The form of a PostgreSQL column whose type prints as `sql_type`.
+    fn postgres(sql_type: &str) -> Option<Self> {
         match sql_type {
             "uuid" => Some(TextForm::Uuid),
             "json" => Some(TextForm::Json),
             "jsonb" => Some(TextForm::Jsonb),
             "bytea" => Some(TextForm::Bytea),
             "numeric" => Some(TextForm::Numeric),
+            array if array.ends_with("[]") => Some(TextForm::PgArray),
             _ => None,
         }
+    }
+
+    /// The form of a SQLite column declared `declared`: NUMERIC affinity by
+    /// SQLite's rules, except the names atlas-import reads as booleans and
+    /// dates (SQLite gives them NUMERIC affinity too).
+    fn sqlite(declared: &str) -> Option<Self> {
+        let t = declared.to_ascii_uppercase();
+        let other_affinity = [
+            "INT", "CHAR", "CLOB", "TEXT", "BLOB", "REAL", "FLOA", "DOUB",
+        ]
+        .iter()
+        .any(|name| t.contains(name));
+        let read_as_other = ["BOOL", "DATE", "TIME"].iter().any(|name| t.contains(name));
+        if t.trim().is_empty() || other_affinity || read_as_other {
+            return None;
+        }
+        Some(TextForm::SqliteNumeric {
+            strict: t.contains("NUMERIC") || t.contains("DECIMAL"),
+        })
     }
 
     /// The Arrow type the form produces.
     pub fn data_type(self) -> datafusion::arrow::datatypes::DataType {
         use datafusion::arrow::datatypes::DataType;
         match self {
-            TextForm::Bytea => DataType::Binary,
+            TextForm::Bytea | TextForm::Hex | TextForm::Base64 => DataType::Binary,
             _ => DataType::Utf8,
         }
     }
@@ -54,8 +103,27 @@ impl TextForm {
     /// Converts every value of `text`; `Err(index)` names the first that
     /// does not fit.
     pub fn convert(self, text: &StringArray) -> Result<ArrayRef, usize> {
-        if self == TextForm::Bytea {
-            return binary_from_text(text, bytea);
+        match self {
+            TextForm::Bytea => return binary_from_text(text, bytea),
+            TextForm::Hex => {
+                return binary_from_text(text, |value, out| {
+                    let value = value.trim();
+                    let digits = value
+                        .strip_prefix("\\x")
+                        .or_else(|| value.strip_prefix("0x"))
+                        .unwrap_or(value);
+                    hex_digits(digits, out)
+                });
+            }
+            TextForm::Base64 => {
+                return binary_from_text(text, |value, out| {
+                    use base64::Engine;
+                    base64::engine::general_purpose::STANDARD_NO_PAD
+                        .decode_vec(value.trim().trim_end_matches('='), out)
+                        .ok()
+                });
+            }
+            _ => {}
         }
         let mut out = StringBuilder::with_capacity(text.len(), text.value_data().len());
         let mut canonical = String::new();
@@ -76,7 +144,26 @@ impl TextForm {
                 }
                 TextForm::Jsonb => json(value, &mut canonical),
                 TextForm::Numeric => numeric(value, &mut canonical),
-                TextForm::Bytea => unreachable!("handled above"),
+                TextForm::SqliteNumeric { strict } => match sqlite_number(value) {
+                    Some(number) => {
+                        number.write(&mut canonical);
+                        true
+                    }
+                    None => {
+                        canonical.push_str(value);
+                        !strict
+                    }
+                },
+                TextForm::PgArray => {
+                    if pg_array(value, &mut canonical).is_none() {
+                        canonical.clear();
+                        canonical.push_str(value);
+                    }
+                    true
+                }
+                TextForm::Bytea | TextForm::Hex | TextForm::Base64 => {
+                    unreachable!("binary forms are handled above")
+                }
             };
             if !ok {
                 return Err(i);
@@ -85,6 +172,75 @@ impl TextForm {
         }
         Ok(Arc::new(out.finish()))
     }
+}
+
+/// A number as SQLite stores it in a column of NUMERIC affinity.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum SqliteNumber {
+    Integer(i64),
+    Real(f64),
+}
+
+impl SqliteNumber {
+    /// The text of the stored value: the integer, or the shortest decimal
+    /// that reads back as the same double, without an exponent, so that an
+    /// integral REAL prints as the INTEGER it equals (`1e3` and `1000`).
+    fn write(self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = match self {
+            SqliteNumber::Integer(i) => write!(out, "{i}"),
+            // -0.0 = 0.0 in SQLite.
+            SqliteNumber::Real(0.0) => write!(out, "0"),
+            SqliteNumber::Real(r) => write!(out, "{r}"),
+        };
+    }
+}
+
+/// `value` as the number SQLite's NUMERIC affinity makes of it, or `None`
+/// where SQLite keeps it as text (not a decimal literal: `0x1A`, `1,5`,
+/// `nan`) or it is beyond a double (`1e400`). `inf` and `-inf` are the text
+/// of an infinite REAL already in a table.
+pub(crate) fn sqlite_number(value: &str) -> Option<SqliteNumber> {
+    let text = value.trim();
+    if text == "inf" || text == "-inf" {
+        return text.parse().ok().map(SqliteNumber::Real);
+    }
+    let bytes = text.as_bytes();
+    let mut at = usize::from(matches!(bytes.first(), Some(b'+' | b'-')));
+    let digits = |at: &mut usize| {
+        let start = *at;
+        while bytes.get(*at).is_some_and(u8::is_ascii_digit) {
+            *at += 1;
+        }
+        *at - start
+    };
+    let whole = digits(&mut at);
+    let mut integer = true;
+    let mut fraction = 0;
+    if bytes.get(at) == Some(&b'.') {
+        at += 1;
+        integer = false;
+        fraction = digits(&mut at);
+    }
+    if whole + fraction == 0 {
+        return None;
+    }
+    if matches!(bytes.get(at), Some(b'e' | b'E')) {
+        at += 1;
+        integer = false;
+        at += usize::from(matches!(bytes.get(at), Some(b'+' | b'-')));
+        if digits(&mut at) == 0 {
+            return None;
+        }
+    }
+    if at != bytes.len() {
+        return None;
+    }
+    if integer && let Ok(i) = text.parse::<i64>() {
+        return Some(SqliteNumber::Integer(i));
+    }
+    let real: f64 = text.parse().ok()?;
+    real.is_finite().then_some(SqliteNumber::Real(real))
 }
 
 /// Binary key values the databases return as hex text (`HEX(col)`, or
@@ -173,6 +329,153 @@ fn bytea(value: &str, out: &mut Vec<u8>) -> Option<()> {
         }
     }
     Some(())
+}
+
+/// A PostgreSQL array literal (`{a,"b c",NULL}`, `{{1,2},{3,4}}`) in the
+/// form PostgreSQL prints it: whitespace around unquoted elements dropped,
+/// an element quoted only where it must be. Element values are kept as
+/// written (`{01}` stays `01`; the server reads them by the element type).
+/// `None` where `value` is no array literal this reads (e.g. one with
+/// explicit bounds, `[1:2]={1,2}`), which is then left to the server.
+fn pg_array(value: &str, out: &mut String) -> Option<()> {
+    let mut parser = ArrayParser {
+        text: value.trim().as_bytes(),
+        at: 0,
+    };
+    parser.array(out, 0)?;
+    (parser.at == parser.text.len()).then_some(())
+}
+
+struct ArrayParser<'a> {
+    text: &'a [u8],
+    at: usize,
+}
+
+impl ArrayParser<'_> {
+    fn skip_space(&mut self) {
+        while self.text.get(self.at).is_some_and(u8::is_ascii_whitespace) {
+            self.at += 1;
+        }
+    }
+
+    fn array(&mut self, out: &mut String, depth: usize) -> Option<()> {
+        if depth > MAX_DEPTH || self.text.get(self.at) != Some(&b'{') {
+            return None;
+        }
+        self.at += 1;
+        out.push('{');
+        self.skip_space();
+        if self.text.get(self.at) == Some(&b'}') {
+            self.at += 1;
+            out.push('}');
+            return Some(());
+        }
+        loop {
+            self.skip_space();
+            match *self.text.get(self.at)? {
+                b'{' => self.array(out, depth + 1)?,
+                b'"' => {
+                    let element = self.quoted()?;
+                    push_array_element(out, Some(&element));
+                }
+                _ => {
+                    let element = self.unquoted()?;
+                    let null = element.eq_ignore_ascii_case("NULL");
+                    push_array_element(out, (!null).then_some(&element));
+                }
+            }
+            self.skip_space();
+            match *self.text.get(self.at)? {
+                b',' => out.push(','),
+                b'}' => {
+                    self.at += 1;
+                    out.push('}');
+                    return Some(());
+                }
+                _ => return None,
+            }
+            self.at += 1;
+        }
+    }
+
+    /// A double-quoted element, its backslash escapes decoded.
+    fn quoted(&mut self) -> Option<String> {
+        self.at += 1;
+        let mut bytes = Vec::new();
+        loop {
+            match *self.text.get(self.at)? {
+                b'"' => {
+                    self.at += 1;
+                    return String::from_utf8(bytes).ok();
+                }
+                b'\\' => {
+                    bytes.push(*self.text.get(self.at + 1)?);
+                    self.at += 2;
+                }
+                byte => {
+                    bytes.push(byte);
+                    self.at += 1;
+                }
+            }
+        }
+    }
+
+    /// An unquoted element up to the next `,` or `}`, escapes decoded and
+    /// the whitespace after it dropped (what follows an escape is kept).
+    fn unquoted(&mut self) -> Option<String> {
+        let mut bytes = Vec::new();
+        let mut kept = 0;
+        loop {
+            match *self.text.get(self.at)? {
+                b',' | b'}' => break,
+                b'{' | b'"' => return None,
+                b'\\' => {
+                    bytes.push(*self.text.get(self.at + 1)?);
+                    self.at += 2;
+                    kept = bytes.len();
+                }
+                byte => {
+                    bytes.push(byte);
+                    self.at += 1;
+                    if !byte.is_ascii_whitespace() {
+                        kept = bytes.len();
+                    }
+                }
+            }
+        }
+        bytes.truncate(kept);
+        if bytes.is_empty() {
+            return None;
+        }
+        String::from_utf8(bytes).ok()
+    }
+}
+
+/// One array element as PostgreSQL prints it: NULL bare, and quoted (with
+/// `"` and `\` escaped) where it is empty, reads as NULL, or holds a
+/// character the array syntax gives a meaning.
+pub(crate) fn push_array_element(out: &mut String, element: Option<&str>) {
+    let Some(element) = element else {
+        out.push_str("NULL");
+        return;
+    };
+    let quote = element.is_empty()
+        || element.eq_ignore_ascii_case("NULL")
+        || element
+            .bytes()
+            .any(|b| matches!(b, b'{' | b'}' | b',' | b'"' | b'\\') || b.is_ascii_whitespace());
+    if !quote {
+        out.push_str(element);
+        return;
+    }
+    out.push('"');
+    for c in element.chars() {
+        if matches!(c, '"' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
 }
 
 /// Validates `value` as JSON and writes its canonical form into `out`.
@@ -532,6 +835,79 @@ mod tests {
                 .value(0)
                 .to_string(),
         )
+    }
+
+    #[test]
+    fn sqlite_numbers_take_the_text_of_the_stored_value() {
+        let strict = TextForm::SqliteNumeric { strict: true };
+        let lenient = TextForm::SqliteNumeric { strict: false };
+        for (value, stored) in [
+            ("1234567890123456789", "1234567890123456789"),
+            ("+0042", "42"),
+            (" 7 ", "7"),
+            ("12.50", "12.5"),
+            ("1e3", "1000"),
+            ("5.", "5"),
+            (".5", "0.5"),
+            ("-0.0", "0"),
+            ("0.1", "0.1"),
+            ("1e-7", "0.0000001"),
+            // Beyond 64 bits: a REAL, as SQLite stores it.
+            ("123456789012345678901", "123456789012345680000"),
+            ("-inf", "-inf"),
+        ] {
+            assert_eq!(canonical(strict, value).as_deref(), Some(stored), "{value}");
+        }
+        for text in ["abc", "0x1A", "1,5", "nan", "1e", "e5", ".", "+", "1e400"] {
+            assert_eq!(canonical(strict, text), None, "{text}");
+            assert_eq!(canonical(lenient, text).as_deref(), Some(text), "{text}");
+        }
+        assert_eq!(
+            TextForm::of(crate::db::DbKind::Sqlite, "DECIMAL(10,2)"),
+            Some(strict)
+        );
+        assert_eq!(
+            TextForm::of(crate::db::DbKind::Sqlite, "STRING"),
+            Some(lenient)
+        );
+        for other in [
+            "INTEGER",
+            "VARCHAR(5)",
+            "REAL",
+            "BLOB",
+            "",
+            "BOOLEAN",
+            "DATETIME",
+        ] {
+            assert_eq!(
+                TextForm::of(crate::db::DbKind::Sqlite, other),
+                None,
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn arrays_take_the_form_postgres_prints() {
+        for (value, printed) in [
+            ("{a, \"b\" ,NULL}", "{a,b,NULL}"),
+            (" { 1 , 2 } ", "{1,2}"),
+            (
+                "{\"b c\",\"\",\"null\",\"q\\\"x\"}",
+                "{\"b c\",\"\",\"null\",\"q\\\"x\"}",
+            ),
+            ("{{1,2},{3,NULL}}", "{{1,2},{3,NULL}}"),
+            ("{}", "{}"),
+            ("{a\\,b}", "{\"a,b\"}"),
+            // Explicit bounds: left to the server as written.
+            ("[0:1]={1,2}", "[0:1]={1,2}"),
+        ] {
+            assert_eq!(
+                canonical(TextForm::PgArray, value).as_deref(),
+                Some(printed),
+                "{value}"
+            );
+        }
     }
 
     #[test]

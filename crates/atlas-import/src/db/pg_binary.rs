@@ -371,6 +371,7 @@ mod tests {
             nullable: true,
             has_default: false,
             max_chars: None,
+            text_form: crate::typed_text::TextForm::of(crate::db::DbKind::Postgres, sql_type),
         }
     }
 

@@ -22,6 +22,7 @@ use super::{
 use crate::error::{AtlasError, Result};
 use crate::names::TableRef;
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
+use crate::typed_text::TextForm;
 
 /// Send COPY data to the server in pieces of about this size, small enough to
 /// keep the server busy while the next rows are encoded.
@@ -152,9 +153,11 @@ async fn describe(conn: &mut PgConnection, table: &TableRef) -> Result<Option<Ta
             let typmod: i32 = row.get(5);
             let max_chars = (matches!(type_name.as_str(), "varchar" | "bpchar") && typmod > 4)
                 .then(|| (typmod - 4) as usize);
+            let sql_type: String = row.get(1);
             TargetColumn {
                 name: row.get(0),
-                sql_type: row.get(1),
+                text_form: TextForm::of(DbKind::Postgres, &sql_type),
+                sql_type,
                 data_type: data_type_for(&type_name, typmod),
                 nullable: !not_null,
                 has_default: row.get(4),

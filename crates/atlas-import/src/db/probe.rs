@@ -36,6 +36,11 @@ pub(crate) fn filterable(column: &TargetColumn) -> bool {
         ))
         && column.sql_type != "json"
         && !column.sql_type.ends_with("[]")
+        // SQLite would read the literals as numbers by its own rounding.
+        && !matches!(
+            column.text_form,
+            Some(crate::typed_text::TextForm::SqliteNumeric { .. })
+        )
 }
 
 impl KeyFilter {

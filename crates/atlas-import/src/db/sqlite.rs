@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use futures::StreamExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
@@ -21,6 +21,7 @@ use super::{
 use crate::error::{AtlasError, Result};
 use crate::names::TableRef;
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
+use crate::typed_text::{SqliteNumber, TextForm, sqlite_number};
 
 /// An SQLite database file.
 #[derive(Debug)]
@@ -76,6 +77,9 @@ fn sql_type_for(data_type: &DataType) -> String {
 
 /// Maps a declared SQLite type to the Arrow type values are coerced to,
 /// following SQLite's affinity rules with the common date names added.
+/// NUMERIC affinity (NUMERIC, DECIMAL, ...) is text in the form of the stored
+/// number ([`TextForm::SqliteNumeric`]): a double would round integers of
+/// more than 15 digits, which SQLite stores exactly.
 fn data_type_for(declared: &str) -> DataType {
     let t = declared.to_ascii_uppercase();
     if t.contains("INT") {
@@ -88,12 +92,7 @@ fn data_type_for(declared: &str) -> DataType {
         DataType::Timestamp(TimeUnit::Microsecond, None)
     } else if t.contains("DATE") {
         DataType::Date32
-    } else if t.contains("REAL")
-        || t.contains("FLOA")
-        || t.contains("DOUB")
-        || t.contains("NUMERIC")
-        || t.contains("DECIMAL")
-    {
+    } else if t.contains("REAL") || t.contains("FLOA") || t.contains("DOUB") {
         DataType::Float64
     } else if t.contains("BLOB") {
         DataType::Binary
@@ -125,6 +124,7 @@ async fn describe(conn: &mut SqliteConnection, table: &TableRef) -> Result<Optio
             TargetColumn {
                 name: row.get(0),
                 data_type: data_type_for(&declared),
+                text_form: TextForm::of(DbKind::Sqlite, &declared),
                 sql_type: declared,
                 nullable: not_null == 0,
                 has_default: has_default || rowid_alias,
@@ -493,9 +493,12 @@ impl Drop for HandleLease<'_> {
 }
 
 /// Steps one prepared INSERT for every row of the batches `received`.
+/// `numeric[i]`: column `i` has NUMERIC affinity and is bound as the
+/// number its text is.
 fn insert_rows(
     handle: RawHandle,
     sql: &str,
+    numeric: &[bool],
     mut received: tokio::sync::mpsc::Receiver<RecordBatch>,
     table: &str,
 ) -> Result<u64> {
@@ -514,15 +517,40 @@ fn insert_rows(
             .collect::<Result<Vec<_>>>()?;
         for row in 0..batch.num_rows() {
             for (i, column) in columns.iter().enumerate() {
-                column
-                    .bind_sqlite(&mut statement, i + 1, row)
-                    .map_err(error)?;
+                match column {
+                    BindColumn::Text(text) if numeric[i] => {
+                        bind_number(&mut statement, i + 1, text.as_string::<i32>(), row)
+                    }
+                    _ => column.bind_sqlite(&mut statement, i + 1, row),
+                }
+                .map_err(error)?;
             }
             statement.raw_execute().map_err(error)?;
         }
         written += batch.num_rows() as u64;
     }
     Ok(written)
+}
+
+/// Binds value `row` of a NUMERIC-affinity column as the INTEGER or REAL
+/// its text is (the text of the stored number, so nothing is parsed twice
+/// or rounded by SQLite's own reading), or as text where it is no number.
+fn bind_number(
+    statement: &mut rusqlite::Statement<'_>,
+    index: usize,
+    text: &datafusion::arrow::array::StringArray,
+    row: usize,
+) -> rusqlite::Result<()> {
+    use datafusion::arrow::array::Array;
+    if text.is_null(row) {
+        return statement.raw_bind_parameter(index, rusqlite::types::Null);
+    }
+    let value = text.value(row);
+    match sqlite_number(value) {
+        Some(SqliteNumber::Integer(i)) => statement.raw_bind_parameter(index, i),
+        Some(SqliteNumber::Real(r)) => statement.raw_bind_parameter(index, r),
+        None => statement.raw_bind_parameter(index, value),
+    }
 }
 
 /// The import transaction on SQLite.
@@ -577,6 +605,10 @@ impl ImportTransaction for SqliteImport {
         chunk: &mut ChunkStream<'_>,
     ) -> Result<u64> {
         let sql = super::bind::insert_sql(table, columns, 1);
+        let numeric: Vec<bool> = columns
+            .iter()
+            .map(|c| matches!(c.text_form, Some(TextForm::SqliteNumeric { .. })))
+            .collect();
         let (lease, raw, done) = HandleLease::take(&mut self.tx)
             .await
             .map_err(|e| AtlasError::database(format!("writing into '{table}'"), e))?;
@@ -586,7 +618,7 @@ impl ImportTransaction for SqliteImport {
         let (rows, received) = tokio::sync::mpsc::channel::<RecordBatch>(2);
         let name = table.key();
         let writer = tokio::task::spawn_blocking(move || {
-            let written = insert_rows(raw, &sql, received, &name);
+            let written = insert_rows(raw, &sql, &numeric, received, &name);
             drop(done);
             written
         });

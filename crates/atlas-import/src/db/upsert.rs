@@ -83,6 +83,7 @@ impl UpsertStatements {
             nullable: false,
             has_default: false,
             max_chars: None,
+            text_form: None,
         };
         let mut columns = self.columns.clone();
         columns.push(extra(STAGE_ROW, "bigint", DataType::Int64));
@@ -293,6 +294,7 @@ mod tests {
             nullable: true,
             has_default: false,
             max_chars: None,
+            text_form: None,
         }
     }
 

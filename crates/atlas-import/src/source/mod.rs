@@ -68,6 +68,8 @@ pub struct SourceOptions {
     /// Whether a new table's names are normalized or kept (`None`: the
     /// default, normalized).
     pub names: Option<crate::names::NamePolicy>,
+    /// How text is read into binary columns (`None`: the default, native).
+    pub binary: Option<crate::options::BinaryText>,
 }
 
 /// The one ASCII character an option names (`quote`, `escape`, ...).
@@ -85,7 +87,7 @@ fn one_character(name: &str, value: &str) -> Result<u8> {
 impl SourceOptions {
     /// Reads `format` (a name such as `csv`), and `options`: `delimiter`,
     /// `header`, `quote`, `escape`, `comment`, `null` (CSV, TSV), `sheet`
-    /// (XLSX), `record` (XML), `compression`, `infer`, `names`. Without a format, the
+    /// (XLSX), `record` (XML), `compression`, `infer`, `names`, `binary`. Without a format, the
     /// one `path`'s extension names is used, else CSV.
     pub fn parse(
         format: Option<&str>,
@@ -102,6 +104,7 @@ impl SourceOptions {
                 "compression" => parsed.compression = Some(value.parse()?),
                 "infer" => parsed.infer = Some(value.parse()?),
                 "names" => parsed.names = Some(value.parse()?),
+                "binary" => parsed.binary = Some(value.parse()?),
                 _ => format_options.push((name.clone(), value.clone())),
             }
         }
@@ -179,7 +182,7 @@ impl SourceFormat {
                 (other, _) => {
                     return Err(AtlasError::Usage(format!(
                         "unknown option '{other}': expected delimiter, header, quote, escape, comment, null (CSV, TSV), \
-                         sheet (XLSX), record (XML), compression, infer or names"
+                         sheet (XLSX), record (XML), compression, infer, names or binary"
                     )));
                 }
             }

@@ -31,6 +31,7 @@ use super::{
 use crate::error::{AtlasError, Result};
 use crate::names::TableRef;
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
+use crate::typed_text::TextForm;
 
 /// Seconds an import waits for another import of the same table.
 const LOCK_TIMEOUT_SECONDS: i64 = 300;
@@ -200,6 +201,7 @@ async fn describe(conn: &mut Conn, table: &TableRef) -> Result<Option<TargetTabl
                         precision,
                         scale,
                     ),
+                    text_form: TextForm::of(DbKind::MySql, &column_type),
                     sql_type: column_type,
                     nullable: nullable != 0,
                     has_default: has_default != 0,
