@@ -87,7 +87,7 @@ fn exit_codes_and_json_report_on_sqlite() {
     assert_eq!(report["partitions"], 4);
     assert_eq!(report["file_hash"].as_str().unwrap().len(), 64);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("Inserted chunk 1"), "{stderr}");
+    assert!(stderr.contains("committed"), "{stderr}");
 
     // Same file again: exit 4.
     let out = run(&["import", first, "--table", "people", "--db", &db]);
@@ -756,4 +756,129 @@ async fn schema_qualified_names_in_the_cli_and_sql() {
         "{sql_stdout}"
     );
     assert_eq!(kept, 1, "{sql_stdout}");
+}
+
+/// A CSV of `rows` rows and the SQLite URL of a fresh database, in `dir`.
+fn many_rows(dir: &TempDir, rows: usize) -> (String, String) {
+    let mut csv = String::from("id,email\n");
+    for i in 0..rows {
+        csv.push_str(&format!("{i},user{i}@example.com\n"));
+    }
+    let path = dir.file("many.csv", &csv);
+    (path.to_str().unwrap().to_string(), sqlite_url(dir))
+}
+
+/// Runs the binary with `args` and no RUST_LOG, so its own verbosity flags
+/// decide what is logged.
+fn run_at_own_level(args: &[&str]) -> Output {
+    Command::new(binary())
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+/// At the default level a 100-chunk import prints its phase lines only (no
+/// line per chunk, a dozen lines at most) and the summary in human units;
+/// `-v` adds each chunk's line exactly once; `-q` prints nothing on stderr.
+#[test]
+fn quiet_by_default_chunks_at_verbose() {
+    let dir = TempDir::new();
+    let (path, db) = many_rows(&dir, 10_000);
+    let args = |table: &str, flag: Option<&str>| {
+        let mut args = vec![
+            "import".to_string(),
+            path.clone(),
+            "--table".into(),
+            table.into(),
+            "--db".into(),
+            db.clone(),
+            "--chunk-rows".into(),
+            "100".into(),
+        ];
+        args.extend(flag.map(String::from));
+        args
+    };
+    fn strs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+
+    let out = run_at_own_level(&strs(&args("quiet_default", None)));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("chunk 1 "), "{stderr}");
+    assert!(stderr.lines().count() <= 12, "{stderr}");
+    assert!(
+        stderr.contains("Split 10000 records into 100 chunks"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains('\x1b'), "escape codes on a pipe: {stderr}");
+    assert!(
+        stdout.contains("10,000 rows read, 10,000 inserted, 0 skipped in ")
+            && stdout.contains("rows/s)"),
+        "{stdout}"
+    );
+
+    let out = run_at_own_level(&strs(&args("verbose", Some("-v"))));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    for chunk in 1..=100 {
+        let line = format!("Inserted chunk {chunk} - Total inserted: {}", chunk * 100);
+        assert_eq!(stderr.matches(&line).count(), 1, "{line}: {stderr}");
+    }
+
+    let out = run_at_own_level(&strs(&args("quiet", Some("-q"))));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
+/// Under a pseudo-terminal the import draws a bar with a percentage; with
+/// `NO_COLOR` nothing on the screen is colored (without it the log lines
+/// are).
+#[test]
+fn progress_bar_on_a_terminal() {
+    let dir = TempDir::new();
+    let (path, db) = many_rows(&dir, 200_000);
+    let screen = |table: &str, no_color: bool| {
+        let command = format!(
+            "{} import {path} --table {table} --db {db}",
+            binary().display()
+        );
+        let mut script = Command::new("script");
+        script
+            .args(["-qec", &command, "/dev/null"])
+            .env_remove("DATABASE_URL")
+            .env_remove("RUST_LOG")
+            .env_remove("NO_COLOR");
+        if no_color {
+            script.env("NO_COLOR", "1");
+        }
+        let out = script.output().expect("script(1) from util-linux");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // An SGR sequence that sets a color or weight: ESC [ digits m.
+    let colored = |screen: &str| {
+        screen.split('\x1b').skip(1).any(|seq| {
+            seq.strip_prefix('[').is_some_and(|rest| {
+                let end = rest.find(|c: char| !c.is_ascii_digit() && c != ';');
+                end.is_some_and(|end| {
+                    end > 0 && rest[end..].starts_with('m') && &rest[..end] != "0"
+                })
+            })
+        })
+    };
+    let plain = screen("tty_plain", true);
+    assert!(plain.contains('%'), "no percentage drawn: {plain:?}");
+    assert!(plain.contains("200,000 rows read"), "{plain:?}");
+    assert!(!colored(&plain), "colored under NO_COLOR: {plain:?}");
+    let colorful = screen("tty_color", false);
+    assert!(colored(&colorful), "{colorful:?}");
 }

@@ -341,9 +341,14 @@ async fn binary_columns_read_base64_and_hex(db: &TestDb) {
         Kind::MySql | Kind::Sqlite => "BLOB",
     };
     crate::common::create(db, &table, &format!("n INTEGER, raw {blob}")).await;
-    for (n, encoding, value) in [(1, "base64", "SGVsbG8="), (2, "base64", "aGk"), (3, "hex", "0x4F4b")] {
+    for (n, encoding, value) in [
+        (1, "base64", "SGVsbG8="),
+        (2, "base64", "aGk"),
+        (3, "hex", "0x4F4b"),
+    ] {
         let options =
-            SourceOptions::parse(None, None, &[("binary".to_string(), encoding.to_string())]).unwrap();
+            SourceOptions::parse(None, None, &[("binary".to_string(), encoding.to_string())])
+                .unwrap();
         let path = dir.file(&format!("{n}.csv"), &format!("n,raw\n{n},{value}\n"));
         import(db, &path, &table)
             .with_source_options(options)
@@ -363,11 +368,15 @@ async fn binary_columns_read_base64_and_hex(db: &TestDb) {
             vec![s("3"), expected("OK")],
         ]
     );
-    let err = import(db, &dir.file("bad.csv", "n,raw\n4,SGVsbG8=\n5,not base64!\n"), &table)
-        .with_binary_text(atlas_import::BinaryText::Base64)
-        .execute()
-        .await
-        .unwrap_err();
+    let err = import(
+        db,
+        &dir.file("bad.csv", "n,raw\n4,SGVsbG8=\n5,not base64!\n"),
+        &table,
+    )
+    .with_binary_text(atlas_import::BinaryText::Base64)
+    .execute()
+    .await
+    .unwrap_err();
     assert_bad_value(&err, (2, "raw", "not base64!", Some(3)));
     assert_eq!(db.count(&table).await, 3);
 }

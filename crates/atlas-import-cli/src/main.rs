@@ -1,11 +1,12 @@
 //! `atlas-import`: the command-line interface. Only argument parsing, output
 //! and exit codes live here; the work is in the `atlas-import` library.
 
-use std::io::{IsTerminal, Write};
+mod terminal;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use atlas_import::mapping::ServiceMapping;
 use atlas_import::script::{StatementOutcome, run_script};
@@ -16,9 +17,7 @@ use atlas_import::{
 };
 use clap::{Parser, Subcommand, ValueEnum};
 use datafusion::arrow::util::pretty::pretty_format_batches;
-use indicatif::{ProgressBar, ProgressStyle};
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::MakeWriter;
+use terminal::{Progress, Verbosity, init_logging, rate, thousands};
 
 /// Import files into PostgreSQL, MySQL/MariaDB and SQLite without letting duplicates in.
 #[derive(Debug, Parser)]
@@ -26,6 +25,13 @@ use tracing_subscriber::fmt::MakeWriter;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// More detail on stderr: -v every chunk (with times), -vv everything.
+    /// RUST_LOG, where set, decides instead.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only warnings and errors on stderr, and no progress bar.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -246,11 +252,15 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let verbosity = Verbosity {
+        quiet: cli.quiet,
+        verbose: cli.verbose,
+    };
     match cli.command {
-        Command::Import(args) => runtime.block_on(import(*args)),
-        Command::Sql(args) => runtime.block_on(script(args.sql, args.options)),
+        Command::Import(args) => runtime.block_on(import(*args, verbosity)),
+        Command::Sql(args) => runtime.block_on(script(args.sql, args.options, verbosity)),
         Command::Run(args) => match std::fs::read_to_string(&args.plan) {
-            Ok(sql) => runtime.block_on(script(sql, args.options)),
+            Ok(sql) => runtime.block_on(script(sql, args.options, verbosity)),
             Err(e) => {
                 eprintln!(
                     "error: cannot read plan file '{}': {e}",
@@ -286,51 +296,26 @@ fn source_options(args: &ImportArgs) -> Result<SourceOptions, AtlasError> {
     SourceOptions::parse(args.format.as_deref(), Some(&args.file), &options)
 }
 
-async fn import(args: ImportArgs) -> ExitCode {
+async fn import(args: ImportArgs, verbosity: Verbosity) -> ExitCode {
     let started = Instant::now();
     let metrics = Arc::new(ImportMetrics::default());
-    let progress = (!args.json && std::io::stderr().is_terminal()).then(|| {
-        let bar = ProgressBar::new_spinner();
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {elapsed} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
-        bar.enable_steady_tick(Duration::from_millis(100));
-        bar
-    });
-    init_logging(progress.clone());
-    let ticker = progress.clone().map(|bar| {
-        let metrics = Arc::clone(&metrics);
-        tokio::spawn(async move {
-            loop {
-                bar.set_message(format!(
-                    "read {} rows, checked {}, inserted {}",
-                    ImportMetrics::get(&metrics.rows_read),
-                    ImportMetrics::get(&metrics.rows_checked),
-                    ImportMetrics::get(&metrics.inserted)
-                ));
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    });
+    let progress = Progress::start(&metrics, verbosity.quiet, args.json);
+    init_logging(verbosity, progress.as_ref().map(Progress::bar));
 
     // Ctrl-C drops the import before it commits: the database rolls the open
     // transaction back when the connection goes away.
     let result = tokio::select! {
         result = run_import(&args, Arc::clone(&metrics)) => result,
         _ = tokio::signal::ctrl_c() => {
-            if let Some(bar) = &progress {
-                bar.finish_and_clear();
+            if let Some(progress) = progress {
+                progress.finish();
             }
             eprintln!("interrupted: the import was rolled back, nothing was written");
             return ExitCode::from(130);
         }
     };
-    if let Some(ticker) = ticker {
-        ticker.abort();
-    }
-    if let Some(bar) = progress {
-        bar.finish_and_clear();
+    if let Some(progress) = progress {
+        progress.finish();
     }
 
     match result {
@@ -368,8 +353,8 @@ async fn import(args: ImportArgs) -> ExitCode {
     }
 }
 
-async fn script(sql: String, options: ScriptOptions) -> ExitCode {
-    init_logging(None);
+async fn script(sql: String, options: ScriptOptions, verbosity: Verbosity) -> ExitCode {
+    init_logging(verbosity, None);
     let database = match db::connect(&options.db).await {
         Ok(database) => database,
         Err(err) => {
@@ -548,8 +533,9 @@ fn print_report(report: &ImportReport, json: bool) {
         );
         return;
     }
+    let seconds = report.elapsed_ms as f64 / 1000.0;
     println!(
-        "Imported {} into '{}'{}: {} rows read, {} inserted, {} skipped ({} existing, {} repeated in file), {} chunk(s), {} partition(s), {} ms",
+        "Imported {} into '{}'{}: {} rows read, {} inserted, {} skipped in {seconds:.1} s ({})",
         report.source,
         report.table,
         if report.created_table {
@@ -557,82 +543,34 @@ fn print_report(report: &ImportReport, json: bool) {
         } else {
             ""
         },
-        report.rows_read,
-        report.inserted,
-        report.skipped,
-        report.duplicates_existing,
-        report.duplicates_in_file,
-        report.chunks,
-        report.partitions,
-        report.elapsed_ms
+        thousands(report.rows_read),
+        thousands(report.inserted),
+        thousands(report.skipped),
+        rate(report.rows_read, seconds),
     );
+    if report.skipped > 0 {
+        println!(
+            "  skipped: {} already in the table, {} repeated in the file",
+            thousands(report.duplicates_existing),
+            thousands(report.duplicates_in_file)
+        );
+    }
     if report.updated > 0 {
         println!(
-            "{} rows updated existing rows (ON DUPLICATE UPDATE)",
-            report.updated
+            "  {} rows updated existing rows (ON DUPLICATE UPDATE)",
+            thousands(report.updated)
         );
     }
     if report.rejected > 0 {
-        println!("{} rows rejected for bad values", report.rejected);
+        println!(
+            "  {} rows rejected for bad values",
+            thousands(report.rejected)
+        );
     }
     if report.nulled_values > 0 {
-        println!("{} bad values written as NULL", report.nulled_values);
+        println!(
+            "  {} bad values written as NULL",
+            thousands(report.nulled_values)
+        );
     }
-}
-
-/// Sends log lines to stderr, around the progress bar when there is one.
-#[derive(Clone)]
-struct LogWriter {
-    bar: Option<ProgressBar>,
-}
-
-struct LogLine {
-    bar: Option<ProgressBar>,
-    buf: Vec<u8>,
-}
-
-impl Write for LogLine {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Drop for LogLine {
-    fn drop(&mut self) {
-        let buf = std::mem::take(&mut self.buf);
-        let write = || {
-            let _ = std::io::stderr().write_all(&buf);
-        };
-        match &self.bar {
-            Some(bar) => bar.suspend(write),
-            None => write(),
-        }
-    }
-}
-
-impl<'a> MakeWriter<'a> for LogWriter {
-    type Writer = LogLine;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        LogLine {
-            bar: self.bar.clone(),
-            buf: Vec::new(),
-        }
-    }
-}
-
-fn init_logging(bar: Option<ProgressBar>) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("atlas_import=info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(LogWriter { bar })
-        .try_init();
 }

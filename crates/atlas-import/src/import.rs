@@ -29,7 +29,7 @@ use crate::options::{
 };
 use crate::physical::{BadValues, ExistingKeyLoader, ExistingKeys, ImportSession, Opened};
 use crate::reject::RejectWriter;
-use crate::report::{ImportMetrics, ImportReport};
+use crate::report::{ImportMetrics, ImportReport, Phase};
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable, is_reader_column};
 use crate::source::{Compression, FileSource, LocatedFiles, SourceFormat, SourceOptions, locate};
 use crate::typed_text::TextForm;
@@ -623,13 +623,30 @@ impl ImportBuilder {
             return Ok(None);
         };
         let staged = Arc::new(locate(&path.to_string_lossy()).await?);
+        let bytes_read = &self.metrics.bytes_read;
         let files = staged
             .files
             .iter()
-            .map(
-                |f| Ok(FileSource::new(&f.local, format.clone(), *compression)?.with_name(&f.name)),
-            )
+            .map(|f| {
+                Ok(FileSource::new(&f.local, format.clone(), *compression)?
+                    .with_name(&f.name)
+                    .with_progress(Arc::clone(bytes_read)))
+            })
             .collect::<Result<Vec<_>>>()?;
+        // What a progress display measures the reading against.
+        let size = |f: &FileSource| std::fs::metadata(f.path()).map_or(0, |m| m.len());
+        let source_bytes = if files.iter().all(FileSource::counts_bytes) {
+            files.iter().map(size).sum()
+        } else {
+            0
+        };
+        bytes_read.store(0, std::sync::atomic::Ordering::Relaxed);
+        self.metrics
+            .source_bytes
+            .store(source_bytes, std::sync::atomic::Ordering::Relaxed);
+        self.metrics
+            .files
+            .store(files.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(Some(SourceFiles { files, staged }))
     }
 
@@ -685,6 +702,7 @@ impl ImportBuilder {
             // Typed already, unless MAP changed the columns: then go by the types
             // the expressions give.
             Some(file) if self.map.is_empty() => {
+                self.metrics.set_phase(Phase::InferringTypes);
                 file.infer_columns(source.df.clone(), self.inference)
                     .await?
             }
@@ -785,7 +803,6 @@ impl ImportBuilder {
         this.run_resolved().await
     }
 
-    #[tracing::instrument(skip_all, fields(table = %self.table))]
     async fn run_resolved(self) -> Result<(ImportReport, Option<PreparedImport>)> {
         let history = self.history_entry();
         let db = Arc::clone(&self.db);
@@ -850,6 +867,7 @@ impl ImportBuilder {
         let mut source = self.open_source(located.clone()).await?;
         // Every file's hash (of the bytes that will be read).
         let mut hashes = Vec::new();
+        self.metrics.set_phase(Phase::Hashing);
         if let Some(found) = &located {
             for file in &found.files {
                 hashes.push(file.sha256().await?);
@@ -923,6 +941,12 @@ impl ImportBuilder {
         let prepared = self
             .prepare(&source, &target, Arc::clone(&session), false)
             .await?;
+        // The import reads the source from its start (type inference may
+        // have read it once already).
+        self.metrics.set_phase(Phase::Writing);
+        self.metrics
+            .bytes_read
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         let result = collect(Arc::clone(&prepared.plan), Arc::clone(&prepared.task))
             .await
             .map_err(AtlasError::from_datafusion);
@@ -1433,6 +1457,20 @@ impl ExistingKeyLoader for TableKeyLoader {
         filter: Option<crate::db::KeyFilter>,
     ) -> Result<Fingerprints<()>> {
         let started = Instant::now();
+        self.metrics.set_phase(Phase::ReadingKeys);
+        let loaded = self.load_keys(hasher, filter, started).await;
+        self.metrics.set_phase(Phase::Writing);
+        loaded
+    }
+}
+
+impl TableKeyLoader {
+    async fn load_keys(
+        &self,
+        hasher: &KeyHasher,
+        filter: Option<crate::db::KeyFilter>,
+        started: Instant,
+    ) -> Result<Fingerprints<()>> {
         match self.session.open().await? {
             // The table was there before the import took its lock: read it.
             Opened::Ready {
@@ -1486,7 +1524,11 @@ impl ExistingKeyLoader for TableKeyLoader {
             .existing_keys
             .store(rows, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(
-            "Read {rows} existing rows{} for comparison ({} distinct keys, {} MB, {} ms)",
+            "Key check {}: read {rows} existing rows{} ({} distinct keys, {} MB, {} ms)",
+            match &filter {
+                Some(f) => format!("by probe on '{}'", f.column),
+                None => "by preload".to_string(),
+            },
             if filter.is_some() {
                 " sharing a key value with the import"
             } else {

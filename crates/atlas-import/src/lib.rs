@@ -43,5 +43,5 @@ pub use options::{
     BinaryText, CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, FilePolicy, Inference,
     KeyStrategy, OnBadValue, OnDuplicate, parse_memory_size,
 };
-pub use report::{DuplicateReport, ImportMetrics, ImportReport};
+pub use report::{DuplicateReport, ImportMetrics, ImportReport, Phase};
 pub use source::{Compression, CsvDialect, FileSource, SourceFormat, SourceOptions};

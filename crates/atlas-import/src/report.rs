@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
@@ -100,6 +100,46 @@ impl fmt::Display for DuplicateReport {
     }
 }
 
+/// What an import is doing, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Opening the source and the table.
+    Starting,
+    /// Hashing the source files (the "already imported" check).
+    Hashing,
+    /// Reading a text source once to choose a new table's column types.
+    InferringTypes,
+    /// Reading the keys already in the table.
+    ReadingKeys,
+    /// Reading, checking and writing rows.
+    Writing,
+    /// Recording the files and committing.
+    Committing,
+}
+
+impl Phase {
+    const ALL: [Phase; 6] = [
+        Phase::Starting,
+        Phase::Hashing,
+        Phase::InferringTypes,
+        Phase::ReadingKeys,
+        Phase::Writing,
+        Phase::Committing,
+    ];
+
+    /// A short label: `hashing`, `reading keys`, ...
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Hashing => "hashing",
+            Phase::InferringTypes => "typing",
+            Phase::ReadingKeys => "reading keys",
+            Phase::Writing => "importing",
+            Phase::Committing => "committing",
+        }
+    }
+}
+
 /// Live counters of one import, shared by its operators and read by progress
 /// displays. All counts are of source rows.
 #[derive(Debug, Default)]
@@ -132,6 +172,14 @@ pub struct ImportMetrics {
     pub blank_lines: AtomicU64,
     /// Comment lines the reader skipped.
     pub comment_lines: AtomicU64,
+    /// Bytes of the source files, where their reader counts what it reads
+    /// (CSV, TSV); 0 where that is not known.
+    pub source_bytes: AtomicU64,
+    /// Bytes of the source files read so far, counted by the reader.
+    pub bytes_read: Arc<AtomicU64>,
+    /// Files of the source (more than one for a glob).
+    pub files: AtomicU64,
+    phase: AtomicU8,
     any_duplicate: AtomicBool,
     duplicates: Mutex<DuplicateTally>,
     /// Where rows are in their files, for messages.
@@ -180,6 +228,21 @@ struct DuplicateTally {
 }
 
 impl ImportMetrics {
+    /// Says what the import is doing now.
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::Relaxed);
+    }
+
+    /// What the import is doing now.
+    pub fn phase(&self) -> Phase {
+        Phase::ALL[usize::from(self.phase.load(Ordering::Relaxed)).min(Phase::ALL.len() - 1)]
+    }
+
+    /// Files of the source whose rows have begun to arrive.
+    pub fn files_started(&self) -> usize {
+        self.file_starts.lock().expect("file starts lock").len()
+    }
+
     /// Records duplicates found by one partition in one batch: `described` are
     /// candidates for the report's samples, `counted` are only counted.
     pub fn record_duplicates(

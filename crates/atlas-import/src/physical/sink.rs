@@ -289,21 +289,23 @@ impl ImportSink {
         }
         let after = before + rows as u64;
         let chunk = self.chunk_rows as u64;
-        let what = if self.on_duplicate == OnDuplicate::Update {
-            "Staged"
-        } else {
-            "Inserted"
-        };
         for number in (before / chunk + 1)..=(after / chunk) {
             self.import_metrics
                 .chunks_written
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::info!(
-                "{what} chunk {number} - Total {}: {}",
-                what.to_lowercase(),
-                number * chunk
-            );
+            self.log_chunk(number, number * chunk);
         }
+    }
+
+    /// Chunk `number` is complete with `total` rows sent: the detail of
+    /// `-v`, never the default screen.
+    fn log_chunk(&self, number: u64, total: u64) {
+        let (what, total_of) = if self.on_duplicate == OnDuplicate::Update {
+            ("Staged", "staged")
+        } else {
+            ("Inserted", "inserted")
+        };
+        tracing::debug!("{what} chunk {number} - Total {total_of}: {total}");
     }
 
     /// Writes every row by the database's bulk path, in one write (one COPY,
@@ -432,21 +434,22 @@ impl ImportSink {
         // be short.
         let sent = self.sent_rows.load(Ordering::Relaxed);
         let chunk = self.chunk_rows as u64;
+        let chunk_number = sent.div_ceil(chunk);
         if !sent.is_multiple_of(chunk) {
             self.import_metrics
                 .chunks_written
                 .fetch_add(1, Ordering::Relaxed);
+            self.log_chunk(chunk_number, sent);
         }
-        let chunk_number = sent.div_ceil(chunk);
         chunks.add(chunk_number as usize);
 
         let metrics = &self.import_metrics;
         for (shown, (chunk, count)) in metrics.duplicates_per_chunk().into_iter().enumerate() {
             if shown == MAX_CHUNK_LOG_LINES {
-                tracing::info!("... more chunks with duplicates not listed");
+                tracing::debug!("... more chunks with duplicates not listed");
                 break;
             }
-            tracing::info!("Chunk {chunk}: {count} duplicates");
+            tracing::debug!("Chunk {chunk}: {count} duplicates");
         }
         if self.on_duplicate == OnDuplicate::Error && metrics.has_duplicates() {
             return Err(AtlasError::Duplicates(Box::new(metrics.duplicate_report())).into());
@@ -465,11 +468,9 @@ impl ImportSink {
             }
             .into());
         }
-        let inserted = ImportMetrics::get(&metrics.inserted);
-        tracing::info!(
-            "Inserted chunk {chunk_number}/{chunk_number} - Total inserted: {inserted}/{inserted}"
-        );
 
+        self.import_metrics
+            .set_phase(crate::report::Phase::Committing);
         let mut tx = self.session.slot().take().await.ok_or_else(not_open)?;
         let recorded: crate::error::Result<()> = async {
             let counts = self.written_per_file.lock().expect("count lock").clone();
@@ -492,7 +493,7 @@ impl ImportSink {
             return Err(e.into());
         }
         tx.commit().await?;
-        Ok(inserted)
+        Ok(ImportMetrics::get(&metrics.inserted))
     }
 }
 

@@ -7,6 +7,8 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{AtlasError, Result};
 
@@ -53,8 +55,25 @@ impl Compression {
 
     /// Opens `path` and decodes its bytes as they are read.
     pub fn open(self, path: &Path, source_name: &str) -> Result<Box<dyn Read + Send>> {
+        self.open_counted(path, source_name, &ReadProgress::default())
+    }
+
+    /// Opens `path` and decodes its bytes as they are read, adding the
+    /// bytes read from the file (compressed, as stored) to `progress`.
+    pub fn open_counted(
+        self,
+        path: &Path,
+        source_name: &str,
+        progress: &ReadProgress,
+    ) -> Result<Box<dyn Read + Send>> {
         let file = File::open(path).map_err(|e| AtlasError::io(source_name, e))?;
-        let file = BufReader::with_capacity(1 << 16, file);
+        let file = BufReader::with_capacity(
+            1 << 16,
+            CountingRead {
+                inner: file,
+                counter: progress.0.clone(),
+            },
+        );
         Ok(match self {
             Compression::None => Box::new(file),
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
@@ -65,6 +84,40 @@ impl Compression {
             Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(file)),
             Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(file)),
         })
+    }
+}
+
+/// Where a reader counts the bytes it has read, for a progress display: a
+/// runtime handle, not a setting, so it compares equal and hashes to
+/// nothing (the file it belongs to stays plain settings).
+#[derive(Debug, Clone, Default)]
+pub struct ReadProgress(pub Option<Arc<AtomicU64>>);
+
+impl PartialEq for ReadProgress {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for ReadProgress {}
+
+impl std::hash::Hash for ReadProgress {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
+}
+
+/// A file that adds what it reads to a counter.
+struct CountingRead {
+    inner: File,
+    counter: Option<Arc<AtomicU64>>,
+}
+
+impl Read for CountingRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(counter) = &self.counter {
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        Ok(n)
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{DataType, Schema};
@@ -20,7 +21,7 @@ pub mod csv;
 mod location;
 mod records;
 
-pub use compression::Compression;
+pub use compression::{Compression, ReadProgress};
 pub use csv::CsvDialect;
 pub use location::{LocatedFile, LocatedFiles, locate};
 
@@ -276,6 +277,8 @@ pub struct FileSource {
     compression: Compression,
     /// The name reports use (the URL of a staged remote file), if not the path.
     name: Option<String>,
+    /// Where the reader counts the bytes it reads, where it can (CSV, TSV).
+    progress: ReadProgress,
 }
 
 impl FileSource {
@@ -313,7 +316,20 @@ impl FileSource {
             format,
             compression,
             name: None,
+            progress: ReadProgress::default(),
         })
+    }
+
+    /// Counts the bytes read from the file into `counter` (CSV and TSV
+    /// sources); whether it will is [`FileSource::counts_bytes`].
+    pub fn with_progress(mut self, counter: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        self.progress = ReadProgress(Some(counter));
+        self
+    }
+
+    /// Whether the reader counts the bytes it reads.
+    pub fn counts_bytes(&self) -> bool {
+        matches!(self.format, SourceFormat::Csv(_))
     }
 
     /// Names the file in reports and `file_imports` (e.g. the URL it was
@@ -390,8 +406,12 @@ impl FileSource {
                     let (path, name, dialect) =
                         (self.path.clone(), self.display_name(), dialect.clone());
                     let compression = self.compression;
+                    let progress = self.progress.clone();
                     tokio::task::spawn_blocking(move || {
-                        csv::CsvFile::open(path, name, dialect, compression)
+                        csv::CsvFile::open(path, name, dialect, compression).map(|mut file| {
+                            file.progress = progress;
+                            file
+                        })
                     })
                     .await
                     .map_err(|e| AtlasError::Usage(format!("reading the source failed: {e}")))??

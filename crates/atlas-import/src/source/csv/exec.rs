@@ -25,7 +25,7 @@ use datafusion::physical_plan::{
 };
 
 use super::{CsvDialect, CsvParser, TextBatchBuilder, read_column_names, reader_schema};
-use crate::source::compression::Compression;
+use crate::source::compression::{Compression, ReadProgress};
 
 /// Batches queued between the reader thread and the plan.
 const QUEUED_BATCHES: usize = 2;
@@ -44,6 +44,8 @@ pub struct CsvFile {
     pub compression: Compression,
     /// Its column names.
     pub columns: Vec<String>,
+    /// Where the reader counts the bytes it has read.
+    pub progress: ReadProgress,
 }
 
 impl CsvFile {
@@ -64,6 +66,7 @@ impl CsvFile {
             dialect,
             compression,
             columns,
+            progress: ReadProgress::default(),
         })
     }
 
@@ -75,7 +78,8 @@ impl CsvFile {
         emit: &mut dyn FnMut(datafusion::arrow::array::RecordBatch) -> bool,
     ) -> crate::error::Result<(u64, u64)> {
         let mut parser = CsvParser::new(
-            self.compression.open(&self.path, &self.name)?,
+            self.compression
+                .open_counted(&self.path, &self.name, &self.progress)?,
             self.dialect.clone(),
             &self.name,
         );
