@@ -4,7 +4,8 @@
 //! cargo build --release -p atlas-import-cli && cargo bench --bench postgres
 //! ```
 //! Sizes: `ATLAS_BENCH_ROWS`, `ATLAS_BENCH_EXISTING` (default 1000000 each);
-//! cases: `ATLAS_BENCH_CASES` (default `error,skip`); server:
+//! cases: `ATLAS_BENCH_CASES` (default `error,skip`; `types`: columns of
+//! types written by text COPY, below); server:
 //! `ATLAS_TEST_POSTGRES_URL`. Results in benches/README.md.
 
 mod common;
@@ -108,8 +109,84 @@ impl BulkDatabase for Postgres {
     }
 }
 
+/// The columns of the `types` case: types that PostgreSQL's binary COPY
+/// form does not carry from text (uuid, jsonb, arrays, inet, interval), so
+/// atlas-import writes them by text COPY.
+const TYPED_COLUMNS: &str = "n bigint, u uuid, doc jsonb, tags text[], addr inet, dur interval";
+
+/// `rows` rows for [`TYPED_COLUMNS`], made once.
+fn typed_file(rows: u64) -> std::path::PathBuf {
+    let path = common::scratch(&format!("types_{rows}.csv"));
+    if !common::exists(&path) {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        writeln!(out, "n,u,doc,tags,addr,dur").unwrap();
+        for i in 0..rows {
+            writeln!(
+                out,
+                "{i},{:08x}-0000-4000-8000-{:012x},\"{{\"\"n\"\": {i}, \"\"tags\"\": [\"\"a\"\", \"\"b\"\"]}}\",\"{{a,b c,{i}}}\",10.{}.{}.{},{} seconds",
+                i >> 16,
+                i,
+                (i >> 16) & 255,
+                (i >> 8) & 255,
+                i & 255,
+                i % 86_400
+            )
+            .unwrap();
+        }
+    }
+    path
+}
+
+/// `types`: `rows` new rows of [`TYPED_COLUMNS`] into an empty table, every
+/// column the key, against `psql \copy` of the same file.
+fn run_types(db: &Postgres) {
+    let rows = common::env_u64("ATLAS_BENCH_ROWS", 1_000_000);
+    let file = typed_file(rows);
+    let (target, baseline) = ("bench_atlas_types", "bench_bulk_types");
+    for table in [target, baseline] {
+        db.exec(&format!(
+            "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} ({TYPED_COLUMNS})"
+        ));
+    }
+    let copy = format!(
+        "\\copy {baseline} FROM '{}' WITH (FORMAT csv, HEADER true)",
+        file.display()
+    );
+    let bulk = common::timed(
+        "psql",
+        &[&db.url, "-v", "ON_ERROR_STOP=1", "-q", "-c", &copy],
+    );
+    let url = db.url();
+    let (run, report) = common::atlas(&[
+        "import",
+        file.to_str().unwrap(),
+        "--table",
+        target,
+        "--db",
+        &url,
+        "--force",
+    ]);
+    assert_eq!(report["inserted"], rows, "{report}");
+    common::print_result(
+        &format!("postgres types {rows} rows (uuid, jsonb, text[], inet, interval: text COPY)"),
+        run,
+        db.bulk_load_name(),
+        bulk,
+    );
+    for table in [target, baseline] {
+        db.exec(&format!("DROP TABLE IF EXISTS {table}"));
+    }
+}
+
 fn main() {
     let url = std::env::var("ATLAS_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    common::run_cases(&Postgres { url });
+    let db = Postgres { url };
+    let cases = std::env::var("ATLAS_BENCH_CASES").unwrap_or_default();
+    if cases.split(',').any(|c| c.trim() == "types") {
+        common::print_machine();
+        run_types(&db);
+    }
+    common::run_cases(&db);
 }

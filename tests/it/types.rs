@@ -423,6 +423,24 @@ async fn mysql_types_round_trip() {
         assert_eq!(first[6], s(wide));
         assert_eq!(first[7], s("18446744073709551615"));
 
+        // Equal as the server compares them: a wide DECIMAL without its
+        // trailing zeros; the JSON document (MariaDB keeps JSON as text, as
+        // written; MySQL would take it in any key order and spacing).
+        for (key, value) in [
+            ("doc", "\"{\"\"k\"\": [1, \"\"é\"\"]}\""),
+            ("wide", "12345678901234567890123456789012345.12345678901234567890123456789"),
+            ("big", "18446744073709551615"),
+            ("mood", "happy"),
+        ] {
+            let err = import(&db, &dir.file(&format!("dup_{key}.csv"), &format!("{key}\n{value}\n")), &table)
+                .with_key([key])
+                .with_force(true)
+                .execute()
+                .await
+                .unwrap_err();
+            assert!(matches!(err, AtlasError::Duplicates(_)), "{key}: {err}");
+        }
+
         let err = import(&db, &dir.file("bad.csv", "mood\nok\nangry\n"), &table)
             .with_force(true)
             .execute()

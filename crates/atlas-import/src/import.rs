@@ -731,7 +731,13 @@ impl ImportBuilder {
                             nullable: true,
                             has_default: false,
                             max_chars: None,
-                            text_form: TextForm::of(kind, sql_type),
+                            // Compared as written until the table exists:
+                            // MySQL normalizes a JSON column, MariaDB keeps
+                            // its text; the described table says which.
+                            text_form: match kind {
+                                crate::db::DbKind::MySql => Some(TextForm::Json),
+                                _ => TextForm::of(kind, sql_type),
+                            },
                         };
                     }
                     // Where the database cannot hold a type exactly (SQLite

@@ -42,6 +42,11 @@ pub enum TextForm {
     /// elements themselves are compared as written). A literal this does not
     /// read (explicit bounds) is left to the server as it is.
     PgArray,
+    /// MySQL's DECIMAL wider than an Arrow decimal (`DECIMAL(65,30)`), as
+    /// text with exactly `scale` fraction digits, as the server stores and
+    /// prints it (`1.5` is `1.500...`); more fraction digits than that are
+    /// refused unless they are zeros (the server would round them).
+    MySqlDecimal { scale: u8 },
     /// Binary from hex digits (a `\x` or `0x` prefix allowed), by option.
     Hex,
     /// Binary from base64 (standard alphabet, padding optional), by option.
@@ -54,7 +59,7 @@ impl TextForm {
         use crate::db::DbKind;
         match kind {
             DbKind::Postgres => Self::postgres(sql_type),
-            DbKind::MySql => (sql_type.eq_ignore_ascii_case("json")).then_some(TextForm::Json),
+            DbKind::MySql => Self::mysql(sql_type),
             DbKind::Sqlite => Self::sqlite(sql_type),
         }
     }
@@ -70,6 +75,25 @@ impl TextForm {
             array if array.ends_with("[]") => Some(TextForm::PgArray),
             _ => None,
         }
+    }
+
+    /// The form of a MySQL/MariaDB column whose type prints as `sql_type`:
+    /// MySQL's JSON is stored normalized (key order and whitespace do not
+    /// count), so it compares in jsonb's canonical form (MariaDB's JSON is a
+    /// LONGTEXT and prints so: compared as text); a DECIMAL wider than 38
+    /// digits is text of its scale.
+    fn mysql(sql_type: &str) -> Option<Self> {
+        let t = sql_type.to_ascii_lowercase();
+        if t == "json" {
+            return Some(TextForm::Jsonb);
+        }
+        let (precision, scale) = t
+            .strip_prefix("decimal(")
+            .and_then(|rest| rest.split(')').next())
+            .and_then(|args| args.split_once(','))?;
+        let precision: u32 = precision.trim().parse().ok()?;
+        let scale: u8 = scale.trim().parse().ok()?;
+        (precision > 38).then_some(TextForm::MySqlDecimal { scale })
     }
 
     /// The form of a SQLite column declared `declared`: NUMERIC affinity by
@@ -154,6 +178,9 @@ impl TextForm {
                         !strict
                     }
                 },
+                TextForm::MySqlDecimal { scale } => {
+                    fixed_scale(value, usize::from(scale), &mut canonical)
+                }
                 TextForm::PgArray => {
                     if pg_array(value, &mut canonical).is_none() {
                         canonical.clear();
@@ -172,6 +199,39 @@ impl TextForm {
         }
         Ok(Arc::new(out.finish()))
     }
+}
+
+/// A decimal literal (`-0012.5`, `+3`, `.25`) with exactly `scale` fraction
+/// digits, into `out`; `false` for anything else, or for fraction digits
+/// beyond `scale` that are not zeros.
+fn fixed_scale(value: &str, scale: usize, out: &mut String) -> bool {
+    let text = value.trim();
+    let (negative, digits) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.len() + fraction.len() == 0 || !all_digits(whole) || !all_digits(fraction) {
+        return false;
+    }
+    let (kept, beyond) = fraction.split_at(fraction.len().min(scale));
+    if beyond.bytes().any(|b| b != b'0') {
+        return false;
+    }
+    let whole = whole.trim_start_matches('0');
+    let zero = whole.is_empty() && kept.bytes().all(|b| b == b'0');
+    if negative && !zero {
+        out.push('-');
+    }
+    out.push_str(if whole.is_empty() { "0" } else { whole });
+    if scale > 0 {
+        out.push('.');
+        out.push_str(kept);
+        out.extend(std::iter::repeat_n('0', scale - kept.len()));
+    }
+    true
 }
 
 /// A number as SQLite stores it in a column of NUMERIC affinity.
@@ -885,6 +945,33 @@ mod tests {
                 "{other}"
             );
         }
+    }
+
+    #[test]
+    fn wide_mysql_decimals_take_their_scale() {
+        let form = TextForm::of(crate::db::DbKind::MySql, "decimal(65,3)").unwrap();
+        assert_eq!(form, TextForm::MySqlDecimal { scale: 3 });
+        for (value, stored) in [
+            ("1.5", "1.500"),
+            ("-0012.25", "-12.250"),
+            ("+3", "3.000"),
+            (".5", "0.500"),
+            ("2.1230000", "2.123"),
+            ("-0.000", "0.000"),
+        ] {
+            assert_eq!(canonical(form, value).as_deref(), Some(stored), "{value}");
+        }
+        for bad in ["1.2345", "1e3", "abc", "", "-", "1.2.3"] {
+            assert_eq!(canonical(form, bad), None, "{bad}");
+        }
+        assert_eq!(
+            TextForm::of(crate::db::DbKind::MySql, "decimal(10,2)"),
+            None
+        );
+        assert_eq!(
+            TextForm::of(crate::db::DbKind::MySql, "json"),
+            Some(TextForm::Jsonb)
+        );
     }
 
     #[test]
