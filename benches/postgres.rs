@@ -157,16 +157,7 @@ fn run_types(db: &Postgres) {
         "psql",
         &[&db.url, "-v", "ON_ERROR_STOP=1", "-q", "-c", &copy],
     );
-    let url = db.url();
-    let (run, report) = common::atlas(&[
-        "import",
-        file.to_str().unwrap(),
-        "--table",
-        target,
-        "--db",
-        &url,
-        "--force",
-    ]);
+    let (run, report) = common::import_file(&file, target, &db.url(), &[]);
     assert_eq!(report["inserted"], rows, "{report}");
     common::print_result(
         &format!("postgres types {rows} rows (uuid, jsonb, text[], inet, interval: text COPY)"),

@@ -147,6 +147,27 @@ pub fn atlas(args: &[&str]) -> (Run, serde_json::Value) {
     (run, report)
 }
 
+/// `atlas-import import FILE --table TABLE --db URL --force EXTRA...` (the
+/// same file goes into the same table name on every run, hence `--force`).
+pub fn import_file(
+    file: &Path,
+    table: &str,
+    url: &str,
+    extra: &[&str],
+) -> (Run, serde_json::Value) {
+    let mut args = vec![
+        "import",
+        file.to_str().unwrap(),
+        "--table",
+        table,
+        "--db",
+        url,
+        "--force",
+    ];
+    args.extend_from_slice(extra);
+    atlas(&args)
+}
+
 /// Runs a shell-free command that must succeed, and times it.
 pub fn timed(program: &str, args: &[&str]) -> Duration {
     measure(Command::new(program).args(args)).0.time
@@ -245,18 +266,7 @@ pub fn prepare_table(db: &dyn BulkDatabase, table: &str, existing: &Path, by_atl
         db.columns()
     ));
     if by_atlas {
-        let url = db.url();
-        atlas(&[
-            "import",
-            existing.to_str().unwrap(),
-            "--table",
-            table,
-            "--db",
-            &url,
-            "--force",
-            "--on-duplicate",
-            "skip",
-        ]);
+        import_file(existing, table, &db.url(), &["--on-duplicate", "skip"]);
     } else {
         db.bulk_load(table, existing);
     }
@@ -307,19 +317,7 @@ pub fn run_cases(db: &dyn BulkDatabase) {
         prepare_table(db, target, &existing_file, true);
         prepare_table(db, baseline, &existing_file, false);
         let bulk = db.bulk_load(baseline, &file);
-        let url = db.url();
-        // --force: the same file goes into the same table name on every run.
-        let mut command = vec![
-            "import",
-            file.to_str().unwrap(),
-            "--table",
-            target,
-            "--db",
-            &url,
-            "--force",
-        ];
-        command.extend(args);
-        let (run, report) = atlas(&command);
+        let (run, report) = import_file(&file, target, &db.url(), &args);
         let expected = if case == "skip" {
             rows - existing / 2
         } else {
@@ -353,20 +351,12 @@ fn run_upsert(db: &dyn BulkDatabase, case: &str, existing: &Path, file: &Path) {
         }
     }
     let (peer, peer_name) = db.upsert_peer(baseline, file, indexed);
-    let url = db.url();
-    let (run, report) = atlas(&[
-        "import",
-        file.to_str().unwrap(),
-        "--table",
+    let (run, report) = import_file(
+        file,
         target,
-        "--db",
-        &url,
-        "--force",
-        "--key",
-        UPSERT_KEY,
-        "--on-duplicate",
-        "update",
-    ]);
+        &db.url(),
+        &["--key", UPSERT_KEY, "--on-duplicate", "update"],
+    );
     print_result(
         &format!(
             "{} {case} ({} inserted, {} updated)",
