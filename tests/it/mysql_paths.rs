@@ -17,17 +17,17 @@ fn url_with(parameter: &str) -> String {
 }
 
 const COLUMNS: &str = "u BIGINT UNSIGNED, i BIGINT, f DOUBLE, amount DECIMAL(12,2), \
-     d DATE, dt DATETIME(6), s TEXT, b VARBINARY(16), flag BOOLEAN";
+     d DATE, dt DATETIME(6), s TEXT, b VARBINARY(16), flag BOOLEAN, bits BIT(9)";
 
 /// Values that differ between the two encodings if either is wrong: the
 /// largest unsigned and smallest signed 64-bit integers, a tab, a newline,
 /// backslashes, quotes, the text `\N` and `NULL` (text, not NULL), UTF-8, and
 /// a row of empty fields (NULLs).
-const CSV: &str = "u,i,f,amount,d,dt,s,b,flag\n\
-18446744073709551615,-9223372036854775808,0.1,1234567890.12,2024-02-29,2024-02-29 10:11:12.123456,\"tab\there \\\\back \"\"q\"\" \\N\",hello,true\n\
-0,1,1e-300,-0.01,1000-01-01,1970-01-01 00:00:00,NULL,\\N,false\n\
-1,2,3,4,2000-01-01,2000-01-01 00:00:00,\"two\nlines\r\n and é ü 😀\",x,true\n\
-,,,,,,,,\n";
+const CSV: &str = "u,i,f,amount,d,dt,s,b,flag,bits\n\
+18446744073709551615,-9223372036854775808,0.1,1234567890.12,2024-02-29,2024-02-29 10:11:12.123456,\"tab\there \\\\back \"\"q\"\" \\N\",hello,true,261\n\
+0,1,1e-300,-0.01,1000-01-01,1970-01-01 00:00:00,NULL,\\N,false,0\n\
+1,2,3,4,2000-01-01,2000-01-01 00:00:00,\"two\nlines\r\n and é ü 😀\",x,true,1\n\
+,,,,,,,,,\n";
 
 async fn written_by(url: &str, test: &TestDb, dir: &TempDir) -> Vec<Vec<Option<String>>> {
     let table = test.table("mysql_paths");
@@ -41,7 +41,7 @@ async fn written_by(url: &str, test: &TestDb, dir: &TempDir) -> Vec<Vec<Option<S
     assert_eq!(report.inserted, 4, "{url}");
     test.rows(
         &table,
-        &["u", "i", "f", "amount", "d", "dt", "s", "b", "flag"],
+        &["u", "i", "f", "amount", "d", "dt", "s", "b", "flag", "bits"],
     )
     .await
 }
@@ -64,6 +64,11 @@ async fn load_data_and_insert_store_the_same_values() {
         assert_eq!(first[6], s("tab\there \\\\back \"q\" \\N"));
         assert_eq!(first[7], s("hello"));
         assert_eq!(first[8], s("1"));
+        assert_eq!(
+            first[9],
+            s("\u{1}\u{5}"),
+            "BIT(9) holds 261, not the bytes of '261'"
+        );
         let second = loaded.iter().find(|row| row[0] == s("0")).unwrap();
         assert_eq!(second[6], s("NULL"), "the text NULL stays text");
         assert_eq!(second[7], s("\\N"), "the text \\N stays text");

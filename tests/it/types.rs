@@ -396,14 +396,14 @@ async fn mysql_types_round_trip() {
             &db,
             &table,
             "mood ENUM('sad','ok','happy'), flags SET('a','b','c'), doc JSON, t TIME(3), \
-             y YEAR, raw BLOB, wide DECIMAL(65,30), big BIGINT UNSIGNED",
+             y YEAR, raw BLOB, wide DECIMAL(65,30), big BIGINT UNSIGNED, bits BIT(9)",
         )
         .await;
         let wide = "12345678901234567890123456789012345.123456789012345678901234567890";
         let csv = format!(
-            "mood,flags,doc,t,y,raw,wide,big\n\
-             happy,\"a,c\",\"{{\"\"k\"\": [1, \"\"é\"\"]}}\",838:59:59.5,2155,bytes\\x,{wide},18446744073709551615\n\
-             ,,,,,,,\n"
+            "mood,flags,doc,t,y,raw,wide,big,bits\n\
+             happy,\"a,c\",\"{{\"\"k\"\": [1, \"\"é\"\"]}}\",838:59:59.5,2155,bytes\\x,{wide},18446744073709551615,261\n\
+             ,,,,,,,,\n"
         );
         let report = import(&db, &dir.file("m.csv", &csv), &table)
             .execute()
@@ -422,6 +422,14 @@ async fn mysql_types_round_trip() {
         assert_eq!(first[5], s("bytes\\x"));
         assert_eq!(first[6], s(wide));
         assert_eq!(first[7], s("18446744073709551615"));
+        assert_eq!(
+            db.scalar(&format!(
+                "SELECT CAST(bits + 0 AS SIGNED) FROM `{table}` WHERE mood = 'happy'"
+            ))
+            .await,
+            261,
+            "BIT(9) holds the number, not the bytes of its text"
+        );
 
         // Equal as the server compares them: a wide DECIMAL without its
         // trailing zeros; the JSON document (MariaDB keeps JSON as text, as
@@ -431,6 +439,7 @@ async fn mysql_types_round_trip() {
             ("wide", "12345678901234567890123456789012345.12345678901234567890123456789"),
             ("big", "18446744073709551615"),
             ("mood", "happy"),
+            ("bits", "261"),
         ] {
             let err = import(&db, &dir.file(&format!("dup_{key}.csv"), &format!("{key}\n{value}\n")), &table)
                 .with_key([key])
@@ -440,6 +449,14 @@ async fn mysql_types_round_trip() {
                 .unwrap_err();
             assert!(matches!(err, AtlasError::Duplicates(_)), "{key}: {err}");
         }
+
+        let too_wide = import(&db, &dir.file("wide_bits.csv", "bits\n600\n"), &table)
+            .with_force(true)
+            .execute()
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(too_wide.contains("bits"), "{too_wide}");
 
         let err = import(&db, &dir.file("bad.csv", "mood\nok\nangry\n"), &table)
             .with_force(true)

@@ -203,12 +203,22 @@ fn push_date(days: i64, out: &mut String) -> bool {
 }
 
 /// `INSERT INTO table (columns) VALUES (?, ...), ...` for `rows` rows.
+/// `placeholder(column)` is the parameter as the statement reads it (`?`,
+/// or an expression of it).
 pub(crate) fn insert_sql(
     table: &TableRef,
     columns: &[crate::schema::TargetColumn],
     rows: usize,
+    placeholder: fn(&crate::schema::TargetColumn) -> &'static str,
 ) -> String {
-    let placeholders = format!("({})", vec!["?"; columns.len()].join(", "));
+    let placeholders = format!(
+        "({})",
+        columns
+            .iter()
+            .map(placeholder)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let mut sql = format!(
         "INSERT INTO {} ({}) VALUES ",
         table.sql(),

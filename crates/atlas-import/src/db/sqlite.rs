@@ -604,7 +604,7 @@ impl ImportTransaction for SqliteImport {
         columns: &[TargetColumn],
         chunk: &mut ChunkStream<'_>,
     ) -> Result<u64> {
-        let sql = super::bind::insert_sql(table, columns, 1);
+        let sql = super::bind::insert_sql(table, columns, 1, |_| "?");
         let numeric: Vec<bool> = columns
             .iter()
             .map(|c| matches!(c.text_form, Some(TextForm::SqliteNumeric { .. })))

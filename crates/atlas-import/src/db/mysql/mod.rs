@@ -128,6 +128,8 @@ fn data_type_for(data_type: &str, column_type: &str, precision: i64, scale: i64)
         "bigint" if unsigned => DataType::UInt64,
         "bigint" => DataType::Int64,
         "year" => DataType::Int16,
+        // BIT(n) as its number (written and read back through UNSIGNED).
+        "bit" => DataType::UInt64,
         "float" => DataType::Float32,
         "double" | "real" => DataType::Float64,
         // Wider than any Arrow decimal holds: exact text, which the server reads.
@@ -144,6 +146,11 @@ fn data_type_for(data_type: &str, column_type: &str, precision: i64, scale: i64)
         }
         _ => DataType::Null,
     }
+}
+
+/// Whether `column` is a BIT(n), which reads text as bytes, not as a number.
+fn is_bit(column: &TargetColumn) -> bool {
+    column.sql_type.to_ascii_lowercase().starts_with("bit")
 }
 
 /// The server's estimate of the rows of `table` (InnoDB's statistics).
@@ -272,6 +279,7 @@ async fn scan_keys(
         .map(|c| match c.data_type {
             // Bytes as hex: the text protocol would hand them over as text.
             DataType::Binary => format!("HEX({})", quote_ident(&c.name)),
+            _ if is_bit(c) => format!("CAST({} + 0 AS CHAR)", quote_ident(&c.name)),
             _ => format!("CAST({} AS CHAR)", quote_ident(&c.name)),
         })
         .collect::<Vec<_>>()

@@ -67,6 +67,10 @@ fn load_data_sql(table: &TableRef, columns: &[TargetColumn]) -> String {
         if is_binary(&column.data_type) {
             fields.push(format!("@atlas_{i}"));
             decoded.push(format!("{name} = UNHEX(@atlas_{i})"));
+        } else if super::is_bit(column) {
+            // LOAD DATA reads text into BIT as the characters' bytes.
+            fields.push(format!("@atlas_{i}"));
+            decoded.push(format!("{name} = CAST(@atlas_{i} AS UNSIGNED)"));
         } else {
             fields.push(name);
         }
@@ -212,9 +216,19 @@ pub(super) async fn insert_chunk(
             for row in start..start + n {
                 values.extend(prepared.iter().map(|column| parameter(column, row)));
             }
-            conn.exec_drop(insert_sql(table, columns, n), Params::Positional(values))
-                .await
-                .map_err(|e| AtlasError::database(format!("inserting into '{table}'"), e))?;
+            conn.exec_drop(
+                insert_sql(table, columns, n, |c| {
+                    // A BIT column reads a string parameter as its bytes.
+                    if super::is_bit(c) {
+                        "CAST(? AS UNSIGNED)"
+                    } else {
+                        "?"
+                    }
+                }),
+                Params::Positional(values),
+            )
+            .await
+            .map_err(|e| AtlasError::database(format!("inserting into '{table}'"), e))?;
             written += n as u64;
             start += n;
         }
