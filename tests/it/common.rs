@@ -82,6 +82,20 @@ impl TempDir {
         std::fs::write(&path, content).unwrap();
         path
     }
+
+    /// Writes `batch` as the Parquet file `name` inside the directory.
+    pub fn parquet(&self, name: &str, batch: &datafusion::arrow::array::RecordBatch) -> PathBuf {
+        let path = self.0.join(name);
+        let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&path).unwrap(),
+            batch.schema(),
+            None,
+        )
+        .unwrap();
+        writer.write(batch).unwrap();
+        writer.close().unwrap();
+        path
+    }
 }
 
 impl Drop for TempDir {

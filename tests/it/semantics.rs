@@ -472,7 +472,6 @@ async fn invariant_under_partitions_and_chunks(db: &TestDb) {
 async fn parquet_ndjson_and_delimited_sources(db: &TestDb) {
     use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    use datafusion::parquet::arrow::ArrowWriter;
 
     let dir = TempDir::new();
     let table = db.table("formats");
@@ -494,11 +493,7 @@ async fn parquet_ndjson_and_delimited_sources(db: &TestDb) {
         ],
     )
     .unwrap();
-    let parquet = dir.path().join("people.parquet");
-    let mut writer =
-        ArrowWriter::try_new(std::fs::File::create(&parquet).unwrap(), schema, None).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
+    let parquet = dir.parquet("people.parquet", &batch);
     let report = import(db, &parquet, &table).execute().await.unwrap();
     assert_eq!(report.inserted, 3);
 

@@ -92,6 +92,23 @@ async fn postgres_types_round_trip() {
     .await;
 }
 
+/// Asserts that a one-column file holding `value` (a CSV field) under
+/// `--key key` is refused as a duplicate of a row already in `table`.
+async fn assert_key_exists(db: &TestDb, dir: &TempDir, table: &str, key: &str, value: &str) {
+    let csv = dir.file(&format!("dup_{key}.csv"), &format!("{key}\n{value}\n"));
+    let err = import(db, &csv, table)
+        .with_key([key])
+        .with_force(true)
+        .execute()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, AtlasError::Duplicates(_)),
+        "{:?} {key}: {err}",
+        db.strategy
+    );
+}
+
 /// A uuid in another spelling and a jsonb with its keys in another order
 /// are the values already there: duplicates, under both key strategies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,17 +132,8 @@ async fn postgres_types_compare_as_the_database_does() {
                 ("jb", "\"{\"\"a\"\": {\"\"x\"\": \"\"\\u00e9\\n\"\", \"\"y\"\": null}, \"\"b\"\": 1}\""),
                 ("raw", "\\x48656C6C6F"),
             ] {
+                assert_key_exists(&db, &dir, &table, key, value).await;
                 let csv = format!("{key}\n{value}\n");
-                let err = import(&db, &dir.file(&format!("dup_{key}.csv"), &csv), &table)
-                    .with_key([key])
-                    .with_force(true)
-                    .execute()
-                    .await
-                    .unwrap_err();
-                assert!(
-                    matches!(err, AtlasError::Duplicates(_)),
-                    "{strategy:?} {key}: {err}"
-                );
                 let report = import(&db, &dir.file(&format!("skip_{key}.csv"), &csv), &table)
                     .with_key([key])
                     .with_on_duplicate(OnDuplicate::Skip)
@@ -229,7 +237,6 @@ async fn nested_sources_become_json(db: &TestDb) {
         StringArray, StringBuilder, StructArray,
     };
     use datafusion::arrow::datatypes::{DataType, Field, Fields};
-    use datafusion::parquet::arrow::ArrowWriter;
     use std::sync::Arc;
 
     let dir = TempDir::new();
@@ -264,15 +271,7 @@ async fn nested_sources_become_json(db: &TestDb) {
         ("raw", Arc::new(raw)),
     ];
     let batch = RecordBatch::try_from_iter(columns).unwrap();
-    let parquet = dir.path().join("nested.parquet");
-    let mut writer = ArrowWriter::try_new(
-        std::fs::File::create(&parquet).unwrap(),
-        batch.schema(),
-        None,
-    )
-    .unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
+    let parquet = dir.parquet("nested.parquet", &batch);
 
     db.track(&table);
     let report = import(db, &parquet, &table).execute().await.unwrap();
@@ -441,13 +440,7 @@ async fn mysql_types_round_trip() {
             ("mood", "happy"),
             ("bits", "261"),
         ] {
-            let err = import(&db, &dir.file(&format!("dup_{key}.csv"), &format!("{key}\n{value}\n")), &table)
-                .with_key([key])
-                .with_force(true)
-                .execute()
-                .await
-                .unwrap_err();
-            assert!(matches!(err, AtlasError::Duplicates(_)), "{key}: {err}");
+            assert_key_exists(&db, &dir, &table, key, value).await;
         }
 
         let too_wide = import(&db, &dir.file("wide_bits.csv", "bits\n600\n"), &table)
@@ -572,7 +565,6 @@ async fn postgres_parquet_fills_typed_columns() {
         StringBuilder, StructArray,
     };
     use datafusion::arrow::datatypes::{DataType, Field, Fields};
-    use datafusion::parquet::arrow::ArrowWriter;
     use std::sync::Arc;
 
     let db = TestDb::new(Kind::Postgres).await;
@@ -629,15 +621,7 @@ async fn postgres_parquet_fills_typed_columns() {
             ),
         ];
         let batch = RecordBatch::try_from_iter(columns).unwrap();
-        let parquet = dir.path().join("typed.parquet");
-        let mut writer = ArrowWriter::try_new(
-            std::fs::File::create(&parquet).unwrap(),
-            batch.schema(),
-            None,
-        )
-        .unwrap();
-        writer.write(&batch).unwrap();
-        writer.close().unwrap();
+        let parquet = dir.parquet("typed.parquet", &batch);
 
         let report = import(&db, &parquet, &table).execute().await.unwrap();
         assert_eq!(report.inserted, 2);
@@ -668,13 +652,8 @@ async fn postgres_parquet_fills_typed_columns() {
             .await
             .unwrap();
         assert_eq!((again.inserted, again.skipped), (0, 2));
-        let spelled = dir.file("tags.csv", "tags\n\"{ a , \"\"b c\"\", null }\"\n");
-        let err = import(&db, &spelled, &table)
-            .with_key(["tags"])
-            .execute()
-            .await
-            .unwrap_err();
-        assert!(matches!(err, AtlasError::Duplicates(_)), "{err}");
+        // An array in another spelling.
+        assert_key_exists(&db, &dir, &table, "tags", "\"{ a , \"\"b c\"\", null }\"").await;
 
         let money = db.table("money");
         crate::common::create(&db, &money, "price money").await;

@@ -181,19 +181,31 @@ fn nested_to_json(array: &ArrayRef) -> Result<StringArray, CoerceFailure> {
     let options = arrow_json::writer::EncoderOptions::default().with_explicit_nulls(true);
     let mut encoder = arrow_json::writer::make_encoder(&field, array.as_ref(), &options)
         .map_err(|_| first_failure(array, None))?;
-    let mut out = datafusion::arrow::array::StringBuilder::new();
     let mut buf = Vec::new();
+    text_per_value(array, |i, text| {
+        buf.clear();
+        encoder.encode(i, &mut buf);
+        text.push_str(std::str::from_utf8(&buf).ok()?);
+        Some(())
+    })
+}
+
+/// Each non-NULL value of `array` as the text `write(i, text)` makes of it;
+/// a value it refuses names its row.
+fn text_per_value(
+    array: &ArrayRef,
+    mut write: impl FnMut(usize, &mut String) -> Option<()>,
+) -> Result<StringArray, CoerceFailure> {
+    let mut out = datafusion::arrow::array::StringBuilder::new();
+    let mut text = String::new();
     for i in 0..array.len() {
         if array.is_null(i) {
             out.append_null();
             continue;
         }
-        buf.clear();
-        encoder.encode(i, &mut buf);
-        match std::str::from_utf8(&buf) {
-            Ok(json) => out.append_value(json),
-            Err(_) => return Err(describe(array, i, None)),
-        }
+        text.clear();
+        write(i, &mut text).ok_or_else(|| describe(array, i, None))?;
+        out.append_value(&text);
     }
     Ok(out.finish())
 }
@@ -202,18 +214,9 @@ fn nested_to_json(array: &ArrayRef) -> Result<StringArray, CoerceFailure> {
 /// dimensions), each element as its text; a value that is no list, or
 /// holds a NULL list inside another, names its row.
 fn lists_to_pg_arrays(array: &ArrayRef) -> Result<StringArray, CoerceFailure> {
-    let mut out = datafusion::arrow::array::StringBuilder::new();
-    let mut literal = String::new();
-    for i in 0..array.len() {
-        if array.is_null(i) {
-            out.append_null();
-            continue;
-        }
-        literal.clear();
-        push_pg_array(array.as_ref(), i, &mut literal).ok_or_else(|| describe(array, i, None))?;
-        out.append_value(&literal);
-    }
-    Ok(out.finish())
+    text_per_value(array, |i, literal| {
+        push_pg_array(array.as_ref(), i, literal)
+    })
 }
 
 /// List `i` of `array` as an array literal, into `out`.
