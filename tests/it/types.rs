@@ -131,6 +131,16 @@ async fn postgres_types_compare_as_the_database_does() {
                 ("u", "A0EEBC999C0B4EF8BB6D6BB9BD380A11"),
                 ("jb", "\"{\"\"a\"\": {\"\"x\"\": \"\"\\u00e9\\n\"\", \"\"y\"\": null}, \"\"b\"\": 1}\""),
                 ("raw", "\\x48656C6C6F"),
+                // Equal by value, not by text: jsonb numbers by value, an
+                // unconstrained numeric whatever its scale, an interval by its
+                // length, array elements by their type, addresses by bytes.
+                ("jb", "\"[1.0, 15.00, -0.0]\""),
+                ("amount", "0.10"),
+                ("dur", "26:03:04"),
+                ("dur", "420 days"),
+                ("grid", "\"{{01,+2},{3,NULL}}\""),
+                ("addr", "0:0::1"),
+                ("net", "0::0/0"),
             ] {
                 assert_key_exists(&db, &dir, &table, key, value).await;
                 let csv = format!("{key}\n{value}\n");
@@ -143,10 +153,82 @@ async fn postgres_types_compare_as_the_database_does() {
                     .unwrap();
                 assert_eq!((report.inserted, report.skipped), (0, 1), "{strategy:?} {key}");
             }
+            // Within the file too, whichever partition each spelling reaches;
+            // the first is kept as written.
+            let csv = dir.file("in_file.csv", "amount,dur\n7.50,1 day\n7.5,24:00:00\n");
+            let report = import(&db, &csv, &table)
+                .with_key(["amount"])
+                .with_on_duplicate(OnDuplicate::Skip)
+                .with_force(true)
+                .execute()
+                .await
+                .unwrap();
+            assert_eq!((report.inserted, report.skipped), (1, 1), "{strategy:?}");
+            let report = import(&db, &csv, &table)
+                .with_key(["dur"])
+                .with_on_duplicate(OnDuplicate::Skip)
+                .with_force(true)
+                .execute()
+                .await
+                .unwrap();
+            assert_eq!((report.inserted, report.skipped), (0, 2), "{strategy:?}");
+            assert_eq!(
+                db.rows(&table, &["amount", "dur"])
+                    .await
+                    .into_iter()
+                    .filter(|r| r[0].as_deref() == Some("7.50"))
+                    .collect::<Vec<_>>(),
+                vec![vec![s("7.50"), s("1 day")]]
+            );
+            // An upsert finds the row its key equals.
+            let csv = dir.file("upsert.csv", "amount,code\n0.100,NEW\n");
+            let report = import(&db, &csv, &table)
+                .with_key(["amount"])
+                .with_on_duplicate(OnDuplicate::Update)
+                .with_force(true)
+                .execute()
+                .await
+                .unwrap();
+            assert_eq!((report.inserted, report.updated), (0, 1), "{strategy:?}");
             drop_types(&db, &table).await;
         })
         .await;
     }
+}
+
+/// citext compares regardless of case, macaddr in any spelling: a key of
+/// either in another spelling is the row already there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_citext_and_macaddr_keys() {
+    let db = TestDb::new(Kind::Postgres).await;
+    db.run(async {
+        let dir = TempDir::new();
+        let table = db.table("ci_keys");
+        db.exec(&format!(
+            "CREATE EXTENSION IF NOT EXISTS citext; \
+             CREATE TABLE \"{table}\" (name citext, mac macaddr, mac8 macaddr8)"
+        ))
+        .await;
+        let csv = dir.file(
+            "first.csv",
+            "name,mac,mac8\nStraße,08:00:2b:01:02:03,08:00:2b:01:02:03\n",
+        );
+        import(&db, &csv, &table).execute().await.unwrap();
+        for (key, value) in [
+            ("name", "STRAßE"),
+            ("mac", "0800.2B01.0203"),
+            ("mac8", "08002bfffe010203"),
+        ] {
+            assert_key_exists(&db, &dir, &table, key, value).await;
+        }
+        assert_eq!(
+            db.rows(&table, &["name"]).await,
+            vec![vec![s("Straße")]],
+            "written as it was"
+        );
+        db.exec(&format!("DROP TABLE \"{table}\"")).await;
+    })
+    .await;
 }
 
 /// Asserts that `err` is a bad value at `(row, column, value, line)`.
@@ -667,6 +749,175 @@ async fn postgres_parquet_fills_typed_columns() {
             "{err}"
         );
         assert_eq!(db.count(&money).await, 0);
+    })
+    .await;
+}
+
+/// MySQL/MariaDB: a Parquet file fills existing ENUM, JSON, YEAR, BLOB,
+/// DECIMAL(65,30), BIGINT UNSIGNED and BIT columns (a struct as the JSON
+/// document, a decimal of another scale in the column's), and importing it
+/// again finds every row a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_parquet_fills_typed_columns() {
+    use datafusion::arrow::array::{
+        ArrayRef, BinaryArray, Decimal128Array, Int32Array, Int64Array, RecordBatch, StringArray,
+        StructArray, UInt64Array,
+    };
+    use datafusion::arrow::datatypes::{DataType, Field, Fields};
+    use std::sync::Arc;
+
+    let db = TestDb::new(Kind::MySql).await;
+    db.run(async {
+        let dir = TempDir::new();
+        let table = db.table("typed_parquet");
+        crate::common::create(
+            &db,
+            &table,
+            "mood ENUM('sad','ok','happy'), doc JSON, y YEAR, raw BLOB, \
+             wide DECIMAL(65,30), big BIGINT UNSIGNED, bits BIT(9)",
+        )
+        .await;
+        let doc = StructArray::new(
+            Fields::from(vec![Field::new("k", DataType::Int64, true)]),
+            vec![Arc::new(Int64Array::from(vec![Some(1), None])) as ArrayRef],
+            None,
+        );
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            ("mood", Arc::new(StringArray::from(vec!["happy", "sad"]))),
+            ("doc", Arc::new(doc)),
+            ("y", Arc::new(Int32Array::from(vec![2155, 1999]))),
+            (
+                "raw",
+                Arc::new(BinaryArray::from(vec![Some(&b"\x00\xff"[..]), None])),
+            ),
+            (
+                "wide",
+                Arc::new(
+                    Decimal128Array::from(vec![15_000_000_000, -1])
+                        .with_precision_and_scale(38, 10)
+                        .unwrap(),
+                ),
+            ),
+            ("big", Arc::new(UInt64Array::from(vec![u64::MAX, 0]))),
+            ("bits", Arc::new(UInt64Array::from(vec![261, 0]))),
+        ];
+        let batch = RecordBatch::try_from_iter(columns).unwrap();
+        let parquet = dir.parquet("typed.parquet", &batch);
+        let report = import(&db, &parquet, &table).execute().await.unwrap();
+        assert_eq!(report.inserted, 2);
+        // MariaDB keeps JSON as written, MySQL prints it with spaces.
+        let rows: Vec<Vec<Option<String>>> = db
+            .rows(&table, &["mood", "doc", "y", "wide", "big"])
+            .await
+            .into_iter()
+            .map(|mut row| {
+                row[1] = row[1].take().map(|doc| doc.replace(' ', ""));
+                row
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                vec![
+                    s("happy"),
+                    s("{\"k\":1}"),
+                    s("2155"),
+                    s(&format!("1.5{}", "0".repeat(29))),
+                    s("18446744073709551615"),
+                ],
+                vec![
+                    s("sad"),
+                    s("{\"k\":null}"),
+                    s("1999"),
+                    s("-0.000000000100000000000000000000"),
+                    s("0"),
+                ],
+            ]
+        );
+        let bytes_and_bits = db
+            .scalar(&format!(
+                "SELECT count(*) FROM `{table}` WHERE (raw = X'00FF' AND bits + 0 = 261) \
+                 OR (raw IS NULL AND bits + 0 = 0)"
+            ))
+            .await;
+        assert_eq!(bytes_and_bits, 2);
+        let again = import(&db, &parquet, &table)
+            .with_force(true)
+            .with_on_duplicate(OnDuplicate::Skip)
+            .execute()
+            .await
+            .unwrap();
+        assert_eq!((again.inserted, again.skipped), (0, 2));
+    })
+    .await;
+}
+
+/// SQLite: a Parquet file fills NUMERIC, DECIMAL, BLOB and TEXT columns
+/// (integers beyond a double's precision exact, decimals as the number
+/// SQLite stores, a struct as JSON text), and importing it again finds
+/// every row a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_parquet_fills_typed_columns() {
+    use datafusion::arrow::array::{
+        ArrayRef, BinaryArray, Decimal128Array, Int64Array, RecordBatch, StructArray,
+    };
+    use datafusion::arrow::datatypes::{DataType, Field, Fields};
+    use std::sync::Arc;
+
+    let db = TestDb::new(Kind::Sqlite).await;
+    db.run(async {
+        let dir = TempDir::new();
+        let table = db.table("typed_parquet");
+        crate::common::create(&db, &table, "n NUMERIC, d DECIMAL(10,2), b BLOB, doc TEXT").await;
+        let doc = StructArray::new(
+            Fields::from(vec![Field::new("k", DataType::Int64, true)]),
+            vec![Arc::new(Int64Array::from(vec![Some(1), None])) as ArrayRef],
+            None,
+        );
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            (
+                "n",
+                Arc::new(Int64Array::from(vec![1_234_567_890_123_456_789, -5])),
+            ),
+            (
+                "d",
+                Arc::new(
+                    Decimal128Array::from(vec![1250, 700])
+                        .with_precision_and_scale(10, 2)
+                        .unwrap(),
+                ),
+            ),
+            (
+                "b",
+                Arc::new(BinaryArray::from(vec![Some(&b"\x00\xff"[..]), None])),
+            ),
+            ("doc", Arc::new(doc)),
+        ];
+        let batch = RecordBatch::try_from_iter(columns).unwrap();
+        let parquet = dir.parquet("typed.parquet", &batch);
+        let report = import(&db, &parquet, &table).execute().await.unwrap();
+        assert_eq!(report.inserted, 2);
+        assert_eq!(
+            db.rows(&table, &["n", "d", "doc"]).await,
+            vec![
+                vec![s("-5"), s("7"), s("{\"k\":null}")],
+                vec![s("1234567890123456789"), s("12.5"), s("{\"k\":1}")],
+            ]
+        );
+        let stored_as_sqlite_stores = db
+            .scalar(&format!(
+                "SELECT count(*) FROM \"{table}\" WHERE typeof(n) = 'integer' AND \
+                 ((typeof(d) = 'real' AND b = X'00FF') OR (typeof(d) = 'integer' AND b IS NULL))"
+            ))
+            .await;
+        assert_eq!(stored_as_sqlite_stores, 2);
+        let again = import(&db, &parquet, &table)
+            .with_force(true)
+            .with_on_duplicate(OnDuplicate::Skip)
+            .execute()
+            .await
+            .unwrap();
+        assert_eq!((again.inserted, again.skipped), (0, 2));
     })
     .await;
 }

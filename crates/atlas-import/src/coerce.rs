@@ -142,8 +142,13 @@ fn typed_text(
         };
         return Some((form, text.ok()?));
     }
-    // SQLite stores a number of any source type by its value.
-    let any_source = matches!(form, TextForm::SqliteNumeric { .. });
+    // Numbers of any source type are read by the form as text: SQLite
+    // stores them by value, a wide DECIMAL holds its own scale (a Parquet
+    // decimal's text `1.5000000000` is `1.500…0` of 30 digits there).
+    let any_source = matches!(
+        form,
+        TextForm::SqliteNumeric { .. } | TextForm::MySqlDecimal { .. } | TextForm::Numeric
+    );
     if !any_source
         && !matches!(
             array.data_type(),

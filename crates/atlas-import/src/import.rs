@@ -21,6 +21,7 @@ use crate::coerce::coerce_column;
 use crate::db::{Database, FileRecord, HistoryEntry};
 use crate::error::{AtlasError, Result};
 use crate::key::{EncodedKeys, Fingerprints, KeyEncoder, KeyHasher};
+use crate::key_form::KeyForm;
 use crate::logical::{ImportNode, ImportQueryPlanner, ImportSpec};
 use crate::names::{NamePolicy, TableName, TableRef};
 use crate::options::{
@@ -1494,9 +1495,11 @@ impl TableKeyLoader {
         let (sender, receiver) = std::sync::mpsc::sync_channel::<RecordBatch>(KEY_SCAN_QUEUE);
         let table = self.table.key();
         let columns = self.key_columns.clone();
+        let encoder = KeyEncoder::new((0..columns.len()).collect())
+            .with_forms(KeyForm::of_columns(self.db.kind(), &columns));
         let hasher = hasher.clone();
         let builder = tokio::task::spawn_blocking(move || {
-            fingerprint_existing_keys(&table, &columns, &hasher, receiver)
+            fingerprint_existing_keys(&table, &columns, &encoder, &hasher, receiver)
         });
         let mut on_batch = move |batch: RecordBatch| -> Result<()> {
             // Blocks only while the builder is behind by a full queue.
@@ -1553,13 +1556,13 @@ impl TableKeyLoader {
 fn fingerprint_existing_keys(
     table: &str,
     columns: &[TargetColumn],
+    encoder: &KeyEncoder,
     hasher: &KeyHasher,
     batches: std::sync::mpsc::Receiver<RecordBatch>,
 ) -> Result<Fingerprints<()>> {
     let mut set = Fingerprints::new();
     let mut keys = EncodedKeys::default();
     let mut fingerprints = Vec::new();
-    let encoder = KeyEncoder::new((0..columns.len()).collect());
     let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
         columns
             .iter()

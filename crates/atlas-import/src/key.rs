@@ -29,11 +29,15 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use hashbrown::HashTable;
 
 use crate::error::{AtlasError, Result};
+use crate::key_form::KeyForm;
 
 /// Encodes the key columns of batches into byte strings.
 #[derive(Debug, Clone)]
 pub struct KeyEncoder {
     columns: Vec<usize>,
+    /// Per key column, the form its values are compared in, where that is
+    /// not as they are held.
+    forms: Vec<Option<KeyForm>>,
 }
 
 /// The encoded keys of one batch: key `i` is `bytes[offsets[i]..offsets[i + 1]]`.
@@ -158,7 +162,20 @@ impl<'a> ColumnWriter<'a> {
 impl KeyEncoder {
     /// An encoder for the columns at `columns` (indices into the batches it sees).
     pub fn new(columns: Vec<usize>) -> Self {
-        Self { columns }
+        let forms = vec![None; columns.len()];
+        Self { columns, forms }
+    }
+
+    /// Compares key column `i` in `forms[i]` (see [`KeyForm`]).
+    pub fn with_forms(mut self, forms: Vec<Option<KeyForm>>) -> Self {
+        assert_eq!(forms.len(), self.columns.len(), "a form per key column");
+        self.forms = forms;
+        self
+    }
+
+    /// The key forms, per key column.
+    pub fn forms(&self) -> &[Option<KeyForm>] {
+        &self.forms
     }
 
     /// The key column indices.
@@ -168,10 +185,18 @@ impl KeyEncoder {
 
     /// Encodes every row of `batch` into `out` (cleared first).
     pub fn encode(&self, batch: &RecordBatch, out: &mut EncodedKeys) -> Result<()> {
-        let arrays: Vec<&ArrayRef> = self.columns.iter().map(|&c| batch.column(c)).collect();
+        let arrays: Vec<ArrayRef> = self
+            .columns
+            .iter()
+            .zip(&self.forms)
+            .map(|(&c, form)| match form {
+                Some(form) => form.apply(batch.column(c)),
+                None => std::sync::Arc::clone(batch.column(c)),
+            })
+            .collect();
         let writers = arrays
             .iter()
-            .map(|a| ColumnWriter::try_new(a))
+            .map(ColumnWriter::try_new)
             .collect::<Result<Vec<_>>>()?;
         out.bytes.clear();
         out.offsets.clear();

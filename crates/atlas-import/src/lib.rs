@@ -23,6 +23,7 @@ pub mod ext;
 pub mod fuzzing;
 pub mod import;
 pub mod key;
+pub mod key_form;
 pub mod logical;
 pub mod mapping;
 pub mod names;

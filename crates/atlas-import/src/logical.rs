@@ -35,6 +35,7 @@ use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMerge
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 
 use crate::db::DbKind;
+use crate::key_form::KeyForm;
 use crate::options::OnDuplicate;
 use crate::physical::{
     BadValues, CoerceExec, DuplicateCheckExec, ExistingKeys, ImportSession, ImportSink,
@@ -234,6 +235,10 @@ pub fn plan_operators(
             spec.chunk_rows,
             Arc::clone(&spec.metrics),
         )?
+        .with_key_forms(KeyForm::of_columns(
+            spec.db_kind,
+            spec.key_columns.iter().map(|&i| &columns[i]),
+        ))?
         .with_report_duplicates(spec.dry_run),
     );
     let order = source_order_requirement(&check.schema());

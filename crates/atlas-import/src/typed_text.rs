@@ -38,9 +38,9 @@ pub enum TextForm {
     /// others keep it as text, as SQLite does.
     SqliteNumeric { strict: bool },
     /// A PostgreSQL array (`text[]`, `int[][]`, ...): the literal in the form
-    /// PostgreSQL prints it, so `{a, "b"}` and `{a,b}` are one value (the
-    /// elements themselves are compared as written). A literal this does not
-    /// read (explicit bounds) is left to the server as it is.
+    /// PostgreSQL prints it, so `{a, "b"}` and `{a,b}` are one value (keys
+    /// compare the elements by their type: [`crate::key_form`]). A literal
+    /// this does not read (explicit bounds) is left to the server as it is.
     PgArray,
     /// MySQL's DECIMAL wider than an Arrow decimal (`DECIMAL(65,30)`), as
     /// text with exactly `scale` fraction digits, as the server stores and
@@ -332,7 +332,7 @@ fn binary_from_text(
 }
 
 /// The canonical form of a uuid, into `out`.
-fn uuid(value: &str, out: &mut String) -> bool {
+pub(crate) fn uuid(value: &str, out: &mut String) -> bool {
     let trimmed = value.trim();
     let inner = trimmed
         .strip_prefix('{')
@@ -398,9 +398,21 @@ fn bytea(value: &str, out: &mut Vec<u8>) -> Option<()> {
 /// `None` where `value` is no array literal this reads (e.g. one with
 /// explicit bounds, `[1:2]={1,2}`), which is then left to the server.
 fn pg_array(value: &str, out: &mut String) -> Option<()> {
+    pg_array_with(value, out, &|element, out| out.push_str(element))
+}
+
+/// [`pg_array`] with each non-NULL element written by `element` (given the
+/// element as read, escapes decoded), then quoted as PostgreSQL would.
+pub(crate) fn pg_array_with(
+    value: &str,
+    out: &mut String,
+    element: &dyn Fn(&str, &mut String),
+) -> Option<()> {
     let mut parser = ArrayParser {
         text: value.trim().as_bytes(),
         at: 0,
+        element,
+        written: String::new(),
     };
     parser.array(out, 0)?;
     (parser.at == parser.text.len()).then_some(())
@@ -409,6 +421,9 @@ fn pg_array(value: &str, out: &mut String) -> Option<()> {
 struct ArrayParser<'a> {
     text: &'a [u8],
     at: usize,
+    element: &'a dyn Fn(&str, &mut String),
+    /// The element being written (reused).
+    written: String,
 }
 
 impl ArrayParser<'_> {
@@ -436,12 +451,12 @@ impl ArrayParser<'_> {
                 b'{' => self.array(out, depth + 1)?,
                 b'"' => {
                     let element = self.quoted()?;
-                    push_array_element(out, Some(&element));
+                    self.push_element(out, Some(&element));
                 }
                 _ => {
                     let element = self.unquoted()?;
                     let null = element.eq_ignore_ascii_case("NULL");
-                    push_array_element(out, (!null).then_some(&element));
+                    self.push_element(out, (!null).then_some(&element));
                 }
             }
             self.skip_space();
@@ -456,6 +471,15 @@ impl ArrayParser<'_> {
             }
             self.at += 1;
         }
+    }
+
+    fn push_element(&mut self, out: &mut String, element: Option<&str>) {
+        let Some(element) = element else {
+            return push_array_element(out, None);
+        };
+        self.written.clear();
+        (self.element)(element, &mut self.written);
+        push_array_element(out, Some(&self.written));
     }
 
     /// A double-quoted element, its backslash escapes decoded.
@@ -539,7 +563,7 @@ pub(crate) fn push_array_element(out: &mut String, element: Option<&str>) {
 }
 
 /// Validates `value` as JSON and writes its canonical form into `out`.
-fn json(value: &str, out: &mut String) -> bool {
+pub(crate) fn json(value: &str, out: &mut String) -> bool {
     let mut parser = Parser {
         text: value.as_bytes(),
         at: 0,
@@ -829,7 +853,7 @@ fn push_numeric(out: &mut String, negative: bool, int: &[u8], frac: &[u8], expon
 
 /// A numeric value as PostgreSQL reads it (sign, digits with an optional
 /// point, optional exponent; `NaN`, `Infinity`), written as it prints it.
-fn numeric(value: &str, out: &mut String) -> bool {
+pub(crate) fn numeric(value: &str, out: &mut String) -> bool {
     let value = value.trim();
     let (negative, body) = match value.as_bytes().first() {
         Some(b'-') => (true, &value[1..]),

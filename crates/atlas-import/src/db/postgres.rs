@@ -276,7 +276,7 @@ impl Database for PostgresDatabase {
                     columns
                         .iter()
                         .find(|c| c.name == filter.column)
-                        .filter(|c| needs_text_copy(c))
+                        .filter(|c| compares_by_its_type(c))
                         .map(|c| c.sql_type.as_str())
                 )
             ),
@@ -506,6 +506,17 @@ async fn copy_in(
 /// domains, ...); every other Arrow type has its own binary encoding.
 fn needs_text_copy(column: &TargetColumn) -> bool {
     column.data_type == DataType::Utf8 && !super::pg_binary::binary_form_is_text(column)
+}
+
+/// Whether text literals compared with `column` must be cast to its type
+/// first: text in a column of a type of its own (uuid, citext, interval...)
+/// would otherwise be compared as text (`citext = text` is case-sensitive).
+fn compares_by_its_type(column: &TargetColumn) -> bool {
+    column.data_type == DataType::Utf8
+        && !matches!(
+            column.sql_type.split('(').next().unwrap_or_default(),
+            "text" | "character varying"
+        )
 }
 
 /// The value a COPY refused, from the error's context (`COPY t, line 3,

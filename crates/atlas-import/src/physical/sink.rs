@@ -24,6 +24,7 @@ use crate::db::{
 };
 use crate::error::AtlasError;
 use crate::key::{EncodedKeys, Fingerprint, Fingerprints, KeyEncoder, KeyHasher};
+use crate::key_form::KeyForm;
 use crate::names::TableRef;
 use crate::options::OnDuplicate;
 use crate::report::ImportMetrics;
@@ -346,7 +347,11 @@ impl ImportSink {
         for sql in statements.create_stage() {
             tx.execute(sql).await?;
         }
-        let mut staging = Staging::new(self.key_columns.clone(), self.columns.len());
+        let key = KeyEncoder::new(self.key_columns.clone()).with_forms(KeyForm::of_columns(
+            self.db_kind,
+            self.key_columns.iter().map(|&i| &self.columns[i]),
+        ));
+        let mut staging = Staging::new(key, self.columns.len());
         let state = WriteState {
             first: Some(first),
             input,
@@ -549,9 +554,9 @@ struct Staging {
 }
 
 impl Staging {
-    fn new(key_columns: Vec<usize>, width: usize) -> Self {
+    fn new(key: KeyEncoder, width: usize) -> Self {
         Self {
-            key: KeyEncoder::new(key_columns),
+            key,
             hasher: KeyHasher::random(),
             width,
             staged: 0,

@@ -2,6 +2,7 @@
 //! inside the import.
 
 mod existing;
+mod key_expr;
 mod stream;
 
 pub use existing::{ExistingKeyLoader, ExistingKeys};
@@ -27,9 +28,12 @@ use datafusion::physical_plan::{
 };
 
 use super::source_ordered_properties;
+use crate::key::KeyEncoder;
+use crate::key_form::KeyForm;
 use crate::options::OnDuplicate;
 use crate::report::ImportMetrics;
 use crate::schema::ROW_NUMBER_COLUMN;
+use key_expr::KeyFormExpr;
 use stream::{CheckStream, PartitionCheck, Phase};
 
 /// Compares every row with the rows already in the table and with the rest of
@@ -89,6 +93,8 @@ pub struct DuplicateCheckExec {
     input: Arc<dyn ExecutionPlan>,
     /// Key column indices in the input schema, in key order.
     key_columns: Vec<usize>,
+    /// Per key column, the form its values compare in (see [`KeyForm`]).
+    key_forms: Vec<Option<KeyForm>>,
     /// The keys already in the target.
     existing: Arc<ExistingKeys>,
     /// What to do with duplicates.
@@ -130,6 +136,7 @@ impl DuplicateCheckExec {
         let properties = source_ordered_properties(schema, input.output_partitioning().clone());
         Ok(Self {
             input,
+            key_forms: vec![None; key_columns.len()],
             key_columns,
             existing,
             on_duplicate,
@@ -139,6 +146,25 @@ impl DuplicateCheckExec {
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
         })
+    }
+
+    /// Compares key column `i` in `forms[i]` where it is given: the
+    /// partitioning and the keys of the check follow it.
+    pub fn with_key_forms(mut self, forms: Vec<Option<KeyForm>>) -> Result<Self> {
+        if forms.len() != self.key_columns.len() {
+            return Err(DataFusionError::Plan(format!(
+                "DuplicateCheckExec: {} key forms for {} key columns",
+                forms.len(),
+                self.key_columns.len()
+            )));
+        }
+        self.key_forms = forms;
+        Ok(self)
+    }
+
+    /// The encoder of this check's keys.
+    fn key_encoder(&self) -> KeyEncoder {
+        KeyEncoder::new(self.key_columns.clone()).with_forms(self.key_forms.clone())
     }
 
     /// Emits the duplicate rows instead of the rows to write, each with a
@@ -168,7 +194,16 @@ impl DuplicateCheckExec {
         let schema = self.input.schema();
         self.key_columns
             .iter()
-            .map(|&i| Arc::new(Column::new(schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>)
+            .zip(&self.key_forms)
+            .map(|(&i, form)| {
+                let column = Arc::new(Column::new(schema.field(i).name(), i));
+                match form {
+                    Some(form) => {
+                        Arc::new(KeyFormExpr::new(column, *form)) as Arc<dyn PhysicalExpr>
+                    }
+                    None => column,
+                }
+            })
             .collect()
     }
 }
@@ -263,6 +298,7 @@ impl ExecutionPlan for DuplicateCheckExec {
                 self.chunk_rows,
                 Arc::clone(&self.import_metrics),
             )?
+            .with_key_forms(self.key_forms.clone())?
             .with_report_duplicates(self.report_duplicates),
         ))
     }
@@ -289,7 +325,7 @@ impl ExecutionPlan for DuplicateCheckExec {
             .register(context.memory_pool());
         let partitions = self.input.output_partitioning().partition_count();
         let check = PartitionCheck::new(
-            self.key_columns.clone(),
+            self.key_encoder(),
             self.existing.hasher().clone(),
             self.existing.probed_column().map(|i| self.key_columns[i]),
             self.on_duplicate,

@@ -214,7 +214,7 @@ pub(super) struct PartitionCheck {
 impl PartitionCheck {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
-        key_columns: Vec<usize>,
+        encoder: KeyEncoder,
         hasher: KeyHasher,
         probed: Option<usize>,
         on_duplicate: OnDuplicate,
@@ -229,7 +229,7 @@ impl PartitionCheck {
         duplicates_in_file: Count,
     ) -> Self {
         Self {
-            encoder: KeyEncoder::new(key_columns),
+            encoder,
             hasher,
             keys: EncodedKeys::default(),
             fingerprints: Vec::new(),

@@ -1,0 +1,762 @@
+//! Key forms: how values of a column compare where the database's equality
+//! is looser than the text it stores.
+//!
+//! A value is written as the source gives it (PostgreSQL keeps `2.50` in an
+//! unconstrained `numeric`, `24:00:00` in an `interval`), but the database
+//! compares it by value: `2.5 = 2.50`, `interval '1 day' = '24:00:00'`,
+//! `'{"a":1.0}'::jsonb = '{"a":1}'`. The duplicate check compares the
+//! [`KeyForm`] of such a column instead of the value: a text in which values
+//! the database holds equal are equal. It is used for keys only (the
+//! partitioning of the check, the file's keys, the existing keys read back,
+//! the upsert's staging); what is written stays as it was.
+//!
+//! A value a key form cannot read is compared as written (the server reads
+//! more spellings than this does; such a value is never refused here).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray, StringBuilder};
+use datafusion::arrow::datatypes::DataType;
+
+use crate::db::DbKind;
+use crate::schema::TargetColumn;
+use crate::typed_text::{TextForm, json, numeric, pg_array_with, uuid};
+
+/// How a key column's values are compared, where that is not as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyForm {
+    /// One value of the column's type.
+    Value(ValueForm),
+    /// A PostgreSQL array: element by element, each by its form, NULLs equal.
+    Array(ValueForm),
+}
+
+/// How one value (or one array element) compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ValueForm {
+    /// As written.
+    AsWritten,
+    /// An integer by its value (`01` = `1` = `+1`).
+    Integer,
+    /// A floating-point number by its value (`1.0` = `1`).
+    Float,
+    /// A boolean by its value (`true` = `t` = `yes` = `1`).
+    Boolean,
+    /// A uuid in any case, with or without hyphens and braces.
+    Uuid,
+    /// An exact number by its value, whatever its scale (`2.5` = `2.50`).
+    Numeric,
+    /// JSON as jsonb compares it: key order, whitespace and the scale of
+    /// numbers do not count.
+    Jsonb,
+    /// An interval by its length as PostgreSQL compares it: a month is 30
+    /// days, a day 24 hours (`1 day` = `24:00:00`, `1 mon` = `30 days`).
+    Interval,
+    /// An `inet`/`cidr` address by its bytes and prefix length (`10.0.0.1`
+    /// = `10.0.0.1/32`, IPv6 in any spelling).
+    Inet,
+    /// A MAC address in any of its spellings (`08:00:2b:01:02:03` =
+    /// `0800.2b01.0203`), by its 6 bytes.
+    MacAddr,
+    /// An EUI-64 MAC address (`macaddr8`), by its 8 bytes; a 6-byte address
+    /// is widened as PostgreSQL widens it (`ff:fe` in the middle).
+    MacAddr8,
+    /// Text compared regardless of case (`citext`).
+    CaseInsensitive,
+}
+
+impl KeyForm {
+    /// The key form of `column`, or `None` where its values compare as they
+    /// are held.
+    pub fn of(kind: DbKind, column: &TargetColumn) -> Option<Self> {
+        if column.data_type != DataType::Utf8 {
+            return None;
+        }
+        match column.text_form {
+            Some(TextForm::Numeric) => Some(KeyForm::Value(ValueForm::Numeric)),
+            Some(TextForm::Jsonb) => Some(KeyForm::Value(ValueForm::Jsonb)),
+            Some(TextForm::PgArray) => {
+                let element = column.sql_type.split('[').next().unwrap_or_default();
+                match ValueForm::of_postgres(element.trim()) {
+                    ValueForm::AsWritten => None,
+                    form => Some(KeyForm::Array(form)),
+                }
+            }
+            Some(_) => None,
+            // PostgreSQL's types held as text without a text form.
+            None if kind == DbKind::Postgres => match ValueForm::of_postgres(&column.sql_type) {
+                form @ (ValueForm::Interval
+                | ValueForm::Inet
+                | ValueForm::MacAddr
+                | ValueForm::MacAddr8
+                | ValueForm::CaseInsensitive) => Some(KeyForm::Value(form)),
+                _ => None,
+            },
+            None => None,
+        }
+    }
+
+    /// The key forms of `columns` of a table on `kind`.
+    pub fn of_columns<'a>(
+        kind: DbKind,
+        columns: impl IntoIterator<Item = &'a TargetColumn>,
+    ) -> Vec<Option<Self>> {
+        columns.into_iter().map(|c| Self::of(kind, c)).collect()
+    }
+
+    /// The key text of every value of `array` (text; anything else is
+    /// returned as it is).
+    pub fn apply(self, array: &ArrayRef) -> ArrayRef {
+        let Some(text) = array.as_string_opt::<i32>() else {
+            return Arc::clone(array);
+        };
+        Arc::new(self.apply_text(text))
+    }
+
+    fn apply_text(self, text: &StringArray) -> StringArray {
+        let mut out = StringBuilder::with_capacity(text.len(), text.value_data().len());
+        let mut key = String::new();
+        for value in text.iter() {
+            match value {
+                None => out.append_null(),
+                Some(value) => {
+                    key.clear();
+                    self.write(value, &mut key);
+                    out.append_value(&key);
+                }
+            }
+        }
+        out.finish()
+    }
+
+    /// Writes the key text of `value` into `out`.
+    pub fn write(self, value: &str, out: &mut String) {
+        match self {
+            KeyForm::Value(form) => form.write(value, out),
+            KeyForm::Array(element) => {
+                let start = out.len();
+                let read = pg_array_with(value, out, &|e, out| element.write(e, out));
+                if read.is_none() {
+                    out.truncate(start);
+                    out.push_str(value);
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for KeyForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyForm::Value(form) => write!(f, "{form}"),
+            KeyForm::Array(element) => write!(f, "array of {element}"),
+        }
+    }
+}
+
+impl std::fmt::Display for ValueForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ValueForm::AsWritten => "text",
+            ValueForm::Integer => "integer",
+            ValueForm::Float => "float",
+            ValueForm::Boolean => "boolean",
+            ValueForm::Uuid => "uuid",
+            ValueForm::Numeric => "numeric",
+            ValueForm::Jsonb => "jsonb",
+            ValueForm::Interval => "interval",
+            ValueForm::Inet => "inet",
+            ValueForm::MacAddr => "macaddr",
+            ValueForm::MacAddr8 => "macaddr8",
+            ValueForm::CaseInsensitive => "citext",
+        })
+    }
+}
+
+impl ValueForm {
+    /// The form of a PostgreSQL type as the catalog prints it.
+    fn of_postgres(sql_type: &str) -> Self {
+        let base = sql_type.split('(').next().unwrap_or_default().trim();
+        match base {
+            "smallint" | "integer" | "bigint" => ValueForm::Integer,
+            "real" | "double precision" => ValueForm::Float,
+            "boolean" => ValueForm::Boolean,
+            "uuid" => ValueForm::Uuid,
+            "numeric" => ValueForm::Numeric,
+            "jsonb" => ValueForm::Jsonb,
+            "inet" | "cidr" => ValueForm::Inet,
+            "macaddr" => ValueForm::MacAddr,
+            "macaddr8" => ValueForm::MacAddr8,
+            "citext" => ValueForm::CaseInsensitive,
+            interval if interval == "interval" || interval.starts_with("interval ") => {
+                ValueForm::Interval
+            }
+            _ => ValueForm::AsWritten,
+        }
+    }
+
+    /// Writes the key text of `value` into `out`: `value` itself where this
+    /// form does not read it.
+    pub fn write(self, value: &str, out: &mut String) {
+        let start = out.len();
+        let read = match self {
+            ValueForm::AsWritten => false,
+            ValueForm::Integer => value
+                .trim()
+                .parse::<i64>()
+                .map(|i| out.push_str(&i.to_string()))
+                .is_ok(),
+            ValueForm::Float => float(value, out),
+            ValueForm::Boolean => boolean(value).map(|b| out.push(b)).is_some(),
+            ValueForm::Uuid => uuid(value, out),
+            ValueForm::Numeric => numeric(value, out) && strip_fraction_zeros(out, start),
+            ValueForm::Jsonb => json(value, out) && jsonb_numbers_by_value(out, start),
+            ValueForm::Interval => interval_span(value)
+                .map(|span| out.push_str(&span.to_string()))
+                .is_some(),
+            ValueForm::Inet => inet(value, out),
+            ValueForm::MacAddr => mac(value, 6, out),
+            ValueForm::MacAddr8 => mac(value, 8, out),
+            ValueForm::CaseInsensitive => {
+                out.extend(value.chars().flat_map(char::to_lowercase));
+                true
+            }
+        };
+        if !read {
+            out.truncate(start);
+            out.push_str(value);
+        }
+    }
+}
+
+/// Drops the zeros that end the fraction of the number at `out[start..]`
+/// (and the point, if nothing is left after it). Always `true`.
+fn strip_fraction_zeros(out: &mut String, start: usize) -> bool {
+    if out[start..].contains('.') {
+        let kept = out.trim_end_matches('0').trim_end_matches('.').len();
+        out.truncate(kept);
+    }
+    true
+}
+
+/// Rewrites the canonical JSON at `out[start..]` with every number's
+/// fraction zeros dropped (`1.50` as `1.5`, `2.0` as `2`): jsonb compares
+/// numbers by value. Always `true`.
+fn jsonb_numbers_by_value(out: &mut String, start: usize) -> bool {
+    let canonical = out.split_off(start);
+    let bytes = canonical.as_bytes();
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut number_start: Option<usize> = None;
+    let mut copied = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        let in_number = b.is_ascii_digit() || b == b'.' || b == b'-';
+        match (number_start, in_number) {
+            (None, true) => number_start = Some(i),
+            (Some(from), false) => {
+                out.push_str(&canonical[copied..from]);
+                push_number_by_value(out, &canonical[from..i]);
+                copied = i;
+                number_start = None;
+            }
+            _ => {}
+        }
+        if b == b'"' {
+            in_string = true;
+        }
+    }
+    if let Some(from) = number_start {
+        out.push_str(&canonical[copied..from]);
+        push_number_by_value(out, &canonical[from..]);
+        copied = canonical.len();
+    }
+    out.push_str(&canonical[copied..]);
+    true
+}
+
+fn push_number_by_value(out: &mut String, number: &str) {
+    let start = out.len();
+    out.push_str(number);
+    strip_fraction_zeros(out, start);
+}
+
+/// A floating-point number by its value; `-0` is `0`, every NaN one value.
+fn float(value: &str, out: &mut String) -> bool {
+    let text = value.trim();
+    let Ok(number) = text.parse::<f64>() else {
+        return match text.to_ascii_lowercase().as_str() {
+            "infinity" | "+infinity" => {
+                out.push_str("inf");
+                true
+            }
+            "-infinity" => {
+                out.push_str("-inf");
+                true
+            }
+            _ => false,
+        };
+    };
+    let number = if number == 0.0 { 0.0 } else { number };
+    if number.is_nan() {
+        out.push_str("NaN");
+    } else {
+        out.push_str(&number.to_string());
+    }
+    true
+}
+
+/// PostgreSQL's boolean spellings, as `t` or `f`.
+fn boolean(value: &str) -> Option<char> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "t" | "true" | "y" | "yes" | "on" | "1" => Some('t'),
+        "f" | "false" | "n" | "no" | "off" | "0" => Some('f'),
+        _ => None,
+    }
+}
+
+/// An address with its prefix length (the full length where none is
+/// given), IPv6 in its canonical spelling.
+fn inet(value: &str, out: &mut String) -> bool {
+    let text = value.trim();
+    let (address, bits) = text.split_once('/').unwrap_or((text, ""));
+    let Ok(address) = address.parse::<IpAddr>() else {
+        return false;
+    };
+    let full = if address.is_ipv4() { 32 } else { 128 };
+    let bits = match bits {
+        "" => full,
+        bits => match bits.parse::<u8>() {
+            Ok(b) if b <= full => b,
+            _ => return false,
+        },
+    };
+    out.push_str(&format!("{address}/{bits}"));
+    true
+}
+
+/// A MAC address of `bytes` bytes as lowercase hex digits, separators
+/// (`:`, `-`, `.`) dropped; a 6-byte address for 8 bytes widened with
+/// `fffe` in the middle.
+fn mac(value: &str, bytes: usize, out: &mut String) -> bool {
+    let digits: String = value
+        .trim()
+        .chars()
+        .filter(|c| !matches!(c, ':' | '-' | '.'))
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return false;
+    }
+    match (digits.len(), bytes) {
+        (12, 6) | (16, 8) => out.push_str(&digits),
+        (12, 8) => {
+            out.push_str(&digits[..6]);
+            out.push_str("fffe");
+            out.push_str(&digits[6..]);
+        }
+        _ => return false,
+    }
+    true
+}
+
+const MICROS_PER_SECOND: f64 = 1e6;
+const MICROS_PER_DAY: i128 = 86_400_000_000;
+const DAYS_PER_MONTH: i128 = 30;
+
+/// An interval's parts as PostgreSQL keeps them.
+#[derive(Debug, Default, PartialEq)]
+struct IntervalParts {
+    months: i128,
+    days: i128,
+    micros: i128,
+}
+
+impl IntervalParts {
+    /// Adds `amount` of `unit`, its fraction spread to the smaller parts as
+    /// PostgreSQL spreads it (a fraction of a year in whole months, of a
+    /// month in days of 30 and the rest in time, of a day in time).
+    fn add(&mut self, amount: f64, unit: Unit) {
+        let whole = amount.trunc();
+        let fraction = amount - whole;
+        match unit {
+            Unit::Months(per) => {
+                let months = amount * f64::from(per);
+                if per >= 12 {
+                    self.months += months.round() as i128;
+                } else {
+                    let whole = months.trunc();
+                    self.months += whole as i128;
+                    self.add_days(months - whole, 30.0);
+                }
+            }
+            Unit::Days(per) => {
+                self.days += whole as i128 * i128::from(per);
+                self.add_days(fraction, f64::from(per));
+            }
+            Unit::Micros(per) => self.micros += (amount * per).round() as i128,
+        }
+    }
+
+    /// Adds `fraction` of a span of `days` days.
+    fn add_days(&mut self, fraction: f64, days: f64) {
+        let days = fraction * days;
+        let whole = days.trunc();
+        self.days += whole as i128;
+        self.micros += ((days - whole) * 86_400.0 * MICROS_PER_SECOND).round() as i128;
+    }
+
+    /// The length PostgreSQL compares intervals by, in microseconds.
+    fn span(&self) -> i128 {
+        (self.months * DAYS_PER_MONTH + self.days) * MICROS_PER_DAY + self.micros
+    }
+
+    fn negate(&mut self) {
+        self.months = -self.months;
+        self.days = -self.days;
+        self.micros = -self.micros;
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Unit {
+    Months(u32),
+    Days(u32),
+    Micros(f64),
+}
+
+/// An interval unit as PostgreSQL spells it.
+fn unit(word: &str) -> Option<Unit> {
+    Some(match word {
+        "microsecond" | "microseconds" | "microsecon" | "us" | "usec" | "usecs" => {
+            Unit::Micros(1.0)
+        }
+        "millisecond" | "milliseconds" | "millisecon" | "ms" | "msec" | "msecs" => {
+            Unit::Micros(1e3)
+        }
+        "second" | "seconds" | "s" | "sec" | "secs" => Unit::Micros(MICROS_PER_SECOND),
+        "minute" | "minutes" | "m" | "min" | "mins" => Unit::Micros(60.0 * MICROS_PER_SECOND),
+        "hour" | "hours" | "h" | "hr" | "hrs" => Unit::Micros(3_600.0 * MICROS_PER_SECOND),
+        "day" | "days" | "d" => Unit::Days(1),
+        "week" | "weeks" | "w" => Unit::Days(7),
+        "month" | "months" | "mon" | "mons" => Unit::Months(1),
+        "year" | "years" | "y" | "yr" | "yrs" => Unit::Months(12),
+        "decade" | "decades" | "dec" | "decs" => Unit::Months(120),
+        "century" | "centuries" | "c" | "cent" => Unit::Months(1_200),
+        "millennium" | "millennia" | "mil" | "mils" => Unit::Months(12_000),
+        _ => return None,
+    })
+}
+
+/// The length of an interval in PostgreSQL's input forms (`1 day 02:00:00`,
+/// `@ 1 hour ago`, `1-2` years-months, ISO 8601 `P1DT2H`), in microseconds.
+fn interval_span(value: &str) -> Option<i128> {
+    let text = value.trim().to_ascii_lowercase();
+    let parts = match text.strip_prefix('p') {
+        Some(designators) => iso_interval(designators)?,
+        None => postgres_interval(&text)?,
+    };
+    Some(parts.span())
+}
+
+/// ISO 8601 designators after the `P`: `1Y2M3W4DT5H6M7.5S`.
+fn iso_interval(text: &str) -> Option<IntervalParts> {
+    let mut parts = IntervalParts::default();
+    let mut time = false;
+    let mut rest = text;
+    let mut any = false;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix('t') {
+            time = true;
+            rest = after;
+            continue;
+        }
+        let end = rest.find(|c: char| c.is_ascii_alphabetic())?;
+        let amount: f64 = rest[..end].parse().ok()?;
+        let unit = match (rest.as_bytes()[end], time) {
+            (b'y', false) => Unit::Months(12),
+            (b'm', false) => Unit::Months(1),
+            (b'w', false) => Unit::Days(7),
+            (b'd', false) => Unit::Days(1),
+            (b'h', true) => Unit::Micros(3_600.0 * MICROS_PER_SECOND),
+            (b'm', true) => Unit::Micros(60.0 * MICROS_PER_SECOND),
+            (b's', true) => Unit::Micros(MICROS_PER_SECOND),
+            _ => return None,
+        };
+        parts.add(amount, unit);
+        any = true;
+        rest = &rest[end + 1..];
+    }
+    any.then_some(parts)
+}
+
+/// PostgreSQL's own forms: numbers with units, a `[-]h:m[:s]` time, a
+/// `y-m` years-months field, a bare number of days before a time or of
+/// seconds at the end, `@` and `ago`.
+fn postgres_interval(text: &str) -> Option<IntervalParts> {
+    let tokens = interval_tokens(text);
+    let mut parts = IntervalParts::default();
+    let mut ago = false;
+    let mut any = false;
+    let mut i = 0;
+    while i < tokens.len() {
+        let token = tokens[i];
+        i += 1;
+        if token == "@" {
+            continue;
+        }
+        if token == "ago" {
+            ago = true;
+            continue;
+        }
+        if token.contains(':') {
+            parts.micros += time_field(token)?;
+            any = true;
+            continue;
+        }
+        if let Some(months) = year_month_field(token) {
+            parts.months += months;
+            any = true;
+            continue;
+        }
+        let amount: f64 = token.parse().ok()?;
+        if !token.bytes().any(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let unit = match tokens.get(i).and_then(|word| unit(word)) {
+            Some(unit) => {
+                i += 1;
+                unit
+            }
+            None if tokens.get(i).is_some_and(|t| t.contains(':')) => Unit::Days(1),
+            None if i == tokens.len() => Unit::Micros(MICROS_PER_SECOND),
+            None => return None,
+        };
+        parts.add(amount, unit);
+        any = true;
+    }
+    if ago {
+        parts.negate();
+    }
+    any.then_some(parts)
+}
+
+/// Whitespace-separated words, a number and a unit written together
+/// (`1day`, `3h`) split apart.
+fn interval_tokens(text: &str) -> Vec<&str> {
+    let mut tokens = Vec::new();
+    for word in text.split_whitespace() {
+        let split = word
+            .char_indices()
+            .skip(1)
+            .find(|&(i, c)| c.is_ascii_alphabetic() && word.as_bytes()[i - 1].is_ascii_digit());
+        match split {
+            Some((at, _)) if !word.contains(':') => {
+                tokens.push(&word[..at]);
+                tokens.push(&word[at..]);
+            }
+            _ => tokens.push(word),
+        }
+    }
+    tokens
+}
+
+/// `[+-]h:m[:s[.f]]` (or `m:s.f`) in microseconds.
+fn time_field(token: &str) -> Option<i128> {
+    let (negative, body) = match token.as_bytes().first()? {
+        b'-' => (true, &token[1..]),
+        b'+' => (false, &token[1..]),
+        _ => (false, token),
+    };
+    let fields: Vec<&str> = body.split(':').collect();
+    let number = |s: &str| -> Option<f64> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let seconds = match fields.as_slice() {
+        [h, m] if !m.contains('.') => number(h)? * 3_600.0 + number(m)? * 60.0,
+        [m, s] => number(m)? * 60.0 + number(s)?,
+        [h, m, s] => number(h)? * 3_600.0 + number(m)? * 60.0 + number(s)?,
+        _ => return None,
+    };
+    let micros = (seconds * MICROS_PER_SECOND).round() as i128;
+    Some(if negative { -micros } else { micros })
+}
+
+/// `[+-]y-m` in months.
+fn year_month_field(token: &str) -> Option<i128> {
+    let (negative, body) = match token.as_bytes().first()? {
+        b'-' => (true, &token[1..]),
+        b'+' => (false, &token[1..]),
+        _ => (false, token),
+    };
+    let (years, months) = body.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(years) || !digits(months) {
+        return None;
+    }
+    let total = years.parse::<i128>().ok()? * 12 + months.parse::<i128>().ok()?;
+    Some(if negative { -total } else { total })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(form: KeyForm, value: &str) -> String {
+        let mut out = String::new();
+        form.write(value, &mut out);
+        out
+    }
+
+    fn same(form: KeyForm, a: &str, b: &str) {
+        assert_eq!(key(form, a), key(form, b), "{a} = {b}");
+    }
+
+    fn different(form: KeyForm, a: &str, b: &str) {
+        assert_ne!(key(form, a), key(form, b), "{a} <> {b}");
+    }
+
+    #[test]
+    fn numeric_compares_by_value_whatever_its_scale() {
+        let form = KeyForm::Value(ValueForm::Numeric);
+        same(form, "2.5", "2.50");
+        same(form, "2", "2.000");
+        same(form, "1e3", "1000.0");
+        same(form, "-0.00", "0");
+        same(form, "NaN", "nan");
+        different(form, "2.5", "2.05");
+        different(form, "10", "1");
+        assert_eq!(key(form, "120.500"), "120.5");
+        assert_eq!(key(form, "not a number"), "not a number");
+    }
+
+    #[test]
+    fn jsonb_compares_numbers_by_value() {
+        let form = KeyForm::Value(ValueForm::Jsonb);
+        same(
+            form,
+            r#"{"a": 1.0, "b": [2.50, "3.0"]}"#,
+            r#"{"b":[2.5,"3.0"],"a":1}"#,
+        );
+        same(form, "10.00", "1e1");
+        different(form, r#"{"a": "1.0"}"#, r#"{"a": "1"}"#);
+        different(form, r#"{"a": 10}"#, r#"{"a": 1}"#);
+        different(form, "[100]", "[1]");
+        assert_eq!(key(form, r#"{"x": -0.50}"#), r#"{"x":-0.5}"#);
+    }
+
+    #[test]
+    fn intervals_compare_by_length() {
+        let form = KeyForm::Value(ValueForm::Interval);
+        same(form, "1 day", "24:00:00");
+        same(form, "1 day", "24 hours");
+        same(form, "1 mon", "30 days");
+        same(form, "1 year 2 mons 3 days 04:05:06", "1-2 3 4:05:06");
+        same(form, "P1Y2M3DT4H5M6S", "1 year 2 mons 3 days 04:05:06");
+        same(form, "@ 1 hour ago", "-01:00:00");
+        same(form, "-1 days +02:00:00", "-22:00:00");
+        same(form, "1.5 days", "1 day 12:00:00");
+        same(form, "1day 3h", "1 day 03:00:00");
+        same(form, "90 seconds", "00:01:30");
+        same(form, "5", "00:00:05");
+        same(form, "1 week", "7 days");
+        same(form, "0.5 year", "6 mons");
+        same(form, "00:00:00.5", "500 milliseconds");
+        different(form, "1 day", "1 day 00:00:01");
+        different(form, "1 mon", "31 days");
+        // Not an interval this reads: compared as written.
+        assert_eq!(key(form, "forever"), "forever");
+    }
+
+    #[test]
+    fn addresses_and_mac_addresses_compare_by_bytes() {
+        let inet = KeyForm::Value(ValueForm::Inet);
+        same(inet, "10.0.0.1", "10.0.0.1/32");
+        same(inet, "2001:0db8:0000::0001", "2001:db8::1/128");
+        different(inet, "10.0.0.1/8", "10.0.0.1/16");
+        let mac = KeyForm::Value(ValueForm::MacAddr);
+        same(mac, "08:00:2B:01:02:03", "0800.2b01.0203");
+        same(mac, "08-00-2b-01-02-03", "08002b010203");
+        let mac8 = KeyForm::Value(ValueForm::MacAddr8);
+        same(mac8, "08:00:2b:01:02:03", "08:00:2b:ff:fe:01:02:03");
+        let citext = KeyForm::Value(ValueForm::CaseInsensitive);
+        same(citext, "Straße", "STRAßE");
+        different(citext, "a", "b");
+    }
+
+    #[test]
+    fn array_elements_compare_by_their_type() {
+        let ints = KeyForm::Array(ValueForm::Integer);
+        same(ints, "{01, +2, NULL}", "{1,2,NULL}");
+        different(ints, "{1,2}", "{2,1}");
+        different(ints, "{1,NULL}", "{1,0}");
+        same(
+            KeyForm::Array(ValueForm::Numeric),
+            "{{1.50,2},{3,4}}",
+            "{{1.5,2.0},{3,4}}",
+        );
+        same(KeyForm::Array(ValueForm::Boolean), "{true,no}", "{t,f}");
+        same(
+            KeyForm::Array(ValueForm::Uuid),
+            "{A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11}",
+            "{a0eebc999c0b4ef8bb6d6bb9bd380a11}",
+        );
+    }
+
+    #[test]
+    fn forms_follow_the_column_type() {
+        let column = |sql_type: &str, text_form: Option<TextForm>| TargetColumn {
+            name: "c".into(),
+            sql_type: sql_type.into(),
+            data_type: DataType::Utf8,
+            nullable: true,
+            has_default: false,
+            max_chars: None,
+            text_form,
+        };
+        let cases = [
+            (
+                column("interval", None),
+                Some(KeyForm::Value(ValueForm::Interval)),
+            ),
+            (
+                column("citext", None),
+                Some(KeyForm::Value(ValueForm::CaseInsensitive)),
+            ),
+            (column("text", None), None),
+            (
+                column("numeric", Some(TextForm::Numeric)),
+                Some(KeyForm::Value(ValueForm::Numeric)),
+            ),
+            (
+                column("integer[]", Some(TextForm::PgArray)),
+                Some(KeyForm::Array(ValueForm::Integer)),
+            ),
+            (column("text[]", Some(TextForm::PgArray)), None),
+            (column("uuid", Some(TextForm::Uuid)), None),
+        ];
+        for (column, form) in cases {
+            assert_eq!(
+                KeyForm::of(DbKind::Postgres, &column),
+                form,
+                "{}",
+                column.sql_type
+            );
+        }
+        // SQLite and MySQL compare such names as text.
+        let citext = column("citext", None);
+        assert_eq!(KeyForm::of(DbKind::Sqlite, &citext), None);
+        assert_eq!(KeyForm::of(DbKind::MySql, &citext), None);
+    }
+}
