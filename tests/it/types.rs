@@ -196,28 +196,39 @@ async fn postgres_types_compare_as_the_database_does() {
     }
 }
 
-/// citext compares regardless of case, macaddr in any spelling: a key of
-/// either in another spelling is the row already there.
+/// citext compares regardless of case, macaddr in any spelling, a domain as
+/// its base type: a key of each in another spelling is the row already
+/// there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_citext_and_macaddr_keys() {
     let db = TestDb::new(Kind::Postgres).await;
     db.run(async {
         let dir = TempDir::new();
         let table = db.table("ci_keys");
+        let email = format!("{table}_email");
+        let id = format!("{table}_id");
         db.exec(&format!(
             "CREATE EXTENSION IF NOT EXISTS citext; \
-             CREATE TABLE \"{table}\" (name citext, mac macaddr, mac8 macaddr8)"
+             DROP DOMAIN IF EXISTS \"{email}\" CASCADE; \
+             CREATE DOMAIN \"{email}\" AS citext CHECK (VALUE LIKE '%@%'); \
+             DROP DOMAIN IF EXISTS \"{id}\" CASCADE; CREATE DOMAIN \"{id}\" AS uuid; \
+             CREATE TABLE \"{table}\" (name citext, mac macaddr, mac8 macaddr8, \
+             email \"{email}\", uid \"{id}\")"
         ))
         .await;
         let csv = dir.file(
             "first.csv",
-            "name,mac,mac8\nStraße,08:00:2b:01:02:03,08:00:2b:01:02:03\n",
+            "name,mac,mac8,email,uid\nStraße,08:00:2b:01:02:03,08:00:2b:01:02:03,\
+             Ann@Example.org,A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11\n",
         );
         import(&db, &csv, &table).execute().await.unwrap();
         for (key, value) in [
             ("name", "STRAßE"),
             ("mac", "0800.2B01.0203"),
             ("mac8", "08002bfffe010203"),
+            // Domains compare as their base types.
+            ("email", "ann@EXAMPLE.org"),
+            ("uid", "{a0eebc999c0b4ef8bb6d6bb9bd380a11}"),
         ] {
             assert_key_exists(&db, &dir, &table, key, value).await;
         }
@@ -226,7 +237,10 @@ async fn postgres_citext_and_macaddr_keys() {
             vec![vec![s("Straße")]],
             "written as it was"
         );
-        db.exec(&format!("DROP TABLE \"{table}\"")).await;
+        db.exec(&format!(
+            "DROP TABLE \"{table}\"; DROP DOMAIN \"{email}\"; DROP DOMAIN \"{id}\""
+        ))
+        .await;
     })
     .await;
 }

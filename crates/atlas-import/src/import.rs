@@ -725,29 +725,34 @@ impl ImportBuilder {
                             crate::db::DbKind::MySql => "json",
                             crate::db::DbKind::Sqlite => "TEXT",
                         };
+                        // Compared as written until the table exists: MySQL
+                        // normalizes a JSON column, MariaDB keeps its text;
+                        // the described table says which.
+                        let text_form = match kind {
+                            crate::db::DbKind::MySql => Some(TextForm::Json),
+                            _ => TextForm::of(kind, sql_type),
+                        };
+                        let data_type = datafusion::arrow::datatypes::DataType::Utf8;
                         return TargetColumn {
                             name,
                             sql_type: sql_type.to_string(),
-                            data_type: datafusion::arrow::datatypes::DataType::Utf8,
+                            key_form: KeyForm::of(kind, sql_type, text_form, &data_type),
+                            data_type,
                             nullable: true,
                             has_default: false,
                             max_chars: None,
-                            // Compared as written until the table exists:
-                            // MySQL normalizes a JSON column, MariaDB keeps
-                            // its text; the described table says which.
-                            text_form: match kind {
-                                crate::db::DbKind::MySql => Some(TextForm::Json),
-                                _ => TextForm::of(kind, sql_type),
-                            },
+                            text_form,
                         };
                     }
                     // Where the database cannot hold a type exactly (SQLite
                     // and wide decimals), the column is made to hold its text.
                     let data_type = self.db.new_column_type(&s.data_type);
                     let sql_type = self.db.sql_type_for(&data_type);
+                    let text_form = TextForm::of(kind, &sql_type);
                     TargetColumn {
                         name,
-                        text_form: TextForm::of(kind, &sql_type),
+                        key_form: KeyForm::of(kind, &sql_type, text_form, &data_type),
+                        text_form,
                         sql_type,
                         data_type,
                         nullable: true,
@@ -1495,8 +1500,8 @@ impl TableKeyLoader {
         let (sender, receiver) = std::sync::mpsc::sync_channel::<RecordBatch>(KEY_SCAN_QUEUE);
         let table = self.table.key();
         let columns = self.key_columns.clone();
-        let encoder = KeyEncoder::new((0..columns.len()).collect())
-            .with_forms(KeyForm::of_columns(self.db.kind(), &columns));
+        let encoder =
+            KeyEncoder::new((0..columns.len()).collect()).with_forms(KeyForm::of_columns(&columns));
         let hasher = hasher.clone();
         let builder = tokio::task::spawn_blocking(move || {
             fingerprint_existing_keys(&table, &columns, &encoder, &hasher, receiver)

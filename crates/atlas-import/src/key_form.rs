@@ -67,17 +67,23 @@ pub enum ValueForm {
 }
 
 impl KeyForm {
-    /// The key form of `column`, or `None` where its values compare as they
-    /// are held.
-    pub fn of(kind: DbKind, column: &TargetColumn) -> Option<Self> {
-        if column.data_type != DataType::Utf8 {
+    /// The key form of a column on `kind` of type `sql_type` (for a
+    /// PostgreSQL domain, its base type) read as `text_form` into
+    /// `data_type`, or `None` where its values compare as they are held.
+    pub fn of(
+        kind: DbKind,
+        sql_type: &str,
+        text_form: Option<TextForm>,
+        data_type: &DataType,
+    ) -> Option<Self> {
+        if *data_type != DataType::Utf8 {
             return None;
         }
-        match column.text_form {
+        match text_form {
             Some(TextForm::Numeric) => Some(KeyForm::Value(ValueForm::Numeric)),
             Some(TextForm::Jsonb) => Some(KeyForm::Value(ValueForm::Jsonb)),
             Some(TextForm::PgArray) => {
-                let element = column.sql_type.split('[').next().unwrap_or_default();
+                let element = sql_type.split('[').next().unwrap_or_default();
                 match ValueForm::of_postgres(element.trim()) {
                     ValueForm::AsWritten => None,
                     form => Some(KeyForm::Array(form)),
@@ -85,7 +91,7 @@ impl KeyForm {
             }
             Some(_) => None,
             // PostgreSQL's types held as text without a text form.
-            None if kind == DbKind::Postgres => match ValueForm::of_postgres(&column.sql_type) {
+            None if kind == DbKind::Postgres => match ValueForm::of_postgres(sql_type) {
                 form @ (ValueForm::Interval
                 | ValueForm::Inet
                 | ValueForm::MacAddr
@@ -97,12 +103,11 @@ impl KeyForm {
         }
     }
 
-    /// The key forms of `columns` of a table on `kind`.
+    /// The key forms of `columns`.
     pub fn of_columns<'a>(
-        kind: DbKind,
         columns: impl IntoIterator<Item = &'a TargetColumn>,
     ) -> Vec<Option<Self>> {
-        columns.into_iter().map(|c| Self::of(kind, c)).collect()
+        columns.into_iter().map(|c| c.key_form).collect()
     }
 
     /// The key text of every value of `array` (text; anything else is
@@ -716,47 +721,40 @@ mod tests {
 
     #[test]
     fn forms_follow_the_column_type() {
-        let column = |sql_type: &str, text_form: Option<TextForm>| TargetColumn {
-            name: "c".into(),
-            sql_type: sql_type.into(),
-            data_type: DataType::Utf8,
-            nullable: true,
-            has_default: false,
-            max_chars: None,
-            text_form,
+        let pg = |sql_type: &str, text_form: Option<TextForm>| {
+            KeyForm::of(DbKind::Postgres, sql_type, text_form, &DataType::Utf8)
         };
-        let cases = [
-            (
-                column("interval", None),
-                Some(KeyForm::Value(ValueForm::Interval)),
-            ),
-            (
-                column("citext", None),
-                Some(KeyForm::Value(ValueForm::CaseInsensitive)),
-            ),
-            (column("text", None), None),
-            (
-                column("numeric", Some(TextForm::Numeric)),
-                Some(KeyForm::Value(ValueForm::Numeric)),
-            ),
-            (
-                column("integer[]", Some(TextForm::PgArray)),
-                Some(KeyForm::Array(ValueForm::Integer)),
-            ),
-            (column("text[]", Some(TextForm::PgArray)), None),
-            (column("uuid", Some(TextForm::Uuid)), None),
-        ];
-        for (column, form) in cases {
-            assert_eq!(
-                KeyForm::of(DbKind::Postgres, &column),
-                form,
-                "{}",
-                column.sql_type
-            );
-        }
+        assert_eq!(
+            pg("interval", None),
+            Some(KeyForm::Value(ValueForm::Interval))
+        );
+        assert_eq!(
+            pg("citext", None),
+            Some(KeyForm::Value(ValueForm::CaseInsensitive))
+        );
+        assert_eq!(pg("text", None), None);
+        assert_eq!(
+            pg("numeric", Some(TextForm::Numeric)),
+            Some(KeyForm::Value(ValueForm::Numeric))
+        );
+        assert_eq!(
+            pg("integer[]", Some(TextForm::PgArray)),
+            Some(KeyForm::Array(ValueForm::Integer))
+        );
+        assert_eq!(pg("text[]", Some(TextForm::PgArray)), None);
+        assert_eq!(pg("uuid", Some(TextForm::Uuid)), None);
         // SQLite and MySQL compare such names as text.
-        let citext = column("citext", None);
-        assert_eq!(KeyForm::of(DbKind::Sqlite, &citext), None);
-        assert_eq!(KeyForm::of(DbKind::MySql, &citext), None);
+        for kind in [DbKind::Sqlite, DbKind::MySql] {
+            assert_eq!(KeyForm::of(kind, "citext", None, &DataType::Utf8), None);
+        }
+        assert_eq!(
+            KeyForm::of(
+                DbKind::MySql,
+                "json",
+                Some(TextForm::Jsonb),
+                &DataType::Utf8
+            ),
+            Some(KeyForm::Value(ValueForm::Jsonb))
+        );
     }
 }

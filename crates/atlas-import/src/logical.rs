@@ -236,7 +236,6 @@ pub fn plan_operators(
             Arc::clone(&spec.metrics),
         )?
         .with_key_forms(KeyForm::of_columns(
-            spec.db_kind,
             spec.key_columns.iter().map(|&i| &columns[i]),
         ))?
         .with_report_duplicates(spec.dry_run),

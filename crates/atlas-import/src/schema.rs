@@ -21,6 +21,9 @@ pub struct TargetColumn {
     /// How the column's type reads text, where it gives text a syntax and a
     /// canonical form (uuid, jsonb, SQLite's NUMERIC, ...).
     pub text_form: Option<crate::typed_text::TextForm>,
+    /// How the column's keys compare where the database's equality is looser
+    /// than the text it stores (unconstrained numeric, jsonb, interval...).
+    pub key_form: Option<crate::key_form::KeyForm>,
 }
 
 /// The target table: its name and columns in catalog order.

@@ -372,6 +372,7 @@ mod tests {
             has_default: false,
             max_chars: None,
             text_form: crate::typed_text::TextForm::of(crate::db::DbKind::Postgres, sql_type),
+            key_form: None,
         }
     }
 

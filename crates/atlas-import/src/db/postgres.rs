@@ -20,6 +20,7 @@ use super::{
     TableStats, column_list, create_table_sql, mask_password,
 };
 use crate::error::{AtlasError, Result};
+use crate::key_form::KeyForm;
 use crate::names::TableRef;
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
 use crate::typed_text::TextForm;
@@ -132,7 +133,8 @@ async fn describe(conn: &mut PgConnection, table: &TableRef) -> Result<Option<Ta
                      WHEN b.typtype = 'e' THEN 'enum'
                      ELSE b.typname::text END,
                 a.attnotnull, (a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> ''),
-                CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END
+                CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END,
+                format_type(b.oid, CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END)
          FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
          JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
          WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
@@ -154,11 +156,16 @@ async fn describe(conn: &mut PgConnection, table: &TableRef) -> Result<Option<Ta
             let max_chars = (matches!(type_name.as_str(), "varchar" | "bpchar") && typmod > 4)
                 .then(|| (typmod - 4) as usize);
             let sql_type: String = row.get(1);
+            // A domain reads and compares text as its base type does.
+            let base_type: String = row.get(6);
+            let data_type = data_type_for(&type_name, typmod);
+            let text_form = TextForm::of(DbKind::Postgres, &base_type);
             TargetColumn {
                 name: row.get(0),
-                text_form: TextForm::of(DbKind::Postgres, &sql_type),
+                key_form: KeyForm::of(DbKind::Postgres, &base_type, text_form, &data_type),
+                text_form,
                 sql_type,
-                data_type: data_type_for(&type_name, typmod),
+                data_type,
                 nullable: !not_null,
                 has_default: row.get(4),
                 max_chars,

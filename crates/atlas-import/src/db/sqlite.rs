@@ -125,6 +125,8 @@ async fn describe(conn: &mut SqliteConnection, table: &TableRef) -> Result<Optio
                 name: row.get(0),
                 data_type: data_type_for(&declared),
                 text_form: TextForm::of(DbKind::Sqlite, &declared),
+                // SQLite compares the values it stores, as held here.
+                key_form: None,
                 sql_type: declared,
                 nullable: not_null == 0,
                 has_default: has_default || rowid_alias,

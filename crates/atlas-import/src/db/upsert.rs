@@ -84,6 +84,7 @@ impl UpsertStatements {
             has_default: false,
             max_chars: None,
             text_form: None,
+            key_form: None,
         };
         let mut columns = self.columns.clone();
         columns.push(extra(STAGE_ROW, "bigint", DataType::Int64));
@@ -295,6 +296,7 @@ mod tests {
             has_default: false,
             max_chars: None,
             text_form: None,
+            key_form: None,
         }
     }
 

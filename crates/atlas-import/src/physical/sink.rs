@@ -348,7 +348,6 @@ impl ImportSink {
             tx.execute(sql).await?;
         }
         let key = KeyEncoder::new(self.key_columns.clone()).with_forms(KeyForm::of_columns(
-            self.db_kind,
             self.key_columns.iter().map(|&i| &self.columns[i]),
         ));
         let mut staging = Staging::new(key, self.columns.len());

@@ -29,6 +29,7 @@ use super::{
     mask_password, quote_ident,
 };
 use crate::error::{AtlasError, Result};
+use crate::key_form::KeyForm;
 use crate::names::TableRef;
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
 use crate::typed_text::TextForm;
@@ -200,15 +201,18 @@ async fn describe(conn: &mut Conn, table: &TableRef) -> Result<Option<TargetTabl
         .into_iter()
         .map(
             |(name, data_type, column_type, nullable, has_default, precision, scale, max_chars)| {
+                let data_type = data_type_for(
+                    &data_type.to_ascii_lowercase(),
+                    &column_type.to_ascii_lowercase(),
+                    precision,
+                    scale,
+                );
+                let text_form = TextForm::of(DbKind::MySql, &column_type);
                 TargetColumn {
                     name,
-                    data_type: data_type_for(
-                        &data_type.to_ascii_lowercase(),
-                        &column_type.to_ascii_lowercase(),
-                        precision,
-                        scale,
-                    ),
-                    text_form: TextForm::of(DbKind::MySql, &column_type),
+                    key_form: KeyForm::of(DbKind::MySql, &column_type, text_form, &data_type),
+                    data_type,
+                    text_form,
                     sql_type: column_type,
                     nullable: nullable != 0,
                     has_default: has_default != 0,
