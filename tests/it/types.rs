@@ -109,6 +109,24 @@ async fn assert_key_exists(db: &TestDb, dir: &TempDir, table: &str, key: &str, v
     );
 }
 
+/// Imports `path` into `table` under `--key key --on-duplicate skip`
+/// (again, if it was imported before): (inserted, skipped).
+async fn import_skipping(
+    db: &TestDb,
+    path: &std::path::Path,
+    table: &str,
+    key: &str,
+) -> (u64, u64) {
+    let report = import(db, path, table)
+        .with_key([key])
+        .with_on_duplicate(OnDuplicate::Skip)
+        .with_force(true)
+        .execute()
+        .await
+        .unwrap();
+    (report.inserted, report.skipped)
+}
+
 /// A uuid in another spelling and a jsonb with its keys in another order
 /// are the values already there: duplicates, under both key strategies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,35 +161,17 @@ async fn postgres_types_compare_as_the_database_does() {
                 ("net", "0::0/0"),
             ] {
                 assert_key_exists(&db, &dir, &table, key, value).await;
-                let csv = format!("{key}\n{value}\n");
-                let report = import(&db, &dir.file(&format!("skip_{key}.csv"), &csv), &table)
-                    .with_key([key])
-                    .with_on_duplicate(OnDuplicate::Skip)
-                    .with_force(true)
-                    .execute()
-                    .await
-                    .unwrap();
-                assert_eq!((report.inserted, report.skipped), (0, 1), "{strategy:?} {key}");
+                let csv = dir.file(&format!("skip_{key}.csv"), &format!("{key}\n{value}\n"));
+                let counts = import_skipping(&db, &csv, &table, key).await;
+                assert_eq!(counts, (0, 1), "{strategy:?} {key}");
             }
             // Within the file too, whichever partition each spelling reaches;
             // the first is kept as written.
             let csv = dir.file("in_file.csv", "amount,dur\n7.50,1 day\n7.5,24:00:00\n");
-            let report = import(&db, &csv, &table)
-                .with_key(["amount"])
-                .with_on_duplicate(OnDuplicate::Skip)
-                .with_force(true)
-                .execute()
-                .await
-                .unwrap();
-            assert_eq!((report.inserted, report.skipped), (1, 1), "{strategy:?}");
-            let report = import(&db, &csv, &table)
-                .with_key(["dur"])
-                .with_on_duplicate(OnDuplicate::Skip)
-                .with_force(true)
-                .execute()
-                .await
-                .unwrap();
-            assert_eq!((report.inserted, report.skipped), (0, 2), "{strategy:?}");
+            let counts = import_skipping(&db, &csv, &table, "amount").await;
+            assert_eq!(counts, (1, 1), "{strategy:?}");
+            let counts = import_skipping(&db, &csv, &table, "dur").await;
+            assert_eq!(counts, (0, 2), "{strategy:?}");
             assert_eq!(
                 db.rows(&table, &["amount", "dur"])
                     .await
