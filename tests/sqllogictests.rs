@@ -89,7 +89,7 @@ impl sqllogictest::AsyncDB for AtlasDb {
         };
         let rows = match last {
             StatementOutcome::Import(r) => vec![vec![
-                r.status,
+                r.status.to_string(),
                 r.inserted.to_string(),
                 r.skipped.to_string(),
                 r.duplicates_existing.to_string(),

@@ -1,4 +1,4 @@
-//! The rest of DESIGN §2 (the breadth issue): upsert, bad-value policies,
+//! The rest of docs/ARCHITECTURE.md §2: upsert, bad-value policies,
 //! `import_history`, file-level skip, CREATE TABLE NEVER and table fit, on
 //! SQLite, PostgreSQL and MariaDB.
 

@@ -1,4 +1,4 @@
-//! DESIGN §2 under load and faults, through the real binary: concurrent
+//! docs/ARCHITECTURE.md §2 under load and faults, through the real binary: concurrent
 //! imports of overlapping files, a killed connection, a killed process,
 //! Ctrl-C, and a source cut short.
 

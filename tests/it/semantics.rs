@@ -1,4 +1,4 @@
-//! One test per promise of DESIGN §2 in the foundation issue, on SQLite,
+//! One test per promise of docs/ARCHITECTURE.md §2, on SQLite,
 //! PostgreSQL and MariaDB (each `name::sqlite` / `::postgres` / `::mysql`).
 
 use std::sync::Arc;

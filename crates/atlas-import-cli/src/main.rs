@@ -12,8 +12,8 @@ use atlas_import::mapping::ServiceMapping;
 use atlas_import::script::{StatementOutcome, run_script};
 use atlas_import::{
     AtlasError, CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, ErrorClass, FilePolicy,
-    ImportBuilder, ImportMetrics, ImportReport, OnBadValue, OnDuplicate, SourceOptions,
-    build_report, db, parse_memory_size,
+    ImportBuilder, ImportMetrics, ImportReport, ImportStatus, OnBadValue, OnDuplicate,
+    SourceOptions, build_report, db, parse_memory_size,
 };
 use clap::{Parser, Subcommand, ValueEnum};
 use datafusion::arrow::util::pretty::pretty_format_batches;
@@ -217,7 +217,7 @@ struct ImportArgs {
     memory_limit: Option<String>,
 }
 
-/// Exit codes (DESIGN §3), mapped in one place.
+/// Exit codes (docs/ARCHITECTURE.md §3), mapped in one place.
 fn exit_code(class: ErrorClass) -> u8 {
     match class {
         ErrorClass::Usage => 2,
@@ -332,7 +332,7 @@ async fn import(args: ImportArgs, verbosity: Verbosity) -> ExitCode {
             if args.json {
                 let report = build_report(
                     &metrics,
-                    status_name(class),
+                    ImportStatus::of_error(&err),
                     args.table.as_deref().unwrap_or_default(),
                     &args.file.display().to_string(),
                     args.chunk_rows,
@@ -345,7 +345,15 @@ async fn import(args: ImportArgs, verbosity: Verbosity) -> ExitCode {
                     false,
                     Some(err.to_string()),
                 );
-                print_json(&report);
+                // A failed import's JSON names the error's class, as the
+                // exit code does.
+                match serde_json::to_value(&report) {
+                    Ok(mut json) => {
+                        json["status"] = status_name(class).into();
+                        println!("{json}");
+                    }
+                    Err(e) => eprintln!("error: cannot render the report as JSON: {e}"),
+                }
             }
             eprintln!("error: {err}");
             ExitCode::from(exit_code(class))
@@ -526,7 +534,7 @@ fn print_report(report: &ImportReport, json: bool) {
         print_json(report);
         return;
     }
-    if report.status == "skipped_file" {
+    if report.status == ImportStatus::SkippedFile {
         println!(
             "Skipped {}: it was already imported into '{}' (ON DUPLICATE FILE SKIP), nothing written",
             report.source, report.table

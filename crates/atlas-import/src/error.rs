@@ -115,6 +115,11 @@ pub enum AtlasError {
     #[error("{0}")]
     ResourcesExhausted(String),
 
+    /// atlas-import itself failed (a state it should never reach): not the
+    /// request's fault, so not a usage error.
+    #[error("internal error: {0}")]
+    Internal(String),
+
     /// Any other DataFusion error.
     #[error(transparent)]
     DataFusion(Arc<DataFusionError>),
@@ -178,6 +183,7 @@ impl AtlasError {
             AtlasError::Database { .. } => ErrorClass::Database,
             AtlasError::Io { .. }
             | AtlasError::ResourcesExhausted(_)
+            | AtlasError::Internal(_)
             | AtlasError::DataFusion(_) => ErrorClass::Other,
         }
     }
@@ -212,6 +218,12 @@ impl AtlasError {
             },
             _ => AtlasError::from_datafusion(err),
         }
+    }
+}
+
+impl From<datafusion::arrow::error::ArrowError> for AtlasError {
+    fn from(err: datafusion::arrow::error::ArrowError) -> Self {
+        AtlasError::from_datafusion(err.into())
     }
 }
 

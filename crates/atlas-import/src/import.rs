@@ -30,7 +30,7 @@ use crate::options::{
 };
 use crate::physical::{BadValues, ExistingKeyLoader, ExistingKeys, ImportSession, Opened};
 use crate::reject::RejectWriter;
-use crate::report::{ImportMetrics, ImportReport, Phase};
+use crate::report::{ImportMetrics, ImportReport, ImportStatus, Phase};
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable, is_reader_column};
 use crate::source::{Compression, FileSource, LocatedFiles, SourceFormat, SourceOptions, locate};
 use crate::typed_text::TextForm;
@@ -567,7 +567,7 @@ impl ImportBuilder {
                     Arc::clone(&out_schema),
                     indices.iter().map(|&i| Arc::clone(b.column(i))).collect(),
                 )
-                .map_err(|e| AtlasError::from_datafusion(e.into()))
+                .map_err(AtlasError::from)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok((out_schema, batches))
@@ -796,7 +796,8 @@ impl ImportBuilder {
             table_name: self.table.key(),
             key_columns: self.key.as_ref().map(|k| k.join(",")).unwrap_or_default(),
             on_duplicate: self.on_duplicate.to_string(),
-            status: String::new(),
+            // Until it ends.
+            status: ImportStatus::Failed,
             rows_read: 0,
             inserted: 0,
             updated: 0,
@@ -835,23 +836,20 @@ impl ImportBuilder {
             other => other,
         });
         let ended = match &result {
-            Ok((report, _)) if report.status == "committed" => None,
-            Ok((report, _)) => Some((report.status.clone(), report.file_hash.clone(), None)),
+            Ok((report, _)) if report.status.committed() => None,
+            Ok((report, _)) => Some((report.status, report.file_hash.clone(), None)),
             Err(e) => {
-                let (status, hash) = match e {
-                    AtlasError::Duplicates(_) => ("refused_duplicates", None),
-                    AtlasError::AlreadyImported { file_hash, .. } => {
-                        ("refused_file", Some(file_hash.clone()))
-                    }
-                    _ => ("failed", None),
+                let hash = match e {
+                    AtlasError::AlreadyImported { file_hash, .. } => Some(file_hash.clone()),
+                    _ => None,
                 };
-                Some((status.to_string(), hash, Some(e.to_string())))
+                Some((ImportStatus::of_error(e), hash, Some(e.to_string())))
             }
         };
         if let Some((status, file_hash, error)) = ended {
             let entry = HistoryEntry {
                 file_hash: file_hash.or(history.file_hash.clone()),
-                ..history.finish(&metrics, &status, error)
+                ..history.finish(&metrics, status, error)
             };
             let recorded = async {
                 db.ensure_metadata().await?;
@@ -980,7 +978,7 @@ impl ImportBuilder {
         let m = &self.metrics;
         let report = build_report(
             &self.metrics,
-            "committed",
+            ImportStatus::Committed,
             &self.table.key(),
             &source.name,
             self.chunk_rows,
@@ -1015,7 +1013,7 @@ impl ImportBuilder {
             );
             return Ok(build_report(
                 &self.metrics,
-                "skipped_file",
+                ImportStatus::SkippedFile,
                 &self.table.key(),
                 source,
                 self.chunk_rows,
@@ -1406,7 +1404,7 @@ fn resolve_key(
 #[allow(clippy::too_many_arguments)]
 pub fn build_report(
     metrics: &ImportMetrics,
-    status: &str,
+    status: ImportStatus,
     table: &str,
     source: &str,
     chunk_rows: usize,
@@ -1418,22 +1416,14 @@ pub fn build_report(
 ) -> ImportReport {
     let duplicates = metrics.duplicate_report();
     let rows_read = ImportMetrics::get(&metrics.rows_read);
-    let committed = status == "committed";
+    let (inserted, updated) = metrics.written(status);
     ImportReport {
-        status: status.to_string(),
+        status,
         table: table.to_string(),
         source: source.to_string(),
         rows_read,
-        inserted: if committed {
-            ImportMetrics::get(&metrics.inserted)
-        } else {
-            0
-        },
-        updated: if committed {
-            ImportMetrics::get(&metrics.updated)
-        } else {
-            0
-        },
+        inserted,
+        updated,
         skipped: ImportMetrics::get(&metrics.skipped),
         duplicates_existing: duplicates.existing,
         duplicates_in_file: duplicates.in_file,
@@ -1600,8 +1590,7 @@ fn fingerprint_existing_keys(
             }
             typed.push(coerce_column(batch.column(i), column).map_err(|f| bad(f.value))?);
         }
-        let batch = RecordBatch::try_new(Arc::clone(&schema), typed)
-            .map_err(|e| AtlasError::from_datafusion(e.into()))?;
+        let batch = RecordBatch::try_new(Arc::clone(&schema), typed).map_err(AtlasError::from)?;
         encoder.encode(&batch, &mut keys)?;
         hasher.fingerprints(&keys, &mut fingerprints);
         for &fingerprint in &fingerprints {

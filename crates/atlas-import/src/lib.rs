@@ -13,7 +13,7 @@
 //! ```
 //!
 //! Start with [`ImportBuilder`]; the operators in [`physical`] are public for
-//! hand-built plans. The contract is `DESIGN.md`.
+//! hand-built plans. How the parts fit: `docs/ARCHITECTURE.md`.
 
 pub mod coerce;
 pub mod db;
@@ -44,5 +44,5 @@ pub use options::{
     BinaryText, CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, FilePolicy, Inference,
     KeyStrategy, OnBadValue, OnDuplicate, parse_memory_size,
 };
-pub use report::{DuplicateReport, ImportMetrics, ImportReport, Phase};
+pub use report::{DuplicateReport, ImportMetrics, ImportReport, ImportStatus, Phase};
 pub use source::{Compression, CsvDialect, FileSource, SourceFormat, SourceOptions};

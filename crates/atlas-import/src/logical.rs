@@ -1,4 +1,4 @@
-//! The logical side of an import (DESIGN §1): [`ImportNode`], a
+//! The logical side of an import (docs/ARCHITECTURE.md §1): [`ImportNode`], a
 //! `UserDefinedLogicalNode` over any source plan, and [`ImportPlanner`], the
 //! `ExtensionPlanner` that turns it into the operators:
 //!

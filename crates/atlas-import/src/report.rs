@@ -364,18 +364,78 @@ impl ImportMetrics {
             .collect()
     }
 
+    /// Rows inserted and rows updated by an import that ended as `status`:
+    /// none unless it committed.
+    pub fn written(&self, status: ImportStatus) -> (u64, u64) {
+        if status.committed() {
+            (Self::get(&self.inserted), Self::get(&self.updated))
+        } else {
+            (0, 0)
+        }
+    }
+
     /// Reads a counter.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
 }
 
+/// How an import ended, as reports and `import_history` name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportStatus {
+    /// The rows are in the table.
+    Committed,
+    /// The file was already imported and the policy was to skip it: nothing
+    /// read or written.
+    SkippedFile,
+    /// Refused for duplicates (`ON DUPLICATE ERROR`): nothing written.
+    RefusedDuplicates,
+    /// Refused because the file was already imported: nothing written.
+    RefusedFile,
+    /// Any other failure: nothing written.
+    Failed,
+}
+
+impl ImportStatus {
+    /// The name reports, `--json` and `import_history` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImportStatus::Committed => "committed",
+            ImportStatus::SkippedFile => "skipped_file",
+            ImportStatus::RefusedDuplicates => "refused_duplicates",
+            ImportStatus::RefusedFile => "refused_file",
+            ImportStatus::Failed => "failed",
+        }
+    }
+
+    /// The status of an import that failed with `error`.
+    pub fn of_error(error: &crate::error::AtlasError) -> Self {
+        match error {
+            crate::error::AtlasError::Duplicates(_) => ImportStatus::RefusedDuplicates,
+            crate::error::AtlasError::AlreadyImported { .. } => ImportStatus::RefusedFile,
+            _ => ImportStatus::Failed,
+        }
+    }
+
+    /// Whether the import's rows are in the table: only then do its rows
+    /// count as inserted or updated.
+    pub fn committed(self) -> bool {
+        self == ImportStatus::Committed
+    }
+}
+
+impl fmt::Display for ImportStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The outcome of an import, as `--json` prints it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ImportReport {
-    /// `committed`, `skipped_file` (already imported, nothing written), or the
-    /// error class of a refused import.
-    pub status: String,
+    /// How the import ended.
+    pub status: ImportStatus,
     /// Target table.
     pub table: String,
     /// Source path or description.

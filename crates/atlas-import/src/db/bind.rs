@@ -32,7 +32,7 @@ pub(crate) enum BindColumn {
 
 impl BindColumn {
     pub(crate) fn prepare(array: &ArrayRef, decimals: DecimalBinding) -> Result<Self> {
-        let to = |dt: &DataType| cast(array, dt).map_err(|e| AtlasError::from_datafusion(e.into()));
+        let to = |dt: &DataType| cast(array, dt).map_err(AtlasError::from);
         Ok(match array.data_type() {
             DataType::Boolean
             | DataType::Int8
@@ -96,8 +96,8 @@ impl BindColumn {
 /// SQLite's date functions and MySQL's DATETIME read (chrono's `%.f`: the
 /// fraction in 3 or 6 digits, none when zero).
 fn format_timestamps(array: &ArrayRef) -> Result<ArrayRef> {
-    let micros = cast(array, &DataType::Timestamp(TimeUnit::Microsecond, None))
-        .map_err(|e| AtlasError::from_datafusion(e.into()))?;
+    let micros =
+        cast(array, &DataType::Timestamp(TimeUnit::Microsecond, None)).map_err(AtlasError::from)?;
     let micros = micros.as_primitive::<TimestampMicrosecondType>();
     let mut out = StringBuilder::with_capacity(micros.len(), micros.len() * 26);
     let mut text = String::with_capacity(32);
@@ -143,7 +143,7 @@ fn format_timestamps(array: &ArrayRef) -> Result<ArrayRef> {
 
 /// Dates as `YYYY-MM-DD`.
 fn format_dates(array: &ArrayRef) -> Result<ArrayRef> {
-    let days = cast(array, &DataType::Date32).map_err(|e| AtlasError::from_datafusion(e.into()))?;
+    let days = cast(array, &DataType::Date32).map_err(AtlasError::from)?;
     let days = days.as_primitive::<datafusion::arrow::datatypes::Date32Type>();
     let mut out = StringBuilder::with_capacity(days.len(), days.len() * 10);
     let mut text = String::with_capacity(16);

@@ -1,4 +1,4 @@
-//! Database adapters: one per database behind one pair of traits (DESIGN §4).
+//! Database adapters: one per database behind one pair of traits (docs/ARCHITECTURE.md §4).
 //!
 //! [`Database`] is the connection pool: catalog lookups and opening the import
 //! transaction. [`ImportTransaction`] is the one transaction an import runs in:
@@ -107,8 +107,8 @@ pub struct HistoryEntry {
     pub key_columns: String,
     /// `error`, `skip` or `update`.
     pub on_duplicate: String,
-    /// `committed`, `skipped_file`, `refused_duplicates`, `refused_file`, `failed`.
-    pub status: String,
+    /// How the import ended.
+    pub status: crate::report::ImportStatus,
     /// Source rows read.
     pub rows_read: u64,
     /// Rows inserted (0 unless committed).
@@ -133,26 +133,18 @@ impl HistoryEntry {
     pub fn finish(
         &self,
         metrics: &crate::report::ImportMetrics,
-        status: &str,
+        status: crate::report::ImportStatus,
         error: Option<String>,
     ) -> HistoryEntry {
         use crate::report::ImportMetrics as M;
-        let committed = status == "committed";
         let duplicates = metrics.duplicate_report();
+        let (inserted, updated) = metrics.written(status);
         HistoryEntry {
             finished_at: chrono::Utc::now(),
-            status: status.to_string(),
+            status,
             rows_read: M::get(&metrics.rows_read),
-            inserted: if committed {
-                M::get(&metrics.inserted)
-            } else {
-                0
-            },
-            updated: if committed {
-                M::get(&metrics.updated)
-            } else {
-                0
-            },
+            inserted,
+            updated,
             skipped: M::get(&metrics.skipped),
             duplicates: duplicates.existing + duplicates.in_file,
             rejected: M::get(&metrics.rejected),
@@ -212,9 +204,9 @@ where
     Ok(found.is_some())
 }
 
-/// `CREATE TABLE IF NOT EXISTS import_history` with a database's types for
-/// the identity key, timestamps and counts (DESIGN §2 plus `updated`,
-/// `file_hash` and `error`).
+/// `CREATE TABLE IF NOT EXISTS import_history` (one row per import, as
+/// README.md's CLI section lists it) with a database's types for the
+/// identity key, timestamps and counts.
 pub(crate) fn create_import_history_sql(identity: &str, timestamp: &str, count: &str) -> String {
     format!(
         "CREATE TABLE IF NOT EXISTS import_history (
@@ -270,7 +262,7 @@ impl HistoryEntry {
             Text(Some(&self.table_name)),
             Text(Some(&self.key_columns)),
             Text(Some(&self.on_duplicate)),
-            Text(Some(&self.status)),
+            Text(Some(self.status.as_str())),
             count(self.rows_read),
             count(self.inserted),
             count(self.updated),
@@ -441,7 +433,7 @@ pub trait ImportTransaction: Send {
     /// The catalog's description of `table` as this transaction sees it.
     async fn describe_table(&mut self, table: &TableRef) -> Result<Option<TargetTable>>;
 
-    /// Serializes imports into `table` (DESIGN §2, Concurrency); called before
+    /// Serializes imports into `table` (docs/ARCHITECTURE.md §6); called before
     /// the table is described or created.
     async fn lock_table(&mut self, table: &TableRef) -> Result<()>;
 
@@ -570,8 +562,8 @@ impl TextBatcher {
                 .iter_mut()
                 .map(|b| Arc::new(b.finish()) as _)
                 .collect();
-            let batch = RecordBatch::try_new(Arc::clone(&self.schema), arrays)
-                .map_err(|e| AtlasError::from_datafusion(e.into()))?;
+            let batch =
+                RecordBatch::try_new(Arc::clone(&self.schema), arrays).map_err(AtlasError::from)?;
             self.rows = 0;
             on_batch(batch)?;
         }

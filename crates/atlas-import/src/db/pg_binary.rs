@@ -338,8 +338,7 @@ impl KeyDecoder {
             .iter_mut()
             .map(ColumnBuilder::finish)
             .collect();
-        RecordBatch::try_new(Arc::clone(&self.schema), arrays)
-            .map_err(|e| AtlasError::from_datafusion(e.into()))
+        RecordBatch::try_new(Arc::clone(&self.schema), arrays).map_err(AtlasError::from)
     }
 
     /// Ends the stream: the last rows go to `on_batch`; returns the rows read.

@@ -455,7 +455,7 @@ impl CopyEncoder {
 }
 
 fn encode_error(table: &str, e: pgpq::error::ErrorKind) -> AtlasError {
-    AtlasError::Usage(format!("cannot encode rows for COPY into '{table}': {e}"))
+    AtlasError::Internal(format!("cannot encode rows for COPY into '{table}': {e}"))
 }
 
 /// Streams the batches of `chunk` into `COPY table (columns) FROM STDIN`,
@@ -491,7 +491,7 @@ async fn copy_in(
     while let Some(batch) = chunk.next().await {
         let encoded = batch.and_then(|b| {
             let batch = RecordBatch::try_new(Arc::clone(&schema), b.columns().to_vec())
-                .map_err(|e| AtlasError::from_datafusion(e.into()))?;
+                .map_err(AtlasError::from)?;
             encoder.batch(&batch, &mut buf, &name)
         });
         if let Err(e) = encoded {

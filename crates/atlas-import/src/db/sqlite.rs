@@ -273,7 +273,7 @@ fn read_key_rows(
             Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
             arrays,
         )
-        .map_err(|e| AtlasError::from_datafusion(e.into()))?;
+        .map_err(AtlasError::from)?;
         Ok(batches.blocking_send(batch).is_ok())
     };
     while let Some(row) = rows.next().map_err(error)? {

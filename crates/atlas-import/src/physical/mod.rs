@@ -1,4 +1,4 @@
-//! The physical operators of an import plan (DESIGN §1):
+//! The physical operators of an import plan (docs/ARCHITECTURE.md §1):
 //!
 //! ```text
 //! DataSinkExec(ImportSink)                 1 partition: chunks, one transaction

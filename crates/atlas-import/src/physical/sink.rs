@@ -27,7 +27,7 @@ use crate::key::{EncodedKeys, Fingerprint, Fingerprints, KeyEncoder, KeyHasher};
 use crate::key_form::KeyForm;
 use crate::names::TableRef;
 use crate::options::OnDuplicate;
-use crate::report::ImportMetrics;
+use crate::report::{ImportMetrics, ImportStatus};
 use crate::schema::TargetColumn;
 
 /// An upsert's join reads the table first when it holds at most this many
@@ -83,7 +83,7 @@ impl TransactionSlot {
 
 /// The error when the transaction is gone (a plan built only to be explained).
 pub(crate) fn not_open() -> AtlasError {
-    AtlasError::Usage(
+    AtlasError::Internal(
         "the import transaction is not open (was the plan only meant to be explained?)".into(),
     )
 }
@@ -233,9 +233,7 @@ impl ImportSink {
                     .lock()
                     .expect("row runs lock")
                     .extend(source_rows.values());
-                let rows = batch
-                    .project(&width)
-                    .map_err(|e| AtlasError::from_datafusion(e.into()))?;
+                let rows = batch.project(&width).map_err(AtlasError::from)?;
                 return Ok(Some(rows));
             }
         }
@@ -486,7 +484,7 @@ impl ImportSink {
                 tx.record_file(&record).await?;
             }
             if let Some(template) = self.session.history() {
-                tx.record_history(&template.finish(metrics, "committed", None))
+                tx.record_history(&template.finish(metrics, ImportStatus::Committed, None))
                     .await?;
             }
             Ok(())
@@ -600,8 +598,7 @@ impl Staging {
         let mut fields: Vec<FieldRef> = rows.schema().fields()[..self.width].to_vec();
         fields.push(Arc::new(Field::new(STAGE_ROW, DataType::Int64, false)));
         fields.push(Arc::new(Field::new(STAGE_UPDATE, DataType::Boolean, false)));
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-            .map_err(|e| AtlasError::from_datafusion(e.into()))
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(AtlasError::from)
     }
 }
 

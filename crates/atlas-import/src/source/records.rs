@@ -128,8 +128,7 @@ impl TextRecords {
                 .map(|b| Arc::new(b.finish()) as _)
                 .collect();
             batches.push(
-                RecordBatch::try_new(Arc::clone(&schema), columns)
-                    .map_err(|e| AtlasError::from_datafusion(e.into()))?,
+                RecordBatch::try_new(Arc::clone(&schema), columns).map_err(AtlasError::from)?,
             );
         }
         Ok((schema, batches))

@@ -301,8 +301,7 @@ impl TextBatchBuilder {
         arrays.push(Arc::new(StringArray::from(std::mem::take(
             &mut self.errors,
         ))));
-        RecordBatch::try_new(Arc::clone(&self.schema), arrays)
-            .map_err(|e| AtlasError::from_datafusion(e.into()))
+        RecordBatch::try_new(Arc::clone(&self.schema), arrays).map_err(AtlasError::from)
     }
 
     /// A column whose bytes are not all UTF-8: the bad values become their
