@@ -145,7 +145,18 @@ impl DuplicateCheckExec {
             report_duplicates: false,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
-        })
+        }
+        .with_output_properties())
+    }
+
+    /// The plan properties of the output schema (one column more under `ON
+    /// DUPLICATE UPDATE` and in a dry run than the input).
+    fn with_output_properties(mut self) -> Self {
+        self.properties = source_ordered_properties(
+            self.output_schema(),
+            self.input.output_partitioning().clone(),
+        );
+        self
     }
 
     /// Compares key column `i` in `forms[i]` where it is given: the
@@ -172,11 +183,7 @@ impl DuplicateCheckExec {
     /// in the import), placed before the source row number.
     pub fn with_report_duplicates(mut self, report: bool) -> Self {
         self.report_duplicates = report;
-        self.properties = source_ordered_properties(
-            self.output_schema(),
-            self.input.output_partitioning().clone(),
-        );
-        self
+        self.with_output_properties()
     }
 
     fn output_schema(&self) -> SchemaRef {
@@ -353,3 +360,6 @@ impl ExecutionPlan for DuplicateCheckExec {
         Some(self.metrics.clone_inner())
     }
 }
+
+#[cfg(test)]
+mod tests;
