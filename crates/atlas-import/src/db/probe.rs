@@ -36,10 +36,16 @@ pub(crate) fn filterable(column: &TargetColumn) -> bool {
         ))
         && column.sql_type != "json"
         && !column.sql_type.ends_with("[]")
-        // SQLite would read the literals as numbers by its own rounding.
+        // The same for a domain over either (its text form is its base
+        // type's); SQLite would read the literals as numbers by its own
+        // rounding.
         && !matches!(
             column.text_form,
-            Some(crate::typed_text::TextForm::SqliteNumeric { .. })
+            Some(
+                crate::typed_text::TextForm::Json
+                    | crate::typed_text::TextForm::PgArray
+                    | crate::typed_text::TextForm::SqliteNumeric { .. }
+            )
         )
 }
 
