@@ -141,7 +141,7 @@ impl CoerceExec {
 }
 
 impl DisplayAs for CoerceExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let casts = self
             .mapping
             .iter()
@@ -155,15 +155,28 @@ impl DisplayAs for CoerceExec {
             })
             .collect::<Vec<_>>()
             .join(", ");
+        let on_bad_value = match &self.bad_values {
+            BadValues::Error => None,
+            BadValues::Null => Some("null".to_string()),
+            BadValues::Reject(w) => Some(format!("reject to {}", w.path().display())),
+        };
+        if t == DisplayFormatType::TreeRender {
+            // One `key=value` a line; the box shows the operator's name.
+            writeln!(f, "source={}", self.source_name)?;
+            writeln!(f, "casts={casts}")?;
+            if let Some(policy) = on_bad_value {
+                writeln!(f, "on_bad_value={policy}")?;
+            }
+            return Ok(());
+        }
         write!(
             f,
             "CoerceExec: source={}, casts=[{casts}]",
             self.source_name
         )?;
-        match &self.bad_values {
-            BadValues::Error => Ok(()),
-            BadValues::Null => write!(f, ", on_bad_value=null"),
-            BadValues::Reject(w) => write!(f, ", on_bad_value=reject to {}", w.path().display()),
+        match on_bad_value {
+            None => Ok(()),
+            Some(policy) => write!(f, ", on_bad_value={policy}"),
         }
     }
 }

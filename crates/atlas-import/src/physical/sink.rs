@@ -603,27 +603,42 @@ impl Staging {
 }
 
 impl DisplayAs for ImportSink {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let upsert = (self.on_duplicate == OnDuplicate::Update).then(|| {
+            UpsertStatements::new(self.db_kind, &self.table, &self.columns, &self.key_columns)
+                .describe()
+        });
+        // The types a new table gets, shown before anything is written.
+        let creates = self.session.planned_columns().map(|columns| {
+            columns
+                .iter()
+                .map(|c| format!("{} {}", c.name, c.sql_type.as_deref().unwrap_or("?")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
+        if t == DisplayFormatType::TreeRender {
+            writeln!(f, "table={}", self.table)?;
+            writeln!(f, "db={}", self.db_kind)?;
+            writeln!(f, "on_duplicate={}", self.on_duplicate)?;
+            writeln!(f, "chunk_rows={}", self.chunk_rows)?;
+            if let Some(upsert) = upsert {
+                writeln!(f, "upsert={upsert}")?;
+            }
+            if let Some(creates) = creates {
+                writeln!(f, "creates_if_missing=({creates})")?;
+            }
+            return Ok(());
+        }
         write!(
             f,
             "ImportSink: table={}, db={}, on_duplicate={}, chunk_rows={}",
             self.table, self.db_kind, self.on_duplicate, self.chunk_rows
         )?;
-        if self.on_duplicate == OnDuplicate::Update {
-            let statements =
-                UpsertStatements::new(self.db_kind, &self.table, &self.columns, &self.key_columns);
-            write!(f, ", upsert={}", statements.describe())?;
+        if let Some(upsert) = upsert {
+            write!(f, ", upsert={upsert}")?;
         }
-        if let Some(columns) = self.session.planned_columns() {
-            // The types a new table gets, shown before anything is written.
-            let columns: Vec<String> = columns
-                .iter()
-                .map(|c| {
-                    let sql_type = c.sql_type.as_deref().unwrap_or("?");
-                    format!("{} {sql_type}", c.name)
-                })
-                .collect();
-            write!(f, ", if missing creates ({})", columns.join(", "))?;
+        if let Some(creates) = creates {
+            write!(f, ", if missing creates ({creates})")?;
         }
         Ok(())
     }

@@ -241,7 +241,7 @@ pub const DUPLICATE_OF_COLUMN: &str = "duplicate_of";
 pub const UPDATE_COLUMN: &str = "__atlas_update";
 
 impl DisplayAs for DuplicateCheckExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let schema = self.input.schema();
         let keys = self
             .key_columns
@@ -249,16 +249,22 @@ impl DisplayAs for DuplicateCheckExec {
             .map(|&i| schema.field(i).name().as_str())
             .collect::<Vec<_>>()
             .join(", ");
+        let policy = if self.report_duplicates {
+            "output=duplicates".to_string()
+        } else {
+            format!("on_duplicate={}", self.on_duplicate)
+        };
+        let partitions = self.input.output_partitioning().partition_count();
+        if t == DisplayFormatType::TreeRender {
+            writeln!(f, "key={keys}")?;
+            writeln!(f, "existing={}", self.existing.description())?;
+            writeln!(f, "{policy}")?;
+            return writeln!(f, "partitions={partitions}");
+        }
         write!(
             f,
-            "DuplicateCheckExec: key=[{keys}], existing={}, {}, partitions={}",
+            "DuplicateCheckExec: key=[{keys}], existing={}, {policy}, partitions={partitions}",
             self.existing.description(),
-            if self.report_duplicates {
-                "output=duplicates".to_string()
-            } else {
-                format!("on_duplicate={}", self.on_duplicate)
-            },
-            self.input.output_partitioning().partition_count()
         )
     }
 }

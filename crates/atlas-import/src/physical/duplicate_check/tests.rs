@@ -261,3 +261,25 @@ fn explain_says_the_key_and_the_strategy() {
         "{text}"
     );
 }
+
+#[test]
+fn the_tree_explain_lists_settings_a_line_each() {
+    let metrics = Arc::new(ImportMetrics::default());
+    let check = check(
+        &[Some("a")],
+        existing(&[], vec![None], false),
+        OnDuplicate::Skip,
+        &metrics,
+    );
+    let tree = datafusion::physical_plan::displayable(&check)
+        .tree_render()
+        .to_string();
+    for line in [
+        "DuplicateCheckExec",
+        "key: email",
+        "on_duplicate: skip",
+        "existing: t (preload)",
+    ] {
+        assert!(tree.contains(line), "{line} in\n{tree}");
+    }
+}

@@ -192,7 +192,15 @@ impl CsvSourceExec {
 }
 
 impl DisplayAs for CsvSourceExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        if t == DisplayFormatType::TreeRender {
+            writeln!(f, "file={}", self.file.name)?;
+            writeln!(f, "{}", self.file.dialect)?;
+            if self.file.compression != Compression::None {
+                writeln!(f, "compression={}", self.file.compression)?;
+            }
+            return Ok(());
+        }
         write!(
             f,
             "CsvSourceExec: file={}, {}",
