@@ -13,7 +13,7 @@ use atlas_import::script::{StatementOutcome, run_script};
 use atlas_import::{
     AtlasError, CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, ErrorClass, FilePolicy,
     ImportBuilder, ImportMetrics, ImportReport, ImportStatus, OnBadValue, OnDuplicate,
-    SourceOptions, build_report, db, parse_memory_size,
+    ReportContext, SourceOptions, db, parse_memory_size,
 };
 use clap::{Parser, Subcommand, ValueEnum};
 use datafusion::arrow::util::pretty::pretty_format_batches;
@@ -330,21 +330,22 @@ async fn import(args: ImportArgs, verbosity: Verbosity) -> ExitCode {
         Err(err) => {
             let class = err.class();
             if args.json {
-                let report = build_report(
-                    &metrics,
-                    ImportStatus::of_error(&err),
-                    args.table.as_deref().unwrap_or_default(),
-                    &args.file.display().to_string(),
-                    args.chunk_rows,
-                    args.partitions,
-                    match &err {
+                let source = args.file.display().to_string();
+                let context = ReportContext {
+                    table: args.table.clone().unwrap_or_default(),
+                    source: &source,
+                    chunk_rows: args.chunk_rows,
+                    partitions: args.partitions,
+                    started,
+                };
+                let report = ImportReport {
+                    file_hash: match &err {
                         AtlasError::AlreadyImported { file_hash, .. } => Some(file_hash.clone()),
                         _ => None,
                     },
-                    started,
-                    false,
-                    Some(err.to_string()),
-                );
+                    error: Some(err.to_string()),
+                    ..metrics.report(ImportStatus::of_error(&err), &context)
+                };
                 // A failed import's JSON names the error's class, as the
                 // exit code does.
                 match serde_json::to_value(&report) {

@@ -30,7 +30,7 @@ use crate::options::{
 };
 use crate::physical::{BadValues, ExistingKeyLoader, ExistingKeys, ImportSession, Opened};
 use crate::reject::RejectWriter;
-use crate::report::{ImportMetrics, ImportReport, ImportStatus, Phase};
+use crate::report::{ImportMetrics, ImportReport, ImportStatus, Phase, ReportContext};
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable, is_reader_column};
 use crate::source::{Compression, FileSource, LocatedFiles, SourceFormat, SourceOptions, locate};
 use crate::typed_text::TextForm;
@@ -976,18 +976,14 @@ impl ImportBuilder {
         };
 
         let m = &self.metrics;
-        let report = build_report(
-            &self.metrics,
-            ImportStatus::Committed,
-            &self.table.key(),
-            &source.name,
-            self.chunk_rows,
-            self.partitions,
+        let report = ImportReport {
             file_hash,
-            started,
             created_table,
-            None,
-        );
+            ..self.metrics.report(
+                ImportStatus::Committed,
+                &self.report_context(&source.name, started),
+            )
+        };
         tracing::info!(
             "Import into '{}' committed: {} inserted, {} skipped, {} read",
             self.table,
@@ -1011,23 +1007,29 @@ impl ImportBuilder {
                 source,
                 self.table
             );
-            return Ok(build_report(
-                &self.metrics,
-                ImportStatus::SkippedFile,
-                &self.table.key(),
-                source,
-                self.chunk_rows,
-                self.partitions,
-                Some(file_hash),
-                started,
-                false,
-                None,
-            ));
+            return Ok(ImportReport {
+                file_hash: Some(file_hash),
+                ..self.metrics.report(
+                    ImportStatus::SkippedFile,
+                    &self.report_context(source, started),
+                )
+            });
         }
         Err(AtlasError::AlreadyImported {
             table: self.table.key(),
             file_hash,
         })
+    }
+
+    /// What this import's report says besides its counters.
+    fn report_context<'a>(&'a self, source: &'a str, started: Instant) -> ReportContext<'a> {
+        ReportContext {
+            table: self.table.key(),
+            source,
+            chunk_rows: self.chunk_rows,
+            partitions: self.partitions,
+            started,
+        }
     }
 
     /// The key strategy of this import and why, from the table's estimated
@@ -1398,46 +1400,6 @@ fn resolve_key(
                 })
         })
         .collect()
-}
-
-/// Builds a report from the live counters.
-#[allow(clippy::too_many_arguments)]
-pub fn build_report(
-    metrics: &ImportMetrics,
-    status: ImportStatus,
-    table: &str,
-    source: &str,
-    chunk_rows: usize,
-    partitions: usize,
-    file_hash: Option<String>,
-    started: Instant,
-    created_table: bool,
-    error: Option<String>,
-) -> ImportReport {
-    let duplicates = metrics.duplicate_report();
-    let rows_read = ImportMetrics::get(&metrics.rows_read);
-    let (inserted, updated) = metrics.written(status);
-    ImportReport {
-        status,
-        table: table.to_string(),
-        source: source.to_string(),
-        rows_read,
-        inserted,
-        updated,
-        skipped: ImportMetrics::get(&metrics.skipped),
-        duplicates_existing: duplicates.existing,
-        duplicates_in_file: duplicates.in_file,
-        rejected: ImportMetrics::get(&metrics.rejected),
-        nulled_values: ImportMetrics::get(&metrics.nulled),
-        blank_lines: ImportMetrics::get(&metrics.blank_lines),
-        comment_lines: ImportMetrics::get(&metrics.comment_lines),
-        chunks: rows_read.div_ceil(chunk_rows.max(1) as u64),
-        partitions,
-        file_hash,
-        elapsed_ms: started.elapsed().as_millis() as u64,
-        created_table,
-        error,
-    }
 }
 
 /// Loads the existing keys of the target through the import transaction,

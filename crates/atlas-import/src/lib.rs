@@ -39,10 +39,12 @@ pub mod typed_text;
 
 pub use error::{AtlasError, ErrorClass, Result};
 pub use ext::{DataFrameImportExt, SessionContextImportExt, session_context_with_imports};
-pub use import::{ImportBuilder, PreparedImport, build_report};
+pub use import::{ImportBuilder, PreparedImport};
 pub use options::{
     BinaryText, CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, FilePolicy, Inference,
     KeyStrategy, OnBadValue, OnDuplicate, parse_memory_size,
 };
-pub use report::{DuplicateReport, ImportMetrics, ImportReport, ImportStatus, Phase};
+pub use report::{
+    DuplicateReport, ImportMetrics, ImportReport, ImportStatus, Phase, ReportContext,
+};
 pub use source::{Compression, CsvDialect, FileSource, SourceFormat, SourceOptions};

@@ -252,12 +252,12 @@ pub fn plan_operators(
             spec.table.clone(),
             columns,
             spec.db_kind,
-            spec.on_duplicate,
-            spec.chunk_rows,
             Arc::clone(&spec.session),
             Arc::clone(&spec.metrics),
             check.schema(),
         )
+        .with_on_duplicate(spec.on_duplicate)
+        .with_chunk_rows(spec.chunk_rows)
         .with_key_columns(spec.key_columns.clone()),
     );
     Ok(Arc::new(DataSinkExec::new(check, sink, Some(order))))

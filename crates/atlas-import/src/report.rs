@@ -374,6 +374,35 @@ impl ImportMetrics {
         }
     }
 
+    /// The report of an import that ended as `status`, from these counters
+    /// (no file hash, no table created, no error: set those on the result).
+    pub fn report(&self, status: ImportStatus, context: &ReportContext<'_>) -> ImportReport {
+        let duplicates = self.duplicate_report();
+        let rows_read = Self::get(&self.rows_read);
+        let (inserted, updated) = self.written(status);
+        ImportReport {
+            status,
+            table: context.table.clone(),
+            source: context.source.to_string(),
+            rows_read,
+            inserted,
+            updated,
+            skipped: Self::get(&self.skipped),
+            duplicates_existing: duplicates.existing,
+            duplicates_in_file: duplicates.in_file,
+            rejected: Self::get(&self.rejected),
+            nulled_values: Self::get(&self.nulled),
+            blank_lines: Self::get(&self.blank_lines),
+            comment_lines: Self::get(&self.comment_lines),
+            chunks: rows_read.div_ceil(context.chunk_rows.max(1) as u64),
+            partitions: context.partitions,
+            file_hash: None,
+            elapsed_ms: context.started.elapsed().as_millis() as u64,
+            created_table: false,
+            error: None,
+        }
+    }
+
     /// Reads a counter.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
@@ -429,6 +458,21 @@ impl fmt::Display for ImportStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// What a report says besides the counters.
+#[derive(Debug, Clone)]
+pub struct ReportContext<'a> {
+    /// The target table.
+    pub table: String,
+    /// The source, as the report names it.
+    pub source: &'a str,
+    /// Rows per chunk.
+    pub chunk_rows: usize,
+    /// Partitions of the duplicate check.
+    pub partitions: usize,
+    /// When the import started.
+    pub started: std::time::Instant,
 }
 
 /// The outcome of an import, as `--json` prints it.

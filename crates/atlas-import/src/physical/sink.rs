@@ -173,14 +173,13 @@ impl RowRuns {
 }
 
 impl ImportSink {
-    /// A sink writing `columns` (the first columns of `schema`) into `table`.
-    #[allow(clippy::too_many_arguments)]
+    /// A sink writing `columns` (the first columns of `schema`) into `table`
+    /// through `session`'s transaction, under `ON DUPLICATE ERROR` in chunks
+    /// of [`crate::DEFAULT_CHUNK_ROWS`] unless told otherwise.
     pub fn new(
         table: TableRef,
         columns: Vec<TargetColumn>,
         db_kind: DbKind,
-        on_duplicate: OnDuplicate,
-        chunk_rows: usize,
         session: Arc<ImportSession>,
         import_metrics: Arc<ImportMetrics>,
         schema: SchemaRef,
@@ -189,9 +188,9 @@ impl ImportSink {
             table,
             columns,
             db_kind,
-            on_duplicate,
+            on_duplicate: OnDuplicate::Error,
             key_columns: Vec::new(),
-            chunk_rows: chunk_rows.max(1),
+            chunk_rows: crate::DEFAULT_CHUNK_ROWS,
             session,
             import_metrics,
             schema,
@@ -200,6 +199,19 @@ impl ImportSink {
             sent_rows: AtomicU64::new(0),
             written_rows: Default::default(),
         }
+    }
+
+    /// What to do with the duplicates the check lets through (it flags them
+    /// under `ON DUPLICATE UPDATE`, counts them under `ERROR`).
+    pub fn with_on_duplicate(mut self, on_duplicate: OnDuplicate) -> Self {
+        self.on_duplicate = on_duplicate;
+        self
+    }
+
+    /// Rows per chunk (at least 1).
+    pub fn with_chunk_rows(mut self, chunk_rows: usize) -> Self {
+        self.chunk_rows = chunk_rows.max(1);
+        self
     }
 
     /// The key columns, by index among the written columns: needed by

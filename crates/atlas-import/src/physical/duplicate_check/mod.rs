@@ -34,7 +34,7 @@ use crate::options::OnDuplicate;
 use crate::report::ImportMetrics;
 use crate::schema::ROW_NUMBER_COLUMN;
 use key_expr::KeyFormExpr;
-use stream::{CheckStream, PartitionCheck, Phase};
+use stream::{CheckAccounting, CheckSettings, CheckStream, PartitionCheck, Phase};
 
 /// Compares every row with the rows already in the table and with the rest of
 /// the import, and emits the rows to write.
@@ -338,19 +338,25 @@ impl ExecutionPlan for DuplicateCheckExec {
             .register(context.memory_pool());
         let partitions = self.input.output_partitioning().partition_count();
         let check = PartitionCheck::new(
-            self.key_encoder(),
-            self.existing.hasher().clone(),
-            self.existing.probed_column().map(|i| self.key_columns[i]),
-            self.on_duplicate,
-            self.report_duplicates.then(|| Arc::clone(&schema)),
-            Arc::clone(&schema),
-            self.chunk_rows as u64,
-            row_column,
-            Arc::clone(&self.import_metrics),
-            reservation,
-            BaselineMetrics::new(&self.metrics, partition),
-            MetricBuilder::new(&self.metrics).counter("duplicates_existing", partition),
-            MetricBuilder::new(&self.metrics).counter("duplicates_in_file", partition),
+            CheckSettings {
+                encoder: self.key_encoder(),
+                hasher: self.existing.hasher().clone(),
+                probed: self.existing.probed_column().map(|i| self.key_columns[i]),
+                on_duplicate: self.on_duplicate,
+                report_duplicates: self.report_duplicates.then(|| Arc::clone(&schema)),
+                schema: Arc::clone(&schema),
+                chunk_rows: self.chunk_rows as u64,
+                row_column,
+            },
+            CheckAccounting {
+                import_metrics: Arc::clone(&self.import_metrics),
+                reservation,
+                baseline: BaselineMetrics::new(&self.metrics, partition),
+                duplicates_existing: MetricBuilder::new(&self.metrics)
+                    .counter("duplicates_existing", partition),
+                duplicates_in_file: MetricBuilder::new(&self.metrics)
+                    .counter("duplicates_in_file", partition),
+            },
         );
         let state = CheckStream {
             phase: Phase::Start,

@@ -211,23 +211,52 @@ pub(super) struct PartitionCheck {
     pub(super) duplicates_in_file: Count,
 }
 
+/// What one partition of the check is asked to do: the same for every
+/// partition of the plan.
+pub(super) struct CheckSettings {
+    pub(super) encoder: KeyEncoder,
+    pub(super) hasher: KeyHasher,
+    /// The probe strategy's column, by its place in the batch.
+    pub(super) probed: Option<usize>,
+    pub(super) on_duplicate: OnDuplicate,
+    /// The output schema when the duplicates are the output (a dry run).
+    pub(super) report_duplicates: Option<SchemaRef>,
+    /// The output schema.
+    pub(super) schema: SchemaRef,
+    pub(super) chunk_rows: u64,
+    /// The place of the source row number in the batch.
+    pub(super) row_column: usize,
+}
+
+/// Where one partition of the check accounts for its work: the import's
+/// counters, its memory, the operator's metrics.
+pub(super) struct CheckAccounting {
+    pub(super) import_metrics: Arc<ImportMetrics>,
+    pub(super) reservation: MemoryReservation,
+    pub(super) baseline: BaselineMetrics,
+    pub(super) duplicates_existing: Count,
+    pub(super) duplicates_in_file: Count,
+}
+
 impl PartitionCheck {
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn new(
-        encoder: KeyEncoder,
-        hasher: KeyHasher,
-        probed: Option<usize>,
-        on_duplicate: OnDuplicate,
-        report_duplicates: Option<SchemaRef>,
-        schema: SchemaRef,
-        chunk_rows: u64,
-        row_column: usize,
-        import_metrics: Arc<ImportMetrics>,
-        reservation: MemoryReservation,
-        baseline: BaselineMetrics,
-        duplicates_existing: Count,
-        duplicates_in_file: Count,
-    ) -> Self {
+    pub(super) fn new(settings: CheckSettings, accounting: CheckAccounting) -> Self {
+        let CheckSettings {
+            encoder,
+            hasher,
+            probed,
+            on_duplicate,
+            report_duplicates,
+            schema,
+            chunk_rows,
+            row_column,
+        } = settings;
+        let CheckAccounting {
+            import_metrics,
+            reservation,
+            baseline,
+            duplicates_existing,
+            duplicates_in_file,
+        } = accounting;
         Self {
             encoder,
             hasher,
