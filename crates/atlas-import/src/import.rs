@@ -849,7 +849,7 @@ impl ImportBuilder {
         if let Some((status, file_hash, error)) = ended {
             let entry = HistoryEntry {
                 file_hash: file_hash.or(history.file_hash.clone()),
-                ..history.finish(&metrics, status, error)
+                ..history.finish(status, &metrics.counts(status), error)
             };
             let recorded = async {
                 db.ensure_metadata().await?;

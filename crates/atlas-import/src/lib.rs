@@ -45,6 +45,6 @@ pub use options::{
     KeyStrategy, OnBadValue, OnDuplicate, parse_memory_size,
 };
 pub use report::{
-    DuplicateReport, ImportMetrics, ImportReport, ImportStatus, Phase, ReportContext,
+    DuplicateReport, ImportCounts, ImportMetrics, ImportReport, ImportStatus, Phase, ReportContext,
 };
 pub use source::{Compression, CsvDialect, FileSource, SourceFormat, SourceOptions};

@@ -364,29 +364,22 @@ impl ImportMetrics {
             .collect()
     }
 
-    /// Rows inserted and rows updated by an import that ended as `status`:
-    /// none unless it committed.
-    pub fn written(&self, status: ImportStatus) -> (u64, u64) {
-        if status.committed() {
-            (Self::get(&self.inserted), Self::get(&self.updated))
-        } else {
-            (0, 0)
-        }
-    }
-
-    /// The report of an import that ended as `status`, from these counters
-    /// (no file hash, no table created, no error: set those on the result).
-    pub fn report(&self, status: ImportStatus, context: &ReportContext<'_>) -> ImportReport {
+    /// The counts of an import that ended as `status`, as reports and
+    /// `import_history` give them: rows count as inserted or updated only
+    /// when it committed.
+    pub fn counts(&self, status: ImportStatus) -> ImportCounts {
         let duplicates = self.duplicate_report();
-        let rows_read = Self::get(&self.rows_read);
-        let (inserted, updated) = self.written(status);
-        ImportReport {
-            status,
-            table: context.table.clone(),
-            source: context.source.to_string(),
-            rows_read,
-            inserted,
-            updated,
+        let written = |counter: &AtomicU64| {
+            if status.committed() {
+                Self::get(counter)
+            } else {
+                0
+            }
+        };
+        ImportCounts {
+            rows_read: Self::get(&self.rows_read),
+            inserted: written(&self.inserted),
+            updated: written(&self.updated),
             skipped: Self::get(&self.skipped),
             duplicates_existing: duplicates.existing,
             duplicates_in_file: duplicates.in_file,
@@ -394,7 +387,28 @@ impl ImportMetrics {
             nulled_values: Self::get(&self.nulled),
             blank_lines: Self::get(&self.blank_lines),
             comment_lines: Self::get(&self.comment_lines),
-            chunks: rows_read.div_ceil(context.chunk_rows.max(1) as u64),
+        }
+    }
+
+    /// The report of an import that ended as `status`, from these counters
+    /// (no file hash, no table created, no error: set those on the result).
+    pub fn report(&self, status: ImportStatus, context: &ReportContext<'_>) -> ImportReport {
+        let counts = self.counts(status);
+        ImportReport {
+            status,
+            table: context.table.clone(),
+            source: context.source.to_string(),
+            rows_read: counts.rows_read,
+            inserted: counts.inserted,
+            updated: counts.updated,
+            skipped: counts.skipped,
+            duplicates_existing: counts.duplicates_existing,
+            duplicates_in_file: counts.duplicates_in_file,
+            rejected: counts.rejected,
+            nulled_values: counts.nulled_values,
+            blank_lines: counts.blank_lines,
+            comment_lines: counts.comment_lines,
+            chunks: counts.rows_read.div_ceil(context.chunk_rows.max(1) as u64),
             partitions: context.partitions,
             file_hash: None,
             elapsed_ms: context.started.elapsed().as_millis() as u64,
@@ -458,6 +472,31 @@ impl fmt::Display for ImportStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// The counts of an import at its end, taken once from its live counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportCounts {
+    /// Rows read from the source.
+    pub rows_read: u64,
+    /// Rows inserted (0 unless committed).
+    pub inserted: u64,
+    /// Existing rows updated (0 unless committed).
+    pub updated: u64,
+    /// Rows skipped as duplicates.
+    pub skipped: u64,
+    /// Rows whose key was already in the table.
+    pub duplicates_existing: u64,
+    /// Rows whose key repeated an earlier row of the import.
+    pub duplicates_in_file: u64,
+    /// Rows rejected for bad values.
+    pub rejected: u64,
+    /// Values set to NULL under `ON BAD VALUE NULL`.
+    pub nulled_values: u64,
+    /// Blank lines skipped.
+    pub blank_lines: u64,
+    /// Comment lines skipped.
+    pub comment_lines: u64,
 }
 
 /// What a report says besides the counters.

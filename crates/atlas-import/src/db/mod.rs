@@ -128,26 +128,22 @@ pub struct HistoryEntry {
 }
 
 impl HistoryEntry {
-    /// This entry ended now with `status`, its counts taken from `metrics`.
-    /// Rows count as inserted and updated only when the import committed.
+    /// This entry ended now with `status` and `counts`.
     pub fn finish(
         &self,
-        metrics: &crate::report::ImportMetrics,
         status: crate::report::ImportStatus,
+        counts: &crate::report::ImportCounts,
         error: Option<String>,
     ) -> HistoryEntry {
-        use crate::report::ImportMetrics as M;
-        let duplicates = metrics.duplicate_report();
-        let (inserted, updated) = metrics.written(status);
         HistoryEntry {
             finished_at: chrono::Utc::now(),
             status,
-            rows_read: M::get(&metrics.rows_read),
-            inserted,
-            updated,
-            skipped: M::get(&metrics.skipped),
-            duplicates: duplicates.existing + duplicates.in_file,
-            rejected: M::get(&metrics.rejected),
+            rows_read: counts.rows_read,
+            inserted: counts.inserted,
+            updated: counts.updated,
+            skipped: counts.skipped,
+            duplicates: counts.duplicates_existing + counts.duplicates_in_file,
+            rejected: counts.rejected,
             error,
             ..self.clone()
         }

@@ -496,8 +496,12 @@ impl ImportSink {
                 tx.record_file(&record).await?;
             }
             if let Some(template) = self.session.history() {
-                tx.record_history(&template.finish(metrics, ImportStatus::Committed, None))
-                    .await?;
+                tx.record_history(&template.finish(
+                    ImportStatus::Committed,
+                    &metrics.counts(ImportStatus::Committed),
+                    None,
+                ))
+                .await?;
             }
             Ok(())
         }
