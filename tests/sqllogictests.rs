@@ -1,12 +1,13 @@
 //! Runs the `.slt` files of `tests/slt/` (the sqllogictest format DataFusion
-//! uses) against SQLite and PostgreSQL. Each file runs in one DataFusion session
-//! where `IMPORT`, `CHECK IMPORT` and `EXPLAIN IMPORT` work beside ordinary SQL.
+//! uses) against SQLite, PostgreSQL and MariaDB. Each file runs in one
+//! DataFusion session where `IMPORT`, `CHECK IMPORT` and `EXPLAIN IMPORT` work beside ordinary SQL.
 //! An import returns one row: status, inserted, skipped, duplicates_existing,
 //! duplicates_in_file. Tables the files create must be named `slt_*`; they are
 //! dropped before and after each file. In `EXPLAIN` output the database is
 //! shown as `db=<db>` and the repository path as `<root>`.
 //!
-//! Run: `cargo test --test sqllogictests` (ATLAS_TEST_POSTGRES_URL as for the other tests).
+//! Run: `cargo test --test sqllogictests` (ATLAS_TEST_POSTGRES_URL and
+//! ATLAS_TEST_MYSQL_URL as for the other tests).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

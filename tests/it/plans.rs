@@ -1,6 +1,6 @@
-//! Every plan in `plans/` runs against a fresh database (SQLite and PostgreSQL)
-//! through the real binary, and its results are asserted; a second run shows
-//! each plan's duplicate policy.
+//! Every plan in `plans/` runs against a fresh database (SQLite, PostgreSQL and
+//! MariaDB) through the real binary, and its results are asserted; a second
+//! run shows each plan's duplicate policy.
 
 use std::process::Command;
 
