@@ -795,7 +795,7 @@ impl ImportBuilder {
             },
             table_name: self.table.key(),
             key_columns: self.key.as_ref().map(|k| k.join(",")).unwrap_or_default(),
-            on_duplicate: self.on_duplicate.to_string(),
+            on_duplicate: self.on_duplicate,
             // Until it ends.
             status: ImportStatus::Failed,
             rows_read: 0,

@@ -26,14 +26,21 @@ pub enum OnDuplicate {
     Allow,
 }
 
-impl fmt::Display for OnDuplicate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl OnDuplicate {
+    /// The policy's name, as SQL, EXPLAIN and `import_history` spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
             OnDuplicate::Error => "error",
             OnDuplicate::Skip => "skip",
             OnDuplicate::Update => "update",
             OnDuplicate::Allow => "allow",
-        })
+        }
+    }
+}
+
+impl fmt::Display for OnDuplicate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

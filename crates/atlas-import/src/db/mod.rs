@@ -105,8 +105,8 @@ pub struct HistoryEntry {
     pub table_name: String,
     /// The key columns, comma-separated.
     pub key_columns: String,
-    /// `error`, `skip` or `update`.
-    pub on_duplicate: String,
+    /// The duplicate policy.
+    pub on_duplicate: crate::options::OnDuplicate,
     /// How the import ended.
     pub status: crate::report::ImportStatus,
     /// Source rows read.
@@ -257,7 +257,7 @@ impl HistoryEntry {
             Text(Some(&self.source)),
             Text(Some(&self.table_name)),
             Text(Some(&self.key_columns)),
-            Text(Some(&self.on_duplicate)),
+            Text(Some(self.on_duplicate.as_str())),
             Text(Some(self.status.as_str())),
             count(self.rows_read),
             count(self.inserted),
