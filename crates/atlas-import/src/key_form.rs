@@ -135,9 +135,24 @@ impl KeyForm {
         out.finish()
     }
 
-    /// Writes the key text of `value` into `out`.
+    /// Writes the key text of `value`, as the column holds it (after its
+    /// text form), into `out`.
     pub fn write(self, value: &str, out: &mut String) {
         match self {
+            // Held in canonical form already (the column's text form wrote
+            // it): only the scale of its numbers is left to drop.
+            KeyForm::Value(ValueForm::Numeric) => {
+                let start = out.len();
+                out.push_str(value);
+                strip_fraction_zeros(out, start);
+            }
+            KeyForm::Value(ValueForm::Jsonb) => {
+                let start = out.len();
+                out.push_str(value);
+                if value.contains('.') {
+                    jsonb_numbers_by_value(out, start);
+                }
+            }
             KeyForm::Value(form) => form.write(value, out),
             KeyForm::Array(element) => {
                 let start = out.len();
@@ -201,8 +216,8 @@ impl ValueForm {
         }
     }
 
-    /// Writes the key text of `value` into `out`: `value` itself where this
-    /// form does not read it.
+    /// Writes the key text of `value` (as written: an array's element) into
+    /// `out`: `value` itself where this form does not read it.
     pub fn write(self, value: &str, out: &mut String) {
         let start = out.len();
         let read = match self {
@@ -345,7 +360,8 @@ fn inet(value: &str, out: &mut String) -> bool {
             _ => return false,
         },
     };
-    out.push_str(&format!("{address}/{bits}"));
+    use std::fmt::Write;
+    let _ = write!(out, "{address}/{bits}");
     true
 }
 
@@ -465,7 +481,12 @@ fn unit(word: &str) -> Option<Unit> {
 /// The length of an interval in PostgreSQL's input forms (`1 day 02:00:00`,
 /// `@ 1 hour ago`, `1-2` years-months, ISO 8601 `P1DT2H`), in microseconds.
 fn interval_span(value: &str) -> Option<i128> {
-    let text = value.trim().to_ascii_lowercase();
+    let trimmed = value.trim();
+    let text = if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(trimmed.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(trimmed)
+    };
     let parts = match text.strip_prefix('p') {
         Some(designators) => iso_interval(designators)?,
         None => postgres_interval(&text)?,
@@ -618,9 +639,20 @@ fn year_month_field(token: &str) -> Option<i128> {
 mod tests {
     use super::*;
 
+    /// The key of `value` as the column would hold it: numeric and jsonb
+    /// values through their text form first.
     fn key(form: KeyForm, value: &str) -> String {
+        let text_form = match form {
+            KeyForm::Value(ValueForm::Numeric) => Some(TextForm::Numeric),
+            KeyForm::Value(ValueForm::Jsonb) => Some(TextForm::Jsonb),
+            _ => None,
+        };
+        let held = text_form
+            .and_then(|f| f.convert(&StringArray::from(vec![value])).ok())
+            .map(|a| a.as_string::<i32>().value(0).to_string())
+            .unwrap_or_else(|| value.to_string());
         let mut out = String::new();
-        form.write(value, &mut out);
+        form.write(&held, &mut out);
         out
     }
 
