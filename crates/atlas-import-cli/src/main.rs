@@ -240,30 +240,7 @@ fn status_name(class: ErrorClass) -> &'static str {
     }
 }
 
-/// glibc gives every thread that allocates under contention an arena of its
-/// own, up to 8 per core; the import's threads (the runtime's workers, the
-/// key scan, the blocking writers) then hold tens of MB of freed memory
-/// apart. One arena per core keeps the peak near what is in use (unless
-/// `MALLOC_ARENA_MAX` says otherwise).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn limit_malloc_arenas() {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
-        return;
-    }
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let arenas = libc::c_int::try_from(cores).unwrap_or(libc::c_int::MAX);
-    // SAFETY: mallopt only sets an allocator parameter; called before any
-    // other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, arenas);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn limit_malloc_arenas() {}
-
 fn main() -> ExitCode {
-    limit_malloc_arenas();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
