@@ -15,6 +15,10 @@
 //!   on the index, INSERT".
 //! - `large`: as many new rows as the table holds, every column the key;
 //!   against `psql \copy` of them.
+//! - `small_update` (not by default): `ATLAS_BENCH_ROWS` rows whose
+//!   `customer_no` is already in the table, `--key customer_no --on-duplicate
+//!   update`, a unique index on customer_no; against the peer "COPY into a
+//!   temporary table, `INSERT ... ON CONFLICT (customer_no) DO UPDATE`".
 
 mod common;
 
@@ -173,7 +177,46 @@ fn main() {
                     bulk,
                 );
             }
-            other => eprintln!("unknown case {other}: expected small_all, small_email or large"),
+            "small_update" => {
+                // The table's first rows again: every one an update.
+                let file = common::data_file(0, small);
+                let index = format!("{TABLE}_customer_no");
+                psql(
+                    &url,
+                    &format!("CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {TABLE} (customer_no)"),
+                );
+                let columns = datagen::column_list();
+                let set = columns
+                    .split(',')
+                    .filter(|c| *c != "customer_no")
+                    .map(|c| format!("{c} = EXCLUDED.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let peer = psql_script(
+                    &url,
+                    &format!(
+                        "BEGIN;\nCREATE TEMP TABLE s ({});\n{}\n\
+                         INSERT INTO {TABLE} ({columns}) SELECT * FROM s \
+                         ON CONFLICT (customer_no) DO UPDATE SET {set};\nCOMMIT;\n",
+                        datagen::POSTGRES_COLUMNS,
+                        copy("s", &file),
+                    ),
+                );
+                restore(&url, table_rows);
+                let (run, report) =
+                    run_atlas(&file, &["--key", "customer_no", "--on-duplicate", "update"]);
+                assert_eq!(report["updated"], small, "{report}");
+                common::print_result(
+                    &format!("postgres small_update {small} updates into {table_rows}"),
+                    run,
+                    "SQL peer (ON CONFLICT)",
+                    peer,
+                );
+                psql(&url, &format!("DROP INDEX IF EXISTS {index}"));
+            }
+            other => eprintln!(
+                "unknown case {other}: expected small_all, small_email, large or small_update"
+            ),
         }
     }
 }
