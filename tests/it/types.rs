@@ -935,3 +935,27 @@ async fn sqlite_parquet_fills_typed_columns() {
     })
     .await;
 }
+
+/// MySQL/MariaDB: a spatial column is named by the fit check, before
+/// anything is read or written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_spatial_columns_are_refused_by_the_fit_check() {
+    let db = TestDb::new(Kind::MySql).await;
+    db.run(async {
+        let dir = TempDir::new();
+        let table = db.table("spatial");
+        crate::common::create(&db, &table, "n INT, g POINT").await;
+        let csv = dir.file("g.csv", "n,g\n1,POINT(1 2)\n");
+        let err = import(&db, &csv, &table).execute().await.unwrap_err();
+        let message = err.to_string();
+        assert!(
+            matches!(err, AtlasError::SchemaMismatch { .. })
+                && message.contains("'g'")
+                && message.contains("point")
+                && message.contains("cannot write"),
+            "{message}"
+        );
+        assert_eq!(db.count(&table).await, 0);
+    })
+    .await;
+}
