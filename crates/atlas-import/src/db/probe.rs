@@ -25,8 +25,15 @@ pub struct KeyFilter {
     pub nulls: bool,
 }
 
+/// PostgreSQL types without an `=` operator (`point ~= point` is how points
+/// compare), which a filter cannot match literals of.
+const NO_EQUALITY: [&str; 8] = [
+    "json", "xml", "point", "line", "lseg", "path", "polygon", "circle",
+];
+
 /// Whether `column`'s values can be written as literals of a filter that
-/// compares them with `=` (json has no equality; arrays would compare whole).
+/// compares them with `=` (json, xml and most geometric types have no
+/// equality; arrays would compare whole).
 pub(crate) fn filterable(column: &TargetColumn) -> bool {
     let data_type = &column.data_type;
     (data_type.is_integer()
@@ -34,7 +41,7 @@ pub(crate) fn filterable(column: &TargetColumn) -> bool {
             data_type,
             DataType::Utf8 | DataType::Date32 | DataType::Timestamp(TimeUnit::Microsecond, _)
         ))
-        && column.sql_type != "json"
+        && !NO_EQUALITY.contains(&column.sql_type.as_str())
         && !column.sql_type.ends_with("[]")
         // The same for a domain over either (its text form is its base
         // type's); SQLite would read the literals as numbers by its own
@@ -151,6 +158,29 @@ mod tests {
     use super::*;
     use datafusion::arrow::array::{Int32Array, StringArray, UInt64Array};
     use std::sync::Arc;
+
+    #[test]
+    fn only_columns_with_an_equality_are_filtered() {
+        let column = |sql_type: &str, text_form| TargetColumn {
+            name: "c".into(),
+            sql_type: sql_type.into(),
+            data_type: DataType::Utf8,
+            nullable: true,
+            has_default: false,
+            max_chars: None,
+            text_form,
+            key_form: None,
+        };
+        for sql_type in ["text", "uuid", "interval", "citext", "box"] {
+            assert!(filterable(&column(sql_type, None)), "{sql_type}");
+        }
+        for sql_type in ["json", "xml", "point", "polygon", "integer[]"] {
+            assert!(!filterable(&column(sql_type, None)), "{sql_type}");
+        }
+        // A domain over an array: its text form is its base type's.
+        let domain = column("int_list", Some(crate::typed_text::TextForm::PgArray));
+        assert!(!filterable(&domain));
+    }
 
     #[test]
     fn conditions_list_distinct_literals_and_nulls() {
