@@ -109,22 +109,34 @@ async fn assert_key_exists(db: &TestDb, dir: &TempDir, table: &str, key: &str, v
     );
 }
 
-/// Imports `path` into `table` under `--key key --on-duplicate skip`
-/// (again, if it was imported before): (inserted, skipped).
+/// Imports `path` into `table` under `--on-duplicate skip` (and `--key
+/// key`, where given; again, if it was imported before): (inserted,
+/// skipped).
 async fn import_skipping(
     db: &TestDb,
     path: &std::path::Path,
     table: &str,
-    key: &str,
+    key: Option<&str>,
 ) -> (u64, u64) {
-    let report = import(db, path, table)
-        .with_key([key])
+    let mut builder = import(db, path, table)
         .with_on_duplicate(OnDuplicate::Skip)
-        .with_force(true)
-        .execute()
-        .await
-        .unwrap();
+        .with_force(true);
+    if let Some(key) = key {
+        builder = builder.with_key([key]);
+    }
+    let report = builder.execute().await.unwrap();
     (report.inserted, report.skipped)
+}
+
+/// A struct column `{k: 1}`, `{k: null}`: a nested source value.
+fn struct_of_k() -> datafusion::arrow::array::StructArray {
+    use datafusion::arrow::array::{ArrayRef, Int64Array, StructArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Fields};
+    StructArray::new(
+        Fields::from(vec![Field::new("k", DataType::Int64, true)]),
+        vec![std::sync::Arc::new(Int64Array::from(vec![Some(1), None])) as ArrayRef],
+        None,
+    )
 }
 
 /// A uuid in another spelling and a jsonb with its keys in another order
@@ -162,15 +174,15 @@ async fn postgres_types_compare_as_the_database_does() {
             ] {
                 assert_key_exists(&db, &dir, &table, key, value).await;
                 let csv = dir.file(&format!("skip_{key}.csv"), &format!("{key}\n{value}\n"));
-                let counts = import_skipping(&db, &csv, &table, key).await;
+                let counts = import_skipping(&db, &csv, &table, Some(key)).await;
                 assert_eq!(counts, (0, 1), "{strategy:?} {key}");
             }
             // Within the file too, whichever partition each spelling reaches;
             // the first is kept as written.
             let csv = dir.file("in_file.csv", "amount,dur\n7.50,1 day\n7.5,24:00:00\n");
-            let counts = import_skipping(&db, &csv, &table, "amount").await;
+            let counts = import_skipping(&db, &csv, &table, Some("amount")).await;
             assert_eq!(counts, (1, 1), "{strategy:?}");
-            let counts = import_skipping(&db, &csv, &table, "dur").await;
+            let counts = import_skipping(&db, &csv, &table, Some("dur")).await;
             assert_eq!(counts, (0, 2), "{strategy:?}");
             assert_eq!(
                 db.rows(&table, &["amount", "dur"])
@@ -741,13 +753,8 @@ async fn postgres_parquet_fills_typed_columns() {
                 ],
             ]
         );
-        let again = import(&db, &parquet, &table)
-            .with_force(true)
-            .with_on_duplicate(OnDuplicate::Skip)
-            .execute()
-            .await
-            .unwrap();
-        assert_eq!((again.inserted, again.skipped), (0, 2));
+        let again = import_skipping(&db, &parquet, &table, None).await;
+        assert_eq!(again, (0, 2), "imported again: every row a duplicate");
         // An array in another spelling.
         assert_key_exists(&db, &dir, &table, "tags", "\"{ a , \"\"b c\"\", null }\"").await;
 
@@ -774,10 +781,8 @@ async fn postgres_parquet_fills_typed_columns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_parquet_fills_typed_columns() {
     use datafusion::arrow::array::{
-        ArrayRef, BinaryArray, Decimal128Array, Int32Array, Int64Array, RecordBatch, StringArray,
-        StructArray, UInt64Array,
+        ArrayRef, BinaryArray, Decimal128Array, Int32Array, RecordBatch, StringArray, UInt64Array,
     };
-    use datafusion::arrow::datatypes::{DataType, Field, Fields};
     use std::sync::Arc;
 
     let db = TestDb::new(Kind::MySql).await;
@@ -791,11 +796,7 @@ async fn mysql_parquet_fills_typed_columns() {
              wide DECIMAL(65,30), big BIGINT UNSIGNED, bits BIT(9)",
         )
         .await;
-        let doc = StructArray::new(
-            Fields::from(vec![Field::new("k", DataType::Int64, true)]),
-            vec![Arc::new(Int64Array::from(vec![Some(1), None])) as ArrayRef],
-            None,
-        );
+        let doc = struct_of_k();
         let columns: Vec<(&str, ArrayRef)> = vec![
             ("mood", Arc::new(StringArray::from(vec!["happy", "sad"]))),
             ("doc", Arc::new(doc)),
@@ -855,13 +856,8 @@ async fn mysql_parquet_fills_typed_columns() {
             ))
             .await;
         assert_eq!(bytes_and_bits, 2);
-        let again = import(&db, &parquet, &table)
-            .with_force(true)
-            .with_on_duplicate(OnDuplicate::Skip)
-            .execute()
-            .await
-            .unwrap();
-        assert_eq!((again.inserted, again.skipped), (0, 2));
+        let again = import_skipping(&db, &parquet, &table, None).await;
+        assert_eq!(again, (0, 2), "imported again: every row a duplicate");
     })
     .await;
 }
@@ -873,9 +869,8 @@ async fn mysql_parquet_fills_typed_columns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_parquet_fills_typed_columns() {
     use datafusion::arrow::array::{
-        ArrayRef, BinaryArray, Decimal128Array, Int64Array, RecordBatch, StructArray,
+        ArrayRef, BinaryArray, Decimal128Array, Int64Array, RecordBatch,
     };
-    use datafusion::arrow::datatypes::{DataType, Field, Fields};
     use std::sync::Arc;
 
     let db = TestDb::new(Kind::Sqlite).await;
@@ -883,11 +878,7 @@ async fn sqlite_parquet_fills_typed_columns() {
         let dir = TempDir::new();
         let table = db.table("typed_parquet");
         crate::common::create(&db, &table, "n NUMERIC, d DECIMAL(10,2), b BLOB, doc TEXT").await;
-        let doc = StructArray::new(
-            Fields::from(vec![Field::new("k", DataType::Int64, true)]),
-            vec![Arc::new(Int64Array::from(vec![Some(1), None])) as ArrayRef],
-            None,
-        );
+        let doc = struct_of_k();
         let columns: Vec<(&str, ArrayRef)> = vec![
             (
                 "n",
@@ -925,13 +916,8 @@ async fn sqlite_parquet_fills_typed_columns() {
             ))
             .await;
         assert_eq!(stored_as_sqlite_stores, 2);
-        let again = import(&db, &parquet, &table)
-            .with_force(true)
-            .with_on_duplicate(OnDuplicate::Skip)
-            .execute()
-            .await
-            .unwrap();
-        assert_eq!((again.inserted, again.skipped), (0, 2));
+        let again = import_skipping(&db, &parquet, &table, None).await;
+        assert_eq!(again, (0, 2), "imported again: every row a duplicate");
     })
     .await;
 }
