@@ -665,7 +665,7 @@ impl ImportBuilder {
                     [one] => one.display_name(),
                     many => format!(
                         "{} ({} files)",
-                        crate::db::mask_password(&path.display().to_string()),
+                        crate::secrets::mask_password(&path.display().to_string()),
                         many.len()
                     ),
                 };
@@ -789,7 +789,7 @@ impl ImportBuilder {
             source: match &self.source {
                 // A URL's password never reaches the history.
                 SourceSpec::File { path, .. } => {
-                    crate::db::mask_password(&path.display().to_string())
+                    crate::secrets::mask_password(&path.display().to_string())
                 }
                 SourceSpec::DataFrame { name, .. } => name.clone(),
             },

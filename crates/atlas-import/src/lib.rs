@@ -33,6 +33,7 @@ pub mod reject;
 pub mod report;
 pub mod schema;
 pub mod script;
+pub mod secrets;
 pub mod source;
 pub mod sql;
 pub mod typed_text;

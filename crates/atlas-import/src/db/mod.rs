@@ -486,24 +486,7 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Database>> {
 /// Quotes an identifier for SQL (`"` doubled), so any name is a name, never SQL.
 pub use crate::names::quote as quote_ident;
 
-/// Replaces the password of a URL with `***`.
-pub fn mask_password(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match (authority.rfind('@'), authority.find(':')) {
-        (Some(at), Some(colon)) if colon < at => format!(
-            "{}{}:***{}",
-            &url[..scheme_end + 3],
-            &authority[..colon],
-            &rest[at..]
-        ),
-        _ => url.to_string(),
-    }
-}
+pub use crate::secrets::mask_password;
 
 /// Collects text rows into batches of Utf8 columns, for key scans.
 pub(crate) struct TextBatcher {
@@ -630,13 +613,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quoting_and_masking() {
+    fn quoting() {
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
-        assert_eq!(
-            mask_password("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(mask_password("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(mask_password("sqlite://atlas.db"), "sqlite://atlas.db");
     }
 }

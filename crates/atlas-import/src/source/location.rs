@@ -16,8 +16,8 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::io::AsyncWriteExt;
 
-use crate::db::mask_password;
 use crate::error::{AtlasError, Result};
+use crate::secrets::mask_password;
 
 /// One source file: the name reports and `file_imports` use, and where its
 /// bytes are on this machine.
