@@ -1452,11 +1452,9 @@ impl TableKeyLoader {
         let (sender, receiver) = std::sync::mpsc::sync_channel::<RecordBatch>(KEY_SCAN_QUEUE);
         let table = self.table.key();
         let columns = self.key_columns.clone();
-        let encoder =
-            KeyEncoder::new((0..columns.len()).collect()).with_forms(KeyForm::of_columns(&columns));
         let hasher = hasher.clone();
         let builder = tokio::task::spawn_blocking(move || {
-            fingerprint_existing_keys(&table, &columns, &encoder, &hasher, receiver)
+            fingerprint_existing_keys(&table, &columns, &hasher, receiver)
         });
         let mut on_batch = move |batch: RecordBatch| -> Result<()> {
             // Blocks only while the builder is behind by a full queue.
@@ -1513,13 +1511,14 @@ impl TableKeyLoader {
 fn fingerprint_existing_keys(
     table: &str,
     columns: &[TargetColumn],
-    encoder: &KeyEncoder,
     hasher: &KeyHasher,
     batches: std::sync::mpsc::Receiver<RecordBatch>,
 ) -> Result<Fingerprints<()>> {
     let mut set = Fingerprints::new();
     let mut keys = EncodedKeys::default();
     let mut fingerprints = Vec::new();
+    let encoder =
+        KeyEncoder::new((0..columns.len()).collect()).with_forms(KeyForm::of_columns(columns));
     let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
         columns
             .iter()

@@ -173,11 +173,6 @@ impl KeyEncoder {
         self
     }
 
-    /// The key forms, per key column.
-    pub fn forms(&self) -> &[Option<KeyForm>] {
-        &self.forms
-    }
-
     /// The key column indices.
     pub fn columns(&self) -> &[usize] {
         &self.columns

@@ -133,7 +133,7 @@ impl DuplicateCheckExec {
                 "DuplicateCheckExec: invalid key columns {key_columns:?}"
             )));
         }
-        let properties = source_ordered_properties(schema, input.output_partitioning().clone());
+        let properties = output_properties(&input, on_duplicate, false);
         Ok(Self {
             input,
             key_forms: vec![None; key_columns.len()],
@@ -145,18 +145,7 @@ impl DuplicateCheckExec {
             report_duplicates: false,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
-        }
-        .with_output_properties())
-    }
-
-    /// The plan properties of the output schema (one column more under `ON
-    /// DUPLICATE UPDATE` and in a dry run than the input).
-    fn with_output_properties(mut self) -> Self {
-        self.properties = source_ordered_properties(
-            self.output_schema(),
-            self.input.output_partitioning().clone(),
-        );
-        self
+        })
     }
 
     /// Compares key column `i` in `forms[i]` where it is given: the
@@ -183,18 +172,8 @@ impl DuplicateCheckExec {
     /// in the import), placed before the source row number.
     pub fn with_report_duplicates(mut self, report: bool) -> Self {
         self.report_duplicates = report;
-        self.with_output_properties()
-    }
-
-    fn output_schema(&self) -> SchemaRef {
-        let input = self.input.schema();
-        if self.report_duplicates {
-            duplicates_schema(&input)
-        } else if self.on_duplicate == OnDuplicate::Update {
-            with_column_before_row(&input, Field::new(UPDATE_COLUMN, DataType::Boolean, false))
-        } else {
-            input
-        }
+        self.properties = output_properties(&self.input, self.on_duplicate, report);
+        self
     }
 
     fn key_exprs(&self) -> Vec<Arc<dyn PhysicalExpr>> {
@@ -213,6 +192,25 @@ impl DuplicateCheckExec {
             })
             .collect()
     }
+}
+
+/// The plan properties of the check's output over `input`: its partitioning,
+/// source order, and the input's columns (with one more under `ON DUPLICATE
+/// UPDATE`, and in a dry run).
+fn output_properties(
+    input: &Arc<dyn ExecutionPlan>,
+    on_duplicate: OnDuplicate,
+    report_duplicates: bool,
+) -> Arc<PlanProperties> {
+    let schema = input.schema();
+    let schema = if report_duplicates {
+        duplicates_schema(&schema)
+    } else if on_duplicate == OnDuplicate::Update {
+        with_column_before_row(&schema, Field::new(UPDATE_COLUMN, DataType::Boolean, false))
+    } else {
+        schema
+    };
+    source_ordered_properties(schema, input.output_partitioning().clone())
 }
 
 /// The input's columns with `field` inserted before the source row number.
