@@ -28,7 +28,10 @@ use crate::options::{
     BinaryText, CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, FilePolicy, Inference,
     KeyStrategy, OnBadValue, OnDuplicate,
 };
-use crate::physical::{BadValues, ExistingKeyLoader, ExistingKeys, ImportSession, Opened};
+use crate::physical::{
+    ExistingKeyLoader, ExistingKeys, ImportId, ImportRun, ImportRuns, KeyLookup, Opened,
+    RegisteredRun, TableTransaction,
+};
 use crate::reject::RejectWriter;
 use crate::report::{ImportMetrics, ImportReport, ImportStatus, Phase, ReportContext};
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable, is_reader_column};
@@ -84,7 +87,7 @@ pub struct ImportBuilder {
     chunk_rows: usize,
     file_policy: FilePolicy,
     create_table: CreateTable,
-    bad_values: BadValues,
+    on_bad_value: OnBadValue,
     /// Only the MAP columns are imported (a mapping file's `mappings`).
     only_mapped: bool,
     /// Columns with SQL types to create a missing table with.
@@ -131,15 +134,19 @@ struct SourceFiles {
     staged: Arc<LocatedFiles>,
 }
 
-/// An import planned and ready to run (or to explain).
+/// An import planned and ready to run (or to explain): plans of settings
+/// only; running it registers its [`ImportRun`] in the session's
+/// [`ImportRuns`].
 pub struct PreparedImport {
+    /// The settings of the import (the logical node's).
+    spec: Arc<ImportSpec>,
     /// The logical plan: an [`ImportNode`] over the source.
     logical: LogicalPlan,
     plan: Arc<dyn ExecutionPlan>,
-    /// The task context of the source's session (its object stores, config).
+    /// The task context of the source's session (its object stores, config,
+    /// and the [`ImportRuns`] the operators find their run in).
     task: Arc<datafusion::execution::TaskContext>,
-    /// Key column indices among the written columns.
-    key_columns: Vec<usize>,
+    runs: Arc<ImportRuns>,
 }
 
 impl std::fmt::Debug for PreparedImport {
@@ -151,6 +158,11 @@ impl std::fmt::Debug for PreparedImport {
 }
 
 impl PreparedImport {
+    /// The import's settings.
+    pub fn spec(&self) -> &ImportSpec {
+        &self.spec
+    }
+
     /// The physical plan.
     pub fn plan(&self) -> &Arc<dyn ExecutionPlan> {
         &self.plan
@@ -208,7 +220,7 @@ impl ImportBuilder {
             chunk_rows: DEFAULT_CHUNK_ROWS,
             file_policy: FilePolicy::Error,
             create_table: CreateTable::IfNotExists,
-            bad_values: BadValues::Error,
+            on_bad_value: OnBadValue::Error,
             only_mapped: false,
             declared: Vec::new(),
             inference: Inference::Strict,
@@ -391,11 +403,7 @@ impl ImportBuilder {
 
     /// What to do with a value that does not fit its column (default: fail).
     pub fn with_on_bad_value(mut self, on_bad_value: OnBadValue) -> Self {
-        self.bad_values = match on_bad_value {
-            OnBadValue::Error => BadValues::Error,
-            OnBadValue::Null => BadValues::Null,
-            OnBadValue::Reject(path) => BadValues::Reject(Arc::new(RejectWriter::new(path))),
-        };
+        self.on_bad_value = on_bad_value;
         self
     }
 
@@ -505,14 +513,8 @@ impl ImportBuilder {
         let files = self.locate().await?;
         let source = self.open_source(files).await?;
         let (target, create) = self.target(&source).await?;
-        let session = Arc::new(ImportSession::new(
-            Arc::clone(&self.db),
-            self.table.clone(),
-            Vec::new(),
-            self.file_policy,
-            create,
-        ));
-        let prepared = self.prepare(&source, &target, session, false).await?;
+        // Explaining registers no run: the plan is settings only.
+        let prepared = self.prepare(&source, &target, create, false).await?;
         Ok(prepared.explain())
     }
 
@@ -528,25 +530,24 @@ impl ImportBuilder {
         let files = self.locate().await?;
         let source = self.open_source(files).await?;
         let (target, _) = self.target(&source).await?;
+        let prepared = self.prepare(&source, &target, None, true).await?;
         // A transaction for a consistent view of the existing keys, rolled back.
-        let session = Arc::new(ImportSession::dry_run(
+        let transaction = Arc::new(TableTransaction::dry_run(
             Arc::clone(&self.db),
             self.table.clone(),
         ));
-        let prepared = self
-            .prepare(&source, &target, Arc::clone(&session), true)
-            .await?;
+        let _running = self.start_run(&prepared, Arc::clone(&transaction), None);
         let result = collect(Arc::clone(&prepared.plan), Arc::clone(&prepared.task))
             .await
             .map_err(AtlasError::from_datafusion);
-        if let Err(e) = session.slot().rollback().await {
+        if let Err(e) = transaction.slot().rollback().await {
             tracing::warn!("rolling back the dry run failed: {e}");
         }
         let batches = result?;
         let schema = prepared.plan.schema();
         let width = schema.fields().len();
         // key columns, then source_row, then duplicate_of
-        let mut indices = prepared.key_columns.clone();
+        let mut indices = prepared.spec.key_columns.clone();
         indices.extend([width - 1, width - 2]);
         let fields: Vec<_> = indices
             .iter()
@@ -867,10 +868,15 @@ impl ImportBuilder {
         history: HistoryEntry,
     ) -> Result<(ImportReport, Option<PreparedImport>)> {
         let started = Instant::now();
-        if let BadValues::Reject(writer) = &self.bad_values {
-            // A reject file that cannot be written fails before any data moves.
-            writer.open()?;
-        }
+        let rejects = match &self.on_bad_value {
+            OnBadValue::Reject(path) => {
+                // A reject file that cannot be written fails before any data moves.
+                let writer = Arc::new(RejectWriter::new(path));
+                writer.open()?;
+                Some(writer)
+            }
+            _ => None,
+        };
         self.db.ensure_metadata().await?;
         let mut located = self.locate().await?;
         // Open first: a statement that cannot work is said before anything else.
@@ -884,7 +890,7 @@ impl ImportBuilder {
             }
         }
         // Cheap early answer; the authoritative check runs under the lock, when
-        // the plan opens its session.
+        // the plan opens its transaction.
         if let Some(found) = located.as_mut()
             && self.file_policy != FilePolicy::Allow
         {
@@ -935,8 +941,11 @@ impl ImportBuilder {
                 record_count: 0,
             })
             .collect();
-        let session = Arc::new(
-            ImportSession::new(
+        let prepared = self
+            .prepare(&source, &target, create.clone(), false)
+            .await?;
+        let transaction = Arc::new(
+            TableTransaction::new(
                 Arc::clone(&self.db),
                 self.table.clone(),
                 files,
@@ -948,9 +957,7 @@ impl ImportBuilder {
                 ..history
             }),
         );
-        let prepared = self
-            .prepare(&source, &target, Arc::clone(&session), false)
-            .await?;
+        let _running = self.start_run(&prepared, Arc::clone(&transaction), rejects);
         // The import reads the source from its start (type inference may
         // have read it once already).
         self.metrics.set_phase(Phase::Writing);
@@ -962,12 +969,12 @@ impl ImportBuilder {
             .map_err(AtlasError::from_datafusion);
         count_skipped_lines(&prepared.plan, &self.metrics);
         if result.is_err()
-            && let Err(e) = session.slot().rollback().await
+            && let Err(e) = transaction.slot().rollback().await
         {
             tracing::warn!("rollback after a failed import also failed: {e}");
         }
         result?;
-        let created_table = match session.outcome() {
+        let created_table = match transaction.outcome() {
             Some(Opened::Ready { created, .. }) => created,
             Some(Opened::FileAlreadyImported) | None => {
                 let hash = file_hash.unwrap_or_default();
@@ -1040,7 +1047,7 @@ impl ImportBuilder {
         source: &OpenedSource,
         key: &[TargetColumn],
         dry_run: bool,
-    ) -> Result<(Chosen, String)> {
+    ) -> Result<(KeyLookup, String)> {
         let stats = self.db.table_stats(&self.table, key).await?;
         let import_rows = estimate_rows(&source.files);
         let sizes = format!(
@@ -1053,14 +1060,14 @@ impl ImportBuilder {
         let probe_column = probe_column(key, &stats);
         let preload = || {
             (
-                Chosen::Preload,
+                KeyLookup::Preload,
                 format!("the table's keys read on a connection of their own and held; {sizes}"),
             )
         };
         let Some(column) = probe_column else {
             return Ok(match self.strategy {
                 KeyStrategy::Probe => (
-                    Chosen::Preload,
+                    KeyLookup::Preload,
                     format!("no key column can be probed (numbers with fractions only); {sizes}"),
                 ),
                 _ => preload(),
@@ -1077,15 +1084,18 @@ impl ImportBuilder {
         let holds_rows =
             dry_run || matches!(self.on_duplicate, OnDuplicate::Skip | OnDuplicate::Update);
         Ok(match self.strategy {
-            KeyStrategy::Preload => (Chosen::Preload, format!("as asked; {sizes}")),
-            KeyStrategy::Probe => (Chosen::Probe(column), format!("as asked, {how}; {sizes}")),
+            KeyStrategy::Preload => (KeyLookup::Preload, format!("as asked; {sizes}")),
+            KeyStrategy::Probe => (
+                KeyLookup::Probe { column },
+                format!("as asked, {how}; {sizes}"),
+            ),
             KeyStrategy::Auto => match import_rows {
                 Some(rows)
                     if stats.rows >= PROBE_TABLE_RATIO * rows.max(1)
                         && (!holds_rows || rows <= PROBE_HELD_ROWS) =>
                 {
                     (
-                        Chosen::Probe(column),
+                        KeyLookup::Probe { column },
                         format!(
                             "the table's keys that share a value with the import, {how}; {sizes}"
                         ),
@@ -1096,13 +1106,14 @@ impl ImportBuilder {
         })
     }
 
-    /// Builds the physical plan over the source for `target`; the plan opens
-    /// `session` itself when it runs.
+    /// Builds the plans over the source for `target` (a table to create
+    /// with `creates` when it is missing): settings only; running them
+    /// takes a run ([`Self::start_run`]).
     async fn prepare(
         &self,
         source: &OpenedSource,
         target: &TargetTable,
-        session: Arc<ImportSession>,
+        creates: Option<Vec<ColumnSpec>>,
         dry_run: bool,
     ) -> Result<PreparedImport> {
         let (state, input) = source.df.clone().into_parts();
@@ -1110,39 +1121,22 @@ impl ImportBuilder {
         let mapping = map_columns(&source_schema, target)?;
         let columns: Vec<TargetColumn> = mapping.iter().map(|(_, c)| c.clone()).collect();
         let key_columns = resolve_key(self.key.as_deref(), &columns, target)?;
-        // Always read (or probe) the existing keys once the session holds its
-        // lock: even a table this plan expects to create may exist, filled, by
-        // then.
+        // Always read (or probe) the existing keys once the transaction holds
+        // its lock: even a table this plan expects to create may exist,
+        // filled, by then.
         let key_targets: Vec<TargetColumn> =
             key_columns.iter().map(|&i| columns[i].clone()).collect();
-        let hasher = KeyHasher::random();
-        let existing = if self.on_duplicate == OnDuplicate::Allow && !dry_run {
-            ExistingKeys::none(
+        let (lookup, lookup_reason) = if self.on_duplicate == OnDuplicate::Allow && !dry_run {
+            (
+                KeyLookup::Nothing,
                 format!("{} (not read: duplicates allowed)", self.table),
-                hasher,
             )
         } else {
-            let (strategy, why) = self.choose_strategy(source, &key_targets, dry_run).await?;
-            let description = format!("{} (strategy={strategy}: {why})", self.table);
-            let loader = Arc::new(TableKeyLoader {
-                db: Arc::clone(&self.db),
-                session: Arc::clone(&session),
-                table: self.table.clone(),
-                key_columns: key_targets.clone(),
-                metrics: Arc::clone(&self.metrics),
-            });
-            match strategy {
-                Chosen::Probe(column) => ExistingKeys::probe(
-                    description,
-                    loader,
-                    column,
-                    key_targets[column].name.clone(),
-                    hasher,
-                ),
-                Chosen::Preload => ExistingKeys::preload(description, loader, hasher),
-            }
+            let (lookup, why) = self.choose_strategy(source, &key_targets, dry_run).await?;
+            (lookup, format!("{} (strategy={lookup}: {why})", self.table))
         };
         let spec = Arc::new(ImportSpec {
+            import: ImportId::new(),
             table: self.table.clone(),
             mapping,
             key_columns: key_columns.clone(),
@@ -1155,21 +1149,30 @@ impl ImportBuilder {
             } else {
                 Vec::new()
             },
-            bad_values: self.bad_values.clone(),
+            on_bad_value: self.on_bad_value.clone(),
             db_kind: self.db.kind(),
-            existing: Arc::new(existing),
-            session,
-            metrics: Arc::clone(&self.metrics),
+            lookup,
+            lookup_reason,
+            creates,
         });
         let logical = LogicalPlan::Extension(Extension {
-            node: Arc::new(ImportNode::try_new(input, spec).map_err(AtlasError::from_datafusion)?),
+            node: Arc::new(
+                ImportNode::try_new(input, Arc::clone(&spec))
+                    .map_err(AtlasError::from_datafusion)?,
+            ),
         });
+        // The runs of the session's imports, where the operators find theirs.
+        let runs = state
+            .config()
+            .get_extension::<ImportRuns>()
+            .unwrap_or_default();
         // Plan in the source's session (its tables, object stores), configured
         // for the import.
         let config = self
             .import_config(state.config().clone())
             // The catalogs are shared with the caller's session: keep them.
-            .with_create_default_catalog_and_schema(false);
+            .with_create_default_catalog_and_schema(false)
+            .with_extension(Arc::clone(&runs));
         let mut builder = SessionStateBuilder::new_from_existing(state.clone())
             .with_config(config)
             .with_query_planner(Arc::new(ImportQueryPlanner));
@@ -1188,11 +1191,61 @@ impl ImportBuilder {
             .map_err(|e| AtlasError::from_source_read(e, &source.name))?;
         let task = Arc::new(TaskContext::from(&state));
         Ok(PreparedImport {
+            spec,
             logical,
             plan,
             task,
-            key_columns,
+            runs,
         })
+    }
+
+    /// Registers the run of `prepared` in its session: its transaction, the
+    /// existing keys as its plan says to learn them, the counters, the
+    /// reject file. The run ends when the returned guard is dropped.
+    fn start_run(
+        &self,
+        prepared: &PreparedImport,
+        transaction: Arc<TableTransaction>,
+        rejects: Option<Arc<RejectWriter>>,
+    ) -> RegisteredRun {
+        let spec = &prepared.spec;
+        let key_targets: Vec<TargetColumn> = spec
+            .key_columns
+            .iter()
+            .map(|&i| spec.mapping[i].1.clone())
+            .collect();
+        let hasher = KeyHasher::random();
+        let loader = || {
+            Arc::new(TableKeyLoader {
+                db: Arc::clone(&self.db),
+                transaction: Arc::clone(&transaction),
+                table: self.table.clone(),
+                key_columns: key_targets.clone(),
+                metrics: Arc::clone(&self.metrics),
+            })
+        };
+        let description = spec.lookup_reason.clone();
+        let existing = match spec.lookup {
+            KeyLookup::Nothing => ExistingKeys::none(description, hasher),
+            KeyLookup::Preload => ExistingKeys::preload(description, loader(), hasher),
+            KeyLookup::Probe { column } => ExistingKeys::probe(
+                description,
+                loader(),
+                key_targets[column].name.clone(),
+                hasher,
+            ),
+        };
+        let rejects = rejects.or_else(|| match &spec.on_bad_value {
+            // A dry run writes its rejects too (the file opens at the first).
+            OnBadValue::Reject(path) => Some(Arc::new(RejectWriter::new(path))),
+            _ => None,
+        });
+        let mut run = ImportRun::new(spec.import, existing, Arc::clone(&self.metrics))
+            .with_transaction(transaction);
+        if let Some(rejects) = rejects {
+            run = run.with_rejects(rejects);
+        }
+        prepared.runs.register(run)
     }
 }
 
@@ -1407,7 +1460,7 @@ fn resolve_key(
 #[derive(Debug)]
 struct TableKeyLoader {
     db: Arc<dyn Database>,
-    session: Arc<ImportSession>,
+    transaction: Arc<TableTransaction>,
     table: TableRef,
     key_columns: Vec<TargetColumn>,
     metrics: Arc<ImportMetrics>,
@@ -1435,7 +1488,7 @@ impl TableKeyLoader {
         filter: Option<crate::db::KeyFilter>,
         started: Instant,
     ) -> Result<Fingerprints<()>> {
-        match self.session.open().await? {
+        match self.transaction.open().await? {
             // The table was there before the import took its lock: read it.
             Opened::Ready {
                 exists: true,
@@ -1559,22 +1612,6 @@ fn fingerprint_existing_keys(
         }
     }
     Ok(set)
-}
-
-/// The key strategy an import runs with.
-enum Chosen {
-    Preload,
-    /// Probe on this key column (its index among the key columns).
-    Probe(usize),
-}
-
-impl std::fmt::Display for Chosen {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Chosen::Preload => "preload",
-            Chosen::Probe(_) => "probe",
-        })
-    }
 }
 
 /// The key column a probe filters on: an indexed one, else the one with the

@@ -16,7 +16,6 @@
 
 use std::cmp::Ordering;
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -36,17 +35,21 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, Phy
 
 use crate::db::DbKind;
 use crate::key_form::KeyForm;
-use crate::options::OnDuplicate;
+use crate::options::{OnBadValue, OnDuplicate};
 use crate::physical::{
-    BadValues, CoerceExec, DuplicateCheckExec, ExistingKeys, ImportSession, ImportSink,
-    duplicates_schema, source_order_requirement,
+    CoerceExec, DuplicateCheckExec, ImportId, ImportSink, KeyLookup, duplicates_schema,
+    source_order_requirement,
 };
-use crate::report::ImportMetrics;
-use crate::schema::{TargetColumn, coerced_schema};
+use crate::schema::{ColumnSpec, TargetColumn, coerced_schema};
 
-/// Everything the planner needs besides the source plan.
-#[derive(Debug)]
+/// Everything the planner needs besides the source plan: settings only, so
+/// that plans compare, hash and print by what they do. What lives while the
+/// import runs (transaction, existing keys, counters) is its
+/// [`crate::physical::ImportRun`], registered under [`ImportSpec::import`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ImportSpec {
+    /// The import this plan is: its run is registered under this id.
+    pub import: ImportId,
     /// Target table.
     pub table: crate::names::TableRef,
     /// For each written column: the source column index and the target column.
@@ -64,19 +67,20 @@ pub struct ImportSpec {
     /// The files of a multi-file source, in order (empty for one source).
     pub source_files: Vec<String>,
     /// What to do with values that do not fit.
-    pub bad_values: BadValues,
+    pub on_bad_value: OnBadValue,
     /// Which database.
     pub db_kind: DbKind,
-    /// The keys already in the table.
-    pub existing: Arc<ExistingKeys>,
-    /// The transaction the plan opens.
-    pub session: Arc<ImportSession>,
-    /// Live counters.
-    pub metrics: Arc<ImportMetrics>,
+    /// How the keys already in the target are learned.
+    pub lookup: KeyLookup,
+    /// What the existing keys are and why this lookup (for `EXPLAIN`).
+    pub lookup_reason: String,
+    /// The columns a missing table is created with, `None` when a missing
+    /// table is an error.
+    pub creates: Option<Vec<ColumnSpec>>,
 }
 
 /// The logical import of `input` into a table.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ImportNode {
     input: LogicalPlan,
     spec: Arc<ImportSpec>,
@@ -110,24 +114,9 @@ impl ImportNode {
     }
 }
 
-impl PartialEq for ImportNode {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.spec, &other.spec) && self.input == other.input
-    }
-}
-
-impl Eq for ImportNode {}
-
 impl PartialOrd for ImportNode {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         (self == other).then_some(Ordering::Equal)
-    }
-}
-
-impl Hash for ImportNode {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.spec.table.hash(state);
-        self.input.hash(state);
     }
 }
 
@@ -218,27 +207,23 @@ pub fn plan_operators(
     let coerce = Arc::new(
         CoerceExec::new(
             input,
+            spec.import,
             spec.mapping.clone(),
             spec.source_name.clone(),
-            spec.chunk_rows,
-            Arc::clone(&spec.metrics),
         )
-        .with_bad_values(spec.bad_values.clone())
+        .with_chunk_rows(spec.chunk_rows)
+        .with_on_bad_value(spec.on_bad_value.clone())
         .with_files(spec.source_files.clone()),
     );
     let check = Arc::new(
-        DuplicateCheckExec::try_new(
-            coerce,
-            spec.key_columns.clone(),
-            Arc::clone(&spec.existing),
-            spec.on_duplicate,
-            spec.chunk_rows,
-            Arc::clone(&spec.metrics),
-        )?
-        .with_key_forms(KeyForm::of_columns(
-            spec.key_columns.iter().map(|&i| &columns[i]),
-        ))?
-        .with_report_duplicates(spec.dry_run),
+        DuplicateCheckExec::try_new(coerce, spec.import, spec.key_columns.clone())?
+            .with_key_forms(KeyForm::of_columns(
+                spec.key_columns.iter().map(|&i| &columns[i]),
+            ))?
+            .with_lookup(spec.lookup, spec.lookup_reason.clone())
+            .with_on_duplicate(spec.on_duplicate)
+            .with_chunk_rows(spec.chunk_rows)
+            .with_report_duplicates(spec.dry_run),
     );
     let order = source_order_requirement(&check.schema());
     if spec.dry_run {
@@ -249,13 +234,13 @@ pub fn plan_operators(
     }
     let sink = Arc::new(
         ImportSink::new(
+            spec.import,
             spec.table.clone(),
             columns,
             spec.db_kind,
-            Arc::clone(&spec.session),
-            Arc::clone(&spec.metrics),
             check.schema(),
         )
+        .with_creates(spec.creates.clone())
         .with_on_duplicate(spec.on_duplicate)
         .with_chunk_rows(spec.chunk_rows)
         .with_key_columns(spec.key_columns.clone()),

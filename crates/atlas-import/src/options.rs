@@ -11,7 +11,7 @@ pub const DEFAULT_PARTITIONS: usize = 4;
 pub const DEFAULT_CHUNK_ROWS: usize = 10_000;
 
 /// What to do with a row whose key already exists or repeats inside the import.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum OnDuplicate {
     /// Refuse the whole import; nothing is written.
     #[default]
@@ -196,7 +196,7 @@ impl FromStr for Inference {
 }
 
 /// What to do with a value that does not fit its target column.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub enum OnBadValue {
     /// Fail the import naming file, row, column and value (the default).
     #[default]

@@ -3,7 +3,7 @@
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 /// One column of the target table.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TargetColumn {
     /// Column name as stored in the catalog.
     pub name: String,
@@ -72,7 +72,7 @@ impl TargetTable {
 }
 
 /// A column of a table the import will create.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ColumnSpec {
     /// Column name.
     pub name: String,

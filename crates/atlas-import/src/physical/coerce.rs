@@ -9,7 +9,7 @@ use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::datatypes::UInt64Type;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{Distribution, OrderingRequirements, PhysicalExpr};
 use datafusion::physical_plan::distribution_requirements::InputDistributionRequirements;
@@ -21,25 +21,46 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
+use super::run::{ImportId, ImportRun, ImportRuns};
 use super::source_ordered_properties;
 use crate::coerce::{coerce_column, coerce_column_lenient};
 use crate::error::AtlasError;
+use crate::options::OnBadValue;
 use crate::reject::{RejectWriter, Rejection};
 use crate::report::ImportMetrics;
 use crate::schema::{
     RECORD_ERROR_COLUMN, SOURCE_LINE_COLUMN, TargetColumn, coerced_schema, is_reader_column,
 };
 
-/// What [`CoerceExec`] does with a value that does not fit its column.
-#[derive(Debug, Clone, Default)]
-pub enum BadValues {
+/// What a running [`CoerceExec`] does with a value that does not fit its
+/// column: its [`OnBadValue`] setting, with the import's reject file.
+#[derive(Debug, Clone)]
+enum BadValues {
     /// Fail the import.
-    #[default]
     Error,
     /// Write NULL instead.
     Null,
     /// Leave the row out and write it to the reject file.
     Reject(Arc<RejectWriter>),
+}
+
+impl BadValues {
+    /// `policy` as `run` carries it out.
+    fn of(policy: &OnBadValue, run: &ImportRun) -> Result<Self> {
+        Ok(match policy {
+            OnBadValue::Error => BadValues::Error,
+            OnBadValue::Null => BadValues::Null,
+            OnBadValue::Reject(path) => {
+                BadValues::Reject(Arc::clone(run.rejects().ok_or_else(|| {
+                    DataFusionError::Internal(format!(
+                        "import {} has no reject file for {}",
+                        run.id(),
+                        path.display()
+                    ))
+                })?))
+            }
+        })
+    }
 }
 
 /// Numbers the rows of its input (1-based, in input order) and converts each
@@ -59,11 +80,15 @@ pub enum BadValues {
 /// that order to keep the *first* occurrence of a key.
 ///
 /// # Bad values
-/// Under [`BadValues::Error`] (the default) the first value that does not fit
+/// Under [`OnBadValue::Error`] (the default) the first value that does not fit
 /// fails the plan with [`AtlasError::BadValue`], naming the source, row, column
-/// and value. [`BadValues::Null`] writes NULL instead; [`BadValues::Reject`]
+/// and value. [`OnBadValue::Null`] writes NULL instead; [`OnBadValue::Reject`]
 /// leaves the row out (its row number stays unused) and writes it to the
-/// reject file.
+/// import's reject file.
+///
+/// # Shared state
+/// Settings only; the counters and the reject file are the import's
+/// [`ImportRun`], found in the `TaskContext` by the import's id.
 #[derive(Debug)]
 pub struct CoerceExec {
     /// The source plan.
@@ -77,10 +102,10 @@ pub struct CoerceExec {
     files: Vec<String>,
     /// Rows per chunk, for the "Split ..." log line.
     chunk_rows: usize,
-    /// Live counters of the import.
-    import_metrics: Arc<ImportMetrics>,
+    /// The import whose run holds the counters and the reject file.
+    import: ImportId,
     /// What to do with values that do not fit.
-    bad_values: BadValues,
+    on_bad_value: OnBadValue,
     /// Output schema: target columns then the row number.
     schema: SchemaRef,
     /// Cached plan properties.
@@ -90,13 +115,13 @@ pub struct CoerceExec {
 }
 
 impl CoerceExec {
-    /// Converts input column `mapping[i].0` to `mapping[i].1` for every `i`.
+    /// Converts input column `mapping[i].0` to `mapping[i].1` for every `i`,
+    /// for import `import`; a bad value fails it.
     pub fn new(
         input: Arc<dyn ExecutionPlan>,
+        import: ImportId,
         mapping: Vec<(usize, TargetColumn)>,
         source_name: impl Into<String>,
-        chunk_rows: usize,
-        import_metrics: Arc<ImportMetrics>,
     ) -> Self {
         let columns: Vec<TargetColumn> = mapping.iter().map(|(_, c)| c.clone()).collect();
         let schema = coerced_schema(&columns);
@@ -107,9 +132,9 @@ impl CoerceExec {
             mapping,
             source_name: source_name.into(),
             files: Vec::new(),
-            chunk_rows,
-            import_metrics,
-            bad_values: BadValues::Error,
+            chunk_rows: crate::DEFAULT_CHUNK_ROWS,
+            import,
+            on_bad_value: OnBadValue::Error,
             schema,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
@@ -129,8 +154,14 @@ impl CoerceExec {
     }
 
     /// What to do with values that do not fit (default: fail).
-    pub fn with_bad_values(mut self, bad_values: BadValues) -> Self {
-        self.bad_values = bad_values;
+    pub fn with_on_bad_value(mut self, on_bad_value: OnBadValue) -> Self {
+        self.on_bad_value = on_bad_value;
+        self
+    }
+
+    /// Rows per chunk (for the log).
+    pub fn with_chunk_rows(mut self, chunk_rows: usize) -> Self {
+        self.chunk_rows = chunk_rows.max(1);
         self
     }
 
@@ -155,11 +186,8 @@ impl DisplayAs for CoerceExec {
             })
             .collect::<Vec<_>>()
             .join(", ");
-        let on_bad_value = match &self.bad_values {
-            BadValues::Error => None,
-            BadValues::Null => Some("null".to_string()),
-            BadValues::Reject(w) => Some(format!("reject to {}", w.path().display())),
-        };
+        let on_bad_value =
+            (self.on_bad_value != OnBadValue::Error).then(|| self.on_bad_value.to_string());
         if t == DisplayFormatType::TreeRender {
             // One `key=value` a line; the box shows the operator's name.
             writeln!(f, "source={}", self.source_name)?;
@@ -232,12 +260,12 @@ impl ExecutionPlan for CoerceExec {
         Ok(Arc::new(
             CoerceExec::new(
                 children.swap_remove(0),
+                self.import,
                 self.mapping.clone(),
                 self.source_name.clone(),
-                self.chunk_rows,
-                Arc::clone(&self.import_metrics),
             )
-            .with_bad_values(self.bad_values.clone())
+            .with_chunk_rows(self.chunk_rows)
+            .with_on_bad_value(self.on_bad_value.clone())
             .with_files(self.files.clone()),
         ))
     }
@@ -257,6 +285,8 @@ impl ExecutionPlan for CoerceExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
+        let run = ImportRuns::of_task(&context, self.import)?;
+        let bad_values = BadValues::of(&self.on_bad_value, &run)?;
         // One input partition per file when several, read in order; else the
         // one partition the requirement guarantees.
         let inputs = if self.sequential() {
@@ -277,7 +307,7 @@ impl ExecutionPlan for CoerceExec {
             vec![self.source_name.clone()]
         };
         let source_input = Arc::clone(&self.input);
-        let starts_metrics = Arc::clone(&self.import_metrics);
+        let starts_metrics = Arc::clone(run.metrics());
         let names_for_errors = names.clone();
         let input = futures::stream::iter(inputs.into_iter().enumerate())
             .map(move |(file, input_partition)| {
@@ -305,8 +335,8 @@ impl ExecutionPlan for CoerceExec {
             data_columns: (0..input_schema.fields().len())
                 .filter(|&i| !is_reader_column(input_schema.field(i).name()))
                 .collect(),
-            bad_values: self.bad_values.clone(),
-            counters: Arc::clone(&self.import_metrics),
+            bad_values: bad_values.clone(),
+            counters: Arc::clone(run.metrics()),
             multi_file: names.len() > 1,
             next_row: 1,
             file_first_row: vec![1; names.len()],
@@ -314,9 +344,9 @@ impl ExecutionPlan for CoerceExec {
             baseline: BaselineMetrics::new(&self.metrics, partition),
         };
         let data_schema = Arc::new(input_schema.project(&converter.data_columns)?);
-        let end_counters = Arc::clone(&self.import_metrics);
+        let end_counters = Arc::clone(run.metrics());
         let chunk_rows = self.chunk_rows.max(1) as u64;
-        let end_bad_values = self.bad_values.clone();
+        let end_bad_values = bad_values;
         let converted = input.map(move |item| converter.convert(item));
         let finished = futures::stream::once(async move {
             end_counters.source_done.store(true, Ordering::Relaxed);
@@ -525,6 +555,9 @@ mod tests {
     use datafusion::physical_plan::collect;
 
     use super::*;
+    use crate::key::KeyHasher;
+    use crate::physical::ExistingKeys;
+    use crate::physical::run::task_running;
 
     fn age_column() -> TargetColumn {
         TargetColumn {
@@ -540,7 +573,7 @@ mod tests {
     }
 
     /// `ages` as text, in batches of two rows, into an integer column.
-    fn coerce(ages: &[Option<&str>], metrics: &Arc<ImportMetrics>) -> CoerceExec {
+    fn coerce(ages: &[Option<&str>]) -> CoerceExec {
         let schema = Arc::new(Schema::new(vec![Field::new("Age", DataType::Utf8, true)]));
         let batches = ages
             .chunks(2)
@@ -555,15 +588,21 @@ mod tests {
         let input = MemorySourceConfig::try_new_exec(&[batches], schema, None).unwrap();
         CoerceExec::new(
             input,
+            ImportId::from_u128(1),
             vec![(0, age_column())],
             "ages.csv",
-            10_000,
-            Arc::clone(metrics),
         )
     }
 
-    async fn run(exec: CoerceExec) -> Result<(Vec<Option<i32>>, Vec<u64>)> {
-        let batches = collect(Arc::new(exec), Arc::new(TaskContext::default())).await?;
+    /// Runs `exec` as import 1, counting in `metrics`.
+    async fn run(
+        exec: CoerceExec,
+        metrics: &Arc<ImportMetrics>,
+    ) -> Result<(Vec<Option<i32>>, Vec<u64>)> {
+        let existing = ExistingKeys::none("none", KeyHasher::random());
+        let run = ImportRun::new(ImportId::from_u128(1), existing, Arc::clone(metrics));
+        let (task, _running) = task_running(run);
+        let batches = collect(Arc::new(exec), task).await?;
         let mut ages = Vec::new();
         let mut rows = Vec::new();
         for batch in &batches {
@@ -576,16 +615,13 @@ mod tests {
     #[tokio::test]
     async fn numbers_rows_across_batches_and_converts_values() {
         let metrics = Arc::new(ImportMetrics::default());
-        let exec = coerce(
-            &[Some("007"), None, Some(" 42 "), Some("-1"), Some("5")],
-            &metrics,
-        );
+        let exec = coerce(&[Some("007"), None, Some(" 42 "), Some("-1"), Some("5")]);
         assert_eq!(
             exec.schema().field(1).name(),
             ROW_NUMBER_COLUMN,
             "the row number comes last"
         );
-        let (ages, rows) = run(exec).await.unwrap();
+        let (ages, rows) = run(exec, &metrics).await.unwrap();
         assert_eq!(ages, [Some(7), None, Some(42), Some(-1), Some(5)]);
         assert_eq!(rows, [1, 2, 3, 4, 5]);
         assert_eq!(ImportMetrics::get(&metrics.rows_read), 5);
@@ -594,8 +630,8 @@ mod tests {
     #[tokio::test]
     async fn a_bad_value_names_its_row_column_and_value() {
         let metrics = Arc::new(ImportMetrics::default());
-        let exec = coerce(&[Some("1"), Some("2"), Some("3"), Some("three")], &metrics);
-        let err = AtlasError::from_datafusion(run(exec).await.unwrap_err());
+        let exec = coerce(&[Some("1"), Some("2"), Some("3"), Some("three")]);
+        let err = AtlasError::from_datafusion(run(exec, &metrics).await.unwrap_err());
         match err {
             AtlasError::BadValue {
                 source_name,
@@ -614,11 +650,22 @@ mod tests {
     #[tokio::test]
     async fn bad_values_can_become_null() {
         let metrics = Arc::new(ImportMetrics::default());
-        let exec =
-            coerce(&[Some("1"), Some("x"), Some("3")], &metrics).with_bad_values(BadValues::Null);
-        let (ages, rows) = run(exec).await.unwrap();
+        let exec = coerce(&[Some("1"), Some("x"), Some("3")]).with_on_bad_value(OnBadValue::Null);
+        let (ages, rows) = run(exec, &metrics).await.unwrap();
         assert_eq!(ages, [Some(1), None, Some(3)]);
         assert_eq!(rows, [1, 2, 3]);
         assert_eq!(ImportMetrics::get(&metrics.nulled), 1);
+    }
+
+    #[tokio::test]
+    async fn a_plan_without_its_run_says_so() {
+        let exec = coerce(&[Some("1")]);
+        let err = collect(Arc::new(exec), Arc::new(TaskContext::default()))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("is not running in this session"),
+            "{err}"
+        );
     }
 }

@@ -8,19 +8,26 @@
 //!         CoerceExec                       1 partition: row numbers + casts
 //!           <any DataFusion plan>
 //! ```
+//!
+//! The operators hold settings only; what lives while an import runs (its
+//! transaction, the existing keys, counters) is its [`ImportRun`], which
+//! they find in their `TaskContext` by the import's [`ImportId`].
 
 mod coerce;
 mod duplicate_check;
-mod session;
+mod run;
 mod sink;
+mod transaction;
 
-pub use coerce::{BadValues, CoerceExec};
+pub use coerce::CoerceExec;
 pub(crate) use duplicate_check::duplicates_schema;
 pub use duplicate_check::{
-    DUPLICATE_OF_COLUMN, DuplicateCheckExec, ExistingKeyLoader, ExistingKeys, UPDATE_COLUMN,
+    DUPLICATE_OF_COLUMN, DuplicateCheckExec, ExistingKeyLoader, ExistingKeys, KeyLookup,
+    UPDATE_COLUMN,
 };
-pub use session::{ImportSession, Opened};
-pub use sink::{ImportSink, TransactionSlot};
+pub use run::{ImportId, ImportRun, ImportRuns, RegisteredRun};
+pub use sink::ImportSink;
+pub use transaction::{Opened, TableTransaction, TransactionSlot};
 
 use std::sync::Arc;
 

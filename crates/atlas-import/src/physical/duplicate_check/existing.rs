@@ -35,6 +35,44 @@ pub trait ExistingKeyLoader: Send + Sync + fmt::Debug {
     ) -> crate::error::Result<Fingerprints<()>>;
 }
 
+/// How the check learns the keys already in the table: the plan's choice (a
+/// setting), from which the import's run builds its [`ExistingKeys`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum KeyLookup {
+    /// No keys to read (duplicates allowed: no row-level check).
+    #[default]
+    Nothing,
+    /// Every key of the table, read once and held.
+    Preload,
+    /// The keys of the rows that share a value of key column `column` (its
+    /// index among the key columns) with the import, found by the database.
+    Probe {
+        /// The probed key column, by its index among the key columns.
+        column: usize,
+    },
+}
+
+impl KeyLookup {
+    /// The key column (its index among the key columns) whose values the
+    /// probe collects, if this is the probe.
+    pub fn probed_column(self) -> Option<usize> {
+        match self {
+            KeyLookup::Probe { column } => Some(column),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for KeyLookup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyLookup::Nothing => "none",
+            KeyLookup::Preload => "preload",
+            KeyLookup::Probe { .. } => "probe",
+        })
+    }
+}
+
 /// The fingerprints of the keys in the target, once loaded.
 pub(super) type LoadedKeys = Arc<Fingerprints<()>>;
 
@@ -65,11 +103,10 @@ enum Source {
     /// No keys to read (a new table, or no row-level check).
     Nothing,
     Preload(Arc<dyn ExistingKeyLoader>),
-    /// The keys matching the import's values of key column `column` (an
-    /// index among the key columns, named `name` in the table).
+    /// The keys matching the import's values of the probed key column,
+    /// named `name` in the table.
     Probe {
         loader: Arc<dyn ExistingKeyLoader>,
-        column: usize,
         name: String,
     },
 }
@@ -117,13 +154,12 @@ impl ExistingKeys {
         Self::with_source(description.into(), Source::Preload(loader), hasher)
     }
 
-    /// The probe strategy: only the keys of the rows whose key column
-    /// `column` (its index among the key columns, `name` in the table)
-    /// holds one of the import's values, read by `loader` at the end.
+    /// The probe strategy: only the keys of the rows whose probed key
+    /// column (`name` in the table; [`KeyLookup::Probe`] says which) holds
+    /// one of the import's values, read by `loader` at the end.
     pub fn probe(
         description: impl Into<String>,
         loader: Arc<dyn ExistingKeyLoader>,
-        column: usize,
         name: impl Into<String>,
         hasher: KeyHasher,
     ) -> Self {
@@ -131,7 +167,6 @@ impl ExistingKeys {
             description.into(),
             Source::Probe {
                 loader,
-                column,
                 name: name.into(),
             },
             hasher,
@@ -143,23 +178,9 @@ impl ExistingKeys {
         Self::with_source(description.into(), Source::Nothing, hasher)
     }
 
-    /// What the keys are and how they are read.
-    pub fn description(&self) -> &str {
-        &self.description
-    }
-
     /// The hasher every key of this import is fingerprinted with.
     pub fn hasher(&self) -> &KeyHasher {
         &self.hasher
-    }
-
-    /// The key column (its index among the key columns) whose values the
-    /// probe strategy collects, if it is the strategy.
-    pub fn probed_column(&self) -> Option<usize> {
-        match &self.source {
-            Source::Probe { column, .. } => Some(*column),
-            _ => None,
-        }
     }
 
     /// The feed of the keys, started on the first call; `partitions` is the

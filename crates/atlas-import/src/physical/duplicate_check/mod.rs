@@ -5,7 +5,7 @@ mod existing;
 mod key_expr;
 mod stream;
 
-pub use existing::{ExistingKeyLoader, ExistingKeys};
+pub use existing::{ExistingKeyLoader, ExistingKeys, KeyLookup};
 
 use std::fmt;
 use std::sync::Arc;
@@ -27,11 +27,11 @@ use datafusion::physical_plan::{
     PlanProperties, ReplaceChildrenOptions, SendableRecordBatchStream,
 };
 
+use super::run::{ImportId, ImportRuns};
 use super::source_ordered_properties;
 use crate::key::KeyEncoder;
 use crate::key_form::KeyForm;
 use crate::options::OnDuplicate;
-use crate::report::ImportMetrics;
 use crate::schema::ROW_NUMBER_COLUMN;
 use key_expr::KeyFormExpr;
 use stream::{CheckAccounting, CheckSettings, CheckStream, PartitionCheck, Phase};
@@ -66,9 +66,11 @@ use stream::{CheckAccounting, CheckSettings, CheckStream, PartitionCheck, Phase}
 /// the operator verifies that order and fails loudly if it is ever broken.
 ///
 /// # Shared state
-/// [`ExistingKeys`] is learned once per import, on a task of its own, and
-/// shared. Each partition keeps the fingerprints of the import's keys it has
-/// seen, accounted in the memory pool.
+/// The operator holds settings only. The import's [`ExistingKeys`] live in
+/// its [`super::ImportRun`], found in the `TaskContext` by the import's id:
+/// learned once per import ([`KeyLookup`] says how), on a task of its own,
+/// and shared. Each partition keeps the fingerprints of the import's keys it
+/// has seen, accounted in the memory pool.
 ///
 /// # When rows wait
 /// `ON DUPLICATE ERROR` rows go on at once: the sink writes while the
@@ -95,14 +97,16 @@ pub struct DuplicateCheckExec {
     key_columns: Vec<usize>,
     /// Per key column, the form its values compare in (see [`KeyForm`]).
     key_forms: Vec<Option<KeyForm>>,
-    /// The keys already in the target.
-    existing: Arc<ExistingKeys>,
+    /// The import whose run holds the existing keys and the counters.
+    import: ImportId,
+    /// How the keys already in the target are learned.
+    lookup: KeyLookup,
+    /// What the existing keys are and why this lookup (for `EXPLAIN`).
+    existing: String,
     /// What to do with duplicates.
     on_duplicate: OnDuplicate,
     /// Rows per source chunk, for counting chunks with duplicates.
     chunk_rows: usize,
-    /// Live counters of the import.
-    import_metrics: Arc<ImportMetrics>,
     /// Emit the duplicates (with a `duplicate_of` column) instead of the rows
     /// to write: the dry run of `CHECK IMPORT`.
     report_duplicates: bool,
@@ -113,14 +117,13 @@ pub struct DuplicateCheckExec {
 }
 
 impl DuplicateCheckExec {
-    /// Checks `input` on the columns at `key_columns`.
+    /// Checks `input` of import `import` on the columns at `key_columns`,
+    /// under `ON DUPLICATE ERROR`, with no existing keys, in chunks of
+    /// [`crate::DEFAULT_CHUNK_ROWS`] unless told otherwise.
     pub fn try_new(
         input: Arc<dyn ExecutionPlan>,
+        import: ImportId,
         key_columns: Vec<usize>,
-        existing: Arc<ExistingKeys>,
-        on_duplicate: OnDuplicate,
-        chunk_rows: usize,
-        import_metrics: Arc<ImportMetrics>,
     ) -> Result<Self> {
         let schema = input.schema();
         if schema.index_of(ROW_NUMBER_COLUMN).is_err() {
@@ -133,19 +136,41 @@ impl DuplicateCheckExec {
                 "DuplicateCheckExec: invalid key columns {key_columns:?}"
             )));
         }
-        let properties = output_properties(&input, on_duplicate, false);
+        let properties = output_properties(&input, OnDuplicate::Error, false);
         Ok(Self {
             input,
             key_forms: vec![None; key_columns.len()],
             key_columns,
-            existing,
-            on_duplicate,
-            chunk_rows: chunk_rows.max(1),
-            import_metrics,
+            import,
+            lookup: KeyLookup::Nothing,
+            existing: "none".into(),
+            on_duplicate: OnDuplicate::Error,
+            chunk_rows: crate::DEFAULT_CHUNK_ROWS,
             report_duplicates: false,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
         })
+    }
+
+    /// Learns the keys already in the table by `lookup`; `description` says
+    /// what they are and why (for `EXPLAIN`).
+    pub fn with_lookup(mut self, lookup: KeyLookup, description: impl Into<String>) -> Self {
+        self.lookup = lookup;
+        self.existing = description.into();
+        self
+    }
+
+    /// What to do with duplicates.
+    pub fn with_on_duplicate(mut self, on_duplicate: OnDuplicate) -> Self {
+        self.on_duplicate = on_duplicate;
+        self.properties = output_properties(&self.input, on_duplicate, self.report_duplicates);
+        self
+    }
+
+    /// Rows per source chunk (at least 1), for counting chunks with duplicates.
+    pub fn with_chunk_rows(mut self, chunk_rows: usize) -> Self {
+        self.chunk_rows = chunk_rows.max(1);
+        self
     }
 
     /// Compares key column `i` in `forms[i]` where it is given: the
@@ -255,14 +280,14 @@ impl DisplayAs for DuplicateCheckExec {
         let partitions = self.input.output_partitioning().partition_count();
         if t == DisplayFormatType::TreeRender {
             writeln!(f, "key={keys}")?;
-            writeln!(f, "existing={}", self.existing.description())?;
+            writeln!(f, "existing={}", self.existing)?;
             writeln!(f, "{policy}")?;
             return writeln!(f, "partitions={partitions}");
         }
         write!(
             f,
             "DuplicateCheckExec: key=[{keys}], existing={}, {policy}, partitions={partitions}",
-            self.existing.description(),
+            self.existing,
         )
     }
 }
@@ -303,13 +328,13 @@ impl ExecutionPlan for DuplicateCheckExec {
         Ok(Arc::new(
             DuplicateCheckExec::try_new(
                 children.swap_remove(0),
+                self.import,
                 self.key_columns.clone(),
-                Arc::clone(&self.existing),
-                self.on_duplicate,
-                self.chunk_rows,
-                Arc::clone(&self.import_metrics),
             )?
             .with_key_forms(self.key_forms.clone())?
+            .with_lookup(self.lookup, self.existing.clone())
+            .with_on_duplicate(self.on_duplicate)
+            .with_chunk_rows(self.chunk_rows)
             .with_report_duplicates(self.report_duplicates),
         ))
     }
@@ -329,6 +354,7 @@ impl ExecutionPlan for DuplicateCheckExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
+        let run = ImportRuns::of_task(&context, self.import)?;
         let input = self.input.execute(partition, Arc::clone(&context))?;
         let row_column = self.input.schema().index_of(ROW_NUMBER_COLUMN)?;
         let schema = self.schema();
@@ -338,8 +364,8 @@ impl ExecutionPlan for DuplicateCheckExec {
         let check = PartitionCheck::new(
             CheckSettings {
                 encoder: self.key_encoder(),
-                hasher: self.existing.hasher().clone(),
-                probed: self.existing.probed_column().map(|i| self.key_columns[i]),
+                hasher: run.existing().hasher().clone(),
+                probed: self.lookup.probed_column().map(|i| self.key_columns[i]),
                 on_duplicate: self.on_duplicate,
                 report_duplicates: self.report_duplicates.then(|| Arc::clone(&schema)),
                 schema: Arc::clone(&schema),
@@ -347,7 +373,7 @@ impl ExecutionPlan for DuplicateCheckExec {
                 row_column,
             },
             CheckAccounting {
-                import_metrics: Arc::clone(&self.import_metrics),
+                import_metrics: Arc::clone(run.metrics()),
                 reservation,
                 baseline: BaselineMetrics::new(&self.metrics, partition),
                 duplicates_existing: MetricBuilder::new(&self.metrics)
@@ -359,7 +385,7 @@ impl ExecutionPlan for DuplicateCheckExec {
         let state = CheckStream {
             phase: Phase::Start,
             input,
-            feed: self.existing.start(context.memory_pool(), partitions),
+            feed: run.existing().start(context.memory_pool(), partitions),
             check,
         };
         let stream = futures::stream::unfold(state, CheckStream::next);

@@ -13,6 +13,7 @@ use super::*;
 use crate::db::KeyFilter;
 use crate::key::{EncodedKeys, Fingerprints, KeyHasher};
 use crate::key_form::{KeyForm, ValueForm};
+use crate::report::ImportMetrics;
 
 /// The keys of a table, held in memory, read as the database's scan would
 /// hand them over.
@@ -79,7 +80,14 @@ fn input(emails: &[Option<&str>]) -> Arc<dyn ExecutionPlan> {
     MemorySourceConfig::try_new_exec(&[vec![batch]], schema(), None).unwrap()
 }
 
-fn existing(emails: &[&str], forms: Vec<Option<KeyForm>>, probe: bool) -> Arc<ExistingKeys> {
+/// A table holding `emails`, and how the check learns them.
+struct Table {
+    keys: ExistingKeys,
+    lookup: KeyLookup,
+    description: &'static str,
+}
+
+fn existing(emails: &[&str], forms: Vec<Option<KeyForm>>, probe: bool) -> Table {
     let keys = RecordBatch::try_new(
         Arc::new(Schema::new(vec![Field::new("email", DataType::Utf8, true)])),
         vec![Arc::new(StringArray::from(emails.to_vec()))],
@@ -87,22 +95,46 @@ fn existing(emails: &[&str], forms: Vec<Option<KeyForm>>, probe: bool) -> Arc<Ex
     .unwrap();
     let loader = Arc::new(KeysInMemory { keys, forms });
     let hasher = KeyHasher::with_seed(7);
-    Arc::new(if probe {
-        ExistingKeys::probe("t (probe)", loader, 0, "email", hasher)
+    if probe {
+        Table {
+            keys: ExistingKeys::probe("t (probe)", loader, "email", hasher),
+            lookup: KeyLookup::Probe { column: 0 },
+            description: "t (probe)",
+        }
     } else {
-        ExistingKeys::preload("t (preload)", loader, hasher)
-    })
+        Table {
+            keys: ExistingKeys::preload("t (preload)", loader, hasher),
+            lookup: KeyLookup::Preload,
+            description: "t (preload)",
+        }
+    }
+}
+
+/// A check of import 1 and the task it runs in, where the import's run
+/// holds the table's keys.
+struct Checked {
+    exec: DuplicateCheckExec,
+    task: Arc<TaskContext>,
+    _running: crate::physical::RegisteredRun,
+}
+
+impl Checked {
+    fn map(self, f: impl FnOnce(DuplicateCheckExec) -> DuplicateCheckExec) -> Self {
+        Self {
+            exec: f(self.exec),
+            ..self
+        }
+    }
+
+    async fn collect(self) -> Vec<RecordBatch> {
+        collect(Arc::new(self.exec), self.task).await.unwrap()
+    }
 }
 
 /// Runs the check and returns its output rows as (email, row) pairs, and the
 /// import's duplicate counts (existing, in the file).
-async fn run(
-    check: DuplicateCheckExec,
-    metrics: &ImportMetrics,
-) -> (Vec<(Option<String>, u64)>, (u64, u64)) {
-    let batches = collect(Arc::new(check), Arc::new(TaskContext::default()))
-        .await
-        .unwrap();
+async fn run(check: Checked, metrics: &ImportMetrics) -> (Vec<(Option<String>, u64)>, (u64, u64)) {
+    let batches = check.collect().await;
     let mut rows = Vec::new();
     for batch in batches {
         let emails = batch.column(0).as_string::<i32>();
@@ -122,19 +154,22 @@ async fn run(
 
 fn check(
     emails: &[Option<&str>],
-    existing: Arc<ExistingKeys>,
+    table: Table,
     on_duplicate: OnDuplicate,
     metrics: &Arc<ImportMetrics>,
-) -> DuplicateCheckExec {
-    DuplicateCheckExec::try_new(
-        input(emails),
-        vec![0],
-        existing,
-        on_duplicate,
-        10_000,
-        Arc::clone(metrics),
-    )
-    .unwrap()
+) -> Checked {
+    let import = ImportId::from_u128(1);
+    let exec = DuplicateCheckExec::try_new(input(emails), import, vec![0])
+        .unwrap()
+        .with_lookup(table.lookup, table.description)
+        .with_on_duplicate(on_duplicate);
+    let run = crate::physical::ImportRun::new(import, table.keys, Arc::clone(metrics));
+    let (task, running) = crate::physical::run::task_running(run);
+    Checked {
+        exec,
+        task,
+        _running: running,
+    }
 }
 
 fn owned(rows: &[(Option<&str>, u64)]) -> Vec<(Option<String>, u64)> {
@@ -173,10 +208,8 @@ async fn a_dry_run_names_what_each_duplicate_repeats() {
         OnDuplicate::Error,
         &metrics,
     )
-    .with_report_duplicates(true);
-    let batches = collect(Arc::new(check), Arc::new(TaskContext::default()))
-        .await
-        .unwrap();
+    .map(|c| c.with_report_duplicates(true));
+    let batches = check.collect().await;
     let batch = datafusion::arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
     let of = batch
         .column_by_name(DUPLICATE_OF_COLUMN)
@@ -210,9 +243,7 @@ async fn update_flags_the_rows_whose_key_exists_or_repeats() {
         OnDuplicate::Update,
         &metrics,
     );
-    let batches = collect(Arc::new(check), Arc::new(TaskContext::default()))
-        .await
-        .unwrap();
+    let batches = check.collect().await;
     let flags: Vec<bool> = batches
         .iter()
         .flat_map(|b| {
@@ -237,8 +268,7 @@ async fn key_forms_compare_values_as_the_database_does() {
         OnDuplicate::Skip,
         &metrics,
     )
-    .with_key_forms(vec![numeric])
-    .unwrap();
+    .map(|c| c.with_key_forms(vec![numeric]).unwrap());
     let (rows, counts) = run(check, &metrics).await;
     assert_eq!(rows, owned(&[(Some("3"), 2)]), "values are kept as written");
     assert_eq!(counts, (1, 1));
@@ -253,7 +283,7 @@ fn explain_says_the_key_and_the_strategy() {
         OnDuplicate::Skip,
         &metrics,
     );
-    let text = datafusion::physical_plan::displayable(&check)
+    let text = datafusion::physical_plan::displayable(&check.exec)
         .one_line()
         .to_string();
     assert!(
@@ -271,7 +301,7 @@ fn the_tree_explain_lists_settings_a_line_each() {
         OnDuplicate::Skip,
         &metrics,
     );
-    let tree = datafusion::physical_plan::displayable(&check)
+    let tree = datafusion::physical_plan::displayable(&check.exec)
         .tree_render()
         .to_string();
     for line in [

@@ -1,20 +1,23 @@
-//! [`ImportSession`]: the database side of one running import, opened by the
-//! plan itself when it starts executing, so a plan is complete on its own (it
-//! can be explained without touching the data, and run by any executor).
+//! [`TableTransaction`]: the import's one transaction on its target table,
+//! opened by the plan itself when it starts executing (begin, lock, file
+//! check, table creation), so the plan can be explained without touching
+//! the database.
 
 use std::fmt;
 use std::sync::Arc;
 
 use tokio::sync::OnceCell;
 
-use super::TransactionSlot;
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::db::ImportTransaction;
 use crate::db::{Database, FileRecord, HistoryEntry};
 use crate::error::{AtlasError, Result};
 use crate::names::TableRef;
 use crate::options::FilePolicy;
 use crate::schema::ColumnSpec;
 
-/// How the session opened.
+/// How the transaction opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Opened {
     /// The transaction is open and holds the lock.
@@ -33,8 +36,9 @@ pub enum Opened {
 /// table, check the file, create the table if it is missing.
 ///
 /// Opened once, by whichever operator needs it first (the existing-key loader
-/// or the sink); both then work through [`ImportSession::slot`].
-pub struct ImportSession {
+/// or the sink); both then work through [`TableTransaction::slot`]. It lives
+/// in the import's [`super::ImportRun`]; the plan holds none of it.
+pub struct TableTransaction {
     db: Arc<dyn Database>,
     table: TableRef,
     /// The `file_imports` rows to check and write: one per source file.
@@ -52,17 +56,17 @@ pub struct ImportSession {
     opened: OnceCell<Opened>,
 }
 
-impl fmt::Debug for ImportSession {
+impl fmt::Debug for TableTransaction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ImportSession")
+        f.debug_struct("TableTransaction")
             .field("table", &self.table)
             .field("opened", &self.opened.get())
             .finish()
     }
 }
 
-impl ImportSession {
-    /// A session for an import into `table` of `db`.
+impl TableTransaction {
+    /// The transaction of an import into `table` of `db`.
     pub fn new(
         db: Arc<dyn Database>,
         table: TableRef,
@@ -83,7 +87,7 @@ impl ImportSession {
         }
     }
 
-    /// A session for a dry run (`CHECK IMPORT`): it only reads.
+    /// The transaction of a dry run (`CHECK IMPORT`): it only reads.
     pub fn dry_run(db: Arc<dyn Database>, table: TableRef) -> Self {
         Self {
             dry_run: true,
@@ -112,23 +116,17 @@ impl ImportSession {
         &self.files
     }
 
-    /// The columns a missing table is created with (decided when the plan
-    /// was made), or `None` when a missing table is an error.
-    pub fn planned_columns(&self) -> Option<&[ColumnSpec]> {
-        self.create.as_deref()
-    }
-
-    /// The transaction, once [`ImportSession::open`] returned `Ready`.
+    /// The transaction, once [`TableTransaction::open`] returned `Ready`.
     pub fn slot(&self) -> &TransactionSlot {
         &self.slot
     }
 
-    /// How the session opened, if it did.
+    /// How the transaction opened, if it did.
     pub fn outcome(&self) -> Option<Opened> {
         self.opened.get().copied()
     }
 
-    /// Opens the session once; later calls return the same outcome.
+    /// Opens the transaction once; later calls return the same outcome.
     pub async fn open(&self) -> Result<Opened> {
         self.opened
             .get_or_try_init(|| self.open_once())
@@ -196,4 +194,55 @@ impl ImportSession {
             }
         }
     }
+}
+
+/// Holds the import transaction while the plan runs: the existing-key loader
+/// reads through it, the sink writes through it and finally commits or rolls it
+/// back. Whoever finishes the import takes it out.
+#[derive(Default)]
+pub struct TransactionSlot {
+    inner: Mutex<Option<Box<dyn ImportTransaction>>>,
+}
+
+impl fmt::Debug for TransactionSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TransactionSlot")
+    }
+}
+
+impl TransactionSlot {
+    /// An empty slot (for plans that are only explained).
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// Puts the transaction in.
+    pub async fn put(&self, tx: Box<dyn ImportTransaction>) {
+        *self.inner.lock().await = Some(tx);
+    }
+
+    /// Locks the slot for one operation.
+    pub async fn lock(&self) -> MutexGuard<'_, Option<Box<dyn ImportTransaction>>> {
+        self.inner.lock().await
+    }
+
+    /// Takes the transaction out.
+    pub async fn take(&self) -> Option<Box<dyn ImportTransaction>> {
+        self.inner.lock().await.take()
+    }
+
+    /// Rolls back the transaction if it is still open.
+    pub async fn rollback(&self) -> crate::error::Result<()> {
+        match self.take().await {
+            Some(tx) => tx.rollback().await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// The error when the transaction is gone (a plan built only to be explained).
+pub(crate) fn not_open() -> AtlasError {
+    AtlasError::Internal(
+        "the import transaction is not open (was the plan only meant to be explained?)".into(),
+    )
 }

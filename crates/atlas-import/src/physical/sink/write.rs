@@ -1,0 +1,445 @@
+//! One run of the sink's write: the rows handed to the database's bulk
+//! path, what it learns of them as they go, and the commit.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::error::Result;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::metrics::MetricBuilder;
+use futures::StreamExt;
+
+use super::ImportSink;
+use super::staging::Staging;
+use crate::db::{ChunkStream, FileRecord, UpsertStatements};
+use crate::error::AtlasError;
+use crate::key::KeyEncoder;
+use crate::key_form::KeyForm;
+use crate::options::OnDuplicate;
+use crate::physical::Opened;
+use crate::physical::transaction::{TableTransaction, not_open};
+use crate::report::{ImportMetrics, ImportStatus};
+
+/// An upsert's join reads the table first when it holds at most this many
+/// times the staged rows (MySQL/MariaDB).
+const TABLE_FIRST_RATIO: u64 = 4;
+
+/// Most chunk lines to log with their duplicate counts.
+const MAX_CHUNK_LOG_LINES: usize = 20;
+
+/// The sink's one write of an import: its settings, the run's counters and
+/// transaction, and what the write learns of its rows as they go.
+pub(super) struct SinkWrite<'a> {
+    sink: &'a ImportSink,
+    metrics: &'a ImportMetrics,
+    transaction: &'a TableTransaction,
+    /// Rows written per source file (for `file_imports.record_count`).
+    written_per_file: std::sync::Mutex<Vec<u64>>,
+    /// Rows handed to the write so far (inserted, or staged by an upsert).
+    sent_rows: AtomicU64,
+    /// Which source rows the write's rows are, as runs of consecutive rows,
+    /// to name the source row of a value the database refuses.
+    written_rows: std::sync::Mutex<RowRuns>,
+}
+
+/// Runs of consecutive source rows in the order they were written:
+/// `(first position in the write, first source row, length)`.
+#[derive(Debug, Default)]
+struct RowRuns {
+    runs: Vec<(u64, u64, u64)>,
+    written: u64,
+}
+
+impl RowRuns {
+    fn extend(&mut self, source_rows: &[u64]) {
+        for &row in source_rows {
+            match self.runs.last_mut() {
+                Some((at, first, len)) if *at + *len == self.written && *first + *len == row => {
+                    *len += 1
+                }
+                _ => self.runs.push((self.written, row, 1)),
+            }
+            self.written += 1;
+        }
+    }
+
+    /// The source row of the write's `position`-th row (1-based).
+    fn source_row(&self, position: u64) -> Option<u64> {
+        let index = position.checked_sub(1)?;
+        let run = self
+            .runs
+            .partition_point(|(at, _, _)| *at <= index)
+            .checked_sub(1)?;
+        let (at, first, len) = self.runs[run];
+        (index < at + len).then(|| first + (index - at))
+    }
+}
+
+impl<'a> SinkWrite<'a> {
+    pub(super) fn new(
+        sink: &'a ImportSink,
+        metrics: &'a ImportMetrics,
+        transaction: &'a TableTransaction,
+    ) -> Self {
+        Self {
+            sink,
+            metrics,
+            transaction,
+            written_per_file: Default::default(),
+            sent_rows: AtomicU64::new(0),
+            written_rows: Default::default(),
+        }
+    }
+
+    /// The next rows to write: skips empty batches, drops the row-number column
+    /// (keeping the update flag under `ON DUPLICATE UPDATE`),
+    /// and once a refused import is certain (`ON DUPLICATE ERROR` and a duplicate
+    /// seen) drains the input without returning rows. `None` at the end.
+    async fn next_rows(
+        &self,
+        input: &mut SendableRecordBatchStream,
+    ) -> crate::error::Result<Option<RecordBatch>> {
+        let upsert = usize::from(self.sink.on_duplicate == OnDuplicate::Update);
+        let width: Vec<usize> = (0..self.sink.columns.len() + upsert).collect();
+        while let Some(batch) = input.next().await {
+            let batch = batch.map_err(AtlasError::from_datafusion)?;
+            if self.sink.on_duplicate == OnDuplicate::Error && self.metrics.has_duplicates() {
+                continue;
+            }
+            if batch.num_rows() > 0 {
+                self.count_per_file(&batch);
+                let source_rows = batch
+                    .column(batch.num_columns() - 1)
+                    .as_primitive::<datafusion::arrow::datatypes::UInt64Type>();
+                self.written_rows
+                    .lock()
+                    .expect("row runs lock")
+                    .extend(source_rows.values());
+                let rows = batch.project(&width).map_err(AtlasError::from)?;
+                return Ok(Some(rows));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A value the database refused, named by its source row and line.
+    fn at_source_row(&self, error: AtlasError) -> AtlasError {
+        let AtlasError::ValueRefused {
+            written_row,
+            column,
+            value,
+            reason,
+        } = &error
+        else {
+            return error;
+        };
+        let runs = self.written_rows.lock().expect("row runs lock");
+        let Some(row) = runs.source_row(*written_row) else {
+            return error;
+        };
+        let metrics = &self.metrics;
+        let (file, row_in_file) = metrics.locate(row);
+        let sql_type = self
+            .sink
+            .columns
+            .iter()
+            .find(|c| c.name == *column)
+            .map_or("value", |c| c.sql_type.as_str());
+        AtlasError::BadValue {
+            source_name: self
+                .transaction
+                .files()
+                .get(file)
+                .map_or_else(|| "the source".to_string(), |f| f.file_name.clone()),
+            row: row_in_file,
+            line: metrics.line_of(row),
+            column: column.clone(),
+            value: value.clone(),
+            target_type: format!("{sql_type} ({reason})"),
+        }
+    }
+
+    /// Counts `rows` handed to the one write of an import (inserted, or
+    /// staged by an upsert), and logs the chunks they complete.
+    fn sent(&self, rows: usize) {
+        let before = self.sent_rows.fetch_add(rows as u64, Ordering::Relaxed);
+        if self.sink.on_duplicate != OnDuplicate::Update {
+            // Live progress; an upsert knows its inserts at the end.
+            self.metrics
+                .inserted
+                .fetch_add(rows as u64, Ordering::Relaxed);
+        }
+        let after = before + rows as u64;
+        let chunk = self.sink.chunk_rows as u64;
+        for number in (before / chunk + 1)..=(after / chunk) {
+            self.metrics.chunks_written.fetch_add(1, Ordering::Relaxed);
+            self.log_chunk(number, number * chunk);
+        }
+    }
+
+    /// Chunk `number` is complete with `total` rows sent: the detail of
+    /// `-v`, never the default screen.
+    fn log_chunk(&self, number: u64, total: u64) {
+        let (what, total_of) = if self.sink.on_duplicate == OnDuplicate::Update {
+            ("Staged", "staged")
+        } else {
+            ("Inserted", "inserted")
+        };
+        tracing::debug!("{what} chunk {number} - Total {total_of}: {total}");
+    }
+
+    /// Writes every row by the database's bulk path, in one write (one COPY,
+    /// or INSERTs sized to the database's limits): a statement per chunk
+    /// costs the server a round trip and a pause each time.
+    async fn insert(
+        &self,
+        first: RecordBatch,
+        input: &mut SendableRecordBatchStream,
+    ) -> crate::error::Result<u64> {
+        let state = WriteState {
+            first: Some(first),
+            input,
+            sink: self,
+            upsert: None,
+        };
+        let mut rows: ChunkStream<'_> = Box::pin(futures::stream::unfold(state, next_to_write));
+        let mut guard = self.transaction.slot().lock().await;
+        let tx = guard.as_mut().ok_or_else(not_open)?;
+        let written = tx
+            .write_chunk(&self.sink.table, &self.sink.columns, &mut rows)
+            .await?;
+        Ok(written)
+    }
+
+    /// `ON DUPLICATE UPDATE`: every row into one stage by the bulk path,
+    /// then one `INSERT ... SELECT` of the new keys and one join updating the
+    /// existing ones (see [`UpsertStatements`]). Returns the rows inserted.
+    async fn upsert(
+        &self,
+        first: RecordBatch,
+        input: &mut SendableRecordBatchStream,
+    ) -> crate::error::Result<u64> {
+        let statements = UpsertStatements::new(
+            self.sink.db_kind,
+            &self.sink.table,
+            &self.sink.columns,
+            &self.sink.key_columns,
+        );
+        let mut guard = self.transaction.slot().lock().await;
+        let tx = guard.as_mut().ok_or_else(not_open)?;
+        for sql in statements.create_stage() {
+            tx.execute(sql).await?;
+        }
+        let key = KeyEncoder::new(self.sink.key_columns.clone()).with_forms(KeyForm::of_columns(
+            self.sink.key_columns.iter().map(|&i| &self.sink.columns[i]),
+        ));
+        let mut staging = Staging::new(key, self.sink.columns.len());
+        let state = WriteState {
+            first: Some(first),
+            input,
+            sink: self,
+            upsert: Some(&mut staging),
+        };
+        let mut rows: ChunkStream<'_> = Box::pin(futures::stream::unfold(state, next_to_write));
+        tx.write_chunk(
+            &statements.stage_table(),
+            &statements.stage_columns(),
+            &mut rows,
+        )
+        .await?;
+        drop(rows);
+        let superseded = std::mem::take(&mut staging.superseded);
+        let patterns: Vec<Vec<usize>> = staging.null_patterns.iter().cloned().collect();
+        for sql in statements.remove_superseded(&superseded) {
+            tx.execute(sql).await?;
+        }
+        for sql in statements.prepare_join() {
+            tx.execute(sql).await?;
+        }
+        let inserted = tx.execute(statements.insert()).await?;
+        // Where the table is not much larger than the stage, the join reads
+        // it in order (see `UpsertStatements::updates`).
+        let table_first = tx
+            .estimated_rows(&self.sink.table)
+            .await?
+            .is_some_and(|rows| rows <= TABLE_FIRST_RATIO * staging.staged);
+        for sql in statements.updates(&patterns, table_first) {
+            tx.execute(sql).await?;
+        }
+        tx.execute(statements.drop_stage()).await?;
+        self.metrics.inserted.fetch_add(inserted, Ordering::Relaxed);
+        Ok(inserted)
+    }
+
+    /// Adds the rows of `batch` to the counts of the files they came from.
+    fn count_per_file(&self, batch: &RecordBatch) {
+        let files = self.transaction.files().len();
+        if files == 0 {
+            return;
+        }
+        let mut counts = self.written_per_file.lock().expect("count lock");
+        counts.resize(files, 0);
+        if files == 1 {
+            counts[0] += batch.num_rows() as u64;
+            return;
+        }
+        let rows = batch
+            .column(batch.num_columns() - 1)
+            .as_primitive::<datafusion::arrow::datatypes::UInt64Type>();
+        self.metrics.count_by_file(rows.values(), &mut counts);
+    }
+
+    pub(super) async fn write_everything(
+        &self,
+        mut input: SendableRecordBatchStream,
+    ) -> Result<u64> {
+        // Begin, lock, check the file, create the table: before any row is read.
+        if self.transaction.open().await? == Opened::FileAlreadyImported {
+            return Ok(0);
+        }
+        let rows_written = MetricBuilder::new(&self.sink.metrics).counter("rows_written", 0);
+        let chunks = MetricBuilder::new(&self.sink.metrics).counter("chunks", 0);
+        let write_time = MetricBuilder::new(&self.sink.metrics).subset_time("write_time", 0);
+        // Wait for the first rows before taking the transaction: a refused or
+        // empty import need not start a write.
+        if let Some(first) = self.next_rows(&mut input).await? {
+            let started = Instant::now();
+            let timer = write_time.timer();
+            let written = if self.sink.on_duplicate == OnDuplicate::Update {
+                self.upsert(first, &mut input).await
+            } else {
+                self.insert(first, &mut input).await
+            }
+            .map_err(|e| self.at_source_row(e))?;
+            timer.done();
+            rows_written.add(written as usize);
+            self.metrics
+                .write_nanos
+                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
+        // The chunks were counted as their rows were sent; the last one may
+        // be short.
+        let sent = self.sent_rows.load(Ordering::Relaxed);
+        let chunk = self.sink.chunk_rows as u64;
+        let chunk_number = sent.div_ceil(chunk);
+        if !sent.is_multiple_of(chunk) {
+            self.metrics.chunks_written.fetch_add(1, Ordering::Relaxed);
+            self.log_chunk(chunk_number, sent);
+        }
+        chunks.add(chunk_number as usize);
+
+        let metrics = &self.metrics;
+        for (shown, (chunk, count)) in metrics.duplicates_per_chunk().into_iter().enumerate() {
+            if shown == MAX_CHUNK_LOG_LINES {
+                tracing::debug!("... more chunks with duplicates not listed");
+                break;
+            }
+            tracing::debug!("Chunk {chunk}: {count} duplicates");
+        }
+        if self.sink.on_duplicate == OnDuplicate::Error && metrics.has_duplicates() {
+            return Err(AtlasError::Duplicates(Box::new(metrics.duplicate_report())).into());
+        }
+        if ImportMetrics::get(&metrics.rows_read) == 0 && !self.transaction.files().is_empty() {
+            // A header and nothing else is an export gone wrong more often than not.
+            let names: Vec<&str> = self
+                .transaction
+                .files()
+                .iter()
+                .map(|f| f.file_name.as_str())
+                .collect();
+            return Err(AtlasError::Source {
+                source_name: names.join(", "),
+                message: "there are no data rows (only a header?): nothing to import".into(),
+            }
+            .into());
+        }
+
+        self.metrics.set_phase(crate::report::Phase::Committing);
+        let mut tx = self.transaction.slot().take().await.ok_or_else(not_open)?;
+        let recorded: crate::error::Result<()> = async {
+            let counts = self.written_per_file.lock().expect("count lock").clone();
+            for (i, file) in self.transaction.files().iter().enumerate() {
+                let record = FileRecord {
+                    record_count: counts.get(i).copied().unwrap_or(0),
+                    ..file.clone()
+                };
+                tx.record_file(&record).await?;
+            }
+            if let Some(template) = self.transaction.history() {
+                tx.record_history(&template.finish(
+                    ImportStatus::Committed,
+                    &metrics.counts(ImportStatus::Committed),
+                    None,
+                ))
+                .await?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = recorded {
+            tx.rollback().await.ok();
+            return Err(e.into());
+        }
+        tx.commit().await?;
+        Ok(ImportMetrics::get(&metrics.inserted))
+    }
+}
+/// The state of the stream of the rows handed to the one write.
+struct WriteState<'a> {
+    /// The rows that opened the write.
+    first: Option<RecordBatch>,
+    /// The sink's input.
+    input: &'a mut SendableRecordBatchStream,
+    /// The write (for [`SinkWrite::next_rows`]).
+    sink: &'a SinkWrite<'a>,
+    /// Under `ON DUPLICATE UPDATE`: what staging learns of the rows.
+    upsert: Option<&'a mut Staging>,
+}
+
+async fn next_to_write(
+    mut state: WriteState<'_>,
+) -> Option<(crate::error::Result<RecordBatch>, WriteState<'_>)> {
+    let rows = match state.first.take() {
+        Some(rows) => rows,
+        None => match state.sink.next_rows(state.input).await {
+            Ok(Some(rows)) => rows,
+            Ok(None) => return None,
+            Err(e) => return Some((Err(e), state)),
+        },
+    };
+    state.sink.sent(rows.num_rows());
+    let rows = match state.upsert.as_deref_mut() {
+        Some(staging) => staging.stage(rows),
+        None => Ok(rows),
+    };
+    Some((rows, state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RowRuns;
+
+    #[test]
+    fn written_rows_map_back_to_source_rows() {
+        let mut runs = RowRuns::default();
+        runs.extend(&[1, 2, 3, 7, 8]);
+        runs.extend(&[9, 20]);
+        assert_eq!(runs.runs.len(), 3);
+        let found: Vec<Option<u64>> = (0..=8).map(|p| runs.source_row(p)).collect();
+        assert_eq!(
+            found,
+            vec![
+                None,
+                Some(1),
+                Some(2),
+                Some(3),
+                Some(7),
+                Some(8),
+                Some(9),
+                Some(20),
+                None
+            ]
+        );
+    }
+}
