@@ -13,7 +13,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use atlas_import_suite::datagen;
+use atlas_import_cli::datagen;
 use common::BulkDatabase;
 
 struct Postgres {

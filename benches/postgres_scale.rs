@@ -25,7 +25,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use atlas_import_suite::datagen;
+use atlas_import_cli::datagen;
 
 const TABLE: &str = "bench_scale";
 

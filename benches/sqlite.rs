@@ -11,7 +11,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use atlas_import_suite::datagen;
+use atlas_import_cli::datagen;
 use common::BulkDatabase;
 
 struct Sqlite {

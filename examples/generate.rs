@@ -3,7 +3,7 @@
 //!
 //! Run: `cargo run --release --example generate -- OUT.csv ROWS [FIRST_ROW]`
 
-use atlas_import_suite::datagen;
+use atlas_import_cli::datagen;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

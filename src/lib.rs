@@ -1,4 +1,4 @@
-//! Top-level tests, examples and benches of atlas-import, and the deterministic
-//! data generator they share.
+//! The deterministic data generator the benches and examples of the
+//! `atlas-import` binary share (the binary itself is `src/main.rs`).
 
 pub mod datagen;

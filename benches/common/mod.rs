@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use atlas_import_suite::datagen;
+use atlas_import_cli::datagen;
 
 /// A size from the environment, or the default.
 pub fn env_u64(name: &str, default: u64) -> u64 {

@@ -5,17 +5,10 @@ use std::process::{Command, Output};
 
 use crate::common::{Kind, TempDir, TestDb, postgres_url};
 
-/// The `atlas-import` binary that `cargo test` built beside this test binary.
+/// The `atlas-import` binary, which `cargo test` builds for these tests (it
+/// is this package's binary).
 pub(crate) fn binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let path = dir.join(format!("atlas-import{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo test` from the workspace root, which builds it",
-        path.display()
-    );
-    path
+    PathBuf::from(env!("CARGO_BIN_EXE_atlas-import"))
 }
 
 fn run(args: &[&str]) -> Output {
