@@ -105,7 +105,11 @@ fn exit_codes_and_json_report_on_sqlite() {
         "{stderr}"
     );
     let report = json(&out);
-    assert_eq!(report["status"], "duplicates");
+    // The status import_history records, and the class the exit code says.
+    assert_eq!(
+        (report["status"].as_str(), report["error_class"].as_str()),
+        (Some("refused_duplicates"), Some("duplicates"))
+    );
     assert_eq!(report["duplicates_existing"], 1);
     assert_eq!(report["duplicates_in_file"], 1);
     assert_eq!(report["inserted"], 0);
@@ -359,6 +363,23 @@ fn sql_and_plan_files() {
     assert!(
         stderr.contains("imports committed before it stay"),
         "{stderr}"
+    );
+    // The same end in JSON: the first report, then the failure's line.
+    let b_again = dir.file("b2.csv", "k,v\n2,y\n9,q\n");
+    let script = format!(
+        "IMPORT INTO kv FROM '{}' KEY (k) ON DUPLICATE FILE ALLOW;",
+        b_again.display()
+    );
+    let out = run(&["sql", &script, "--db", &db, "--json"]);
+    assert_eq!(out.status.code(), Some(3));
+    let failure = json(&out);
+    assert_eq!(
+        (
+            failure["status"].as_str(),
+            failure["error_class"].as_str(),
+            failure["statement"].as_u64()
+        ),
+        (Some("refused_duplicates"), Some("duplicates"), Some(1))
     );
     let out = run(&[
         "sql",

@@ -298,7 +298,10 @@ async fn original_mapping_files(db: &TestDb) {
         "E-mail,Full Name,Joined,Ignored\nA@X.com,ann smith,01/02/2024,zzz\nb@x.com,\"bob, jr\",,q\n",
     );
     let run = |m: &ServiceMapping, path: &Path| {
-        m.apply(import(db, path, &m.table_name)).unwrap().execute()
+        let builder = import(db, path, &m.table_name);
+        let mut options = builder.options().clone();
+        m.apply(&mut options).unwrap();
+        builder.with_options(options).execute()
     };
     let report = run(&strict, &first).await.unwrap();
     assert_eq!((report.inserted, report.created_table), (2, false));

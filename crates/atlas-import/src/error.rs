@@ -151,6 +151,21 @@ pub enum ErrorClass {
     Other,
 }
 
+impl ErrorClass {
+    /// The class's name in `--json` output (`error_class`), beside the
+    /// import's status.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorClass::Usage => "usage",
+            ErrorClass::Duplicates => "duplicates",
+            ErrorClass::AlreadyImported => "already_imported",
+            ErrorClass::BadData => "bad_data",
+            ErrorClass::Database => "database",
+            ErrorClass::Other => "other",
+        }
+    }
+}
+
 impl AtlasError {
     /// Wraps a driver error with what we were doing.
     pub fn database(

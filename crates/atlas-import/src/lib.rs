@@ -42,8 +42,8 @@ pub use error::{AtlasError, ErrorClass, Result};
 pub use ext::{DataFrameImportExt, SessionContextImportExt, session_context_with_imports};
 pub use import::{ImportBuilder, PreparedImport};
 pub use options::{
-    BinaryText, CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, FilePolicy, Inference,
-    KeyStrategy, OnBadValue, OnDuplicate, parse_memory_size,
+    BinaryText, CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, FilePolicy, ImportOptions,
+    Inference, KeyStrategy, OnBadValue, OnDuplicate, parse_memory_size,
 };
 pub use report::{
     DuplicateReport, ImportCounts, ImportMetrics, ImportReport, ImportStatus, Phase, ReportContext,

@@ -34,8 +34,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::{AtlasError, Result};
-use crate::import::ImportBuilder;
-use crate::options::{FilePolicy, OnDuplicate};
+use crate::options::{FilePolicy, ImportOptions, OnDuplicate};
+use crate::schema::ColumnSpec;
 
 /// A mapping file of the original service.
 #[derive(Debug, Clone, Deserialize)]
@@ -232,35 +232,39 @@ impl ServiceMapping {
             .collect()
     }
 
-    /// Configures `builder` (an import into [`ServiceMapping::table_name`]) as
-    /// the mapping says.
-    pub fn apply(&self, mut builder: ImportBuilder) -> Result<ImportBuilder> {
+    /// Sets in `options` (of an import into [`ServiceMapping::table_name`])
+    /// what the mapping says: the MAP columns, declared types, the key and
+    /// the duplicate policies.
+    pub fn apply(&self, options: &mut ImportOptions) -> Result<()> {
         let check = &self.duplicate_check;
         let map = self.map_expressions()?;
         if !map.is_empty() {
-            builder = builder.with_map(map).with_only_mapped_columns(true);
+            options.map = map;
+            options.only_mapped = true;
         }
         if !self.db_schema.is_empty() {
-            builder =
-                builder.with_declared_columns(Self::text_entries(&self.db_schema, "db_schema")?);
+            options.declared = Self::text_entries(&self.db_schema, "db_schema")?
+                .into_iter()
+                .map(|(name, sql_type)| ColumnSpec::declared(name, sql_type))
+                .collect();
         }
-        builder = builder.with_key(check.uniqueness_columns.iter().cloned());
+        options.set_key(check.uniqueness_columns.iter().cloned());
         let rows_checked = check.enabled && !check.allow_duplicates && !check.force_import;
-        builder = builder.with_on_duplicate(if rows_checked {
+        options.on_duplicate = if rows_checked {
             OnDuplicate::Error
         } else {
             OnDuplicate::Allow
-        });
+        };
         let files_checked = check.check_file_level && !check.force_import;
-        builder = builder.with_file_policy(if files_checked {
+        options.file_policy = if files_checked {
             FilePolicy::Error
         } else {
             FilePolicy::Allow
-        });
+        };
         if let Some(message) = &check.error_message {
-            builder = builder.with_duplicate_message(message.clone());
+            options.duplicate_message = Some(message.clone());
         }
-        Ok(builder)
+        Ok(())
     }
 }
 

@@ -10,6 +10,107 @@ pub const DEFAULT_PARTITIONS: usize = 4;
 /// Default rows per written chunk.
 pub const DEFAULT_CHUNK_ROWS: usize = 10_000;
 
+/// Everything an import can be told, as plain data: the one form the three
+/// front ends (CLI flags, an `IMPORT INTO` statement, a mapping file)
+/// translate into, and the builder reads ([`crate::ImportBuilder::with_options`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportOptions {
+    /// Names for the source's columns, in order (`IMPORT INTO t (a, b)`).
+    pub columns: Vec<String>,
+    /// `(column, SQL expression)` pairs computing target columns (`MAP`).
+    pub map: Vec<(String, String)>,
+    /// Only the `map` columns are imported (a mapping file's `mappings`).
+    pub only_mapped: bool,
+    /// Columns and SQL types to create a missing table with, instead of
+    /// types inferred from the source.
+    pub declared: Vec<crate::schema::ColumnSpec>,
+    /// The uniqueness columns (`None`: every column the import writes).
+    pub key: Option<Vec<String>>,
+    /// What to do with duplicate rows.
+    pub on_duplicate: OnDuplicate,
+    /// What to do when the file was imported into the table before.
+    pub file_policy: FilePolicy,
+    /// What to do with a value that does not fit its column.
+    pub on_bad_value: OnBadValue,
+    /// Whether a missing table may be created.
+    pub create_table: CreateTable,
+    /// How the check learns the keys already in the table.
+    pub strategy: KeyStrategy,
+    /// Partitions of the duplicate check.
+    pub partitions: usize,
+    /// Rows per written chunk.
+    pub chunk_rows: usize,
+    /// Format, compression, inference, names, binary text (`None`: by the
+    /// file, or the default).
+    pub source: crate::source::SourceOptions,
+    /// Replaces the first sentence of the refusal for duplicates.
+    pub duplicate_message: Option<String>,
+    /// Bytes the import may hold in DataFusion's memory pool (`None`:
+    /// unbounded).
+    pub memory_limit: Option<usize>,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        Self {
+            columns: Vec::new(),
+            map: Vec::new(),
+            only_mapped: false,
+            declared: Vec::new(),
+            key: None,
+            on_duplicate: OnDuplicate::default(),
+            file_policy: FilePolicy::default(),
+            on_bad_value: OnBadValue::default(),
+            create_table: CreateTable::default(),
+            strategy: KeyStrategy::default(),
+            partitions: DEFAULT_PARTITIONS,
+            chunk_rows: DEFAULT_CHUNK_ROWS,
+            source: crate::source::SourceOptions::default(),
+            duplicate_message: None,
+            memory_limit: None,
+        }
+    }
+}
+
+impl ImportOptions {
+    /// Whether a new table and its columns take the database's plain names.
+    pub fn names(&self) -> crate::names::NamePolicy {
+        self.source.names.unwrap_or_default()
+    }
+
+    /// How a new table's column types are inferred from a text source.
+    pub fn inference(&self) -> Inference {
+        self.source.infer.unwrap_or_default()
+    }
+
+    /// How text is read into binary columns.
+    pub fn binary_text(&self) -> BinaryText {
+        self.source.binary.unwrap_or_default()
+    }
+
+    /// The key as `with_key` takes it: empty means every written column.
+    pub fn set_key<I, S>(&mut self, columns: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let key: Vec<String> = columns.into_iter().map(Into::into).collect();
+        self.key = (!key.is_empty()).then_some(key);
+    }
+
+    /// Says the import cannot run as told: partitions and chunks of at
+    /// least one row.
+    pub fn validate(&self) -> Result<(), AtlasError> {
+        if self.partitions == 0 {
+            return Err(AtlasError::Usage("partitions must be at least 1".into()));
+        }
+        if self.chunk_rows == 0 {
+            return Err(AtlasError::Usage("chunk_rows must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
 /// What to do with a row whose key already exists or repeats inside the import.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum OnDuplicate {

@@ -83,6 +83,17 @@ pub struct ColumnSpec {
     pub sql_type: Option<String>,
 }
 
+impl ColumnSpec {
+    /// A column declared with its SQL type (a mapping file's `db_schema`).
+    pub fn declared(name: impl Into<String>, sql_type: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            data_type: DataType::Utf8,
+            sql_type: Some(sql_type.into()),
+        }
+    }
+}
+
 /// Name of the column that carries the 1-based source row number through the plan.
 pub const ROW_NUMBER_COLUMN: &str = "__atlas_source_row";
 

@@ -227,24 +227,8 @@ pub async fn import_builder(
             ImportBuilder::from_dataframe(db, df, format!("({query})"), statement.table.to_string())
         }
     };
-    let builder = builder.with_table_name(statement.table.clone());
-    let mut builder = builder
-        .with_columns(statement.columns.iter().cloned())
-        .with_map(statement.map.iter().cloned())
-        .with_key(statement.key.iter().cloned())
-        .with_on_duplicate(statement.on_duplicate)
-        .with_file_policy(statement.on_duplicate_file)
-        .with_on_bad_value(statement.on_bad_value.clone())
-        .with_create_table(statement.create_table)
-        .with_metrics(metrics);
-    if let Some(partitions) = statement.partitions {
-        builder = builder.with_partitions(partitions);
-    }
-    if let Some(chunk_rows) = statement.chunk_rows {
-        builder = builder.with_chunk_rows(chunk_rows);
-    }
-    if let Some(strategy) = statement.strategy {
-        builder = builder.with_strategy(strategy);
-    }
-    Ok(builder.with_source_options(statement.source_options()?))
+    Ok(builder
+        .with_table_name(statement.table.clone())
+        .with_options(statement.import_options()?)
+        .with_metrics(metrics))
 }

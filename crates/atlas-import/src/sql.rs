@@ -27,7 +27,9 @@ use datafusion::sql::sqlparser::tokenizer::Token;
 
 use crate::error::{AtlasError, Result};
 use crate::names::{Ident, TableName};
-use crate::options::{CreateTable, FilePolicy, KeyStrategy, OnBadValue, OnDuplicate};
+use crate::options::{
+    CreateTable, FilePolicy, ImportOptions, KeyStrategy, OnBadValue, OnDuplicate,
+};
 use crate::source::SourceOptions;
 
 /// One statement of a script.
@@ -105,6 +107,27 @@ impl ImportStatement {
             ImportFrom::Query(_) => None,
         };
         SourceOptions::parse(self.format.as_deref(), path, &self.options)
+    }
+
+    /// What the statement tells the import; what it leaves out is the
+    /// default.
+    pub fn import_options(&self) -> Result<ImportOptions> {
+        let defaults = ImportOptions::default();
+        let mut options = ImportOptions {
+            columns: self.columns.clone(),
+            map: self.map.clone(),
+            on_duplicate: self.on_duplicate,
+            file_policy: self.on_duplicate_file,
+            on_bad_value: self.on_bad_value.clone(),
+            create_table: self.create_table,
+            strategy: self.strategy.unwrap_or(defaults.strategy),
+            partitions: self.partitions.unwrap_or(defaults.partitions),
+            chunk_rows: self.chunk_rows.unwrap_or(defaults.chunk_rows),
+            source: self.source_options()?,
+            ..defaults
+        };
+        options.set_key(self.key.iter().cloned());
+        Ok(options)
     }
 }
 
@@ -427,6 +450,35 @@ mod tests {
         );
         assert_eq!(options.compression, Some(crate::source::Compression::Gzip));
         assert_eq!(options.infer, Some(crate::options::Inference::Text));
+    }
+
+    #[test]
+    fn a_statement_becomes_import_options_defaults_where_silent() {
+        let options = import(
+            "IMPORT INTO t (a, b) FROM 'a.csv' KEY (a) ON DUPLICATE SKIP \
+             ON BAD VALUE NULL WITH (partitions 2)",
+        )
+        .import_options()
+        .unwrap();
+        let defaults = ImportOptions::default();
+        assert_eq!(options.columns, ["a", "b"]);
+        assert_eq!(options.key, Some(vec!["a".to_string()]));
+        assert_eq!(
+            (
+                options.on_duplicate,
+                &options.on_bad_value,
+                options.partitions
+            ),
+            (OnDuplicate::Skip, &OnBadValue::Null, 2)
+        );
+        assert_eq!(
+            (options.chunk_rows, options.strategy, options.file_policy),
+            (defaults.chunk_rows, defaults.strategy, defaults.file_policy)
+        );
+        let everything = import("IMPORT INTO t FROM 'a.csv'")
+            .import_options()
+            .unwrap();
+        assert_eq!(everything.key, None, "no KEY: every written column");
     }
 
     #[test]

@@ -86,6 +86,22 @@ fn one_character(name: &str, value: &str) -> Result<u8> {
 }
 
 impl SourceOptions {
+    /// Takes what `other` says; what it leaves out stays as it is.
+    pub fn merge(&mut self, other: SourceOptions) {
+        let SourceOptions {
+            format,
+            compression,
+            infer,
+            names,
+            binary,
+        } = other;
+        self.format = format.or(self.format.take());
+        self.compression = compression.or(self.compression);
+        self.infer = infer.or(self.infer);
+        self.names = names.or(self.names);
+        self.binary = binary.or(self.binary);
+    }
+
     /// Reads `format` (a name such as `csv`), and `options`: `delimiter`,
     /// `header`, `quote`, `escape`, `comment`, `null` (CSV, TSV), `sheet`
     /// (XLSX), `record` (XML), `compression`, `infer`, `names`, `binary`. Without a format, the

@@ -1,0 +1,182 @@
+//! The existing keys of the target, read through the import's transaction
+//! and fingerprinted as the import's own keys are.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
+
+use crate::coerce::coerce_column;
+use crate::db::Database;
+use crate::error::{AtlasError, Result};
+use crate::key::{EncodedKeys, Fingerprints, KeyEncoder, KeyHasher};
+use crate::key_form::KeyForm;
+use crate::names::TableRef;
+use crate::physical::{ExistingKeyLoader, Opened, TableTransaction};
+use crate::report::{ImportMetrics, Phase};
+use crate::schema::TargetColumn;
+
+/// Rows per batch when scanning existing keys.
+const KEY_SCAN_BATCH_ROWS: usize = 8192;
+/// Text batches of existing keys queued for conversion at most.
+const KEY_SCAN_QUEUE: usize = 8;
+
+/// Loads the existing keys of the target through the import transaction,
+/// coerced with the same code as the import's values.
+#[derive(Debug)]
+pub(super) struct TableKeyLoader {
+    pub(super) db: Arc<dyn Database>,
+    pub(super) transaction: Arc<TableTransaction>,
+    pub(super) table: TableRef,
+    pub(super) key_columns: Vec<TargetColumn>,
+    pub(super) metrics: Arc<ImportMetrics>,
+}
+
+#[async_trait]
+impl ExistingKeyLoader for TableKeyLoader {
+    async fn load(
+        &self,
+        hasher: &KeyHasher,
+        filter: Option<crate::db::KeyFilter>,
+    ) -> Result<Fingerprints<()>> {
+        let started = Instant::now();
+        self.metrics.set_phase(Phase::ReadingKeys);
+        let loaded = self.load_keys(hasher, filter, started).await;
+        self.metrics.set_phase(Phase::Writing);
+        loaded
+    }
+}
+
+impl TableKeyLoader {
+    async fn load_keys(
+        &self,
+        hasher: &KeyHasher,
+        filter: Option<crate::db::KeyFilter>,
+        started: Instant,
+    ) -> Result<Fingerprints<()>> {
+        match self.transaction.open().await? {
+            // The table was there before the import took its lock: read it.
+            Opened::Ready {
+                exists: true,
+                created: false,
+            } => {}
+            // Nothing to compare with (a new table, a dry run into a new
+            // table), or nothing will be read (the file is skipped).
+            Opened::Ready { .. } | Opened::FileAlreadyImported => {
+                return Ok(Fingerprints::new());
+            }
+        }
+        // The database streams batches on a connection of its own; a blocking
+        // thread converts and fingerprints them meanwhile.
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<RecordBatch>(KEY_SCAN_QUEUE);
+        let table = self.table.key();
+        let columns = self.key_columns.clone();
+        let hasher = hasher.clone();
+        let builder = tokio::task::spawn_blocking(move || {
+            fingerprint_existing_keys(&table, &columns, &hasher, receiver)
+        });
+        let mut on_batch = move |batch: RecordBatch| -> Result<()> {
+            // Blocks only while the builder is behind by a full queue.
+            sender.send(batch).map_err(|_| {
+                AtlasError::DataFusion(Arc::new(datafusion::error::DataFusionError::Internal(
+                    "the existing-key builder stopped early".into(),
+                )))
+            })
+        };
+        let rows = self
+            .db
+            .scan_keys(
+                &self.table,
+                &self.key_columns,
+                filter.as_ref(),
+                KEY_SCAN_BATCH_ROWS,
+                &mut on_batch,
+            )
+            .await;
+        drop(on_batch);
+        let built = builder.await.map_err(|e| {
+            AtlasError::DataFusion(Arc::new(datafusion::error::DataFusionError::Internal(
+                format!("the existing-key builder failed: {e}"),
+            )))
+        })?;
+        // A conversion error explains a closed queue better than the scan's error.
+        let mut set = built?;
+        let rows = rows?;
+        set.shrink_to_fit();
+        self.metrics
+            .existing_keys
+            .store(rows, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            "Key check {}: read {rows} existing rows{} ({} distinct keys, {} MB, {} ms)",
+            match &filter {
+                Some(f) => format!("by probe on '{}'", f.column),
+                None => "by preload".to_string(),
+            },
+            if filter.is_some() {
+                " sharing a key value with the import"
+            } else {
+                ""
+            },
+            set.len(),
+            set.memory_size() >> 20,
+            started.elapsed().as_millis()
+        );
+        Ok(set)
+    }
+}
+
+/// Converts batches of existing keys to the key types where they came as
+/// text, and fingerprints them.
+pub(super) fn fingerprint_existing_keys(
+    table: &str,
+    columns: &[TargetColumn],
+    hasher: &KeyHasher,
+    batches: std::sync::mpsc::Receiver<RecordBatch>,
+) -> Result<Fingerprints<()>> {
+    let mut set = Fingerprints::new();
+    let mut keys = EncodedKeys::default();
+    let mut fingerprints = Vec::new();
+    let encoder =
+        KeyEncoder::new((0..columns.len()).collect()).with_forms(KeyForm::of_columns(columns));
+    let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
+        columns
+            .iter()
+            .map(|c| datafusion::arrow::datatypes::Field::new(&c.name, c.data_type.clone(), true))
+            .collect::<Vec<_>>(),
+    ));
+    for batch in batches {
+        let mut typed = Vec::with_capacity(columns.len());
+        for (i, column) in columns.iter().enumerate() {
+            let bad = |value: String| AtlasError::BadValue {
+                source_name: format!("existing rows of table '{table}'"),
+                row: 0,
+                line: None,
+                column: column.name.clone(),
+                value,
+                target_type: column.sql_type.clone(),
+            };
+            // Binary keys arrive as hex text from every database's scan.
+            if column.data_type == datafusion::arrow::datatypes::DataType::Binary
+                && let Some(hex) = batch
+                    .column(i)
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::StringArray>()
+            {
+                typed.push(
+                    crate::typed_text::hex_to_binary(hex)
+                        .map_err(|index| bad(hex.value(index).to_string()))?,
+                );
+                continue;
+            }
+            typed.push(coerce_column(batch.column(i), column).map_err(|f| bad(f.value))?);
+        }
+        let batch = RecordBatch::try_new(Arc::clone(&schema), typed).map_err(AtlasError::from)?;
+        encoder.encode(&batch, &mut keys)?;
+        hasher.fingerprints(&keys, &mut fingerprints);
+        for &fingerprint in &fingerprints {
+            set.insert(fingerprint, ());
+        }
+    }
+    Ok(set)
+}

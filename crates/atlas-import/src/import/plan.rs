@@ -1,0 +1,357 @@
+//! Planning: the key strategy chosen from the table's size and indexes, the
+//! plans (settings only) built, and the run registered that executes them.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::execution::TaskContext;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::{Extension, LogicalPlan};
+use datafusion::physical_plan::display::DisplayableExecutionPlan;
+use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
+
+use super::ImportBuilder;
+use super::existing_keys::TableKeyLoader;
+use super::source::{OpenedSource, estimate_rows};
+use super::target::{map_columns, resolve_key};
+use crate::error::{AtlasError, Result};
+use crate::key::KeyHasher;
+use crate::logical::{ImportNode, ImportQueryPlanner, ImportSpec};
+use crate::options::{KeyStrategy, OnBadValue, OnDuplicate};
+use crate::physical::{
+    ExistingKeys, ImportId, ImportRun, ImportRuns, KeyLookup, RegisteredRun, TableTransaction,
+};
+use crate::reject::RejectWriter;
+use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
+use crate::source::FileSource;
+
+/// The probe strategy is chosen when the table holds at least this many
+/// times the import's rows.
+const PROBE_TABLE_RATIO: u64 = 8;
+/// ... and, where rows wait for their verdicts, when the import has at most
+/// this many rows (they are held meanwhile).
+const PROBE_HELD_ROWS: u64 = 2_000_000;
+
+impl ImportBuilder {
+    /// Plans the import without touching the data, and returns the plan.
+    pub async fn explain(self) -> Result<String> {
+        let this = self.resolve_table().await?;
+        this.explain_resolved().await
+    }
+
+    pub(super) async fn explain_resolved(self) -> Result<String> {
+        let files = self.locate().await?;
+        let source = self.open_source(files).await?;
+        let (target, create) = self.target(&source).await?;
+        // Explaining registers no run: the plan is settings only.
+        let prepared = self.prepare(&source, &target, create, false).await?;
+        Ok(prepared.explain())
+    }
+
+    /// The key strategy of this import and why, from the table's estimated
+    /// size and indexes (read now, before the lock: an estimate is enough)
+    /// and the import's estimated rows.
+    pub(super) async fn choose_strategy(
+        &self,
+        source: &OpenedSource,
+        key: &[TargetColumn],
+        dry_run: bool,
+    ) -> Result<(KeyLookup, String)> {
+        let stats = self.db.table_stats(&self.table, key).await?;
+        let import_rows = estimate_rows(&source.files);
+        let sizes = format!(
+            "~{} rows in the table, {} in the import",
+            stats.rows,
+            import_rows.map_or_else(|| "unknown".to_string(), |n| format!("~{n}"))
+        );
+        // The probe filters on one key column: an indexed one where there is
+        // one, else the one with the most distinct values.
+        let probe_column = probe_column(key, &stats);
+        let preload = || {
+            (
+                KeyLookup::Preload,
+                format!("the table's keys read on a connection of their own and held; {sizes}"),
+            )
+        };
+        let Some(column) = probe_column else {
+            return Ok(match self.options.strategy {
+                KeyStrategy::Probe => (
+                    KeyLookup::Preload,
+                    format!("no key column can be probed (numbers with fractions only); {sizes}"),
+                ),
+                _ => preload(),
+            });
+        };
+        let how = match &stats.key_index {
+            Some(index) if index.column == key[column].name => {
+                format!("by index {} on {}", index.name, key[column].name)
+            }
+            _ => format!("by {} (no index on the key)", key[column].name),
+        };
+        // Rows that need their verdict before they go on are held until the
+        // database answers: the probe is for imports that fit in memory then.
+        let holds_rows = dry_run
+            || matches!(
+                self.options.on_duplicate,
+                OnDuplicate::Skip | OnDuplicate::Update
+            );
+        Ok(match self.options.strategy {
+            KeyStrategy::Preload => (KeyLookup::Preload, format!("as asked; {sizes}")),
+            KeyStrategy::Probe => (
+                KeyLookup::Probe { column },
+                format!("as asked, {how}; {sizes}"),
+            ),
+            KeyStrategy::Auto => match import_rows {
+                Some(rows)
+                    if stats.rows >= PROBE_TABLE_RATIO * rows.max(1)
+                        && (!holds_rows || rows <= PROBE_HELD_ROWS) =>
+                {
+                    (
+                        KeyLookup::Probe { column },
+                        format!(
+                            "the table's keys that share a value with the import, {how}; {sizes}"
+                        ),
+                    )
+                }
+                _ => preload(),
+            },
+        })
+    }
+
+    /// Builds the plans over the source for `target` (a table to create
+    /// with `creates` when it is missing): settings only; running them
+    /// takes a run ([`Self::start_run`]).
+    pub(super) async fn prepare(
+        &self,
+        source: &OpenedSource,
+        target: &TargetTable,
+        creates: Option<Vec<ColumnSpec>>,
+        dry_run: bool,
+    ) -> Result<PreparedImport> {
+        let (state, input) = source.df.clone().into_parts();
+        let source_schema = input.schema().as_arrow().clone();
+        let mapping = map_columns(&source_schema, target)?;
+        let columns: Vec<TargetColumn> = mapping.iter().map(|(_, c)| c.clone()).collect();
+        let key_columns = resolve_key(self.options.key.as_deref(), &columns, target)?;
+        // Always read (or probe) the existing keys once the transaction holds
+        // its lock: even a table this plan expects to create may exist,
+        // filled, by then.
+        let key_targets: Vec<TargetColumn> =
+            key_columns.iter().map(|&i| columns[i].clone()).collect();
+        let (lookup, lookup_reason) = if self.options.on_duplicate == OnDuplicate::Allow && !dry_run
+        {
+            (
+                KeyLookup::Nothing,
+                format!("{} (not read: duplicates allowed)", self.table),
+            )
+        } else {
+            let (lookup, why) = self.choose_strategy(source, &key_targets, dry_run).await?;
+            (lookup, format!("{} (strategy={lookup}: {why})", self.table))
+        };
+        let spec = Arc::new(ImportSpec {
+            import: ImportId::new(),
+            table: self.table.clone(),
+            mapping,
+            key_columns: key_columns.clone(),
+            on_duplicate: self.options.on_duplicate,
+            chunk_rows: self.options.chunk_rows,
+            dry_run,
+            source_name: source.name.clone(),
+            source_files: if source.files.len() > 1 {
+                source.files.iter().map(FileSource::display_name).collect()
+            } else {
+                Vec::new()
+            },
+            on_bad_value: self.options.on_bad_value.clone(),
+            db_kind: self.db.kind(),
+            lookup,
+            lookup_reason,
+            creates,
+        });
+        let logical = LogicalPlan::Extension(Extension {
+            node: Arc::new(
+                ImportNode::try_new(input, Arc::clone(&spec))
+                    .map_err(AtlasError::from_datafusion)?,
+            ),
+        });
+        // The runs of the session's imports, where the operators find theirs.
+        let runs = state
+            .config()
+            .get_extension::<ImportRuns>()
+            .unwrap_or_default();
+        // Plan in the source's session (its tables, object stores), configured
+        // for the import.
+        let config = self
+            .import_config(state.config().clone())
+            // The catalogs are shared with the caller's session: keep them.
+            .with_create_default_catalog_and_schema(false)
+            .with_extension(Arc::clone(&runs));
+        let mut builder = SessionStateBuilder::new_from_existing(state.clone())
+            .with_config(config)
+            .with_query_planner(Arc::new(ImportQueryPlanner));
+        if let Some(limit) = self.options.memory_limit {
+            // The caller's runtime (object stores, disk) with a bounded pool.
+            let runtime = RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
+                .with_memory_limit(limit, 1.0)
+                .build_arc()
+                .map_err(AtlasError::from_datafusion)?;
+            builder = builder.with_runtime_env(runtime);
+        }
+        let state = builder.build();
+        let plan = state
+            .create_physical_plan(&logical)
+            .await
+            .map_err(|e| AtlasError::from_source_read(e, &source.name))?;
+        let task = Arc::new(TaskContext::from(&state));
+        Ok(PreparedImport {
+            spec,
+            logical,
+            plan,
+            task,
+            runs,
+        })
+    }
+
+    /// Registers the run of `prepared` in its session: its transaction, the
+    /// existing keys as its plan says to learn them, the counters, the
+    /// reject file. The run ends when the returned guard is dropped.
+    pub(super) fn start_run(
+        &self,
+        prepared: &PreparedImport,
+        transaction: Arc<TableTransaction>,
+        rejects: Option<Arc<RejectWriter>>,
+    ) -> RegisteredRun {
+        let spec = &prepared.spec;
+        let key_targets: Vec<TargetColumn> = spec
+            .key_columns
+            .iter()
+            .map(|&i| spec.mapping[i].1.clone())
+            .collect();
+        let hasher = KeyHasher::random();
+        let loader = || {
+            Arc::new(TableKeyLoader {
+                db: Arc::clone(&self.db),
+                transaction: Arc::clone(&transaction),
+                table: self.table.clone(),
+                key_columns: key_targets.clone(),
+                metrics: Arc::clone(&self.metrics),
+            })
+        };
+        let description = spec.lookup_reason.clone();
+        let existing = match spec.lookup {
+            KeyLookup::Nothing => ExistingKeys::none(description, hasher),
+            KeyLookup::Preload => ExistingKeys::preload(description, loader(), hasher),
+            KeyLookup::Probe { column } => ExistingKeys::probe(
+                description,
+                loader(),
+                key_targets[column].name.clone(),
+                hasher,
+            ),
+        };
+        let rejects = rejects.or_else(|| match &spec.on_bad_value {
+            // A dry run writes its rejects too (the file opens at the first).
+            OnBadValue::Reject(path) => Some(Arc::new(RejectWriter::new(path))),
+            _ => None,
+        });
+        let mut run = ImportRun::new(spec.import, existing, Arc::clone(&self.metrics))
+            .with_transaction(transaction);
+        if let Some(rejects) = rejects {
+            run = run.with_rejects(rejects);
+        }
+        prepared.runs.register(run)
+    }
+}
+
+/// An import planned and ready to run (or to explain): plans of settings
+/// only; running it registers its [`ImportRun`] in the session's
+/// [`ImportRuns`].
+pub struct PreparedImport {
+    /// The settings of the import (the logical node's).
+    spec: Arc<ImportSpec>,
+    /// The logical plan: an [`ImportNode`] over the source.
+    logical: LogicalPlan,
+    plan: Arc<dyn ExecutionPlan>,
+    /// The task context of the source's session (its object stores, config,
+    /// and the [`ImportRuns`] the operators find their run in).
+    task: Arc<datafusion::execution::TaskContext>,
+    runs: Arc<ImportRuns>,
+}
+
+impl std::fmt::Debug for PreparedImport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedImport")
+            .field("plan", &self.explain())
+            .finish()
+    }
+}
+
+impl PreparedImport {
+    /// The import's settings.
+    pub fn spec(&self) -> &ImportSpec {
+        &self.spec
+    }
+
+    /// Runs the plan (its run registered first) and returns its output.
+    pub(super) async fn collect(&self) -> Result<Vec<RecordBatch>> {
+        collect(Arc::clone(&self.plan), Arc::clone(&self.task))
+            .await
+            .map_err(AtlasError::from_datafusion)
+    }
+
+    /// The physical plan.
+    pub fn plan(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.plan
+    }
+
+    /// The logical plan.
+    pub fn logical_plan(&self) -> &LogicalPlan {
+        &self.logical
+    }
+
+    /// The logical and physical plans as `EXPLAIN` prints them.
+    pub fn explain(&self) -> String {
+        self.explain_with(displayable(self.plan.as_ref()))
+    }
+
+    /// The plans as `EXPLAIN ANALYZE` prints them, after the plan ran.
+    pub fn explain_analyzed(&self) -> String {
+        self.explain_with(DisplayableExecutionPlan::with_metrics(self.plan.as_ref()))
+    }
+
+    fn explain_with(&self, physical: DisplayableExecutionPlan<'_>) -> String {
+        format!(
+            "logical_plan\n{}\nphysical_plan\n{}",
+            self.logical.display_indent(),
+            physical.indent(true)
+        )
+    }
+}
+
+/// The key column a probe filters on: an indexed one, else the one with the
+/// most distinct values the statistics know of (else the first text or
+/// integer one); only columns whose values can be written as literals.
+pub(super) fn probe_column(key: &[TargetColumn], stats: &crate::db::TableStats) -> Option<usize> {
+    let usable = |i: &usize| crate::db::filterable(&key[*i]);
+    if let Some(index) = &stats.key_index
+        && let Some(i) = key.iter().position(|k| k.name == index.column)
+        && usable(&i)
+    {
+        return Some(i);
+    }
+    let distinct = |i: &usize| {
+        stats
+            .distinct
+            .iter()
+            .find(|(name, _)| *name == key[*i].name)
+            .map_or(0.0, |(_, d)| *d)
+    };
+    let text_first =
+        |i: &usize| u8::from(key[*i].data_type == datafusion::arrow::datatypes::DataType::Utf8);
+    (0..key.len()).filter(usable).max_by(|a, b| {
+        distinct(a)
+            .total_cmp(&distinct(b))
+            .then(text_first(a).cmp(&text_first(b)))
+            .then(b.cmp(a))
+    })
+}

@@ -1,0 +1,314 @@
+//! Running: the file-level check, the plan executed in one transaction,
+//! the report and `import_history`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::physical_plan::ExecutionPlan;
+
+use super::plan::PreparedImport;
+use super::{ImportBuilder, SourceSpec};
+use crate::db::{FileRecord, HistoryEntry};
+use crate::error::{AtlasError, Result};
+use crate::options::{FilePolicy, OnBadValue};
+use crate::physical::{Opened, TableTransaction};
+use crate::reject::RejectWriter;
+use crate::report::{ImportMetrics, ImportReport, ImportStatus, Phase, ReportContext};
+
+impl ImportBuilder {
+    /// Runs the import.
+    pub async fn execute(self) -> Result<ImportReport> {
+        Ok(self.run().await?.0)
+    }
+
+    /// Runs the import (it commits, as `EXPLAIN ANALYZE` does in PostgreSQL) and
+    /// returns its report with the physical plan and the operators' metrics.
+    pub async fn execute_analyzed(self) -> Result<(ImportReport, String)> {
+        let (report, prepared) = self.run().await?;
+        let text = match prepared {
+            Some(prepared) => prepared.explain_analyzed(),
+            None => "(nothing ran: the file was already imported)".to_string(),
+        };
+        Ok((report, text))
+    }
+
+    /// The `import_history` row of this import, before it ran.
+    pub(super) fn history_entry(&self) -> HistoryEntry {
+        let now = chrono::Utc::now();
+        HistoryEntry {
+            started_at: now,
+            finished_at: now,
+            source: match &self.source {
+                // A URL's password never reaches the history.
+                SourceSpec::File { path, .. } => {
+                    crate::secrets::mask_password(&path.display().to_string())
+                }
+                SourceSpec::DataFrame { name, .. } => name.clone(),
+            },
+            table_name: self.table.key(),
+            key_columns: self
+                .options
+                .key
+                .as_ref()
+                .map(|k| k.join(","))
+                .unwrap_or_default(),
+            on_duplicate: self.options.on_duplicate,
+            // Until it ends.
+            status: ImportStatus::Failed,
+            rows_read: 0,
+            inserted: 0,
+            updated: 0,
+            skipped: 0,
+            duplicates: 0,
+            rejected: 0,
+            file_hash: None,
+            error: None,
+        }
+    }
+
+    /// Runs the import and records it in `import_history`: a committed import
+    /// in its own transaction (by the sink), any other end after the rollback.
+    pub(super) async fn run(self) -> Result<(ImportReport, Option<PreparedImport>)> {
+        let this = self.resolve_table().await?;
+        this.run_resolved().await
+    }
+
+    pub(super) async fn run_resolved(self) -> Result<(ImportReport, Option<PreparedImport>)> {
+        let history = self.history_entry();
+        let db = Arc::clone(&self.db);
+        let metrics = Arc::clone(&self.metrics);
+        let message = self.options.duplicate_message.clone();
+        let limit = self.options.memory_limit;
+        let result = self.run_once(history.clone()).await.map_err(|e| match e {
+            AtlasError::Duplicates(mut report) if message.is_some() => {
+                report.message = message;
+                AtlasError::Duplicates(report)
+            }
+            AtlasError::ResourcesExhausted(what) if limit.is_some() => {
+                AtlasError::ResourcesExhausted(format!(
+                    "the import needs more memory than its limit of {} MB allows; nothing was written ({what})",
+                    limit.unwrap_or_default() >> 20
+                ))
+            }
+            other => other,
+        });
+        let ended = match &result {
+            Ok((report, _)) if report.status.committed() => None,
+            Ok((report, _)) => Some((report.status, report.file_hash.clone(), None)),
+            Err(e) => {
+                let hash = match e {
+                    AtlasError::AlreadyImported { file_hash, .. } => Some(file_hash.clone()),
+                    _ => None,
+                };
+                Some((ImportStatus::of_error(e), hash, Some(e.to_string())))
+            }
+        };
+        if let Some((status, file_hash, error)) = ended {
+            let entry = HistoryEntry {
+                file_hash: file_hash.or(history.file_hash.clone()),
+                ..history.finish(status, &metrics.counts(status), error)
+            };
+            let recorded = async {
+                db.ensure_metadata().await?;
+                db.record_history(&entry).await
+            };
+            if let Err(e) = recorded.await {
+                tracing::warn!("could not record the import in import_history: {e}");
+            }
+        }
+        result
+    }
+
+    pub(super) async fn run_once(
+        self,
+        history: HistoryEntry,
+    ) -> Result<(ImportReport, Option<PreparedImport>)> {
+        let started = Instant::now();
+        let rejects = match &self.options.on_bad_value {
+            OnBadValue::Reject(path) => {
+                // A reject file that cannot be written fails before any data moves.
+                let writer = Arc::new(RejectWriter::new(path));
+                writer.open()?;
+                Some(writer)
+            }
+            _ => None,
+        };
+        self.db.ensure_metadata().await?;
+        let mut located = self.locate().await?;
+        // Open first: a statement that cannot work is said before anything else.
+        let mut source = self.open_source(located.clone()).await?;
+        // Every file's hash (of the bytes that will be read).
+        let mut hashes = Vec::new();
+        self.metrics.set_phase(Phase::Hashing);
+        if let Some(found) = &located {
+            for file in &found.files {
+                hashes.push(file.sha256().await?);
+            }
+        }
+        // Cheap early answer; the authoritative check runs under the lock, when
+        // the plan opens its transaction.
+        if let Some(found) = located.as_mut()
+            && self.options.file_policy != FilePolicy::Allow
+        {
+            let mut imported = Vec::new();
+            for hash in &hashes {
+                imported.push(self.db.file_imported(hash, &self.table).await?);
+            }
+            if let Some(first) = imported.iter().position(|&i| i) {
+                if self.options.file_policy == FilePolicy::Error || imported.iter().all(|&i| i) {
+                    let name = found.files[first].display_name();
+                    if self.options.file_policy == FilePolicy::Error && found.files.len() > 1 {
+                        tracing::error!("{name} was already imported to table '{}'", self.table);
+                    }
+                    let hash = hashes[first].clone();
+                    return Ok((self.already_imported(started, &name, hash)?, None));
+                }
+                // ON DUPLICATE FILE SKIP over several files: import the new ones.
+                let (new, seen): (Vec<_>, Vec<_>) = std::mem::take(&mut found.files)
+                    .into_iter()
+                    .zip(std::mem::take(&mut hashes))
+                    .zip(imported)
+                    .partition(|(_, imported)| !imported);
+                for ((file, _), _) in &seen {
+                    tracing::info!("Skipping {}: already imported", file.display_name());
+                }
+                (found.files, hashes) = new.into_iter().map(|(file, _)| file).unzip();
+                source = self.open_source(located).await?;
+            }
+        }
+        let file_hash = (!hashes.is_empty()).then(|| hashes.join(","));
+        if !self.options.declared.is_empty()
+            && self
+                .db
+                .create_declared_table(&self.table, &self.options.declared)
+                .await?
+        {
+            tracing::info!("Created table '{}' with the declared columns", self.table);
+        }
+        let (target, create) = self.target(&source).await?;
+        let files: Vec<FileRecord> = source
+            .files
+            .iter()
+            .zip(&hashes)
+            .map(|(file, hash)| FileRecord {
+                file_hash: hash.clone(),
+                file_name: file.display_name(),
+                table_name: self.table.key(),
+                record_count: 0,
+            })
+            .collect();
+        let prepared = self
+            .prepare(&source, &target, create.clone(), false)
+            .await?;
+        let transaction = Arc::new(
+            TableTransaction::new(
+                Arc::clone(&self.db),
+                self.table.clone(),
+                files,
+                self.options.file_policy,
+                create,
+            )
+            .with_history(HistoryEntry {
+                file_hash: file_hash.clone(),
+                ..history
+            }),
+        );
+        let _running = self.start_run(&prepared, Arc::clone(&transaction), rejects);
+        // The import reads the source from its start (type inference may
+        // have read it once already).
+        self.metrics.set_phase(Phase::Writing);
+        self.metrics
+            .bytes_read
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        let result = prepared.collect().await;
+        count_skipped_lines(prepared.plan(), &self.metrics);
+        if result.is_err()
+            && let Err(e) = transaction.slot().rollback().await
+        {
+            tracing::warn!("rollback after a failed import also failed: {e}");
+        }
+        result?;
+        let created_table = match transaction.outcome() {
+            Some(Opened::Ready { created, .. }) => created,
+            Some(Opened::FileAlreadyImported) | None => {
+                let hash = file_hash.unwrap_or_default();
+                return Ok((self.already_imported(started, &source.name, hash)?, None));
+            }
+        };
+
+        let m = &self.metrics;
+        let report = ImportReport {
+            file_hash,
+            created_table,
+            ..self.metrics.report(
+                ImportStatus::Committed,
+                &self.report_context(&source.name, started),
+            )
+        };
+        tracing::info!(
+            "Import into '{}' committed: {} inserted, {} skipped, {} read",
+            self.table,
+            ImportMetrics::get(&m.inserted),
+            ImportMetrics::get(&m.skipped),
+            ImportMetrics::get(&m.rows_read)
+        );
+        Ok((report, Some(prepared)))
+    }
+
+    /// The answer when the file was already imported into the table.
+    pub(super) fn already_imported(
+        &self,
+        started: Instant,
+        source: &str,
+        file_hash: String,
+    ) -> Result<ImportReport> {
+        if self.options.file_policy == FilePolicy::Skip {
+            tracing::info!(
+                "File {} was already imported to table '{}': skipped",
+                source,
+                self.table
+            );
+            return Ok(ImportReport {
+                file_hash: Some(file_hash),
+                ..self.metrics.report(
+                    ImportStatus::SkippedFile,
+                    &self.report_context(source, started),
+                )
+            });
+        }
+        Err(AtlasError::AlreadyImported {
+            table: self.table.key(),
+            file_hash,
+        })
+    }
+
+    /// What this import's report says besides its counters.
+    pub(super) fn report_context<'a>(
+        &'a self,
+        source: &'a str,
+        started: Instant,
+    ) -> ReportContext<'a> {
+        ReportContext {
+            table: self.table.key(),
+            source,
+            chunk_rows: self.options.chunk_rows,
+            partitions: self.options.partitions,
+            started,
+        }
+    }
+}
+
+/// Adds the blank and comment lines the plan's readers skipped to `metrics`.
+pub(super) fn count_skipped_lines(plan: &Arc<dyn ExecutionPlan>, metrics: &ImportMetrics) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if let Some(set) = plan.metrics() {
+        let sum = |name: &str| set.sum_by_name(name).map_or(0, |v| v.as_usize() as u64);
+        metrics.blank_lines.fetch_add(sum("blank_lines"), Relaxed);
+        metrics
+            .comment_lines
+            .fetch_add(sum("comment_lines"), Relaxed);
+    }
+    for child in plan.children() {
+        count_skipped_lines(child, metrics);
+    }
+}
