@@ -90,16 +90,9 @@ impl KeyForm {
                 }
             }
             Some(_) => None,
-            // PostgreSQL's types held as text without a text form.
-            None if kind == DbKind::Postgres => match ValueForm::of_postgres(sql_type) {
-                form @ (ValueForm::Interval
-                | ValueForm::Inet
-                | ValueForm::MacAddr
-                | ValueForm::MacAddr8
-                | ValueForm::CaseInsensitive) => Some(KeyForm::Value(form)),
-                _ => None,
-            },
-            None => None,
+            // Types held as text without a text form (PostgreSQL's interval,
+            // inet, ...): the dialect says.
+            None => kind.dialect().text_key_form(sql_type),
         }
     }
 
@@ -196,7 +189,7 @@ impl std::fmt::Display for ValueForm {
 
 impl ValueForm {
     /// The form of a PostgreSQL type as the catalog prints it.
-    fn of_postgres(sql_type: &str) -> Self {
+    pub(crate) fn of_postgres(sql_type: &str) -> Self {
         let base = sql_type.split('(').next().unwrap_or_default().trim();
         match base {
             "smallint" | "integer" | "bigint" => ValueForm::Integer,

@@ -54,18 +54,14 @@ pub enum TextForm {
 }
 
 impl TextForm {
-    /// The form of a column of `kind` whose declared type is `sql_type`.
+    /// The form of a column of `kind` whose declared type is `sql_type`
+    /// (the database's dialect says).
     pub fn of(kind: crate::db::DbKind, sql_type: &str) -> Option<Self> {
-        use crate::db::DbKind;
-        match kind {
-            DbKind::Postgres => Self::postgres(sql_type),
-            DbKind::MySql => Self::mysql(sql_type),
-            DbKind::Sqlite => Self::sqlite(sql_type),
-        }
+        kind.dialect().text_form(sql_type)
     }
 
     /// The form of a PostgreSQL column whose type prints as `sql_type`.
-    fn postgres(sql_type: &str) -> Option<Self> {
+    pub(crate) fn postgres(sql_type: &str) -> Option<Self> {
         match sql_type {
             "uuid" => Some(TextForm::Uuid),
             "json" => Some(TextForm::Json),
@@ -82,7 +78,7 @@ impl TextForm {
     /// count), so it compares in jsonb's canonical form (MariaDB's JSON is a
     /// LONGTEXT and prints so: compared as text); a DECIMAL wider than 38
     /// digits is text of its scale.
-    fn mysql(sql_type: &str) -> Option<Self> {
+    pub(crate) fn mysql(sql_type: &str) -> Option<Self> {
         let t = sql_type.to_ascii_lowercase();
         if t == "json" {
             return Some(TextForm::Jsonb);
@@ -99,7 +95,7 @@ impl TextForm {
     /// The form of a SQLite column declared `declared`: NUMERIC affinity by
     /// SQLite's rules, except the names atlas-import reads as booleans and
     /// dates (SQLite gives them NUMERIC affinity too).
-    fn sqlite(declared: &str) -> Option<Self> {
+    pub(crate) fn sqlite(declared: &str) -> Option<Self> {
         let t = declared.to_ascii_uppercase();
         let other_affinity = [
             "INT", "CHAR", "CLOB", "TEXT", "BLOB", "REAL", "FLOA", "DOUB",

@@ -6,6 +6,7 @@
 //! go through it, so they commit together or not at all.
 
 mod bind;
+mod dialect;
 mod mysql;
 mod pg_binary;
 mod postgres;
@@ -152,10 +153,7 @@ impl HistoryEntry {
 
 /// The `i`-th (1-based) bind parameter of a statement on `kind`.
 fn placeholder(kind: DbKind, i: usize) -> String {
-    match kind {
-        DbKind::Postgres => format!("${i}"),
-        DbKind::Sqlite | DbKind::MySql => "?".to_string(),
-    }
+    kind.dialect().placeholder(i)
 }
 
 /// A connection from `pool`.

@@ -14,13 +14,14 @@ use pgpq::ArrowToPostgresBinaryEncoder;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Postgres, Row, Transaction};
 
+use super::dialect::Dialect;
 use super::text_rows::{TextDialect, encode_rows};
 use super::{
     ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, KeyFilter,
     TableStats, column_list, create_table_sql, mask_password,
 };
 use crate::error::{AtlasError, Result};
-use crate::key_form::KeyForm;
+use crate::key_form::{KeyForm, ValueForm};
 use crate::names::TableRef;
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
 use crate::typed_text::TextForm;
@@ -28,6 +29,91 @@ use crate::typed_text::TextForm;
 /// Send COPY data to the server in pieces of about this size, small enough to
 /// keep the server busy while the next rows are encoded.
 const COPY_SEND_BYTES: usize = 256 << 10;
+
+/// PostgreSQL's SQL: `$n` parameters, typed literals, hashed `= ANY(ARRAY[...])`
+/// lists, stages in `pg_temp`.
+#[derive(Debug)]
+pub(crate) struct PostgresDialect;
+
+impl Dialect for PostgresDialect {
+    fn placeholder(&self, i: usize) -> String {
+        format!("${i}")
+    }
+
+    fn date_literal(&self, date: &str) -> String {
+        format!("DATE '{date}'")
+    }
+
+    fn timestamp_literal(&self, text: &str, zoned: bool) -> String {
+        if zoned {
+            format!("TIMESTAMPTZ '{text}+00'")
+        } else {
+            format!("TIMESTAMP '{text}'")
+        }
+    }
+
+    /// A hashed array, which a parallel scan can use; cast to the column's
+    /// type where it is not text (uuid, jsonb, enums read their literals then).
+    fn any_of(&self, column: &str, literals: &[String], element_type: Option<&str>) -> String {
+        let list = literals.join(",");
+        match element_type {
+            Some(t) => format!("{column} = ANY(ARRAY[{list}]::{t}[])"),
+            None => format!("{column} = ANY(ARRAY[{list}])"),
+        }
+    }
+
+    fn temp_table(&self, name: &str) -> String {
+        format!("pg_temp.{name}")
+    }
+
+    fn create_stage(
+        &self,
+        name: &str,
+        stage: &str,
+        list: &str,
+        row: &str,
+        flag: &str,
+        target: &str,
+    ) -> Vec<String> {
+        vec![
+            format!("DROP TABLE IF EXISTS {stage}"),
+            format!(
+                "CREATE TEMP TABLE {name} AS SELECT {list}, 0::bigint AS {row}, false AS {flag} \
+                 FROM {target} WITH NO DATA"
+            ),
+        ]
+    }
+
+    /// Statistics, so the planner sizes the stage right and hashes it; no
+    /// JIT for one statement; scans from the first block, so the INSERT
+    /// keeps the file's order (identity values follow it).
+    fn prepare_join(&self, _name: &str, stage: &str, _key: &[TargetColumn]) -> Vec<String> {
+        vec![
+            format!("ANALYZE {stage}"),
+            "SET LOCAL jit = off".to_string(),
+            "SET LOCAL synchronize_seqscans = off".to_string(),
+        ]
+    }
+
+    fn text_form(&self, sql_type: &str) -> Option<TextForm> {
+        TextForm::postgres(sql_type)
+    }
+
+    fn text_key_form(&self, sql_type: &str) -> Option<KeyForm> {
+        match ValueForm::of_postgres(sql_type) {
+            form @ (ValueForm::Interval
+            | ValueForm::Inet
+            | ValueForm::MacAddr
+            | ValueForm::MacAddr8
+            | ValueForm::CaseInsensitive) => Some(KeyForm::Value(form)),
+            _ => None,
+        }
+    }
+
+    fn nested_column(&self) -> (&'static str, Option<TextForm>) {
+        ("jsonb", self.text_form("jsonb"))
+    }
+}
 
 /// A PostgreSQL database.
 #[derive(Debug)]
@@ -279,7 +365,7 @@ impl Database for PostgresDatabase {
                 "COPY (SELECT {select} FROM {} WHERE {}) TO STDOUT (FORMAT binary)",
                 table.sql(),
                 filter.condition(
-                    DbKind::Postgres,
+                    &PostgresDialect,
                     columns
                         .iter()
                         .find(|c| c.name == filter.column)

@@ -10,7 +10,8 @@
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::datatypes::{DataType, Date32Type, TimeUnit};
 
-use super::{DbKind, quote_ident};
+use super::dialect::Dialect;
+use super::quote_ident;
 use crate::schema::TargetColumn;
 
 /// Which rows of the table to read: those whose `column` holds one of
@@ -61,13 +62,13 @@ impl KeyFilter {
     /// match), with the values as literals; on PostgreSQL the list is cast
     /// to `element_type[]` where the column's type is not text (uuid, jsonb,
     /// enums read their literals then).
-    pub(crate) fn condition(&self, kind: DbKind, element_type: Option<&str>) -> String {
+    pub(crate) fn condition(&self, dialect: &dyn Dialect, element_type: Option<&str>) -> String {
         let column = quote_ident(&self.column);
         let mut literals: Vec<String> = Vec::new();
         for array in &self.values {
             for i in 0..array.len() {
                 if array.is_valid(i) {
-                    literals.push(literal(kind, array, i));
+                    literals.push(literal(dialect, array, i));
                 }
             }
         }
@@ -75,14 +76,7 @@ impl KeyFilter {
         literals.dedup();
         let mut parts = Vec::new();
         if !literals.is_empty() {
-            parts.push(match kind {
-                // A hashed array, which a parallel scan can use.
-                DbKind::Postgres => match element_type {
-                    Some(t) => format!("{column} = ANY(ARRAY[{}]::{t}[])", literals.join(",")),
-                    None => format!("{column} = ANY(ARRAY[{}])", literals.join(",")),
-                },
-                DbKind::Sqlite | DbKind::MySql => format!("{column} IN ({})", literals.join(",")),
-            });
+            parts.push(dialect.any_of(&column, &literals, element_type));
         }
         if self.nulls {
             parts.push(format!("{column} IS NULL"));
@@ -95,19 +89,16 @@ impl KeyFilter {
     }
 }
 
-/// Value `i` of `array` as an SQL literal on `kind`.
-fn literal(kind: DbKind, array: &ArrayRef, i: usize) -> String {
+/// Value `i` of `array` as an SQL literal of `dialect`.
+fn literal(dialect: &dyn Dialect, array: &ArrayRef, i: usize) -> String {
     match array.data_type() {
-        DataType::Utf8 => quote_text(kind, array.as_string::<i32>().value(i)),
+        DataType::Utf8 => dialect.string_literal(array.as_string::<i32>().value(i)),
         DataType::Date32 => {
             let days = array.as_primitive::<Date32Type>().value(i);
             let date = chrono::NaiveDate::from_num_days_from_ce_opt(days + 719_163)
                 .map(|d| d.to_string())
                 .unwrap_or_default();
-            match kind {
-                DbKind::Postgres => format!("DATE '{date}'"),
-                DbKind::Sqlite | DbKind::MySql => format!("'{date}'"),
-            }
+            dialect.date_literal(&date)
         }
         DataType::Timestamp(_, tz) => {
             let micros = datafusion::arrow::compute::cast(
@@ -123,11 +114,7 @@ fn literal(kind: DbKind, array: &ArrayRef, i: usize) -> String {
             let text = chrono::DateTime::from_timestamp_micros(micros)
                 .map(|t| t.naive_utc().format("%Y-%m-%d %H:%M:%S%.6f").to_string())
                 .unwrap_or_default();
-            match (kind, tz) {
-                (DbKind::Postgres, Some(_)) => format!("TIMESTAMPTZ '{text}+00'"),
-                (DbKind::Postgres, None) => format!("TIMESTAMP '{text}'"),
-                _ => format!("'{text}'"),
-            }
+            dialect.timestamp_literal(&text, tz.is_some())
         }
         _ => {
             // Integers of any width (UInt64 beyond i64 too), as decimal text.
@@ -139,23 +126,10 @@ fn literal(kind: DbKind, array: &ArrayRef, i: usize) -> String {
     }
 }
 
-/// `text` as a string literal on `kind`: quotes doubled, and on MySQL (whose
-/// strings know backslash escapes) backslashes and NUL escaped too.
-fn quote_text(kind: DbKind, text: &str) -> String {
-    match kind {
-        DbKind::Postgres | DbKind::Sqlite => format!("'{}'", text.replace('\'', "''")),
-        DbKind::MySql => format!(
-            "'{}'",
-            text.replace('\\', "\\\\")
-                .replace('\'', "''")
-                .replace('\0', "\\0")
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::DbKind;
     use datafusion::arrow::array::{Int32Array, StringArray, UInt64Array};
     use std::sync::Arc;
 
@@ -195,11 +169,11 @@ mod tests {
             nulls: true,
         };
         assert_eq!(
-            filter.condition(DbKind::Postgres, None),
+            filter.condition(DbKind::Postgres.dialect(), None),
             "\"email\" = ANY(ARRAY['a''b','c\\d']) OR \"email\" IS NULL"
         );
         assert_eq!(
-            filter.condition(DbKind::MySql, None),
+            filter.condition(DbKind::MySql.dialect(), None),
             "\"email\" IN ('a''b','c\\\\d') OR \"email\" IS NULL"
         );
         let ints = KeyFilter {
@@ -207,14 +181,17 @@ mod tests {
             values: vec![Arc::new(Int32Array::from(vec![3, 1]))],
             nulls: false,
         };
-        assert_eq!(ints.condition(DbKind::Sqlite, None), "\"n\" IN (1,3)");
+        assert_eq!(
+            ints.condition(DbKind::Sqlite.dialect(), None),
+            "\"n\" IN (1,3)"
+        );
         let unsigned = KeyFilter {
             column: "n".into(),
             values: vec![Arc::new(UInt64Array::from(vec![u64::MAX]))],
             nulls: false,
         };
         assert_eq!(
-            unsigned.condition(DbKind::MySql, None),
+            unsigned.condition(DbKind::MySql.dialect(), None),
             "\"n\" IN (18446744073709551615)"
         );
         let none = KeyFilter {
@@ -222,6 +199,6 @@ mod tests {
             values: vec![],
             nulls: false,
         };
-        assert_eq!(none.condition(DbKind::Sqlite, None), "FALSE");
+        assert_eq!(none.condition(DbKind::Sqlite.dialect(), None), "FALSE");
     }
 }

@@ -14,14 +14,59 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{AssertSqlSafe, Row, Sqlite, SqliteConnection, Transaction};
 
 use super::bind::{BindColumn, DecimalBinding};
+use super::dialect::Dialect;
 use super::{
     ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, KeyFilter,
-    TableStats, create_table_sql, mask_password,
+    TableStats, column_list, create_table_sql, mask_password,
 };
 use crate::error::{AtlasError, Result};
 use crate::names::TableRef;
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
 use crate::typed_text::{SqliteNumber, TextForm, sqlite_number};
+
+/// SQLite's SQL: `?` parameters, text literals, stages in `temp`.
+#[derive(Debug)]
+pub(crate) struct SqliteDialect;
+
+impl Dialect for SqliteDialect {
+    fn temp_table(&self, name: &str) -> String {
+        format!("temp.{name}")
+    }
+
+    fn create_stage(
+        &self,
+        name: &str,
+        stage: &str,
+        list: &str,
+        row: &str,
+        flag: &str,
+        target: &str,
+    ) -> Vec<String> {
+        vec![
+            format!("DROP TABLE IF EXISTS {stage}"),
+            format!(
+                "CREATE TEMP TABLE {name} AS SELECT {list}, CAST(0 AS INTEGER) AS {row}, \
+                 CAST(0 AS BOOLEAN) AS {flag} FROM {target} WHERE 0"
+            ),
+        ]
+    }
+
+    /// No hash join: the stage's key is looked up by index.
+    fn prepare_join(&self, name: &str, _stage: &str, key: &[TargetColumn]) -> Vec<String> {
+        vec![format!(
+            "CREATE INDEX temp.atlas_stage_key ON {name} ({})",
+            column_list(key)
+        )]
+    }
+
+    fn text_form(&self, sql_type: &str) -> Option<TextForm> {
+        TextForm::sqlite(sql_type)
+    }
+
+    fn nested_column(&self) -> (&'static str, Option<TextForm>) {
+        ("TEXT", self.text_form("TEXT"))
+    }
+}
 
 /// An SQLite database file.
 #[derive(Debug)]
@@ -197,7 +242,7 @@ async fn scan_keys(
         table.sql(),
         filter.map_or_else(String::new, |f| format!(
             " WHERE {}",
-            f.condition(DbKind::Sqlite, None)
+            f.condition(&SqliteDialect, None)
         ))
     );
     let (lease, raw, done) = HandleLease::take(conn)

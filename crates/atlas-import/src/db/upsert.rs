@@ -18,7 +18,8 @@
 //! pattern of NULL parts (`t.k IS NULL AND s.k IS NULL` for those parts, `=`
 //! for the rest): still hashable, and there are few such patterns.
 
-use crate::db::{DbKind, column_list, index_parts, quote_ident};
+use crate::db::dialect::Dialect;
+use crate::db::{DbKind, column_list, quote_ident};
 use crate::names::TableRef;
 use crate::schema::TargetColumn;
 use datafusion::arrow::datatypes::DataType;
@@ -38,7 +39,7 @@ const DELETE_BATCH: usize = 10_000;
 /// The statements of one upsert into a table.
 #[derive(Debug, Clone)]
 pub(crate) struct UpsertStatements {
-    kind: DbKind,
+    dialect: &'static dyn Dialect,
     target: String,
     /// The stage as statements name it.
     stage: String,
@@ -55,15 +56,11 @@ impl UpsertStatements {
         columns: &[TargetColumn],
         key: &[usize],
     ) -> Self {
-        let stage = match kind {
-            DbKind::Postgres => format!("pg_temp.{}", quote_ident(STAGE_TABLE)),
-            DbKind::Sqlite => format!("temp.{}", quote_ident(STAGE_TABLE)),
-            DbKind::MySql => quote_ident(STAGE_TABLE),
-        };
+        let dialect = kind.dialect();
         Self {
-            kind,
+            dialect,
+            stage: dialect.temp_table(&quote_ident(STAGE_TABLE)),
             target: table.sql(),
-            stage,
             columns: columns.to_vec(),
             key: key.to_vec(),
         }
@@ -94,34 +91,14 @@ impl UpsertStatements {
 
     /// Creates an empty stage of the target's column types.
     pub(crate) fn create_stage(&self) -> Vec<String> {
-        let (stage, list) = (&self.stage, column_list(&self.columns));
-        let target = &self.target;
-        let (row, update) = (quote_ident(STAGE_ROW), quote_ident(STAGE_UPDATE));
-        match self.kind {
-            DbKind::Postgres => vec![
-                format!("DROP TABLE IF EXISTS {stage}"),
-                format!(
-                    "CREATE TEMP TABLE {} AS SELECT {list}, 0::bigint AS {row}, false AS {update} \
-                     FROM {target} WITH NO DATA",
-                    quote_ident(STAGE_TABLE)
-                ),
-            ],
-            DbKind::Sqlite => vec![
-                format!("DROP TABLE IF EXISTS {stage}"),
-                format!(
-                    "CREATE TEMP TABLE {} AS SELECT {list}, CAST(0 AS INTEGER) AS {row}, \
-                     CAST(0 AS BOOLEAN) AS {update} FROM {target} WHERE 0",
-                    quote_ident(STAGE_TABLE)
-                ),
-            ],
-            DbKind::MySql => vec![
-                format!("DROP TEMPORARY TABLE IF EXISTS {stage}"),
-                format!(
-                    "CREATE TEMPORARY TABLE {stage} AS SELECT {list}, CAST(0 AS SIGNED) AS {row}, \
-                     FALSE AS {update} FROM {target} WHERE 1 = 0"
-                ),
-            ],
-        }
+        self.dialect.create_stage(
+            &quote_ident(STAGE_TABLE),
+            &self.stage,
+            &column_list(&self.columns),
+            &quote_ident(STAGE_ROW),
+            &quote_ident(STAGE_UPDATE),
+            &self.target,
+        )
     }
 
     /// Removes the staged updates that a later row of the same key
@@ -145,27 +122,8 @@ impl UpsertStatements {
 
     /// What prepares the database to join the stage well.
     pub(crate) fn prepare_join(&self) -> Vec<String> {
-        match self.kind {
-            // Statistics, so the planner sizes the stage right and hashes it;
-            // no JIT for one statement; scans from the first block, so the
-            // INSERT keeps the file's order (identity values follow it).
-            DbKind::Postgres => vec![
-                format!("ANALYZE {}", self.stage),
-                "SET LOCAL jit = off".to_string(),
-                "SET LOCAL synchronize_seqscans = off".to_string(),
-            ],
-            // No hash join: the stage's key is looked up by index.
-            DbKind::MySql => vec![format!(
-                "ALTER TABLE {} ADD INDEX atlas_key ({})",
-                self.stage,
-                index_parts(&self.key_columns())
-            )],
-            DbKind::Sqlite => vec![format!(
-                "CREATE INDEX temp.atlas_stage_key ON {} ({})",
-                quote_ident(STAGE_TABLE),
-                column_list(&self.key_columns())
-            )],
-        }
+        self.dialect
+            .prepare_join(&quote_ident(STAGE_TABLE), &self.stage, &self.key_columns())
     }
 
     /// Inserts the staged rows whose key is new, in source order (the
@@ -208,10 +166,7 @@ impl UpsertStatements {
 
     /// Drops the stage.
     pub(crate) fn drop_stage(&self) -> String {
-        match self.kind {
-            DbKind::MySql => format!("DROP TEMPORARY TABLE IF EXISTS {}", self.stage),
-            _ => format!("DROP TABLE IF EXISTS {}", self.stage),
-        }
+        self.dialect.drop_temp_table(&self.stage)
     }
 
     /// The join of the stage's updates with NULL key parts at `nulls`.
@@ -225,13 +180,12 @@ impl UpsertStatements {
                 let c = quote_ident(&column.name);
                 if nulls.contains(&position) {
                     format!("atlas_t.{c} IS NULL AND atlas_s.{c} IS NULL")
-                } else if self.kind == DbKind::MySql && column.data_type == DataType::Utf8 {
-                    // MySQL's usual collations ignore case and trailing
-                    // spaces; the check does not. `=` keeps the index, the
-                    // binary comparison keeps the check's meaning.
-                    format!("atlas_t.{c} = atlas_s.{c} AND BINARY atlas_t.{c} = BINARY atlas_s.{c}")
                 } else {
-                    format!("atlas_t.{c} = atlas_s.{c}")
+                    self.dialect.key_equality(
+                        column,
+                        &format!("atlas_t.{c}"),
+                        &format!("atlas_s.{c}"),
+                    )
                 }
             })
             .chain(std::iter::once(format!(
@@ -240,27 +194,20 @@ impl UpsertStatements {
             )))
             .collect::<Vec<_>>()
             .join(" AND ");
-        let assignments = |prefix: &str| {
-            set.iter()
-                .map(|c| {
-                    let c = quote_ident(&c.name);
-                    format!("{prefix}{c} = atlas_s.{c}")
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let (target, stage) = (&self.target, &self.stage);
-        match self.kind {
-            DbKind::Postgres | DbKind::Sqlite => format!(
-                "UPDATE {target} AS atlas_t SET {} FROM {stage} AS atlas_s WHERE {condition}",
-                assignments("")
-            ),
-            DbKind::MySql => format!(
-                "UPDATE {target} AS atlas_t {} {stage} AS atlas_s ON {condition} SET {}",
-                if table_first { "STRAIGHT_JOIN" } else { "JOIN" },
-                assignments("atlas_t.")
-            ),
-        }
+        let assignments: Vec<String> = set
+            .iter()
+            .map(|c| {
+                let c = quote_ident(&c.name);
+                format!("{c} = atlas_s.{c}")
+            })
+            .collect();
+        self.dialect.update_join(
+            &self.target,
+            &self.stage,
+            &condition,
+            &assignments,
+            table_first,
+        )
     }
 
     fn key_columns(&self) -> Vec<TargetColumn> {
@@ -275,10 +222,7 @@ impl UpsertStatements {
             .map(|c| c.name.clone())
             .collect::<Vec<_>>()
             .join(", ");
-        let join = match self.kind {
-            DbKind::MySql => "UPDATE ... JOIN",
-            _ => "UPDATE ... FROM",
-        };
+        let join = self.dialect.update_join_shape();
         format!("one stage, then INSERT ... SELECT and {join} on ({key})")
     }
 }

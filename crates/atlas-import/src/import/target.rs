@@ -79,18 +79,7 @@ impl ImportBuilder {
                     // Nested values (structs, lists, maps) are held as JSON.
                     let kind = self.db.kind();
                     if crate::coerce::is_nested(&s.data_type) {
-                        let sql_type = match kind {
-                            crate::db::DbKind::Postgres => "jsonb",
-                            crate::db::DbKind::MySql => "json",
-                            crate::db::DbKind::Sqlite => "TEXT",
-                        };
-                        // Compared as written until the table exists: MySQL
-                        // normalizes a JSON column, MariaDB keeps its text;
-                        // the described table says which.
-                        let text_form = match kind {
-                            crate::db::DbKind::MySql => Some(TextForm::Json),
-                            _ => TextForm::of(kind, sql_type),
-                        };
+                        let (sql_type, text_form) = kind.dialect().nested_column();
                         let data_type = datafusion::arrow::datatypes::DataType::Utf8;
                         return TargetColumn {
                             name,

@@ -23,10 +23,11 @@ use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Params, Pool, PoolConstraints, PoolOpts, Row, Value};
 
+use super::dialect::Dialect;
 use super::{
     ChunkStream, Database, DbKind, FileRecord, HistoryEntry, HistoryValue, ImportTransaction,
-    KeyFilter, TableStats, TextBatcher, create_table_sql, file_imported_sql, insert_history_sql,
-    mask_password, quote_ident,
+    KeyFilter, TableStats, TextBatcher, create_table_sql, file_imported_sql, index_parts,
+    insert_history_sql, mask_password, quote_ident,
 };
 use crate::error::{AtlasError, Result};
 use crate::key_form::KeyForm;
@@ -38,6 +39,99 @@ use crate::typed_text::TextForm;
 const LOCK_TIMEOUT_SECONDS: i64 = 300;
 /// Connections of the pool (catalog reads, key scans) at most.
 const POOL_CONNECTIONS: usize = 4;
+
+/// MySQL's and MariaDB's SQL: `?` parameters, strings with backslash
+/// escapes, temporary tables, `UPDATE ... JOIN`.
+#[derive(Debug)]
+pub(crate) struct MySqlDialect;
+
+impl Dialect for MySqlDialect {
+    /// Quotes doubled, and backslashes and NUL escaped (MySQL's strings know
+    /// backslash escapes).
+    fn string_literal(&self, text: &str) -> String {
+        format!(
+            "'{}'",
+            text.replace('\\', "\\\\")
+                .replace('\'', "''")
+                .replace('\0', "\\0")
+        )
+    }
+
+    fn create_stage(
+        &self,
+        _name: &str,
+        stage: &str,
+        list: &str,
+        row: &str,
+        flag: &str,
+        target: &str,
+    ) -> Vec<String> {
+        vec![
+            self.drop_temp_table(stage),
+            format!(
+                "CREATE TEMPORARY TABLE {stage} AS SELECT {list}, CAST(0 AS SIGNED) AS {row}, \
+                 FALSE AS {flag} FROM {target} WHERE 1 = 0"
+            ),
+        ]
+    }
+
+    fn drop_temp_table(&self, stage: &str) -> String {
+        format!("DROP TEMPORARY TABLE IF EXISTS {stage}")
+    }
+
+    /// No hash join: the stage's key is looked up by index.
+    fn prepare_join(&self, _name: &str, stage: &str, key: &[TargetColumn]) -> Vec<String> {
+        vec![format!(
+            "ALTER TABLE {stage} ADD INDEX atlas_key ({})",
+            index_parts(key)
+        )]
+    }
+
+    /// The usual collations ignore case and trailing spaces; the check does
+    /// not. `=` keeps the index, the binary comparison keeps the check's
+    /// meaning.
+    fn key_equality(&self, column: &TargetColumn, left: &str, right: &str) -> String {
+        if column.data_type == DataType::Utf8 {
+            format!("{left} = {right} AND BINARY {left} = BINARY {right}")
+        } else {
+            format!("{left} = {right}")
+        }
+    }
+
+    /// `STRAIGHT_JOIN` reads the table in order and looks each row up in
+    /// the stage's index, rather than each staged row up in the table's
+    /// (which the optimizer prefers given a unique key, at a random read
+    /// per row: 3.5× slower for 1M rows into 1M, right for a few into many).
+    fn update_join(
+        &self,
+        target: &str,
+        stage: &str,
+        condition: &str,
+        assignments: &[String],
+        table_first: bool,
+    ) -> String {
+        let assignments: Vec<String> = assignments.iter().map(|a| format!("atlas_t.{a}")).collect();
+        format!(
+            "UPDATE {target} AS atlas_t {} {stage} AS atlas_s ON {condition} SET {}",
+            if table_first { "STRAIGHT_JOIN" } else { "JOIN" },
+            assignments.join(", ")
+        )
+    }
+
+    fn update_join_shape(&self) -> &'static str {
+        "UPDATE ... JOIN"
+    }
+
+    fn text_form(&self, sql_type: &str) -> Option<TextForm> {
+        TextForm::mysql(sql_type)
+    }
+
+    /// Compared as written until the table exists: MySQL normalizes a JSON
+    /// column, MariaDB keeps its text; the described table says which.
+    fn nested_column(&self) -> (&'static str, Option<TextForm>) {
+        ("json", Some(TextForm::Json))
+    }
+}
 
 /// A MySQL or MariaDB database.
 #[derive(Debug)]
@@ -295,7 +389,7 @@ async fn scan_keys(
         table.sql(),
         filter.map_or_else(String::new, |f| format!(
             " WHERE {}",
-            f.condition(DbKind::MySql, None)
+            f.condition(&MySqlDialect, None)
         ))
     );
     let scan_error = |e| AtlasError::database(format!("reading the keys of '{table}'"), e);
