@@ -49,18 +49,16 @@ pub(crate) trait Dialect: Sync + fmt::Debug {
         name.to_string()
     }
 
-    /// Creates the empty temporary table `name` (quoted; `stage` is how
-    /// statements name it) with the columns `list` of `target`, then a
-    /// bigint `row` and a boolean `flag`.
-    fn create_stage(
-        &self,
-        name: &str,
-        stage: &str,
-        list: &str,
-        row: &str,
-        flag: &str,
-        target: &str,
-    ) -> Vec<String>;
+    /// Creates the empty temporary `stage` (dropping one left over).
+    fn create_stage(&self, stage: &StageTable<'_>) -> Vec<String> {
+        vec![
+            self.drop_temp_table(stage.sql),
+            self.stage_definition(stage),
+        ]
+    }
+
+    /// The `CREATE` statement of the empty temporary `stage`.
+    fn stage_definition(&self, stage: &StageTable<'_>) -> String;
 
     /// Drops the temporary table `stage` if it is there.
     fn drop_temp_table(&self, stage: &str) -> String {
@@ -77,18 +75,15 @@ pub(crate) trait Dialect: Sync + fmt::Debug {
         format!("{left} = {right}")
     }
 
-    /// Updates `target` (as `atlas_t`) from `stage` (as `atlas_s`) where
-    /// `condition` holds, setting `assignments` (`c = atlas_s.c`, unqualified
-    /// on the left); `table_first`: read the table in order and look the
-    /// stage up, where the database lets a statement say so.
-    fn update_join(
-        &self,
-        target: &str,
-        stage: &str,
-        condition: &str,
-        assignments: &[String],
-        _table_first: bool,
-    ) -> String {
+    /// The statement of `join`.
+    fn update_join(&self, join: &UpdateJoin<'_>) -> String {
+        let UpdateJoin {
+            target,
+            stage,
+            condition,
+            assignments,
+            ..
+        } = join;
         format!(
             "UPDATE {target} AS atlas_t SET {} FROM {stage} AS atlas_s WHERE {condition}",
             assignments.join(", ")
@@ -114,6 +109,32 @@ pub(crate) trait Dialect: Sync + fmt::Debug {
     /// The column type, and its text form, that a new table holds nested
     /// values (structs, lists, maps) in: JSON.
     fn nested_column(&self) -> (&'static str, Option<TextForm>);
+}
+
+/// A temporary table of an upsert: `name` (quoted) as it is created,
+/// `sql` as statements name it, with the `columns` (a quoted list) of
+/// `target`, then a bigint `row` and a boolean `flag` column.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StageTable<'a> {
+    pub name: &'a str,
+    pub sql: &'a str,
+    pub columns: &'a str,
+    pub row: &'a str,
+    pub flag: &'a str,
+    pub target: &'a str,
+}
+
+/// An update of `target` (as `atlas_t`) from `stage` (as `atlas_s`) where
+/// `condition` holds, setting `assignments` (`c = atlas_s.c`, unqualified on
+/// the left); `table_first`: read the table in order and look the stage up,
+/// where the database lets a statement say so.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UpdateJoin<'a> {
+    pub target: &'a str,
+    pub stage: &'a str,
+    pub condition: &'a str,
+    pub assignments: &'a [String],
+    pub table_first: bool,
 }
 
 impl DbKind {

@@ -14,7 +14,7 @@ use pgpq::ArrowToPostgresBinaryEncoder;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Postgres, Row, Transaction};
 
-use super::dialect::Dialect;
+use super::dialect::{Dialect, StageTable};
 use super::text_rows::{TextDialect, encode_rows};
 use super::{
     ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, KeyFilter,
@@ -66,22 +66,11 @@ impl Dialect for PostgresDialect {
         format!("pg_temp.{name}")
     }
 
-    fn create_stage(
-        &self,
-        name: &str,
-        stage: &str,
-        list: &str,
-        row: &str,
-        flag: &str,
-        target: &str,
-    ) -> Vec<String> {
-        vec![
-            format!("DROP TABLE IF EXISTS {stage}"),
-            format!(
-                "CREATE TEMP TABLE {name} AS SELECT {list}, 0::bigint AS {row}, false AS {flag} \
-                 FROM {target} WITH NO DATA"
-            ),
-        ]
+    fn stage_definition(&self, stage: &StageTable<'_>) -> String {
+        format!(
+            "CREATE TEMP TABLE {} AS SELECT {}, 0::bigint AS {}, false AS {} FROM {} WITH NO DATA",
+            stage.name, stage.columns, stage.row, stage.flag, stage.target
+        )
     }
 
     /// Statistics, so the planner sizes the stage right and hashes it; no

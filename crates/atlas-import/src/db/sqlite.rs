@@ -14,7 +14,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{AssertSqlSafe, Row, Sqlite, SqliteConnection, Transaction};
 
 use super::bind::{BindColumn, DecimalBinding};
-use super::dialect::Dialect;
+use super::dialect::{Dialect, StageTable};
 use super::{
     ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, KeyFilter,
     TableStats, column_list, create_table_sql, mask_password,
@@ -33,22 +33,12 @@ impl Dialect for SqliteDialect {
         format!("temp.{name}")
     }
 
-    fn create_stage(
-        &self,
-        name: &str,
-        stage: &str,
-        list: &str,
-        row: &str,
-        flag: &str,
-        target: &str,
-    ) -> Vec<String> {
-        vec![
-            format!("DROP TABLE IF EXISTS {stage}"),
-            format!(
-                "CREATE TEMP TABLE {name} AS SELECT {list}, CAST(0 AS INTEGER) AS {row}, \
-                 CAST(0 AS BOOLEAN) AS {flag} FROM {target} WHERE 0"
-            ),
-        ]
+    fn stage_definition(&self, stage: &StageTable<'_>) -> String {
+        format!(
+            "CREATE TEMP TABLE {} AS SELECT {}, CAST(0 AS INTEGER) AS {}, \
+             CAST(0 AS BOOLEAN) AS {} FROM {} WHERE 0",
+            stage.name, stage.columns, stage.row, stage.flag, stage.target
+        )
     }
 
     /// No hash join: the stage's key is looked up by index.

@@ -18,7 +18,7 @@
 //! pattern of NULL parts (`t.k IS NULL AND s.k IS NULL` for those parts, `=`
 //! for the rest): still hashable, and there are few such patterns.
 
-use crate::db::dialect::Dialect;
+use crate::db::dialect::{Dialect, StageTable, UpdateJoin};
 use crate::db::{DbKind, column_list, quote_ident};
 use crate::names::TableRef;
 use crate::schema::TargetColumn;
@@ -91,14 +91,14 @@ impl UpsertStatements {
 
     /// Creates an empty stage of the target's column types.
     pub(crate) fn create_stage(&self) -> Vec<String> {
-        self.dialect.create_stage(
-            &quote_ident(STAGE_TABLE),
-            &self.stage,
-            &column_list(&self.columns),
-            &quote_ident(STAGE_ROW),
-            &quote_ident(STAGE_UPDATE),
-            &self.target,
-        )
+        self.dialect.create_stage(&StageTable {
+            name: &quote_ident(STAGE_TABLE),
+            sql: &self.stage,
+            columns: &column_list(&self.columns),
+            row: &quote_ident(STAGE_ROW),
+            flag: &quote_ident(STAGE_UPDATE),
+            target: &self.target,
+        })
     }
 
     /// Removes the staged updates that a later row of the same key
@@ -201,13 +201,13 @@ impl UpsertStatements {
                 format!("{c} = atlas_s.{c}")
             })
             .collect();
-        self.dialect.update_join(
-            &self.target,
-            &self.stage,
-            &condition,
-            &assignments,
+        self.dialect.update_join(&UpdateJoin {
+            target: &self.target,
+            stage: &self.stage,
+            condition: &condition,
+            assignments: &assignments,
             table_first,
-        )
+        })
     }
 
     fn key_columns(&self) -> Vec<TargetColumn> {

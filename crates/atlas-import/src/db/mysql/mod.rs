@@ -23,7 +23,7 @@ use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Params, Pool, PoolConstraints, PoolOpts, Row, Value};
 
-use super::dialect::Dialect;
+use super::dialect::{Dialect, StageTable, UpdateJoin};
 use super::{
     ChunkStream, Database, DbKind, FileRecord, HistoryEntry, HistoryValue, ImportTransaction,
     KeyFilter, TableStats, TextBatcher, create_table_sql, file_imported_sql, index_parts,
@@ -57,22 +57,12 @@ impl Dialect for MySqlDialect {
         )
     }
 
-    fn create_stage(
-        &self,
-        _name: &str,
-        stage: &str,
-        list: &str,
-        row: &str,
-        flag: &str,
-        target: &str,
-    ) -> Vec<String> {
-        vec![
-            self.drop_temp_table(stage),
-            format!(
-                "CREATE TEMPORARY TABLE {stage} AS SELECT {list}, CAST(0 AS SIGNED) AS {row}, \
-                 FALSE AS {flag} FROM {target} WHERE 1 = 0"
-            ),
-        ]
+    fn stage_definition(&self, stage: &StageTable<'_>) -> String {
+        format!(
+            "CREATE TEMPORARY TABLE {} AS SELECT {}, CAST(0 AS SIGNED) AS {}, FALSE AS {} \
+             FROM {} WHERE 1 = 0",
+            stage.sql, stage.columns, stage.row, stage.flag, stage.target
+        )
     }
 
     fn drop_temp_table(&self, stage: &str) -> String {
@@ -102,18 +92,22 @@ impl Dialect for MySqlDialect {
     /// the stage's index, rather than each staged row up in the table's
     /// (which the optimizer prefers given a unique key, at a random read
     /// per row: 3.5× slower for 1M rows into 1M, right for a few into many).
-    fn update_join(
-        &self,
-        target: &str,
-        stage: &str,
-        condition: &str,
-        assignments: &[String],
-        table_first: bool,
-    ) -> String {
-        let assignments: Vec<String> = assignments.iter().map(|a| format!("atlas_t.{a}")).collect();
+    fn update_join(&self, join: &UpdateJoin<'_>) -> String {
+        let assignments: Vec<String> = join
+            .assignments
+            .iter()
+            .map(|a| format!("atlas_t.{a}"))
+            .collect();
         format!(
-            "UPDATE {target} AS atlas_t {} {stage} AS atlas_s ON {condition} SET {}",
-            if table_first { "STRAIGHT_JOIN" } else { "JOIN" },
+            "UPDATE {} AS atlas_t {} {} AS atlas_s ON {} SET {}",
+            join.target,
+            if join.table_first {
+                "STRAIGHT_JOIN"
+            } else {
+                "JOIN"
+            },
+            join.stage,
+            join.condition,
             assignments.join(", ")
         )
     }
