@@ -265,3 +265,124 @@ impl QueryPlanner for ImportQueryPlanner {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::hash_map::DefaultHasher;
+    use std::hash::{Hash, Hasher};
+
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::datasource::memory::MemorySourceConfig;
+    use datafusion::logical_expr::LogicalPlanBuilder;
+    use datafusion::physical_plan::displayable;
+
+    use super::*;
+    use crate::names::TableRef;
+
+    fn email() -> TargetColumn {
+        TargetColumn {
+            name: "email".into(),
+            sql_type: "text".into(),
+            data_type: DataType::Utf8,
+            nullable: true,
+            has_default: false,
+            max_chars: None,
+            text_form: None,
+            key_form: None,
+        }
+    }
+
+    fn spec(import: u128, on_duplicate: OnDuplicate) -> Arc<ImportSpec> {
+        Arc::new(ImportSpec {
+            import: ImportId::from_u128(import),
+            table: TableRef::unqualified("contacts"),
+            mapping: vec![(0, email())],
+            key_columns: vec![0],
+            on_duplicate,
+            chunk_rows: 1000,
+            dry_run: false,
+            source_name: "contacts.csv".into(),
+            source_files: Vec::new(),
+            on_bad_value: OnBadValue::Error,
+            db_kind: DbKind::Postgres,
+            lookup: KeyLookup::Preload,
+            lookup_reason: "contacts (strategy=preload)".into(),
+            creates: None,
+        })
+    }
+
+    fn hash_of(node: &ImportNode) -> u64 {
+        let mut hasher = DefaultHasher::new();
+        node.hash(&mut hasher);
+        hasher.finish()
+    }
+
+    #[test]
+    fn import_nodes_compare_and_hash_by_their_settings() {
+        let input = LogicalPlanBuilder::empty(false).build().unwrap();
+        let node = |spec| ImportNode::try_new(input.clone(), spec).unwrap();
+        let a = node(spec(1, OnDuplicate::Skip));
+        let same = node(spec(1, OnDuplicate::Skip));
+        assert!(a == same, "two nodes of equal settings are equal");
+        assert_eq!(hash_of(&a), hash_of(&same));
+        assert!(a != node(spec(1, OnDuplicate::Error)), "another policy");
+        assert!(a != node(spec(2, OnDuplicate::Skip)), "another import");
+    }
+
+    /// Every operator rebuilt from its settings over the same input prints
+    /// the same: the settings are all an operator is.
+    #[test]
+    fn operators_rebuild_from_their_settings() {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "E-mail",
+            DataType::Utf8,
+            true,
+        )]));
+        let source = MemorySourceConfig::try_new_exec(&[vec![]], schema, None).unwrap();
+        let plan = plan_operators(&spec(7, OnDuplicate::Update), source).unwrap();
+        let sink = plan
+            .downcast_ref::<DataSinkExec>()
+            .expect("the sink on top");
+        let import_sink = sink
+            .sink()
+            .downcast_ref::<ImportSink>()
+            .expect("an ImportSink");
+        let check = sink.input();
+        let check_exec = check
+            .downcast_ref::<DuplicateCheckExec>()
+            .expect("the check under the sink");
+        let coerce = check.children()[0];
+        let coerce_exec = coerce.downcast_ref::<CoerceExec>().expect("the coercion");
+
+        let rebuilt_coerce = Arc::new(CoerceExec::from_settings(
+            Arc::clone(coerce.children()[0]),
+            coerce_exec.settings().clone(),
+        )) as Arc<dyn ExecutionPlan>;
+        let rebuilt_check = Arc::new(
+            DuplicateCheckExec::try_from_settings(
+                Arc::clone(&rebuilt_coerce),
+                check_exec.settings().clone(),
+            )
+            .unwrap(),
+        ) as Arc<dyn ExecutionPlan>;
+        let rebuilt_sink =
+            ImportSink::from_settings(import_sink.settings().clone(), rebuilt_check.schema());
+        assert_eq!(
+            displayable(rebuilt_check.as_ref()).indent(true).to_string(),
+            displayable(check.as_ref()).indent(true).to_string()
+        );
+        assert_eq!(rebuilt_sink.settings(), import_sink.settings());
+        assert_eq!(
+            format!("{}", displayable(sink).one_line()),
+            format!(
+                "{}",
+                displayable(&DataSinkExec::new(
+                    rebuilt_check,
+                    Arc::new(rebuilt_sink),
+                    sink.sort_order().clone()
+                ))
+                .one_line()
+            )
+        );
+    }
+}

@@ -93,25 +93,33 @@ impl BadValues {
 pub struct CoerceExec {
     /// The source plan.
     input: Arc<dyn ExecutionPlan>,
-    /// For each output column: the input column it reads, and the target column.
-    mapping: Vec<(usize, TargetColumn)>,
-    /// Source name for error messages.
-    source_name: String,
-    /// The files of a multi-file source (a glob), one per input partition, in
-    /// order; empty for a single source.
-    files: Vec<String>,
-    /// Rows per chunk, for the "Split ..." log line.
-    chunk_rows: usize,
-    /// The import whose run holds the counters and the reject file.
-    import: ImportId,
-    /// What to do with values that do not fit.
-    on_bad_value: OnBadValue,
+    /// What the operator does (plain data).
+    settings: CoerceSettings,
     /// Output schema: target columns then the row number.
     schema: SchemaRef,
     /// Cached plan properties.
     properties: Arc<PlanProperties>,
     /// Operator metrics.
     metrics: ExecutionPlanMetricsSet,
+}
+
+/// What a [`CoerceExec`] does, as plain data: with its input, all it needs
+/// to be rebuilt ([`CoerceExec::from_settings`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CoerceSettings {
+    /// The import whose run holds the counters and the reject file.
+    pub import: ImportId,
+    /// For each output column: the input column it reads, and the target column.
+    pub mapping: Vec<(usize, TargetColumn)>,
+    /// Source name for error messages.
+    pub source_name: String,
+    /// The files of a multi-file source (a glob), one per input partition, in
+    /// order; empty for a single source.
+    pub files: Vec<String>,
+    /// Rows per chunk, for the "Split ..." log line.
+    pub chunk_rows: usize,
+    /// What to do with values that do not fit.
+    pub on_bad_value: OnBadValue,
 }
 
 impl CoerceExec {
@@ -123,57 +131,77 @@ impl CoerceExec {
         mapping: Vec<(usize, TargetColumn)>,
         source_name: impl Into<String>,
     ) -> Self {
-        let columns: Vec<TargetColumn> = mapping.iter().map(|(_, c)| c.clone()).collect();
+        Self::from_settings(
+            input,
+            CoerceSettings {
+                import,
+                mapping,
+                source_name: source_name.into(),
+                files: Vec::new(),
+                chunk_rows: crate::DEFAULT_CHUNK_ROWS,
+                on_bad_value: OnBadValue::Error,
+            },
+        )
+    }
+
+    /// The operator `settings` describe, over `input`.
+    pub fn from_settings(input: Arc<dyn ExecutionPlan>, settings: CoerceSettings) -> Self {
+        let columns: Vec<TargetColumn> = settings.mapping.iter().map(|(_, c)| c.clone()).collect();
         let schema = coerced_schema(&columns);
         let properties =
             source_ordered_properties(Arc::clone(&schema), Partitioning::UnknownPartitioning(1));
         Self {
             input,
-            mapping,
-            source_name: source_name.into(),
-            files: Vec::new(),
-            chunk_rows: crate::DEFAULT_CHUNK_ROWS,
-            import,
-            on_bad_value: OnBadValue::Error,
+            settings,
             schema,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
         }
     }
 
+    /// What the operator does.
+    pub fn settings(&self) -> &CoerceSettings {
+        &self.settings
+    }
+
     /// A source of several files, one per input partition in this order: the
     /// partitions are read one after another, so row numbers run through the
     /// files in order, and a bad value names its file and its row there.
     pub fn with_files(mut self, files: Vec<String>) -> Self {
-        self.files = files;
+        self.settings.files = files;
         self
     }
 
     fn sequential(&self) -> bool {
-        self.files.len() > 1
+        self.settings.files.len() > 1
     }
 
     /// What to do with values that do not fit (default: fail).
     pub fn with_on_bad_value(mut self, on_bad_value: OnBadValue) -> Self {
-        self.on_bad_value = on_bad_value;
+        self.settings.on_bad_value = on_bad_value;
         self
     }
 
     /// Rows per chunk (for the log).
     pub fn with_chunk_rows(mut self, chunk_rows: usize) -> Self {
-        self.chunk_rows = chunk_rows.max(1);
+        self.settings.chunk_rows = chunk_rows.max(1);
         self
     }
 
     /// The target columns, in output order.
     pub fn target_columns(&self) -> Vec<TargetColumn> {
-        self.mapping.iter().map(|(_, c)| c.clone()).collect()
+        self.settings
+            .mapping
+            .iter()
+            .map(|(_, c)| c.clone())
+            .collect()
     }
 }
 
 impl DisplayAs for CoerceExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let casts = self
+            .settings
             .mapping
             .iter()
             .map(|(i, c)| {
@@ -186,11 +214,11 @@ impl DisplayAs for CoerceExec {
             })
             .collect::<Vec<_>>()
             .join(", ");
-        let on_bad_value =
-            (self.on_bad_value != OnBadValue::Error).then(|| self.on_bad_value.to_string());
+        let on_bad_value = (self.settings.on_bad_value != OnBadValue::Error)
+            .then(|| self.settings.on_bad_value.to_string());
         if t == DisplayFormatType::TreeRender {
             // One `key=value` a line; the box shows the operator's name.
-            writeln!(f, "source={}", self.source_name)?;
+            writeln!(f, "source={}", self.settings.source_name)?;
             writeln!(f, "casts={casts}")?;
             if let Some(policy) = on_bad_value {
                 writeln!(f, "on_bad_value={policy}")?;
@@ -200,7 +228,7 @@ impl DisplayAs for CoerceExec {
         write!(
             f,
             "CoerceExec: source={}, casts=[{casts}]",
-            self.source_name
+            self.settings.source_name
         )?;
         match on_bad_value {
             None => Ok(()),
@@ -257,17 +285,10 @@ impl ExecutionPlan for CoerceExec {
         mut children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(
-            CoerceExec::new(
-                children.swap_remove(0),
-                self.import,
-                self.mapping.clone(),
-                self.source_name.clone(),
-            )
-            .with_chunk_rows(self.chunk_rows)
-            .with_on_bad_value(self.on_bad_value.clone())
-            .with_files(self.files.clone()),
-        ))
+        Ok(Arc::new(CoerceExec::from_settings(
+            children.swap_remove(0),
+            self.settings.clone(),
+        )))
     }
 
     fn with_new_children(
@@ -285,16 +306,16 @@ impl ExecutionPlan for CoerceExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let run = ImportRuns::of_task(&context, self.import)?;
-        let bad_values = BadValues::of(&self.on_bad_value, &run)?;
+        let run = ImportRuns::of_task(&context, self.settings.import)?;
+        let bad_values = BadValues::of(&self.settings.on_bad_value, &run)?;
         // One input partition per file when several, read in order; else the
         // one partition the requirement guarantees.
         let inputs = if self.sequential() {
             let count = self.input.output_partitioning().partition_count();
-            if count != self.files.len() {
+            if count != self.settings.files.len() {
                 return Err(datafusion::error::DataFusionError::Internal(format!(
                     "CoerceExec: {} files but {count} input partitions",
-                    self.files.len()
+                    self.settings.files.len()
                 )));
             }
             (0..count).collect()
@@ -302,9 +323,9 @@ impl ExecutionPlan for CoerceExec {
             vec![partition]
         };
         let names: Vec<String> = if self.sequential() {
-            self.files.clone()
+            self.settings.files.clone()
         } else {
-            vec![self.source_name.clone()]
+            vec![self.settings.source_name.clone()]
         };
         let source_input = Arc::clone(&self.input);
         let starts_metrics = Arc::clone(run.metrics());
@@ -328,7 +349,7 @@ impl ExecutionPlan for CoerceExec {
             .flatten();
         let input_schema = self.input.schema();
         let mut converter = BatchConverter {
-            mapping: self.mapping.clone(),
+            mapping: self.settings.mapping.clone(),
             schema: Arc::clone(&self.schema),
             line_column: input_schema.index_of(SOURCE_LINE_COLUMN).ok(),
             error_column: input_schema.index_of(RECORD_ERROR_COLUMN).ok(),
@@ -345,7 +366,7 @@ impl ExecutionPlan for CoerceExec {
         };
         let data_schema = Arc::new(input_schema.project(&converter.data_columns)?);
         let end_counters = Arc::clone(run.metrics());
-        let chunk_rows = self.chunk_rows.max(1) as u64;
+        let chunk_rows = self.settings.chunk_rows.max(1) as u64;
         let end_bad_values = bad_values;
         let converted = input.map(move |item| converter.convert(item));
         let finished = futures::stream::once(async move {

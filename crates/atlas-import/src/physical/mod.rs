@@ -19,14 +19,14 @@ mod run;
 mod sink;
 mod transaction;
 
-pub use coerce::CoerceExec;
+pub use coerce::{CoerceExec, CoerceSettings};
 pub(crate) use duplicate_check::duplicates_schema;
 pub use duplicate_check::{
-    DUPLICATE_OF_COLUMN, DuplicateCheckExec, ExistingKeyLoader, ExistingKeys, KeyLookup,
-    UPDATE_COLUMN,
+    DUPLICATE_OF_COLUMN, DuplicateCheckExec, DuplicateCheckSettings, ExistingKeyLoader,
+    ExistingKeys, KeyLookup, UPDATE_COLUMN,
 };
 pub use run::{ImportId, ImportRun, ImportRuns, RegisteredRun};
-pub use sink::ImportSink;
+pub use sink::{ImportSink, SinkSettings};
 pub use transaction::{Opened, TableTransaction, TransactionSlot};
 
 use std::sync::Arc;

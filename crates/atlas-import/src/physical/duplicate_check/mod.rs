@@ -93,27 +93,35 @@ use stream::{CheckAccounting, CheckSettings, CheckStream, PartitionCheck, Phase}
 pub struct DuplicateCheckExec {
     /// Input, hash-partitioned on the key.
     input: Arc<dyn ExecutionPlan>,
-    /// Key column indices in the input schema, in key order.
-    key_columns: Vec<usize>,
-    /// Per key column, the form its values compare in (see [`KeyForm`]).
-    key_forms: Vec<Option<KeyForm>>,
-    /// The import whose run holds the existing keys and the counters.
-    import: ImportId,
-    /// How the keys already in the target are learned.
-    lookup: KeyLookup,
-    /// What the existing keys are and why this lookup (for `EXPLAIN`).
-    existing: String,
-    /// What to do with duplicates.
-    on_duplicate: OnDuplicate,
-    /// Rows per source chunk, for counting chunks with duplicates.
-    chunk_rows: usize,
-    /// Emit the duplicates (with a `duplicate_of` column) instead of the rows
-    /// to write: the dry run of `CHECK IMPORT`.
-    report_duplicates: bool,
+    /// What the operator does (plain data).
+    settings: DuplicateCheckSettings,
     /// Cached plan properties (partitioning of the input).
     properties: Arc<PlanProperties>,
     /// Operator metrics.
     metrics: ExecutionPlanMetricsSet,
+}
+
+/// What a [`DuplicateCheckExec`] does, as plain data: with its input, all it
+/// needs to be rebuilt ([`DuplicateCheckExec::try_from_settings`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DuplicateCheckSettings {
+    /// The import whose run holds the existing keys and the counters.
+    pub import: ImportId,
+    /// Key column indices in the input schema, in key order.
+    pub key_columns: Vec<usize>,
+    /// Per key column, the form its values compare in (see [`KeyForm`]).
+    pub key_forms: Vec<Option<KeyForm>>,
+    /// How the keys already in the target are learned.
+    pub lookup: KeyLookup,
+    /// What the existing keys are and why this lookup (for `EXPLAIN`).
+    pub existing: String,
+    /// What to do with duplicates.
+    pub on_duplicate: OnDuplicate,
+    /// Rows per source chunk, for counting chunks with duplicates.
+    pub chunk_rows: usize,
+    /// Emit the duplicates (with a `duplicate_of` column) instead of the rows
+    /// to write: the dry run of `CHECK IMPORT`.
+    pub report_duplicates: bool,
 }
 
 impl DuplicateCheckExec {
@@ -125,87 +133,116 @@ impl DuplicateCheckExec {
         import: ImportId,
         key_columns: Vec<usize>,
     ) -> Result<Self> {
+        let key_forms = vec![None; key_columns.len()];
+        Self::try_from_settings(
+            input,
+            DuplicateCheckSettings {
+                import,
+                key_columns,
+                key_forms,
+                lookup: KeyLookup::Nothing,
+                existing: "none".into(),
+                on_duplicate: OnDuplicate::Error,
+                chunk_rows: crate::DEFAULT_CHUNK_ROWS,
+                report_duplicates: false,
+            },
+        )
+    }
+
+    /// The operator `settings` describe, over `input`; fails when they do
+    /// not fit it (key columns out of range, no row number column, key
+    /// forms not one per key column).
+    pub fn try_from_settings(
+        input: Arc<dyn ExecutionPlan>,
+        settings: DuplicateCheckSettings,
+    ) -> Result<Self> {
         let schema = input.schema();
         if schema.index_of(ROW_NUMBER_COLUMN).is_err() {
             return Err(DataFusionError::Plan(format!(
                 "DuplicateCheckExec needs the {ROW_NUMBER_COLUMN} column of CoerceExec in its input"
             )));
         }
+        let key_columns = &settings.key_columns;
         if key_columns.is_empty() || key_columns.iter().any(|&c| c >= schema.fields().len()) {
             return Err(DataFusionError::Plan(format!(
                 "DuplicateCheckExec: invalid key columns {key_columns:?}"
             )));
         }
-        let properties = output_properties(&input, OnDuplicate::Error, false);
+        if settings.key_forms.len() != key_columns.len() {
+            return Err(DataFusionError::Plan(format!(
+                "DuplicateCheckExec: {} key forms for {} key columns",
+                settings.key_forms.len(),
+                key_columns.len()
+            )));
+        }
+        let properties =
+            output_properties(&input, settings.on_duplicate, settings.report_duplicates);
         Ok(Self {
             input,
-            key_forms: vec![None; key_columns.len()],
-            key_columns,
-            import,
-            lookup: KeyLookup::Nothing,
-            existing: "none".into(),
-            on_duplicate: OnDuplicate::Error,
-            chunk_rows: crate::DEFAULT_CHUNK_ROWS,
-            report_duplicates: false,
+            settings,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
         })
     }
 
+    /// What the operator does.
+    pub fn settings(&self) -> &DuplicateCheckSettings {
+        &self.settings
+    }
+
     /// Learns the keys already in the table by `lookup`; `description` says
     /// what they are and why (for `EXPLAIN`).
     pub fn with_lookup(mut self, lookup: KeyLookup, description: impl Into<String>) -> Self {
-        self.lookup = lookup;
-        self.existing = description.into();
+        self.settings.lookup = lookup;
+        self.settings.existing = description.into();
         self
     }
 
     /// What to do with duplicates.
     pub fn with_on_duplicate(mut self, on_duplicate: OnDuplicate) -> Self {
-        self.on_duplicate = on_duplicate;
-        self.properties = output_properties(&self.input, on_duplicate, self.report_duplicates);
+        self.settings.on_duplicate = on_duplicate;
+        self.properties =
+            output_properties(&self.input, on_duplicate, self.settings.report_duplicates);
         self
     }
 
     /// Rows per source chunk (at least 1), for counting chunks with duplicates.
     pub fn with_chunk_rows(mut self, chunk_rows: usize) -> Self {
-        self.chunk_rows = chunk_rows.max(1);
+        self.settings.chunk_rows = chunk_rows.max(1);
         self
     }
 
     /// Compares key column `i` in `forms[i]` where it is given: the
     /// partitioning and the keys of the check follow it.
-    pub fn with_key_forms(mut self, forms: Vec<Option<KeyForm>>) -> Result<Self> {
-        if forms.len() != self.key_columns.len() {
-            return Err(DataFusionError::Plan(format!(
-                "DuplicateCheckExec: {} key forms for {} key columns",
-                forms.len(),
-                self.key_columns.len()
-            )));
-        }
-        self.key_forms = forms;
-        Ok(self)
+    pub fn with_key_forms(self, forms: Vec<Option<KeyForm>>) -> Result<Self> {
+        let settings = DuplicateCheckSettings {
+            key_forms: forms,
+            ..self.settings
+        };
+        Self::try_from_settings(self.input, settings)
     }
 
     /// The encoder of this check's keys.
     fn key_encoder(&self) -> KeyEncoder {
-        KeyEncoder::new(self.key_columns.clone()).with_forms(self.key_forms.clone())
+        KeyEncoder::new(self.settings.key_columns.clone())
+            .with_forms(self.settings.key_forms.clone())
     }
 
     /// Emits the duplicate rows instead of the rows to write, each with a
     /// `duplicate_of` column (`existing`, or `row N` for the first occurrence
     /// in the import), placed before the source row number.
     pub fn with_report_duplicates(mut self, report: bool) -> Self {
-        self.report_duplicates = report;
-        self.properties = output_properties(&self.input, self.on_duplicate, report);
+        self.settings.report_duplicates = report;
+        self.properties = output_properties(&self.input, self.settings.on_duplicate, report);
         self
     }
 
     fn key_exprs(&self) -> Vec<Arc<dyn PhysicalExpr>> {
         let schema = self.input.schema();
-        self.key_columns
+        self.settings
+            .key_columns
             .iter()
-            .zip(&self.key_forms)
+            .zip(&self.settings.key_forms)
             .map(|(&i, form)| {
                 let column = Arc::new(Column::new(schema.field(i).name(), i));
                 match form {
@@ -267,27 +304,28 @@ impl DisplayAs for DuplicateCheckExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let schema = self.input.schema();
         let keys = self
+            .settings
             .key_columns
             .iter()
             .map(|&i| schema.field(i).name().as_str())
             .collect::<Vec<_>>()
             .join(", ");
-        let policy = if self.report_duplicates {
+        let policy = if self.settings.report_duplicates {
             "output=duplicates".to_string()
         } else {
-            format!("on_duplicate={}", self.on_duplicate)
+            format!("on_duplicate={}", self.settings.on_duplicate)
         };
         let partitions = self.input.output_partitioning().partition_count();
         if t == DisplayFormatType::TreeRender {
             writeln!(f, "key={keys}")?;
-            writeln!(f, "existing={}", self.existing)?;
+            writeln!(f, "existing={}", self.settings.existing)?;
             writeln!(f, "{policy}")?;
             return writeln!(f, "partitions={partitions}");
         }
         write!(
             f,
             "DuplicateCheckExec: key=[{keys}], existing={}, {policy}, partitions={partitions}",
-            self.existing,
+            self.settings.existing,
         )
     }
 }
@@ -325,18 +363,10 @@ impl ExecutionPlan for DuplicateCheckExec {
         mut children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(
-            DuplicateCheckExec::try_new(
-                children.swap_remove(0),
-                self.import,
-                self.key_columns.clone(),
-            )?
-            .with_key_forms(self.key_forms.clone())?
-            .with_lookup(self.lookup, self.existing.clone())
-            .with_on_duplicate(self.on_duplicate)
-            .with_chunk_rows(self.chunk_rows)
-            .with_report_duplicates(self.report_duplicates),
-        ))
+        Ok(Arc::new(DuplicateCheckExec::try_from_settings(
+            children.swap_remove(0),
+            self.settings.clone(),
+        )?))
     }
 
     fn with_new_children(
@@ -354,7 +384,7 @@ impl ExecutionPlan for DuplicateCheckExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let run = ImportRuns::of_task(&context, self.import)?;
+        let run = ImportRuns::of_task(&context, self.settings.import)?;
         let input = self.input.execute(partition, Arc::clone(&context))?;
         let row_column = self.input.schema().index_of(ROW_NUMBER_COLUMN)?;
         let schema = self.schema();
@@ -365,11 +395,15 @@ impl ExecutionPlan for DuplicateCheckExec {
             CheckSettings {
                 encoder: self.key_encoder(),
                 hasher: run.existing().hasher().clone(),
-                probed: self.lookup.probed_column().map(|i| self.key_columns[i]),
-                on_duplicate: self.on_duplicate,
-                report_duplicates: self.report_duplicates.then(|| Arc::clone(&schema)),
+                probed: self
+                    .settings
+                    .lookup
+                    .probed_column()
+                    .map(|i| self.settings.key_columns[i]),
+                on_duplicate: self.settings.on_duplicate,
+                report_duplicates: self.settings.report_duplicates.then(|| Arc::clone(&schema)),
                 schema: Arc::clone(&schema),
-                chunk_rows: self.chunk_rows as u64,
+                chunk_rows: self.settings.chunk_rows as u64,
                 row_column,
             },
             CheckAccounting {

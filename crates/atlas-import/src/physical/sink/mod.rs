@@ -48,27 +48,35 @@ use write::SinkWrite;
 /// `file_imports` row is written and the transaction commits. Any error rolls back.
 #[derive(Debug)]
 pub struct ImportSink {
-    /// Target table.
-    table: TableRef,
-    /// Target columns written, in the order of the input's first columns.
-    columns: Vec<TargetColumn>,
-    /// Which database (for display).
-    db_kind: DbKind,
-    /// Duplicate policy.
-    on_duplicate: OnDuplicate,
-    /// Key column indices among `columns` (for `ON DUPLICATE UPDATE`).
-    key_columns: Vec<usize>,
-    /// Rows per chunk.
-    chunk_rows: usize,
-    /// The columns a missing table is created with (decided when the plan
-    /// was made; shown by `EXPLAIN`), `None` when a missing table is an error.
-    creates: Option<Vec<ColumnSpec>>,
-    /// The import whose run holds the transaction and the counters.
-    import: ImportId,
+    /// What the sink does (plain data).
+    settings: SinkSettings,
     /// The input schema (target columns, then the source row number).
     schema: SchemaRef,
     /// Operator metrics: rows written, chunks, time writing.
     metrics: ExecutionPlanMetricsSet,
+}
+
+/// What an [`ImportSink`] does, as plain data: with its input's schema, all
+/// it needs to be rebuilt ([`ImportSink::from_settings`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SinkSettings {
+    /// The import whose run holds the transaction and the counters.
+    pub import: ImportId,
+    /// Target table.
+    pub table: TableRef,
+    /// Target columns written, in the order of the input's first columns.
+    pub columns: Vec<TargetColumn>,
+    /// Which database (for the upsert's statements and display).
+    pub db_kind: DbKind,
+    /// Duplicate policy.
+    pub on_duplicate: OnDuplicate,
+    /// Key column indices among `columns` (for `ON DUPLICATE UPDATE`).
+    pub key_columns: Vec<usize>,
+    /// Rows per chunk.
+    pub chunk_rows: usize,
+    /// The columns a missing table is created with (decided when the plan
+    /// was made; shown by `EXPLAIN`), `None` when a missing table is an error.
+    pub creates: Option<Vec<ColumnSpec>>,
 }
 
 impl ImportSink {
@@ -83,56 +91,76 @@ impl ImportSink {
         db_kind: DbKind,
         schema: SchemaRef,
     ) -> Self {
+        Self::from_settings(
+            SinkSettings {
+                import,
+                table,
+                columns,
+                db_kind,
+                on_duplicate: OnDuplicate::Error,
+                key_columns: Vec::new(),
+                chunk_rows: crate::DEFAULT_CHUNK_ROWS,
+                creates: None,
+            },
+            schema,
+        )
+    }
+
+    /// The sink `settings` describe, for an input of `schema`.
+    pub fn from_settings(settings: SinkSettings, schema: SchemaRef) -> Self {
         Self {
-            table,
-            columns,
-            db_kind,
-            on_duplicate: OnDuplicate::Error,
-            key_columns: Vec::new(),
-            chunk_rows: crate::DEFAULT_CHUNK_ROWS,
-            creates: None,
-            import,
+            settings,
             schema,
             metrics: ExecutionPlanMetricsSet::new(),
         }
     }
 
+    /// What the sink does.
+    pub fn settings(&self) -> &SinkSettings {
+        &self.settings
+    }
+
     /// What to do with the duplicates the check lets through (it flags them
     /// under `ON DUPLICATE UPDATE`, counts them under `ERROR`).
     pub fn with_on_duplicate(mut self, on_duplicate: OnDuplicate) -> Self {
-        self.on_duplicate = on_duplicate;
+        self.settings.on_duplicate = on_duplicate;
         self
     }
 
     /// Rows per chunk (at least 1).
     pub fn with_chunk_rows(mut self, chunk_rows: usize) -> Self {
-        self.chunk_rows = chunk_rows.max(1);
+        self.settings.chunk_rows = chunk_rows.max(1);
         self
     }
 
     /// The key columns, by index among the written columns: needed by
     /// `ON DUPLICATE UPDATE` to match existing rows.
     pub fn with_key_columns(mut self, key_columns: Vec<usize>) -> Self {
-        self.key_columns = key_columns;
+        self.settings.key_columns = key_columns;
         self
     }
 
     /// The columns the table is created with when it is missing (shown by
     /// `EXPLAIN`; the import's transaction creates it).
     pub fn with_creates(mut self, creates: Option<Vec<ColumnSpec>>) -> Self {
-        self.creates = creates;
+        self.settings.creates = creates;
         self
     }
 }
 
 impl DisplayAs for ImportSink {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let upsert = (self.on_duplicate == OnDuplicate::Update).then(|| {
-            UpsertStatements::new(self.db_kind, &self.table, &self.columns, &self.key_columns)
-                .describe()
+        let upsert = (self.settings.on_duplicate == OnDuplicate::Update).then(|| {
+            UpsertStatements::new(
+                self.settings.db_kind,
+                &self.settings.table,
+                &self.settings.columns,
+                &self.settings.key_columns,
+            )
+            .describe()
         });
         // The types a new table gets, shown before anything is written.
-        let creates = self.creates.as_ref().map(|columns| {
+        let creates = self.settings.creates.as_ref().map(|columns| {
             columns
                 .iter()
                 .map(|c| format!("{} {}", c.name, c.sql_type.as_deref().unwrap_or("?")))
@@ -140,10 +168,10 @@ impl DisplayAs for ImportSink {
                 .join(", ")
         });
         if t == DisplayFormatType::TreeRender {
-            writeln!(f, "table={}", self.table)?;
-            writeln!(f, "db={}", self.db_kind)?;
-            writeln!(f, "on_duplicate={}", self.on_duplicate)?;
-            writeln!(f, "chunk_rows={}", self.chunk_rows)?;
+            writeln!(f, "table={}", self.settings.table)?;
+            writeln!(f, "db={}", self.settings.db_kind)?;
+            writeln!(f, "on_duplicate={}", self.settings.on_duplicate)?;
+            writeln!(f, "chunk_rows={}", self.settings.chunk_rows)?;
             if let Some(upsert) = upsert {
                 writeln!(f, "upsert={upsert}")?;
             }
@@ -155,7 +183,10 @@ impl DisplayAs for ImportSink {
         write!(
             f,
             "ImportSink: table={}, db={}, on_duplicate={}, chunk_rows={}",
-            self.table, self.db_kind, self.on_duplicate, self.chunk_rows
+            self.settings.table,
+            self.settings.db_kind,
+            self.settings.on_duplicate,
+            self.settings.chunk_rows
         )?;
         if let Some(upsert) = upsert {
             write!(f, ", upsert={upsert}")?;
@@ -182,7 +213,7 @@ impl DataSink for ImportSink {
         data: SendableRecordBatchStream,
         context: &Arc<TaskContext>,
     ) -> Result<u64> {
-        let run = ImportRuns::of_task(context, self.import)?;
+        let run = ImportRuns::of_task(context, self.settings.import)?;
         let transaction = run.transaction()?;
         let write = SinkWrite::new(self, run.metrics(), transaction);
         let result = write.write_everything(data).await;

@@ -100,11 +100,13 @@ impl<'a> SinkWrite<'a> {
         &self,
         input: &mut SendableRecordBatchStream,
     ) -> crate::error::Result<Option<RecordBatch>> {
-        let upsert = usize::from(self.sink.on_duplicate == OnDuplicate::Update);
-        let width: Vec<usize> = (0..self.sink.columns.len() + upsert).collect();
+        let upsert = usize::from(self.sink.settings.on_duplicate == OnDuplicate::Update);
+        let width: Vec<usize> = (0..self.sink.settings.columns.len() + upsert).collect();
         while let Some(batch) = input.next().await {
             let batch = batch.map_err(AtlasError::from_datafusion)?;
-            if self.sink.on_duplicate == OnDuplicate::Error && self.metrics.has_duplicates() {
+            if self.sink.settings.on_duplicate == OnDuplicate::Error
+                && self.metrics.has_duplicates()
+            {
                 continue;
             }
             if batch.num_rows() > 0 {
@@ -142,6 +144,7 @@ impl<'a> SinkWrite<'a> {
         let (file, row_in_file) = metrics.locate(row);
         let sql_type = self
             .sink
+            .settings
             .columns
             .iter()
             .find(|c| c.name == *column)
@@ -164,14 +167,14 @@ impl<'a> SinkWrite<'a> {
     /// staged by an upsert), and logs the chunks they complete.
     fn sent(&self, rows: usize) {
         let before = self.sent_rows.fetch_add(rows as u64, Ordering::Relaxed);
-        if self.sink.on_duplicate != OnDuplicate::Update {
+        if self.sink.settings.on_duplicate != OnDuplicate::Update {
             // Live progress; an upsert knows its inserts at the end.
             self.metrics
                 .inserted
                 .fetch_add(rows as u64, Ordering::Relaxed);
         }
         let after = before + rows as u64;
-        let chunk = self.sink.chunk_rows as u64;
+        let chunk = self.sink.settings.chunk_rows as u64;
         for number in (before / chunk + 1)..=(after / chunk) {
             self.metrics.chunks_written.fetch_add(1, Ordering::Relaxed);
             self.log_chunk(number, number * chunk);
@@ -181,7 +184,7 @@ impl<'a> SinkWrite<'a> {
     /// Chunk `number` is complete with `total` rows sent: the detail of
     /// `-v`, never the default screen.
     fn log_chunk(&self, number: u64, total: u64) {
-        let (what, total_of) = if self.sink.on_duplicate == OnDuplicate::Update {
+        let (what, total_of) = if self.sink.settings.on_duplicate == OnDuplicate::Update {
             ("Staged", "staged")
         } else {
             ("Inserted", "inserted")
@@ -207,7 +210,11 @@ impl<'a> SinkWrite<'a> {
         let mut guard = self.transaction.slot().lock().await;
         let tx = guard.as_mut().ok_or_else(not_open)?;
         let written = tx
-            .write_chunk(&self.sink.table, &self.sink.columns, &mut rows)
+            .write_chunk(
+                &self.sink.settings.table,
+                &self.sink.settings.columns,
+                &mut rows,
+            )
             .await?;
         Ok(written)
     }
@@ -221,20 +228,26 @@ impl<'a> SinkWrite<'a> {
         input: &mut SendableRecordBatchStream,
     ) -> crate::error::Result<u64> {
         let statements = UpsertStatements::new(
-            self.sink.db_kind,
-            &self.sink.table,
-            &self.sink.columns,
-            &self.sink.key_columns,
+            self.sink.settings.db_kind,
+            &self.sink.settings.table,
+            &self.sink.settings.columns,
+            &self.sink.settings.key_columns,
         );
         let mut guard = self.transaction.slot().lock().await;
         let tx = guard.as_mut().ok_or_else(not_open)?;
         for sql in statements.create_stage() {
             tx.execute(sql).await?;
         }
-        let key = KeyEncoder::new(self.sink.key_columns.clone()).with_forms(KeyForm::of_columns(
-            self.sink.key_columns.iter().map(|&i| &self.sink.columns[i]),
-        ));
-        let mut staging = Staging::new(key, self.sink.columns.len());
+        let key = KeyEncoder::new(self.sink.settings.key_columns.clone()).with_forms(
+            KeyForm::of_columns(
+                self.sink
+                    .settings
+                    .key_columns
+                    .iter()
+                    .map(|&i| &self.sink.settings.columns[i]),
+            ),
+        );
+        let mut staging = Staging::new(key, self.sink.settings.columns.len());
         let state = WriteState {
             first: Some(first),
             input,
@@ -261,7 +274,7 @@ impl<'a> SinkWrite<'a> {
         // Where the table is not much larger than the stage, the join reads
         // it in order (see `UpsertStatements::updates`).
         let table_first = tx
-            .estimated_rows(&self.sink.table)
+            .estimated_rows(&self.sink.settings.table)
             .await?
             .is_some_and(|rows| rows <= TABLE_FIRST_RATIO * staging.staged);
         for sql in statements.updates(&patterns, table_first) {
@@ -306,7 +319,7 @@ impl<'a> SinkWrite<'a> {
         if let Some(first) = self.next_rows(&mut input).await? {
             let started = Instant::now();
             let timer = write_time.timer();
-            let written = if self.sink.on_duplicate == OnDuplicate::Update {
+            let written = if self.sink.settings.on_duplicate == OnDuplicate::Update {
                 self.upsert(first, &mut input).await
             } else {
                 self.insert(first, &mut input).await
@@ -321,7 +334,7 @@ impl<'a> SinkWrite<'a> {
         // The chunks were counted as their rows were sent; the last one may
         // be short.
         let sent = self.sent_rows.load(Ordering::Relaxed);
-        let chunk = self.sink.chunk_rows as u64;
+        let chunk = self.sink.settings.chunk_rows as u64;
         let chunk_number = sent.div_ceil(chunk);
         if !sent.is_multiple_of(chunk) {
             self.metrics.chunks_written.fetch_add(1, Ordering::Relaxed);
@@ -337,7 +350,7 @@ impl<'a> SinkWrite<'a> {
             }
             tracing::debug!("Chunk {chunk}: {count} duplicates");
         }
-        if self.sink.on_duplicate == OnDuplicate::Error && metrics.has_duplicates() {
+        if self.sink.settings.on_duplicate == OnDuplicate::Error && metrics.has_duplicates() {
             return Err(AtlasError::Duplicates(Box::new(metrics.duplicate_report())).into());
         }
         if ImportMetrics::get(&metrics.rows_read) == 0 && !self.transaction.files().is_empty() {
