@@ -5,6 +5,7 @@
 mod cli;
 mod common;
 mod contract;
+mod explain;
 mod formats;
 mod fuzz_regressions;
 mod lossless;
