@@ -24,7 +24,7 @@ use crate::schema::TargetColumn;
 use crate::typed_text::{TextForm, json, numeric, pg_array_with, uuid};
 
 /// How a key column's values are compared, where that is not as written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum KeyForm {
     /// One value of the column's type.
     Value(ValueForm),
@@ -33,7 +33,7 @@ pub enum KeyForm {
 }
 
 /// How one value (or one array element) compares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ValueForm {
     /// As written.
     AsWritten,

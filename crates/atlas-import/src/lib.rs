@@ -15,6 +15,8 @@
 //! Start with [`ImportBuilder`]; the operators in [`physical`] are public for
 //! hand-built plans. How the parts fit: `docs/ARCHITECTURE.md`.
 
+#[cfg(feature = "ballista")]
+pub mod codec;
 pub mod coerce;
 pub mod db;
 pub mod error;

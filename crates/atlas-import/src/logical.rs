@@ -46,7 +46,7 @@ use crate::schema::{ColumnSpec, TargetColumn, coerced_schema};
 /// that plans compare, hash and print by what they do. What lives while the
 /// import runs (transaction, existing keys, counters) is its
 /// [`crate::physical::ImportRun`], registered under [`ImportSpec::import`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ImportSpec {
     /// The import this plan is: its run is registered under this id.
     pub import: ImportId,

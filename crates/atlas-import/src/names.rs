@@ -176,7 +176,7 @@ impl fmt::Display for TableName {
 
 /// A table as one database names it: parts exact (folded already), the
 /// connection's default schema left implicit (`None`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct TableRef {
     /// The schema (the database on MySQL/MariaDB); `None`: the connection's
     /// default (PostgreSQL's `current_schema()`, the URL's database, `main`).

@@ -112,7 +112,9 @@ impl ImportOptions {
 }
 
 /// What to do with a row whose key already exists or repeats inside the import.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum OnDuplicate {
     /// Refuse the whole import; nothing is written.
     #[default]
@@ -297,7 +299,7 @@ impl FromStr for Inference {
 }
 
 /// What to do with a value that does not fit its target column.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub enum OnBadValue {
     /// Fail the import naming file, row, column and value (the default).
     #[default]

@@ -3,13 +3,14 @@
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 /// One column of the target table.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct TargetColumn {
     /// Column name as stored in the catalog.
     pub name: String,
     /// Declared SQL type, as the catalog prints it (`integer`, `varchar(20)`, ...).
     pub sql_type: String,
     /// The Arrow type values are coerced to before they are compared and written.
+    #[serde(with = "data_type_text")]
     pub data_type: DataType,
     /// Whether the column accepts NULL.
     pub nullable: bool,
@@ -72,11 +73,12 @@ impl TargetTable {
 }
 
 /// A column of a table the import will create.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ColumnSpec {
     /// Column name.
     pub name: String,
     /// The Arrow type the source gives; the adapter picks the SQL type.
+    #[serde(with = "data_type_text")]
     pub data_type: DataType,
     /// A declared SQL type that overrides the adapter's choice (from a
     /// mapping file's `db_schema`).
@@ -91,6 +93,22 @@ impl ColumnSpec {
             data_type: DataType::Utf8,
             sql_type: Some(sql_type.into()),
         }
+    }
+}
+
+/// An Arrow type as its text (`Utf8`, `Decimal128(38, 10)`, `List(Int64)`),
+/// which arrow reads back: how settings that name a type are serialized.
+mod data_type_text {
+    use datafusion::arrow::datatypes::DataType;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(data_type: &DataType, out: S) -> Result<S::Ok, S::Error> {
+        out.collect_str(data_type)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<DataType, D::Error> {
+        let text = String::deserialize(input)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 

@@ -10,7 +10,7 @@ use datafusion::arrow::array::{Array, ArrayRef, BinaryBuilder, StringArray, Stri
 use std::sync::Arc;
 
 /// How values of a column's type are read from text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum TextForm {
     /// `uuid`: 32 hex digits, any case, hyphens and braces optional; stored
     /// as the canonical lowercase `8-4-4-4-12` form.

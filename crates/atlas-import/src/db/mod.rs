@@ -37,7 +37,7 @@ pub(crate) use upsert::{STAGE_ROW, STAGE_UPDATE, UpsertStatements};
 pub type ChunkStream<'a> = futures::stream::BoxStream<'a, Result<RecordBatch>>;
 
 /// Which database a URL points at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum DbKind {
     /// Embedded SQLite (`sqlite://path`).
     Sqlite,

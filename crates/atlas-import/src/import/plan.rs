@@ -36,17 +36,18 @@ const PROBE_HELD_ROWS: u64 = 2_000_000;
 impl ImportBuilder {
     /// Plans the import without touching the data, and returns the plan.
     pub async fn explain(self) -> Result<String> {
-        let this = self.resolve_table().await?;
-        this.explain_resolved().await
+        Ok(self.plan().await?.explain())
     }
 
-    pub(super) async fn explain_resolved(self) -> Result<String> {
-        let files = self.locate().await?;
-        let source = self.open_source(files).await?;
-        let (target, create) = self.target(&source).await?;
-        // Explaining registers no run: the plan is settings only.
-        let prepared = self.prepare(&source, &target, create, false).await?;
-        Ok(prepared.explain())
+    /// Plans the import without touching the data: the logical and physical
+    /// plans, settings only, to explain or to carry to another process
+    /// (nothing runs and no run is registered).
+    pub async fn plan(self) -> Result<PreparedImport> {
+        let this = self.resolve_table().await?;
+        let files = this.locate().await?;
+        let source = this.open_source(files).await?;
+        let (target, create) = this.target(&source).await?;
+        this.prepare(&source, &target, create, false).await
     }
 
     /// The key strategy of this import and why, from the table's estimated

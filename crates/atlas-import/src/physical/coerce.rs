@@ -105,7 +105,7 @@ pub struct CoerceExec {
 
 /// What a [`CoerceExec`] does, as plain data: with its input, all it needs
 /// to be rebuilt ([`CoerceExec::from_settings`]).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct CoerceSettings {
     /// The import whose run holds the counters and the reject file.
     pub import: ImportId,

@@ -21,6 +21,8 @@ mod transaction;
 
 pub use coerce::{CoerceExec, CoerceSettings};
 pub(crate) use duplicate_check::duplicates_schema;
+#[cfg(feature = "ballista")]
+pub(crate) use duplicate_check::key_expr::KeyFormExpr;
 pub use duplicate_check::{
     DUPLICATE_OF_COLUMN, DuplicateCheckExec, DuplicateCheckSettings, ExistingKeyLoader,
     ExistingKeys, KeyLookup, UPDATE_COLUMN,

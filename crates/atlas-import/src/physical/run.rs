@@ -30,7 +30,9 @@ use crate::reject::RejectWriter;
 use crate::report::ImportMetrics;
 
 /// Names one import: the plan's nodes carry it, the run is registered by it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct ImportId(u128);
 
 impl ImportId {

@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::error::{AtlasError, Result};
 
 /// How a source file's bytes are compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum Compression {
     /// Plain bytes.
     #[default]

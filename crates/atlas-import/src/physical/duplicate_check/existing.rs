@@ -37,7 +37,9 @@ pub trait ExistingKeyLoader: Send + Sync + fmt::Debug {
 
 /// How the check learns the keys already in the table: the plan's choice (a
 /// setting), from which the import's run builds its [`ExistingKeys`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum KeyLookup {
     /// No keys to read (duplicates allowed: no row-level check).
     #[default]

@@ -39,6 +39,12 @@ impl KeyFormExpr {
     pub fn new(column: Arc<dyn PhysicalExpr>, form: KeyForm) -> Self {
         Self { column, form }
     }
+
+    /// The form the column's values are compared in.
+    #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
+    pub fn form(&self) -> KeyForm {
+        self.form
+    }
 }
 
 impl fmt::Display for KeyFormExpr {

@@ -2,7 +2,7 @@
 //! inside the import.
 
 mod existing;
-mod key_expr;
+pub(crate) mod key_expr;
 mod stream;
 
 pub use existing::{ExistingKeyLoader, ExistingKeys, KeyLookup};
@@ -103,7 +103,7 @@ pub struct DuplicateCheckExec {
 
 /// What a [`DuplicateCheckExec`] does, as plain data: with its input, all it
 /// needs to be rebuilt ([`DuplicateCheckExec::try_from_settings`]).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct DuplicateCheckSettings {
     /// The import whose run holds the existing keys and the counters.
     pub import: ImportId,

@@ -58,7 +58,7 @@ pub struct ImportSink {
 
 /// What an [`ImportSink`] does, as plain data: with its input's schema, all
 /// it needs to be rebuilt ([`ImportSink::from_settings`]).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct SinkSettings {
     /// The import whose run holds the transaction and the counters.
     pub import: ImportId,

@@ -112,6 +112,11 @@ pub struct CsvTable {
 }
 
 impl CsvTable {
+    /// The file read.
+    pub fn file(&self) -> &CsvFile {
+        &self.file
+    }
+
     /// The table of `file`.
     pub fn new(file: CsvFile) -> Self {
         let schema = reader_schema(&file.columns);
@@ -188,6 +193,11 @@ impl CsvSourceExec {
     /// The file read.
     pub fn file(&self) -> &CsvFile {
         &self.file
+    }
+
+    /// The columns kept (all if `None`).
+    pub fn projection(&self) -> Option<&[usize]> {
+        self.projection.as_deref()
     }
 }
 

@@ -41,7 +41,7 @@ use crate::error::{AtlasError, Result};
 use crate::schema::{RECORD_ERROR_COLUMN, SOURCE_LINE_COLUMN};
 
 /// How a delimited text file is written.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct CsvDialect {
     /// Field delimiter (`,`; `\t` for TSV).
     pub delimiter: u8,
