@@ -35,10 +35,13 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// The release `atlas-import` binary; the bench stops with the command that
-/// builds it when it is missing.
+/// The release `atlas-import` binary (`ATLAS_BENCH_BINARY` names another,
+/// e.g. an earlier build to compare with); the bench stops with the command
+/// that builds it when it is missing.
 pub fn atlas_binary() -> PathBuf {
-    let path = target_dir().join("release").join("atlas-import");
+    let path = std::env::var_os("ATLAS_BENCH_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("release").join("atlas-import"));
     if !path.exists() {
         eprintln!(
             "{} is missing: build it first with\n  cargo build --release -p atlas-import-cli",
