@@ -44,14 +44,42 @@ fn sqlite_url(dir: &TempDir) -> String {
     format!("sqlite://{}", dir.path().join("cli.db").display())
 }
 
+/// A SQLite database in `dir` whose table `people` holds `first.csv`
+/// (a@x.com and b@x.com), imported by the CLI; its URL and the file's path.
+fn people(dir: &TempDir) -> (String, String) {
+    let db = sqlite_url(dir);
+    let first = dir.file("first.csv", "email,age\na@x.com,1\nb@x.com,2\n");
+    let first = first.to_str().unwrap().to_string();
+    let out = run(&["import", &first, "--table", "people", "--db", &db]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (db, first)
+}
+
+/// `second.csv`: c@x.com (new, twice) and b@x.com (in `people`).
+fn overlapping(dir: &TempDir) -> String {
+    let second = dir.file("second.csv", "email,age\nc@x.com,3\nb@x.com,2\nc@x.com,3\n");
+    second.to_str().unwrap().to_string()
+}
+
 #[test]
-fn exit_codes_and_json_report_on_sqlite() {
+fn a_committed_import_reports_every_field_as_json() {
     let dir = TempDir::new();
     let db = sqlite_url(&dir);
     let first = dir.file("first.csv", "email,age\na@x.com,1\nb@x.com,2\n");
-    let first = first.to_str().unwrap();
-
-    let out = run(&["import", first, "--table", "people", "--db", &db, "--json"]);
+    let out = run(&[
+        "import",
+        first.to_str().unwrap(),
+        "--table",
+        "people",
+        "--db",
+        &db,
+        "--json",
+    ]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -81,19 +109,28 @@ fn exit_codes_and_json_report_on_sqlite() {
     assert_eq!(report["file_hash"].as_str().unwrap().len(), 64);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("committed"), "{stderr}");
+}
 
-    // Same file again: exit 4.
-    let out = run(&["import", first, "--table", "people", "--db", &db]);
+#[test]
+fn the_same_file_again_exits_4() {
+    let dir = TempDir::new();
+    let (db, first) = people(&dir);
+    let out = run(&["import", &first, "--table", "people", "--db", &db]);
     assert_eq!(out.status.code(), Some(4));
     assert!(
         String::from_utf8_lossy(&out.stderr)
             .contains("File has already been imported to table 'people'.")
     );
+}
 
-    // Overlap: exit 3 with the message and the keys.
-    let second = dir.file("second.csv", "email,age\nc@x.com,3\nb@x.com,2\nc@x.com,3\n");
-    let second = second.to_str().unwrap();
-    let out = run(&["import", second, "--table", "people", "--db", &db, "--json"]);
+#[test]
+fn overlapping_rows_exit_3_naming_lines_and_keys() {
+    let dir = TempDir::new();
+    let (db, _) = people(&dir);
+    let second = overlapping(&dir);
+    let out = run(&[
+        "import", &second, "--table", "people", "--db", &db, "--json",
+    ]);
     assert_eq!(out.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -113,38 +150,59 @@ fn exit_codes_and_json_report_on_sqlite() {
     assert_eq!(report["duplicates_existing"], 1);
     assert_eq!(report["duplicates_in_file"], 1);
     assert_eq!(report["inserted"], 0);
+}
 
-    // Skip with a key: exit 0.
-    let out = run(&[
-        "import",
-        second,
-        "--table",
-        "people",
-        "--db",
-        &db,
-        "--key",
-        "email",
-        "--on-duplicate",
-        "skip",
-        "--json",
-    ]);
+#[test]
+fn skip_with_a_key_exits_0_counting_what_it_left_out() {
+    let dir = TempDir::new();
+    let (db, _) = people(&dir);
+    let second = overlapping(&dir);
+    let skip = |force: bool| {
+        let mut args = vec![
+            "import",
+            &second,
+            "--table",
+            "people",
+            "--db",
+            &db,
+            "--key",
+            "email",
+            "--on-duplicate",
+            "skip",
+            "--json",
+        ];
+        if force {
+            args.push("--force");
+        }
+        run(&args)
+    };
+    let out = skip(false);
     assert_eq!(out.status.code(), Some(0));
     let report = json(&out);
     assert_eq!(
         (report["inserted"].as_u64(), report["skipped"].as_u64()),
         (Some(1), Some(2))
     );
+    let again = json(&skip(true));
+    assert_eq!(again["inserted"], 0, "c@x.com is in the table now");
+}
 
-    // Bad value: exit 5 naming file, line, column and value.
+#[test]
+fn bad_values_and_broken_csv_exit_5_writing_nothing() {
+    let dir = TempDir::new();
+    let (db, _) = people(&dir);
+    let import = |path: &std::path::Path| {
+        run(&[
+            "import",
+            path.to_str().unwrap(),
+            "--table",
+            "people",
+            "--db",
+            &db,
+        ])
+    };
     let bad = dir.file("bad.csv", "email,age\nz@x.com,old\n");
-    let out = run(&[
-        "import",
-        bad.to_str().unwrap(),
-        "--table",
-        "people",
-        "--db",
-        &db,
-    ]);
+    let out = import(&bad);
     assert_eq!(out.status.code(), Some(5));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -152,16 +210,8 @@ fn exit_codes_and_json_report_on_sqlite() {
         "{stderr}"
     );
 
-    // Broken CSV: exit 5, saying what and where, nothing written.
     let unterminated = dir.file("open.csv", "email,age\nq@x.com,1\n\"r@x.com,2\ns@x.com,3\n");
-    let out = run(&[
-        "import",
-        unterminated.to_str().unwrap(),
-        "--table",
-        "people",
-        "--db",
-        &db,
-    ]);
+    let out = import(&unterminated);
     assert_eq!(out.status.code(), Some(5));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -169,14 +219,7 @@ fn exit_codes_and_json_report_on_sqlite() {
         "{stderr}"
     );
     let ragged = dir.file("ragged.csv", "email,age\nq@x.com,1\nr@x.com,2,extra\n");
-    let out = run(&[
-        "import",
-        ragged.to_str().unwrap(),
-        "--table",
-        "people",
-        "--db",
-        &db,
-    ]);
+    let out = import(&ragged);
     assert_eq!(out.status.code(), Some(5));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -184,9 +227,14 @@ fn exit_codes_and_json_report_on_sqlite() {
             && stderr.contains("line 3 has 3 fields, but the header has 2"),
         "{stderr}"
     );
+    // None of them wrote a row: the table holds first.csv's two.
+    let everything = dir.file(
+        "all.csv",
+        "email,age\na@x.com,1\nb@x.com,2\nq@x.com,1\nz@x.com,9\n",
+    );
     let out = run(&[
         "import",
-        second,
+        everything.to_str().unwrap(),
         "--table",
         "people",
         "--db",
@@ -195,16 +243,22 @@ fn exit_codes_and_json_report_on_sqlite() {
         "email",
         "--on-duplicate",
         "skip",
-        "--force",
         "--json",
     ]);
     assert_eq!(
-        json(&out)["inserted"],
-        0,
-        "only the rows imported above are in the table"
+        (
+            json(&out)["inserted"].as_u64(),
+            json(&out)["skipped"].as_u64()
+        ),
+        (Some(2), Some(2)),
+        "q@x.com and z@x.com were never written"
     );
+}
 
-    // Usage errors: exit 2.
+#[test]
+fn usage_errors_exit_2() {
+    let dir = TempDir::new();
+    let (db, first) = people(&dir);
     let out = run(&[
         "import",
         "/nonexistent.csv",
@@ -216,7 +270,7 @@ fn exit_codes_and_json_report_on_sqlite() {
     assert_eq!(out.status.code(), Some(2));
     let out = run(&[
         "import",
-        first,
+        &first,
         "--table",
         "people",
         "--db",
@@ -226,7 +280,7 @@ fn exit_codes_and_json_report_on_sqlite() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     let out = run(&[
-        "import", first, "--table", "people", "--db", &db, "--key", "nope", "--force",
+        "import", &first, "--table", "people", "--db", &db, "--key", "nope", "--force",
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("its columns: id, email, age"));
