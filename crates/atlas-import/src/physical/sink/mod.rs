@@ -226,3 +226,6 @@ impl DataSink for ImportSink {
         result
     }
 }
+
+#[cfg(test)]
+mod tests;
