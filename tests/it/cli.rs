@@ -60,6 +60,26 @@ fn people(dir: &TempDir) -> (String, String) {
     (db, first)
 }
 
+/// `import path --table people --key email --on-duplicate skip --json`, and
+/// `extra` flags.
+fn skip_into_people(db: &str, path: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "import",
+        path,
+        "--table",
+        "people",
+        "--db",
+        db,
+        "--key",
+        "email",
+        "--on-duplicate",
+        "skip",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
 /// `second.csv`: c@x.com (new, twice) and b@x.com (in `people`).
 fn overlapping(dir: &TempDir) -> String {
     let second = dir.file("second.csv", "email,age\nc@x.com,3\nb@x.com,2\nc@x.com,3\n");
@@ -157,33 +177,14 @@ fn skip_with_a_key_exits_0_counting_what_it_left_out() {
     let dir = TempDir::new();
     let (db, _) = people(&dir);
     let second = overlapping(&dir);
-    let skip = |force: bool| {
-        let mut args = vec![
-            "import",
-            &second,
-            "--table",
-            "people",
-            "--db",
-            &db,
-            "--key",
-            "email",
-            "--on-duplicate",
-            "skip",
-            "--json",
-        ];
-        if force {
-            args.push("--force");
-        }
-        run(&args)
-    };
-    let out = skip(false);
+    let out = skip_into_people(&db, &second, &[]);
     assert_eq!(out.status.code(), Some(0));
     let report = json(&out);
     assert_eq!(
         (report["inserted"].as_u64(), report["skipped"].as_u64()),
         (Some(1), Some(2))
     );
-    let again = json(&skip(true));
+    let again = json(&skip_into_people(&db, &second, &["--force"]));
     assert_eq!(again["inserted"], 0, "c@x.com is in the table now");
 }
 
@@ -232,19 +233,7 @@ fn bad_values_and_broken_csv_exit_5_writing_nothing() {
         "all.csv",
         "email,age\na@x.com,1\nb@x.com,2\nq@x.com,1\nz@x.com,9\n",
     );
-    let out = run(&[
-        "import",
-        everything.to_str().unwrap(),
-        "--table",
-        "people",
-        "--db",
-        &db,
-        "--key",
-        "email",
-        "--on-duplicate",
-        "skip",
-        "--json",
-    ]);
+    let out = skip_into_people(&db, everything.to_str().unwrap(), &[]);
     assert_eq!(
         (
             json(&out)["inserted"].as_u64(),

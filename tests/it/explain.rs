@@ -13,7 +13,21 @@ use crate::common::TempDir;
 /// with `flags`, against `db`, run from the repository root (relative paths
 /// in the plan).
 fn explain(db: &str, flags: &[&str]) -> String {
-    let output = Command::new(binary())
+    let mut args = vec!["--explain"];
+    args.extend_from_slice(flags);
+    let output = import_sample(db, &args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// `atlas-import import examples/data/contacts.csv --table contacts` into
+/// `db` with `flags`, from the repository root.
+fn import_sample(db: &str, flags: &[&str]) -> std::process::Output {
+    Command::new(binary())
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args([
             "import",
@@ -21,18 +35,12 @@ fn explain(db: &str, flags: &[&str]) -> String {
             "--table",
             "contacts",
         ])
-        .args(["--db", db, "--explain"])
+        .args(["--db", db])
         .args(flags)
         .env_remove("DATABASE_URL")
         .env("RUST_LOG", "off")
         .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
+        .unwrap()
 }
 
 /// Compares `plan` with snapshot `name`, or writes it when asked to.
@@ -78,18 +86,7 @@ fn a_new_table_with_the_default_policy() {
 fn skip_by_probe_and_upsert() {
     let dir = TempDir::new();
     let db = format!("sqlite://{}", dir.path().join("existing.db").display());
-    let created = Command::new(binary())
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args([
-            "import",
-            "examples/data/contacts.csv",
-            "--table",
-            "contacts",
-        ])
-        .args(["--db", &db])
-        .env("RUST_LOG", "off")
-        .output()
-        .unwrap();
+    let created = import_sample(&db, &[]);
     assert!(created.status.success());
     assert_snapshot(
         "existing_table_skip_probe",

@@ -280,16 +280,7 @@ mod tests {
     use crate::names::TableRef;
 
     fn email() -> TargetColumn {
-        TargetColumn {
-            name: "email".into(),
-            sql_type: "text".into(),
-            data_type: DataType::Utf8,
-            nullable: true,
-            has_default: false,
-            max_chars: None,
-            text_form: None,
-            key_form: None,
-        }
+        TargetColumn::text("email", "text")
     }
 
     fn spec(import: u128, on_duplicate: OnDuplicate) -> Arc<ImportSpec> {

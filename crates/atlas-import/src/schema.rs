@@ -27,6 +27,23 @@ pub struct TargetColumn {
     pub key_form: Option<crate::key_form::KeyForm>,
 }
 
+impl TargetColumn {
+    /// A nullable text column `name` of SQL type `sql_type`, no more (tests).
+    #[cfg(test)]
+    pub(crate) fn text(name: &str, sql_type: &str) -> Self {
+        Self {
+            name: name.into(),
+            sql_type: sql_type.into(),
+            data_type: DataType::Utf8,
+            nullable: true,
+            has_default: false,
+            max_chars: None,
+            text_form: None,
+            key_form: None,
+        }
+    }
+}
+
 /// The target table: its name and columns in catalog order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TargetTable {

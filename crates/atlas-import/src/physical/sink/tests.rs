@@ -22,16 +22,7 @@ use crate::report::{DuplicateKind, DuplicateSample, ImportMetrics};
 use crate::schema::{ColumnSpec, ROW_NUMBER_COLUMN, TargetColumn};
 
 fn email() -> TargetColumn {
-    TargetColumn {
-        name: "email".into(),
-        sql_type: "TEXT".into(),
-        data_type: DataType::Utf8,
-        nullable: true,
-        has_default: false,
-        max_chars: None,
-        text_form: None,
-        key_form: None,
-    }
+    TargetColumn::text("email", "TEXT")
 }
 
 fn schema() -> SchemaRef {
