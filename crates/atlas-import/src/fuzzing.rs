@@ -7,7 +7,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, StringArray};
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 
-use crate::coerce::{coerce_array, coerce_array_lenient};
+use crate::convert::{coerce_array, coerce_array_lenient};
 
 /// The statement parser must return, never panic, on any text.
 pub fn statement_parser(data: &[u8]) {

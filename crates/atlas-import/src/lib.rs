@@ -17,7 +17,7 @@
 
 #[cfg(feature = "ballista")]
 pub mod codec;
-pub mod coerce;
+pub mod convert;
 pub mod db;
 pub mod error;
 pub mod ext;

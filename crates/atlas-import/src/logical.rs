@@ -53,7 +53,7 @@ pub struct ImportSpec {
     /// Target table.
     pub table: crate::names::TableRef,
     /// For each written column: the source column index and the target column.
-    pub mapping: Vec<(usize, TargetColumn)>,
+    pub casts: Vec<(usize, TargetColumn)>,
     /// Key column indices among the written columns.
     pub key_columns: Vec<usize>,
     /// Duplicate policy.
@@ -91,7 +91,7 @@ impl ImportNode {
     /// An import of `input` as `spec` describes.
     pub fn try_new(input: LogicalPlan, spec: Arc<ImportSpec>) -> Result<Self> {
         let schema = if spec.dry_run {
-            let columns: Vec<TargetColumn> = spec.mapping.iter().map(|(_, c)| c.clone()).collect();
+            let columns: Vec<TargetColumn> = spec.casts.iter().map(|(_, c)| c.clone()).collect();
             duplicates_schema(&coerced_schema(&columns))
         } else {
             // What DataSinkExec returns: the number of rows written.
@@ -146,7 +146,7 @@ impl UserDefinedLogicalNodeCore for ImportNode {
         let key = spec
             .key_columns
             .iter()
-            .map(|&i| spec.mapping[i].1.name.as_str())
+            .map(|&i| spec.casts[i].1.name.as_str())
             .collect::<Vec<_>>()
             .join(", ");
         write!(
@@ -203,12 +203,12 @@ pub fn plan_operators(
     spec: &ImportSpec,
     input: Arc<dyn ExecutionPlan>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    let columns: Vec<TargetColumn> = spec.mapping.iter().map(|(_, c)| c.clone()).collect();
+    let columns: Vec<TargetColumn> = spec.casts.iter().map(|(_, c)| c.clone()).collect();
     let coerce = Arc::new(
         CoerceExec::new(
             input,
             spec.import,
-            spec.mapping.clone(),
+            spec.casts.clone(),
             spec.source_name.clone(),
         )
         .with_chunk_rows(spec.chunk_rows)
@@ -287,7 +287,7 @@ mod tests {
         Arc::new(ImportSpec {
             import: ImportId::from_u128(import),
             table: TableRef::unqualified("contacts"),
-            mapping: vec![(0, email())],
+            casts: vec![(0, email())],
             key_columns: vec![0],
             on_duplicate,
             chunk_rows: 1000,

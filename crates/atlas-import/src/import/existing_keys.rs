@@ -7,7 +7,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 
-use crate::coerce::coerce_column;
+use crate::convert::coerce_column;
 use crate::db::Database;
 use crate::error::{AtlasError, Result};
 use crate::key::{EncodedKeys, Fingerprints, KeyEncoder, KeyHasher};

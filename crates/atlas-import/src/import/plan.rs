@@ -14,7 +14,7 @@ use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
 use super::ImportBuilder;
 use super::existing_keys::TableKeyLoader;
 use super::source::{OpenedSource, estimate_rows};
-use super::target::{map_columns, resolve_key};
+use super::target::{column_casts, resolve_key};
 use crate::error::{AtlasError, Result};
 use crate::key::KeyHasher;
 use crate::logical::{ImportNode, ImportQueryPlanner, ImportSpec};
@@ -132,8 +132,8 @@ impl ImportBuilder {
     ) -> Result<PreparedImport> {
         let (state, input) = source.df.clone().into_parts();
         let source_schema = input.schema().as_arrow().clone();
-        let mapping = map_columns(&source_schema, target)?;
-        let columns: Vec<TargetColumn> = mapping.iter().map(|(_, c)| c.clone()).collect();
+        let casts = column_casts(&source_schema, target)?;
+        let columns: Vec<TargetColumn> = casts.iter().map(|(_, c)| c.clone()).collect();
         let key_columns = resolve_key(self.options.key.as_deref(), &columns, target)?;
         // Always read (or probe) the existing keys once the transaction holds
         // its lock: even a table this plan expects to create may exist,
@@ -153,7 +153,7 @@ impl ImportBuilder {
         let spec = Arc::new(ImportSpec {
             import: ImportId::new(),
             table: self.table.clone(),
-            mapping,
+            casts,
             key_columns: key_columns.clone(),
             on_duplicate: self.options.on_duplicate,
             chunk_rows: self.options.chunk_rows,
@@ -227,7 +227,7 @@ impl ImportBuilder {
         let key_targets: Vec<TargetColumn> = spec
             .key_columns
             .iter()
-            .map(|&i| spec.mapping[i].1.clone())
+            .map(|&i| spec.casts[i].1.clone())
             .collect();
         let hasher = KeyHasher::random();
         let loader = || {

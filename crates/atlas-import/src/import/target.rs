@@ -78,7 +78,7 @@ impl ImportBuilder {
                 .map(|(s, name)| {
                     // Nested values (structs, lists, maps) are held as JSON.
                     let kind = self.db.kind();
-                    if crate::coerce::is_nested(&s.data_type) {
+                    if crate::convert::is_nested(&s.data_type) {
                         let (sql_type, text_form) = kind.dialect().nested_column();
                         let data_type = datafusion::arrow::datatypes::DataType::Utf8;
                         return TargetColumn {
@@ -113,13 +113,14 @@ impl ImportBuilder {
     }
 }
 
-/// Maps each source column to its target column, or lists every difference.
-pub(super) fn map_columns(
+/// The casts of an import: each written target column with the source
+/// column it reads, or every difference between source and table.
+pub(super) fn column_casts(
     source: &datafusion::arrow::datatypes::Schema,
     target: &TargetTable,
 ) -> Result<Vec<(usize, TargetColumn)>> {
     let mut differences = Vec::new();
-    let mut mapping = Vec::new();
+    let mut casts = Vec::new();
     for (i, field) in source.fields().iter().enumerate() {
         if is_reader_column(field.name()) {
             continue;
@@ -140,7 +141,7 @@ pub(super) fn map_columns(
                 ))
             }
             Some(column) => {
-                if mapping
+                if casts
                     .iter()
                     .any(|(_, c): &(usize, TargetColumn)| c.name == column.name)
                 {
@@ -149,7 +150,7 @@ pub(super) fn map_columns(
                         column.name
                     ));
                 }
-                mapping.push((i, column.clone()));
+                casts.push((i, column.clone()));
             }
             None => differences.push(format!(
                 "source column '{}' is not a column of table '{}' (its columns: {})",
@@ -160,7 +161,7 @@ pub(super) fn map_columns(
         }
     }
     for column in &target.columns {
-        let written = mapping.iter().any(|(_, c)| c.name == column.name);
+        let written = casts.iter().any(|(_, c)| c.name == column.name);
         if !written && !column.nullable && !column.has_default {
             differences.push(format!(
                 "column '{}' is NOT NULL without a default, and the source does not provide it",
@@ -168,11 +169,11 @@ pub(super) fn map_columns(
             ));
         }
     }
-    if mapping.is_empty() && differences.is_empty() {
+    if casts.is_empty() && differences.is_empty() {
         differences.push("the source has no columns".into());
     }
     if differences.is_empty() {
-        Ok(mapping)
+        Ok(casts)
     } else {
         Err(AtlasError::SchemaMismatch {
             table: target.name.clone(),

@@ -23,7 +23,7 @@ use futures::StreamExt;
 
 use super::run::{ImportId, ImportRun, ImportRuns};
 use super::source_ordered_properties;
-use crate::coerce::{coerce_column, coerce_column_lenient};
+use crate::convert::{coerce_column, coerce_column_lenient};
 use crate::error::AtlasError;
 use crate::options::OnBadValue;
 use crate::reject::{RejectWriter, Rejection};
@@ -110,7 +110,7 @@ pub struct CoerceSettings {
     /// The import whose run holds the counters and the reject file.
     pub import: ImportId,
     /// For each output column: the input column it reads, and the target column.
-    pub mapping: Vec<(usize, TargetColumn)>,
+    pub casts: Vec<(usize, TargetColumn)>,
     /// Source name for error messages.
     pub source_name: String,
     /// The files of a multi-file source (a glob), one per input partition, in
@@ -123,19 +123,19 @@ pub struct CoerceSettings {
 }
 
 impl CoerceExec {
-    /// Converts input column `mapping[i].0` to `mapping[i].1` for every `i`,
+    /// Converts input column `casts[i].0` to `casts[i].1` for every `i`,
     /// for import `import`; a bad value fails it.
     pub fn new(
         input: Arc<dyn ExecutionPlan>,
         import: ImportId,
-        mapping: Vec<(usize, TargetColumn)>,
+        casts: Vec<(usize, TargetColumn)>,
         source_name: impl Into<String>,
     ) -> Self {
         Self::from_settings(
             input,
             CoerceSettings {
                 import,
-                mapping,
+                casts,
                 source_name: source_name.into(),
                 files: Vec::new(),
                 chunk_rows: crate::DEFAULT_CHUNK_ROWS,
@@ -146,7 +146,7 @@ impl CoerceExec {
 
     /// The operator `settings` describe, over `input`.
     pub fn from_settings(input: Arc<dyn ExecutionPlan>, settings: CoerceSettings) -> Self {
-        let columns: Vec<TargetColumn> = settings.mapping.iter().map(|(_, c)| c.clone()).collect();
+        let columns: Vec<TargetColumn> = settings.casts.iter().map(|(_, c)| c.clone()).collect();
         let schema = coerced_schema(&columns);
         let properties =
             source_ordered_properties(Arc::clone(&schema), Partitioning::UnknownPartitioning(1));
@@ -190,11 +190,7 @@ impl CoerceExec {
 
     /// The target columns, in output order.
     pub fn target_columns(&self) -> Vec<TargetColumn> {
-        self.settings
-            .mapping
-            .iter()
-            .map(|(_, c)| c.clone())
-            .collect()
+        self.settings.casts.iter().map(|(_, c)| c.clone()).collect()
     }
 }
 
@@ -202,7 +198,7 @@ impl DisplayAs for CoerceExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let casts = self
             .settings
-            .mapping
+            .casts
             .iter()
             .map(|(i, c)| {
                 format!(
@@ -349,7 +345,7 @@ impl ExecutionPlan for CoerceExec {
             .flatten();
         let input_schema = self.input.schema();
         let mut converter = BatchConverter {
-            mapping: self.settings.mapping.clone(),
+            casts: self.settings.casts.clone(),
             schema: Arc::clone(&self.schema),
             line_column: input_schema.index_of(SOURCE_LINE_COLUMN).ok(),
             error_column: input_schema.index_of(RECORD_ERROR_COLUMN).ok(),
@@ -413,7 +409,7 @@ impl ExecutionPlan for CoerceExec {
 /// converts each mapped column, and applies the bad-value policy to values
 /// that do not fit and to records the reader found malformed.
 struct BatchConverter {
-    mapping: Vec<(usize, TargetColumn)>,
+    casts: Vec<(usize, TargetColumn)>,
     /// Output schema: target columns then the row number.
     schema: SchemaRef,
     /// The reader's line column in the input, if it has one.
@@ -456,8 +452,8 @@ impl BatchConverter {
         let line_of = |index: usize| lines.as_ref().map(|l| l.value(index));
         let source_name = &self.names[file];
         let mut rejected: Vec<Rejection> = self.malformed_records(&batch, file, local_first)?;
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.mapping.len() + 1);
-        for (input_index, target) in &self.mapping {
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.casts.len() + 1);
+        for (input_index, target) in &self.casts {
             let array = batch.column(*input_index);
             let converted = match &self.bad_values {
                 BadValues::Error => {

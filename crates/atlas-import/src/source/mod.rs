@@ -11,7 +11,7 @@ use datafusion::prelude::{AvroReadOptions, DataFrame, ParquetReadOptions, Sessio
 use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
 
-use crate::coerce::TypeInference;
+use crate::convert::TypeInference;
 use crate::error::{AtlasError, Result};
 use crate::options::Inference;
 use crate::schema::{ColumnSpec, is_reader_column};
@@ -164,7 +164,7 @@ impl SourceFormat {
             match (name.as_str(), &mut format) {
                 ("delimiter", SourceFormat::Csv(d)) => d.delimiter = one_character(name, value)?,
                 ("header", SourceFormat::Csv(d)) => {
-                    d.has_header = crate::coerce::parse_bool(value).ok_or_else(|| {
+                    d.has_header = crate::convert::parse_bool(value).ok_or_else(|| {
                         AtlasError::Usage(format!(
                             "option header must be true or false, not '{value}'"
                         ))
@@ -572,7 +572,7 @@ fn storable_type(data_type: &DataType) -> DataType {
         | DataType::LargeBinary
         | DataType::BinaryView
         | DataType::FixedSizeBinary(_) => DataType::Binary,
-        dt if crate::coerce::is_nested(dt) => dt.clone(),
+        dt if crate::convert::is_nested(dt) => dt.clone(),
         DataType::Null => DataType::Utf8,
         dt if dt.is_numeric() => dt.clone(),
         DataType::Boolean | DataType::Date32 => data_type.clone(),
