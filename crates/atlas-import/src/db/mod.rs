@@ -6,6 +6,7 @@
 //! go through it, so they commit together or not at all.
 
 mod bind;
+mod catalog;
 mod dialect;
 mod mysql;
 mod pg_binary;
@@ -26,6 +27,7 @@ use crate::error::{AtlasError, Result};
 use crate::names::{TableName, TableRef};
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
 
+pub use catalog::Catalog;
 pub use mysql::MySqlDatabase;
 pub use postgres::PostgresDatabase;
 pub use probe::KeyFilter;
@@ -322,18 +324,27 @@ pub trait Database: Send + Sync + fmt::Debug {
         name.resolve(self.folds_to_lowercase(), self.default_schema())
     }
 
+    /// A connection of the pool, for the catalog and metadata queries.
+    async fn catalog(&self) -> Result<Box<dyn Catalog + '_>>;
+
     /// The catalog's description of `table`, or `None` when it does not exist.
-    async fn describe_table(&self, table: &TableRef) -> Result<Option<TargetTable>>;
+    async fn describe_table(&self, table: &TableRef) -> Result<Option<TargetTable>> {
+        self.catalog().await?.describe(table).await
+    }
 
     /// Creates `file_imports` (and friends) if missing.
     async fn ensure_metadata(&self) -> Result<()>;
 
     /// Whether `file_hash` was already imported into `table`.
-    async fn file_imported(&self, file_hash: &str, table: &TableRef) -> Result<bool>;
+    async fn file_imported(&self, file_hash: &str, table: &TableRef) -> Result<bool> {
+        self.catalog().await?.file_imported(file_hash, table).await
+    }
 
     /// Writes an `import_history` row on its own (for imports that did not
     /// commit: their transaction is gone).
-    async fn record_history(&self, entry: &HistoryEntry) -> Result<()>;
+    async fn record_history(&self, entry: &HistoryEntry) -> Result<()> {
+        self.catalog().await?.insert_history(entry).await
+    }
 
     /// Streams the key columns of every row of `table` (or of the rows
     /// `filter` lets through), as committed, in batches of at most
@@ -424,15 +435,22 @@ pub trait ImportTransaction: Send {
     /// Creates `table` with an `id` identity key (unless a column is named `id`).
     async fn create_table(&mut self, table: &TableRef, columns: &[ColumnSpec]) -> Result<()>;
 
+    /// The transaction's connection, for the catalog and metadata queries.
+    fn catalog(&mut self) -> &mut dyn Catalog;
+
     /// The catalog's description of `table` as this transaction sees it.
-    async fn describe_table(&mut self, table: &TableRef) -> Result<Option<TargetTable>>;
+    async fn describe_table(&mut self, table: &TableRef) -> Result<Option<TargetTable>> {
+        self.catalog().describe(table).await
+    }
 
     /// Serializes imports into `table` (docs/ARCHITECTURE.md §6); called before
     /// the table is described or created.
     async fn lock_table(&mut self, table: &TableRef) -> Result<()>;
 
     /// Whether `file_hash` was already imported into `table`.
-    async fn file_imported(&mut self, file_hash: &str, table: &TableRef) -> Result<bool>;
+    async fn file_imported(&mut self, file_hash: &str, table: &TableRef) -> Result<bool> {
+        self.catalog().file_imported(file_hash, table).await
+    }
 
     /// Writes one chunk into `columns` of `table`: the batches `chunk` yields, in
     /// order, as they arrive (so encoding and the server's work overlap with the
@@ -455,7 +473,9 @@ pub trait ImportTransaction: Send {
     async fn record_file(&mut self, record: &FileRecord) -> Result<()>;
 
     /// Writes the `import_history` row of the committing import.
-    async fn record_history(&mut self, entry: &HistoryEntry) -> Result<()>;
+    async fn record_history(&mut self, entry: &HistoryEntry) -> Result<()> {
+        self.catalog().insert_history(entry).await
+    }
 
     /// Commits everything.
     async fn commit(self: Box<Self>) -> Result<()>;

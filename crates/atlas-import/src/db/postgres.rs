@@ -14,10 +14,11 @@ use pgpq::ArrowToPostgresBinaryEncoder;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Postgres, Row, Transaction};
 
+use super::catalog::Through;
 use super::dialect::{Dialect, StageTable};
 use super::text_rows::{TextDialect, encode_rows};
 use super::{
-    ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, KeyFilter,
+    Catalog, ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, KeyFilter,
     TableStats, column_list, create_table_sql, mask_password,
 };
 use crate::error::{AtlasError, Result};
@@ -275,10 +276,31 @@ async fn file_imported(conn: &mut PgConnection, file_hash: &str, table: &TableRe
     super::file_imported::<sqlx::Postgres>(conn, DbKind::Postgres, file_hash, table).await
 }
 
+/// The catalog and metadata queries, on any connection (the pool's or the
+/// import transaction's).
+#[async_trait]
+impl Catalog for PgConnection {
+    async fn describe(&mut self, table: &TableRef) -> Result<Option<TargetTable>> {
+        describe(self, table).await
+    }
+
+    async fn file_imported(&mut self, file_hash: &str, table: &TableRef) -> Result<bool> {
+        file_imported(self, file_hash, table).await
+    }
+
+    async fn insert_history(&mut self, entry: &HistoryEntry) -> Result<()> {
+        insert_history(self, entry).await
+    }
+}
+
 #[async_trait]
 impl Database for PostgresDatabase {
     fn kind(&self) -> DbKind {
         DbKind::Postgres
+    }
+
+    async fn catalog(&self) -> Result<Box<dyn Catalog + '_>> {
+        Ok(Box::new(Through(super::acquire(&self.pool).await?)))
     }
 
     fn display_url(&self) -> &str {
@@ -291,11 +313,6 @@ impl Database for PostgresDatabase {
 
     fn folds_to_lowercase(&self) -> bool {
         true
-    }
-
-    async fn describe_table(&self, table: &TableRef) -> Result<Option<TargetTable>> {
-        let mut conn = super::acquire(&self.pool).await?;
-        describe(&mut conn, table).await
     }
 
     async fn ensure_metadata(&self) -> Result<()> {
@@ -325,16 +342,6 @@ impl Database for PostgresDatabase {
             }
         }
         Ok(())
-    }
-
-    async fn file_imported(&self, file_hash: &str, table: &TableRef) -> Result<bool> {
-        let mut conn = super::acquire(&self.pool).await?;
-        file_imported(&mut conn, file_hash, table).await
-    }
-
-    async fn record_history(&self, entry: &HistoryEntry) -> Result<()> {
-        let mut conn = super::acquire(&self.pool).await?;
-        insert_history(&mut conn, entry).await
     }
 
     /// `COPY ... TO STDOUT (FORMAT binary)`: numbers, dates and timestamps
@@ -636,6 +643,10 @@ impl ImportTransaction for PostgresImport {
         DbKind::Postgres
     }
 
+    fn catalog(&mut self) -> &mut dyn Catalog {
+        &mut *self.tx
+    }
+
     async fn execute(&mut self, sql: String) -> Result<u64> {
         let done = sqlx::query(AssertSqlSafe(sql))
             .execute(&mut *self.tx)
@@ -656,10 +667,6 @@ impl ImportTransaction for PostgresImport {
             .await
             .map_err(|e| AtlasError::database(format!("creating table '{table}'"), e))?;
         Ok(())
-    }
-
-    async fn describe_table(&mut self, table: &TableRef) -> Result<Option<TargetTable>> {
-        describe(&mut self.tx, table).await
     }
 
     async fn lock_table(&mut self, table: &TableRef) -> Result<()> {
@@ -684,10 +691,6 @@ impl ImportTransaction for PostgresImport {
             .await
             .map_err(|e| AtlasError::database(format!("locking table '{table}'"), e))?;
         Ok(())
-    }
-
-    async fn file_imported(&mut self, file_hash: &str, table: &TableRef) -> Result<bool> {
-        file_imported(&mut self.tx, file_hash, table).await
     }
 
     async fn write_chunk(
@@ -716,10 +719,6 @@ impl ImportTransaction for PostgresImport {
         .await
         .map_err(|e| AtlasError::database("recording the file in file_imports", e))?;
         Ok(())
-    }
-
-    async fn record_history(&mut self, entry: &HistoryEntry) -> Result<()> {
-        insert_history(&mut self.tx, entry).await
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {

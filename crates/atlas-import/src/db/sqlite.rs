@@ -14,9 +14,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{AssertSqlSafe, Row, Sqlite, SqliteConnection, Transaction};
 
 use super::bind::{BindColumn, DecimalBinding};
+use super::catalog::Through;
 use super::dialect::{Dialect, StageTable};
 use super::{
-    ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, KeyFilter,
+    Catalog, ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, KeyFilter,
     TableStats, column_list, create_table_sql, mask_password,
 };
 use crate::error::{AtlasError, Result};
@@ -375,10 +376,31 @@ fn key_array(
     }
 }
 
+/// The catalog and metadata queries, on any connection (the pool's or the
+/// import transaction's).
+#[async_trait]
+impl Catalog for SqliteConnection {
+    async fn describe(&mut self, table: &TableRef) -> Result<Option<TargetTable>> {
+        describe(self, table).await
+    }
+
+    async fn file_imported(&mut self, file_hash: &str, table: &TableRef) -> Result<bool> {
+        file_imported(self, file_hash, table).await
+    }
+
+    async fn insert_history(&mut self, entry: &HistoryEntry) -> Result<()> {
+        insert_history(self, entry).await
+    }
+}
+
 #[async_trait]
 impl Database for SqliteDatabase {
     fn kind(&self) -> DbKind {
         DbKind::Sqlite
+    }
+
+    async fn catalog(&self) -> Result<Box<dyn Catalog + '_>> {
+        Ok(Box::new(Through(super::acquire(&self.pool).await?)))
     }
 
     fn display_url(&self) -> &str {
@@ -387,11 +409,6 @@ impl Database for SqliteDatabase {
 
     fn default_schema(&self) -> Option<&str> {
         Some("main")
-    }
-
-    async fn describe_table(&self, table: &TableRef) -> Result<Option<TargetTable>> {
-        let mut conn = super::acquire(&self.pool).await?;
-        describe(&mut conn, table).await
     }
 
     async fn ensure_metadata(&self) -> Result<()> {
@@ -405,16 +422,6 @@ impl Database for SqliteDatabase {
                 .map_err(|e| AtlasError::database(what, e))?;
         }
         Ok(())
-    }
-
-    async fn file_imported(&self, file_hash: &str, table: &TableRef) -> Result<bool> {
-        let mut conn = super::acquire(&self.pool).await?;
-        file_imported(&mut conn, file_hash, table).await
-    }
-
-    async fn record_history(&self, entry: &HistoryEntry) -> Result<()> {
-        let mut conn = super::acquire(&self.pool).await?;
-        insert_history(&mut conn, entry).await
     }
 
     async fn scan_keys(
@@ -601,6 +608,10 @@ impl ImportTransaction for SqliteImport {
         DbKind::Sqlite
     }
 
+    fn catalog(&mut self) -> &mut dyn Catalog {
+        &mut *self.tx
+    }
+
     async fn execute(&mut self, sql: String) -> Result<u64> {
         let done = sqlx::query(AssertSqlSafe(sql))
             .execute(&mut *self.tx)
@@ -618,17 +629,9 @@ impl ImportTransaction for SqliteImport {
         Ok(())
     }
 
-    async fn describe_table(&mut self, table: &TableRef) -> Result<Option<TargetTable>> {
-        describe(&mut self.tx, table).await
-    }
-
     async fn lock_table(&mut self, _table: &TableRef) -> Result<()> {
         // `BEGIN IMMEDIATE` already holds the database's write lock.
         Ok(())
-    }
-
-    async fn file_imported(&mut self, file_hash: &str, table: &TableRef) -> Result<bool> {
-        file_imported(&mut self.tx, file_hash, table).await
     }
 
     /// One prepared single-row INSERT, stepped for every row on a blocking
@@ -704,10 +707,6 @@ impl ImportTransaction for SqliteImport {
         .await
         .map_err(|e| AtlasError::database("recording the file in file_imports", e))?;
         Ok(())
-    }
-
-    async fn record_history(&mut self, entry: &HistoryEntry) -> Result<()> {
-        insert_history(&mut self.tx, entry).await
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {

@@ -25,9 +25,9 @@ use mysql_async::{Conn, Opts, Params, Pool, PoolConstraints, PoolOpts, Row, Valu
 
 use super::dialect::{Dialect, StageTable, UpdateJoin};
 use super::{
-    ChunkStream, Database, DbKind, FileRecord, HistoryEntry, HistoryValue, ImportTransaction,
-    KeyFilter, TableStats, TextBatcher, create_table_sql, file_imported_sql, index_parts,
-    insert_history_sql, mask_password, quote_ident,
+    Catalog, ChunkStream, Database, DbKind, FileRecord, HistoryEntry, HistoryValue,
+    ImportTransaction, KeyFilter, TableStats, TextBatcher, create_table_sql, file_imported_sql,
+    index_parts, insert_history_sql, mask_password, quote_ident,
 };
 use crate::error::{AtlasError, Result};
 use crate::key_form::KeyForm;
@@ -404,10 +404,31 @@ fn row_texts(row: &Row, width: usize) -> impl Iterator<Item = Option<&str>> {
     })
 }
 
+/// The catalog and metadata queries, on any connection (the pool's or the
+/// import transaction's).
+#[async_trait]
+impl Catalog for Conn {
+    async fn describe(&mut self, table: &TableRef) -> Result<Option<TargetTable>> {
+        describe(self, table).await
+    }
+
+    async fn file_imported(&mut self, file_hash: &str, table: &TableRef) -> Result<bool> {
+        file_imported(self, file_hash, table).await
+    }
+
+    async fn insert_history(&mut self, entry: &HistoryEntry) -> Result<()> {
+        insert_history(self, entry).await
+    }
+}
+
 #[async_trait]
 impl Database for MySqlDatabase {
     fn kind(&self) -> DbKind {
         DbKind::MySql
+    }
+
+    async fn catalog(&self) -> Result<Box<dyn Catalog + '_>> {
+        Ok(Box::new(self.conn().await?))
     }
 
     fn display_url(&self) -> &str {
@@ -416,10 +437,6 @@ impl Database for MySqlDatabase {
 
     fn default_schema(&self) -> Option<&str> {
         self.default_schema.as_deref()
-    }
-
-    async fn describe_table(&self, table: &TableRef) -> Result<Option<TargetTable>> {
-        describe(&mut self.conn().await?, table).await
     }
 
     async fn ensure_metadata(&self) -> Result<()> {
@@ -433,14 +450,6 @@ impl Database for MySqlDatabase {
                 .map_err(|e| AtlasError::database(what, e))?;
         }
         Ok(())
-    }
-
-    async fn file_imported(&self, file_hash: &str, table: &TableRef) -> Result<bool> {
-        file_imported(&mut self.conn().await?, file_hash, table).await
-    }
-
-    async fn record_history(&self, entry: &HistoryEntry) -> Result<()> {
-        insert_history(&mut self.conn().await?, entry).await
     }
 
     async fn scan_keys(
@@ -561,6 +570,10 @@ impl ImportTransaction for MySqlImport {
         DbKind::MySql
     }
 
+    fn catalog(&mut self) -> &mut dyn Catalog {
+        &mut self.conn
+    }
+
     async fn execute(&mut self, sql: String) -> Result<u64> {
         self.conn
             .query_drop(sql)
@@ -582,10 +595,6 @@ impl ImportTransaction for MySqlImport {
         self.created = Some(table.clone());
         self.simple("START TRANSACTION", "starting the import transaction")
             .await
-    }
-
-    async fn describe_table(&mut self, table: &TableRef) -> Result<Option<TargetTable>> {
-        describe(&mut self.conn, table).await
     }
 
     async fn lock_table(&mut self, table: &TableRef) -> Result<()> {
@@ -612,10 +621,6 @@ impl ImportTransaction for MySqlImport {
         }
         self.lock = Some(name);
         Ok(())
-    }
-
-    async fn file_imported(&mut self, file_hash: &str, table: &TableRef) -> Result<bool> {
-        file_imported(&mut self.conn, file_hash, table).await
     }
 
     async fn estimated_rows(&mut self, table: &TableRef) -> Result<Option<u64>> {
@@ -656,10 +661,6 @@ impl ImportTransaction for MySqlImport {
             )
             .await
             .map_err(|e| AtlasError::database("recording the file in file_imports", e))
-    }
-
-    async fn record_history(&mut self, entry: &HistoryEntry) -> Result<()> {
-        insert_history(&mut self.conn, entry).await
     }
 
     async fn commit(mut self: Box<Self>) -> Result<()> {
