@@ -200,60 +200,6 @@ fn data_type_for(type_name: &str, typmod: i32) -> DataType {
     }
 }
 
-async fn describe(conn: &mut PgConnection, table: &TableRef) -> Result<Option<TargetTable>> {
-    // A domain is read as its base type (with the domain's name shown and
-    // its constraints left to the server); arrays and enums by their kind.
-    let rows = sqlx::query(
-        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod),
-                CASE WHEN b.typcategory = 'A' THEN 'array'
-                     WHEN b.typtype = 'e' THEN 'enum'
-                     ELSE b.typname::text END,
-                a.attnotnull, (a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> ''),
-                CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END,
-                format_type(b.oid, CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END)
-         FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-         JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
-         WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
-         ORDER BY a.attnum",
-    )
-    .bind(table.sql())
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(|e| AtlasError::database(format!("reading the columns of '{table}'"), e))?;
-    if rows.is_empty() {
-        return Ok(None);
-    }
-    let columns = rows
-        .iter()
-        .map(|row| {
-            let type_name: String = row.get(2);
-            let not_null: bool = row.get(3);
-            let typmod: i32 = row.get(5);
-            let max_chars = (matches!(type_name.as_str(), "varchar" | "bpchar") && typmod > 4)
-                .then(|| (typmod - 4) as usize);
-            let sql_type: String = row.get(1);
-            // A domain reads and compares text as its base type does.
-            let base_type: String = row.get(6);
-            let data_type = data_type_for(&type_name, typmod);
-            let text_form = TextForm::of(DbKind::Postgres, &base_type);
-            TargetColumn {
-                name: row.get(0),
-                key_form: KeyForm::of(DbKind::Postgres, &base_type, text_form, &data_type),
-                text_form,
-                sql_type,
-                data_type,
-                nullable: !not_null,
-                has_default: row.get(4),
-                max_chars,
-            }
-        })
-        .collect();
-    Ok(Some(TargetTable {
-        name: table.key(),
-        columns,
-    }))
-}
-
 const CREATE_FILE_IMPORTS: &str = "CREATE TABLE IF NOT EXISTS file_imports (
     id BIGSERIAL PRIMARY KEY,
     file_hash VARCHAR(64) NOT NULL,
@@ -268,28 +214,71 @@ fn create_import_history() -> String {
     super::create_import_history_sql("BIGSERIAL PRIMARY KEY", "TIMESTAMP", "BIGINT")
 }
 
-async fn insert_history(conn: &mut PgConnection, entry: &HistoryEntry) -> Result<()> {
-    super::insert_history::<sqlx::Postgres>(conn, DbKind::Postgres, entry).await
-}
-
-async fn file_imported(conn: &mut PgConnection, file_hash: &str, table: &TableRef) -> Result<bool> {
-    super::file_imported::<sqlx::Postgres>(conn, DbKind::Postgres, file_hash, table).await
-}
-
 /// The catalog and metadata queries, on any connection (the pool's or the
 /// import transaction's).
 #[async_trait]
 impl Catalog for PgConnection {
     async fn describe(&mut self, table: &TableRef) -> Result<Option<TargetTable>> {
-        describe(self, table).await
+        let conn = self;
+        // A domain is read as its base type (with the domain's name shown and
+        // its constraints left to the server); arrays and enums by their kind.
+        let rows = sqlx::query(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod),
+                    CASE WHEN b.typcategory = 'A' THEN 'array'
+                         WHEN b.typtype = 'e' THEN 'enum'
+                         ELSE b.typname::text END,
+                    a.attnotnull, (a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> ''),
+                    CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END,
+                    format_type(b.oid, CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END)
+             FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+             JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+             WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+             ORDER BY a.attnum",
+        )
+        .bind(table.sql())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| AtlasError::database(format!("reading the columns of '{table}'"), e))?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let columns = rows
+            .iter()
+            .map(|row| {
+                let type_name: String = row.get(2);
+                let not_null: bool = row.get(3);
+                let typmod: i32 = row.get(5);
+                let max_chars = (matches!(type_name.as_str(), "varchar" | "bpchar") && typmod > 4)
+                    .then(|| (typmod - 4) as usize);
+                let sql_type: String = row.get(1);
+                // A domain reads and compares text as its base type does.
+                let base_type: String = row.get(6);
+                let data_type = data_type_for(&type_name, typmod);
+                let text_form = TextForm::of(DbKind::Postgres, &base_type);
+                TargetColumn {
+                    name: row.get(0),
+                    key_form: KeyForm::of(DbKind::Postgres, &base_type, text_form, &data_type),
+                    text_form,
+                    sql_type,
+                    data_type,
+                    nullable: !not_null,
+                    has_default: row.get(4),
+                    max_chars,
+                }
+            })
+            .collect();
+        Ok(Some(TargetTable {
+            name: table.key(),
+            columns,
+        }))
     }
 
     async fn file_imported(&mut self, file_hash: &str, table: &TableRef) -> Result<bool> {
-        file_imported(self, file_hash, table).await
+        super::file_imported::<sqlx::Postgres>(self, DbKind::Postgres, file_hash, table).await
     }
 
     async fn insert_history(&mut self, entry: &HistoryEntry) -> Result<()> {
-        insert_history(self, entry).await
+        super::insert_history::<sqlx::Postgres>(self, DbKind::Postgres, entry).await
     }
 }
 

@@ -137,45 +137,6 @@ fn data_type_for(declared: &str) -> DataType {
     }
 }
 
-async fn describe(conn: &mut SqliteConnection, table: &TableRef) -> Result<Option<TargetTable>> {
-    let rows = sqlx::query(
-        "SELECT name, type, \"notnull\", dflt_value IS NOT NULL, pk FROM pragma_table_info(?1, ?2)",
-    )
-    .bind(&table.name)
-    .bind(table.schema.as_deref().unwrap_or("main"))
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(|e| AtlasError::database(format!("reading the columns of '{table}'"), e))?;
-    if rows.is_empty() {
-        return Ok(None);
-    }
-    let columns = rows
-        .iter()
-        .map(|row| {
-            let declared: String = row.get(1);
-            let not_null: i64 = row.get(2);
-            let has_default: bool = row.get(3);
-            let pk: i64 = row.get(4);
-            let rowid_alias = pk == 1 && declared.eq_ignore_ascii_case("INTEGER");
-            TargetColumn {
-                name: row.get(0),
-                data_type: data_type_for(&declared),
-                text_form: TextForm::of(DbKind::Sqlite, &declared),
-                // SQLite compares the values it stores, as held here.
-                key_form: None,
-                sql_type: declared,
-                nullable: not_null == 0,
-                has_default: has_default || rowid_alias,
-                max_chars: None,
-            }
-        })
-        .collect();
-    Ok(Some(TargetTable {
-        name: table.key(),
-        columns,
-    }))
-}
-
 const CREATE_FILE_IMPORTS: &str = "CREATE TABLE IF NOT EXISTS file_imports (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     file_hash VARCHAR(64) NOT NULL,
@@ -188,18 +149,6 @@ const CREATE_FILE_IMPORTS: &str = "CREATE TABLE IF NOT EXISTS file_imports (
 
 fn create_import_history() -> String {
     super::create_import_history_sql("INTEGER PRIMARY KEY AUTOINCREMENT", "TIMESTAMP", "INTEGER")
-}
-
-async fn insert_history(conn: &mut SqliteConnection, entry: &HistoryEntry) -> Result<()> {
-    super::insert_history::<sqlx::Sqlite>(conn, DbKind::Sqlite, entry).await
-}
-
-async fn file_imported(
-    conn: &mut SqliteConnection,
-    file_hash: &str,
-    table: &TableRef,
-) -> Result<bool> {
-    super::file_imported::<sqlx::Sqlite>(conn, DbKind::Sqlite, file_hash, table).await
 }
 
 /// Reads the key columns of `table` on `conn`: one statement stepped on a
@@ -381,15 +330,51 @@ fn key_array(
 #[async_trait]
 impl Catalog for SqliteConnection {
     async fn describe(&mut self, table: &TableRef) -> Result<Option<TargetTable>> {
-        describe(self, table).await
+        let conn = self;
+        let rows = sqlx::query(
+            "SELECT name, type, \"notnull\", dflt_value IS NOT NULL, pk FROM pragma_table_info(?1, ?2)",
+        )
+        .bind(&table.name)
+        .bind(table.schema.as_deref().unwrap_or("main"))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| AtlasError::database(format!("reading the columns of '{table}'"), e))?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let columns = rows
+            .iter()
+            .map(|row| {
+                let declared: String = row.get(1);
+                let not_null: i64 = row.get(2);
+                let has_default: bool = row.get(3);
+                let pk: i64 = row.get(4);
+                let rowid_alias = pk == 1 && declared.eq_ignore_ascii_case("INTEGER");
+                TargetColumn {
+                    name: row.get(0),
+                    data_type: data_type_for(&declared),
+                    text_form: TextForm::of(DbKind::Sqlite, &declared),
+                    // SQLite compares the values it stores, as held here.
+                    key_form: None,
+                    sql_type: declared,
+                    nullable: not_null == 0,
+                    has_default: has_default || rowid_alias,
+                    max_chars: None,
+                }
+            })
+            .collect();
+        Ok(Some(TargetTable {
+            name: table.key(),
+            columns,
+        }))
     }
 
     async fn file_imported(&mut self, file_hash: &str, table: &TableRef) -> Result<bool> {
-        file_imported(self, file_hash, table).await
+        super::file_imported::<sqlx::Sqlite>(self, DbKind::Sqlite, file_hash, table).await
     }
 
     async fn insert_history(&mut self, entry: &HistoryEntry) -> Result<()> {
-        insert_history(self, entry).await
+        super::insert_history::<sqlx::Sqlite>(self, DbKind::Sqlite, entry).await
     }
 }
 

@@ -261,60 +261,6 @@ fn table_params(table: &TableRef) -> Params {
     ])
 }
 
-async fn describe(conn: &mut Conn, table: &TableRef) -> Result<Option<TargetTable>> {
-    type ColumnRow = (String, String, String, i64, i64, i64, i64, i64);
-    // information_schema columns come back as binary strings on some servers:
-    // cast everything to what the driver decodes.
-    let rows: Vec<ColumnRow> = conn
-        .exec(
-            "SELECT CAST(column_name AS CHAR), CAST(data_type AS CHAR), CAST(column_type AS CHAR),
-                    CAST(is_nullable = 'YES' AS SIGNED),
-                    CAST((column_default IS NOT NULL AND UPPER(column_default) <> 'NULL')
-                         OR extra LIKE '%auto_increment%' OR extra LIKE '%GENERATED%' AS SIGNED),
-                    CAST(COALESCE(numeric_precision, 0) AS SIGNED),
-                    CAST(COALESCE(numeric_scale, 0) AS SIGNED),
-                    CAST(CASE WHEN data_type IN ('char', 'varchar')
-                         THEN character_maximum_length ELSE 0 END AS SIGNED)
-             FROM information_schema.columns
-             WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ?
-             ORDER BY ordinal_position",
-            table_params(table),
-        )
-        .await
-        .map_err(|e| AtlasError::database(format!("reading the columns of '{table}'"), e))?;
-    if rows.is_empty() {
-        return Ok(None);
-    }
-    let columns = rows
-        .into_iter()
-        .map(
-            |(name, data_type, column_type, nullable, has_default, precision, scale, max_chars)| {
-                let data_type = data_type_for(
-                    &data_type.to_ascii_lowercase(),
-                    &column_type.to_ascii_lowercase(),
-                    precision,
-                    scale,
-                );
-                let text_form = TextForm::of(DbKind::MySql, &column_type);
-                TargetColumn {
-                    name,
-                    key_form: KeyForm::of(DbKind::MySql, &column_type, text_form, &data_type),
-                    data_type,
-                    text_form,
-                    sql_type: column_type,
-                    nullable: nullable != 0,
-                    has_default: has_default != 0,
-                    max_chars: usize::try_from(max_chars).ok().filter(|&n| n > 0),
-                }
-            },
-        )
-        .collect();
-    Ok(Some(TargetTable {
-        name: table.key(),
-        columns,
-    }))
-}
-
 const CREATE_FILE_IMPORTS: &str = "CREATE TABLE IF NOT EXISTS file_imports (
     id BIGINT AUTO_INCREMENT PRIMARY KEY,
     file_hash VARCHAR(64) NOT NULL,
@@ -328,32 +274,6 @@ const CREATE_FILE_IMPORTS: &str = "CREATE TABLE IF NOT EXISTS file_imports (
 fn create_import_history() -> String {
     super::create_import_history_sql("BIGINT AUTO_INCREMENT PRIMARY KEY", "DATETIME(6)", "BIGINT")
         + " CHARACTER SET utf8mb4"
-}
-
-async fn insert_history(conn: &mut Conn, entry: &HistoryEntry) -> Result<()> {
-    let values = entry
-        .values()
-        .into_iter()
-        .map(|value| match value {
-            HistoryValue::Time(t) => Value::from(t.format("%Y-%m-%d %H:%M:%S%.6f").to_string()),
-            HistoryValue::Text(t) => t.map_or(Value::NULL, Value::from),
-            HistoryValue::Count(n) => Value::Int(n),
-        })
-        .collect();
-    conn.exec_drop(
-        insert_history_sql(DbKind::MySql),
-        Params::Positional(values),
-    )
-    .await
-    .map_err(|e| AtlasError::database("recording the import in import_history", e))
-}
-
-async fn file_imported(conn: &mut Conn, file_hash: &str, table: &TableRef) -> Result<bool> {
-    let found: Option<i64> = conn
-        .exec_first(file_imported_sql(DbKind::MySql), (file_hash, table.key()))
-        .await
-        .map_err(|e| AtlasError::database("reading file_imports", e))?;
-    Ok(found.is_some())
 }
 
 /// Reads the key columns of `table` as text batches on `conn` (the text
@@ -409,15 +329,95 @@ fn row_texts(row: &Row, width: usize) -> impl Iterator<Item = Option<&str>> {
 #[async_trait]
 impl Catalog for Conn {
     async fn describe(&mut self, table: &TableRef) -> Result<Option<TargetTable>> {
-        describe(self, table).await
+        let conn = self;
+        type ColumnRow = (String, String, String, i64, i64, i64, i64, i64);
+        // information_schema columns come back as binary strings on some servers:
+        // cast everything to what the driver decodes.
+        let rows: Vec<ColumnRow> = conn
+            .exec(
+                "SELECT CAST(column_name AS CHAR), CAST(data_type AS CHAR), CAST(column_type AS CHAR),
+                        CAST(is_nullable = 'YES' AS SIGNED),
+                        CAST((column_default IS NOT NULL AND UPPER(column_default) <> 'NULL')
+                             OR extra LIKE '%auto_increment%' OR extra LIKE '%GENERATED%' AS SIGNED),
+                        CAST(COALESCE(numeric_precision, 0) AS SIGNED),
+                        CAST(COALESCE(numeric_scale, 0) AS SIGNED),
+                        CAST(CASE WHEN data_type IN ('char', 'varchar')
+                             THEN character_maximum_length ELSE 0 END AS SIGNED)
+                 FROM information_schema.columns
+                 WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ?
+                 ORDER BY ordinal_position",
+                table_params(table),
+            )
+            .await
+            .map_err(|e| AtlasError::database(format!("reading the columns of '{table}'"), e))?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let columns = rows
+            .into_iter()
+            .map(
+                |(
+                    name,
+                    data_type,
+                    column_type,
+                    nullable,
+                    has_default,
+                    precision,
+                    scale,
+                    max_chars,
+                )| {
+                    let data_type = data_type_for(
+                        &data_type.to_ascii_lowercase(),
+                        &column_type.to_ascii_lowercase(),
+                        precision,
+                        scale,
+                    );
+                    let text_form = TextForm::of(DbKind::MySql, &column_type);
+                    TargetColumn {
+                        name,
+                        key_form: KeyForm::of(DbKind::MySql, &column_type, text_form, &data_type),
+                        data_type,
+                        text_form,
+                        sql_type: column_type,
+                        nullable: nullable != 0,
+                        has_default: has_default != 0,
+                        max_chars: usize::try_from(max_chars).ok().filter(|&n| n > 0),
+                    }
+                },
+            )
+            .collect();
+        Ok(Some(TargetTable {
+            name: table.key(),
+            columns,
+        }))
     }
 
     async fn file_imported(&mut self, file_hash: &str, table: &TableRef) -> Result<bool> {
-        file_imported(self, file_hash, table).await
+        let conn = self;
+        let found: Option<i64> = conn
+            .exec_first(file_imported_sql(DbKind::MySql), (file_hash, table.key()))
+            .await
+            .map_err(|e| AtlasError::database("reading file_imports", e))?;
+        Ok(found.is_some())
     }
 
     async fn insert_history(&mut self, entry: &HistoryEntry) -> Result<()> {
-        insert_history(self, entry).await
+        let conn = self;
+        let values = entry
+            .values()
+            .into_iter()
+            .map(|value| match value {
+                HistoryValue::Time(t) => Value::from(t.format("%Y-%m-%d %H:%M:%S%.6f").to_string()),
+                HistoryValue::Text(t) => t.map_or(Value::NULL, Value::from),
+                HistoryValue::Count(n) => Value::Int(n),
+            })
+            .collect();
+        conn.exec_drop(
+            insert_history_sql(DbKind::MySql),
+            Params::Positional(values),
+        )
+        .await
+        .map_err(|e| AtlasError::database("recording the import in import_history", e))
     }
 }
 
