@@ -398,16 +398,7 @@ impl ImportMetrics {
             status,
             table: context.table.clone(),
             source: context.source.to_string(),
-            rows_read: counts.rows_read,
-            inserted: counts.inserted,
-            updated: counts.updated,
-            skipped: counts.skipped,
-            duplicates_existing: counts.duplicates_existing,
-            duplicates_in_file: counts.duplicates_in_file,
-            rejected: counts.rejected,
-            nulled_values: counts.nulled_values,
-            blank_lines: counts.blank_lines,
-            comment_lines: counts.comment_lines,
+            counts,
             chunks: counts.rows_read.div_ceil(context.chunk_rows.max(1) as u64),
             partitions: context.partitions,
             file_hash: None,
@@ -420,6 +411,14 @@ impl ImportMetrics {
     /// Reads a counter.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+}
+
+impl std::ops::Deref for ImportReport {
+    type Target = ImportCounts;
+
+    fn deref(&self) -> &ImportCounts {
+        &self.counts
     }
 }
 
@@ -475,7 +474,7 @@ impl fmt::Display for ImportStatus {
 }
 
 /// The counts of an import at its end, taken once from its live counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ImportCounts {
     /// Rows read from the source.
     pub rows_read: u64,
@@ -523,28 +522,10 @@ pub struct ImportReport {
     pub table: String,
     /// Source path or description.
     pub source: String,
-    /// Rows read from the source.
-    pub rows_read: u64,
-    /// Rows written.
-    pub inserted: u64,
-    /// Rows that updated an existing row (`ON DUPLICATE UPDATE`; a key
-    /// repeated inside the import updates the row its first occurrence inserted).
-    pub updated: u64,
-    /// Rows skipped as duplicates.
-    pub skipped: u64,
-    /// Rows whose key already existed.
-    pub duplicates_existing: u64,
-    /// Rows whose key repeated an earlier row of the import.
-    pub duplicates_in_file: u64,
-    /// Rows rejected for bad values (written to the reject file).
-    pub rejected: u64,
-    /// Values set to NULL under `ON BAD VALUE NULL`.
-    pub nulled_values: u64,
-    /// Blank lines skipped (in a file of more than one column; in a
-    /// one-column file a blank line is a row holding NULL).
-    pub blank_lines: u64,
-    /// Comment lines skipped (with a `comment` character).
-    pub comment_lines: u64,
+    /// What was read, written, skipped and refused (`report.inserted` reads
+    /// through to them); in `--json`, fields of the report itself.
+    #[serde(flatten)]
+    pub counts: ImportCounts,
     /// Source chunks (`ceil(rows_read / chunk_rows)`).
     pub chunks: u64,
     /// Partitions of the duplicate check.
