@@ -36,7 +36,7 @@ use crate::key_form::KeyForm;
 use crate::logical::{ImportNode, ImportSpec};
 use crate::physical::{
     CoerceExec, CoerceSettings, DuplicateCheckExec, DuplicateCheckSettings, ImportSink,
-    KeyFormExpr, SinkSettings, source_order_requirement,
+    KeyFormExpr, SinkSettings,
 };
 use crate::source::csv::{CsvFile, CsvSourceExec, CsvTable};
 use crate::source::{Compression, CsvDialect};
@@ -141,13 +141,7 @@ impl PhysicalExtensionCodec for ImportPhysicalCodec {
             }
             PhysicalNode::Sink(settings) => {
                 let input = one_input(inputs, "the import's DataSinkExec")?;
-                let schema = input.schema();
-                let sink = ImportSink::from_settings(settings, Arc::clone(&schema));
-                Arc::new(DataSinkExec::new(
-                    input,
-                    Arc::new(sink),
-                    Some(source_order_requirement(&schema)),
-                ))
+                ImportSink::from_settings(settings, input.schema()).over(input)
             }
             PhysicalNode::CsvSource { file, projection } => Arc::new(CsvSourceExec::try_new(
                 Arc::new(CsvFile::from(file)),

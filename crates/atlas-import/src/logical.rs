@@ -21,7 +21,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::{DFSchema, DFSchemaRef};
-use datafusion::datasource::sink::DataSinkExec;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::context::QueryPlanner;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
@@ -79,6 +78,18 @@ pub struct ImportSpec {
     pub creates: Option<Vec<ColumnSpec>>,
 }
 
+impl ImportSpec {
+    /// The target columns written, in output order.
+    pub fn target_columns(&self) -> Vec<TargetColumn> {
+        self.casts.iter().map(|(_, c)| c.clone()).collect()
+    }
+
+    /// The key's target columns, in key order.
+    pub fn key_targets(&self) -> impl Iterator<Item = &TargetColumn> {
+        self.key_columns.iter().map(|&i| &self.casts[i].1)
+    }
+}
+
 /// The logical import of `input` into a table.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ImportNode {
@@ -91,8 +102,7 @@ impl ImportNode {
     /// An import of `input` as `spec` describes.
     pub fn try_new(input: LogicalPlan, spec: Arc<ImportSpec>) -> Result<Self> {
         let schema = if spec.dry_run {
-            let columns: Vec<TargetColumn> = spec.casts.iter().map(|(_, c)| c.clone()).collect();
-            duplicates_schema(&coerced_schema(&columns))
+            duplicates_schema(&coerced_schema(&spec.target_columns()))
         } else {
             // What DataSinkExec returns: the number of rows written.
             Arc::new(Schema::new(vec![Field::new(
@@ -144,9 +154,8 @@ impl UserDefinedLogicalNodeCore for ImportNode {
     fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
         let spec = &self.spec;
         let key = spec
-            .key_columns
-            .iter()
-            .map(|&i| spec.casts[i].1.name.as_str())
+            .key_targets()
+            .map(|c| c.name.as_str())
             .collect::<Vec<_>>()
             .join(", ");
         write!(
@@ -203,7 +212,6 @@ pub fn plan_operators(
     spec: &ImportSpec,
     input: Arc<dyn ExecutionPlan>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    let columns: Vec<TargetColumn> = spec.casts.iter().map(|(_, c)| c.clone()).collect();
     let coerce = Arc::new(
         CoerceExec::new(
             input,
@@ -217,35 +225,31 @@ pub fn plan_operators(
     );
     let check = Arc::new(
         DuplicateCheckExec::try_new(coerce, spec.import, spec.key_columns.clone())?
-            .with_key_forms(KeyForm::of_columns(
-                spec.key_columns.iter().map(|&i| &columns[i]),
-            ))?
+            .with_key_forms(KeyForm::of_columns(spec.key_targets()))?
             .with_lookup(spec.lookup, spec.lookup_reason.clone())
             .with_on_duplicate(spec.on_duplicate)
             .with_chunk_rows(spec.chunk_rows)
             .with_report_duplicates(spec.dry_run),
     );
-    let order = source_order_requirement(&check.schema());
     if spec.dry_run {
         // CHECK IMPORT: the duplicates in source order, nothing written.
+        let order = source_order_requirement(&check.schema());
         let ordering = LexOrdering::new(order.into_iter().map(PhysicalSortExpr::from))
             .expect("one sort expression");
         return Ok(Arc::new(SortPreservingMergeExec::new(ordering, check)));
     }
-    let sink = Arc::new(
-        ImportSink::new(
-            spec.import,
-            spec.table.clone(),
-            columns,
-            spec.db_kind,
-            check.schema(),
-        )
-        .with_creates(spec.creates.clone())
-        .with_on_duplicate(spec.on_duplicate)
-        .with_chunk_rows(spec.chunk_rows)
-        .with_key_columns(spec.key_columns.clone()),
-    );
-    Ok(Arc::new(DataSinkExec::new(check, sink, Some(order))))
+    let sink = ImportSink::new(
+        spec.import,
+        spec.table.clone(),
+        spec.target_columns(),
+        spec.db_kind,
+        check.schema(),
+    )
+    .with_creates(spec.creates.clone())
+    .with_on_duplicate(spec.on_duplicate)
+    .with_chunk_rows(spec.chunk_rows)
+    .with_key_columns(spec.key_columns.clone());
+    Ok(sink.over(check))
 }
 
 /// A query planner that knows [`ImportNode`]: DataFusion's default planner
@@ -273,6 +277,7 @@ mod tests {
 
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use datafusion::datasource::memory::MemorySourceConfig;
+    use datafusion::datasource::sink::DataSinkExec;
     use datafusion::logical_expr::LogicalPlanBuilder;
     use datafusion::physical_plan::displayable;
 

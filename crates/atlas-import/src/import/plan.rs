@@ -224,11 +224,7 @@ impl ImportBuilder {
         rejects: Option<Arc<RejectWriter>>,
     ) -> RegisteredRun {
         let spec = &prepared.spec;
-        let key_targets: Vec<TargetColumn> = spec
-            .key_columns
-            .iter()
-            .map(|&i| spec.casts[i].1.clone())
-            .collect();
+        let key_targets: Vec<TargetColumn> = spec.key_targets().cloned().collect();
         let hasher = KeyHasher::random();
         let loader = || {
             Arc::new(TableKeyLoader {

@@ -204,13 +204,6 @@ pub struct RegisteredRun {
     run: Arc<ImportRun>,
 }
 
-impl RegisteredRun {
-    /// The run.
-    pub fn run(&self) -> &Arc<ImportRun> {
-        &self.run
-    }
-}
-
 impl Drop for RegisteredRun {
     fn drop(&mut self) {
         if let Ok(mut runs) = self.runs.runs.lock() {

@@ -211,7 +211,7 @@ impl fmt::Debug for TransactionSlot {
 }
 
 impl TransactionSlot {
-    /// An empty slot (for plans that are only explained).
+    /// An empty slot, until the transaction opens.
     pub fn empty() -> Self {
         Self::default()
     }
@@ -240,9 +240,10 @@ impl TransactionSlot {
     }
 }
 
-/// The error when the transaction is gone (a plan built only to be explained).
+/// The error when the transaction is not there: it never opened, or it was
+/// already committed or rolled back.
 pub(crate) fn not_open() -> AtlasError {
     AtlasError::Internal(
-        "the import transaction is not open (was the plan only meant to be explained?)".into(),
+        "the import transaction is not open (it did not open, or it already ended)".into(),
     )
 }

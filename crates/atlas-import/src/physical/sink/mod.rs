@@ -9,13 +9,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::datasource::sink::DataSink;
+use datafusion::datasource::sink::{DataSink, DataSinkExec};
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
 
 use super::run::{ImportId, ImportRuns};
+use super::source_order_requirement;
 use crate::db::{DbKind, UpsertStatements};
 use crate::names::TableRef;
 use crate::options::OnDuplicate;
@@ -118,6 +120,14 @@ impl ImportSink {
     /// What the sink does.
     pub fn settings(&self) -> &SinkSettings {
         &self.settings
+    }
+
+    /// The `DataSinkExec` writing `input` through this sink, requiring its
+    /// rows in source order (the optimizer merges the checked partitions
+    /// back into it).
+    pub fn over(self, input: Arc<dyn ExecutionPlan>) -> Arc<DataSinkExec> {
+        let order = source_order_requirement(&input.schema());
+        Arc::new(DataSinkExec::new(input, Arc::new(self), Some(order)))
     }
 
     /// What to do with the duplicates the check lets through (it flags them
