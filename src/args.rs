@@ -34,6 +34,60 @@ pub enum Command {
     Sql(SqlArgs),
     /// Run a plan file: a script of `IMPORT INTO ...` and DataFusion SQL statements.
     Run(RunArgs),
+    /// Run an Apache Ballista scheduler that plans imports (for --cluster).
+    Scheduler(SchedulerArgs),
+    /// Run an Apache Ballista executor that runs import stages for a scheduler.
+    Executor(ExecutorArgs),
+}
+
+/// Where imports run: this process, or a Ballista cluster.
+#[derive(Debug, clap::Args)]
+pub struct ClusterOption {
+    /// Run the import on the Apache Ballista cluster of this scheduler
+    /// (df://HOST:PORT); its executors reach the database with the URLs they
+    /// were given (`atlas-import executor --database`), not with this one's
+    /// credentials.
+    #[arg(long, env = "ATLAS_CLUSTER", value_name = "df://HOST:PORT")]
+    pub cluster: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SchedulerArgs {
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:50050")]
+    pub bind: std::net::SocketAddr,
+    /// Attempts of a failed task before its job fails.
+    #[arg(long, default_value_t = 4)]
+    pub task_max_failures: usize,
+    /// Seconds without a heartbeat after which an executor counts as lost
+    /// and its tasks run again on the others.
+    #[arg(long, default_value_t = 180)]
+    pub executor_timeout: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExecutorArgs {
+    /// The scheduler to work for.
+    #[arg(long, default_value = "127.0.0.1:50050")]
+    pub scheduler: std::net::SocketAddr,
+    /// The address of this executor's data (Flight) service; its control
+    /// (gRPC) service listens on --grpc-port.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub bind: std::net::SocketAddr,
+    /// The port of the control (gRPC) service (default: the --bind port + 1).
+    #[arg(long, default_value_t = 0)]
+    pub grpc_port: u16,
+    /// Tasks run at once (default: the machine's cores).
+    #[arg(long)]
+    pub slots: Option<usize>,
+    /// A database this executor imports into, with its credentials
+    /// (repeatable; ATLAS_DATABASES: comma-separated). Plans name their
+    /// database by its URL without password, and never carry one.
+    #[arg(long = "database", env = "ATLAS_DATABASES", value_delimiter = ',')]
+    pub databases: Vec<String>,
+    /// Where shuffle files are kept (default: a temporary directory).
+    #[arg(long)]
+    pub work_dir: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -46,6 +100,8 @@ pub struct ScriptOptions {
     /// and each query's rows as one object per row.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub cluster: ClusterOption,
 }
 
 #[derive(Debug, clap::Args)]
@@ -197,6 +253,8 @@ pub struct ImportArgs {
     /// Whether a missing table may be created.
     #[arg(long, value_enum, default_value = "if-not-exists")]
     pub create_table: CreatePolicy,
+    #[command(flatten)]
+    pub cluster: ClusterOption,
     /// Print one JSON report on stdout.
     #[arg(long)]
     pub json: bool,

@@ -13,8 +13,8 @@ use std::time::Instant;
 use args::{Cli, Command, ImportArgs, ScriptOptions};
 use atlas_import::script::{StatementOutcome, run_script};
 use atlas_import::{
-    AtlasError, ErrorClass, ImportBuilder, ImportMetrics, ImportReport, ImportStatus,
-    ReportContext, db,
+    AtlasError, ErrorClass, ImportBuilder, ImportCluster, ImportMetrics, ImportReport,
+    ImportStatus, ReportContext, db, distributed,
 };
 use clap::Parser;
 use datafusion::arrow::util::pretty::pretty_format_batches;
@@ -50,6 +50,51 @@ fn main() -> ExitCode {
                 ExitCode::from(exit_code(ErrorClass::Usage))
             }
         },
+        Command::Scheduler(args) => {
+            init_logging(verbosity, None);
+            let options = distributed::SchedulerOptions {
+                bind: args.bind,
+                task_max_failures: args.task_max_failures,
+                executor_timeout_seconds: args.executor_timeout,
+            };
+            served(runtime.block_on(distributed::run_scheduler(options)))
+        }
+        Command::Executor(args) => {
+            init_logging(verbosity, None);
+            let options = distributed::ExecutorOptions {
+                scheduler: args.scheduler,
+                bind: args.bind,
+                grpc_port: args.grpc_port,
+                slots: args
+                    .slots
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+                databases: args.databases,
+                work_dir: args.work_dir,
+            };
+            served(runtime.block_on(distributed::run_executor(options)))
+        }
+    }
+}
+
+/// The exit of a server process (scheduler, executor): they run until
+/// stopped, so any return is the error that stopped them.
+fn served(result: Result<(), AtlasError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(exit_code(err.class()))
+        }
+    }
+}
+
+/// The session of the cluster `url` names, if one does.
+async fn cluster(
+    url: Option<&str>,
+) -> Result<Option<datafusion::prelude::SessionContext>, AtlasError> {
+    match url {
+        Some(url) => Ok(Some(distributed::remote_context(url).await?)),
+        None => Ok(None),
     }
 }
 
@@ -120,7 +165,16 @@ async fn script(sql: String, options: ScriptOptions, verbosity: Verbosity) -> Ex
             return ExitCode::from(exit_code(err.class()));
         }
     };
-    let ctx = atlas_import::session_context_with_imports(Default::default());
+    let mut config = datafusion::prelude::SessionConfig::default();
+    match cluster(options.cluster.cluster.as_deref()).await {
+        Ok(Some(cluster)) => config = config.with_extension(Arc::new(ImportCluster(cluster))),
+        Ok(None) => {}
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(exit_code(err.class()));
+        }
+    }
+    let ctx = atlas_import::session_context_with_imports(config);
     let print = |outcome: &StatementOutcome| match outcome {
         StatementOutcome::Import(report) => print_report(report, options.json),
         StatementOutcome::Query(batches) if !options.json && !batches.is_empty() => {
@@ -198,9 +252,12 @@ async fn run_import(args: &ImportArgs, metrics: Arc<ImportMetrics>) -> Result<Ou
     let table = args.table(mapping.as_ref())?;
     let options = args.import_options(mapping.as_ref())?;
     let database = db::connect(&args.db).await?;
-    let builder = ImportBuilder::new(database, &args.file, &table)
+    let mut builder = ImportBuilder::new(database, &args.file, &table)
         .with_options(options)
         .with_metrics(metrics);
+    if let Some(cluster) = cluster(args.cluster.cluster.as_deref()).await? {
+        builder = builder.on_cluster(cluster);
+    }
     if args.explain {
         Ok(Outcome::Explained(builder.explain().await?))
     } else {

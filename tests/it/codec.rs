@@ -22,12 +22,17 @@ use crate::common::TempDir;
 /// same EXPLAIN text; returns how many bytes the physical plan took.
 fn assert_round_trip(ctx: &SessionContext, prepared: &PreparedImport, what: &str) -> usize {
     let task = ctx.task_ctx();
-    let logical =
-        logical_plan_to_bytes_with_extension_codec(prepared.logical_plan(), &ImportLogicalCodec)
-            .unwrap_or_else(|e| panic!("{what}: encoding the logical plan: {e}"));
-    let decoded =
-        logical_plan_from_bytes_with_extension_codec(&logical, &task, &ImportLogicalCodec)
-            .unwrap_or_else(|e| panic!("{what}: decoding the logical plan: {e}"));
+    let logical = logical_plan_to_bytes_with_extension_codec(
+        prepared.logical_plan(),
+        &ImportLogicalCodec::default(),
+    )
+    .unwrap_or_else(|e| panic!("{what}: encoding the logical plan: {e}"));
+    let decoded = logical_plan_from_bytes_with_extension_codec(
+        &logical,
+        &task,
+        &ImportLogicalCodec::default(),
+    )
+    .unwrap_or_else(|e| panic!("{what}: decoding the logical plan: {e}"));
     assert_eq!(
         decoded.display_indent().to_string(),
         prepared.logical_plan().display_indent().to_string(),
@@ -40,12 +45,15 @@ fn assert_round_trip(ctx: &SessionContext, prepared: &PreparedImport, what: &str
 
     let physical = physical_plan_to_bytes_with_extension_codec(
         Arc::clone(prepared.plan()),
-        &ImportPhysicalCodec,
+        &ImportPhysicalCodec::default(),
     )
     .unwrap_or_else(|e| panic!("{what}: encoding the physical plan: {e}"));
-    let decoded =
-        physical_plan_from_bytes_with_extension_codec(&physical, &task, &ImportPhysicalCodec)
-            .unwrap_or_else(|e| panic!("{what}: decoding the physical plan: {e}"));
+    let decoded = physical_plan_from_bytes_with_extension_codec(
+        &physical,
+        &task,
+        &ImportPhysicalCodec::default(),
+    )
+    .unwrap_or_else(|e| panic!("{what}: decoding the physical plan: {e}"));
     assert_eq!(
         displayable(decoded.as_ref()).indent(true).to_string(),
         displayable(prepared.plan().as_ref())

@@ -13,7 +13,12 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// An import of the file at `path` into `table` of the test database, with
 /// the key strategy the test runs under.
 pub fn import(db: &TestDb, path: &Path, table: &str) -> atlas_import::ImportBuilder {
-    atlas_import::ImportBuilder::new(Arc::clone(&db.db), path, table).with_strategy(db.strategy)
+    let builder = atlas_import::ImportBuilder::new(Arc::clone(&db.db), path, table)
+        .with_strategy(db.strategy);
+    match &db.cluster {
+        Some(cluster) => builder.on_cluster(cluster.clone()),
+        None => builder,
+    }
 }
 
 /// Creates `table` with an identity `id` and the given column definitions.
@@ -137,6 +142,8 @@ pub struct TestDb {
     pub kind: Kind,
     /// The key strategy the imports of `import()` use.
     pub strategy: atlas_import::KeyStrategy,
+    /// The Ballista session the imports of `import()` run on, if any.
+    pub cluster: Option<datafusion::prelude::SessionContext>,
     pub url: String,
     pub db: Arc<dyn Database>,
     tables: std::sync::Mutex<Vec<String>>,
@@ -164,11 +171,25 @@ impl TestDb {
         TestDb {
             kind,
             strategy: atlas_import::KeyStrategy::Auto,
+            cluster: None,
             url,
             db,
             tables: Default::default(),
             _dir: dir,
         }
+    }
+
+    /// Runs the imports of `import()` on a Ballista scheduler and executor
+    /// inside this process (standalone), which reach this database by its URL
+    /// as an executor does.
+    pub async fn on_standalone_cluster(&mut self) {
+        let factory = atlas_import::distributed::DatabaseRunFactory::connect(&[self.url.clone()])
+            .await
+            .expect("the executor's database");
+        let cluster = atlas_import::distributed::standalone_context(factory)
+            .await
+            .expect("a standalone Ballista cluster");
+        self.cluster = Some(cluster);
     }
 
     /// A table name unique to this test, dropped by [`TestDb::cleanup`].
@@ -420,6 +441,28 @@ macro_rules! on_every_database_and_strategy {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn mysql_probe() {
                     run(Kind::MySql, KeyStrategy::Probe).await;
+                }
+
+                async fn on_cluster(kind: Kind) {
+                    let mut db = TestDb::new(kind).await;
+                    db.strategy = KeyStrategy::Preload;
+                    db.on_standalone_cluster().await;
+                    db.run(super::$name(&db)).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite_ballista() {
+                    on_cluster(Kind::Sqlite).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres_ballista() {
+                    on_cluster(Kind::Postgres).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn mysql_ballista() {
+                    on_cluster(Kind::MySql).await;
                 }
             }
         )*

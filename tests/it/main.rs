@@ -3,6 +3,7 @@
 //! `postgres://postgres@127.0.0.1:5432/test`).
 
 mod cli;
+mod cluster;
 mod codec;
 mod common;
 mod contract;

@@ -274,10 +274,13 @@ async fn failure_between_chunks_writes_nothing(db: &TestDb) {
         .await
         .unwrap_err();
     assert!(matches!(err, AtlasError::Database { .. }), "{err}");
-    assert!(
-        ImportMetrics::get(&metrics.chunks_written) >= 4,
-        "chunks before the failure were written"
-    );
+    // (On a cluster the chunks are written, and counted, by an executor.)
+    if db.cluster.is_none() {
+        assert!(
+            ImportMetrics::get(&metrics.chunks_written) >= 4,
+            "chunks before the failure were written"
+        );
+    }
     assert_eq!(
         db.rows(&table, &["sku", "qty"]).await,
         vec![vec![s("old"), s("1")]]

@@ -13,17 +13,26 @@
 //!   sinks, so the codec carries the whole sink node), the check's key-form
 //!   partitioning expression, and the CSV reader `CsvSourceExec`.
 //! - [`ImportLogicalCodec`]: the `ImportNode` and the CSV source table.
+//!
+//! Each wraps another codec (Ballista's own by default, so its shuffle
+//! nodes and the file formats it knows still travel): a node of ours is
+//! written as [`TAG`] and its settings; anything else goes to the wrapped
+//! codec, and bytes without the tag are the wrapped codec's to read.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::catalog::TableProvider;
 use datafusion::common::TableReference;
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::FileFormatFactory;
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
-use datafusion::logical_expr::{Extension, LogicalPlan};
+use datafusion::logical_expr::{AggregateUDF, Extension, LogicalPlan, ScalarUDF, WindowUDF};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr_common::physical_expr::proto_decode::PhysicalExprDecodeCtx;
 use datafusion::physical_expr_common::physical_expr::proto_encode::PhysicalExprEncodeCtx;
@@ -41,6 +50,15 @@ use crate::physical::{
 use crate::source::csv::{CsvFile, CsvSourceExec, CsvTable};
 use crate::source::{Compression, CsvDialect};
 
+/// The first bytes of every node this module encodes (no protobuf message
+/// the wrapped codecs write starts with it: `{` is not a valid first tag).
+const TAG: &[u8] = b"atlas-import:";
+
+/// Our settings, when `buf` carries ours.
+fn ours(buf: &[u8]) -> Option<&[u8]> {
+    buf.strip_prefix(TAG)
+}
+
 /// A CSV file as settings: everything but the live read counter.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct CsvFileSettings {
@@ -54,7 +72,8 @@ struct CsvFileSettings {
 impl From<&CsvFile> for CsvFileSettings {
     fn from(file: &CsvFile) -> Self {
         Self {
-            path: file.path.clone(),
+            // Executors run elsewhere: a relative path is the planner's.
+            path: std::path::absolute(&file.path).unwrap_or_else(|_| file.path.clone()),
             name: file.name.clone(),
             dialect: file.dialect.clone(),
             compression: file.compression,
@@ -94,9 +113,48 @@ enum PhysicalNode {
 enum LogicalNode {
     Import(ImportSpec),
     CsvTable(CsvFileSettings),
+    /// The rows of a source the planner read whole (JSON, Excel, XML: their
+    /// readers parse the file when the import is planned), one Arrow IPC
+    /// stream per partition, base64.
+    Rows(Vec<String>),
+}
+
+/// `table`'s partitions as Arrow IPC streams.
+fn rows_of(table: &MemTable) -> Result<Vec<String>> {
+    use base64::Engine;
+    let mut partitions = Vec::with_capacity(table.batches.len());
+    for partition in &table.batches {
+        let batches = partition.try_read().map_err(|_| {
+            DataFusionError::Internal("an in-memory source is being written to".into())
+        })?;
+        let mut bytes = Vec::new();
+        let mut writer = StreamWriter::try_new(&mut bytes, &table.schema())?;
+        for batch in batches.iter() {
+            writer.write(batch)?;
+        }
+        writer.finish()?;
+        drop(writer);
+        partitions.push(base64::engine::general_purpose::STANDARD.encode(bytes));
+    }
+    Ok(partitions)
+}
+
+/// The table of [`rows_of`]'s partitions.
+fn table_of(partitions: &[String], schema: SchemaRef) -> Result<MemTable> {
+    use base64::Engine;
+    let mut decoded = Vec::with_capacity(partitions.len());
+    for partition in partitions {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(partition)
+            .map_err(|e| DataFusionError::Internal(format!("decoding in-memory rows: {e}")))?;
+        let reader = StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
+        decoded.push(reader.collect::<std::result::Result<Vec<_>, _>>()?);
+    }
+    MemTable::try_new(schema, decoded)
 }
 
 fn encode<T: Serialize>(value: &T, buf: &mut Vec<u8>) -> Result<()> {
+    buf.extend_from_slice(TAG);
     serde_json::to_writer(buf, value)
         .map_err(|e| DataFusionError::Internal(format!("encoding an import plan node: {e}")))
 }
@@ -117,17 +175,38 @@ fn one_input<T: Clone>(inputs: &[T], what: &str) -> Result<T> {
 }
 
 /// The physical codec of import plans (see the module's documentation).
-#[derive(Debug, Default)]
-pub struct ImportPhysicalCodec;
+#[derive(Debug)]
+pub struct ImportPhysicalCodec {
+    inner: Arc<dyn PhysicalExtensionCodec>,
+}
+
+impl Default for ImportPhysicalCodec {
+    /// Around Ballista's codec.
+    fn default() -> Self {
+        Self::wrapping(Arc::new(
+            ballista_core::serde::BallistaPhysicalExtensionCodec::default(),
+        ))
+    }
+}
+
+impl ImportPhysicalCodec {
+    /// Our nodes, and everything else by `inner`.
+    pub fn wrapping(inner: Arc<dyn PhysicalExtensionCodec>) -> Self {
+        Self { inner }
+    }
+}
 
 impl PhysicalExtensionCodec for ImportPhysicalCodec {
     fn try_decode(
         &self,
         buf: &[u8],
         inputs: &[Arc<dyn ExecutionPlan>],
-        _ctx: &TaskContext,
-        _proto_converter: &dyn PhysicalProtoConverterExtension,
+        ctx: &TaskContext,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some(buf) = ours(buf) else {
+            return self.inner.try_decode(buf, inputs, ctx, proto_converter);
+        };
         Ok(match decode::<PhysicalNode>(buf)? {
             PhysicalNode::Coerce(settings) => Arc::new(CoerceExec::from_settings(
                 one_input(inputs, "CoerceExec")?,
@@ -154,7 +233,7 @@ impl PhysicalExtensionCodec for ImportPhysicalCodec {
         &self,
         node: Arc<dyn ExecutionPlan>,
         buf: &mut Vec<u8>,
-        _proto_converter: &dyn PhysicalProtoConverterExtension,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
         let encoded = if let Some(coerce) = node.downcast_ref::<CoerceExec>() {
             PhysicalNode::Coerce(coerce.settings().clone())
@@ -171,10 +250,7 @@ impl PhysicalExtensionCodec for ImportPhysicalCodec {
                 projection: csv.projection().map(<[usize]>::to_vec),
             }
         } else {
-            return Err(DataFusionError::NotImplemented(format!(
-                "the import codec does not encode {}",
-                node.name()
-            )));
+            return self.inner.try_encode(node, buf, proto_converter);
         };
         encode(&encoded, buf)
     }
@@ -183,8 +259,11 @@ impl PhysicalExtensionCodec for ImportPhysicalCodec {
         &self,
         buf: &[u8],
         inputs: &[Arc<dyn PhysicalExpr>],
-        _ctx: &PhysicalExprDecodeCtx<'_>,
+        ctx: &PhysicalExprDecodeCtx<'_>,
     ) -> Result<Arc<dyn PhysicalExpr>> {
+        let Some(buf) = ours(buf) else {
+            return self.inner.try_decode_expr(buf, inputs, ctx);
+        };
         let form: KeyForm = decode(buf)?;
         Ok(Arc::new(KeyFormExpr::new(
             one_input(inputs, "a key form expression")?,
@@ -196,28 +275,71 @@ impl PhysicalExtensionCodec for ImportPhysicalCodec {
         &self,
         node: &Arc<dyn PhysicalExpr>,
         buf: &mut Vec<u8>,
-        _ctx: &PhysicalExprEncodeCtx<'_>,
+        ctx: &PhysicalExprEncodeCtx<'_>,
     ) -> Result<()> {
         match node.downcast_ref::<KeyFormExpr>() {
             Some(expr) => encode(&expr.form(), buf),
-            None => Err(DataFusionError::NotImplemented(format!(
-                "the import codec does not encode the expression {node}"
-            ))),
+            None => self.inner.try_encode_expr(node, buf, ctx),
         }
+    }
+
+    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
+        self.inner.try_decode_udf(name, buf)
+    }
+
+    fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.inner.try_encode_udf(node, buf)
+    }
+
+    fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
+        self.inner.try_decode_udaf(name, buf)
+    }
+
+    fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.inner.try_encode_udaf(node, buf)
+    }
+
+    fn try_decode_udwf(&self, name: &str, buf: &[u8]) -> Result<Arc<WindowUDF>> {
+        self.inner.try_decode_udwf(name, buf)
+    }
+
+    fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.inner.try_encode_udwf(node, buf)
     }
 }
 
 /// The logical codec of import plans (see the module's documentation).
-#[derive(Debug, Default)]
-pub struct ImportLogicalCodec;
+#[derive(Debug)]
+pub struct ImportLogicalCodec {
+    inner: Arc<dyn LogicalExtensionCodec>,
+}
+
+impl Default for ImportLogicalCodec {
+    /// Around Ballista's codec.
+    fn default() -> Self {
+        Self::wrapping(Arc::new(
+            ballista_core::serde::BallistaLogicalExtensionCodec::default(),
+        ))
+    }
+}
+
+impl ImportLogicalCodec {
+    /// Our nodes and tables, and everything else by `inner`.
+    pub fn wrapping(inner: Arc<dyn LogicalExtensionCodec>) -> Self {
+        Self { inner }
+    }
+}
 
 impl LogicalExtensionCodec for ImportLogicalCodec {
     fn try_decode(
         &self,
         buf: &[u8],
         inputs: &[LogicalPlan],
-        _ctx: &TaskContext,
+        ctx: &TaskContext,
     ) -> Result<Extension> {
+        let Some(buf) = ours(buf) else {
+            return self.inner.try_decode(buf, inputs, ctx);
+        };
         match decode::<LogicalNode>(buf)? {
             LogicalNode::Import(spec) => Ok(Extension {
                 node: Arc::new(ImportNode::try_new(
@@ -225,31 +347,34 @@ impl LogicalExtensionCodec for ImportLogicalCodec {
                     Arc::new(spec),
                 )?),
             }),
-            LogicalNode::CsvTable(_) => Err(DataFusionError::Internal(
-                "a CSV table is no plan node".into(),
-            )),
+            LogicalNode::CsvTable(_) | LogicalNode::Rows(_) => {
+                Err(DataFusionError::Internal("a table is no plan node".into()))
+            }
         }
     }
 
     fn try_encode(&self, node: &Extension, buf: &mut Vec<u8>) -> Result<()> {
         match node.node.as_any().downcast_ref::<ImportNode>() {
             Some(import) => encode(&LogicalNode::Import(import.spec().as_ref().clone()), buf),
-            None => Err(DataFusionError::NotImplemented(format!(
-                "the import codec does not encode the node {}",
-                node.node.name()
-            ))),
+            None => self.inner.try_encode(node, buf),
         }
     }
 
     fn try_decode_table_provider(
         &self,
         buf: &[u8],
-        _table_ref: &TableReference,
-        _schema: SchemaRef,
-        _ctx: &TaskContext,
+        table_ref: &TableReference,
+        schema: SchemaRef,
+        ctx: &TaskContext,
     ) -> Result<Arc<dyn TableProvider>> {
+        let Some(buf) = ours(buf) else {
+            return self
+                .inner
+                .try_decode_table_provider(buf, table_ref, schema, ctx);
+        };
         match decode::<LogicalNode>(buf)? {
             LogicalNode::CsvTable(file) => Ok(Arc::new(CsvTable::new(CsvFile::from(file)))),
+            LogicalNode::Rows(partitions) => Ok(Arc::new(table_of(&partitions, schema)?)),
             LogicalNode::Import(_) => {
                 Err(DataFusionError::Internal("an import is no table".into()))
             }
@@ -262,11 +387,52 @@ impl LogicalExtensionCodec for ImportLogicalCodec {
         node: Arc<dyn TableProvider>,
         buf: &mut Vec<u8>,
     ) -> Result<()> {
-        match node.downcast_ref::<CsvTable>() {
-            Some(table) => encode(&LogicalNode::CsvTable(table.file().into()), buf),
-            None => Err(DataFusionError::NotImplemented(format!(
-                "the import codec does not encode the table {table_ref}"
-            ))),
+        if let Some(table) = node.downcast_ref::<CsvTable>() {
+            return encode(&LogicalNode::CsvTable(table.file().into()), buf);
         }
+        if let Some(table) = node.downcast_ref::<MemTable>() {
+            return encode(&LogicalNode::Rows(rows_of(table)?), buf);
+        }
+        self.inner.try_encode_table_provider(table_ref, node, buf)
+    }
+
+    fn try_decode_file_format(
+        &self,
+        buf: &[u8],
+        ctx: &TaskContext,
+    ) -> Result<Arc<dyn FileFormatFactory>> {
+        self.inner.try_decode_file_format(buf, ctx)
+    }
+
+    fn try_encode_file_format(
+        &self,
+        buf: &mut Vec<u8>,
+        node: Arc<dyn FileFormatFactory>,
+    ) -> Result<()> {
+        self.inner.try_encode_file_format(buf, node)
+    }
+
+    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
+        self.inner.try_decode_udf(name, buf)
+    }
+
+    fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.inner.try_encode_udf(node, buf)
+    }
+
+    fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
+        self.inner.try_decode_udaf(name, buf)
+    }
+
+    fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.inner.try_encode_udaf(node, buf)
+    }
+
+    fn try_decode_udwf(&self, name: &str, buf: &[u8]) -> Result<Arc<WindowUDF>> {
+        self.inner.try_decode_udwf(name, buf)
+    }
+
+    fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.inner.try_encode_udwf(node, buf)
     }
 }

@@ -251,6 +251,208 @@ impl From<AtlasError> for DataFusionError {
     }
 }
 
+/// The marks around an error sent from another process (see
+/// [`AtlasError::to_wire`]).
+const WIRE_START: &str = "[atlas-import error ";
+const WIRE_END: char = ']';
+
+/// An [`AtlasError`] as it crosses processes: plain data (sources as text).
+#[derive(serde::Serialize, serde::Deserialize)]
+enum WireError {
+    Usage(String),
+    SchemaMismatch {
+        table: String,
+        differences: Vec<String>,
+    },
+    Duplicates(Box<DuplicateReport>),
+    AlreadyImported {
+        table: String,
+        file_hash: String,
+    },
+    ValueRefused {
+        written_row: u64,
+        column: String,
+        value: String,
+        reason: String,
+    },
+    BadValue {
+        source_name: String,
+        row: u64,
+        line: Option<u64>,
+        column: String,
+        value: String,
+        target_type: String,
+    },
+    Source {
+        source_name: String,
+        message: String,
+    },
+    Database {
+        context: String,
+        message: String,
+    },
+    ResourcesExhausted(String),
+    Other(String),
+}
+
+/// The text of an error from another process, as its source.
+#[derive(Debug)]
+struct RemoteMessage(String);
+
+impl std::fmt::Display for RemoteMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RemoteMessage {}
+
+impl AtlasError {
+    /// This error as text that survives another process's error reporting
+    /// (a Ballista task failure is reported as the `Debug` text of its
+    /// error): base64 of its plain-data form between marks, so quoting and
+    /// escaping leave it intact. [`AtlasError::from_remote`] reads it back.
+    pub fn to_wire(&self) -> String {
+        use base64::Engine;
+        let wire = match self.clone() {
+            AtlasError::Usage(m) => WireError::Usage(m),
+            AtlasError::SchemaMismatch { table, differences } => {
+                WireError::SchemaMismatch { table, differences }
+            }
+            AtlasError::Duplicates(report) => WireError::Duplicates(report),
+            AtlasError::AlreadyImported { table, file_hash } => {
+                WireError::AlreadyImported { table, file_hash }
+            }
+            AtlasError::ValueRefused {
+                written_row,
+                column,
+                value,
+                reason,
+            } => WireError::ValueRefused {
+                written_row,
+                column,
+                value,
+                reason,
+            },
+            AtlasError::BadValue {
+                source_name,
+                row,
+                line,
+                column,
+                value,
+                target_type,
+            } => WireError::BadValue {
+                source_name,
+                row,
+                line,
+                column,
+                value,
+                target_type,
+            },
+            AtlasError::Source {
+                source_name,
+                message,
+            } => WireError::Source {
+                source_name,
+                message,
+            },
+            AtlasError::Database { context, source } => WireError::Database {
+                context,
+                message: source.to_string(),
+            },
+            AtlasError::ResourcesExhausted(m) => WireError::ResourcesExhausted(m),
+            other @ (AtlasError::Io { .. }
+            | AtlasError::Internal(_)
+            | AtlasError::DataFusion(_)) => WireError::Other(other.to_string()),
+        };
+        let json = serde_json::to_vec(&wire).unwrap_or_default();
+        format!(
+            "{WIRE_START}{}{WIRE_END}",
+            base64::engine::general_purpose::STANDARD.encode(json)
+        )
+    }
+
+    /// The error another process sent as [`AtlasError::to_wire`] text,
+    /// found anywhere in `message`.
+    pub fn from_remote(message: &str) -> Option<Self> {
+        use base64::Engine;
+        let start = message.find(WIRE_START)? + WIRE_START.len();
+        let end = start + message[start..].find(WIRE_END)?;
+        let json = base64::engine::general_purpose::STANDARD
+            .decode(&message[start..end])
+            .ok()?;
+        let wire: WireError = serde_json::from_slice(&json).ok()?;
+        Some(match wire {
+            WireError::Usage(m) => AtlasError::Usage(m),
+            WireError::SchemaMismatch { table, differences } => {
+                AtlasError::SchemaMismatch { table, differences }
+            }
+            WireError::Duplicates(report) => AtlasError::Duplicates(report),
+            WireError::AlreadyImported { table, file_hash } => {
+                AtlasError::AlreadyImported { table, file_hash }
+            }
+            WireError::ValueRefused {
+                written_row,
+                column,
+                value,
+                reason,
+            } => AtlasError::ValueRefused {
+                written_row,
+                column,
+                value,
+                reason,
+            },
+            WireError::BadValue {
+                source_name,
+                row,
+                line,
+                column,
+                value,
+                target_type,
+            } => AtlasError::BadValue {
+                source_name,
+                row,
+                line,
+                column,
+                value,
+                target_type,
+            },
+            WireError::Source {
+                source_name,
+                message,
+            } => AtlasError::Source {
+                source_name,
+                message,
+            },
+            WireError::Database { context, message } => AtlasError::Database {
+                context,
+                source: Arc::new(RemoteMessage(message)),
+            },
+            WireError::ResourcesExhausted(m) => AtlasError::ResourcesExhausted(m),
+            WireError::Other(m) => AtlasError::Internal(m),
+        })
+    }
+
+    /// The error of a plan that ran elsewhere: the one an operator sent
+    /// (see [`AtlasError::to_wire`]), else as [`AtlasError::from_datafusion`].
+    pub fn from_cluster(err: DataFusionError) -> Self {
+        match Self::from_remote(&err.to_string()) {
+            Some(found) => found,
+            None => Self::from_datafusion(err),
+        }
+    }
+
+    /// `err` as an operator of a task of a distributed plan fails with it:
+    /// our error, readable by the client that waits for the job.
+    pub fn for_cluster(err: DataFusionError) -> DataFusionError {
+        // An I/O error stays one: Ballista tries such a task again.
+        if matches!(err.find_root(), DataFusionError::IoError(_)) {
+            return err;
+        }
+        DataFusionError::Execution(Self::from_datafusion(err).to_wire())
+    }
+}
+
 /// Walks `Context`, `Shared`, `External` and collections to find our error.
 fn find_atlas_error(err: &DataFusionError) -> Option<&AtlasError> {
     match err {

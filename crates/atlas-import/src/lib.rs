@@ -19,6 +19,8 @@
 pub mod codec;
 pub mod convert;
 pub mod db;
+#[cfg(feature = "ballista")]
+pub mod distributed;
 pub mod error;
 pub mod ext;
 #[doc(hidden)]
@@ -42,7 +44,7 @@ pub mod typed_text;
 
 pub use error::{AtlasError, ErrorClass, Result};
 pub use ext::{DataFrameImportExt, SessionContextImportExt, session_context_with_imports};
-pub use import::{ImportBuilder, PreparedImport};
+pub use import::{ImportBuilder, ImportCluster, PreparedImport};
 pub use options::{
     BinaryText, CreateTable, DEFAULT_CHUNK_ROWS, DEFAULT_PARTITIONS, FilePolicy, ImportOptions,
     Inference, KeyStrategy, OnBadValue, OnDuplicate, parse_memory_size,

@@ -36,7 +36,7 @@ use crate::db::DbKind;
 use crate::key_form::KeyForm;
 use crate::options::{OnBadValue, OnDuplicate};
 use crate::physical::{
-    CoerceExec, DuplicateCheckExec, ImportId, ImportSink, KeyLookup, duplicates_schema,
+    CoerceExec, DuplicateCheckExec, ImportRef, ImportSink, KeyLookup, duplicates_schema,
     source_order_requirement,
 };
 use crate::schema::{ColumnSpec, TargetColumn, coerced_schema};
@@ -48,7 +48,7 @@ use crate::schema::{ColumnSpec, TargetColumn, coerced_schema};
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ImportSpec {
     /// The import this plan is: its run is registered under this id.
-    pub import: ImportId,
+    pub import: ImportRef,
     /// Target table.
     pub table: crate::names::TableRef,
     /// For each written column: the source column index and the target column.
@@ -215,7 +215,7 @@ pub fn plan_operators(
     let coerce = Arc::new(
         CoerceExec::new(
             input,
-            spec.import,
+            spec.import.clone(),
             spec.casts.clone(),
             spec.source_name.clone(),
         )
@@ -224,7 +224,7 @@ pub fn plan_operators(
         .with_files(spec.source_files.clone()),
     );
     let check = Arc::new(
-        DuplicateCheckExec::try_new(coerce, spec.import, spec.key_columns.clone())?
+        DuplicateCheckExec::try_new(coerce, spec.import.clone(), spec.key_columns.clone())?
             .with_key_forms(KeyForm::of_columns(spec.key_targets()))?
             .with_lookup(spec.lookup, spec.lookup_reason.clone())
             .with_on_duplicate(spec.on_duplicate)
@@ -239,7 +239,7 @@ pub fn plan_operators(
         return Ok(Arc::new(SortPreservingMergeExec::new(ordering, check)));
     }
     let sink = ImportSink::new(
-        spec.import,
+        spec.import.clone(),
         spec.table.clone(),
         spec.target_columns(),
         spec.db_kind,
@@ -290,7 +290,7 @@ mod tests {
 
     fn spec(import: u128, on_duplicate: OnDuplicate) -> Arc<ImportSpec> {
         Arc::new(ImportSpec {
-            import: ImportId::from_u128(import),
+            import: crate::physical::ImportId::from_u128(import).into(),
             table: TableRef::unqualified("contacts"),
             casts: vec![(0, email())],
             key_columns: vec![0],

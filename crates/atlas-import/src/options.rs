@@ -164,7 +164,7 @@ impl FromStr for OnDuplicate {
 }
 
 /// What to do when the same file (same SHA-256) was already imported into the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum FilePolicy {
     /// Refuse the import (exit 4).
     #[default]

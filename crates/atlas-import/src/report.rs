@@ -12,7 +12,7 @@ use serde::Serialize;
 pub const DUPLICATE_SAMPLES: usize = 5;
 
 /// Why a row is a duplicate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DuplicateKind {
     /// The key is already in the target table.
@@ -28,7 +28,7 @@ pub enum DuplicateKind {
 }
 
 /// One duplicate row, for messages.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct DuplicateSample {
     /// 1-based source row.
     pub row: u64,
@@ -43,7 +43,7 @@ pub struct DuplicateSample {
 }
 
 /// The duplicates an import found, as reported when it refuses.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct DuplicateReport {
     /// Rows whose key is already in the table.
     pub existing: u64,
@@ -218,8 +218,10 @@ impl LineMap {
     }
 }
 
-#[derive(Debug, Default)]
-struct DuplicateTally {
+/// The duplicates an import found so far: counts, per chunk, and the first
+/// few as samples.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub struct DuplicateTally {
     existing: u64,
     in_file: u64,
     /// chunk index -> (existing, in file)
@@ -271,6 +273,32 @@ impl ImportMetrics {
             }
         }
         tally.samples.extend(described.iter().cloned());
+        tally.samples.sort_by_key(|s| s.row);
+        tally.samples.truncate(DUPLICATE_SAMPLES);
+    }
+
+    /// The duplicates recorded so far, to carry to another process (a
+    /// distributed import's check partitions to its write).
+    pub fn duplicate_tally(&self) -> DuplicateTally {
+        self.duplicates.lock().expect("metrics lock").clone()
+    }
+
+    /// Adds duplicates another process recorded (see [`Self::duplicate_tally`]):
+    /// the counts and chunks add up, the samples stay the first few by row.
+    pub fn merge_duplicates(&self, other: &DuplicateTally) {
+        if other.existing == 0 && other.in_file == 0 {
+            return;
+        }
+        self.any_duplicate.store(true, Ordering::Relaxed);
+        let mut tally = self.duplicates.lock().expect("metrics lock");
+        tally.existing += other.existing;
+        tally.in_file += other.in_file;
+        for (chunk, (existing, in_file)) in &other.chunks {
+            let entry = tally.chunks.entry(*chunk).or_default();
+            entry.0 += existing;
+            entry.1 += in_file;
+        }
+        tally.samples.extend(other.samples.iter().cloned());
         tally.samples.sort_by_key(|s| s.row);
         tally.samples.truncate(DUPLICATE_SAMPLES);
     }
@@ -423,7 +451,7 @@ impl std::ops::Deref for ImportReport {
 }
 
 /// How an import ended, as reports and `import_history` name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ImportStatus {
     /// The rows are in the table.

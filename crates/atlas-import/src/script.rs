@@ -227,8 +227,17 @@ pub async fn import_builder(
             ImportBuilder::from_dataframe(db, df, format!("({query})"), statement.table.to_string())
         }
     };
-    Ok(builder
+    let builder = builder
         .with_table_name(statement.table.clone())
         .with_options(statement.import_options()?)
-        .with_metrics(metrics))
+        .with_metrics(metrics);
+    let cluster = ctx
+        .state_ref()
+        .read()
+        .config()
+        .get_extension::<crate::ImportCluster>();
+    Ok(match cluster {
+        Some(cluster) => builder.on_cluster(cluster.0.clone()),
+        None => builder,
+    })
 }

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use super::HistoryEntry;
 use crate::error::Result;
 use crate::names::TableRef;
+use crate::report::ImportCounts;
 use crate::schema::TargetTable;
 
 /// The queries of one connection on the catalog and the metadata tables.
@@ -24,6 +25,21 @@ pub trait Catalog: Send {
 
     /// Writes an `import_history` row.
     async fn insert_history(&mut self, entry: &HistoryEntry) -> Result<()>;
+
+    /// What the import of id `import_id` wrote, `(inserted, updated)`, if it
+    /// committed (a retried write finds its own commit here).
+    async fn committed_import(&mut self, import_id: &str) -> Result<Option<(u64, u64)>>;
+
+    /// Sets the counts of the `import_history` row of `import_id` that its
+    /// sink could not see (rows read, skipped, duplicates, rejected).
+    async fn complete_history(&mut self, import_id: &str, counts: &ImportCounts) -> Result<()>;
+
+    /// Records what partition `partition` of import `import_id` refused
+    /// (a `DuplicateReport` as JSON), replacing an earlier attempt's.
+    async fn record_refusal(&mut self, import_id: &str, refusal: &str, report: &str) -> Result<()>;
+
+    /// Takes the refusals recorded for import `import_id`.
+    async fn take_refusals(&mut self, import_id: &str) -> Result<Vec<String>>;
 }
 
 /// A connection held through a handle (a pool's, a transaction's) answers
@@ -46,5 +62,21 @@ where
 
     async fn insert_history(&mut self, entry: &HistoryEntry) -> Result<()> {
         self.0.insert_history(entry).await
+    }
+
+    async fn committed_import(&mut self, import_id: &str) -> Result<Option<(u64, u64)>> {
+        self.0.committed_import(import_id).await
+    }
+
+    async fn complete_history(&mut self, import_id: &str, counts: &ImportCounts) -> Result<()> {
+        self.0.complete_history(import_id, counts).await
+    }
+
+    async fn record_refusal(&mut self, import_id: &str, refusal: &str, report: &str) -> Result<()> {
+        self.0.record_refusal(import_id, refusal, report).await
+    }
+
+    async fn take_refusals(&mut self, import_id: &str) -> Result<Vec<String>> {
+        self.0.take_refusals(import_id).await
     }
 }

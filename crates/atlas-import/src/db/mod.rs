@@ -83,7 +83,7 @@ pub struct KeyIndex {
 }
 
 /// A row of `file_imports`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FileRecord {
     /// SHA-256 of the source bytes, hex.
     pub file_hash: String,
@@ -96,7 +96,7 @@ pub struct FileRecord {
 }
 
 /// A row of `import_history`: one per import that ran, whatever its end.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct HistoryEntry {
     /// When the import started.
     pub started_at: chrono::DateTime<chrono::Utc>,
@@ -128,6 +128,10 @@ pub struct HistoryEntry {
     pub file_hash: Option<String>,
     /// The error, for imports that did not commit.
     pub error: Option<String>,
+    /// The import's id (see `ImportId`): a retried write of the same import
+    /// finds it committed here instead of writing twice.
+    #[serde(default)]
+    pub import_id: Option<String>,
 }
 
 impl HistoryEntry {
@@ -221,21 +225,208 @@ pub(crate) fn create_import_history_sql(identity: &str, timestamp: &str, count: 
     duplicates {count},
     rejected {count},
     file_hash TEXT,
-    error TEXT
+    error TEXT,
+    import_id VARCHAR(32)
 )"
     )
 }
 
+/// The duplicates each partition of a distributed import's check found,
+/// until its write (in a later stage) merges them into one refusal: the
+/// check's tasks cannot fail the job with the whole import's report, as
+/// each sees only its share of the keys.
+pub(crate) const CREATE_IMPORT_REFUSALS: &str = "CREATE TABLE IF NOT EXISTS import_refusals (
+    import_id VARCHAR(32) NOT NULL,
+    refusal VARCHAR(64) NOT NULL,
+    report TEXT NOT NULL
+)";
+
+/// Reads `import_history.import_id`: it fails where the table predates the
+/// column.
+pub(crate) const PROBE_HISTORY_IMPORT_ID: &str = "SELECT import_id FROM import_history WHERE 1 = 0";
+/// Adds `import_id` to an `import_history` made before it existed.
+pub(crate) const ADD_HISTORY_IMPORT_ID: &str =
+    "ALTER TABLE import_history ADD COLUMN import_id VARCHAR(32)";
+
+/// The committed import of an id: what it wrote.
+pub(crate) fn committed_import_sql(kind: DbKind) -> String {
+    format!(
+        "SELECT inserted, updated FROM import_history WHERE import_id = {} AND status = 'committed'",
+        placeholder(kind, 1)
+    )
+}
+
+/// The `UPDATE` that completes a committed import's `import_history` row
+/// with the counts only the whole job knows (a distributed import's sink
+/// wrote what it saw): rows read, updated, skipped, duplicates, rejected,
+/// then the id.
+pub(crate) fn complete_history_sql(kind: DbKind) -> String {
+    format!(
+        "UPDATE import_history SET rows_read = {}, updated = {}, skipped = {}, duplicates = {}, \
+         rejected = {} WHERE import_id = {}",
+        placeholder(kind, 1),
+        placeholder(kind, 2),
+        placeholder(kind, 3),
+        placeholder(kind, 4),
+        placeholder(kind, 5),
+        placeholder(kind, 6)
+    )
+}
+
+/// The counts [`complete_history_sql`] sets, in its order.
+pub(crate) fn completed_counts(counts: &crate::report::ImportCounts) -> [i64; 5] {
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    [
+        count(counts.rows_read),
+        count(counts.updated),
+        count(counts.skipped),
+        count(counts.duplicates_existing + counts.duplicates_in_file),
+        count(counts.rejected),
+    ]
+}
+
+/// Completes the `import_history` row of `import_id` on `conn`.
+pub(crate) async fn complete_history<DB>(
+    conn: &mut DB::Connection,
+    kind: DbKind,
+    import_id: &str,
+    counts: &crate::report::ImportCounts,
+) -> Result<()>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+{
+    let mut query = sqlx::query::<DB>(sqlx::AssertSqlSafe(complete_history_sql(kind)));
+    for count in completed_counts(counts) {
+        query = query.bind(count);
+    }
+    query
+        .bind(import_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| AtlasError::database("completing the import's import_history row", e))?;
+    Ok(())
+}
+
+/// Records the refusal `report` of import `import_id` under the name
+/// `refusal` on `conn` (a retried task, which finds the same rows, names it
+/// the same and replaces its own).
+pub(crate) async fn record_refusal<DB>(
+    conn: &mut DB::Connection,
+    kind: DbKind,
+    import_id: &str,
+    refusal: &str,
+    report: &str,
+) -> Result<()>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+{
+    let error = |e| AtlasError::database("recording a refusal in import_refusals", e);
+    let (p1, p2, p3) = (
+        placeholder(kind, 1),
+        placeholder(kind, 2),
+        placeholder(kind, 3),
+    );
+    sqlx::query::<DB>(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM import_refusals WHERE import_id = {p1} AND refusal = {p2}"
+    )))
+    .bind(import_id)
+    .bind(refusal)
+    .execute(&mut *conn)
+    .await
+    .map_err(error)?;
+    sqlx::query::<DB>(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO import_refusals (import_id, refusal, report) VALUES ({p1}, {p2}, {p3})"
+    )))
+    .bind(import_id)
+    .bind(refusal)
+    .bind(report)
+    .execute(&mut *conn)
+    .await
+    .map_err(error)?;
+    Ok(())
+}
+
+/// Takes the refusals of import `import_id` (reads and deletes them) on `conn`.
+pub(crate) async fn take_refusals<DB>(
+    conn: &mut DB::Connection,
+    kind: DbKind,
+    import_id: &str,
+) -> Result<Vec<String>>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'r> String: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    (String,): for<'r> sqlx::FromRow<'r, DB::Row>,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+{
+    let error = |e| AtlasError::database("reading import_refusals", e);
+    let p1 = placeholder(kind, 1);
+    let reports: Vec<(String,)> = sqlx::query_as::<DB, (String,)>(sqlx::AssertSqlSafe(format!(
+        "SELECT report FROM import_refusals WHERE import_id = {p1}"
+    )))
+    .bind(import_id)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(error)?;
+    sqlx::query::<DB>(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM import_refusals WHERE import_id = {p1}"
+    )))
+    .bind(import_id)
+    .execute(&mut *conn)
+    .await
+    .map_err(error)?;
+    Ok(reports.into_iter().map(|(r,)| r).collect())
+}
+
+/// What the committed import `import_id` wrote, read on `conn`: `(inserted,
+/// updated)`, or `None` when no import of that id committed.
+pub(crate) async fn committed_import<DB>(
+    conn: &mut DB::Connection,
+    kind: DbKind,
+    import_id: &str,
+) -> Result<Option<(u64, u64)>>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'r> i64: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+{
+    use sqlx::Row;
+    let row = sqlx::query::<DB>(sqlx::AssertSqlSafe(committed_import_sql(kind)))
+        .bind(import_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| AtlasError::database("reading import_history", e))?;
+    let count = |row: &DB::Row, i: usize| -> Result<u64> {
+        let n: Option<i64> = row
+            .try_get(i)
+            .map_err(|e| AtlasError::database("reading import_history", e))?;
+        Ok(n.unwrap_or(0).max(0) as u64)
+    };
+    row.map(|row| Ok((count(&row, 0)?, count(&row, 1)?)))
+        .transpose()
+}
+
 /// The `INSERT` of an `import_history` row; binds [`HistoryEntry::values`].
 pub(crate) fn insert_history_sql(kind: DbKind) -> String {
-    let placeholders = (1..=15)
+    let placeholders = (1..=16)
         .map(|i| placeholder(kind, i))
         .collect::<Vec<_>>()
         .join(", ");
     format!(
         "INSERT INTO import_history (started_at, finished_at, source, table_name, key_columns,
          on_duplicate, status, rows_read, inserted, updated, skipped, duplicates, rejected,
-         file_hash, error) VALUES ({placeholders})"
+         file_hash, error, import_id) VALUES ({placeholders})"
     )
 }
 
@@ -248,7 +439,7 @@ pub(crate) enum HistoryValue<'a> {
 
 impl HistoryEntry {
     /// The values of [`insert_history_sql`], in its order.
-    pub(crate) fn values(&self) -> [HistoryValue<'_>; 15] {
+    pub(crate) fn values(&self) -> [HistoryValue<'_>; 16] {
         use HistoryValue::{Count, Text, Time};
         let count = |n: u64| Count(i64::try_from(n).unwrap_or(i64::MAX));
         [
@@ -267,6 +458,7 @@ impl HistoryEntry {
             count(self.rejected),
             Text(self.file_hash.as_deref()),
             Text(self.error.as_deref()),
+            Text(self.import_id.as_deref()),
         ]
     }
 }

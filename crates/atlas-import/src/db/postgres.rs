@@ -280,6 +280,27 @@ impl Catalog for PgConnection {
     async fn insert_history(&mut self, entry: &HistoryEntry) -> Result<()> {
         super::insert_history::<sqlx::Postgres>(self, DbKind::Postgres, entry).await
     }
+
+    async fn committed_import(&mut self, import_id: &str) -> Result<Option<(u64, u64)>> {
+        super::committed_import::<sqlx::Postgres>(self, DbKind::Postgres, import_id).await
+    }
+
+    async fn complete_history(
+        &mut self,
+        import_id: &str,
+        counts: &crate::report::ImportCounts,
+    ) -> Result<()> {
+        super::complete_history::<sqlx::Postgres>(self, DbKind::Postgres, import_id, counts).await
+    }
+
+    async fn record_refusal(&mut self, import_id: &str, refusal: &str, report: &str) -> Result<()> {
+        super::record_refusal::<sqlx::Postgres>(self, DbKind::Postgres, import_id, refusal, report)
+            .await
+    }
+
+    async fn take_refusals(&mut self, import_id: &str) -> Result<Vec<String>> {
+        super::take_refusals::<sqlx::Postgres>(self, DbKind::Postgres, import_id).await
+    }
 }
 
 #[async_trait]
@@ -316,6 +337,11 @@ impl Database for PostgresDatabase {
                 create_import_history(),
                 "import_history",
             ),
+            (
+                "creating import_refusals",
+                super::CREATE_IMPORT_REFUSALS.to_string(),
+                "import_refusals",
+            ),
         ] {
             if let Err(e) = sqlx::query(AssertSqlSafe(sql)).execute(&self.pool).await {
                 // Two first imports may race on CREATE TABLE IF NOT EXISTS; the
@@ -329,6 +355,18 @@ impl Database for PostgresDatabase {
                     return Err(AtlasError::database(what, e));
                 }
             }
+        }
+        if sqlx::query(super::PROBE_HISTORY_IMPORT_ID)
+            .execute(&self.pool)
+            .await
+            .is_err()
+        {
+            sqlx::query(
+                "ALTER TABLE import_history ADD COLUMN IF NOT EXISTS import_id VARCHAR(32)",
+            )
+            .execute(&self.pool)
+            .await
+            .map_err(|e| AtlasError::database("adding import_history.import_id", e))?;
         }
         Ok(())
     }

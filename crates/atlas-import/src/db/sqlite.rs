@@ -376,6 +376,27 @@ impl Catalog for SqliteConnection {
     async fn insert_history(&mut self, entry: &HistoryEntry) -> Result<()> {
         super::insert_history::<sqlx::Sqlite>(self, DbKind::Sqlite, entry).await
     }
+
+    async fn committed_import(&mut self, import_id: &str) -> Result<Option<(u64, u64)>> {
+        super::committed_import::<sqlx::Sqlite>(self, DbKind::Sqlite, import_id).await
+    }
+
+    async fn complete_history(
+        &mut self,
+        import_id: &str,
+        counts: &crate::report::ImportCounts,
+    ) -> Result<()> {
+        super::complete_history::<sqlx::Sqlite>(self, DbKind::Sqlite, import_id, counts).await
+    }
+
+    async fn record_refusal(&mut self, import_id: &str, refusal: &str, report: &str) -> Result<()> {
+        super::record_refusal::<sqlx::Sqlite>(self, DbKind::Sqlite, import_id, refusal, report)
+            .await
+    }
+
+    async fn take_refusals(&mut self, import_id: &str) -> Result<Vec<String>> {
+        super::take_refusals::<sqlx::Sqlite>(self, DbKind::Sqlite, import_id).await
+    }
 }
 
 #[async_trait]
@@ -400,11 +421,33 @@ impl Database for SqliteDatabase {
         for (what, sql) in [
             ("creating file_imports", CREATE_FILE_IMPORTS.to_string()),
             ("creating import_history", create_import_history()),
+            (
+                "creating import_refusals",
+                super::CREATE_IMPORT_REFUSALS.to_string(),
+            ),
         ] {
             sqlx::query(AssertSqlSafe(sql))
                 .execute(&self.pool)
                 .await
                 .map_err(|e| AtlasError::database(what, e))?;
+        }
+        if sqlx::query(super::PROBE_HISTORY_IMPORT_ID)
+            .execute(&self.pool)
+            .await
+            .is_err()
+        {
+            let added = sqlx::query(super::ADD_HISTORY_IMPORT_ID)
+                .execute(&self.pool)
+                .await;
+            // Another import may have added it meanwhile.
+            if let Err(e) = added
+                && sqlx::query(super::PROBE_HISTORY_IMPORT_ID)
+                    .execute(&self.pool)
+                    .await
+                    .is_err()
+            {
+                return Err(AtlasError::database("adding import_history.import_id", e));
+            }
         }
         Ok(())
     }

@@ -22,7 +22,7 @@ impl ImportBuilder {
         let files = self.locate().await?;
         let source = self.open_source(files).await?;
         let (target, _) = self.target(&source).await?;
-        let prepared = self.prepare(&source, &target, None, true).await?;
+        let prepared = self.prepare(&source, &target, None, true, None).await?;
         // A transaction for a consistent view of the existing keys, rolled back.
         let transaction = Arc::new(TableTransaction::dry_run(
             Arc::clone(&self.db),

@@ -22,12 +22,16 @@ const KEY_SCAN_BATCH_ROWS: usize = 8192;
 /// Text batches of existing keys queued for conversion at most.
 const KEY_SCAN_QUEUE: usize = 8;
 
-/// Loads the existing keys of the target through the import transaction,
-/// coerced with the same code as the import's values.
+/// Loads the existing keys of the target, coerced with the same code as the
+/// import's values.
 #[derive(Debug)]
 pub(super) struct TableKeyLoader {
     pub(super) db: Arc<dyn Database>,
-    pub(super) transaction: Arc<TableTransaction>,
+    /// The import's transaction, whose lock the scan waits for (the keys are
+    /// then those the import's rows meet); `None` in a stage of a distributed
+    /// import, which reads them as committed when the stage runs (the write
+    /// stage checks, under its lock, that no import committed meanwhile).
+    pub(super) transaction: Option<Arc<TableTransaction>>,
     pub(super) table: TableRef,
     pub(super) key_columns: Vec<TargetColumn>,
     pub(super) metrics: Arc<ImportMetrics>,
@@ -55,17 +59,24 @@ impl TableKeyLoader {
         filter: Option<crate::db::KeyFilter>,
         started: Instant,
     ) -> Result<Fingerprints<()>> {
-        match self.transaction.open().await? {
-            // The table was there before the import took its lock: read it.
-            Opened::Ready {
-                exists: true,
-                created: false,
-            } => {}
-            // Nothing to compare with (a new table, a dry run into a new
-            // table), or nothing will be read (the file is skipped).
-            Opened::Ready { .. } | Opened::FileAlreadyImported => {
-                return Ok(Fingerprints::new());
-            }
+        let readable = match &self.transaction {
+            Some(transaction) => match transaction.open().await? {
+                // The table was there before the import took its lock: read it.
+                Opened::Ready {
+                    exists: true,
+                    created: false,
+                } => true,
+                // Nothing to compare with (a new table, a dry run into a new
+                // table), or nothing will be read (the file is skipped, or
+                // the import committed already).
+                Opened::Ready { .. } | Opened::FileAlreadyImported | Opened::Committed { .. } => {
+                    false
+                }
+            },
+            None => self.db.describe_table(&self.table).await?.is_some(),
+        };
+        if !readable {
+            return Ok(Fingerprints::new());
         }
         // The database streams batches on a connection of its own; a blocking
         // thread converts and fingerprints them meanwhile.

@@ -3,11 +3,13 @@
 
 mod check;
 mod existing_keys;
+mod factory;
 mod plan;
 mod run;
 mod source;
 mod target;
 
+pub use factory::DatabaseRunFactory;
 pub use plan::PreparedImport;
 
 use std::sync::Arc;
@@ -53,6 +55,34 @@ pub struct ImportBuilder {
     /// What the import was told.
     options: ImportOptions,
     metrics: Arc<ImportMetrics>,
+    /// A distributed engine's session (Apache Ballista) that runs the plan
+    /// instead of this process.
+    cluster: Option<Cluster>,
+}
+
+/// The session of a cluster that runs imports.
+struct Cluster(SessionContext);
+
+/// A `SessionConfig` extension: the `IMPORT INTO` statements of a session
+/// with it run on this cluster's session (a Ballista session, from
+/// `atlas_import::distributed`).
+#[derive(Clone)]
+pub struct ImportCluster(pub SessionContext);
+
+impl std::fmt::Debug for ImportCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ImportCluster")
+            .field(&self.0.session_id())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Cluster")
+            .field(&self.0.session_id())
+            .finish()
+    }
 }
 
 /// Where the rows come from.
@@ -80,6 +110,7 @@ impl ImportBuilder {
             table_name: None,
             options: ImportOptions::default(),
             metrics: Arc::new(ImportMetrics::default()),
+            cluster: None,
         }
     }
 
@@ -97,6 +128,15 @@ impl ImportBuilder {
             name: name.into(),
         };
         builder
+    }
+
+    /// Runs the plan on the cluster behind `cluster`, a Ballista session
+    /// (`atlas_import::distributed`): planning (file hashes, the table, the
+    /// key strategy) happens here, the stages on its executors, which reach
+    /// the database with credentials of their own.
+    pub fn on_cluster(mut self, cluster: SessionContext) -> Self {
+        self.cluster = Some(Cluster(cluster));
+        self
     }
 
     /// Everything the import is told at once, replacing what earlier

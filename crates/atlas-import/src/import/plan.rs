@@ -15,12 +15,14 @@ use super::ImportBuilder;
 use super::existing_keys::TableKeyLoader;
 use super::source::{OpenedSource, estimate_rows};
 use super::target::{column_casts, resolve_key};
+use crate::db::{FileRecord, HistoryEntry};
 use crate::error::{AtlasError, Result};
 use crate::key::KeyHasher;
 use crate::logical::{ImportNode, ImportQueryPlanner, ImportSpec};
 use crate::options::{KeyStrategy, OnBadValue, OnDuplicate};
 use crate::physical::{
-    ExistingKeys, ImportId, ImportRun, ImportRuns, KeyLookup, RegisteredRun, TableTransaction,
+    ExistingKeys, ImportId, ImportRef, ImportRun, ImportRuns, KeyLookup, RegisteredRun, RunRecipe,
+    TableTransaction,
 };
 use crate::reject::RejectWriter;
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
@@ -47,7 +49,7 @@ impl ImportBuilder {
         let files = this.locate().await?;
         let source = this.open_source(files).await?;
         let (target, create) = this.target(&source).await?;
-        this.prepare(&source, &target, create, false).await
+        this.prepare(&source, &target, create, false, None).await
     }
 
     /// The key strategy of this import and why, from the table's estimated
@@ -122,13 +124,17 @@ impl ImportBuilder {
 
     /// Builds the plans over the source for `target` (a table to create
     /// with `creates` when it is missing): settings only; running them
-    /// takes a run ([`Self::start_run`]).
+    /// takes a run ([`Self::start_run`]), registered here or built from the
+    /// plan's recipe elsewhere: `writes` (the `file_imports` rows and the
+    /// `import_history` row of an import that will write) makes the plan
+    /// carry one.
     pub(super) async fn prepare(
         &self,
         source: &OpenedSource,
         target: &TargetTable,
         creates: Option<Vec<ColumnSpec>>,
         dry_run: bool,
+        writes: Option<(Vec<FileRecord>, HistoryEntry)>,
     ) -> Result<PreparedImport> {
         let (state, input) = source.df.clone().into_parts();
         let source_schema = input.schema().as_arrow().clone();
@@ -150,8 +156,30 @@ impl ImportBuilder {
             let (lookup, why) = self.choose_strategy(source, &key_targets, dry_run).await?;
             (lookup, format!("{} (strategy={lookup}: {why})", self.table))
         };
+        let id = ImportId::new();
+        let import = match writes {
+            None => ImportRef::from(id),
+            Some((files, history)) => ImportRef::with_recipe(
+                id,
+                Arc::new(RunRecipe {
+                    database: self.db.display_url().to_string(),
+                    table: self.table.clone(),
+                    key_columns: key_targets.clone(),
+                    lookup,
+                    lookup_reason: lookup_reason.clone(),
+                    files,
+                    file_policy: self.options.file_policy,
+                    creates: creates.clone(),
+                    history: HistoryEntry {
+                        import_id: Some(id.to_string()),
+                        ..history
+                    },
+                    on_bad_value: self.options.on_bad_value.clone(),
+                }),
+            ),
+        };
         let spec = Arc::new(ImportSpec {
-            import: ImportId::new(),
+            import,
             table: self.table.clone(),
             casts,
             key_columns: key_columns.clone(),
@@ -224,39 +252,46 @@ impl ImportBuilder {
         rejects: Option<Arc<RejectWriter>>,
     ) -> RegisteredRun {
         let spec = &prepared.spec;
-        let key_targets: Vec<TargetColumn> = spec.key_targets().cloned().collect();
-        let hasher = KeyHasher::random();
-        let loader = || {
-            Arc::new(TableKeyLoader {
+        let existing = existing_keys(
+            TableKeyLoader {
                 db: Arc::clone(&self.db),
-                transaction: Arc::clone(&transaction),
+                transaction: Some(Arc::clone(&transaction)),
                 table: self.table.clone(),
-                key_columns: key_targets.clone(),
+                key_columns: spec.key_targets().cloned().collect(),
                 metrics: Arc::clone(&self.metrics),
-            })
-        };
-        let description = spec.lookup_reason.clone();
-        let existing = match spec.lookup {
-            KeyLookup::Nothing => ExistingKeys::none(description, hasher),
-            KeyLookup::Preload => ExistingKeys::preload(description, loader(), hasher),
-            KeyLookup::Probe { column } => ExistingKeys::probe(
-                description,
-                loader(),
-                key_targets[column].name.clone(),
-                hasher,
-            ),
-        };
+            },
+            spec.lookup,
+            spec.lookup_reason.clone(),
+        );
         let rejects = rejects.or_else(|| match &spec.on_bad_value {
             // A dry run writes its rejects too (the file opens at the first).
             OnBadValue::Reject(path) => Some(Arc::new(RejectWriter::new(path))),
             _ => None,
         });
-        let mut run = ImportRun::new(spec.import, existing, Arc::clone(&self.metrics))
+        let mut run = ImportRun::new(spec.import.id, existing, Arc::clone(&self.metrics))
             .with_transaction(transaction);
         if let Some(rejects) = rejects {
             run = run.with_rejects(rejects);
         }
         prepared.runs.register(run)
+    }
+}
+
+/// The existing keys `loader` reads as `lookup` says (`reason`: why, for
+/// `EXPLAIN`), fingerprinted with a key of this run's own.
+pub(crate) fn existing_keys(
+    loader: TableKeyLoader,
+    lookup: KeyLookup,
+    reason: String,
+) -> ExistingKeys {
+    let hasher = KeyHasher::random();
+    match lookup {
+        KeyLookup::Nothing => ExistingKeys::none(reason, hasher),
+        KeyLookup::Preload => ExistingKeys::preload(reason, Arc::new(loader), hasher),
+        KeyLookup::Probe { column } => {
+            let column_name = loader.key_columns[column].name.clone();
+            ExistingKeys::probe(reason, Arc::new(loader), column_name, hasher)
+        }
     }
 }
 
@@ -287,6 +322,13 @@ impl PreparedImport {
     /// The import's settings.
     pub fn spec(&self) -> &ImportSpec {
         &self.spec
+    }
+
+    /// The recipe of the import's run (a plan prepared to write has one).
+    pub(super) fn recipe(&self) -> Result<Arc<RunRecipe>> {
+        self.spec.import.recipe.clone().ok_or_else(|| {
+            AtlasError::Internal("an import prepared to write carries its run's recipe".into())
+        })
     }
 
     /// Runs the plan (its run registered first) and returns its output.

@@ -4,16 +4,21 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::execution::TaskContext;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::physical_plan::{ExecutionPlan, collect};
+use datafusion::prelude::SessionContext;
 
 use super::plan::PreparedImport;
 use super::{ImportBuilder, SourceSpec};
 use crate::db::{FileRecord, HistoryEntry};
 use crate::error::{AtlasError, Result};
-use crate::options::{FilePolicy, OnBadValue};
+use crate::options::{FilePolicy, OnBadValue, OnDuplicate};
 use crate::physical::{Opened, TableTransaction};
 use crate::reject::RejectWriter;
-use crate::report::{ImportMetrics, ImportReport, ImportStatus, Phase, ReportContext};
+use crate::report::{
+    ImportCounts, ImportMetrics, ImportReport, ImportStatus, Phase, ReportContext,
+};
 
 impl ImportBuilder {
     /// Runs the import.
@@ -63,6 +68,7 @@ impl ImportBuilder {
             rejected: 0,
             file_hash: None,
             error: None,
+            import_id: None,
         }
     }
 
@@ -197,22 +203,23 @@ impl ImportBuilder {
                 record_count: 0,
             })
             .collect();
-        let prepared = self
-            .prepare(&source, &target, create.clone(), false)
-            .await?;
-        let transaction = Arc::new(
-            TableTransaction::new(
-                Arc::clone(&self.db),
-                self.table.clone(),
-                files,
-                self.options.file_policy,
-                create,
-            )
-            .with_history(HistoryEntry {
+        let writes = (
+            files,
+            HistoryEntry {
                 file_hash: file_hash.clone(),
                 ..history
-            }),
+            },
         );
+        let prepared = self
+            .prepare(&source, &target, create, false, Some(writes))
+            .await?;
+        let recipe = prepared.recipe()?;
+        if let Some(cluster) = &self.cluster {
+            return self
+                .run_on_cluster(&cluster.0, prepared, &source.name, file_hash, started)
+                .await;
+        }
+        let transaction = Arc::new(TableTransaction::from_recipe(Arc::clone(&self.db), &recipe));
         let _running = self.start_run(&prepared, Arc::clone(&transaction), rejects);
         // The import reads the source from its start (type inference may
         // have read it once already).
@@ -230,7 +237,7 @@ impl ImportBuilder {
         result?;
         let created_table = match transaction.outcome() {
             Some(Opened::Ready { created, .. }) => created,
-            Some(Opened::FileAlreadyImported) | None => {
+            Some(Opened::FileAlreadyImported | Opened::Committed { .. }) | None => {
                 let hash = file_hash.unwrap_or_default();
                 return Ok((self.already_imported(started, &source.name, hash)?, None));
             }
@@ -251,6 +258,87 @@ impl ImportBuilder {
             ImportMetrics::get(&m.inserted),
             ImportMetrics::get(&m.skipped),
             ImportMetrics::get(&m.rows_read)
+        );
+        Ok((report, Some(prepared)))
+    }
+
+    /// Runs `prepared` on the cluster of `cluster` (a Ballista session): the
+    /// stages run on its executors, each with a run built from the plan's
+    /// recipe; the report is the committed `import_history` row of this
+    /// import's id (what was written) and the job's counters (what was read,
+    /// skipped, rejected), which then complete that row.
+    pub(super) async fn run_on_cluster(
+        &self,
+        cluster: &SessionContext,
+        prepared: PreparedImport,
+        source: &str,
+        file_hash: Option<String>,
+        started: Instant,
+    ) -> Result<(ImportReport, Option<PreparedImport>)> {
+        let state = cluster.state();
+        let config = self.import_config(state.config().clone());
+        let state = SessionStateBuilder::new_from_existing(state)
+            .with_config(config)
+            .build();
+        let plan = state
+            .create_physical_plan(prepared.logical_plan())
+            .await
+            .map_err(|e| AtlasError::from_source_read(e, source))?;
+        self.metrics.set_phase(Phase::Writing);
+        collect(Arc::clone(&plan), Arc::new(TaskContext::from(&state)))
+            .await
+            .map_err(AtlasError::from_cluster)?;
+        let id = prepared.spec().import.id.to_string();
+        let committed = self.db.catalog().await?.committed_import(&id).await?;
+        let Some((inserted, updated)) = committed else {
+            // The sink found the file imported (ON DUPLICATE FILE SKIP).
+            let hash = file_hash.unwrap_or_default();
+            return Ok((self.already_imported(started, source, hash)?, None));
+        };
+        #[cfg(feature = "ballista")]
+        let counters = crate::distributed::job_counters(&plan, state.config()).await?;
+        #[cfg(not(feature = "ballista"))]
+        let counters = std::collections::HashMap::<String, u64>::new();
+        let counter = |name: &str| counters.get(name).copied().unwrap_or(0);
+        let mut report = ImportReport {
+            file_hash,
+            created_table: prepared.spec().creates.is_some(),
+            ..self.metrics.report(
+                ImportStatus::Committed,
+                &self.report_context(source, started),
+            )
+        };
+        // The check counts the updates (the sink's own count is of rows
+        // staged, not of rows that matched).
+        let updated = match self.options.on_duplicate {
+            OnDuplicate::Update => counter("updated"),
+            _ => updated,
+        };
+        report.counts = ImportCounts {
+            rows_read: counter("rows_read"),
+            inserted,
+            updated,
+            skipped: counter("skipped"),
+            duplicates_existing: counter("duplicates_existing"),
+            duplicates_in_file: counter("duplicates_in_file"),
+            rejected: counter("rejected"),
+            nulled_values: counter("nulled_values"),
+            blank_lines: counter("blank_lines"),
+            comment_lines: counter("comment_lines"),
+        };
+        report.chunks = report
+            .rows_read
+            .div_ceil(self.options.chunk_rows.max(1) as u64);
+        self.db
+            .catalog()
+            .await?
+            .complete_history(&id, &report.counts)
+            .await?;
+        tracing::info!(
+            "Import into '{}' committed on the cluster: {inserted} inserted, {updated} updated, {} skipped, {} read",
+            self.table,
+            report.skipped,
+            report.rows_read
         );
         Ok((report, Some(prepared)))
     }

@@ -27,7 +27,7 @@ pub use duplicate_check::{
     DUPLICATE_OF_COLUMN, DuplicateCheckExec, DuplicateCheckSettings, ExistingKeyLoader,
     ExistingKeys, KeyLookup, UPDATE_COLUMN,
 };
-pub use run::{ImportId, ImportRun, ImportRuns, RegisteredRun};
+pub use run::{ImportId, ImportRef, ImportRun, ImportRuns, RegisteredRun, RunFactory, RunRecipe};
 pub use sink::{ImportSink, SinkSettings};
 pub use transaction::{Opened, TableTransaction, TransactionSlot};
 

@@ -15,19 +15,29 @@
 //!                         └─ ImportRun { TableTransaction, ExistingKeys,
 //!                                        ImportMetrics, RejectWriter }
 //! ```
+//!
+//! In another process (a Ballista executor) nobody registered the run: the
+//! operators' [`ImportRef`] carries a [`RunRecipe`] (plain data, no
+//! credentials) and the process's [`ImportRuns`] builds the run from it with
+//! its [`RunFactory`], which holds the databases that process may reach.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::TaskContext;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 
-use super::duplicate_check::ExistingKeys;
+use super::duplicate_check::{ExistingKeys, KeyLookup};
 use super::transaction::TableTransaction;
+use crate::db::{FileRecord, HistoryEntry};
+use crate::names::TableRef;
+use crate::options::{FilePolicy, OnBadValue};
 use crate::reject::RejectWriter;
 use crate::report::ImportMetrics;
+use crate::schema::{ColumnSpec, TargetColumn};
 
 /// Names one import: the plan's nodes carry it, the run is registered by it.
 #[derive(
@@ -75,6 +85,88 @@ impl fmt::Display for ImportId {
     }
 }
 
+/// What a process other than the planner's needs to build an import's run:
+/// plain data, and never a credential (the database is named by its URL
+/// without password; the process resolves it from its own configuration).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RunRecipe {
+    /// The target database, as `Database::display_url` prints it.
+    pub database: String,
+    /// Target table.
+    pub table: TableRef,
+    /// The key's target columns, in key order.
+    pub key_columns: Vec<TargetColumn>,
+    /// How the keys already in the table are learned.
+    pub lookup: KeyLookup,
+    /// What the existing keys are and why this lookup.
+    pub lookup_reason: String,
+    /// The `file_imports` rows to check and write, one per source file (their
+    /// hashes taken when the import was planned).
+    pub files: Vec<FileRecord>,
+    /// What to do with a file imported before.
+    pub file_policy: FilePolicy,
+    /// The columns a missing table is created with.
+    pub creates: Option<Vec<ColumnSpec>>,
+    /// The `import_history` row written at commit (with the import's id).
+    pub history: HistoryEntry,
+    /// What to do with values that do not fit.
+    pub on_bad_value: OnBadValue,
+}
+
+/// How a plan's operator names its import: the id, and for plans that run
+/// in other processes the recipe of its run. Compared and hashed by id (the
+/// recipe follows from it).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ImportRef {
+    /// The import.
+    pub id: ImportId,
+    /// How to build its run where nobody registered it.
+    pub recipe: Option<Arc<RunRecipe>>,
+}
+
+impl ImportRef {
+    /// The import `id` with the recipe of its run.
+    pub fn with_recipe(id: ImportId, recipe: Arc<RunRecipe>) -> Self {
+        Self {
+            id,
+            recipe: Some(recipe),
+        }
+    }
+}
+
+impl From<ImportId> for ImportRef {
+    fn from(id: ImportId) -> Self {
+        Self { id, recipe: None }
+    }
+}
+
+impl PartialEq for ImportRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for ImportRef {}
+
+impl Hash for ImportRef {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+    }
+}
+
+impl fmt::Display for ImportRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.id.fmt(f)
+    }
+}
+
+/// Builds the run of an import from its recipe, in a process where nobody
+/// registered it (a Ballista executor): the process's databases and paths.
+pub trait RunFactory: fmt::Debug + Send + Sync {
+    /// The run of import `id` as `recipe` says.
+    fn build(&self, id: ImportId, recipe: &RunRecipe) -> crate::error::Result<ImportRun>;
+}
+
 /// The live state of one import, shared by its operators while it runs.
 pub struct ImportRun {
     id: ImportId,
@@ -84,6 +176,9 @@ pub struct ImportRun {
     existing: ExistingKeys,
     metrics: Arc<ImportMetrics>,
     rejects: Option<Arc<RejectWriter>>,
+    /// The run serves one task of a distributed plan: the other operators'
+    /// counters are in other processes.
+    stage_local: bool,
 }
 
 impl fmt::Debug for ImportRun {
@@ -105,6 +200,48 @@ impl ImportRun {
             existing,
             metrics,
             rejects: None,
+            stage_local: false,
+        }
+    }
+
+    /// This run serves one task of a distributed plan (one partition of one
+    /// stage): each operator settles what it alone can see (the check fails
+    /// its partition on a duplicate under `ON DUPLICATE ERROR`; the reader
+    /// of a one-file source fails on a file without rows), as the sink
+    /// cannot see the other stages' counters.
+    pub fn stage_local(mut self) -> Self {
+        self.stage_local = true;
+        self
+    }
+
+    /// Whether this run serves one task of a distributed plan.
+    pub fn is_stage_local(&self) -> bool {
+        self.stage_local
+    }
+
+    /// An operator's output as this run's tasks hand it on: in a task of a
+    /// distributed plan, its errors in the form the client reads back
+    /// ([`crate::AtlasError::to_wire`]).
+    pub fn task_output(&self, stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
+        if !self.stage_local {
+            return stream;
+        }
+        use futures::TryStreamExt;
+        let schema = stream.schema();
+        Box::pin(
+            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                schema,
+                stream.map_err(crate::error::AtlasError::for_cluster),
+            ),
+        )
+    }
+
+    /// An operator's result as this run's tasks report it (see
+    /// [`ImportRun::task_output`]).
+    pub fn task_result<T>(&self, result: Result<T>) -> Result<T> {
+        match result {
+            Err(e) if self.stage_local => Err(crate::error::AtlasError::for_cluster(e)),
+            other => other,
         }
     }
 
@@ -156,9 +293,36 @@ impl ImportRun {
 #[derive(Debug, Default)]
 pub struct ImportRuns {
     runs: Mutex<HashMap<ImportId, Arc<ImportRun>>>,
+    /// Builds runs from recipes (executors); `None` where runs are registered.
+    factory: Option<Arc<dyn RunFactory>>,
 }
 
 impl ImportRuns {
+    /// Runs built from the plans' recipes by `factory`.
+    pub fn with_factory(factory: Arc<dyn RunFactory>) -> Self {
+        Self {
+            factory: Some(factory),
+            ..Self::default()
+        }
+    }
+
+    /// The run of `import`: the registered one, else one built from its
+    /// recipe by this process's factory.
+    pub fn run_of(&self, import: &ImportRef) -> Result<Option<Arc<ImportRun>>> {
+        if let Some(run) = self.get(import.id) {
+            return Ok(Some(run));
+        }
+        let (Some(factory), Some(recipe)) = (&self.factory, &import.recipe) else {
+            return Ok(None);
+        };
+        // One run per task: a task of a distributed plan runs one partition
+        // of one stage, and holds nothing another task could share.
+        let run = factory
+            .build(import.id, recipe)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        Ok(Some(Arc::new(run.stage_local())))
+    }
+
     /// Registers `run` until the returned guard is dropped.
     pub fn register(self: &Arc<Self>, run: ImportRun) -> RegisteredRun {
         let run = Arc::new(run);
@@ -181,19 +345,21 @@ impl ImportRuns {
             .cloned()
     }
 
-    /// The run of import `id` in the session of `context`: an operator's
-    /// live state.
-    pub fn of_task(context: &TaskContext, id: ImportId) -> Result<Arc<ImportRun>> {
-        context
-            .session_config()
-            .get_extension::<ImportRuns>()
-            .and_then(|runs| runs.get(id))
-            .ok_or_else(|| {
-                DataFusionError::Execution(format!(
-                    "import {id} is not running in this session: an import plan executes in \
-                     the session it was prepared for (its ImportRuns holds the run)"
-                ))
-            })
+    /// The run of `import` in the session of `context`: an operator's live
+    /// state.
+    pub fn of_task(context: &TaskContext, import: &ImportRef) -> Result<Arc<ImportRun>> {
+        let runs = context.session_config().get_extension::<ImportRuns>();
+        match runs {
+            Some(runs) => runs.run_of(import)?,
+            None => None,
+        }
+        .ok_or_else(|| {
+            DataFusionError::Execution(format!(
+                "import {import} is not running in this session: an import plan executes in \
+                 the session it was prepared for (its ImportRuns holds the run), or in a \
+                 process whose ImportRuns builds runs (an atlas-import executor)"
+            ))
+        })
     }
 }
 

@@ -30,6 +30,15 @@ pub enum Opened {
     /// The same file was already imported and the policy is to skip it: nothing
     /// is read or written.
     FileAlreadyImported,
+    /// This very import (its id) committed already: a retried write (a
+    /// distributed import's sink task run again) writes nothing and answers
+    /// with what the commit wrote.
+    Committed {
+        /// Rows the commit inserted.
+        inserted: u64,
+        /// Rows the commit updated.
+        updated: u64,
+    },
 }
 
 /// The import transaction and what must happen when it opens: begin, lock the
@@ -87,6 +96,18 @@ impl TableTransaction {
         }
     }
 
+    /// The transaction `recipe` describes, on `db` (its database).
+    pub fn from_recipe(db: Arc<dyn Database>, recipe: &super::RunRecipe) -> Self {
+        Self::new(
+            db,
+            recipe.table.clone(),
+            recipe.files.clone(),
+            recipe.file_policy,
+            recipe.creates.clone(),
+        )
+        .with_history(recipe.history.clone())
+    }
+
     /// The transaction of a dry run (`CHECK IMPORT`): it only reads.
     pub fn dry_run(db: Arc<dyn Database>, table: TableRef) -> Self {
         Self {
@@ -104,6 +125,16 @@ impl TableTransaction {
     /// The `import_history` row to complete and write at commit.
     pub fn history(&self) -> Option<&HistoryEntry> {
         self.history.as_ref()
+    }
+
+    /// The database the transaction is on.
+    pub fn database(&self) -> &Arc<dyn Database> {
+        &self.db
+    }
+
+    /// The import's id, as `import_history` records it.
+    pub fn import_id(&self) -> Option<&str> {
+        self.history.as_ref().and_then(|h| h.import_id.as_deref())
     }
 
     /// The target table.
@@ -138,6 +169,13 @@ impl TableTransaction {
         let mut tx = self.db.begin().await?;
         let prepared: Result<Opened> = async {
             tx.lock_table(&self.table).await?;
+            // Under the lock: an earlier attempt of this import has either
+            // committed (its history row is there) or left nothing.
+            if let Some(id) = self.history.as_ref().and_then(|h| h.import_id.as_deref())
+                && let Some((inserted, updated)) = tx.catalog().committed_import(id).await?
+            {
+                return Ok(Opened::Committed { inserted, updated });
+            }
             if !self.dry_run && self.file_policy != FilePolicy::Allow {
                 for file in &self.files {
                     if !tx.file_imported(&file.file_hash, &self.table).await? {

@@ -401,6 +401,67 @@ impl Catalog for Conn {
         Ok(found.is_some())
     }
 
+    async fn committed_import(&mut self, import_id: &str) -> Result<Option<(u64, u64)>> {
+        let found: Option<(Option<i64>, Option<i64>)> = self
+            .exec_first(super::committed_import_sql(DbKind::MySql), (import_id,))
+            .await
+            .map_err(|e| AtlasError::database("reading import_history", e))?;
+        let count = |n: Option<i64>| n.unwrap_or(0).max(0) as u64;
+        Ok(found.map(|(inserted, updated)| (count(inserted), count(updated))))
+    }
+
+    async fn complete_history(
+        &mut self,
+        import_id: &str,
+        counts: &crate::report::ImportCounts,
+    ) -> Result<()> {
+        let mut values: Vec<Value> = super::completed_counts(counts)
+            .into_iter()
+            .map(Value::Int)
+            .collect();
+        values.push(Value::from(import_id));
+        self.exec_drop(
+            super::complete_history_sql(DbKind::MySql),
+            Params::Positional(values),
+        )
+        .await
+        .map_err(|e| AtlasError::database("completing the import's import_history row", e))
+    }
+
+    async fn record_refusal(&mut self, import_id: &str, refusal: &str, report: &str) -> Result<()> {
+        let error = |e| AtlasError::database("recording a refusal in import_refusals", e);
+        self.exec_drop(
+            "DELETE FROM import_refusals WHERE import_id = ? AND refusal = ?",
+            (import_id, refusal),
+        )
+        .await
+        .map_err(error)?;
+        self.exec_drop(
+            "INSERT INTO import_refusals (import_id, refusal, report) VALUES (?, ?, ?)",
+            (import_id, refusal, report),
+        )
+        .await
+        .map_err(error)
+    }
+
+    async fn take_refusals(&mut self, import_id: &str) -> Result<Vec<String>> {
+        let error = |e| AtlasError::database("reading import_refusals", e);
+        let reports: Vec<String> = self
+            .exec(
+                "SELECT report FROM import_refusals WHERE import_id = ?",
+                (import_id,),
+            )
+            .await
+            .map_err(error)?;
+        self.exec_drop(
+            "DELETE FROM import_refusals WHERE import_id = ?",
+            (import_id,),
+        )
+        .await
+        .map_err(error)?;
+        Ok(reports)
+    }
+
     async fn insert_history(&mut self, entry: &HistoryEntry) -> Result<()> {
         let conn = self;
         let values = entry
@@ -444,10 +505,25 @@ impl Database for MySqlDatabase {
         for (what, sql) in [
             ("creating file_imports", CREATE_FILE_IMPORTS.to_string()),
             ("creating import_history", create_import_history()),
+            (
+                "creating import_refusals",
+                super::CREATE_IMPORT_REFUSALS.to_string(),
+            ),
         ] {
             conn.query_drop(sql)
                 .await
                 .map_err(|e| AtlasError::database(what, e))?;
+        }
+        if conn
+            .query_drop(super::PROBE_HISTORY_IMPORT_ID)
+            .await
+            .is_err()
+        {
+            conn.query_drop(
+                "ALTER TABLE import_history ADD COLUMN IF NOT EXISTS import_id VARCHAR(32)",
+            )
+            .await
+            .map_err(|e| AtlasError::database("adding import_history.import_id", e))?;
         }
         Ok(())
     }

@@ -23,7 +23,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use super::run::{ImportId, ImportRuns};
+use super::run::{ImportRef, ImportRuns};
 use super::source_ordered_properties;
 use crate::error::AtlasError;
 use crate::options::OnBadValue;
@@ -78,7 +78,7 @@ pub struct CoerceExec {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct CoerceSettings {
     /// The import whose run holds the counters and the reject file.
-    pub import: ImportId,
+    pub import: ImportRef,
     /// For each output column: the input column it reads, and the target column.
     pub casts: Vec<(usize, TargetColumn)>,
     /// Source name for error messages.
@@ -97,14 +97,14 @@ impl CoerceExec {
     /// for import `import`; a bad value fails it.
     pub fn new(
         input: Arc<dyn ExecutionPlan>,
-        import: ImportId,
+        import: impl Into<ImportRef>,
         casts: Vec<(usize, TargetColumn)>,
         source_name: impl Into<String>,
     ) -> Self {
         Self::from_settings(
             input,
             CoerceSettings {
-                import,
+                import: import.into(),
                 casts,
                 source_name: source_name.into(),
                 files: Vec::new(),
@@ -272,7 +272,7 @@ impl ExecutionPlan for CoerceExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let run = ImportRuns::of_task(&context, self.settings.import)?;
+        let run = ImportRuns::of_task(&context, &self.settings.import)?;
         let bad_values = BadValues::of(&self.settings.on_bad_value, &run)?;
         // One input partition per file when several, read in order; else the
         // one partition the requirement guarantees.
@@ -329,6 +329,7 @@ impl ExecutionPlan for CoerceExec {
             file_first_row: vec![1; names.len()],
             names,
             baseline: BaselineMetrics::new(&self.metrics, partition),
+            counted: stream::ReportCounters::new(&self.metrics, partition),
         };
         let data_schema = Arc::new(input_schema.project(&converter.data_columns)?);
         let converted = input.map(move |item| converter.convert(item));
@@ -337,13 +338,17 @@ impl ExecutionPlan for CoerceExec {
             chunk_rows: self.settings.chunk_rows.max(1) as u64,
             bad_values,
             data_schema,
+            files_with_rows: match run.transaction() {
+                Ok(transaction) if run.is_stage_local() => transaction.files().to_vec(),
+                _ => Vec::new(),
+            },
         };
         let finished =
             futures::stream::once(async move { end.report() }).filter_map(futures::future::ready);
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
+        Ok(run.task_output(Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.schema),
             converted.chain(finished),
-        )))
+        ))))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {

@@ -10,7 +10,9 @@ use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::datatypes::UInt64Type;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::physical_plan::metrics::BaselineMetrics;
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder,
+};
 
 use crate::convert::{coerce_column, coerce_column_lenient};
 use crate::error::AtlasError;
@@ -74,6 +76,28 @@ pub(super) struct BatchConverter {
     /// The row number of the next row within each file.
     pub(super) file_first_row: Vec<u64>,
     pub(super) baseline: BaselineMetrics,
+    /// The report's counters as operator metrics: where the stages run in
+    /// other processes, the client sums these from the job.
+    pub(super) counted: ReportCounters,
+}
+
+/// The counters of [`crate::report::ImportCounts`] this operator knows, per
+/// partition, as operator metrics (`rows_read`, `rejected`, `nulled_values`).
+pub(super) struct ReportCounters {
+    pub(super) rows_read: Count,
+    pub(super) rejected: Count,
+    pub(super) nulled_values: Count,
+}
+
+impl ReportCounters {
+    pub(super) fn new(metrics: &ExecutionPlanMetricsSet, partition: usize) -> Self {
+        let counter = |name: &'static str| MetricBuilder::new(metrics).counter(name, partition);
+        Self {
+            rows_read: counter("rows_read"),
+            rejected: counter("rejected"),
+            nulled_values: counter("nulled_values"),
+        }
+    }
 }
 
 impl BatchConverter {
@@ -89,6 +113,7 @@ impl BatchConverter {
         self.counters
             .rows_read
             .fetch_add(n as u64, Ordering::Relaxed);
+        self.counted.rows_read.add(n);
         let lines = self
             .line_column
             .map(|i| batch.column(i).as_primitive::<UInt64Type>().clone());
@@ -118,6 +143,7 @@ impl BatchConverter {
                         self.counters
                             .nulled
                             .fetch_add(failures.len() as u64, Ordering::Relaxed);
+                        self.counted.nulled_values.add(failures.len());
                     }
                     rejected.extend(failures.into_iter().map(|f| Rejection {
                         index: f.index,
@@ -152,6 +178,7 @@ impl BatchConverter {
             self.counters
                 .rejected
                 .fetch_add(rejected.len() as u64, Ordering::Relaxed);
+            self.counted.rejected.add(rejected.len());
             let mut keep = vec![true; n];
             for r in &rejected {
                 keep[r.index] = false;
@@ -217,6 +244,9 @@ pub(super) struct SourceEnd {
     pub(super) bad_values: BadValues,
     /// The source's data columns, for a reject file's header.
     pub(super) data_schema: SchemaRef,
+    /// The files that must have had rows, where this reader says so (a task
+    /// of a distributed plan; else the sink does).
+    pub(super) files_with_rows: Vec<crate::db::FileRecord>,
 }
 
 impl SourceEnd {
@@ -225,6 +255,10 @@ impl SourceEnd {
         let counters = &self.counters;
         counters.source_done.store(true, Ordering::Relaxed);
         let rows = ImportMetrics::get(&counters.rows_read);
+        if rows == 0 && !self.files_with_rows.is_empty() {
+            let error = crate::physical::sink::no_data_rows(&self.files_with_rows);
+            return Some(Err(error.into()));
+        }
         tracing::info!(
             "Split {rows} records into {} chunks of {}",
             rows.div_ceil(self.chunk_rows),

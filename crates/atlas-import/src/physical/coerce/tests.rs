@@ -9,6 +9,7 @@ use datafusion::physical_plan::collect;
 use super::*;
 use crate::key::KeyHasher;
 use crate::physical::ExistingKeys;
+use crate::physical::ImportId;
 use crate::physical::ImportRun;
 use crate::physical::run::task_running;
 use datafusion::arrow::array::RecordBatch;

@@ -27,7 +27,7 @@ use datafusion::physical_plan::{
     PlanProperties, ReplaceChildrenOptions, SendableRecordBatchStream,
 };
 
-use super::run::{ImportId, ImportRuns};
+use super::run::{ImportRef, ImportRuns};
 use super::source_ordered_properties;
 use crate::key::KeyEncoder;
 use crate::key_form::KeyForm;
@@ -106,7 +106,7 @@ pub struct DuplicateCheckExec {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct DuplicateCheckSettings {
     /// The import whose run holds the existing keys and the counters.
-    pub import: ImportId,
+    pub import: ImportRef,
     /// Key column indices in the input schema, in key order.
     pub key_columns: Vec<usize>,
     /// Per key column, the form its values compare in (see [`KeyForm`]).
@@ -130,14 +130,14 @@ impl DuplicateCheckExec {
     /// [`crate::DEFAULT_CHUNK_ROWS`] unless told otherwise.
     pub fn try_new(
         input: Arc<dyn ExecutionPlan>,
-        import: ImportId,
+        import: impl Into<ImportRef>,
         key_columns: Vec<usize>,
     ) -> Result<Self> {
         let key_forms = vec![None; key_columns.len()];
         Self::try_from_settings(
             input,
             DuplicateCheckSettings {
-                import,
+                import: import.into(),
                 key_columns,
                 key_forms,
                 lookup: KeyLookup::Nothing,
@@ -384,13 +384,18 @@ impl ExecutionPlan for DuplicateCheckExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let run = ImportRuns::of_task(&context, self.settings.import)?;
+        let run = ImportRuns::of_task(&context, &self.settings.import)?;
         let input = self.input.execute(partition, Arc::clone(&context))?;
         let row_column = self.input.schema().index_of(ROW_NUMBER_COLUMN)?;
         let schema = self.schema();
         let reservation = MemoryConsumer::new(format!("DuplicateCheckExec[{partition}]"))
             .register(context.memory_pool());
-        let partitions = self.input.output_partitioning().partition_count();
+        // A task of a distributed plan runs one partition with a run of its own.
+        let partitions = if run.is_stage_local() {
+            1
+        } else {
+            self.input.output_partitioning().partition_count()
+        };
         let check = PartitionCheck::new(
             CheckSettings {
                 encoder: self.key_encoder(),
@@ -414,6 +419,8 @@ impl ExecutionPlan for DuplicateCheckExec {
                     .counter("duplicates_existing", partition),
                 duplicates_in_file: MetricBuilder::new(&self.metrics)
                     .counter("duplicates_in_file", partition),
+                skipped: MetricBuilder::new(&self.metrics).counter("skipped", partition),
+                updated: MetricBuilder::new(&self.metrics).counter("updated", partition),
             },
         );
         let state = CheckStream {
@@ -421,9 +428,13 @@ impl ExecutionPlan for DuplicateCheckExec {
             input,
             feed: run.existing().start(context.memory_pool(), partitions),
             check,
+            refusals: match run.transaction() {
+                Ok(transaction) if run.is_stage_local() => Some(Arc::clone(transaction)),
+                _ => None,
+            },
         };
         let stream = futures::stream::unfold(state, CheckStream::next);
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+        Ok(run.task_output(Box::pin(RecordBatchStreamAdapter::new(schema, stream))))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {

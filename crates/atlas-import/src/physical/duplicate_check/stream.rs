@@ -21,7 +21,9 @@ use super::existing::{KeyFeed, LoadedKeys, Staged};
 use crate::error::AtlasError;
 use crate::key::{EncodedKeys, Fingerprint, Fingerprints, KeyEncoder, KeyHasher};
 use crate::options::OnDuplicate;
+use crate::physical::TableTransaction;
 use crate::report::{DUPLICATE_SAMPLES, DuplicateKind, DuplicateSample, ImportMetrics};
+use sha2::{Digest, Sha256};
 
 /// Bytes of key columns a partition keeps, while the existing keys are not
 /// known yet, to describe its first duplicates in a refusal (the samples are
@@ -51,6 +53,10 @@ pub(super) struct CheckStream {
     pub(super) input: SendableRecordBatchStream,
     pub(super) feed: KeyFeed,
     pub(super) check: PartitionCheck,
+    /// Where a task of a distributed plan leaves its duplicates under `ON
+    /// DUPLICATE ERROR` for the write (in a later stage, which cannot see
+    /// this task's counters) to refuse with: the import's transaction.
+    pub(super) refusals: Option<Arc<TableTransaction>>,
 }
 
 impl CheckStream {
@@ -119,7 +125,24 @@ impl CheckStream {
                 }
                 Phase::Replaying(batches) => match batches.pop_front() {
                     Some(batch) => return Some((Ok(batch), self)),
-                    None => self.phase = Phase::Done,
+                    None => {
+                        if let Some(refusal) = self.refusal() {
+                            let left: crate::error::Result<()> = async move {
+                                let refusal = refusal?;
+                                let transaction = &refusal.transaction;
+                                let id = transaction.import_id().unwrap_or_default();
+                                let mut catalog = transaction.database().catalog().await?;
+                                catalog
+                                    .record_refusal(id, &refusal.name, &refusal.tally)
+                                    .await
+                            }
+                            .await;
+                            if let Err(e) = left {
+                                return self.fail(e.into());
+                            }
+                        }
+                        self.phase = Phase::Done;
+                    }
                 },
                 Phase::Done => return None,
             }
@@ -142,10 +165,39 @@ impl CheckStream {
         Ok(())
     }
 
+    /// This partition's duplicates for the write to refuse with (a task of
+    /// a distributed plan under `ON DUPLICATE ERROR`).
+    fn refusal(&self) -> Option<crate::error::Result<Refusal>> {
+        let metrics = &self.check.import_metrics;
+        let transaction = self.refusals.as_ref()?;
+        if self.check.on_duplicate != OnDuplicate::Error || !metrics.has_duplicates() {
+            return None;
+        }
+        Some(
+            serde_json::to_string(&metrics.duplicate_tally())
+                .map(|tally| Refusal {
+                    transaction: Arc::clone(transaction),
+                    // Named by what it holds: a retried task (the same rows)
+                    // replaces its own, other partitions (other rows) add.
+                    name: hex::encode(&Sha256::digest(tally.as_bytes())[..16]),
+                    tally,
+                })
+                .map_err(|e| AtlasError::Internal(format!("encoding a refusal: {e}"))),
+        )
+    }
+
     fn fail(mut self, e: DataFusionError) -> Option<(Result<RecordBatch>, Self)> {
         self.phase = Phase::Done;
         Some((Err(e), self))
     }
+}
+
+/// What one task of a distributed check refused, to record for the write.
+struct Refusal {
+    transaction: Arc<TableTransaction>,
+    name: String,
+    /// The partition's `DuplicateTally`, as JSON.
+    tally: String,
 }
 
 /// A row that repeated a key of the import before the existing keys were
@@ -209,6 +261,10 @@ pub(super) struct PartitionCheck {
     pub(super) baseline: BaselineMetrics,
     pub(super) duplicates_existing: Count,
     pub(super) duplicates_in_file: Count,
+    /// Rows left out as duplicates (`ON DUPLICATE SKIP`).
+    pub(super) skipped: Count,
+    /// Rows that update an existing row (`ON DUPLICATE UPDATE`).
+    pub(super) updated: Count,
 }
 
 /// What one partition of the check is asked to do: the same for every
@@ -236,6 +292,8 @@ pub(super) struct CheckAccounting {
     pub(super) baseline: BaselineMetrics,
     pub(super) duplicates_existing: Count,
     pub(super) duplicates_in_file: Count,
+    pub(super) skipped: Count,
+    pub(super) updated: Count,
 }
 
 impl PartitionCheck {
@@ -256,6 +314,8 @@ impl PartitionCheck {
             baseline,
             duplicates_existing,
             duplicates_in_file,
+            skipped,
+            updated,
         } = accounting;
         Self {
             encoder,
@@ -282,6 +342,8 @@ impl PartitionCheck {
             baseline,
             duplicates_existing,
             duplicates_in_file,
+            skipped,
+            updated,
         }
     }
 
@@ -575,6 +637,11 @@ impl PartitionCheck {
         };
         if let Some(counter) = counter {
             counter.fetch_add(found.len() as u64, Ordering::Relaxed);
+        }
+        match self.on_duplicate {
+            OnDuplicate::Skip => self.skipped.add(found.len()),
+            OnDuplicate::Update => self.updated.add(found.len()),
+            OnDuplicate::Error | OnDuplicate::Allow => {}
         }
     }
 

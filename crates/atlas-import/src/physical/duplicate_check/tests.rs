@@ -13,6 +13,7 @@ use super::*;
 use crate::db::KeyFilter;
 use crate::key::{EncodedKeys, Fingerprints, KeyHasher};
 use crate::key_form::{KeyForm, ValueForm};
+use crate::physical::ImportId;
 use crate::report::ImportMetrics;
 
 /// The keys of a table, held in memory, read as the database's scan would

@@ -4,6 +4,8 @@
 mod staging;
 mod write;
 
+pub(crate) use write::no_data_rows;
+
 use std::fmt;
 use std::sync::Arc;
 
@@ -16,7 +18,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
 
-use super::run::{ImportId, ImportRuns};
+use super::run::{ImportRef, ImportRuns};
 use super::source_order_requirement;
 use crate::db::{DbKind, UpsertStatements};
 use crate::names::TableRef;
@@ -63,7 +65,7 @@ pub struct ImportSink {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct SinkSettings {
     /// The import whose run holds the transaction and the counters.
-    pub import: ImportId,
+    pub import: ImportRef,
     /// Target table.
     pub table: TableRef,
     /// Target columns written, in the order of the input's first columns.
@@ -87,7 +89,7 @@ impl ImportSink {
     /// `ON DUPLICATE ERROR` in chunks of [`crate::DEFAULT_CHUNK_ROWS`] unless
     /// told otherwise.
     pub fn new(
-        import: ImportId,
+        import: impl Into<ImportRef>,
         table: TableRef,
         columns: Vec<TargetColumn>,
         db_kind: DbKind,
@@ -95,7 +97,7 @@ impl ImportSink {
     ) -> Self {
         Self::from_settings(
             SinkSettings {
-                import,
+                import: import.into(),
                 table,
                 columns,
                 db_kind,
@@ -223,10 +225,10 @@ impl DataSink for ImportSink {
         data: SendableRecordBatchStream,
         context: &Arc<TaskContext>,
     ) -> Result<u64> {
-        let run = ImportRuns::of_task(context, self.settings.import)?;
+        let run = ImportRuns::of_task(context, &self.settings.import)?;
         let transaction = run.transaction()?;
-        let write = SinkWrite::new(self, run.metrics(), transaction);
-        let result = write.write_everything(data).await;
+        let write = SinkWrite::new(self, &run)?;
+        let result = run.task_result(write.write_everything(data).await);
         if result.is_err() {
             // Leave the target exactly as it was.
             if let Err(e) = transaction.slot().rollback().await {

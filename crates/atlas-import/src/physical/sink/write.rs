@@ -17,8 +17,8 @@ use crate::error::AtlasError;
 use crate::key::KeyEncoder;
 use crate::key_form::KeyForm;
 use crate::options::OnDuplicate;
-use crate::physical::Opened;
 use crate::physical::transaction::{TableTransaction, not_open};
+use crate::physical::{ImportRun, Opened};
 use crate::report::{ImportMetrics, ImportStatus};
 
 /// An upsert's join reads the table first when it holds at most this many
@@ -38,6 +38,8 @@ pub(super) struct SinkWrite<'a> {
     written_per_file: std::sync::Mutex<Vec<u64>>,
     /// Rows handed to the write so far (inserted, or staged by an upsert).
     sent_rows: AtomicU64,
+    /// The write is a task of a distributed plan (see `ImportRun::stage_local`).
+    stage_local: bool,
     /// Which source rows the write's rows are, as runs of consecutive rows,
     /// to name the source row of a value the database refuses.
     written_rows: std::sync::Mutex<RowRuns>,
@@ -77,19 +79,16 @@ impl RowRuns {
 }
 
 impl<'a> SinkWrite<'a> {
-    pub(super) fn new(
-        sink: &'a ImportSink,
-        metrics: &'a ImportMetrics,
-        transaction: &'a TableTransaction,
-    ) -> Self {
-        Self {
+    pub(super) fn new(sink: &'a ImportSink, run: &'a ImportRun) -> Result<Self> {
+        Ok(Self {
             sink,
-            metrics,
-            transaction,
+            metrics: run.metrics(),
+            transaction: run.transaction()?,
             written_per_file: Default::default(),
             sent_rows: AtomicU64::new(0),
+            stage_local: run.is_stage_local(),
             written_rows: Default::default(),
-        }
+        })
     }
 
     /// The next rows to write: skips empty batches, drops the row-number column
@@ -303,13 +302,44 @@ impl<'a> SinkWrite<'a> {
         self.metrics.count_by_file(rows.values(), &mut counts);
     }
 
+    /// Takes into the counters the duplicates the check's tasks left (a
+    /// task of a distributed plan: see `CheckStream`); they all ended
+    /// before this stage began, and this runs before the transaction opens
+    /// (SQLite has one writer).
+    async fn take_refusals(&self) -> crate::error::Result<()> {
+        let id = self.transaction.import_id().unwrap_or_default();
+        let mut catalog = self.transaction.database().catalog().await?;
+        for refusal in catalog.take_refusals(id).await? {
+            let tally = serde_json::from_str(&refusal).map_err(|e| {
+                AtlasError::Internal(format!("reading a refusal of import {id}: {e}"))
+            })?;
+            self.metrics.merge_duplicates(&tally);
+        }
+        Ok(())
+    }
+
     pub(super) async fn write_everything(
         &self,
         mut input: SendableRecordBatchStream,
     ) -> Result<u64> {
+        if self.stage_local && self.sink.settings.on_duplicate == OnDuplicate::Error {
+            self.take_refusals().await?;
+            if self.metrics.has_duplicates() {
+                let report = Box::new(self.metrics.duplicate_report());
+                return Err(AtlasError::Duplicates(report).into());
+            }
+        }
         // Begin, lock, check the file, create the table: before any row is read.
-        if self.transaction.open().await? == Opened::FileAlreadyImported {
-            return Ok(0);
+        match self.transaction.open().await? {
+            Opened::FileAlreadyImported => return Ok(0),
+            // A retry of a write that committed: its rows, not written again.
+            Opened::Committed { inserted, updated } => {
+                use std::sync::atomic::Ordering::Relaxed;
+                self.metrics.inserted.store(inserted, Relaxed);
+                self.metrics.updated.store(updated, Relaxed);
+                return Ok(inserted + updated);
+            }
+            Opened::Ready { .. } => {}
         }
         let rows_written = MetricBuilder::new(&self.sink.metrics).counter("rows_written", 0);
         let chunks = MetricBuilder::new(&self.sink.metrics).counter("chunks", 0);
@@ -353,19 +383,13 @@ impl<'a> SinkWrite<'a> {
         if self.sink.settings.on_duplicate == OnDuplicate::Error && metrics.has_duplicates() {
             return Err(AtlasError::Duplicates(Box::new(metrics.duplicate_report())).into());
         }
-        if ImportMetrics::get(&metrics.rows_read) == 0 && !self.transaction.files().is_empty() {
-            // A header and nothing else is an export gone wrong more often than not.
-            let names: Vec<&str> = self
-                .transaction
-                .files()
-                .iter()
-                .map(|f| f.file_name.as_str())
-                .collect();
-            return Err(AtlasError::Source {
-                source_name: names.join(", "),
-                message: "there are no data rows (only a header?): nothing to import".into(),
-            }
-            .into());
+        // (In a distributed plan the reader's task says it: the rows were
+        // counted in another process.)
+        if !self.stage_local
+            && ImportMetrics::get(&metrics.rows_read) == 0
+            && !self.transaction.files().is_empty()
+        {
+            return Err(no_data_rows(self.transaction.files()).into());
         }
 
         self.metrics.set_phase(crate::report::Phase::Committing);
@@ -395,9 +419,42 @@ impl<'a> SinkWrite<'a> {
             return Err(e.into());
         }
         tx.commit().await?;
+        if self.stage_local {
+            fail_after_commit(self.transaction.table())?;
+        }
         Ok(ImportMetrics::get(&metrics.inserted))
     }
 }
+
+/// Fault injection for the exactly-once tests of distributed imports: with
+/// `ATLAS_TEST_FAIL_AFTER_COMMIT` set to a table's name, the first write
+/// into that table in this process fails after its commit, as a task whose
+/// executor died before it could report, with an I/O error (which Ballista
+/// retries).
+fn fail_after_commit(table: &crate::names::TableRef) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static FIRED: AtomicBool = AtomicBool::new(false);
+    let chosen = std::env::var("ATLAS_TEST_FAIL_AFTER_COMMIT").ok();
+    if chosen.as_deref() == Some(table.name.as_str()) && !FIRED.swap(true, Ordering::SeqCst) {
+        tracing::warn!("injected: the write into '{table}' committed; failing its task now");
+        return Err(datafusion::error::DataFusionError::IoError(
+            std::io::Error::other(
+                "injected: the write committed, then its task failed before reporting",
+            ),
+        ));
+    }
+    Ok(())
+}
+/// The error of a file source without data rows: a header and nothing else is
+/// an export gone wrong more often than not.
+pub(crate) fn no_data_rows(files: &[FileRecord]) -> AtlasError {
+    let names: Vec<&str> = files.iter().map(|f| f.file_name.as_str()).collect();
+    AtlasError::Source {
+        source_name: names.join(", "),
+        message: "there are no data rows (only a header?): nothing to import".into(),
+    }
+}
+
 /// The state of the stream of the rows handed to the one write.
 struct WriteState<'a> {
     /// The rows that opened the write.

@@ -1,0 +1,339 @@
+//! Distributed imports on a real Ballista cluster on loopback: a scheduler
+//! and executors started from the binary (`atlas-import scheduler`,
+//! `atlas-import executor`), imports through `--cluster`; an executor killed
+//! while the import runs; a write that fails after its commit and is tried
+//! again. The same imports on Ballista's in-process cluster run under the
+//! semantic suite (`*_ballista` tests).
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{Kind, TempDir, TestDb, postgres_url};
+
+fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_atlas-import"))
+}
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A scheduler and executors, killed when dropped.
+struct Cluster {
+    scheduler: Child,
+    executors: Vec<Child>,
+    port: u16,
+    _work: TempDir,
+}
+
+impl Cluster {
+    /// A scheduler and `executors` executors that reach the test PostgreSQL;
+    /// `env` is set for the executors.
+    fn start(executors: usize, env: &[(&str, &str)]) -> Self {
+        let work = TempDir::new();
+        let port = free_port();
+        let log = |name: &str| {
+            std::fs::File::create(work.path().join(format!("{name}.log"))).expect("a log file")
+        };
+        let scheduler = Command::new(binary())
+            .args(["scheduler", "--bind", &format!("127.0.0.1:{port}")])
+            // Lost executors are noticed within seconds, not minutes.
+            .args(["--executor-timeout", "6"])
+            .stdout(Stdio::null())
+            .stderr(log("scheduler"))
+            .spawn()
+            .expect("the scheduler starts");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the scheduler did not listen");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let executors = (0..executors)
+            .map(|i| {
+                let dir = work.path().join(format!("executor{i}"));
+                std::fs::create_dir_all(&dir).unwrap();
+                Command::new(binary())
+                    .args(["executor", "--scheduler", &format!("127.0.0.1:{port}")])
+                    .args(["--bind", &format!("127.0.0.1:{}", free_port())])
+                    .args(["--grpc-port", &free_port().to_string()])
+                    .args(["--slots", "2", "--database", &postgres_url()])
+                    .args(["--work-dir", &dir.display().to_string()])
+                    .envs(env.iter().copied())
+                    .stdout(Stdio::null())
+                    .stderr(log(&format!("executor{i}")))
+                    .spawn()
+                    .expect("an executor starts")
+            })
+            .collect();
+        // Registration takes a heartbeat.
+        std::thread::sleep(Duration::from_secs(3));
+        Cluster {
+            scheduler,
+            executors,
+            port,
+            _work: work,
+        }
+    }
+
+    /// What the scheduler and executors logged so far.
+    fn logs(&self) -> String {
+        let mut logs = String::new();
+        for entry in std::fs::read_dir(self._work.path()).unwrap().flatten() {
+            if entry.path().extension().is_some_and(|e| e == "log") {
+                logs.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+            }
+        }
+        logs
+    }
+
+    fn url(&self) -> String {
+        format!("df://127.0.0.1:{}", self.port)
+    }
+
+    /// `atlas-import ARGS --cluster URL --db POSTGRES`.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(binary());
+        command
+            .args(args)
+            .args(["--cluster", &self.url(), "--db", &postgres_url()]);
+        command
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.executors.iter_mut().chain([&mut self.scheduler]) {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+}
+
+/// `rows` rows `email,name,n` from `first` on.
+fn write_rows(path: &Path, first: usize, rows: usize) {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    writeln!(out, "email,name,n").unwrap();
+    for i in first..first + rows {
+        writeln!(out, "user{i}@example.com,Name {i},{i}").unwrap();
+    }
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}): {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_through_a_cluster_of_two_executors() {
+    let db = TestDb::new(Kind::Postgres).await;
+    let cluster = Cluster::start(2, &[]);
+    let dir = TempDir::new();
+    let table = db.table("cluster");
+    db.run(async {
+        let rows = 300_000;
+        let first = dir.path().join("first.csv");
+        write_rows(&first, 0, rows);
+        let output = cluster
+            .command(&[
+                "import",
+                first.to_str().unwrap(),
+                "--table",
+                &table,
+                "--json",
+                "-q",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report = json(&output);
+        assert_eq!(report["status"], "committed");
+        assert_eq!(report["rows_read"], rows);
+        assert_eq!(report["inserted"], rows);
+        assert_eq!(db.count(&table).await, rows as i64);
+        // The history row is the one the executor committed, completed with
+        // the counts of the whole job.
+        let history = db
+            .scalar(&format!(
+                "SELECT count(*) FROM import_history WHERE table_name = '{table}' \
+                 AND status = 'committed' AND rows_read = {rows} AND inserted = {rows} \
+                 AND length(import_id) = 32"
+            ))
+            .await;
+        assert_eq!(history, 1);
+
+        // Half old, half new rows: the old ones skipped, by the executors'
+        // check of the keys already there.
+        let second = dir.path().join("second.csv");
+        write_rows(&second, rows / 2, rows);
+        let output = cluster
+            .command(&[
+                "import",
+                second.to_str().unwrap(),
+                "--table",
+                &table,
+                "--on-duplicate",
+                "skip",
+                "--json",
+                "-q",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report = json(&output);
+        assert_eq!(report["inserted"], rows / 2);
+        assert_eq!(report["skipped"], rows / 2);
+        assert_eq!(report["duplicates_existing"], rows / 2);
+        assert_eq!(db.count(&table).await, (rows + rows / 2) as i64);
+
+        // The first file again, forced past the file check: every row is a
+        // duplicate, the import is refused whole, nothing is written.
+        let output = cluster
+            .command(&[
+                "import",
+                first.to_str().unwrap(),
+                "--table",
+                &table,
+                "--force",
+                "-q",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(3));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!("{rows} records overlap with existing data")),
+            "{stderr}"
+        );
+        assert_eq!(db.count(&table).await, (rows + rows / 2) as i64);
+
+        // The statement form runs there too.
+        let third = dir.path().join("third.csv");
+        write_rows(&third, 2 * rows, 1000);
+        let statement = format!("IMPORT INTO {table} FROM '{}'", third.display());
+        let output = cluster
+            .command(&["sql", &statement, "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(json(&output)["inserted"], 1000);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_executor_commits_once_or_not_at_all() {
+    let db = TestDb::new(Kind::Postgres).await;
+    let mut cluster = Cluster::start(2, &[]);
+    let dir = TempDir::new();
+    let table = db.table("killed");
+    db.run(async {
+        let rows = 400_000;
+        let file = dir.path().join("rows.csv");
+        write_rows(&file, 0, rows);
+        let import = cluster
+            .command(&[
+                "import",
+                file.to_str().unwrap(),
+                "--table",
+                &table,
+                "--json",
+                "-q",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // While the source is read and the keys are checked.
+        std::thread::sleep(Duration::from_millis(1500));
+        cluster.executors[0].kill().unwrap();
+        let output = import.wait_with_output().unwrap();
+        let count = if db.exists(&table).await {
+            db.count(&table).await
+        } else {
+            0
+        };
+        if output.status.success() {
+            // Committed once: every row once, as the report says.
+            assert_eq!(json(&output)["inserted"], rows);
+            assert_eq!(count, rows as i64);
+            let distinct = db
+                .scalar(&format!("SELECT count(DISTINCT email) FROM \"{table}\""))
+                .await;
+            assert_eq!(distinct, rows as i64);
+        } else {
+            // Failed: nothing written.
+            assert_eq!(count, 0, "{}", String::from_utf8_lossy(&output.stderr));
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_retried_after_its_commit_reports_the_commit() {
+    let db = TestDb::new(Kind::Postgres).await;
+    let table = db.table("retried");
+    let cluster = Cluster::start(1, &[("ATLAS_TEST_FAIL_AFTER_COMMIT", table.as_str())]);
+    let dir = TempDir::new();
+    db.run(async {
+        let rows = 20_000;
+        let file = dir.path().join("rows.csv");
+        write_rows(&file, 0, rows);
+        let output = cluster
+            .command(&[
+                "import",
+                file.to_str().unwrap(),
+                "--table",
+                &table,
+                "--json",
+                "-q",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report = json(&output);
+        assert_eq!(report["status"], "committed");
+        assert_eq!(report["inserted"], rows);
+        // Written once, recorded once, although the write ran twice.
+        assert_eq!(db.count(&table).await, rows as i64);
+        let committed = db
+            .scalar(&format!(
+                "SELECT count(*) FROM import_history WHERE table_name = '{table}' \
+                 AND status = 'committed'"
+            ))
+            .await;
+        assert_eq!(committed, 1);
+        assert_eq!(db.file_imports(&table).await, 1);
+        // The first attempt did fail after committing.
+        let logs = cluster.logs();
+        assert!(logs.contains("injected"), "{logs}");
+    })
+    .await;
+}
