@@ -183,9 +183,10 @@ impl TestDb {
     /// inside this process (standalone), which reach this database by its URL
     /// as an executor does.
     pub async fn on_standalone_cluster(&mut self) {
-        let factory = atlas_import::distributed::DatabaseRunFactory::connect(&[self.url.clone()])
-            .await
-            .expect("the executor's database");
+        let factory =
+            atlas_import::distributed::DatabaseRunFactory::connect(std::slice::from_ref(&self.url))
+                .await
+                .expect("the executor's database");
         let cluster = atlas_import::distributed::standalone_context(factory)
             .await
             .expect("a standalone Ballista cluster");

@@ -277,6 +277,22 @@ impl ImportMetrics {
         tally.samples.truncate(DUPLICATE_SAMPLES);
     }
 
+    /// `report`'s samples with their lines (and their first occurrences'),
+    /// where these counters know them.
+    pub fn with_lines(&self, mut report: DuplicateReport) -> DuplicateReport {
+        for sample in &mut report.samples {
+            sample.line = sample.line.or_else(|| self.line_of(sample.row));
+            if let DuplicateKind::InFile {
+                first_row,
+                first_line,
+            } = &mut sample.kind
+            {
+                *first_line = first_line.or_else(|| self.line_of(*first_row));
+            }
+        }
+        report
+    }
+
     /// The duplicates recorded so far, to carry to another process (a
     /// distributed import's check partitions to its write).
     pub fn duplicate_tally(&self) -> DuplicateTally {

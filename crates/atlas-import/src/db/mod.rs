@@ -234,7 +234,8 @@ pub(crate) fn create_import_history_sql(identity: &str, timestamp: &str, count: 
 /// The duplicates each partition of a distributed import's check found,
 /// until its write (in a later stage) merges them into one refusal: the
 /// check's tasks cannot fail the job with the whole import's report, as
-/// each sees only its share of the keys.
+/// each sees only its share of the keys. Made by the first distributed
+/// import that needs it (local imports never do).
 pub(crate) const CREATE_IMPORT_REFUSALS: &str = "CREATE TABLE IF NOT EXISTS import_refusals (
     import_id VARCHAR(32) NOT NULL,
     refusal VARCHAR(64) NOT NULL,
@@ -328,6 +329,10 @@ where
     <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
 {
     let error = |e| AtlasError::database("recording a refusal in import_refusals", e);
+    // (Racing tasks may both create it: the loser's error is moot.)
+    let _ = sqlx::query::<DB>(CREATE_IMPORT_REFUSALS)
+        .execute(&mut *conn)
+        .await;
     let (p1, p2, p3) = (
         placeholder(kind, 1),
         placeholder(kind, 2),
@@ -368,6 +373,9 @@ where
     <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
 {
     let error = |e| AtlasError::database("reading import_refusals", e);
+    let _ = sqlx::query::<DB>(CREATE_IMPORT_REFUSALS)
+        .execute(&mut *conn)
+        .await;
     let p1 = placeholder(kind, 1);
     let reports: Vec<(String,)> = sqlx::query_as::<DB, (String,)>(sqlx::AssertSqlSafe(format!(
         "SELECT report FROM import_refusals WHERE import_id = {p1}"

@@ -337,11 +337,6 @@ impl Database for PostgresDatabase {
                 create_import_history(),
                 "import_history",
             ),
-            (
-                "creating import_refusals",
-                super::CREATE_IMPORT_REFUSALS.to_string(),
-                "import_refusals",
-            ),
         ] {
             if let Err(e) = sqlx::query(AssertSqlSafe(sql)).execute(&self.pool).await {
                 // Two first imports may race on CREATE TABLE IF NOT EXISTS; the

@@ -421,10 +421,6 @@ impl Database for SqliteDatabase {
         for (what, sql) in [
             ("creating file_imports", CREATE_FILE_IMPORTS.to_string()),
             ("creating import_history", create_import_history()),
-            (
-                "creating import_refusals",
-                super::CREATE_IMPORT_REFUSALS.to_string(),
-            ),
         ] {
             sqlx::query(AssertSqlSafe(sql))
                 .execute(&self.pool)

@@ -20,13 +20,17 @@ use crate::error::{AtlasError, Result};
 use crate::key::KeyHasher;
 use crate::logical::{ImportNode, ImportQueryPlanner, ImportSpec};
 use crate::options::{KeyStrategy, OnBadValue, OnDuplicate};
+use crate::physical::CoerceExec;
 use crate::physical::{
     ExistingKeys, ImportId, ImportRef, ImportRun, ImportRuns, KeyLookup, RegisteredRun, RunRecipe,
     TableTransaction,
 };
 use crate::reject::RejectWriter;
+use crate::report::ImportMetrics;
+use crate::schema::SOURCE_LINE_COLUMN;
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
 use crate::source::FileSource;
+use datafusion::arrow::array::AsArray;
 
 /// The probe strategy is chosen when the table holds at least this many
 /// times the import's rows.
@@ -336,6 +340,40 @@ impl PreparedImport {
         collect(Arc::clone(&self.plan), Arc::clone(&self.task))
             .await
             .map_err(AtlasError::from_datafusion)
+    }
+
+    /// Reads the source again, here, for the physical line of each row
+    /// (into `metrics`): a refusal from a cluster names rows, the lines
+    /// being known only to the task that read them.
+    pub(super) async fn read_source_lines(&self, metrics: &ImportMetrics) -> Result<()> {
+        use futures::StreamExt;
+        fn coerce_input(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
+            if plan.downcast_ref::<CoerceExec>().is_some() {
+                return plan.children().first().map(|input| Arc::clone(input));
+            }
+            plan.children().into_iter().find_map(coerce_input)
+        }
+        let Some(input) = coerce_input(&self.plan) else {
+            return Ok(());
+        };
+        let Ok(line_column) = input.schema().index_of(SOURCE_LINE_COLUMN) else {
+            return Ok(());
+        };
+        let mut next_row = 1;
+        for file in 0..input.properties().partitioning.partition_count() {
+            let mut batches = input
+                .execute(file, Arc::clone(&self.task))
+                .map_err(AtlasError::from_datafusion)?;
+            while let Some(batch) = batches.next().await {
+                let batch = batch.map_err(AtlasError::from_datafusion)?;
+                let lines = batch
+                    .column(line_column)
+                    .as_primitive::<datafusion::arrow::datatypes::UInt64Type>();
+                metrics.record_lines(next_row, file, lines.values());
+                next_row += batch.num_rows() as u64;
+            }
+        }
+        Ok(())
     }
 
     /// The physical plan.

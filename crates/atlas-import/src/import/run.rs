@@ -285,9 +285,19 @@ impl ImportBuilder {
             .await
             .map_err(|e| AtlasError::from_source_read(e, source))?;
         self.metrics.set_phase(Phase::Writing);
-        collect(Arc::clone(&plan), Arc::new(TaskContext::from(&state)))
+        let ran = collect(Arc::clone(&plan), Arc::new(TaskContext::from(&state)))
             .await
-            .map_err(AtlasError::from_cluster)?;
+            .map_err(AtlasError::from_cluster);
+        if let Err(AtlasError::Duplicates(report)) = ran {
+            // The refusal names rows; their lines are this side's to find.
+            if let Err(e) = prepared.read_source_lines(&self.metrics).await {
+                tracing::debug!("the lines of the duplicates are unknown: {e}");
+            }
+            return Err(AtlasError::Duplicates(Box::new(
+                self.metrics.with_lines(*report),
+            )));
+        }
+        ran?;
         let id = prepared.spec().import.id.to_string();
         let committed = self.db.catalog().await?.committed_import(&id).await?;
         let Some((inserted, updated)) = committed else {

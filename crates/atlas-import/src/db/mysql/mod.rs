@@ -430,6 +430,8 @@ impl Catalog for Conn {
 
     async fn record_refusal(&mut self, import_id: &str, refusal: &str, report: &str) -> Result<()> {
         let error = |e| AtlasError::database("recording a refusal in import_refusals", e);
+        // (Racing tasks may both create it: the loser's error is moot.)
+        let _ = self.query_drop(super::CREATE_IMPORT_REFUSALS).await;
         self.exec_drop(
             "DELETE FROM import_refusals WHERE import_id = ? AND refusal = ?",
             (import_id, refusal),
@@ -446,6 +448,7 @@ impl Catalog for Conn {
 
     async fn take_refusals(&mut self, import_id: &str) -> Result<Vec<String>> {
         let error = |e| AtlasError::database("reading import_refusals", e);
+        let _ = self.query_drop(super::CREATE_IMPORT_REFUSALS).await;
         let reports: Vec<String> = self
             .exec(
                 "SELECT report FROM import_refusals WHERE import_id = ?",
@@ -505,10 +508,6 @@ impl Database for MySqlDatabase {
         for (what, sql) in [
             ("creating file_imports", CREATE_FILE_IMPORTS.to_string()),
             ("creating import_history", create_import_history()),
-            (
-                "creating import_refusals",
-                super::CREATE_IMPORT_REFUSALS.to_string(),
-            ),
         ] {
             conn.query_drop(sql)
                 .await
