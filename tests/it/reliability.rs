@@ -821,3 +821,40 @@ async fn dotted_table_name_stays_in_its_schema() {
     })
     .await;
 }
+
+/// An `import_history` made before imports had ids (no `import_id` column)
+/// gets the column on the next import and keeps its rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_from_before_import_ids_gains_the_column() {
+    let db = TestDb::new(Kind::Sqlite).await;
+    let dir = TempDir::new();
+    let table = db.table("history_ids");
+    db.run(async {
+        db.exec(
+            "CREATE TABLE import_history (id INTEGER PRIMARY KEY AUTOINCREMENT, \
+             started_at TIMESTAMP, finished_at TIMESTAMP, source VARCHAR(1000), \
+             table_name VARCHAR(255) NOT NULL, key_columns VARCHAR(1000), \
+             on_duplicate VARCHAR(16), status VARCHAR(32) NOT NULL, rows_read INTEGER, \
+             inserted INTEGER, updated INTEGER, skipped INTEGER, duplicates INTEGER, \
+             rejected INTEGER, file_hash TEXT, error TEXT); \
+             INSERT INTO import_history (table_name, status) VALUES ('older', 'committed')",
+        )
+        .await;
+        let path = dir.file("rows.csv", "email\na@x.com\nb@x.com\n");
+        let report = crate::common::import(&db, &path, &table)
+            .execute()
+            .await
+            .unwrap();
+        assert_eq!(report.inserted, 2);
+        assert_eq!(db.scalar("SELECT count(*) FROM import_history").await, 2);
+        assert_eq!(
+            db.scalar(&format!(
+                "SELECT count(*) FROM import_history WHERE table_name = '{table}' \
+                 AND length(import_id) = 32"
+            ))
+            .await,
+            1
+        );
+    })
+    .await;
+}

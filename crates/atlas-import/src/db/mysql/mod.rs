@@ -518,11 +518,17 @@ impl Database for MySqlDatabase {
             .await
             .is_err()
         {
-            conn.query_drop(
-                "ALTER TABLE import_history ADD COLUMN IF NOT EXISTS import_id VARCHAR(32)",
-            )
-            .await
-            .map_err(|e| AtlasError::database("adding import_history.import_id", e))?;
+            // (MySQL has no ADD COLUMN IF NOT EXISTS; another import may
+            // have added it meanwhile.)
+            let added = conn.query_drop(super::ADD_HISTORY_IMPORT_ID).await;
+            if let Err(e) = added
+                && conn
+                    .query_drop(super::PROBE_HISTORY_IMPORT_ID)
+                    .await
+                    .is_err()
+            {
+                return Err(AtlasError::database("adding import_history.import_id", e));
+            }
         }
         Ok(())
     }
