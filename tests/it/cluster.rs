@@ -204,6 +204,20 @@ async fn import_through_a_cluster_of_two_executors() {
         assert_eq!(report["skipped"], rows / 2);
         assert_eq!(report["duplicates_existing"], rows / 2);
         assert_eq!(db.count(&table).await, (rows + rows / 2) as i64);
+        // Each check task kept its partition's share of the table's keys:
+        // about a quarter each, all of them together.
+        let logs = cluster.logs();
+        let kept: Vec<u64> = logs
+            .lines()
+            .filter(|line| line.contains("share of 4"))
+            .filter_map(|line| {
+                let held = line.split(" (").nth(1)?.split(' ').next()?;
+                held.parse().ok()
+            })
+            .collect();
+        assert_eq!(kept.len(), 4, "{logs}");
+        assert_eq!(kept.iter().sum::<u64>(), rows as u64, "{logs}");
+        assert!(kept.iter().all(|&k| k < rows as u64 / 2), "{kept:?}");
 
         // The first file again, forced past the file check: every row is a
         // duplicate, the import is refused whole, nothing is written.

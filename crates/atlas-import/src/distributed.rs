@@ -43,8 +43,8 @@ use crate::physical::ImportRuns;
 /// The port a scheduler listens on unless told otherwise.
 pub const DEFAULT_SCHEDULER_PORT: u16 = 50050;
 
-/// Ballista's planner setting that re-plans stages from what earlier stages
-/// produced: off for imports, whose sink must run once from one plan.
+/// Ballista's setting of how many partitions one task may run: one, so a
+/// retried task redoes one whole partition.
 const MAX_PARTITIONS_PER_TASK: &str = "ballista.scheduler.max_partitions_per_task";
 
 /// Where a cluster session's scheduler answers (for the job's counters).
@@ -60,6 +60,10 @@ pub fn cluster_config() -> SessionConfig {
         .with_ballista_logical_extension_codec(Arc::new(ImportLogicalCodec::default()))
         .with_ballista_physical_extension_codec(Arc::new(ImportPhysicalCodec::default()))
         .set_bool(BALLISTA_ADAPTIVE_PLANNER_ENABLED, false)
+        // One hash partition per check task: a task keeps the share of the
+        // table's keys its partition needs (merged partitions would need
+        // several shares).
+        .with_ballista_coalesce_enabled(false)
         .set_usize(MAX_PARTITIONS_PER_TASK, 1)
 }
 

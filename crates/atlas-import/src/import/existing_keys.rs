@@ -13,7 +13,7 @@ use crate::error::{AtlasError, Result};
 use crate::key::{EncodedKeys, Fingerprints, KeyEncoder, KeyHasher};
 use crate::key_form::KeyForm;
 use crate::names::TableRef;
-use crate::physical::{ExistingKeyLoader, Opened, TableTransaction};
+use crate::physical::{ExistingKeyLoader, KeyPartitioner, KeyShare, Opened, TableTransaction};
 use crate::report::{ImportMetrics, Phase};
 use crate::schema::TargetColumn;
 
@@ -43,10 +43,11 @@ impl ExistingKeyLoader for TableKeyLoader {
         &self,
         hasher: &KeyHasher,
         filter: Option<crate::db::KeyFilter>,
+        share: Option<&KeyShare>,
     ) -> Result<Fingerprints<()>> {
         let started = Instant::now();
         self.metrics.set_phase(Phase::ReadingKeys);
-        let loaded = self.load_keys(hasher, filter, started).await;
+        let loaded = self.load_keys(hasher, filter, share, started).await;
         self.metrics.set_phase(Phase::Writing);
         loaded
     }
@@ -57,8 +58,18 @@ impl TableKeyLoader {
         &self,
         hasher: &KeyHasher,
         filter: Option<crate::db::KeyFilter>,
+        share: Option<&KeyShare>,
         started: Instant,
     ) -> Result<Fingerprints<()>> {
+        // A task that keeps a share of the keys learns which from its rows
+        // (none: it needs no keys).
+        let share = match share {
+            Some(share) => match share.assigned().await {
+                Some(partition) => Some((share, partition)),
+                None => return Ok(Fingerprints::new()),
+            },
+            None => None,
+        };
         let readable = match &self.transaction {
             Some(transaction) => match transaction.open().await? {
                 // The table was there before the import took its lock: read it.
@@ -84,8 +95,9 @@ impl TableKeyLoader {
         let table = self.table.key();
         let columns = self.key_columns.clone();
         let hasher = hasher.clone();
+        let keep = share.map(|(share, partition)| (share.partitioner().clone(), partition));
         let builder = tokio::task::spawn_blocking(move || {
-            fingerprint_existing_keys(&table, &columns, &hasher, receiver)
+            fingerprint_existing_keys(&table, &columns, &hasher, keep.as_ref(), receiver)
         });
         let mut on_batch = move |batch: RecordBatch| -> Result<()> {
             // Blocks only while the builder is behind by a full queue.
@@ -119,7 +131,7 @@ impl TableKeyLoader {
             .existing_keys
             .store(rows, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(
-            "Key check {}: read {rows} existing rows{} ({} distinct keys, {} MB, {} ms)",
+            "Key check {}: read {rows} existing rows{}{} ({} distinct keys, {} MB, {} ms)",
             match &filter {
                 Some(f) => format!("by probe on '{}'", f.column),
                 None => "by preload".to_string(),
@@ -128,6 +140,13 @@ impl TableKeyLoader {
                 " sharing a key value with the import"
             } else {
                 ""
+            },
+            match &share {
+                Some((share, partition)) => format!(
+                    ", kept partition {partition}'s share of {}",
+                    share.partitioner().partitions()
+                ),
+                None => String::new(),
             },
             set.len(),
             set.memory_size() >> 20,
@@ -143,6 +162,7 @@ pub(super) fn fingerprint_existing_keys(
     table: &str,
     columns: &[TargetColumn],
     hasher: &KeyHasher,
+    share: Option<&(KeyPartitioner, usize)>,
     batches: std::sync::mpsc::Receiver<RecordBatch>,
 ) -> Result<Fingerprints<()>> {
     let mut set = Fingerprints::new();
@@ -182,7 +202,18 @@ pub(super) fn fingerprint_existing_keys(
             }
             typed.push(coerce_column(batch.column(i), column).map_err(|f| bad(f.value))?);
         }
-        let batch = RecordBatch::try_new(Arc::clone(&schema), typed).map_err(AtlasError::from)?;
+        let mut batch =
+            RecordBatch::try_new(Arc::clone(&schema), typed).map_err(AtlasError::from)?;
+        if let Some((share, partition)) = share {
+            let keep: datafusion::arrow::array::BooleanArray = share
+                .partitions_of(batch.columns())
+                .map_err(AtlasError::from_datafusion)?
+                .into_iter()
+                .map(|p| Some(p == *partition))
+                .collect();
+            batch = datafusion::arrow::compute::filter_record_batch(&batch, &keep)
+                .map_err(AtlasError::from)?;
+        }
         encoder.encode(&batch, &mut keys)?;
         hasher.fingerprints(&keys, &mut fingerprints);
         for &fingerprint in &fingerprints {

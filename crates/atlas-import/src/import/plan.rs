@@ -179,6 +179,7 @@ impl ImportBuilder {
                         ..history
                     },
                     on_bad_value: self.options.on_bad_value.clone(),
+                    partitions: self.options.partitions,
                 }),
             ),
         };

@@ -25,7 +25,7 @@ pub(crate) use duplicate_check::duplicates_schema;
 pub(crate) use duplicate_check::key_expr::KeyFormExpr;
 pub use duplicate_check::{
     DUPLICATE_OF_COLUMN, DuplicateCheckExec, DuplicateCheckSettings, ExistingKeyLoader,
-    ExistingKeys, KeyLookup, UPDATE_COLUMN,
+    ExistingKeys, KeyLookup, KeyPartitioner, KeyShare, UPDATE_COLUMN,
 };
 pub use run::{ImportId, ImportRef, ImportRun, ImportRuns, RegisteredRun, RunFactory, RunRecipe};
 pub use sink::{ImportSink, SinkSettings};

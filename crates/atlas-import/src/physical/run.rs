@@ -111,6 +111,10 @@ pub struct RunRecipe {
     pub history: HistoryEntry,
     /// What to do with values that do not fit.
     pub on_bad_value: OnBadValue,
+    /// The partitions of the check (the hash shuffle before it): a task of
+    /// a distributed check keeps the share of the table's keys its
+    /// partition needs.
+    pub partitions: usize,
 }
 
 /// How a plan's operator names its import: the id, and for plans that run

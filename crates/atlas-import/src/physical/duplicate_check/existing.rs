@@ -17,6 +17,7 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use tokio::sync::mpsc;
 
+use super::share::KeyShare;
 use crate::db::KeyFilter;
 use crate::error::AtlasError;
 use crate::key::{Fingerprints, KeyHasher};
@@ -27,11 +28,13 @@ use crate::key::{Fingerprints, KeyHasher};
 /// the import's own keys are). Starts once the import holds its lock.
 #[async_trait]
 pub trait ExistingKeyLoader: Send + Sync + fmt::Debug {
-    /// Reads the existing keys.
+    /// Reads the existing keys (only those `filter` lets through, and of
+    /// those only `share`'s, where given).
     async fn load(
         &self,
         hasher: &KeyHasher,
         filter: Option<KeyFilter>,
+        share: Option<&KeyShare>,
     ) -> crate::error::Result<Fingerprints<()>>;
 }
 
@@ -187,13 +190,20 @@ impl ExistingKeys {
 
     /// The feed of the keys, started on the first call; `partitions` is the
     /// number of partitions that will each say [`Staged::Done`].
-    pub(super) fn start(&self, pool: &Arc<dyn MemoryPool>, partitions: usize) -> KeyFeed {
+    pub(super) fn start(
+        &self,
+        pool: &Arc<dyn MemoryPool>,
+        partitions: usize,
+        share: Option<Arc<KeyShare>>,
+    ) -> KeyFeed {
         self.feed
             .get_or_init(|| match &self.source {
                 Source::Nothing => KeyFeed::Preload(ready(Ok(Arc::new(Fingerprints::new())))),
-                Source::Preload(loader) => KeyFeed::Preload(self.start_load(loader, None, pool)),
+                Source::Preload(loader) => {
+                    KeyFeed::Preload(self.start_load(loader, None, pool, share))
+                }
                 Source::Probe { loader, name, .. } => {
-                    self.start_probe(loader, name, pool, partitions)
+                    self.start_probe(loader, name, pool, partitions, share)
                 }
             })
             .clone()
@@ -204,6 +214,7 @@ impl ExistingKeys {
         loader: &Arc<dyn ExistingKeyLoader>,
         filter: Option<Pending<Option<KeyFilter>>>,
         pool: &Arc<dyn MemoryPool>,
+        share: Option<Arc<KeyShare>>,
     ) -> Pending<LoadedKeys> {
         let loader = Arc::clone(loader);
         let hasher = self.hasher.clone();
@@ -219,7 +230,7 @@ impl ExistingKeys {
                 },
                 None => None,
             };
-            let set = loader.load(&hasher, filter).await?;
+            let set = loader.load(&hasher, filter, share.as_deref()).await?;
             let held = MemoryConsumer::new("DuplicateCheckExec[existing keys]").register(&pool);
             held.try_grow(set.memory_size()).map_err(|e| {
                 AtlasError::ResourcesExhausted(format!(
@@ -239,6 +250,7 @@ impl ExistingKeys {
         column: &str,
         pool: &Arc<dyn MemoryPool>,
         partitions: usize,
+        share: Option<Arc<KeyShare>>,
     ) -> KeyFeed {
         let (stage, mut staged) = mpsc::channel::<Staged>(STAGE_QUEUE);
         let column = column.to_string();
@@ -267,7 +279,7 @@ impl ExistingKeys {
         });
         KeyFeed::Probe {
             stage,
-            matched: self.start_load(loader, Some(filter), pool),
+            matched: self.start_load(loader, Some(filter), pool, share),
         }
     }
 }

@@ -3,9 +3,11 @@
 
 mod existing;
 pub(crate) mod key_expr;
+mod share;
 mod stream;
 
 pub use existing::{ExistingKeyLoader, ExistingKeys, KeyLookup};
+pub use share::{KeyPartitioner, KeyShare};
 
 use std::fmt;
 use std::sync::Arc;
@@ -390,11 +392,17 @@ impl ExecutionPlan for DuplicateCheckExec {
         let schema = self.schema();
         let reservation = MemoryConsumer::new(format!("DuplicateCheckExec[{partition}]"))
             .register(context.memory_pool());
-        // A task of a distributed plan runs one partition with a run of its own.
-        let partitions = if run.is_stage_local() {
-            1
-        } else {
-            self.input.output_partitioning().partition_count()
+        // A task of a distributed plan runs one partition with a run of its
+        // own, and keeps the share of the table's keys that partition needs.
+        let shuffled = self.settings.import.recipe.as_ref().map(|r| r.partitions);
+        let (partitions, share) = match shuffled {
+            Some(shuffled) if run.is_stage_local() => (
+                1,
+                (shuffled > 1)
+                    .then(|| Arc::new(KeyShare::new(shuffled, self.settings.key_forms.clone()))),
+            ),
+            _ if run.is_stage_local() => (1, None),
+            _ => (self.input.output_partitioning().partition_count(), None),
         };
         let check = PartitionCheck::new(
             CheckSettings {
@@ -426,7 +434,12 @@ impl ExecutionPlan for DuplicateCheckExec {
         let state = CheckStream {
             phase: Phase::Start,
             input,
-            feed: run.existing().start(context.memory_pool(), partitions),
+            feed: run
+                .existing()
+                .start(context.memory_pool(), partitions, share.clone()),
+            share,
+            key_columns: self.settings.key_columns.clone(),
+            first: None,
             check,
             refusals: match run.transaction() {
                 Ok(transaction) if run.is_stage_local() => Some(Arc::clone(transaction)),

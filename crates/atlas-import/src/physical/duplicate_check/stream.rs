@@ -18,6 +18,7 @@ use datafusion::physical_plan::metrics::{BaselineMetrics, Count};
 use futures::{FutureExt, StreamExt};
 
 use super::existing::{KeyFeed, LoadedKeys, Staged};
+use super::share::KeyShare;
 use crate::error::AtlasError;
 use crate::key::{EncodedKeys, Fingerprint, Fingerprints, KeyEncoder, KeyHasher};
 use crate::options::OnDuplicate;
@@ -52,6 +53,13 @@ pub(super) struct CheckStream {
     pub(super) phase: Phase,
     pub(super) input: SendableRecordBatchStream,
     pub(super) feed: KeyFeed,
+    /// The share of the table's keys this task keeps, learned from its
+    /// first rows (a task of a distributed plan).
+    pub(super) share: Option<Arc<KeyShare>>,
+    /// The key's columns in the input.
+    pub(super) key_columns: Vec<usize>,
+    /// The input's first item, read ahead to learn the key share.
+    pub(super) first: Option<Result<RecordBatch>>,
     pub(super) check: PartitionCheck,
     /// Where a task of a distributed plan leaves its duplicates under `ON
     /// DUPLICATE ERROR` for the write (in a later stage, which cannot see
@@ -65,6 +73,11 @@ impl CheckStream {
             match &mut self.phase {
                 Phase::Start => {
                     self.phase = Phase::Checking;
+                    // A task keeping a share of the keys learns which from
+                    // its first rows, before it waits for the keys.
+                    if self.share.is_some() {
+                        self.first = self.next_input().await;
+                    }
                     if let KeyFeed::Preload(loading) = &self.feed
                         && self.check.needs_verdicts()
                     {
@@ -74,7 +87,7 @@ impl CheckStream {
                         }
                     }
                 }
-                Phase::Checking => match self.input.next().await {
+                Phase::Checking => match self.next_input().await {
                     Some(Ok(batch)) => {
                         if let Err(e) = self.learn_loaded_keys() {
                             return self.fail(e);
@@ -147,6 +160,32 @@ impl CheckStream {
                 Phase::Done => return None,
             }
         }
+    }
+
+    /// The next input batch (the one read ahead first); tells the key share
+    /// this task's partition at its first rows, or that it has none.
+    async fn next_input(&mut self) -> Option<Result<RecordBatch>> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        let next = self.input.next().await;
+        if let Some(share) = &self.share {
+            match &next {
+                Some(Ok(batch)) if batch.num_rows() > 0 => {
+                    let keys: Vec<_> = self
+                        .key_columns
+                        .iter()
+                        .map(|&i| Arc::clone(batch.column(i)))
+                        .collect();
+                    if let Err(e) = share.check_rows(&keys) {
+                        return Some(Err(e));
+                    }
+                }
+                None | Some(Err(_)) => share.assign_none(),
+                Some(Ok(_)) => {}
+            }
+        }
+        next
     }
 
     /// Takes the preloaded keys as soon as they are there (polled, not

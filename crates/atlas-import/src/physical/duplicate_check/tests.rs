@@ -14,6 +14,7 @@ use crate::db::KeyFilter;
 use crate::key::{EncodedKeys, Fingerprints, KeyHasher};
 use crate::key_form::{KeyForm, ValueForm};
 use crate::physical::ImportId;
+use crate::physical::KeyShare;
 use crate::report::ImportMetrics;
 
 /// The keys of a table, held in memory, read as the database's scan would
@@ -30,6 +31,7 @@ impl ExistingKeyLoader for KeysInMemory {
         &self,
         hasher: &KeyHasher,
         filter: Option<KeyFilter>,
+        _share: Option<&KeyShare>,
     ) -> crate::error::Result<Fingerprints<()>> {
         // A probe reads only the rows holding a value the import has; with
         // every value one key column here, that is every row it names.
