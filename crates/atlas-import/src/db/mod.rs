@@ -135,6 +135,35 @@ pub struct HistoryEntry {
 }
 
 impl HistoryEntry {
+    /// The row of an import of `source` into `table_name` starting now:
+    /// nothing counted, `failed` until it ends otherwise.
+    pub fn starting(
+        source: String,
+        table_name: String,
+        key_columns: String,
+        on_duplicate: crate::options::OnDuplicate,
+    ) -> Self {
+        let now = chrono::Utc::now();
+        HistoryEntry {
+            started_at: now,
+            finished_at: now,
+            source,
+            table_name,
+            key_columns,
+            on_duplicate,
+            status: crate::report::ImportStatus::Failed,
+            rows_read: 0,
+            inserted: 0,
+            updated: 0,
+            skipped: 0,
+            duplicates: 0,
+            rejected: 0,
+            file_hash: None,
+            error: None,
+            import_id: None,
+        }
+    }
+
     /// This entry ended now with `status` and `counts`.
     pub fn finish(
         &self,

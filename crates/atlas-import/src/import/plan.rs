@@ -138,7 +138,7 @@ impl ImportBuilder {
         target: &TargetTable,
         creates: Option<Vec<ColumnSpec>>,
         dry_run: bool,
-        writes: Option<(Vec<FileRecord>, HistoryEntry)>,
+        writes: Option<(Vec<FileRecord>, Vec<std::path::PathBuf>, HistoryEntry)>,
     ) -> Result<PreparedImport> {
         let (state, input) = source.df.clone().into_parts();
         let source_schema = input.schema().as_arrow().clone();
@@ -163,7 +163,7 @@ impl ImportBuilder {
         let id = ImportId::new();
         let import = match writes {
             None => ImportRef::from(id),
-            Some((files, history)) => ImportRef::with_recipe(
+            Some((files, file_paths, history)) => ImportRef::with_recipe(
                 id,
                 Arc::new(RunRecipe {
                     database: self.db.display_url().to_string(),
@@ -172,6 +172,7 @@ impl ImportBuilder {
                     lookup,
                     lookup_reason: lookup_reason.clone(),
                     files,
+                    file_paths,
                     file_policy: self.options.file_policy,
                     creates: creates.clone(),
                     history: HistoryEntry {

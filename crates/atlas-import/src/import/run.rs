@@ -39,37 +39,22 @@ impl ImportBuilder {
 
     /// The `import_history` row of this import, before it ran.
     pub(super) fn history_entry(&self) -> HistoryEntry {
-        let now = chrono::Utc::now();
-        HistoryEntry {
-            started_at: now,
-            finished_at: now,
-            source: match &self.source {
+        HistoryEntry::starting(
+            match &self.source {
                 // A URL's password never reaches the history.
                 SourceSpec::File { path, .. } => {
                     crate::secrets::mask_password(&path.display().to_string())
                 }
                 SourceSpec::DataFrame { name, .. } => name.clone(),
             },
-            table_name: self.table.key(),
-            key_columns: self
-                .options
+            self.table.key(),
+            self.options
                 .key
                 .as_ref()
                 .map(|k| k.join(","))
                 .unwrap_or_default(),
-            on_duplicate: self.options.on_duplicate,
-            // Until it ends.
-            status: ImportStatus::Failed,
-            rows_read: 0,
-            inserted: 0,
-            updated: 0,
-            skipped: 0,
-            duplicates: 0,
-            rejected: 0,
-            file_hash: None,
-            error: None,
-            import_id: None,
-        }
+            self.options.on_duplicate,
+        )
     }
 
     /// Runs the import and records it in `import_history`: a committed import
@@ -203,8 +188,14 @@ impl ImportBuilder {
                 record_count: 0,
             })
             .collect();
+        let paths = source
+            .files
+            .iter()
+            .map(|file| std::path::absolute(file.path()).unwrap_or_else(|_| file.path().into()))
+            .collect();
         let writes = (
             files,
+            paths,
             HistoryEntry {
                 file_hash: file_hash.clone(),
                 ..history

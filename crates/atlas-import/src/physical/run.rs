@@ -103,6 +103,10 @@ pub struct RunRecipe {
     /// The `file_imports` rows to check and write, one per source file (their
     /// hashes taken when the import was planned).
     pub files: Vec<FileRecord>,
+    /// Where each of `files` is (absolute): the task that reads them checks
+    /// their hashes again.
+    #[serde(default)]
+    pub file_paths: Vec<std::path::PathBuf>,
     /// What to do with a file imported before.
     pub file_policy: FilePolicy,
     /// The columns a missing table is created with.

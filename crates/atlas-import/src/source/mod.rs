@@ -285,6 +285,28 @@ impl SourceFormat {
     }
 }
 
+/// SHA-256 of the bytes of the file at `path` (`display`: its name in
+/// messages), as hex.
+pub async fn sha256_of(path: PathBuf, display: String) -> Result<String> {
+    tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::open(&path).map_err(|e| AtlasError::io(&display, e))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file
+                .read(&mut buf)
+                .map_err(|e| AtlasError::io(&display, e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        Ok(hex::encode(hasher.finalize()))
+    })
+    .await
+    .map_err(|e| AtlasError::Usage(format!("hashing the source failed: {e}")))?
+}
+
 /// A local source file.
 #[derive(Debug, Clone)]
 pub struct FileSource {
@@ -381,25 +403,7 @@ impl FileSource {
     /// SHA-256 of the file's bytes as stored (compressed bytes for a
     /// compressed file), as hex.
     pub async fn sha256(&self) -> Result<String> {
-        let path = self.path.clone();
-        let display = self.display_name();
-        tokio::task::spawn_blocking(move || {
-            let mut file = std::fs::File::open(&path).map_err(|e| AtlasError::io(&display, e))?;
-            let mut hasher = Sha256::new();
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = file
-                    .read(&mut buf)
-                    .map_err(|e| AtlasError::io(&display, e))?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-            }
-            Ok(hex::encode(hasher.finalize()))
-        })
-        .await
-        .map_err(|e| AtlasError::Usage(format!("hashing the source failed: {e}")))?
+        sha256_of(self.path.clone(), self.display_name()).await
     }
 
     /// The source as a DataFrame. CSV is read by atlas-import's own strict

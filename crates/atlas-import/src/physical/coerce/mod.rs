@@ -23,7 +23,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use super::run::{ImportRef, ImportRuns};
+use super::run::{ImportRef, ImportRuns, RunRecipe};
 use super::source_ordered_properties;
 use crate::error::AtlasError;
 use crate::options::OnBadValue;
@@ -162,6 +162,25 @@ impl CoerceExec {
     pub fn target_columns(&self) -> Vec<TargetColumn> {
         self.settings.casts.iter().map(|(_, c)| c.clone()).collect()
     }
+}
+
+/// Fails when a file of `recipe` no longer has the hash it had when the
+/// import was planned (it changed between planning and reading).
+async fn verify_files(recipe: &RunRecipe) -> crate::error::Result<()> {
+    for (path, file) in recipe.file_paths.iter().zip(&recipe.files) {
+        let now = crate::source::sha256_of(path.clone(), file.file_name.clone()).await?;
+        if now != file.file_hash {
+            return Err(crate::error::AtlasError::Source {
+                source_name: file.file_name.clone(),
+                message: format!(
+                    "the file changed after the import was planned (SHA-256 {} then, {now} \
+                     when read); nothing was written",
+                    file.file_hash
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 impl DisplayAs for CoerceExec {
@@ -343,8 +362,21 @@ impl ExecutionPlan for CoerceExec {
                 _ => Vec::new(),
             },
         };
-        let finished =
-            futures::stream::once(async move { end.report() }).filter_map(futures::future::ready);
+        // A task of a distributed plan reads the files the planner hashed:
+        // they must still be those bytes when the reading is done.
+        let verified = match &self.settings.import.recipe {
+            Some(recipe) if run.is_stage_local() => Some(Arc::clone(recipe)),
+            _ => None,
+        };
+        let finished = futures::stream::once(async move {
+            if let Some(recipe) = verified
+                && let Err(e) = verify_files(&recipe).await
+            {
+                return Some(Err(e.into()));
+            }
+            end.report()
+        })
+        .filter_map(futures::future::ready);
         Ok(run.task_output(Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.schema),
             converted.chain(finished),

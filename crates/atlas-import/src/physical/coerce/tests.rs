@@ -123,3 +123,61 @@ async fn a_plan_without_its_run_says_so() {
         "{err}"
     );
 }
+
+/// A task of a distributed import reads the file the planner hashed: a file
+/// that changed in between fails the task, naming it.
+#[tokio::test]
+async fn a_distributed_reader_refuses_a_file_changed_since_planning() {
+    let dir = std::env::temp_dir().join(format!("atlas_coerce_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ages.csv");
+    std::fs::write(&path, "age\n7\n").unwrap();
+    let planned = crate::source::sha256_of(path.clone(), "ages.csv".into())
+        .await
+        .unwrap();
+    std::fs::write(&path, "age\n8\n").unwrap();
+    let recipe = RunRecipe {
+        database: "sqlite://unused.db".into(),
+        table: crate::names::TableRef::unqualified("ages"),
+        key_columns: vec![age_column()],
+        lookup: crate::physical::KeyLookup::Nothing,
+        lookup_reason: String::new(),
+        files: vec![crate::db::FileRecord {
+            file_hash: planned,
+            file_name: "ages.csv".into(),
+            table_name: "ages".into(),
+            record_count: 0,
+        }],
+        file_paths: vec![path.clone()],
+        file_policy: crate::options::FilePolicy::Error,
+        creates: None,
+        history: crate::db::HistoryEntry::starting(
+            "ages.csv".into(),
+            "ages".into(),
+            "age".into(),
+            crate::options::OnDuplicate::Error,
+        ),
+        on_bad_value: crate::options::OnBadValue::Error,
+        partitions: 1,
+    };
+    let import = ImportRef::with_recipe(ImportId::from_u128(1), Arc::new(recipe));
+    let exec = CoerceExec::from_settings(
+        coerce(&[Some("8")]).children()[0].clone(),
+        CoerceSettings {
+            import,
+            ..coerce(&[]).settings().clone()
+        },
+    );
+    let metrics = Arc::new(ImportMetrics::default());
+    let existing = ExistingKeys::none("none", KeyHasher::random());
+    let run = ImportRun::new(ImportId::from_u128(1), existing, metrics).stage_local();
+    let (task, _running) = task_running(run);
+    let err = collect(Arc::new(exec), task).await.unwrap_err();
+    let err = crate::error::AtlasError::from_cluster(err);
+    assert!(
+        err.to_string()
+            .contains("ages.csv: the file changed after the import was planned"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
