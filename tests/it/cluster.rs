@@ -97,6 +97,17 @@ impl Cluster {
         format!("df://127.0.0.1:{}", self.port)
     }
 
+    /// The JSON report of `atlas-import ARGS --cluster ...`, which must succeed.
+    fn report(&self, args: &[&str]) -> serde_json::Value {
+        let output = self.command(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        json(&output)
+    }
+
     /// `atlas-import ARGS --cluster URL --db POSTGRES`.
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(binary());
@@ -145,23 +156,14 @@ async fn import_through_a_cluster_of_two_executors() {
         let rows = 300_000;
         let first = dir.path().join("first.csv");
         write_rows(&first, 0, rows);
-        let output = cluster
-            .command(&[
-                "import",
-                first.to_str().unwrap(),
-                "--table",
-                &table,
-                "--json",
-                "-q",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let report = json(&output);
+        let report = cluster.report(&[
+            "import",
+            first.to_str().unwrap(),
+            "--table",
+            &table,
+            "--json",
+            "-q",
+        ]);
         assert_eq!(report["status"], "committed");
         assert_eq!(report["rows_read"], rows);
         assert_eq!(report["inserted"], rows);
@@ -181,25 +183,16 @@ async fn import_through_a_cluster_of_two_executors() {
         // check of the keys already there.
         let second = dir.path().join("second.csv");
         write_rows(&second, rows / 2, rows);
-        let output = cluster
-            .command(&[
-                "import",
-                second.to_str().unwrap(),
-                "--table",
-                &table,
-                "--on-duplicate",
-                "skip",
-                "--json",
-                "-q",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let report = json(&output);
+        let report = cluster.report(&[
+            "import",
+            second.to_str().unwrap(),
+            "--table",
+            &table,
+            "--on-duplicate",
+            "skip",
+            "--json",
+            "-q",
+        ]);
         assert_eq!(report["inserted"], rows / 2);
         assert_eq!(report["skipped"], rows / 2);
         assert_eq!(report["duplicates_existing"], rows / 2);
@@ -244,16 +237,8 @@ async fn import_through_a_cluster_of_two_executors() {
         let third = dir.path().join("third.csv");
         write_rows(&third, 2 * rows, 1000);
         let statement = format!("IMPORT INTO {table} FROM '{}'", third.display());
-        let output = cluster
-            .command(&["sql", &statement, "--json"])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert_eq!(json(&output)["inserted"], 1000);
+        let report = cluster.report(&["sql", &statement, "--json"]);
+        assert_eq!(report["inserted"], 1000);
     })
     .await;
 }
@@ -316,23 +301,14 @@ async fn write_retried_after_its_commit_reports_the_commit() {
         let rows = 20_000;
         let file = dir.path().join("rows.csv");
         write_rows(&file, 0, rows);
-        let output = cluster
-            .command(&[
-                "import",
-                file.to_str().unwrap(),
-                "--table",
-                &table,
-                "--json",
-                "-q",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let report = json(&output);
+        let report = cluster.report(&[
+            "import",
+            file.to_str().unwrap(),
+            "--table",
+            &table,
+            "--json",
+            "-q",
+        ]);
         assert_eq!(report["status"], "committed");
         assert_eq!(report["inserted"], rows);
         // Written once, recorded once, although the write ran twice.

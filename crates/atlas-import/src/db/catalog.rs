@@ -34,8 +34,9 @@ pub trait Catalog: Send {
     /// sink could not see (rows read, skipped, duplicates, rejected).
     async fn complete_history(&mut self, import_id: &str, counts: &ImportCounts) -> Result<()>;
 
-    /// Records what partition `partition` of import `import_id` refused
-    /// (a `DuplicateReport` as JSON), replacing an earlier attempt's.
+    /// Records what a task of import `import_id` refused (its duplicate
+    /// tally as JSON) under the name `refusal`, replacing an earlier
+    /// attempt's of that name.
     async fn record_refusal(&mut self, import_id: &str, refusal: &str, report: &str) -> Result<()>;
 
     /// Takes the refusals recorded for import `import_id`.

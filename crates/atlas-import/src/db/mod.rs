@@ -271,6 +271,38 @@ pub(crate) const CREATE_IMPORT_REFUSALS: &str = "CREATE TABLE IF NOT EXISTS impo
     report TEXT NOT NULL
 )";
 
+/// The statements on `import_refusals`, in a database's placeholders.
+pub(crate) struct RefusalSql {
+    /// Deletes one refusal: import id, name.
+    pub(crate) delete_one: String,
+    /// Inserts one: import id, name, report.
+    pub(crate) insert: String,
+    /// Reads an import's reports: import id.
+    pub(crate) select: String,
+    /// Deletes an import's refusals: import id.
+    pub(crate) delete_all: String,
+}
+
+impl RefusalSql {
+    pub(crate) fn of(kind: DbKind) -> Self {
+        let (p1, p2, p3) = (
+            placeholder(kind, 1),
+            placeholder(kind, 2),
+            placeholder(kind, 3),
+        );
+        Self {
+            delete_one: format!(
+                "DELETE FROM import_refusals WHERE import_id = {p1} AND refusal = {p2}"
+            ),
+            insert: format!(
+                "INSERT INTO import_refusals (import_id, refusal, report) VALUES ({p1}, {p2}, {p3})"
+            ),
+            select: format!("SELECT report FROM import_refusals WHERE import_id = {p1}"),
+            delete_all: format!("DELETE FROM import_refusals WHERE import_id = {p1}"),
+        }
+    }
+}
+
 /// Reads `import_history.import_id`: it fails where the table predates the
 /// column.
 pub(crate) const PROBE_HISTORY_IMPORT_ID: &str = "SELECT import_id FROM import_history WHERE 1 = 0";
@@ -362,28 +394,20 @@ where
     let _ = sqlx::query::<DB>(CREATE_IMPORT_REFUSALS)
         .execute(&mut *conn)
         .await;
-    let (p1, p2, p3) = (
-        placeholder(kind, 1),
-        placeholder(kind, 2),
-        placeholder(kind, 3),
-    );
-    sqlx::query::<DB>(sqlx::AssertSqlSafe(format!(
-        "DELETE FROM import_refusals WHERE import_id = {p1} AND refusal = {p2}"
-    )))
-    .bind(import_id)
-    .bind(refusal)
-    .execute(&mut *conn)
-    .await
-    .map_err(error)?;
-    sqlx::query::<DB>(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO import_refusals (import_id, refusal, report) VALUES ({p1}, {p2}, {p3})"
-    )))
-    .bind(import_id)
-    .bind(refusal)
-    .bind(report)
-    .execute(&mut *conn)
-    .await
-    .map_err(error)?;
+    let sql = RefusalSql::of(kind);
+    sqlx::query::<DB>(sqlx::AssertSqlSafe(sql.delete_one))
+        .bind(import_id)
+        .bind(refusal)
+        .execute(&mut *conn)
+        .await
+        .map_err(error)?;
+    sqlx::query::<DB>(sqlx::AssertSqlSafe(sql.insert))
+        .bind(import_id)
+        .bind(refusal)
+        .bind(report)
+        .execute(&mut *conn)
+        .await
+        .map_err(error)?;
     Ok(())
 }
 
@@ -405,21 +429,17 @@ where
     let _ = sqlx::query::<DB>(CREATE_IMPORT_REFUSALS)
         .execute(&mut *conn)
         .await;
-    let p1 = placeholder(kind, 1);
-    let reports: Vec<(String,)> = sqlx::query_as::<DB, (String,)>(sqlx::AssertSqlSafe(format!(
-        "SELECT report FROM import_refusals WHERE import_id = {p1}"
-    )))
-    .bind(import_id)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(error)?;
-    sqlx::query::<DB>(sqlx::AssertSqlSafe(format!(
-        "DELETE FROM import_refusals WHERE import_id = {p1}"
-    )))
-    .bind(import_id)
-    .execute(&mut *conn)
-    .await
-    .map_err(error)?;
+    let sql = RefusalSql::of(kind);
+    let reports: Vec<(String,)> = sqlx::query_as::<DB, (String,)>(sqlx::AssertSqlSafe(sql.select))
+        .bind(import_id)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(error)?;
+    sqlx::query::<DB>(sqlx::AssertSqlSafe(sql.delete_all))
+        .bind(import_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(error)?;
     Ok(reports.into_iter().map(|(r,)| r).collect())
 }
 

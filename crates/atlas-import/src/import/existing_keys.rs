@@ -30,7 +30,7 @@ pub(super) struct TableKeyLoader {
     /// The import's transaction, whose lock the scan waits for (the keys are
     /// then those the import's rows meet); `None` in a stage of a distributed
     /// import, which reads them as committed when the stage runs (the write
-    /// stage checks, under its lock, that no import committed meanwhile).
+    /// runs in a later stage: docs/DISTRIBUTED.md says what that allows).
     pub(super) transaction: Option<Arc<TableTransaction>>,
     pub(super) table: TableRef,
     pub(super) key_columns: Vec<TargetColumn>,

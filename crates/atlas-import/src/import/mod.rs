@@ -57,29 +57,18 @@ pub struct ImportBuilder {
     metrics: Arc<ImportMetrics>,
     /// A distributed engine's session (Apache Ballista) that runs the plan
     /// instead of this process.
-    cluster: Option<Cluster>,
+    cluster: Option<ImportCluster>,
 }
 
-/// The session of a cluster that runs imports.
-struct Cluster(SessionContext);
-
-/// A `SessionConfig` extension: the `IMPORT INTO` statements of a session
-/// with it run on this cluster's session (a Ballista session, from
-/// `atlas_import::distributed`).
+/// The session of a cluster that runs imports (a Ballista session, from
+/// `atlas_import::distributed`); as a `SessionConfig` extension, the `IMPORT
+/// INTO` statements of a session with it run there.
 #[derive(Clone)]
 pub struct ImportCluster(pub SessionContext);
 
 impl std::fmt::Debug for ImportCluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("ImportCluster")
-            .field(&self.0.session_id())
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for Cluster {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("Cluster")
             .field(&self.0.session_id())
             .finish()
     }
@@ -135,7 +124,7 @@ impl ImportBuilder {
     /// key strategy) happens here, the stages on its executors, which reach
     /// the database with credentials of their own.
     pub fn on_cluster(mut self, cluster: SessionContext) -> Self {
-        self.cluster = Some(Cluster(cluster));
+        self.cluster = Some(ImportCluster(cluster));
         self
     }
 

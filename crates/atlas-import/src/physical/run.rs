@@ -213,10 +213,11 @@ impl ImportRun {
     }
 
     /// This run serves one task of a distributed plan (one partition of one
-    /// stage): each operator settles what it alone can see (the check fails
-    /// its partition on a duplicate under `ON DUPLICATE ERROR`; the reader
-    /// of a one-file source fails on a file without rows), as the sink
-    /// cannot see the other stages' counters.
+    /// stage): each operator settles what it alone can see (a check task
+    /// under `ON DUPLICATE ERROR` leaves its duplicates in `import_refusals`
+    /// for the sink to refuse with; the reader of a one-file source fails on
+    /// a file without rows), as the sink cannot see the other stages'
+    /// counters.
     pub fn stage_local(mut self) -> Self {
         self.stage_local = true;
         self

@@ -430,38 +430,25 @@ impl Catalog for Conn {
 
     async fn record_refusal(&mut self, import_id: &str, refusal: &str, report: &str) -> Result<()> {
         let error = |e| AtlasError::database("recording a refusal in import_refusals", e);
+        let sql = super::RefusalSql::of(DbKind::MySql);
         // (Racing tasks may both create it: the loser's error is moot.)
         let _ = self.query_drop(super::CREATE_IMPORT_REFUSALS).await;
-        self.exec_drop(
-            "DELETE FROM import_refusals WHERE import_id = ? AND refusal = ?",
-            (import_id, refusal),
-        )
-        .await
-        .map_err(error)?;
-        self.exec_drop(
-            "INSERT INTO import_refusals (import_id, refusal, report) VALUES (?, ?, ?)",
-            (import_id, refusal, report),
-        )
-        .await
-        .map_err(error)
+        self.exec_drop(sql.delete_one, (import_id, refusal))
+            .await
+            .map_err(error)?;
+        self.exec_drop(sql.insert, (import_id, refusal, report))
+            .await
+            .map_err(error)
     }
 
     async fn take_refusals(&mut self, import_id: &str) -> Result<Vec<String>> {
         let error = |e| AtlasError::database("reading import_refusals", e);
+        let sql = super::RefusalSql::of(DbKind::MySql);
         let _ = self.query_drop(super::CREATE_IMPORT_REFUSALS).await;
-        let reports: Vec<String> = self
-            .exec(
-                "SELECT report FROM import_refusals WHERE import_id = ?",
-                (import_id,),
-            )
+        let reports: Vec<String> = self.exec(sql.select, (import_id,)).await.map_err(error)?;
+        self.exec_drop(sql.delete_all, (import_id,))
             .await
             .map_err(error)?;
-        self.exec_drop(
-            "DELETE FROM import_refusals WHERE import_id = ?",
-            (import_id,),
-        )
-        .await
-        .map_err(error)?;
         Ok(reports)
     }
 

@@ -394,15 +394,14 @@ impl ExecutionPlan for DuplicateCheckExec {
             .register(context.memory_pool());
         // A task of a distributed plan runs one partition with a run of its
         // own, and keeps the share of the table's keys that partition needs.
-        let shuffled = self.settings.import.recipe.as_ref().map(|r| r.partitions);
-        let (partitions, share) = match shuffled {
-            Some(shuffled) if run.is_stage_local() => (
-                1,
-                (shuffled > 1)
-                    .then(|| Arc::new(KeyShare::new(shuffled, self.settings.key_forms.clone()))),
-            ),
-            _ if run.is_stage_local() => (1, None),
-            _ => (self.input.output_partitioning().partition_count(), None),
+        let (partitions, share) = if run.is_stage_local() {
+            let shuffled = self.settings.import.recipe.as_ref().map(|r| r.partitions);
+            let share = shuffled
+                .filter(|&n| n > 1)
+                .map(|n| Arc::new(KeyShare::new(n, self.settings.key_forms.clone())));
+            (1, share)
+        } else {
+            (self.input.output_partitioning().partition_count(), None)
         };
         let check = PartitionCheck::new(
             CheckSettings {

@@ -139,20 +139,10 @@ impl CheckStream {
                 Phase::Replaying(batches) => match batches.pop_front() {
                     Some(batch) => return Some((Ok(batch), self)),
                     None => {
-                        if let Some(refusal) = self.refusal() {
-                            let left: crate::error::Result<()> = async move {
-                                let refusal = refusal?;
-                                let transaction = &refusal.transaction;
-                                let id = transaction.import_id().unwrap_or_default();
-                                let mut catalog = transaction.database().catalog().await?;
-                                catalog
-                                    .record_refusal(id, &refusal.name, &refusal.tally)
-                                    .await
-                            }
-                            .await;
-                            if let Err(e) = left {
-                                return self.fail(e.into());
-                            }
+                        if let Some(refusal) = self.refusal()
+                            && let Err(e) = async { refusal?.record().await }.await
+                        {
+                            return self.fail(e.into());
                         }
                         self.phase = Phase::Done;
                     }
@@ -237,6 +227,15 @@ struct Refusal {
     name: String,
     /// The partition's `DuplicateTally`, as JSON.
     tally: String,
+}
+
+impl Refusal {
+    /// Records it in `import_refusals`, under the import's id.
+    async fn record(self) -> crate::error::Result<()> {
+        let id = self.transaction.import_id().unwrap_or_default();
+        let mut catalog = self.transaction.database().catalog().await?;
+        catalog.record_refusal(id, &self.name, &self.tally).await
+    }
 }
 
 /// A row that repeated a key of the import before the existing keys were

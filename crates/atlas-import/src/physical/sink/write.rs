@@ -337,7 +337,7 @@ impl<'a> SinkWrite<'a> {
                 use std::sync::atomic::Ordering::Relaxed;
                 self.metrics.inserted.store(inserted, Relaxed);
                 self.metrics.updated.store(updated, Relaxed);
-                return Ok(inserted + updated);
+                return Ok(inserted);
             }
             Opened::Ready { .. } => {}
         }
