@@ -156,6 +156,37 @@ async fn import_through_a_cluster_of_two_executors() {
         let rows = 300_000;
         let first = dir.path().join("first.csv");
         write_rows(&first, 0, rows);
+        // EXPLAIN shows the stages the scheduler makes and where the sink runs.
+        let output = cluster
+            .command(&[
+                "import",
+                first.to_str().unwrap(),
+                "--table",
+                &table,
+                "--explain",
+            ])
+            .output()
+            .unwrap();
+        let explained = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{explained}");
+        let stages: Vec<&str> = explained
+            .lines()
+            .filter(|line| line.starts_with("stage "))
+            .collect();
+        assert_eq!(stages.len(), 3, "{explained}");
+        assert!(stages[0].contains("reading the source"), "{explained}");
+        assert!(
+            stages[0].contains("shuffled into 4 partitions"),
+            "{explained}"
+        );
+        assert!(stages[1].contains("duplicate check"), "{explained}");
+        assert!(stages[1].contains("4 tasks"), "{explained}");
+        assert!(
+            stages[2].contains("1 task on one executor, the sink"),
+            "{explained}"
+        );
+        let sink_stage = explained.split(stages[2]).nth(1).unwrap();
+        assert!(sink_stage.contains("DataSinkExec"), "{explained}");
         let report = cluster.report(&[
             "import",
             first.to_str().unwrap(),
@@ -324,6 +355,52 @@ async fn write_retried_after_its_commit_reports_the_commit() {
         // The first attempt did fail after committing.
         let logs = cluster.logs();
         assert!(logs.contains("injected"), "{logs}");
+    })
+    .await;
+}
+
+/// A source on an object store is read by the executors from the store (each
+/// with its own credentials, the hash checked), not from the planner's copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_store_source_read_by_the_executors() {
+    let db = TestDb::new(Kind::Postgres).await;
+    let moto = crate::stores::Moto::start();
+    let env = moto.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let cluster = Cluster::start(2, &env);
+    let dir = TempDir::new();
+    let table = db.table("from_s3");
+    db.run(async {
+        let rows = 50_000;
+        let file = dir.path().join("rows.csv");
+        write_rows(&file, 0, rows);
+        moto.put("cluster/rows.csv", &std::fs::read(&file).unwrap());
+        let output = cluster
+            .command(&[
+                "import",
+                "s3://atlas/cluster/rows.csv",
+                "--table",
+                &table,
+                "--json",
+                "-q",
+            ])
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report = json(&output);
+        assert_eq!(report["inserted"], rows);
+        assert_eq!(report["source"], "s3://atlas/cluster/rows.csv");
+        assert_eq!(db.count(&table).await, rows as i64);
+        let logs = cluster.logs();
+        assert!(
+            logs.contains("Fetched s3://atlas/cluster/rows.csv to read it here"),
+            "{logs}"
+        );
     })
     .await;
 }

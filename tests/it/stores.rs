@@ -212,6 +212,53 @@ on_every_database!(
     file_and_http_urls
 );
 
+/// A reader elsewhere (an executor) fetches a remote object by its origin and
+/// reads it only when its bytes are those the import was planned with.
+#[tokio::test]
+async fn an_object_fetched_again_must_have_its_planned_hash() {
+    use atlas_import::source::{fetch_origin, locate};
+    let served = TempDir::new();
+    served.file("contacts.csv", A);
+    let port = free_port();
+    let _server = serve(
+        Command::new("python3")
+            .args(["-m", "http.server", &port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .current_dir(served.path()),
+        port,
+    );
+    let url = format!("http://127.0.0.1:{port}/contacts.csv");
+    let located = locate(&url).await.unwrap();
+    let origin = located.files[0]
+        .origin
+        .clone()
+        .expect("a URL without password travels");
+    assert_eq!(Some(&origin.sha256), located.files[0].sha256.as_ref());
+    assert_eq!(origin.url, url);
+
+    let here = TempDir::new();
+    let fetched = fetch_origin(&origin, here.path()).await.unwrap();
+    assert_eq!(std::fs::read_to_string(&fetched).unwrap(), A);
+
+    // The object changed after planning: refused, nothing kept.
+    served.file("contacts.csv", B);
+    std::fs::remove_file(&fetched).unwrap();
+    let err = fetch_origin(&origin, here.path()).await.unwrap_err();
+    assert!(matches!(err, AtlasError::Source { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("changed after the import was planned"),
+        "{err}"
+    );
+    assert!(!fetched.exists());
+
+    // A URL with a password is read where it was staged only.
+    let secret = format!("http://user:pw@127.0.0.1:{port}/contacts.csv");
+    let located = locate(&secret).await.unwrap();
+    assert!(located.files[0].origin.is_none());
+    assert!(!located.files[0].name.contains("pw"));
+}
+
 /// Makes sure the moto S3 server is installed (from PyPI).
 fn ensure_moto() {
     let have = Command::new("python3")
@@ -227,41 +274,82 @@ fn ensure_moto() {
     }
 }
 
+/// A moto S3 server on 127.0.0.1 with an empty bucket `atlas`, stopped when
+/// dropped.
+pub(crate) struct Moto {
+    _server: Server,
+    endpoint: String,
+}
+
+impl Moto {
+    pub(crate) fn start() -> Self {
+        ensure_moto();
+        let port = free_port();
+        let server = serve(
+            Command::new("python3").args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ]),
+            port,
+        );
+        let moto = Moto {
+            _server: server,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        moto.python("s3.create_bucket(Bucket='atlas')");
+        moto
+    }
+
+    /// Runs `statement` with `s3`, a boto3 client of this server.
+    fn python(&self, statement: &str) {
+        let script = format!(
+            "import boto3\n\
+             s3 = boto3.client('s3', endpoint_url='{}', region_name='us-east-1', \
+             aws_access_key_id='test', aws_secret_access_key='test')\n{statement}\n",
+            self.endpoint
+        );
+        let status = Command::new("python3")
+            .args(["-c", &script])
+            .status()
+            .unwrap();
+        assert!(status.success(), "{statement}");
+    }
+
+    /// Stores `body` as `atlas/key`.
+    pub(crate) fn put(&self, key: &str, body: &[u8]) {
+        let dir = TempDir::new();
+        let file = dir.path().join("body");
+        std::fs::write(&file, body).unwrap();
+        self.python(&format!(
+            "s3.upload_file({:?}, 'atlas', {key:?})",
+            file.display().to_string()
+        ));
+    }
+
+    /// The AWS environment that reaches this server.
+    pub(crate) fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+        ]
+    }
+}
+
 /// S3 through the real binary, against moto on 127.0.0.1: a single object
 /// and a glob over a prefix; credentials and endpoint from the usual AWS
 /// environment variables.
 #[test]
 fn s3_objects_and_prefix_globs_through_the_cli() {
-    ensure_moto();
-    let port = free_port();
-    let _moto = serve(
-        Command::new("python3").args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ]),
-        port,
-    );
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let upload = format!(
-        r#"
-import boto3
-s3 = boto3.client("s3", endpoint_url="{endpoint}", region_name="us-east-1",
-                  aws_access_key_id="test", aws_secret_access_key="test")
-s3.create_bucket(Bucket="atlas")
-s3.put_object(Bucket="atlas", Key="in/2024/a.csv", Body={A:?}.encode())
-s3.put_object(Bucket="atlas", Key="in/2024/b.csv", Body={B:?}.encode())
-s3.put_object(Bucket="atlas", Key="in/2024/skip.txt", Body=b"x")
-"#
-    );
-    let status = Command::new("python3")
-        .args(["-c", &upload])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let moto = Moto::start();
+    moto.put("in/2024/a.csv", A.as_bytes());
+    moto.put("in/2024/b.csv", B.as_bytes());
+    moto.put("in/2024/skip.txt", b"x");
 
     let dir = TempDir::new();
     let db = format!("sqlite://{}", dir.path().join("s3.db").display());
@@ -280,10 +368,7 @@ s3.put_object(Bucket="atlas", Key="in/2024/skip.txt", Body=b"x")
                 "skip",
                 "--json",
             ])
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ENDPOINT_URL", &endpoint)
+            .envs(moto.env())
             .env_remove("DATABASE_URL")
             .output()
             .unwrap()

@@ -48,7 +48,7 @@ use crate::physical::{
     KeyFormExpr, SinkSettings,
 };
 use crate::source::csv::{CsvFile, CsvSourceExec, CsvTable};
-use crate::source::{Compression, CsvDialect};
+use crate::source::{Compression, CsvDialect, ObjectOrigin};
 
 /// The first bytes of every node this module encodes (no protobuf message
 /// the wrapped codecs write starts with it: `{` is not a valid first tag).
@@ -67,6 +67,9 @@ struct CsvFileSettings {
     dialect: CsvDialect,
     compression: Compression,
     columns: Vec<String>,
+    /// The remote object the file is a staged copy of: read from there.
+    #[serde(default)]
+    origin: Option<ObjectOrigin>,
 }
 
 impl From<&CsvFile> for CsvFileSettings {
@@ -78,6 +81,7 @@ impl From<&CsvFile> for CsvFileSettings {
             dialect: file.dialect.clone(),
             compression: file.compression,
             columns: file.columns.clone(),
+            origin: file.origin.clone(),
         }
     }
 }
@@ -91,6 +95,9 @@ impl From<CsvFileSettings> for CsvFile {
             compression: file.compression,
             columns: file.columns,
             progress: Default::default(),
+            // The planner's staged copy is on the planner's machine.
+            read_origin: file.origin.is_some(),
+            origin: file.origin,
         }
     }
 }

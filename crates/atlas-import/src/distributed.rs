@@ -30,6 +30,7 @@ use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
 use datafusion::execution::SessionState;
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_proto::protobuf::LogicalPlanNode;
@@ -275,4 +276,92 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
     start_executor_process(Arc::new(config))
         .await
         .map_err(|e| AtlasError::Usage(format!("the executor stopped: {e}")))
+}
+
+/// The stages a cluster runs `logical` in, as its scheduler splits them
+/// (planned here with the scheduler's planner and `config`): each stage with
+/// its tasks, what it does for the import, where its rows go, and its plan.
+/// `EXPLAIN` on a cluster prints this after the one-process plan.
+pub(crate) async fn explain_stages(config: SessionConfig, logical: &LogicalPlan) -> Result<String> {
+    use ballista_core::execution_plans::UnresolvedShuffleExec;
+    use ballista_scheduler::planner::{
+        DefaultDistributedPlanner, DistributedPlanner, find_unresolved_shuffles,
+    };
+    use std::fmt::Write;
+
+    let state = planning_state(config)?;
+    let plan = state
+        .create_physical_plan(logical)
+        .await
+        .map_err(AtlasError::from_datafusion)?;
+    let stages = DefaultDistributedPlanner::new()
+        .plan_query_stages(
+            &ballista_core::JobId::new("explain"),
+            plan,
+            state.config().options(),
+        )
+        .map_err(planning_error)?;
+    let plans: Vec<Arc<dyn ExecutionPlan>> = stages
+        .iter()
+        .map(|stage| Arc::clone(stage) as Arc<dyn ExecutionPlan>)
+        .collect();
+    // Which stage reads each stage's output.
+    let mut readers = HashMap::new();
+    for (stage, plan) in stages.iter().zip(&plans) {
+        let inputs = find_unresolved_shuffles(plan).map_err(planning_error)?;
+        for UnresolvedShuffleExec { stage_id, .. } in inputs {
+            readers.insert(stage_id, stage.stage_id());
+        }
+    }
+    let mut text =
+        String::from("distributed_plan (Ballista: each stage's tasks run on the executors)\n");
+    for (stage, plan) in stages.iter().zip(&plans) {
+        let tasks = stage.input_partition_count();
+        let output = match (
+            stage.shuffle_output_partitioning(),
+            readers.get(&stage.stage_id()),
+        ) {
+            (Some(partitioning), Some(reader)) => format!(
+                "its rows shuffled into {} partitions ({partitioning}) for stage {reader}",
+                partitioning.partition_count()
+            ),
+            (None, Some(reader)) => format!("its partitions read by stage {reader}"),
+            (_, None) => "its result (the rows written) goes to the client".to_string(),
+        };
+        let _ = writeln!(
+            text,
+            "stage {}: {tasks} task{}{}; {output}",
+            stage.stage_id(),
+            if tasks == 1 { "" } else { "s" },
+            stage_role(plan),
+        );
+        let _ = write!(
+            text,
+            "{}",
+            datafusion::physical_plan::displayable(plan.as_ref()).indent(true)
+        );
+    }
+    Ok(text)
+}
+
+fn planning_error(e: ballista_core::error::BallistaError) -> AtlasError {
+    AtlasError::Internal(format!("cutting the plan into stages: {e}"))
+}
+
+/// What a stage does for the import, from the operators it holds.
+fn stage_role(plan: &Arc<dyn ExecutionPlan>) -> &'static str {
+    fn holds(plan: &Arc<dyn ExecutionPlan>, name: &str) -> bool {
+        plan.name() == name || plan.children().into_iter().any(|child| holds(child, name))
+    }
+    if holds(plan, "DataSinkExec") {
+        " on one executor, the sink: it takes the table's lock, writes every row and \
+         commits with the import's id, reaching the database with that executor's own \
+         credentials"
+    } else if holds(plan, "DuplicateCheckExec") {
+        ", the duplicate check, one per key partition"
+    } else if holds(plan, "CoerceExec") {
+        ", reading the source and converting its values"
+    } else {
+        ""
+    }
 }

@@ -40,9 +40,23 @@ const PROBE_TABLE_RATIO: u64 = 8;
 const PROBE_HELD_ROWS: u64 = 2_000_000;
 
 impl ImportBuilder {
-    /// Plans the import without touching the data, and returns the plan.
+    /// Plans the import without touching the data, and returns the plan; on
+    /// a cluster ([`Self::on_cluster`]) also the stages it would run in.
     pub async fn explain(self) -> Result<String> {
-        Ok(self.plan().await?.explain())
+        #[cfg(feature = "ballista")]
+        let cluster = self
+            .cluster
+            .as_ref()
+            .map(|cluster| self.import_config(cluster.0.state().config().clone()));
+        let prepared = self.plan().await?;
+        let text = prepared.explain();
+        #[cfg(feature = "ballista")]
+        if let Some(config) = cluster {
+            let stages =
+                crate::distributed::explain_stages(config, prepared.logical_plan()).await?;
+            return Ok(format!("{text}\n{stages}"));
+        }
+        Ok(text)
     }
 
     /// Plans the import without touching the data: the logical and physical
@@ -138,7 +152,11 @@ impl ImportBuilder {
         target: &TargetTable,
         creates: Option<Vec<ColumnSpec>>,
         dry_run: bool,
-        writes: Option<(Vec<FileRecord>, Vec<std::path::PathBuf>, HistoryEntry)>,
+        writes: Option<(
+            Vec<FileRecord>,
+            Vec<Option<std::path::PathBuf>>,
+            HistoryEntry,
+        )>,
     ) -> Result<PreparedImport> {
         let (state, input) = source.df.clone().into_parts();
         let source_schema = input.schema().as_arrow().clone();

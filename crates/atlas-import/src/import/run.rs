@@ -191,7 +191,11 @@ impl ImportBuilder {
         let paths = source
             .files
             .iter()
-            .map(|file| std::path::absolute(file.path()).unwrap_or_else(|_| file.path().into()))
+            .map(|file| {
+                let path = file.path();
+                let local = || std::path::absolute(path).unwrap_or_else(|_| path.into());
+                file.origin().is_none().then(local)
+            })
             .collect();
         let writes = (
             files,

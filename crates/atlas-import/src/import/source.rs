@@ -30,7 +30,7 @@ impl ImportBuilder {
                     self.options.source.format.clone(),
                     self.options.source.compression,
                 )?
-                .with_name(&f.name)
+                .located(f)
                 .with_progress(Arc::clone(bytes_read)))
             })
             .collect::<Result<Vec<_>>>()?;

@@ -104,9 +104,10 @@ pub struct RunRecipe {
     /// hashes taken when the import was planned).
     pub files: Vec<FileRecord>,
     /// Where each of `files` is (absolute): the task that reads them checks
-    /// their hashes again.
+    /// their hashes again. `None` for a remote object, which its reader
+    /// fetches and checks itself ([`crate::source::fetch_origin`]).
     #[serde(default)]
-    pub file_paths: Vec<std::path::PathBuf>,
+    pub file_paths: Vec<Option<std::path::PathBuf>>,
     /// What to do with a file imported before.
     pub file_policy: FilePolicy,
     /// The columns a missing table is created with.

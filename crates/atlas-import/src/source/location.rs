@@ -6,7 +6,9 @@
 //! reads exactly the bytes it staged: an object that changes (or a connection
 //! that drops) while being read cannot produce an import whose rows and
 //! recorded hash disagree, and a failed download fails the import before any
-//! row is written.
+//! row is written. The hash is taken while staging; a reader in another
+//! process (an executor of a cluster) fetches the object again by its
+//! [`ObjectOrigin`] and refuses bytes with another hash ([`fetch_origin`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,6 +29,22 @@ pub struct LocatedFile {
     pub name: String,
     /// The local file (the original, or the staged copy of a remote object).
     pub local: PathBuf,
+    /// SHA-256 of a staged copy, taken while it was written.
+    pub sha256: Option<String>,
+    /// Where another process fetches the same object (a staged object whose
+    /// URL holds no password).
+    pub origin: Option<ObjectOrigin>,
+}
+
+/// A remote object as another process fetches it: its URL (no secrets: the
+/// fetching process has its own credentials) and the SHA-256 of the bytes
+/// the import was planned with.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct ObjectOrigin {
+    /// `s3://bucket/key` or `http(s)://host/path`.
+    pub url: String,
+    /// SHA-256 of the object when it was staged, as hex.
+    pub sha256: String,
 }
 
 /// The files a source location names, with the staging directory that holds
@@ -104,13 +122,17 @@ fn locate_local(path: &str) -> Result<LocatedFiles> {
             .map(|p| LocatedFile {
                 name: p.display().to_string(),
                 local: p,
+                sha256: None,
+                origin: None,
             })
             .collect(),
         staging: None,
     })
 }
 
-async fn locate_s3(location: &str) -> Result<LocatedFiles> {
+/// The store of an `s3://bucket/key` URL (credentials, region and endpoint
+/// from the usual AWS environment variables) and the key.
+fn s3_store(location: &str) -> Result<(Arc<dyn ObjectStore>, String, String)> {
     let url = url::Url::parse(location).map_err(|e| usage(location, e))?;
     let bucket = url
         .host_str()
@@ -134,6 +156,27 @@ async fn locate_s3(location: &str) -> Result<LocatedFiles> {
             .build()
             .map_err(|e| usage(location, format!("cannot configure S3: {e}")))?,
     );
+    Ok((store, bucket.to_string(), key))
+}
+
+/// The store of an `http(s)://` URL (its origin) and the object's path.
+fn http_store(location: &str) -> Result<(Arc<dyn ObjectStore>, ObjectPath)> {
+    let url = url::Url::parse(location).map_err(|e| usage(location, e))?;
+    let origin = url.origin().ascii_serialization();
+    let options = object_store::ClientOptions::new().with_allow_http(url.scheme() == "http");
+    let store: Arc<dyn ObjectStore> = Arc::new(
+        object_store::http::HttpBuilder::new()
+            .with_url(origin)
+            .with_client_options(options)
+            .build()
+            .map_err(|e| usage(location, e))?,
+    );
+    let key = percent_decode(url.path().trim_start_matches('/'));
+    Ok((store, ObjectPath::from(key.as_str())))
+}
+
+async fn locate_s3(location: &str) -> Result<LocatedFiles> {
+    let (store, bucket, key) = s3_store(location)?;
     // An object that exists is that object; only a key that is none is a
     // pattern.
     let literal_exists =
@@ -166,23 +209,39 @@ async fn locate_s3(location: &str) -> Result<LocatedFiles> {
 }
 
 async fn locate_http(location: &str) -> Result<LocatedFiles> {
-    let url = url::Url::parse(location).map_err(|e| usage(location, e))?;
     // HTTP cannot list: a URL is always one object, whatever its path holds.
-    let origin = url.origin().ascii_serialization();
-    let options = object_store::ClientOptions::new().with_allow_http(url.scheme() == "http");
-    let store: Arc<dyn ObjectStore> = Arc::new(
-        object_store::http::HttpBuilder::new()
-            .with_url(origin)
-            .with_client_options(options)
-            .build()
-            .map_err(|e| usage(location, e))?,
-    );
-    let key = percent_decode(url.path().trim_start_matches('/'));
-    stage(
-        store,
-        vec![(mask_password(location), ObjectPath::from(key.as_str()))],
-    )
-    .await
+    let (store, path) = http_store(location)?;
+    stage(store, vec![(location.to_string(), path)]).await
+}
+
+/// Fetches the object of `origin` into `dir` and returns the local file;
+/// fails, keeping nothing, when its bytes are no longer those the import
+/// was planned with.
+pub async fn fetch_origin(origin: &ObjectOrigin, dir: &Path) -> Result<PathBuf> {
+    let location = origin.url.as_str();
+    let (store, path) = match location.split_once("://").map(|(s, _)| s) {
+        Some("s3") => {
+            let (store, _, key) = s3_store(location)?;
+            (store, ObjectPath::from(key.as_str()))
+        }
+        Some("http" | "https") => http_store(location)?,
+        _ => return Err(usage(location, "not an object URL")),
+    };
+    let local = dir.join(path.filename().unwrap_or("object"));
+    let sha256 = download(&store, &path, &local, location).await?;
+    if sha256 != origin.sha256 {
+        let _ = tokio::fs::remove_file(&local).await;
+        return Err(AtlasError::Source {
+            source_name: location.to_string(),
+            message: format!(
+                "the object changed after the import was planned (SHA-256 {} then, {sha256} \
+                 when read); nothing was written",
+                origin.sha256
+            ),
+        });
+    }
+    tracing::info!("Fetched {location} to read it here (SHA-256 as planned)");
+    Ok(local)
 }
 
 fn percent_decode(s: &str) -> String {
@@ -199,8 +258,8 @@ fn source_error(name: &str, message: String) -> AtlasError {
     }
 }
 
-/// Streams each object into the staging directory, keeping its file name (the
-/// format comes from the extension).
+/// Streams each object (by its URL) into the staging directory, keeping its
+/// file name (the format comes from the extension), hashing it on the way.
 async fn stage(
     store: Arc<dyn ObjectStore>,
     objects: Vec<(String, ObjectPath)>,
@@ -217,26 +276,40 @@ async fn stage(
         files: Vec::with_capacity(objects.len()),
         staging: Some(staging.clone()),
     };
-    for (i, (name, path)) in objects.into_iter().enumerate() {
+    for (i, (url, path)) in objects.into_iter().enumerate() {
+        let name = mask_password(&url);
         let file_name = path.filename().unwrap_or("object").to_string();
         let dir = staging.join(i.to_string());
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| AtlasError::io(dir.display().to_string(), e))?;
         let local = dir.join(&file_name);
-        download(&store, &path, &local, &name).await?;
+        let sha256 = download(&store, &path, &local, &name).await?;
         tracing::info!("Fetched {name}");
-        located.files.push(LocatedFile { name, local });
+        // A URL with a password is this process's to read only.
+        let origin = (name == url).then(|| ObjectOrigin {
+            url,
+            sha256: sha256.clone(),
+        });
+        located.files.push(LocatedFile {
+            name,
+            local,
+            sha256: Some(sha256),
+            origin,
+        });
     }
     Ok(located)
 }
 
+/// Writes the object at `path` to `local`; returns the SHA-256 of its bytes.
 async fn download(
     store: &Arc<dyn ObjectStore>,
     path: &ObjectPath,
     local: &Path,
     name: &str,
-) -> Result<()> {
+) -> Result<String> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
     let result = store
         .get(path)
         .await
@@ -250,11 +323,13 @@ async fn download(
         .await
         .map_err(|e| source_error(name, format!("the download failed: {e}")))?
     {
+        hasher.update(&bytes);
         file.write_all(&bytes)
             .await
             .map_err(|e| AtlasError::io(local.display().to_string(), e))?;
     }
     file.flush()
         .await
-        .map_err(|e| AtlasError::io(local.display().to_string(), e))
+        .map_err(|e| AtlasError::io(local.display().to_string(), e))?;
+    Ok(hex::encode(hasher.finalize()))
 }

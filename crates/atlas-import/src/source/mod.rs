@@ -23,7 +23,7 @@ mod records;
 
 pub use compression::{Compression, ReadProgress};
 pub use csv::CsvDialect;
-pub use location::{LocatedFile, LocatedFiles, locate};
+pub use location::{LocatedFile, LocatedFiles, ObjectOrigin, fetch_origin, locate};
 
 /// The formats this version reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -317,6 +317,10 @@ pub struct FileSource {
     name: Option<String>,
     /// Where the reader counts the bytes it reads, where it can (CSV, TSV).
     progress: ReadProgress,
+    /// Of a staged remote object: its hash, taken while staging.
+    staged_sha256: Option<String>,
+    /// Of a staged remote object: where another process fetches it.
+    origin: Option<ObjectOrigin>,
 }
 
 impl FileSource {
@@ -355,7 +359,23 @@ impl FileSource {
             compression,
             name: None,
             progress: ReadProgress::default(),
+            staged_sha256: None,
+            origin: None,
         })
+    }
+
+    /// The file is `located`'s local copy: named as it, its hash the one
+    /// taken while it was staged, its origin the object it was fetched from.
+    pub fn located(mut self, located: &LocatedFile) -> Self {
+        self.name = Some(located.name.clone());
+        self.staged_sha256 = located.sha256.clone();
+        self.origin = located.origin.clone();
+        self
+    }
+
+    /// Where another process fetches this file (a staged remote object).
+    pub fn origin(&self) -> Option<&ObjectOrigin> {
+        self.origin.as_ref()
     }
 
     /// Counts the bytes read from the file into `counter` (CSV and TSV
@@ -403,6 +423,9 @@ impl FileSource {
     /// SHA-256 of the file's bytes as stored (compressed bytes for a
     /// compressed file), as hex.
     pub async fn sha256(&self) -> Result<String> {
+        if let Some(sha256) = &self.staged_sha256 {
+            return Ok(sha256.clone());
+        }
         sha256_of(self.path.clone(), self.display_name()).await
     }
 
@@ -427,9 +450,11 @@ impl FileSource {
                         (self.path.clone(), self.display_name(), dialect.clone());
                     let compression = self.compression;
                     let progress = self.progress.clone();
+                    let origin = self.origin.clone();
                     tokio::task::spawn_blocking(move || {
                         csv::CsvFile::open(path, name, dialect, compression).map(|mut file| {
                             file.progress = progress;
+                            file.origin = origin;
                             file
                         })
                     })

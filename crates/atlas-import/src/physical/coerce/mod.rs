@@ -168,6 +168,7 @@ impl CoerceExec {
 /// import was planned (it changed between planning and reading).
 async fn verify_files(recipe: &RunRecipe) -> crate::error::Result<()> {
     for (path, file) in recipe.file_paths.iter().zip(&recipe.files) {
+        let Some(path) = path else { continue };
         let now = crate::source::sha256_of(path.clone(), file.file_name.clone()).await?;
         if now != file.file_hash {
             return Err(crate::error::AtlasError::Source {

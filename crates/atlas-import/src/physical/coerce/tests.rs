@@ -148,7 +148,7 @@ async fn a_distributed_reader_refuses_a_file_changed_since_planning() {
             table_name: "ages".into(),
             record_count: 0,
         }],
-        file_paths: vec![path.clone()],
+        file_paths: vec![Some(path.clone())],
         file_policy: crate::options::FilePolicy::Error,
         creates: None,
         history: crate::db::HistoryEntry::starting(

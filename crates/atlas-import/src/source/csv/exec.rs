@@ -2,7 +2,7 @@
 //! table, read by [`super::CsvParser`] on a blocking thread.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -26,6 +26,7 @@ use datafusion::physical_plan::{
 
 use super::{CsvDialect, CsvParser, TextBatchBuilder, read_column_names, reader_schema};
 use crate::source::compression::{Compression, ReadProgress};
+use crate::source::location::{ObjectOrigin, fetch_origin};
 
 /// Batches queued between the reader thread and the plan.
 const QUEUED_BATCHES: usize = 2;
@@ -46,6 +47,12 @@ pub struct CsvFile {
     pub columns: Vec<String>,
     /// Where the reader counts the bytes it has read.
     pub progress: ReadProgress,
+    /// The object `path` is a staged copy of, for readers elsewhere.
+    pub origin: Option<ObjectOrigin>,
+    /// Whether the reader fetches `origin` (into a temporary file, its hash
+    /// checked first) instead of reading `path`: so it does in a process
+    /// that decoded the plan, where the planner's staged copy is not.
+    pub read_origin: bool,
 }
 
 impl CsvFile {
@@ -67,19 +74,23 @@ impl CsvFile {
             compression,
             columns,
             progress: ReadProgress::default(),
+            origin: None,
+            read_origin: false,
         })
     }
 
-    /// Reads every record, handing out batches of at most `batch_rows` rows
-    /// until `emit` says stop. Returns (blank lines skipped, comment lines).
+    /// Reads every record of the file's bytes at `path`, handing out batches
+    /// of at most `batch_rows` rows until `emit` says stop. Returns (blank
+    /// lines skipped, comment lines).
     fn read(
         &self,
+        path: &Path,
         batch_rows: usize,
         emit: &mut dyn FnMut(datafusion::arrow::array::RecordBatch) -> bool,
     ) -> crate::error::Result<(u64, u64)> {
         let mut parser = CsvParser::new(
             self.compression
-                .open_counted(&self.path, &self.name, &self.progress)?,
+                .open_counted(path, &self.name, &self.progress)?,
             self.dialect.clone(),
             &self.name,
         );
@@ -288,7 +299,7 @@ impl ExecutionPlan for CsvSourceExec {
         let mut builder =
             RecordBatchReceiverStreamBuilder::new(Arc::clone(&self.schema), QUEUED_BATCHES);
         let tx = builder.tx();
-        builder.spawn_blocking(move || {
+        let read = move |path: &Path| {
             let mut emit = |batch: datafusion::arrow::array::RecordBatch| {
                 let batch = match &projection {
                     Some(p) => batch.project(p).map_err(DataFusionError::from),
@@ -301,16 +312,59 @@ impl ExecutionPlan for CsvSourceExec {
                 tx.blocking_send(batch).is_ok()
             };
             let (blank, comments) = file
-                .read(batch_rows, &mut emit)
+                .read(path, batch_rows, &mut emit)
                 .map_err(DataFusionError::from)?;
             blank_lines.add(blank as usize);
             comment_lines.add(comments as usize);
             Ok(())
-        });
+        };
+        match self.file.origin.clone().filter(|_| self.file.read_origin) {
+            None => {
+                let path = self.file.path.clone();
+                builder.spawn_blocking(move || read(&path));
+            }
+            Some(origin) => {
+                builder.spawn(async move {
+                    let dir = FetchDir::new()?;
+                    let path = fetch_origin(&origin, &dir.0).await?;
+                    tokio::task::spawn_blocking(move || {
+                        let result = read(&path);
+                        drop(dir);
+                        result
+                    })
+                    .await
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?
+                });
+            }
+        }
         Ok(builder.build())
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
+    }
+}
+
+/// A directory of its own for an object fetched to be read here, removed
+/// with what it holds when dropped.
+struct FetchDir(PathBuf);
+
+impl FetchDir {
+    fn new() -> crate::error::Result<Self> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "atlas-import-fetch-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| crate::error::AtlasError::io(dir.display().to_string(), e))?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for FetchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
