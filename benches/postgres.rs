@@ -5,7 +5,8 @@
 //! ```
 //! Sizes: `ATLAS_BENCH_ROWS`, `ATLAS_BENCH_EXISTING` (default 1000000 each);
 //! cases: `ATLAS_BENCH_CASES` (default `error,skip`; `types`: columns of
-//! types written by text COPY, below); server:
+//! types written by text COPY; `cluster`: the error case on a loopback
+//! Ballista cluster against the same import in one process; both below); server:
 //! `ATLAS_TEST_POSTGRES_URL`. Results in benches/README.md.
 
 mod common;
@@ -170,6 +171,124 @@ fn run_types(db: &Postgres) {
     }
 }
 
+/// A Ballista scheduler and executors on loopback, from the benched binary;
+/// killed when dropped.
+struct LoopbackCluster {
+    processes: Vec<std::process::Child>,
+    port: u16,
+}
+
+impl LoopbackCluster {
+    fn start(executors: usize, database: &str) -> Self {
+        use std::process::{Command, Stdio};
+        let free_port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .unwrap()
+        };
+        let port = free_port();
+        let quiet = |command: &mut Command| {
+            command
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        let mut processes = vec![quiet(Command::new(common::atlas_binary()).args([
+            "scheduler",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+        ]))];
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for _ in 0..executors {
+            processes.push(quiet(
+                Command::new(common::atlas_binary())
+                    .args(["executor", "--scheduler", &format!("127.0.0.1:{port}")])
+                    .args(["--bind", &format!("127.0.0.1:{}", free_port())])
+                    .args(["--grpc-port", &free_port().to_string()])
+                    .args(["--slots", "2", "--database", database]),
+            ));
+        }
+        // Executors register with their first heartbeat.
+        std::thread::sleep(Duration::from_secs(4));
+        Self { processes, port }
+    }
+
+    /// Peak resident set size of each executor so far, MB.
+    fn executor_peaks_mb(&self) -> Vec<f64> {
+        self.processes[1..]
+            .iter()
+            .map(|child| {
+                std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+                    .unwrap_or_default()
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+                    .map_or(0.0, |kb| kb / 1024.0)
+            })
+            .collect()
+    }
+}
+
+impl Drop for LoopbackCluster {
+    fn drop(&mut self) {
+        for child in &mut self.processes {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+}
+
+/// `cluster`: the `error` case (N new rows against M existing, every column
+/// the key) through `--cluster` on a scheduler and two executors on this
+/// machine, against the same import in one process and `psql \copy`.
+fn run_cluster(db: &Postgres) {
+    let rows = common::env_u64("ATLAS_BENCH_ROWS", 1_000_000);
+    let existing = common::env_u64("ATLAS_BENCH_EXISTING", 1_000_000);
+    let existing_file = common::data_file(0, existing);
+    let file = common::data_file(existing, rows);
+    let (local, distributed, baseline) = ("bench_atlas", "bench_atlas_cluster", "bench_bulk");
+    common::prepare_table(db, local, &existing_file, true);
+    common::prepare_table(db, distributed, &existing_file, true);
+    common::prepare_table(db, baseline, &existing_file, false);
+    let cluster = LoopbackCluster::start(2, &db.url);
+    let bulk = db.bulk_load(baseline, &file);
+    let (one_process, report) = common::import_file(&file, local, &db.url(), &[]);
+    assert_eq!(report["inserted"], rows, "{report}");
+    let url = format!("df://127.0.0.1:{}", cluster.port);
+    let (on_cluster, report) =
+        common::import_file(&file, distributed, &db.url(), &["--cluster", &url]);
+    assert_eq!(report["inserted"], rows, "{report}");
+    let case = format!("postgres cluster {rows} rows vs {existing} existing");
+    common::print_result(
+        &format!("{case}, one process"),
+        one_process,
+        db.bulk_load_name(),
+        bulk,
+    );
+    common::print_result(
+        &format!("{case}, loopback cluster (client)"),
+        on_cluster,
+        db.bulk_load_name(),
+        bulk,
+    );
+    println!(
+        "{case}: cluster / one process {:.2}; executors' peak RSS {:?} MB",
+        on_cluster.time.as_secs_f64() / one_process.time.as_secs_f64(),
+        cluster
+            .executor_peaks_mb()
+            .iter()
+            .map(|mb| mb.round())
+            .collect::<Vec<_>>()
+    );
+    for table in [local, distributed, baseline] {
+        db.exec(&format!("DROP TABLE IF EXISTS {table}"));
+    }
+}
+
 fn main() {
     let url = std::env::var("ATLAS_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
@@ -178,6 +297,10 @@ fn main() {
     if cases.split(',').any(|c| c.trim() == "types") {
         common::print_machine();
         run_types(&db);
+    }
+    if cases.split(',').any(|c| c.trim() == "cluster") {
+        common::print_machine();
+        run_cluster(&db);
     }
     common::run_cases(&db);
 }

@@ -306,8 +306,8 @@ pub fn run_cases(db: &dyn BulkDatabase) {
                 run_upsert(db, case, &existing_file, &data_file(existing / 2, rows));
                 continue;
             }
-            // A database's own case, run by its bench.
-            "types" => continue,
+            // A database's own cases, run by its bench.
+            "types" | "cluster" => continue,
             other => {
                 eprintln!(
                     "unknown case {other}: expected error, skip, update, update_index, \
