@@ -173,19 +173,21 @@ async fn import_through_a_cluster_of_two_executors() {
             .lines()
             .filter(|line| line.starts_with("stage "))
             .collect();
-        assert_eq!(stages.len(), 3, "{explained}");
-        assert!(stages[0].contains("reading the source"), "{explained}");
+        assert_eq!(stages.len(), 4, "{explained}");
+        let stage = |role: &str| {
+            stages
+                .iter()
+                .find(|s| s.contains(role))
+                .unwrap_or_else(|| panic!("no stage {role}: {explained}"))
+        };
+        assert!(stage("reading the source").contains("shuffled into 4 partitions"));
+        assert!(stage("reading the table's keys").contains("shuffled into 4 partitions"));
+        assert!(stage("duplicate check").contains("4 tasks"), "{explained}");
         assert!(
-            stages[0].contains("shuffled into 4 partitions"),
+            stages[3].contains("1 task on one executor, the sink"),
             "{explained}"
         );
-        assert!(stages[1].contains("duplicate check"), "{explained}");
-        assert!(stages[1].contains("4 tasks"), "{explained}");
-        assert!(
-            stages[2].contains("1 task on one executor, the sink"),
-            "{explained}"
-        );
-        let sink_stage = explained.split(stages[2]).nth(1).unwrap();
+        let sink_stage = explained.split(stages[3]).nth(1).unwrap();
         assert!(sink_stage.contains("DataSinkExec"), "{explained}");
         let report = cluster.report(&[
             "import",
@@ -228,12 +230,18 @@ async fn import_through_a_cluster_of_two_executors() {
         assert_eq!(report["skipped"], rows / 2);
         assert_eq!(report["duplicates_existing"], rows / 2);
         assert_eq!(db.count(&table).await, (rows + rows / 2) as i64);
-        // Each check task kept its partition's share of the table's keys:
-        // about a quarter each, all of them together.
+        // The table's keys were read once, and each check task kept its
+        // partition's share: about a quarter each, all of them together
+        // (the first import's tasks found an empty table).
         let logs = cluster.logs();
+        let reads = logs
+            .lines()
+            .filter(|line| line.contains(&format!("read the {rows} existing keys")))
+            .count();
+        assert_eq!(reads, 1, "{logs}");
         let kept: Vec<u64> = logs
             .lines()
-            .filter(|line| line.contains("share of 4"))
+            .filter(|line| line.contains("share of 4") && !line.contains("(0 keys"))
             .filter_map(|line| {
                 let held = line.split(" (").nth(1)?.split(' ').next()?;
                 held.parse().ok()

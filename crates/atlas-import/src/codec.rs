@@ -8,7 +8,8 @@
 //! encoded: the receiving session registers an `ImportRun` under the plan's
 //! `ImportId`, and the database URL comes from its own configuration.
 //!
-//! - [`ImportPhysicalCodec`]: `CoerceExec`, `DuplicateCheckExec`, the
+//! - [`ImportPhysicalCodec`]: `CoerceExec`, `DuplicateCheckExec` (with
+//!   its second input, the table's keys, where it has one), `ExistingKeysExec`, the
 //!   `DataSinkExec` holding an `ImportSink` (DataFusion encodes only its own
 //!   sinks, so the codec carries the whole sink node), the check's key-form
 //!   partitioning expression, and the CSV reader `CsvSourceExec`.
@@ -44,8 +45,8 @@ use serde::{Deserialize, Serialize};
 use crate::key_form::KeyForm;
 use crate::logical::{ImportNode, ImportSpec};
 use crate::physical::{
-    CoerceExec, CoerceSettings, DuplicateCheckExec, DuplicateCheckSettings, ImportSink,
-    KeyFormExpr, SinkSettings,
+    CoerceExec, CoerceSettings, DuplicateCheckExec, DuplicateCheckSettings, ExistingKeysExec,
+    ExistingKeysSettings, ImportSink, KeyFormExpr, SinkSettings,
 };
 use crate::source::csv::{CsvFile, CsvSourceExec, CsvTable};
 use crate::source::{Compression, CsvDialect, ObjectOrigin};
@@ -107,6 +108,7 @@ impl From<CsvFileSettings> for CsvFile {
 enum PhysicalNode {
     Coerce(CoerceSettings),
     DuplicateCheck(DuplicateCheckSettings),
+    ExistingKeys(ExistingKeysSettings),
     /// A `DataSinkExec` of an `ImportSink` (its input in source order).
     Sink(SinkSettings),
     CsvSource {
@@ -219,12 +221,18 @@ impl PhysicalExtensionCodec for ImportPhysicalCodec {
                 one_input(inputs, "CoerceExec")?,
                 settings,
             )),
-            PhysicalNode::DuplicateCheck(settings) => {
-                Arc::new(DuplicateCheckExec::try_from_settings(
+            PhysicalNode::DuplicateCheck(settings) => match inputs {
+                // The rows, and the table's keys shuffled as they are.
+                [rows, keys] => Arc::new(
+                    DuplicateCheckExec::try_from_settings(Arc::clone(rows), settings)?
+                        .with_existing_input(Arc::clone(keys))?,
+                ),
+                _ => Arc::new(DuplicateCheckExec::try_from_settings(
                     one_input(inputs, "DuplicateCheckExec")?,
                     settings,
-                )?)
-            }
+                )?),
+            },
+            PhysicalNode::ExistingKeys(settings) => Arc::new(ExistingKeysExec::new(settings)),
             PhysicalNode::Sink(settings) => {
                 let input = one_input(inputs, "the import's DataSinkExec")?;
                 ImportSink::from_settings(settings, input.schema()).over(input)
@@ -246,6 +254,8 @@ impl PhysicalExtensionCodec for ImportPhysicalCodec {
             PhysicalNode::Coerce(coerce.settings().clone())
         } else if let Some(check) = node.downcast_ref::<DuplicateCheckExec>() {
             PhysicalNode::DuplicateCheck(check.settings().clone())
+        } else if let Some(keys) = node.downcast_ref::<ExistingKeysExec>() {
+            PhysicalNode::ExistingKeys(keys.settings().clone())
         } else if let Some(sink) = node
             .downcast_ref::<DataSinkExec>()
             .and_then(|exec| exec.sink().downcast_ref::<ImportSink>())

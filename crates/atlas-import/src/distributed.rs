@@ -361,6 +361,8 @@ fn stage_role(plan: &Arc<dyn ExecutionPlan>) -> &'static str {
         ", the duplicate check, one per key partition"
     } else if holds(plan, "CoerceExec") {
         ", reading the source and converting its values"
+    } else if holds(plan, "ExistingKeysExec") {
+        ", reading the table's keys once (each check task receives its share)"
     } else {
         ""
     }

@@ -36,8 +36,8 @@ use crate::db::DbKind;
 use crate::key_form::KeyForm;
 use crate::options::{OnBadValue, OnDuplicate};
 use crate::physical::{
-    CoerceExec, DuplicateCheckExec, ImportRef, ImportSink, KeyLookup, duplicates_schema,
-    source_order_requirement,
+    CoerceExec, DuplicateCheckExec, ExistingKeysExec, ExistingKeysSettings, ImportRef, ImportSink,
+    KeyLookup, duplicates_schema, source_order_requirement,
 };
 use crate::schema::{ColumnSpec, TargetColumn, coerced_schema};
 
@@ -76,6 +76,11 @@ pub struct ImportSpec {
     /// The columns a missing table is created with, `None` when a missing
     /// table is an error.
     pub creates: Option<Vec<ColumnSpec>>,
+    /// Preload only: the table's keys reach the check as an input of their
+    /// own ([`ExistingKeysExec`]), hash-partitioned as the rows are (a
+    /// distributed import: read once, each check task holds its share).
+    #[serde(default)]
+    pub keys_shuffled: bool,
 }
 
 impl ImportSpec {
@@ -223,14 +228,21 @@ pub fn plan_operators(
         .with_on_bad_value(spec.on_bad_value.clone())
         .with_files(spec.source_files.clone()),
     );
-    let check = Arc::new(
-        DuplicateCheckExec::try_new(coerce, spec.import.clone(), spec.key_columns.clone())?
-            .with_key_forms(KeyForm::of_columns(spec.key_targets()))?
-            .with_lookup(spec.lookup, spec.lookup_reason.clone())
-            .with_on_duplicate(spec.on_duplicate)
-            .with_chunk_rows(spec.chunk_rows)
-            .with_report_duplicates(spec.dry_run),
-    );
+    let check = DuplicateCheckExec::try_new(coerce, spec.import.clone(), spec.key_columns.clone())?
+        .with_key_forms(KeyForm::of_columns(spec.key_targets()))?
+        .with_lookup(spec.lookup, spec.lookup_reason.clone())
+        .with_on_duplicate(spec.on_duplicate)
+        .with_chunk_rows(spec.chunk_rows)
+        .with_report_duplicates(spec.dry_run);
+    let check = Arc::new(if spec.keys_shuffled && spec.lookup == KeyLookup::Preload {
+        check.with_existing_input(Arc::new(ExistingKeysExec::new(ExistingKeysSettings {
+            import: spec.import.clone(),
+            table: spec.table.to_string(),
+            key_columns: spec.key_targets().cloned().collect(),
+        })))?
+    } else {
+        check
+    });
     if spec.dry_run {
         // CHECK IMPORT: the duplicates in source order, nothing written.
         let order = source_order_requirement(&check.schema());
@@ -304,6 +316,7 @@ mod tests {
             lookup: KeyLookup::Preload,
             lookup_reason: "contacts (strategy=preload)".into(),
             creates: None,
+            keys_shuffled: false,
         })
     }
 

@@ -13,7 +13,9 @@ use crate::error::{AtlasError, Result};
 use crate::key::{EncodedKeys, Fingerprints, KeyEncoder, KeyHasher};
 use crate::key_form::KeyForm;
 use crate::names::TableRef;
-use crate::physical::{ExistingKeyLoader, KeyPartitioner, KeyShare, Opened, TableTransaction};
+use crate::physical::{
+    ExistingKeyLoader, KeyPartitioner, KeyShare, Opened, TableTransaction, key_schema,
+};
 use crate::report::{ImportMetrics, Phase};
 use crate::schema::TargetColumn;
 
@@ -51,9 +53,55 @@ impl ExistingKeyLoader for TableKeyLoader {
         self.metrics.set_phase(Phase::Writing);
         loaded
     }
+
+    async fn scan(
+        &self,
+        batch_rows: usize,
+        on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
+    ) -> Result<u64> {
+        if !self.readable().await? {
+            return Ok(0);
+        }
+        let started = Instant::now();
+        let table = self.table.key();
+        let schema = key_schema(&self.key_columns);
+        let columns = &self.key_columns;
+        let mut typed =
+            |batch: RecordBatch| on_batch(typed_keys(&table, columns, &schema, &batch)?);
+        let rows = self
+            .db
+            .scan_keys(&self.table, columns, None, batch_rows, &mut typed)
+            .await?;
+        tracing::info!(
+            "Key check: read the {rows} existing keys of '{table}' for the check's partitions ({} ms)",
+            started.elapsed().as_millis()
+        );
+        Ok(rows)
+    }
 }
 
 impl TableKeyLoader {
+    /// Whether the table has keys to read: it was there before the import
+    /// took its lock (a distributed stage: it is there now).
+    async fn readable(&self) -> Result<bool> {
+        Ok(match &self.transaction {
+            Some(transaction) => match transaction.open().await? {
+                // The table was there before the import took its lock: read it.
+                Opened::Ready {
+                    exists: true,
+                    created: false,
+                } => true,
+                // Nothing to compare with (a new table, a dry run into a new
+                // table), or nothing will be read (the file is skipped, or
+                // the import committed already).
+                Opened::Ready { .. } | Opened::FileAlreadyImported | Opened::Committed { .. } => {
+                    false
+                }
+            },
+            None => self.db.describe_table(&self.table).await?.is_some(),
+        })
+    }
+
     async fn load_keys(
         &self,
         hasher: &KeyHasher,
@@ -70,23 +118,7 @@ impl TableKeyLoader {
             },
             None => None,
         };
-        let readable = match &self.transaction {
-            Some(transaction) => match transaction.open().await? {
-                // The table was there before the import took its lock: read it.
-                Opened::Ready {
-                    exists: true,
-                    created: false,
-                } => true,
-                // Nothing to compare with (a new table, a dry run into a new
-                // table), or nothing will be read (the file is skipped, or
-                // the import committed already).
-                Opened::Ready { .. } | Opened::FileAlreadyImported | Opened::Committed { .. } => {
-                    false
-                }
-            },
-            None => self.db.describe_table(&self.table).await?.is_some(),
-        };
-        if !readable {
+        if !self.readable().await? {
             return Ok(Fingerprints::new());
         }
         // The database streams batches on a connection of its own; a blocking
@@ -170,40 +202,9 @@ pub(super) fn fingerprint_existing_keys(
     let mut fingerprints = Vec::new();
     let encoder =
         KeyEncoder::new((0..columns.len()).collect()).with_forms(KeyForm::of_columns(columns));
-    let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
-        columns
-            .iter()
-            .map(|c| datafusion::arrow::datatypes::Field::new(&c.name, c.data_type.clone(), true))
-            .collect::<Vec<_>>(),
-    ));
+    let schema = key_schema(columns);
     for batch in batches {
-        let mut typed = Vec::with_capacity(columns.len());
-        for (i, column) in columns.iter().enumerate() {
-            let bad = |value: String| AtlasError::BadValue {
-                source_name: format!("existing rows of table '{table}'"),
-                row: 0,
-                line: None,
-                column: column.name.clone(),
-                value,
-                target_type: column.sql_type.clone(),
-            };
-            // Binary keys arrive as hex text from every database's scan.
-            if column.data_type == datafusion::arrow::datatypes::DataType::Binary
-                && let Some(hex) = batch
-                    .column(i)
-                    .as_any()
-                    .downcast_ref::<datafusion::arrow::array::StringArray>()
-            {
-                typed.push(
-                    crate::typed_text::hex_to_binary(hex)
-                        .map_err(|index| bad(hex.value(index).to_string()))?,
-                );
-                continue;
-            }
-            typed.push(coerce_column(batch.column(i), column).map_err(|f| bad(f.value))?);
-        }
-        let mut batch =
-            RecordBatch::try_new(Arc::clone(&schema), typed).map_err(AtlasError::from)?;
+        let mut batch = typed_keys(table, columns, &schema, &batch)?;
         if let Some((share, partition)) = share {
             let keep: datafusion::arrow::array::BooleanArray = share
                 .partitions_of(batch.columns())
@@ -221,4 +222,41 @@ pub(super) fn fingerprint_existing_keys(
         }
     }
     Ok(set)
+}
+
+/// A batch of existing keys as the scan gave it (text where the database
+/// sends text) converted to the key's target types (`schema`), with the same
+/// code as the import's values.
+fn typed_keys(
+    table: &str,
+    columns: &[TargetColumn],
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+    batch: &RecordBatch,
+) -> Result<RecordBatch> {
+    let mut typed = Vec::with_capacity(columns.len());
+    for (i, column) in columns.iter().enumerate() {
+        let bad = |value: String| AtlasError::BadValue {
+            source_name: format!("existing rows of table '{table}'"),
+            row: 0,
+            line: None,
+            column: column.name.clone(),
+            value,
+            target_type: column.sql_type.clone(),
+        };
+        // Binary keys arrive as hex text from every database's scan.
+        if column.data_type == datafusion::arrow::datatypes::DataType::Binary
+            && let Some(hex) = batch
+                .column(i)
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::StringArray>()
+        {
+            typed.push(
+                crate::typed_text::hex_to_binary(hex)
+                    .map_err(|index| bad(hex.value(index).to_string()))?,
+            );
+            continue;
+        }
+        typed.push(coerce_column(batch.column(i), column).map_err(|f| bad(f.value))?);
+    }
+    RecordBatch::try_new(Arc::clone(schema), typed).map_err(AtlasError::from)
 }

@@ -221,6 +221,9 @@ impl ImportBuilder {
             lookup,
             lookup_reason,
             creates,
+            // On a cluster the table's keys are read once, in a stage of
+            // their own, and shuffled to the check's tasks.
+            keys_shuffled: self.cluster.is_some() && lookup == KeyLookup::Preload,
         });
         let logical = LogicalPlan::Extension(Extension {
             node: Arc::new(

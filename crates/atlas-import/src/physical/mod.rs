@@ -23,9 +23,11 @@ pub use coerce::{CoerceExec, CoerceSettings};
 pub(crate) use duplicate_check::duplicates_schema;
 #[cfg(feature = "ballista")]
 pub(crate) use duplicate_check::key_expr::KeyFormExpr;
+pub(crate) use duplicate_check::key_schema;
 pub use duplicate_check::{
     DUPLICATE_OF_COLUMN, DuplicateCheckExec, DuplicateCheckSettings, ExistingKeyLoader,
-    ExistingKeys, KeyLookup, KeyPartitioner, KeyShare, UPDATE_COLUMN,
+    ExistingKeys, ExistingKeysExec, ExistingKeysSettings, KeyLookup, KeyPartitioner, KeyShare,
+    UPDATE_COLUMN,
 };
 pub use run::{ImportId, ImportRef, ImportRun, ImportRuns, RegisteredRun, RunFactory, RunRecipe};
 pub use sink::{ImportSink, SinkSettings};

@@ -10,7 +10,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, ArrayRef};
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
 use datafusion::error::DataFusionError;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use futures::FutureExt;
@@ -36,6 +36,21 @@ pub trait ExistingKeyLoader: Send + Sync + fmt::Debug {
         filter: Option<KeyFilter>,
         share: Option<&KeyShare>,
     ) -> crate::error::Result<Fingerprints<()>>;
+
+    /// Reads every existing key as batches of the key columns in key order,
+    /// typed as the target holds them (what [`ExistingKeysExec`] emits);
+    /// returns the rows read. Loaders that cannot say so.
+    ///
+    /// [`ExistingKeysExec`]: super::ExistingKeysExec
+    async fn scan(
+        &self,
+        _batch_rows: usize,
+        _on_batch: &mut (dyn FnMut(RecordBatch) -> crate::error::Result<()> + Send),
+    ) -> crate::error::Result<u64> {
+        Err(AtlasError::Internal(format!(
+            "{self:?} cannot read the existing keys as batches"
+        )))
+    }
 }
 
 /// How the check learns the keys already in the table: the plan's choice (a
@@ -125,7 +140,7 @@ pub struct ExistingKeys {
     hasher: KeyHasher,
     feed: OnceLock<KeyFeed>,
     /// The loaded fingerprints' memory, held while the plan lives.
-    reservation: Arc<Mutex<Option<MemoryReservation>>>,
+    reservations: Arc<Mutex<Vec<MemoryReservation>>>,
 }
 
 impl fmt::Debug for ExistingKeys {
@@ -146,7 +161,7 @@ impl ExistingKeys {
             source,
             hasher,
             feed: OnceLock::new(),
-            reservation: Default::default(),
+            reservations: Default::default(),
         }
     }
 
@@ -188,6 +203,14 @@ impl ExistingKeys {
         &self.hasher
     }
 
+    /// What reads the keys (none when there are none to read).
+    pub fn loader(&self) -> Option<&Arc<dyn ExistingKeyLoader>> {
+        match &self.source {
+            Source::Nothing => None,
+            Source::Preload(loader) | Source::Probe { loader, .. } => Some(loader),
+        }
+    }
+
     /// The feed of the keys, started on the first call; `partitions` is the
     /// number of partitions that will each say [`Staged::Done`].
     pub(super) fn start(
@@ -220,7 +243,7 @@ impl ExistingKeys {
         let hasher = self.hasher.clone();
         let description = self.description.clone();
         let pool = Arc::clone(pool);
-        let reservation = Arc::clone(&self.reservation);
+        let reservations = Arc::clone(&self.reservations);
         spawn_shared(async move {
             let filter = match filter {
                 Some(filter) => match filter.await? {
@@ -239,7 +262,7 @@ impl ExistingKeys {
                     set.memory_size() >> 20
                 ))
             })?;
-            *reservation.lock().expect("reservation lock") = Some(held);
+            reservations.lock().expect("reservation lock").push(held);
             Ok(Arc::new(set))
         })
     }
@@ -307,4 +330,57 @@ fn spawn_shared<T: Clone + Send + Sync + 'static>(
     }
     .boxed()
     .shared()
+}
+
+impl ExistingKeys {
+    /// The feed of one partition whose existing keys arrive as `batches` (its
+    /// share, shuffled to it by the keys' hash): fingerprinted as they come,
+    /// with `encoder` (key columns 0.. in key order) and `hasher`, and accounted
+    /// in `pool`.
+    pub(super) fn feed_from_batches(
+        &self,
+        mut batches: datafusion::execution::SendableRecordBatchStream,
+        encoder: crate::key::KeyEncoder,
+        pool: &Arc<dyn MemoryPool>,
+        partitions: usize,
+    ) -> KeyFeed {
+        use futures::StreamExt;
+        let hasher = self.hasher.clone();
+        let reservations = Arc::clone(&self.reservations);
+        let held =
+            MemoryConsumer::new("DuplicateCheckExec[existing keys, shuffled]").register(pool);
+        KeyFeed::Preload(spawn_shared(async move {
+            let mut set = Fingerprints::new();
+            let mut keys = crate::key::EncodedKeys::default();
+            let mut fingerprints = Vec::new();
+            let mut rows = 0;
+            while let Some(batch) = batches.next().await {
+                let batch = batch.map_err(AtlasError::from_datafusion)?;
+                rows += batch.num_rows();
+                encoder.encode(&batch, &mut keys)?;
+                hasher.fingerprints(&keys, &mut fingerprints);
+                for &fingerprint in &fingerprints {
+                    set.insert(fingerprint, ());
+                }
+                held.try_resize(set.memory_size()).map_err(|e| {
+                    AtlasError::ResourcesExhausted(format!(
+                        "the {} existing keys of a check partition need {} MB, more than the \
+                         memory limit allows ({e})",
+                        set.len(),
+                        set.memory_size() >> 20
+                    ))
+                })?;
+            }
+            set.shrink_to_fit();
+            tracing::info!(
+                "Key check by preload, keys shuffled by their hash: kept a share of {partitions} \
+                 ({rows} keys, {} distinct, {} MB)",
+                set.len(),
+                set.memory_size() >> 20
+            );
+            // Accounted while the plan holds them.
+            reservations.lock().expect("reservation lock").push(held);
+            Ok(Arc::new(set))
+        }))
+    }
 }

@@ -3,10 +3,13 @@
 
 mod existing;
 pub(crate) mod key_expr;
+mod keys_exec;
 mod share;
 mod stream;
 
 pub use existing::{ExistingKeyLoader, ExistingKeys, KeyLookup};
+pub(crate) use keys_exec::key_schema;
+pub use keys_exec::{ExistingKeysExec, ExistingKeysSettings};
 pub use share::{KeyPartitioner, KeyShare};
 
 use std::fmt;
@@ -82,6 +85,14 @@ use stream::{CheckAccounting, CheckSettings, CheckStream, PartitionCheck, Phase}
 /// known (preload: the table's keys are read; probe: every partition has sent
 /// its values and the database has answered).
 ///
+/// # Keys shuffled to the check (distributed imports)
+/// With a second input ([`Self::with_existing_input`], an
+/// [`ExistingKeysExec`]) the table's keys reach each partition through a
+/// shuffle of their own, hashed on the same key expressions as the rows: a
+/// partition fingerprints the keys it receives, all of those its rows can
+/// meet, and no others. The table is read once, and each task of a cluster
+/// holds its share.
+///
 /// # Output
 /// `ON DUPLICATE SKIP`: the rows whose key is new, first occurrence kept.
 /// `ON DUPLICATE ERROR`: the rows while no duplicate has been seen anywhere; once
@@ -95,6 +106,8 @@ use stream::{CheckAccounting, CheckSettings, CheckStream, PartitionCheck, Phase}
 pub struct DuplicateCheckExec {
     /// Input, hash-partitioned on the key.
     input: Arc<dyn ExecutionPlan>,
+    /// The table's keys, hash-partitioned as `input` (a distributed import's).
+    existing: Option<Arc<dyn ExecutionPlan>>,
     /// What the operator does (plain data).
     settings: DuplicateCheckSettings,
     /// Cached plan properties (partitioning of the input).
@@ -181,6 +194,7 @@ impl DuplicateCheckExec {
             output_properties(&input, settings.on_duplicate, settings.report_duplicates);
         Ok(Self {
             input,
+            existing: None,
             settings,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
@@ -190,6 +204,33 @@ impl DuplicateCheckExec {
     /// What the operator does.
     pub fn settings(&self) -> &DuplicateCheckSettings {
         &self.settings
+    }
+
+    /// Receives the table's keys from `existing` (key columns in key order,
+    /// typed as the table holds them), partitioned as the rows are, instead
+    /// of from the import's run; fails when its columns do not fit the key.
+    pub fn with_existing_input(mut self, existing: Arc<dyn ExecutionPlan>) -> Result<Self> {
+        let schema = self.input.schema();
+        let fits = existing.schema().fields().len() == self.settings.key_columns.len()
+            && self
+                .settings
+                .key_columns
+                .iter()
+                .zip(existing.schema().fields())
+                .all(|(&i, field)| schema.field(i).data_type() == field.data_type());
+        if !fits {
+            return Err(DataFusionError::Plan(format!(
+                "DuplicateCheckExec: the existing keys' columns {} do not fit the key",
+                existing.schema()
+            )));
+        }
+        self.existing = Some(existing);
+        Ok(self)
+    }
+
+    /// The input of the table's keys, if they come as one.
+    pub fn existing_input(&self) -> Option<&Arc<dyn ExecutionPlan>> {
+        self.existing.as_ref()
     }
 
     /// Learns the keys already in the table by `lookup`; `description` says
@@ -240,22 +281,38 @@ impl DuplicateCheckExec {
     }
 
     fn key_exprs(&self) -> Vec<Arc<dyn PhysicalExpr>> {
-        let schema = self.input.schema();
-        self.settings
-            .key_columns
-            .iter()
-            .zip(&self.settings.key_forms)
-            .map(|(&i, form)| {
-                let column = Arc::new(Column::new(schema.field(i).name(), i));
-                match form {
-                    Some(form) => {
-                        Arc::new(KeyFormExpr::new(column, *form)) as Arc<dyn PhysicalExpr>
-                    }
-                    None => column,
-                }
-            })
-            .collect()
+        key_exprs(
+            &self.input.schema(),
+            &self.settings.key_columns,
+            &self.settings.key_forms,
+        )
     }
+
+    /// The key expressions over the existing keys' input (its columns are
+    /// the key's, in key order), which hash as [`Self::key_exprs`] do.
+    fn existing_key_exprs(&self, existing: &Arc<dyn ExecutionPlan>) -> Vec<Arc<dyn PhysicalExpr>> {
+        let columns: Vec<usize> = (0..self.settings.key_columns.len()).collect();
+        key_exprs(&existing.schema(), &columns, &self.settings.key_forms)
+    }
+}
+
+/// The columns at `columns` of `schema`, each in its key form where it has one.
+fn key_exprs(
+    schema: &SchemaRef,
+    columns: &[usize],
+    forms: &[Option<KeyForm>],
+) -> Vec<Arc<dyn PhysicalExpr>> {
+    columns
+        .iter()
+        .zip(forms)
+        .map(|(&i, form)| {
+            let column = Arc::new(Column::new(schema.field(i).name(), i));
+            match form {
+                Some(form) => Arc::new(KeyFormExpr::new(column, *form)) as Arc<dyn PhysicalExpr>,
+                None => column,
+            }
+        })
+        .collect()
 }
 
 /// The plan properties of the check's output over `input`: its partitioning,
@@ -342,15 +399,27 @@ impl ExecutionPlan for DuplicateCheckExec {
     }
 
     fn input_distribution_requirements(&self) -> InputDistributionRequirements {
-        InputDistributionRequirements::new(vec![Distribution::KeyPartitioned(self.key_exprs())])
+        let mut required = vec![Distribution::KeyPartitioned(self.key_exprs())];
+        if let Some(existing) = &self.existing {
+            required.push(Distribution::KeyPartitioned(
+                self.existing_key_exprs(existing),
+            ));
+        }
+        InputDistributionRequirements::new(required)
     }
 
     fn maintains_input_order(&self) -> Vec<bool> {
-        vec![true]
+        let mut maintains = vec![true];
+        if self.existing.is_some() {
+            maintains.push(false);
+        }
+        maintains
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
+        std::iter::once(&self.input)
+            .chain(self.existing.as_ref())
+            .collect()
     }
 
     fn apply_expressions(
@@ -365,10 +434,13 @@ impl ExecutionPlan for DuplicateCheckExec {
         mut children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(DuplicateCheckExec::try_from_settings(
-            children.swap_remove(0),
-            self.settings.clone(),
-        )?))
+        let existing = (children.len() > 1).then(|| children.swap_remove(1));
+        let check =
+            DuplicateCheckExec::try_from_settings(children.swap_remove(0), self.settings.clone())?;
+        Ok(Arc::new(match existing {
+            Some(existing) => check.with_existing_input(existing)?,
+            None => check,
+        }))
     }
 
     fn with_new_children(
@@ -394,7 +466,10 @@ impl ExecutionPlan for DuplicateCheckExec {
             .register(context.memory_pool());
         // A task of a distributed plan runs one partition with a run of its
         // own, and keeps the share of the table's keys that partition needs.
-        let (partitions, share) = if run.is_stage_local() {
+        let (partitions, share) = if self.existing.is_some() {
+            // The keys arrive partitioned as the rows are.
+            (1, None)
+        } else if run.is_stage_local() {
             let shuffled = self.settings.import.recipe.as_ref().map(|r| r.partitions);
             let share = shuffled
                 .filter(|&n| n > 1)
@@ -433,9 +508,22 @@ impl ExecutionPlan for DuplicateCheckExec {
         let state = CheckStream {
             phase: Phase::Start,
             input,
-            feed: run
-                .existing()
-                .start(context.memory_pool(), partitions, share.clone()),
+            feed: match &self.existing {
+                Some(existing) => run.existing().feed_from_batches(
+                    existing.execute(partition, Arc::clone(&context))?,
+                    KeyEncoder::new((0..self.settings.key_columns.len()).collect())
+                        .with_forms(self.settings.key_forms.clone()),
+                    context.memory_pool(),
+                    // A task of a cluster sees its own partition only.
+                    self.settings.import.recipe.as_ref().map_or_else(
+                        || self.input.output_partitioning().partition_count(),
+                        |recipe| recipe.partitions,
+                    ),
+                ),
+                None => run
+                    .existing()
+                    .start(context.memory_pool(), partitions, share.clone()),
+            },
             share,
             key_columns: self.settings.key_columns.clone(),
             first: None,
