@@ -571,6 +571,76 @@ async fn mysql_types_round_trip() {
     .await;
 }
 
+/// MySQL/MariaDB keys of numbers, dates, date-times, booleans and text are
+/// read by the binary protocol (no text between the server and the check):
+/// a value written otherwise but equal as stored is a duplicate, a value one
+/// step away is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_binary_key_scan_compares_stored_values() {
+    let db = TestDb::new(Kind::MySql).await;
+    db.run(async {
+        let dir = TempDir::new();
+        let table = db.table("mysql_binary_keys");
+        crate::common::create(
+            &db,
+            &table,
+            "n BIGINT, u INT UNSIGNED, s SMALLINT, d DOUBLE, f FLOAT, day DATE, \
+             at DATETIME(6), ok BOOLEAN, name VARCHAR(20), y YEAR",
+        )
+        .await;
+        let csv = "n,u,s,d,f,day,at,ok,name,y\n\
+                   -9223372036854775808,4294967295,-32768,0.1,1.5,1999-12-31,\
+                   2024-02-29 23:59:59.999999,true,Zoë,1999\n\
+                   ,,,,,,,,,\n";
+        let report = import(&db, &dir.file("k.csv", csv), &table)
+            .execute()
+            .await
+            .unwrap();
+        assert_eq!(report.inserted, 2);
+        for (key, value) in [
+            ("n", "-9223372036854775808"),
+            ("u", "4294967295"),
+            ("s", "-32768"),
+            ("d", "0.10"),
+            ("f", "1.50"),
+            ("day", "1999-12-31"),
+            ("at", "2024-02-29T23:59:59.999999"),
+            ("ok", "1"),
+            ("name", "Zoë"),
+            ("y", "1999"),
+        ] {
+            assert_key_exists(&db, &dir, &table, key, value).await;
+        }
+        // Every column the key, the NULL row and the full row: both exist.
+        let again = dir.file("again.csv", csv);
+        assert_eq!(
+            import_skipping(&db, &again, &table, None).await,
+            (0, 2),
+            "the same rows again"
+        );
+        // One step away in each column: new.
+        let near = "n,u,s,d,f,day,at,ok,name,y\n\
+                    -9223372036854775807,4294967294,-32767,0.1000001,1.25,2000-01-01,\
+                    2024-02-29 23:59:59.999998,false,Zoe,2000\n";
+        for column in 0..10 {
+            let fields: Vec<&str> = near.lines().nth(1).unwrap().split(',').collect();
+            let original: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
+            let mut row = original.clone();
+            row[column] = fields[column];
+            let file = dir.file(
+                &format!("near{column}.csv"),
+                &format!("n,u,s,d,f,day,at,ok,name,y\n{}\n", row.join(",")),
+            );
+            assert_eq!(
+                import_skipping(&db, &file, &table, None).await,
+                (1, 0),
+                "column {column} differs"
+            );
+        }
+    })
+    .await;
+}
+
 /// SQLite: columns of NUMERIC affinity hold what SQLite's own conversion
 /// makes of a value (an integer of 19 digits exactly, `12.50` as 12.5, text
 /// kept in a STRING column); BLOB, BOOLEAN, DATE and DATETIME round trip; a

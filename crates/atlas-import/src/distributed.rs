@@ -21,7 +21,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use ballista_core::config::BALLISTA_ADAPTIVE_PLANNER_ENABLED;
+use ballista_core::config::{
+    BALLISTA_ADAPTIVE_PLANNER_ENABLED, BALLISTA_SHUFFLE_SORT_BASED_MEMORY_LIMIT_PER_TASK_BYTES,
+};
 use ballista_core::extension::{SessionConfigExt, SessionStateExt};
 use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
 use ballista_core::serde::protobuf::{GetJobMetricsParams, operator_metric};
@@ -48,6 +50,9 @@ pub const DEFAULT_SCHEDULER_PORT: u16 = 50050;
 /// retried task redoes one whole partition.
 const MAX_PARTITIONS_PER_TASK: &str = "ballista.scheduler.max_partitions_per_task";
 
+/// Bytes of rows a task's shuffle writer holds before it spills them.
+const SHUFFLE_MEMORY_PER_TASK: usize = 64 << 20;
+
 /// Where a cluster session's scheduler answers (for the job's counters).
 #[derive(Debug, Clone)]
 struct SchedulerEndpoint(String);
@@ -66,6 +71,13 @@ pub fn cluster_config() -> SessionConfig {
         // several shares).
         .with_ballista_coalesce_enabled(false)
         .set_usize(MAX_PARTITIONS_PER_TASK, 1)
+        // The shuffle writer holds this much of a task's rows before it
+        // spills them to its file (Ballista's default, 256 MB, is more than
+        // a whole local import holds).
+        .set_usize(
+            BALLISTA_SHUFFLE_SORT_BASED_MEMORY_LIMIT_PER_TASK_BYTES,
+            SHUFFLE_MEMORY_PER_TASK,
+        )
 }
 
 /// The state that plans imports (the scheduler's): Ballista's session with

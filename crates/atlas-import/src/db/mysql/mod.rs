@@ -307,6 +307,17 @@ async fn scan_keys(
         ))
     );
     let scan_error = |e| AtlasError::database(format!("reading the keys of '{table}'"), e);
+    if columns.iter().all(binary_scannable) {
+        // The binary protocol: numbers, dates and times arrive as the
+        // server stores them, neither printed by the server nor parsed here.
+        let mut batcher = binary_scan::ValueBatcher::new(table, columns, batch_rows);
+        let mut result = conn.exec_iter(sql, ()).await.map_err(scan_error)?;
+        while let Some(row) = result.next().await.map_err(scan_error)? {
+            batcher.push_row(&row, on_batch)?;
+        }
+        result.drop_result().await.map_err(scan_error)?;
+        return batcher.flush(on_batch);
+    }
     let mut batcher = TextBatcher::new(columns, batch_rows);
     let mut result = conn.query_iter(sql).await.map_err(scan_error)?;
     while let Some(row) = result.next().await.map_err(scan_error)? {
@@ -315,6 +326,39 @@ async fn scan_keys(
     result.drop_result().await.map_err(scan_error)?;
     batcher.flush(on_batch)
 }
+
+/// Whether the binary protocol hands over `column`'s values in a form the
+/// scan takes without the text protocol's printing: numbers, dates, date
+/// and times, and text (TIME, which arrives as an interval, and the types
+/// read as text through an expression keep the text protocol).
+fn binary_scannable(column: &TargetColumn) -> bool {
+    let sql_type = column.sql_type.to_ascii_lowercase();
+    match column.data_type {
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt64
+        | DataType::Float32
+        | DataType::Float64
+        | DataType::Boolean
+        | DataType::Date32
+        | DataType::Timestamp(TimeUnit::Microsecond, None) => !is_bit(column),
+        DataType::Utf8 => [
+            "char",
+            "varchar",
+            "tinytext",
+            "text",
+            "mediumtext",
+            "longtext",
+        ]
+        .iter()
+        .any(|t| sql_type == *t || sql_type.starts_with(&format!("{t}("))),
+        _ => false,
+    }
+}
+
+mod binary_scan;
 
 /// The values of a text-protocol row as text (`None` for NULL).
 fn row_texts(row: &Row, width: usize) -> impl Iterator<Item = Option<&str>> {
