@@ -22,7 +22,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ballista_core::config::{
-    BALLISTA_ADAPTIVE_PLANNER_ENABLED, BALLISTA_SHUFFLE_SORT_BASED_MEMORY_LIMIT_PER_TASK_BYTES,
+    BALLISTA_ADAPTIVE_PLANNER_ENABLED, BALLISTA_SHUFFLE_COMPRESSION_CODEC,
+    BALLISTA_SHUFFLE_SORT_BASED_MEMORY_LIMIT_PER_TASK_BYTES,
 };
 use ballista_core::extension::{SessionConfigExt, SessionStateExt};
 use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
@@ -78,6 +79,10 @@ pub fn cluster_config() -> SessionConfig {
             BALLISTA_SHUFFLE_SORT_BASED_MEMORY_LIMIT_PER_TASK_BYTES,
             SHUFFLE_MEMORY_PER_TASK,
         )
+        // An import's rows cross two shuffles and its keys one; compressing
+        // them (Ballista's default, LZ4) costs more CPU than it saves where
+        // executors share machines or a fast network.
+        .set_str(BALLISTA_SHUFFLE_COMPRESSION_CODEC, "none")
 }
 
 /// The state that plans imports (the scheduler's): Ballista's session with
