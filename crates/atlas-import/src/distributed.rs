@@ -6,9 +6,11 @@
 //! ```text
 //!  client (ImportBuilder::on_cluster)   scheduler                 executors
 //!  hash files, read the table's    ──►  ImportQueryPlanner:   ──► stage 1: source + coerce
-//!  shape, pick the key strategy,        logical -> physical,      stage 2: duplicate check
-//!  ImportNode (settings + recipe)       stages at the shuffles             per key partition
-//!                                                                 stage 3: merge + sink (one
+//!  shape, pick the key strategy,        logical -> physical,      stage 2: the table's keys,
+//!  ImportNode (settings + recipe)       stages at the shuffles             read once (beside 1)
+//!                                                                 stage 3: duplicate check
+//!                                                                          per key partition
+//!                                                                 stage 4: merge + sink (one
 //!  report: the job's counters + the  ◄──────────────────────────  task: lock, write, commit
 //!  committed import_history row                                   with the import's id)
 //! ```
