@@ -194,7 +194,7 @@ impl ImportBuilder {
             .map(|file| {
                 let path = file.path();
                 let local = || std::path::absolute(path).unwrap_or_else(|_| path.into());
-                file.origin().is_none().then(local)
+                (!file.fetched_by_reader()).then(local)
             })
             .collect();
         let writes = (

@@ -378,6 +378,14 @@ impl FileSource {
         self.origin.as_ref()
     }
 
+    /// Whether a reader in another process fetches this file from its
+    /// origin, checking its hash as it does (CSV and TSV objects; other
+    /// formats are read from the planner's copy, whose hash the reading
+    /// task checks after reading).
+    pub fn fetched_by_reader(&self) -> bool {
+        self.origin.is_some() && matches!(self.format, SourceFormat::Csv(_))
+    }
+
     /// Counts the bytes read from the file into `counter` (CSV and TSV
     /// sources); whether it will is [`FileSource::counts_bytes`].
     pub fn with_progress(mut self, counter: Arc<std::sync::atomic::AtomicU64>) -> Self {
@@ -617,6 +625,37 @@ fn storable_type(data_type: &DataType) -> DataType {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only CSV objects are fetched again by their reader: a Parquet object
+    /// keeps its hash check on the planner's copy.
+    #[test]
+    fn only_csv_objects_are_fetched_by_their_reader() {
+        let dir = std::env::temp_dir().join(format!("atlas-fetched-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let located = |name: &str| {
+            let local = dir.join(name);
+            std::fs::write(&local, "a\n1\n").unwrap();
+            LocatedFile {
+                name: format!("s3://bucket/{name}"),
+                local,
+                sha256: Some("00".into()),
+                origin: Some(ObjectOrigin {
+                    url: format!("s3://bucket/{name}"),
+                    sha256: "00".into(),
+                }),
+            }
+        };
+        for (name, fetched) in [("a.csv", true), ("a.tsv", true), ("a.parquet", false)] {
+            let file = located(name);
+            let source = FileSource::new(&file.local, None, None)
+                .unwrap()
+                .located(&file);
+            assert_eq!(source.fetched_by_reader(), fetched, "{name}");
+            let local = FileSource::new(&file.local, None, None).unwrap();
+            assert!(!local.fetched_by_reader(), "{name} without origin");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn options_apply_to_the_right_format() {
