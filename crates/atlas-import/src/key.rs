@@ -316,6 +316,50 @@ impl KeyHasher {
     }
 }
 
+/// The set of the keys of batches, built batch by batch: each batch's keys
+/// encoded by `encoder`, fingerprinted by `hasher`, and added.
+pub struct KeyFingerprints {
+    encoder: KeyEncoder,
+    hasher: KeyHasher,
+    keys: EncodedKeys,
+    fingerprints: Vec<Fingerprint>,
+    set: Fingerprints<()>,
+}
+
+impl KeyFingerprints {
+    /// An empty set of the keys `encoder` reads, fingerprinted by `hasher`.
+    pub fn new(encoder: KeyEncoder, hasher: KeyHasher) -> Self {
+        Self {
+            encoder,
+            hasher,
+            keys: EncodedKeys::default(),
+            fingerprints: Vec::new(),
+            set: Fingerprints::new(),
+        }
+    }
+
+    /// Adds the keys of `batch`.
+    pub fn add(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.encoder.encode(batch, &mut self.keys)?;
+        self.hasher.fingerprints(&self.keys, &mut self.fingerprints);
+        for &fingerprint in &self.fingerprints {
+            self.set.insert(fingerprint, ());
+        }
+        Ok(())
+    }
+
+    /// The set so far.
+    pub fn set(&self) -> &Fingerprints<()> {
+        &self.set
+    }
+
+    /// The set, its spare capacity released.
+    pub fn finish(mut self) -> Fingerprints<()> {
+        self.set.shrink_to_fit();
+        self.set
+    }
+}
+
 /// A set of fingerprints, each with a value (`()` for a plain set, a row
 /// number for the keys of the import). Entries are 16 bytes plus the value
 /// (a `u128` would align them to 16 and pad a `u64` value to 32).

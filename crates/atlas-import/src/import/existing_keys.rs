@@ -10,7 +10,7 @@ use datafusion::arrow::array::RecordBatch;
 use crate::convert::coerce_column;
 use crate::db::Database;
 use crate::error::{AtlasError, Result};
-use crate::key::{EncodedKeys, Fingerprints, KeyEncoder, KeyHasher};
+use crate::key::{Fingerprints, KeyEncoder, KeyFingerprints, KeyHasher};
 use crate::key_form::KeyForm;
 use crate::names::TableRef;
 use crate::physical::{
@@ -156,9 +156,8 @@ impl TableKeyLoader {
             )))
         })?;
         // A conversion error explains a closed queue better than the scan's error.
-        let mut set = built?;
+        let set = built?;
         let rows = rows?;
-        set.shrink_to_fit();
         self.metrics
             .existing_keys
             .store(rows, std::sync::atomic::Ordering::Relaxed);
@@ -197,11 +196,9 @@ pub(super) fn fingerprint_existing_keys(
     share: Option<&(KeyPartitioner, usize)>,
     batches: std::sync::mpsc::Receiver<RecordBatch>,
 ) -> Result<Fingerprints<()>> {
-    let mut set = Fingerprints::new();
-    let mut keys = EncodedKeys::default();
-    let mut fingerprints = Vec::new();
     let encoder =
         KeyEncoder::new((0..columns.len()).collect()).with_forms(KeyForm::of_columns(columns));
+    let mut keys = KeyFingerprints::new(encoder, hasher.clone());
     let schema = key_schema(columns);
     for batch in batches {
         let mut batch = typed_keys(table, columns, &schema, &batch)?;
@@ -215,13 +212,9 @@ pub(super) fn fingerprint_existing_keys(
             batch = datafusion::arrow::compute::filter_record_batch(&batch, &keep)
                 .map_err(AtlasError::from)?;
         }
-        encoder.encode(&batch, &mut keys)?;
-        hasher.fingerprints(&keys, &mut fingerprints);
-        for &fingerprint in &fingerprints {
-            set.insert(fingerprint, ());
-        }
+        keys.add(&batch)?;
     }
-    Ok(set)
+    Ok(keys.finish())
 }
 
 /// A batch of existing keys as the scan gave it (text where the database

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use super::share::KeyShare;
 use crate::db::KeyFilter;
 use crate::error::AtlasError;
-use crate::key::{Fingerprints, KeyHasher};
+use crate::key::{Fingerprints, KeyFingerprints, KeyHasher};
 
 /// Reads the keys already in the target (all of them, or those of the rows
 /// `filter` lets through) and fingerprints them with the import's
@@ -350,18 +350,13 @@ impl ExistingKeys {
         let held =
             MemoryConsumer::new("DuplicateCheckExec[existing keys, shuffled]").register(pool);
         KeyFeed::Preload(spawn_shared(async move {
-            let mut set = Fingerprints::new();
-            let mut keys = crate::key::EncodedKeys::default();
-            let mut fingerprints = Vec::new();
+            let mut keys = KeyFingerprints::new(encoder, hasher);
             let mut rows = 0;
             while let Some(batch) = batches.next().await {
                 let batch = batch.map_err(AtlasError::from_datafusion)?;
                 rows += batch.num_rows();
-                encoder.encode(&batch, &mut keys)?;
-                hasher.fingerprints(&keys, &mut fingerprints);
-                for &fingerprint in &fingerprints {
-                    set.insert(fingerprint, ());
-                }
+                keys.add(&batch)?;
+                let set = keys.set();
                 held.try_resize(set.memory_size()).map_err(|e| {
                     AtlasError::ResourcesExhausted(format!(
                         "the {} existing keys of a check partition need {} MB, more than the \
@@ -371,7 +366,7 @@ impl ExistingKeys {
                     ))
                 })?;
             }
-            set.shrink_to_fit();
+            let set = keys.finish();
             tracing::info!(
                 "Key check by preload, keys shuffled by their hash: kept a share of {partitions} \
                  ({rows} keys, {} distinct, {} MB)",

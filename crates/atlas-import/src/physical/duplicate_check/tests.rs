@@ -11,7 +11,7 @@ use datafusion::physical_plan::{ExecutionPlan, collect};
 
 use super::*;
 use crate::db::KeyFilter;
-use crate::key::{EncodedKeys, Fingerprints, KeyHasher};
+use crate::key::{Fingerprints, KeyFingerprints, KeyHasher};
 use crate::key_form::{KeyForm, ValueForm};
 use crate::physical::ImportId;
 use crate::physical::KeyShare;
@@ -53,15 +53,9 @@ impl ExistingKeyLoader for KeysInMemory {
         )?;
         let encoder =
             KeyEncoder::new((0..rows.num_columns()).collect()).with_forms(self.forms.clone());
-        let mut keys = EncodedKeys::default();
-        encoder.encode(&rows, &mut keys)?;
-        let mut fingerprints = Vec::new();
-        hasher.fingerprints(&keys, &mut fingerprints);
-        let mut set = Fingerprints::new();
-        for fingerprint in fingerprints {
-            set.insert(fingerprint, ());
-        }
-        Ok(set)
+        let mut keys = KeyFingerprints::new(encoder, hasher.clone());
+        keys.add(&rows)?;
+        Ok(keys.finish())
     }
 }
 
