@@ -44,7 +44,38 @@ use datafusion::physical_expr::{
 
 use crate::schema::ROW_NUMBER_COLUMN;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::{Partitioning, PlanProperties};
+use datafusion::physical_plan::{ExecutionPlan, Partitioning, PlanProperties};
+
+/// `replace_children` of an operator without inputs: `leaf` itself, as long
+/// as it is given none.
+pub(crate) fn leaf_without_children(
+    leaf: Arc<dyn ExecutionPlan>,
+    children: &[Arc<dyn ExecutionPlan>],
+) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+    if children.is_empty() {
+        Ok(leaf)
+    } else {
+        Err(datafusion::error::DataFusionError::Internal(format!(
+            "{} has no children",
+            leaf.name()
+        )))
+    }
+}
+
+/// Fails unless `partition` is 0: `plan` runs in one partition.
+pub(crate) fn only_partition(
+    plan: &dyn ExecutionPlan,
+    partition: usize,
+) -> datafusion::error::Result<()> {
+    if partition == 0 {
+        Ok(())
+    } else {
+        Err(datafusion::error::DataFusionError::Internal(format!(
+            "{} has one partition, not {partition}",
+            plan.name()
+        )))
+    }
+}
 
 /// Properties of a streaming, bounded operator whose output, in every partition,
 /// is ordered by the source row number (the last column).

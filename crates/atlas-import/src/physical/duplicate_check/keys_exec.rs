@@ -141,13 +141,7 @@ impl ExecutionPlan for ExistingKeysExec {
         children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.is_empty() {
-            Ok(self)
-        } else {
-            Err(DataFusionError::Internal(
-                "ExistingKeysExec has no children".into(),
-            ))
-        }
+        super::super::leaf_without_children(self, &children)
     }
 
     fn with_new_children(
@@ -167,11 +161,7 @@ impl ExecutionPlan for ExistingKeysExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        if partition != 0 {
-            return Err(DataFusionError::Internal(format!(
-                "ExistingKeysExec has one partition, not {partition}"
-            )));
-        }
+        super::super::only_partition(self, partition)?;
         let run = ImportRuns::of_task(&context, &self.settings.import)?;
         let loader = run.existing().loader().cloned();
         let batch_rows = context.session_config().batch_size().max(1);

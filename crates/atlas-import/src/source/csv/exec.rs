@@ -259,13 +259,7 @@ impl ExecutionPlan for CsvSourceExec {
         children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.is_empty() {
-            Ok(self)
-        } else {
-            Err(DataFusionError::Internal(
-                "CsvSourceExec has no children".into(),
-            ))
-        }
+        crate::physical::leaf_without_children(self, &children)
     }
 
     fn with_new_children(
@@ -285,11 +279,7 @@ impl ExecutionPlan for CsvSourceExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        if partition != 0 {
-            return Err(DataFusionError::Internal(format!(
-                "CsvSourceExec has one partition, not {partition}"
-            )));
-        }
+        crate::physical::only_partition(self, partition)?;
         let batch_rows = context.session_config().batch_size().max(1);
         let file = Arc::clone(&self.file);
         let projection = self.projection.clone();
