@@ -99,13 +99,21 @@ impl Cluster {
 
     /// The JSON report of `atlas-import ARGS --cluster ...`, which must succeed.
     fn report(&self, args: &[&str]) -> serde_json::Value {
-        let output = self.command(args).output().unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        json(&output)
+        succeeded(&mut self.command(args))
+    }
+
+    /// `atlas-import import SOURCE --table TABLE EXTRA... --cluster ...`.
+    fn import(&self, source: &str, table: &str, extra: &[&str]) -> Command {
+        let mut args = vec!["import", source, "--table", table];
+        args.extend_from_slice(extra);
+        self.command(&args)
+    }
+
+    /// The JSON report of [`Self::import`] (`--json -q`), which must succeed.
+    fn import_report(&self, source: &str, table: &str, extra: &[&str]) -> serde_json::Value {
+        let mut extra = extra.to_vec();
+        extra.extend(["--json", "-q"]);
+        succeeded(&mut self.import(source, table, &extra))
     }
 
     /// `atlas-import ARGS --cluster URL --db POSTGRES`.
@@ -136,6 +144,17 @@ fn write_rows(path: &Path, first: usize, rows: usize) {
     }
 }
 
+/// The JSON report of `command`, which must succeed.
+fn succeeded(command: &mut Command) -> serde_json::Value {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    json(&output)
+}
+
 fn json(output: &Output) -> serde_json::Value {
     let stdout = String::from_utf8_lossy(&output.stdout);
     serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|e| {
@@ -158,13 +177,7 @@ async fn import_through_a_cluster_of_two_executors() {
         write_rows(&first, 0, rows);
         // EXPLAIN shows the stages the scheduler makes and where the sink runs.
         let output = cluster
-            .command(&[
-                "import",
-                first.to_str().unwrap(),
-                "--table",
-                &table,
-                "--explain",
-            ])
+            .import(first.to_str().unwrap(), &table, &["--explain"])
             .output()
             .unwrap();
         let explained = String::from_utf8_lossy(&output.stdout);
@@ -189,14 +202,7 @@ async fn import_through_a_cluster_of_two_executors() {
         );
         let sink_stage = explained.split(stages[3]).nth(1).unwrap();
         assert!(sink_stage.contains("DataSinkExec"), "{explained}");
-        let report = cluster.report(&[
-            "import",
-            first.to_str().unwrap(),
-            "--table",
-            &table,
-            "--json",
-            "-q",
-        ]);
+        let report = cluster.import_report(first.to_str().unwrap(), &table, &[]);
         assert_eq!(report["status"], "committed");
         assert_eq!(report["rows_read"], rows);
         assert_eq!(report["inserted"], rows);
@@ -216,16 +222,11 @@ async fn import_through_a_cluster_of_two_executors() {
         // check of the keys already there.
         let second = dir.path().join("second.csv");
         write_rows(&second, rows / 2, rows);
-        let report = cluster.report(&[
-            "import",
+        let report = cluster.import_report(
             second.to_str().unwrap(),
-            "--table",
             &table,
-            "--on-duplicate",
-            "skip",
-            "--json",
-            "-q",
-        ]);
+            &["--on-duplicate", "skip"],
+        );
         assert_eq!(report["inserted"], rows / 2);
         assert_eq!(report["skipped"], rows / 2);
         assert_eq!(report["duplicates_existing"], rows / 2);
@@ -254,14 +255,7 @@ async fn import_through_a_cluster_of_two_executors() {
         // The first file again, forced past the file check: every row is a
         // duplicate, the import is refused whole, nothing is written.
         let output = cluster
-            .command(&[
-                "import",
-                first.to_str().unwrap(),
-                "--table",
-                &table,
-                "--force",
-                "-q",
-            ])
+            .import(first.to_str().unwrap(), &table, &["--force", "-q"])
             .output()
             .unwrap();
         assert_eq!(output.status.code(), Some(3));
@@ -293,14 +287,7 @@ async fn killed_executor_commits_once_or_not_at_all() {
         let file = dir.path().join("rows.csv");
         write_rows(&file, 0, rows);
         let import = cluster
-            .command(&[
-                "import",
-                file.to_str().unwrap(),
-                "--table",
-                &table,
-                "--json",
-                "-q",
-            ])
+            .import(file.to_str().unwrap(), &table, &["--json", "-q"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -340,14 +327,7 @@ async fn write_retried_after_its_commit_reports_the_commit() {
         let rows = 20_000;
         let file = dir.path().join("rows.csv");
         write_rows(&file, 0, rows);
-        let report = cluster.report(&[
-            "import",
-            file.to_str().unwrap(),
-            "--table",
-            &table,
-            "--json",
-            "-q",
-        ]);
+        let report = cluster.import_report(file.to_str().unwrap(), &table, &[]);
         assert_eq!(report["status"], "committed");
         assert_eq!(report["inserted"], rows);
         // Written once, recorded once, although the write ran twice.
@@ -383,24 +363,11 @@ async fn object_store_source_read_by_the_executors() {
         let file = dir.path().join("rows.csv");
         write_rows(&file, 0, rows);
         moto.put("cluster/rows.csv", &std::fs::read(&file).unwrap());
-        let output = cluster
-            .command(&[
-                "import",
-                "s3://atlas/cluster/rows.csv",
-                "--table",
-                &table,
-                "--json",
-                "-q",
-            ])
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
+        let report = succeeded(
+            cluster
+                .import("s3://atlas/cluster/rows.csv", &table, &["--json", "-q"])
+                .envs(env.iter().copied()),
         );
-        let report = json(&output);
         assert_eq!(report["inserted"], rows);
         assert_eq!(report["source"], "s3://atlas/cluster/rows.csv");
         assert_eq!(db.count(&table).await, rows as i64);
