@@ -376,6 +376,37 @@ async fn object_store_source_read_by_the_executors() {
             logs.contains("Fetched s3://atlas/cluster/rows.csv to read it here"),
             "{logs}"
         );
+
+        // A Parquet object: its reader fetches it too.
+        let table = db.table("from_s3_parquet");
+        let n: Vec<i64> = (0..rows as i64).collect();
+        let emails: Vec<String> = n.iter().map(|i| format!("user{i}@example.com")).collect();
+        let batch = datafusion::arrow::array::RecordBatch::try_from_iter([
+            (
+                "email",
+                std::sync::Arc::new(datafusion::arrow::array::StringArray::from(emails))
+                    as datafusion::arrow::array::ArrayRef,
+            ),
+            (
+                "n",
+                std::sync::Arc::new(datafusion::arrow::array::Int64Array::from(n)) as _,
+            ),
+        ])
+        .unwrap();
+        let file = dir.parquet("rows.parquet", &batch);
+        moto.put("cluster/rows.parquet", &std::fs::read(&file).unwrap());
+        let report = succeeded(
+            cluster
+                .import("s3://atlas/cluster/rows.parquet", &table, &["--json", "-q"])
+                .envs(env.iter().copied()),
+        );
+        assert_eq!(report["inserted"], rows);
+        assert_eq!(db.count(&table).await, rows as i64);
+        let logs = cluster.logs();
+        assert!(
+            logs.contains("Fetched s3://atlas/cluster/rows.parquet to read it here"),
+            "{logs}"
+        );
     })
     .await;
 }

@@ -259,6 +259,109 @@ async fn an_object_fetched_again_must_have_its_planned_hash() {
     assert!(!located.files[0].name.contains("pw"));
 }
 
+/// A Parquet object is planned without touching the file: the planner's
+/// process reads its staged copy; a plan decoded in another process fetches
+/// the object, checks its hash and reads it, with the staged copy gone.
+#[tokio::test]
+async fn a_parquet_object_is_fetched_and_checked_where_its_plan_is_decoded() {
+    use atlas_import::codec::ImportPhysicalCodec;
+    use atlas_import::source::{FileSource, locate};
+    use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+    use datafusion::physical_plan::{collect, displayable};
+    use datafusion::prelude::SessionContext;
+    use datafusion_proto::bytes::{
+        physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+    };
+
+    let people = |names: [&str; 3]| {
+        RecordBatch::try_from_iter([
+            (
+                "id",
+                Arc::new(Int64Array::from(vec![1, 2, 3]))
+                    as Arc<dyn datafusion::arrow::array::Array>,
+            ),
+            ("name", Arc::new(StringArray::from(names.to_vec())) as _),
+        ])
+        .unwrap()
+    };
+    let served = TempDir::new();
+    served.parquet("people.parquet", &people(["Ann", "Bob", "Cy"]));
+    let port = free_port();
+    let _server = serve(
+        Command::new("python3")
+            .args(["-m", "http.server", &port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .current_dir(served.path()),
+        port,
+    );
+    let url = format!("http://127.0.0.1:{port}/people.parquet");
+
+    // The whole import, in this process.
+    let db = TestDb::new(crate::common::Kind::Sqlite).await;
+    let table = db.table("people_object");
+    let report = ImportBuilder::new(Arc::clone(&db.db), &url, &table)
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!((report.inserted, report.source.as_str()), (3, url.as_str()));
+    assert_eq!(
+        db.rows(&table, &["name"]).await,
+        vec![vec![s("Ann")], vec![s("Bob")], vec![s("Cy")]]
+    );
+
+    let located = locate(&url).await.unwrap();
+    let source = FileSource::new(&located.files[0].local, None, None)
+        .unwrap()
+        .located(&located.files[0]);
+    let ctx = SessionContext::new();
+    let plan = source
+        .read(&ctx)
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    let text = displayable(plan.as_ref()).indent(true).to_string();
+    assert!(
+        text.contains(&format!("ObjectFileExec: file={url}, format=parquet")),
+        "{text}"
+    );
+    let here = collect(Arc::clone(&plan), ctx.task_ctx()).await.unwrap();
+    let expected = pretty_format_batches(&[people(["Ann", "Bob", "Cy"])])
+        .unwrap()
+        .to_string();
+    assert_eq!(pretty_format_batches(&here).unwrap().to_string(), expected);
+
+    let bytes =
+        physical_plan_to_bytes_with_extension_codec(plan, &ImportPhysicalCodec::default()).unwrap();
+    let staged = located.files[0].local.clone();
+    drop(located);
+    assert!(!staged.exists(), "the planner's staged copy is gone");
+    let elsewhere = physical_plan_from_bytes_with_extension_codec(
+        &bytes,
+        &ctx.task_ctx(),
+        &ImportPhysicalCodec::default(),
+    )
+    .unwrap();
+    let fetched = collect(Arc::clone(&elsewhere), ctx.task_ctx())
+        .await
+        .unwrap();
+    assert_eq!(
+        pretty_format_batches(&fetched).unwrap().to_string(),
+        expected
+    );
+
+    // The object changed after planning: refused.
+    served.parquet("people.parquet", &people(["Ann", "Bob", "Changed"]));
+    let err = collect(elsewhere, ctx.task_ctx()).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("changed after the import was planned"),
+        "{err}"
+    );
+}
+
 /// Makes sure the moto S3 server is installed (from PyPI).
 fn ensure_moto() {
     let have = Command::new("python3")

@@ -12,8 +12,10 @@
 //!   its second input, the table's keys, where it has one), `ExistingKeysExec`, the
 //!   `DataSinkExec` holding an `ImportSink` (DataFusion encodes only its own
 //!   sinks, so the codec carries the whole sink node), the check's key-form
-//!   partitioning expression, and the CSV reader `CsvSourceExec`.
-//! - [`ImportLogicalCodec`]: the `ImportNode` and the CSV source table.
+//!   partitioning expression, the CSV reader `CsvSourceExec` and the reader
+//!   of a staged Parquet or Avro object, `ObjectFileExec`.
+//! - [`ImportLogicalCodec`]: the `ImportNode`, the CSV source table and the
+//!   staged object's table.
 //!
 //! Each wraps another codec (Ballista's own by default, so its shuffle
 //! nodes and the file formats it knows still travel): a node of ours is
@@ -23,7 +25,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::catalog::TableProvider;
@@ -49,7 +52,9 @@ use crate::physical::{
     ExistingKeysSettings, ImportSink, KeyFormExpr, SinkSettings,
 };
 use crate::source::csv::{CsvFile, CsvSourceExec, CsvTable};
-use crate::source::{Compression, CsvDialect, ObjectOrigin};
+use crate::source::{
+    Compression, CsvDialect, ObjectFile, ObjectFileExec, ObjectFileTable, ObjectOrigin,
+};
 
 /// The first bytes of every node this module encodes (no protobuf message
 /// the wrapped codecs write starts with it: `{` is not a valid first tag).
@@ -103,6 +108,15 @@ impl From<CsvFileSettings> for CsvFile {
     }
 }
 
+/// A decoded object file: the planner's staged copy is on the planner's
+/// machine, so the reader fetches the object.
+fn fetched_here(file: ObjectFile) -> ObjectFile {
+    ObjectFile {
+        read_origin: true,
+        ..file
+    }
+}
+
 /// A physical node of an import plan, as it travels.
 #[derive(Debug, Serialize, Deserialize)]
 enum PhysicalNode {
@@ -115,6 +129,12 @@ enum PhysicalNode {
         file: CsvFileSettings,
         projection: Option<Vec<usize>>,
     },
+    ObjectFile {
+        file: ObjectFile,
+        /// Every column of the file, as an empty Arrow IPC stream.
+        schema: String,
+        projection: Option<Vec<usize>>,
+    },
 }
 
 /// A logical node or table of an import plan, as it travels.
@@ -122,42 +142,55 @@ enum PhysicalNode {
 enum LogicalNode {
     Import(ImportSpec),
     CsvTable(CsvFileSettings),
+    ObjectFileTable(ObjectFile),
     /// The rows of a source the planner read whole (JSON, Excel, XML: their
     /// readers parse the file when the import is planned), one Arrow IPC
     /// stream per partition, base64.
     Rows(Vec<String>),
 }
 
+/// `batches` of `schema` as an Arrow IPC stream, base64.
+fn ipc_text<'a>(
+    schema: &Schema,
+    batches: impl IntoIterator<Item = &'a RecordBatch>,
+) -> Result<String> {
+    use base64::Engine;
+    let mut bytes = Vec::new();
+    let mut writer = StreamWriter::try_new(&mut bytes, schema)?;
+    for batch in batches {
+        writer.write(batch)?;
+    }
+    writer.finish()?;
+    drop(writer);
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+/// A reader of [`ipc_text`]'s stream.
+fn ipc_reader(text: &str) -> Result<StreamReader<std::io::Cursor<Vec<u8>>>> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| DataFusionError::Internal(format!("decoding Arrow IPC: {e}")))?;
+    Ok(StreamReader::try_new(std::io::Cursor::new(bytes), None)?)
+}
+
 /// `table`'s partitions as Arrow IPC streams.
 fn rows_of(table: &MemTable) -> Result<Vec<String>> {
-    use base64::Engine;
     let mut partitions = Vec::with_capacity(table.batches.len());
     for partition in &table.batches {
         let batches = partition.try_read().map_err(|_| {
             DataFusionError::Internal("an in-memory source is being written to".into())
         })?;
-        let mut bytes = Vec::new();
-        let mut writer = StreamWriter::try_new(&mut bytes, &table.schema())?;
-        for batch in batches.iter() {
-            writer.write(batch)?;
-        }
-        writer.finish()?;
-        drop(writer);
-        partitions.push(base64::engine::general_purpose::STANDARD.encode(bytes));
+        partitions.push(ipc_text(&table.schema(), batches.iter())?);
     }
     Ok(partitions)
 }
 
 /// The table of [`rows_of`]'s partitions.
 fn table_of(partitions: &[String], schema: SchemaRef) -> Result<MemTable> {
-    use base64::Engine;
     let mut decoded = Vec::with_capacity(partitions.len());
     for partition in partitions {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(partition)
-            .map_err(|e| DataFusionError::Internal(format!("decoding in-memory rows: {e}")))?;
-        let reader = StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
-        decoded.push(reader.collect::<std::result::Result<Vec<_>, _>>()?);
+        decoded.push(ipc_reader(partition)?.collect::<std::result::Result<Vec<_>, _>>()?);
     }
     MemTable::try_new(schema, decoded)
 }
@@ -241,6 +274,15 @@ impl PhysicalExtensionCodec for ImportPhysicalCodec {
                 Arc::new(CsvFile::from(file)),
                 projection,
             )?),
+            PhysicalNode::ObjectFile {
+                file,
+                schema,
+                projection,
+            } => Arc::new(ObjectFileExec::try_new(
+                Arc::new(fetched_here(file)),
+                ipc_reader(&schema)?.schema(),
+                projection,
+            )?),
         })
     }
 
@@ -265,6 +307,12 @@ impl PhysicalExtensionCodec for ImportPhysicalCodec {
             PhysicalNode::CsvSource {
                 file: CsvFileSettings::from(csv.file()),
                 projection: csv.projection().map(<[usize]>::to_vec),
+            }
+        } else if let Some(object) = node.downcast_ref::<ObjectFileExec>() {
+            PhysicalNode::ObjectFile {
+                file: object.file().clone(),
+                schema: ipc_text(object.file_schema(), [])?,
+                projection: object.projection().map(<[usize]>::to_vec),
             }
         } else {
             return self.inner.try_encode(node, buf, proto_converter);
@@ -364,7 +412,7 @@ impl LogicalExtensionCodec for ImportLogicalCodec {
                     Arc::new(spec),
                 )?),
             }),
-            LogicalNode::CsvTable(_) | LogicalNode::Rows(_) => {
+            LogicalNode::CsvTable(_) | LogicalNode::ObjectFileTable(_) | LogicalNode::Rows(_) => {
                 Err(DataFusionError::Internal("a table is no plan node".into()))
             }
         }
@@ -391,6 +439,9 @@ impl LogicalExtensionCodec for ImportLogicalCodec {
         };
         match decode::<LogicalNode>(buf)? {
             LogicalNode::CsvTable(file) => Ok(Arc::new(CsvTable::new(CsvFile::from(file)))),
+            LogicalNode::ObjectFileTable(file) => {
+                Ok(Arc::new(ObjectFileTable::new(fetched_here(file), schema)))
+            }
             LogicalNode::Rows(partitions) => Ok(Arc::new(table_of(&partitions, schema)?)),
             LogicalNode::Import(_) => {
                 Err(DataFusionError::Internal("an import is no table".into()))
@@ -406,6 +457,9 @@ impl LogicalExtensionCodec for ImportLogicalCodec {
     ) -> Result<()> {
         if let Some(table) = node.downcast_ref::<CsvTable>() {
             return encode(&LogicalNode::CsvTable(table.file().into()), buf);
+        }
+        if let Some(table) = node.downcast_ref::<ObjectFileTable>() {
+            return encode(&LogicalNode::ObjectFileTable(table.file().clone()), buf);
         }
         if let Some(table) = node.downcast_ref::<MemTable>() {
             return encode(&LogicalNode::Rows(rows_of(table)?), buf);

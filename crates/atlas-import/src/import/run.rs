@@ -19,6 +19,7 @@ use crate::reject::RejectWriter;
 use crate::report::{
     ImportCounts, ImportMetrics, ImportReport, ImportStatus, Phase, ReportContext,
 };
+use crate::source::FileSource;
 
 impl ImportBuilder {
     /// Runs the import.
@@ -191,11 +192,7 @@ impl ImportBuilder {
         let paths = source
             .files
             .iter()
-            .map(|file| {
-                let path = file.path();
-                let local = || std::path::absolute(path).unwrap_or_else(|_| path.into());
-                (!file.fetched_by_reader()).then(local)
-            })
+            .map(FileSource::path_to_recheck)
             .collect();
         let writes = (
             files,

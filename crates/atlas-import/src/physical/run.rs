@@ -105,7 +105,8 @@ pub struct RunRecipe {
     pub files: Vec<FileRecord>,
     /// Where each of `files` is (absolute): the task that reads them checks
     /// their hashes again. `None` for a remote object, which its reader
-    /// fetches and checks itself ([`crate::source::fetch_origin`]).
+    /// fetches and checks itself ([`crate::source::fetch_origin`]) or whose
+    /// rows travel in the plan ([`crate::source::FileSource::path_to_recheck`]).
     #[serde(default)]
     pub file_paths: Vec<Option<std::path::PathBuf>>,
     /// What to do with a file imported before.

@@ -244,6 +244,47 @@ pub async fn fetch_origin(origin: &ObjectOrigin, dir: &Path) -> Result<PathBuf> 
     Ok(local)
 }
 
+/// An object fetched by [`fetch_origin`] into a directory of its own, to be
+/// read in this process; the directory and the copy go when this is dropped.
+#[derive(Debug)]
+pub(crate) struct FetchedObject {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl FetchedObject {
+    /// Fetches `origin`, failing when its bytes are not those planned with.
+    pub(crate) async fn fetch(origin: &ObjectOrigin) -> Result<Self> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "atlas-import-fetch-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| AtlasError::io(dir.display().to_string(), e))?;
+        // Made before the fetch, so that a failed fetch removes the directory.
+        let mut fetched = Self {
+            path: dir.clone(),
+            dir,
+        };
+        fetched.path = fetch_origin(origin, &fetched.dir).await?;
+        Ok(fetched)
+    }
+
+    /// The local copy.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for FetchedObject {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 fn percent_decode(s: &str) -> String {
     url::form_urlencoded::parse(format!("k={}", s.replace('+', "%2B")).as_bytes())
         .next()

@@ -19,11 +19,13 @@ use crate::schema::{ColumnSpec, is_reader_column};
 mod compression;
 pub mod csv;
 mod location;
+mod object_file;
 mod records;
 
 pub use compression::{Compression, ReadProgress};
 pub use csv::CsvDialect;
 pub use location::{LocatedFile, LocatedFiles, ObjectOrigin, fetch_origin, locate};
+pub use object_file::{ObjectFile, ObjectFileExec, ObjectFileTable, ObjectFormat};
 
 /// The formats this version reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -378,12 +380,15 @@ impl FileSource {
         self.origin.as_ref()
     }
 
-    /// Whether a reader in another process fetches this file from its
-    /// origin, checking its hash as it does (CSV and TSV objects; other
-    /// formats are read from the planner's copy, whose hash the reading
-    /// task checks after reading).
-    pub fn fetched_by_reader(&self) -> bool {
-        self.origin.is_some() && matches!(self.format, SourceFormat::Csv(_))
+    /// The file whose hash the task reading it checks again (its absolute
+    /// path): a local file. `None` for a staged object, whose reader fetches
+    /// it by its origin and checks the hash itself (CSV, TSV, Parquet, Avro)
+    /// or whose rows were read whole when the import was planned (JSON,
+    /// Excel, XML).
+    pub fn path_to_recheck(&self) -> Option<PathBuf> {
+        self.origin
+            .is_none()
+            .then(|| std::path::absolute(&self.path).unwrap_or_else(|_| self.path.clone()))
     }
 
     /// Counts the bytes read from the file into `counter` (CSV and TSV
@@ -490,7 +495,33 @@ impl FileSource {
             | SourceFormat::Xlsx { .. }
             | SourceFormat::Xml { .. } => return self.read_records(ctx).await,
         };
-        read.map_err(|e| AtlasError::from_source_read(e, &self.display_name()))
+        let read = read.map_err(|e| AtlasError::from_source_read(e, &self.display_name()))?;
+        match (self.object_format(), &self.origin) {
+            (Some(format), Some(origin)) => {
+                // The schema DataFusion's reader gives the staged copy; the
+                // scan itself is planned without touching the file.
+                let schema = Arc::new(read.schema().as_arrow().clone());
+                let file = ObjectFile {
+                    path: std::path::absolute(&self.path).unwrap_or_else(|_| self.path.clone()),
+                    name: self.display_name(),
+                    format,
+                    origin: origin.clone(),
+                    read_origin: false,
+                };
+                ctx.read_table(Arc::new(ObjectFileTable::new(file, schema)))
+                    .map_err(AtlasError::from_datafusion)
+            }
+            _ => Ok(read),
+        }
+    }
+
+    /// The format as DataFusion's own readers know it (Parquet, Avro).
+    fn object_format(&self) -> Option<ObjectFormat> {
+        match self.format {
+            SourceFormat::Parquet => Some(ObjectFormat::Parquet),
+            SourceFormat::Avro => Some(ObjectFormat::Avro),
+            _ => None,
+        }
     }
 
     /// Reads a record-oriented format into text columns on a blocking thread.
@@ -626,11 +657,12 @@ fn storable_type(data_type: &DataType) -> DataType {
 mod tests {
     use super::*;
 
-    /// Only CSV objects are fetched again by their reader: a Parquet object
-    /// keeps its hash check on the planner's copy.
+    /// A local file is checked again where it is read; a staged object of
+    /// any format is not (its reader fetches and checks it, or its rows were
+    /// read when planned).
     #[test]
-    fn only_csv_objects_are_fetched_by_their_reader() {
-        let dir = std::env::temp_dir().join(format!("atlas-fetched-{}", std::process::id()));
+    fn only_local_files_are_checked_again_by_path() {
+        let dir = std::env::temp_dir().join(format!("atlas-recheck-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let located = |name: &str| {
             let local = dir.join(name);
@@ -645,14 +677,14 @@ mod tests {
                 }),
             }
         };
-        for (name, fetched) in [("a.csv", true), ("a.tsv", true), ("a.parquet", false)] {
+        for name in ["a.csv", "a.tsv", "a.parquet", "a.json"] {
             let file = located(name);
             let source = FileSource::new(&file.local, None, None)
                 .unwrap()
                 .located(&file);
-            assert_eq!(source.fetched_by_reader(), fetched, "{name}");
+            assert_eq!(source.path_to_recheck(), None, "{name}");
             let local = FileSource::new(&file.local, None, None).unwrap();
-            assert!(!local.fetched_by_reader(), "{name} without origin");
+            assert_eq!(local.path_to_recheck(), Some(file.local.clone()), "{name}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -26,7 +26,7 @@ use datafusion::physical_plan::{
 
 use super::{CsvDialect, CsvParser, TextBatchBuilder, read_column_names, reader_schema};
 use crate::source::compression::{Compression, ReadProgress};
-use crate::source::location::{ObjectOrigin, fetch_origin};
+use crate::source::location::{FetchedObject, ObjectOrigin};
 
 /// Batches queued between the reader thread and the plan.
 const QUEUED_BATCHES: usize = 2;
@@ -315,11 +315,10 @@ impl ExecutionPlan for CsvSourceExec {
             }
             Some(origin) => {
                 builder.spawn(async move {
-                    let dir = FetchDir::new()?;
-                    let path = fetch_origin(&origin, &dir.0).await?;
+                    let fetched = FetchedObject::fetch(&origin).await?;
                     tokio::task::spawn_blocking(move || {
-                        let result = read(&path);
-                        drop(dir);
+                        let result = read(fetched.path());
+                        drop(fetched);
                         result
                     })
                     .await
@@ -332,29 +331,5 @@ impl ExecutionPlan for CsvSourceExec {
 
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
-    }
-}
-
-/// A directory of its own for an object fetched to be read here, removed
-/// with what it holds when dropped.
-struct FetchDir(PathBuf);
-
-impl FetchDir {
-    fn new() -> crate::error::Result<Self> {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "atlas-import-fetch-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| crate::error::AtlasError::io(dir.display().to_string(), e))?;
-        Ok(Self(dir))
-    }
-}
-
-impl Drop for FetchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
