@@ -351,6 +351,97 @@ async fn original_mapping_files(db: &TestDb) {
     assert!(db.exists(&other).await);
 }
 
+/// Upsert into a table with a unique index on exactly its (number, date)
+/// key beside a generated id: on MariaDB one `INSERT ... ON DUPLICATE KEY
+/// UPDATE` decides by that index, elsewhere the stage's two statements; the
+/// same rows and counts either way, NULL key parts included. On MariaDB a
+/// trigger counts the rows offered to INSERT: every staged row but the
+/// NULL-keyed updates when the index decides, only the new ones when a
+/// second unique index on a written column forbids it.
+async fn upsert_decided_by_a_unique_index(db: &TestDb) {
+    let dir = TempDir::new();
+    let csv = "k,d,v\n\
+               1,2024-01-01,new1\n\
+               4,2024-01-01,ins4\n\
+               4,2024-01-01,ins4b\n\
+               2,2024-01-01,new2a\n\
+               2,2024-01-01,new2b\n\
+               1,,nullpart\n\
+               5,,ins5\n\
+               5,,ins5b\n\
+               6,2024-01-03,ins6\n";
+    let file = dir.file("u.csv", csv);
+    let attempts = db.table("upsert_attempts");
+    if db.kind == Kind::MySql {
+        db.exec(&format!("CREATE TABLE \"{attempts}\" (n INTEGER)"))
+            .await;
+    }
+    for other_unique in [false, true] {
+        let table = db.table(if other_unique {
+            "upsert_two_unique"
+        } else {
+            "upsert_by_index"
+        });
+        create(db, &table, "k INTEGER, d DATE, v VARCHAR(20)").await;
+        db.exec(&format!(
+            "CREATE UNIQUE INDEX \"{table}_key\" ON \"{table}\" (k, d)"
+        ))
+        .await;
+        if other_unique {
+            db.exec(&format!(
+                "CREATE UNIQUE INDEX \"{table}_v\" ON \"{table}\" (v)"
+            ))
+            .await;
+        }
+        db.exec(&format!(
+            "INSERT INTO \"{table}\" (k, d, v) VALUES \
+             (1, '2024-01-01', 'old1'), (2, '2024-01-01', 'old2'), (1, NULL, 'old1n'), \
+             (3, '2024-01-02', 'old3')"
+        ))
+        .await;
+        if db.kind == Kind::MySql {
+            db.exec(&format!(
+                "DELETE FROM \"{attempts}\"; INSERT INTO \"{attempts}\" VALUES (0)"
+            ))
+            .await;
+            db.exec_one(&format!(
+                "CREATE TRIGGER \"{table}_attempts\" BEFORE INSERT ON \"{table}\" \
+                 FOR EACH ROW UPDATE \"{attempts}\" SET n = n + 1"
+            ))
+            .await;
+        }
+        let report = import(db, &file, &table)
+            .with_key(["k", "d"])
+            .with_on_duplicate(OnDuplicate::Update)
+            .execute()
+            .await
+            .unwrap();
+        assert_eq!((report.inserted, report.updated), (3, 6), "{report:?}");
+        assert_eq!(
+            db.rows(&table, &["k", "d", "v"]).await,
+            vec![
+                vec![s("1"), None, s("nullpart")],
+                vec![s("1"), s("2024-01-01"), s("new1")],
+                vec![s("2"), s("2024-01-01"), s("new2b")],
+                vec![s("3"), s("2024-01-02"), s("old3")],
+                vec![s("4"), s("2024-01-01"), s("ins4b")],
+                vec![s("5"), None, s("ins5b")],
+                vec![s("6"), s("2024-01-03"), s("ins6")],
+            ],
+            "{table}"
+        );
+        if db.kind == Kind::MySql {
+            // 8 staged rows (new2a superseded), of which 2 NULL-keyed updates.
+            let offered = if other_unique { "3" } else { "6" };
+            assert_eq!(
+                db.rows(&attempts, &["n"]).await,
+                vec![vec![s(offered)]],
+                "{table}"
+            );
+        }
+    }
+}
+
 on_every_database!(
     original_mapping_files,
     failed_import_leaves_no_new_table,
@@ -360,6 +451,7 @@ on_every_database!(
     failed_and_refused_imports_are_in_history,
     create_table_never_and_unfit_tables,
     overlong_text_is_a_bad_value,
+    upsert_decided_by_a_unique_index,
 );
 
 /// Upsert on a two-column key: every pattern of NULL key parts matches only

@@ -95,6 +95,12 @@ pub(crate) trait Dialect: Sync + fmt::Debug {
         "UPDATE ... FROM"
     }
 
+    /// Whether an upsert may be one `INSERT ... ON DUPLICATE KEY UPDATE`
+    /// where a unique index decides (MySQL/MariaDB).
+    fn upserts_by_index(&self) -> bool {
+        false
+    }
+
     /// How a column whose declared type is `sql_type` reads text, where its
     /// type gives text a syntax and a canonical form.
     fn text_form(&self, sql_type: &str) -> Option<TextForm>;

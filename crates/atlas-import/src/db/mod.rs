@@ -718,6 +718,20 @@ pub trait ImportTransaction: Send {
         Ok(None)
     }
 
+    /// The unique index by which `INSERT ... ON DUPLICATE KEY UPDATE`
+    /// decides an upsert as the check does (MySQL/MariaDB): on exactly the
+    /// `key` columns, whole, and the only unique index a row of the
+    /// `written` columns can collide with. `None` where there is none, and
+    /// on the other databases.
+    async fn upsert_index(
+        &mut self,
+        _table: &TableRef,
+        _key: &[TargetColumn],
+        _written: &[TargetColumn],
+    ) -> Result<Option<String>> {
+        Ok(None)
+    }
+
     /// Inserts or refreshes the `file_imports` row.
     async fn record_file(&mut self, record: &FileRecord) -> Result<()>;
 

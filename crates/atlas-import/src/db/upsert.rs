@@ -12,6 +12,12 @@
 //!                             (one more per pattern of NULL key parts seen)
 //! ```
 //!
+//! On MySQL/MariaDB, where a unique index on exactly the key decides
+//! existence as the check does (see [`UpsertStatements::decidable_by_index`]
+//! and `ImportTransaction::upsert_index`), the two statements are one
+//! `INSERT ... SELECT ... ON DUPLICATE KEY UPDATE`: one pass over the stage,
+//! each row looked up in that index, no index built on the stage.
+//!
 //! The join compares keys with plain `=` so that the database can hash-join
 //! or use the key's index; NULL equals NULL for the check, which `=` does not
 //! express, so rows whose key has NULL parts are applied by one statement per
@@ -138,6 +144,71 @@ impl UpsertStatements {
         )
     }
 
+    /// Whether the key's values compare in a unique index exactly as the
+    /// check compares them: numbers, dates, times and booleans (text may
+    /// ignore case or trailing spaces in an index, and floats hold -0).
+    pub(crate) fn decidable_by_index(&self) -> bool {
+        self.key.iter().all(|&i| {
+            let t = &self.columns[i].data_type;
+            t.is_integer()
+                || matches!(
+                    t,
+                    DataType::Boolean
+                        | DataType::Date32
+                        | DataType::Date64
+                        | DataType::Timestamp(..)
+                        | DataType::Time32(_)
+                        | DataType::Time64(_)
+                )
+        })
+    }
+
+    /// Inserts the staged rows whose key is new and updates the table's
+    /// rows of the others, in source order, deciding by the key's unique
+    /// index (MySQL/MariaDB): staged updates whose key has NULL parts are
+    /// left to [`Self::null_key_updates`] (NULL equals NULL for the check,
+    /// never in an index).
+    pub(crate) fn insert_or_update(&self) -> String {
+        let list = column_list(&self.columns);
+        let set: Vec<String> = (0..self.columns.len())
+            .filter(|i| !self.key.contains(i))
+            .map(|i| quote_ident(&self.columns[i].name))
+            .map(|c| format!("{c} = VALUES({c})"))
+            .collect();
+        // Every column is key: a duplicate leaves its row as it is.
+        let set = if set.is_empty() {
+            let c = quote_ident(&self.columns[self.key[0]].name);
+            format!("{c} = {c}")
+        } else {
+            set.join(", ")
+        };
+        let whole_key = self
+            .key
+            .iter()
+            .map(|&i| format!("{} IS NOT NULL", quote_ident(&self.columns[i].name)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        format!(
+            "INSERT INTO {} ({list}) SELECT {list} FROM {} WHERE NOT {} OR ({whole_key}) \
+             ON DUPLICATE KEY UPDATE {set}",
+            self.target,
+            self.stage,
+            quote_ident(STAGE_UPDATE)
+        )
+    }
+
+    /// The staged updates whose key has NULL parts, one statement per
+    /// pattern of NULL parts in `null_patterns`, after
+    /// [`Self::insert_or_update`].
+    pub(crate) fn null_key_updates(&self, null_patterns: &[Vec<usize>]) -> Vec<String> {
+        let mut statements = self.updates(null_patterns, false);
+        if !statements.is_empty() {
+            // The first applies keys without NULL parts: done already.
+            statements.remove(0);
+        }
+        statements
+    }
+
     /// Applies the staged updates: one statement for keys without NULL parts
     /// and one per pattern of NULL parts in `null_patterns` (each the
     /// positions in the key that are NULL). None when every column is key:
@@ -223,7 +294,15 @@ impl UpsertStatements {
             .collect::<Vec<_>>()
             .join(", ");
         let join = self.dialect.update_join_shape();
-        format!("one stage, then INSERT ... SELECT and {join} on ({key})")
+        let by_index = if self.dialect.upserts_by_index() && self.decidable_by_index() {
+            format!(
+                ", or one INSERT ... SELECT ... ON DUPLICATE KEY UPDATE where a unique index on \
+                 exactly ({key}) decides"
+            )
+        } else {
+            String::new()
+        };
+        format!("one stage, then INSERT ... SELECT and {join} on ({key}){by_index}")
     }
 }
 

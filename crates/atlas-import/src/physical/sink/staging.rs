@@ -20,6 +20,8 @@ pub(super) struct Staging {
     width: usize,
     /// Rows staged so far (the next `atlas_row`).
     pub(super) staged: u64,
+    /// Of those, the rows whose key is new (not flagged as updates).
+    pub(super) inserts: u64,
     /// The latest staged update of each key.
     latest: Fingerprints<u64>,
     /// Staged updates a later one of the same key supersedes.
@@ -37,6 +39,7 @@ impl Staging {
             hasher: KeyHasher::random(),
             width,
             staged: 0,
+            inserts: 0,
             latest: Fingerprints::new(),
             superseded: Vec::new(),
             null_patterns: BTreeSet::new(),
@@ -51,6 +54,7 @@ impl Staging {
         let first = self.staged;
         self.staged += rows.num_rows() as u64;
         let flag = rows.column(self.width).as_boolean().clone();
+        self.inserts += (rows.num_rows() - flag.true_count()) as u64;
         if flag.true_count() > 0 {
             self.key.encode(&rows, &mut self.keys)?;
             self.hasher.fingerprints(&self.keys, &mut self.fingerprints);

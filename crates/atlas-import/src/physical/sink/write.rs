@@ -20,6 +20,7 @@ use crate::options::OnDuplicate;
 use crate::physical::transaction::{TableTransaction, not_open};
 use crate::physical::{ImportRun, Opened};
 use crate::report::{ImportMetrics, ImportStatus};
+use crate::schema::TargetColumn;
 
 /// An upsert's join reads the table first when it holds at most this many
 /// times the staged rows (MySQL/MariaDB).
@@ -266,19 +267,50 @@ impl<'a> SinkWrite<'a> {
         for sql in statements.remove_superseded(&superseded) {
             tx.execute(sql).await?;
         }
-        for sql in statements.prepare_join() {
-            tx.execute(sql).await?;
-        }
-        let inserted = tx.execute(statements.insert()).await?;
-        // Where the table is not much larger than the stage, the join reads
-        // it in order (see `UpsertStatements::updates`).
-        let table_first = tx
-            .estimated_rows(&self.sink.settings.table)
-            .await?
-            .is_some_and(|rows| rows <= TABLE_FIRST_RATIO * staging.staged);
-        for sql in statements.updates(&patterns, table_first) {
-            tx.execute(sql).await?;
-        }
+        let table = &self.sink.settings.table;
+        let deciding_index = if statements.decidable_by_index() {
+            let columns = &self.sink.settings.columns;
+            let key: Vec<TargetColumn> = self
+                .sink
+                .settings
+                .key_columns
+                .iter()
+                .map(|&i| columns[i].clone())
+                .collect();
+            tx.upsert_index(table, &key, columns).await?
+        } else {
+            None
+        };
+        let inserted = if let Some(index) = deciding_index {
+            // One pass, each staged row looked up in the key's index.
+            tracing::info!("Upsert decided by the unique index {index}");
+            tx.execute(statements.insert_or_update()).await?;
+            let null_key_updates = statements.null_key_updates(&patterns);
+            if !null_key_updates.is_empty() {
+                for sql in statements.prepare_join() {
+                    tx.execute(sql).await?;
+                }
+            }
+            for sql in null_key_updates {
+                tx.execute(sql).await?;
+            }
+            staging.inserts
+        } else {
+            for sql in statements.prepare_join() {
+                tx.execute(sql).await?;
+            }
+            let inserted = tx.execute(statements.insert()).await?;
+            // Where the table is not much larger than the stage, the join
+            // reads it in order (see `UpsertStatements::updates`).
+            let table_first = tx
+                .estimated_rows(table)
+                .await?
+                .is_some_and(|rows| rows <= TABLE_FIRST_RATIO * staging.staged);
+            for sql in statements.updates(&patterns, table_first) {
+                tx.execute(sql).await?;
+            }
+            inserted
+        };
         tx.execute(statements.drop_stage()).await?;
         self.metrics.inserted.fetch_add(inserted, Ordering::Relaxed);
         Ok(inserted)
