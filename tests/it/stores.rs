@@ -360,6 +360,38 @@ async fn a_parquet_object_is_fetched_and_checked_where_its_plan_is_decoded() {
             .contains("changed after the import was planned"),
         "{err}"
     );
+
+    // An Avro object reads the same here and elsewhere.
+    let avro = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/contacts.avro");
+    std::fs::copy(avro, served.path().join("contacts.avro")).unwrap();
+    let url = format!("http://127.0.0.1:{port}/contacts.avro");
+    let located = locate(&url).await.unwrap();
+    let source = FileSource::new(&located.files[0].local, None, None)
+        .unwrap()
+        .located(&located.files[0]);
+    let plan = source
+        .read(&ctx)
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    let here = collect(Arc::clone(&plan), ctx.task_ctx()).await.unwrap();
+    assert!(here.iter().map(|b| b.num_rows()).sum::<usize>() > 0);
+    let bytes =
+        physical_plan_to_bytes_with_extension_codec(plan, &ImportPhysicalCodec::default()).unwrap();
+    drop(located);
+    let elsewhere = physical_plan_from_bytes_with_extension_codec(
+        &bytes,
+        &ctx.task_ctx(),
+        &ImportPhysicalCodec::default(),
+    )
+    .unwrap();
+    let fetched = collect(elsewhere, ctx.task_ctx()).await.unwrap();
+    assert_eq!(
+        pretty_format_batches(&fetched).unwrap().to_string(),
+        pretty_format_batches(&here).unwrap().to_string()
+    );
 }
 
 /// Makes sure the moto S3 server is installed (from PyPI).

@@ -937,7 +937,11 @@ mod tests {
             "generated id beside the key"
         );
         assert_eq!(decide(&on_key), Some("k".into()));
-        assert_eq!(decide(&[primary.clone()]), None, "no index on the key");
+        assert_eq!(
+            decide(std::slice::from_ref(&primary)),
+            None,
+            "no index on the key"
+        );
         assert_eq!(decide(&on_key[..1]), None, "on part of the key only");
         let mut prefixed = on_key.to_vec();
         prefixed[0].prefix = true;
