@@ -297,7 +297,7 @@ impl UpsertStatements {
         let by_index = if self.dialect.upserts_by_index() && self.decidable_by_index() {
             format!(
                 ", or one INSERT ... SELECT ... ON DUPLICATE KEY UPDATE where a unique index on \
-                 exactly ({key}) decides"
+                 exactly ({key}) decides and a third or more of the rows are new"
             )
         } else {
             String::new()

@@ -26,6 +26,13 @@ use crate::schema::TargetColumn;
 /// times the staged rows (MySQL/MariaDB).
 const TABLE_FIRST_RATIO: u64 = 4;
 
+/// Where the join would read the table in order, an upsert is one
+/// `INSERT ... ON DUPLICATE KEY UPDATE` only when at least one staged row in
+/// this many is new (MariaDB, 1M rows into 1M with a unique key: the
+/// in-order join takes 0.70 of the single statement's time when every row
+/// is an update, 1.18 when half are new).
+const ONE_PASS_NEW_SHARE: u64 = 3;
+
 /// Most chunk lines to log with their duplicate counts.
 const MAX_CHUNK_LOG_LINES: usize = 20;
 
@@ -268,7 +275,17 @@ impl<'a> SinkWrite<'a> {
             tx.execute(sql).await?;
         }
         let table = &self.sink.settings.table;
-        let deciding_index = if statements.decidable_by_index() {
+        // Where the table is not much larger than the stage, the join reads
+        // it in order (see `UpsertStatements::updates`).
+        let table_first = tx
+            .estimated_rows(table)
+            .await?
+            .is_some_and(|rows| rows <= TABLE_FIRST_RATIO * staging.staged);
+        // One `INSERT ... ON DUPLICATE KEY UPDATE` looks every staged row up
+        // in the key's index: slower than the in-order join while most rows
+        // are updates, faster once many are new (see ONE_PASS_NEW_SHARE).
+        let one_pass = !table_first || staging.inserts * ONE_PASS_NEW_SHARE >= staging.staged;
+        let deciding_index = if one_pass && statements.decidable_by_index() {
             let columns = &self.sink.settings.columns;
             let key: Vec<TargetColumn> = self
                 .sink
@@ -296,18 +313,23 @@ impl<'a> SinkWrite<'a> {
             }
             staging.inserts
         } else {
-            for sql in statements.prepare_join() {
-                tx.execute(sql).await?;
+            // A statement with no staged row to apply would still read the
+            // whole stage: the check's flags say which are needed.
+            let updates = staging.inserts < staging.staged;
+            if updates {
+                for sql in statements.prepare_join() {
+                    tx.execute(sql).await?;
+                }
             }
-            let inserted = tx.execute(statements.insert()).await?;
-            // Where the table is not much larger than the stage, the join
-            // reads it in order (see `UpsertStatements::updates`).
-            let table_first = tx
-                .estimated_rows(table)
-                .await?
-                .is_some_and(|rows| rows <= TABLE_FIRST_RATIO * staging.staged);
-            for sql in statements.updates(&patterns, table_first) {
-                tx.execute(sql).await?;
+            let inserted = if staging.inserts > 0 {
+                tx.execute(statements.insert()).await?
+            } else {
+                0
+            };
+            if updates {
+                for sql in statements.updates(&patterns, table_first) {
+                    tx.execute(sql).await?;
+                }
             }
             inserted
         };
