@@ -357,28 +357,10 @@ async fn object_store_source_read_by_the_executors() {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let cluster = Cluster::start(2, &env);
     let dir = TempDir::new();
-    let table = db.table("from_s3");
     db.run(async {
         let rows = 50_000;
-        let file = dir.path().join("rows.csv");
-        write_rows(&file, 0, rows);
-        moto.put("cluster/rows.csv", &std::fs::read(&file).unwrap());
-        let report = succeeded(
-            cluster
-                .import("s3://atlas/cluster/rows.csv", &table, &["--json", "-q"])
-                .envs(env.iter().copied()),
-        );
-        assert_eq!(report["inserted"], rows);
-        assert_eq!(report["source"], "s3://atlas/cluster/rows.csv");
-        assert_eq!(db.count(&table).await, rows as i64);
-        let logs = cluster.logs();
-        assert!(
-            logs.contains("Fetched s3://atlas/cluster/rows.csv to read it here"),
-            "{logs}"
-        );
-
-        // A Parquet object: its reader fetches it too.
-        let table = db.table("from_s3_parquet");
+        let csv = dir.path().join("rows.csv");
+        write_rows(&csv, 0, rows);
         let n: Vec<i64> = (0..rows as i64).collect();
         let emails: Vec<String> = n.iter().map(|i| format!("user{i}@example.com")).collect();
         let batch = datafusion::arrow::array::RecordBatch::try_from_iter([
@@ -393,20 +375,28 @@ async fn object_store_source_read_by_the_executors() {
             ),
         ])
         .unwrap();
-        let file = dir.parquet("rows.parquet", &batch);
-        moto.put("cluster/rows.parquet", &std::fs::read(&file).unwrap());
-        let report = succeeded(
-            cluster
-                .import("s3://atlas/cluster/rows.parquet", &table, &["--json", "-q"])
-                .envs(env.iter().copied()),
-        );
-        assert_eq!(report["inserted"], rows);
-        assert_eq!(db.count(&table).await, rows as i64);
-        let logs = cluster.logs();
-        assert!(
-            logs.contains("Fetched s3://atlas/cluster/rows.parquet to read it here"),
-            "{logs}"
-        );
+        let parquet = dir.parquet("rows.parquet", &batch);
+        // CSV by atlas-import's reader, Parquet by DataFusion's: each
+        // fetched by the executor that reads it.
+        for (file, table) in [(csv, "from_s3"), (parquet, "from_s3_parquet")] {
+            let table = db.table(table);
+            let name = file.file_name().unwrap().to_str().unwrap();
+            let url = format!("s3://atlas/cluster/{name}");
+            moto.put(&format!("cluster/{name}"), &std::fs::read(&file).unwrap());
+            let report = succeeded(
+                cluster
+                    .import(&url, &table, &["--json", "-q"])
+                    .envs(env.iter().copied()),
+            );
+            assert_eq!(report["inserted"], rows);
+            assert_eq!(report["source"], url.as_str());
+            assert_eq!(db.count(&table).await, rows as i64);
+            let logs = cluster.logs();
+            assert!(
+                logs.contains(&format!("Fetched {url} to read it here")),
+                "{logs}"
+            );
+        }
     })
     .await;
 }

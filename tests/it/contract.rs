@@ -372,6 +372,14 @@ async fn upsert_decided_by_a_unique_index(db: &TestDb) {
                5,,ins5b\n\
                6,2024-01-03,ins6\n";
     let file = dir.file("u.csv", csv);
+    let upsert = async |file: &Path, table: &str| {
+        import(db, file, table)
+            .with_key(["k", "d"])
+            .with_on_duplicate(OnDuplicate::Update)
+            .execute()
+            .await
+            .unwrap()
+    };
     let attempts = db.table("upsert_attempts");
     if db.kind == Kind::MySql {
         db.exec(&format!("CREATE TABLE \"{attempts}\" (n INTEGER)"))
@@ -411,12 +419,7 @@ async fn upsert_decided_by_a_unique_index(db: &TestDb) {
             ))
             .await;
         }
-        let report = import(db, &file, &table)
-            .with_key(["k", "d"])
-            .with_on_duplicate(OnDuplicate::Update)
-            .execute()
-            .await
-            .unwrap();
+        let report = upsert(&file, &table).await;
         assert_eq!((report.inserted, report.updated), (3, 6), "{report:?}");
         assert_eq!(
             db.rows(&table, &["k", "d", "v"]).await,
@@ -446,17 +449,16 @@ async fn upsert_decided_by_a_unique_index(db: &TestDb) {
             ("k,d,v\n3,2024-01-02,upd3\n1,,upd1n\n", (0, 2)),
             ("k,d,v\n7,2024-01-01,ins7\n8,,ins8\n", (2, 0)),
         ] {
-            let report = import(db, &dir.file("more.csv", csv), &table)
-                .with_key(["k", "d"])
-                .with_on_duplicate(OnDuplicate::Update)
-                .execute()
-                .await
-                .unwrap();
+            let report = upsert(&dir.file("more.csv", csv), &table).await;
             assert_eq!((report.inserted, report.updated), counts, "{report:?}");
         }
         assert_eq!(
-            db.rows_where(&table, &["k", "v"], "k IN (1, 3, 7, 8) AND d IS NULL OR k IN (3, 7)")
-                .await,
+            db.rows_where(
+                &table,
+                &["k", "v"],
+                "k IN (1, 3, 7, 8) AND d IS NULL OR k IN (3, 7)"
+            )
+            .await,
             vec![
                 vec![s("1"), s("upd1n")],
                 vec![s("3"), s("upd3")],

@@ -52,6 +52,19 @@ fn serve(command: &mut Command, port: u16) -> Server {
     server
 }
 
+/// Python's `http.server` serving `dir` on a free port of 127.0.0.1.
+fn serve_directory(dir: &Path) -> (Server, u16) {
+    let port = free_port();
+    let server = serve(
+        Command::new("python3")
+            .args(["-m", "http.server", &port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .current_dir(dir),
+        port,
+    );
+    (server, port)
+}
+
 const A: &str = "email,name\na@x.com,\"Ann, \"\"A\"\"\"\nb@x.com,Bob\n";
 const B: &str = "email,name\nc@x.com,\"multi\nline\"\na@x.com,Ann again\nd@x.com,Zoë\n";
 
@@ -163,19 +176,7 @@ async fn file_and_http_urls(db: &TestDb) {
         .unwrap();
     assert_eq!(report.inserted, 2);
 
-    let port = free_port();
-    let _server = serve(
-        Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .current_dir(dir.path()),
-        port,
-    );
+    let (_server, port) = serve_directory(dir.path());
     let table = db.table("http");
     let url = format!("http://127.0.0.1:{port}/contacts.csv");
     let report = ImportBuilder::new(Arc::clone(&db.db), &url, &table)
@@ -219,14 +220,7 @@ async fn an_object_fetched_again_must_have_its_planned_hash() {
     use atlas_import::source::{fetch_origin, locate};
     let served = TempDir::new();
     served.file("contacts.csv", A);
-    let port = free_port();
-    let _server = serve(
-        Command::new("python3")
-            .args(["-m", "http.server", &port.to_string()])
-            .args(["--bind", "127.0.0.1"])
-            .current_dir(served.path()),
-        port,
-    );
+    let (_server, port) = serve_directory(served.path());
     let url = format!("http://127.0.0.1:{port}/contacts.csv");
     let located = locate(&url).await.unwrap();
     let origin = located.files[0]
@@ -259,20 +253,63 @@ async fn an_object_fetched_again_must_have_its_planned_hash() {
     assert!(!located.files[0].name.contains("pw"));
 }
 
-/// A Parquet object is planned without touching the file: the planner's
-/// process reads its staged copy; a plan decoded in another process fetches
-/// the object, checks its hash and reads it, with the staged copy gone.
-#[tokio::test]
-async fn a_parquet_object_is_fetched_and_checked_where_its_plan_is_decoded() {
-    use atlas_import::codec::ImportPhysicalCodec;
+/// The physical plan that reads the object at `url`, staged here, with the
+/// staged files (their copies go when they are dropped).
+async fn object_read_plan(
+    url: &str,
+    ctx: &datafusion::prelude::SessionContext,
+) -> (
+    atlas_import::source::LocatedFiles,
+    Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+) {
     use atlas_import::source::{FileSource, locate};
-    use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
-    use datafusion::arrow::util::pretty::pretty_format_batches;
-    use datafusion::physical_plan::{collect, displayable};
-    use datafusion::prelude::SessionContext;
+    let located = locate(url).await.unwrap();
+    let source = FileSource::new(&located.files[0].local, None, None)
+        .unwrap()
+        .located(&located.files[0]);
+    let plan = source
+        .read(ctx)
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    (located, plan)
+}
+
+/// `plan` as another process holds it: encoded, the planner's staged copy
+/// removed (`staged` dropped), decoded.
+fn decoded_elsewhere(
+    plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    staged: atlas_import::source::LocatedFiles,
+    ctx: &datafusion::prelude::SessionContext,
+) -> Arc<dyn datafusion::physical_plan::ExecutionPlan> {
+    use atlas_import::codec::ImportPhysicalCodec;
     use datafusion_proto::bytes::{
         physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
     };
+    let bytes =
+        physical_plan_to_bytes_with_extension_codec(plan, &ImportPhysicalCodec::default()).unwrap();
+    let copy = staged.files[0].local.clone();
+    drop(staged);
+    assert!(!copy.exists(), "the planner's staged copy is gone");
+    physical_plan_from_bytes_with_extension_codec(
+        &bytes,
+        &ctx.task_ctx(),
+        &ImportPhysicalCodec::default(),
+    )
+    .unwrap()
+}
+
+/// A Parquet or Avro object is planned without touching the file: the
+/// planner's process reads its staged copy; a plan decoded in another
+/// process fetches the object, checks its hash and reads it, with the
+/// staged copy gone.
+#[tokio::test]
+async fn a_parquet_object_is_fetched_and_checked_where_its_plan_is_decoded() {
+    use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+    use datafusion::physical_plan::{collect, displayable};
 
     let people = |names: [&str; 3]| {
         RecordBatch::try_from_iter([
@@ -287,14 +324,9 @@ async fn a_parquet_object_is_fetched_and_checked_where_its_plan_is_decoded() {
     };
     let served = TempDir::new();
     served.parquet("people.parquet", &people(["Ann", "Bob", "Cy"]));
-    let port = free_port();
-    let _server = serve(
-        Command::new("python3")
-            .args(["-m", "http.server", &port.to_string()])
-            .args(["--bind", "127.0.0.1"])
-            .current_dir(served.path()),
-        port,
-    );
+    let avro = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/contacts.avro");
+    std::fs::copy(avro, served.path().join("contacts.avro")).unwrap();
+    let (_server, port) = serve_directory(served.path());
     let url = format!("http://127.0.0.1:{port}/people.parquet");
 
     // The whole import, in this process.
@@ -310,18 +342,8 @@ async fn a_parquet_object_is_fetched_and_checked_where_its_plan_is_decoded() {
         vec![vec![s("Ann")], vec![s("Bob")], vec![s("Cy")]]
     );
 
-    let located = locate(&url).await.unwrap();
-    let source = FileSource::new(&located.files[0].local, None, None)
-        .unwrap()
-        .located(&located.files[0]);
-    let ctx = SessionContext::new();
-    let plan = source
-        .read(&ctx)
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
+    let ctx = datafusion::prelude::SessionContext::new();
+    let (staged, plan) = object_read_plan(&url, &ctx).await;
     let text = displayable(plan.as_ref()).indent(true).to_string();
     assert!(
         text.contains(&format!("ObjectFileExec: file={url}, format=parquet")),
@@ -332,18 +354,7 @@ async fn a_parquet_object_is_fetched_and_checked_where_its_plan_is_decoded() {
         .unwrap()
         .to_string();
     assert_eq!(pretty_format_batches(&here).unwrap().to_string(), expected);
-
-    let bytes =
-        physical_plan_to_bytes_with_extension_codec(plan, &ImportPhysicalCodec::default()).unwrap();
-    let staged = located.files[0].local.clone();
-    drop(located);
-    assert!(!staged.exists(), "the planner's staged copy is gone");
-    let elsewhere = physical_plan_from_bytes_with_extension_codec(
-        &bytes,
-        &ctx.task_ctx(),
-        &ImportPhysicalCodec::default(),
-    )
-    .unwrap();
+    let elsewhere = decoded_elsewhere(plan, staged, &ctx);
     let fetched = collect(Arc::clone(&elsewhere), ctx.task_ctx())
         .await
         .unwrap();
@@ -362,32 +373,13 @@ async fn a_parquet_object_is_fetched_and_checked_where_its_plan_is_decoded() {
     );
 
     // An Avro object reads the same here and elsewhere.
-    let avro = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/contacts.avro");
-    std::fs::copy(avro, served.path().join("contacts.avro")).unwrap();
     let url = format!("http://127.0.0.1:{port}/contacts.avro");
-    let located = locate(&url).await.unwrap();
-    let source = FileSource::new(&located.files[0].local, None, None)
-        .unwrap()
-        .located(&located.files[0]);
-    let plan = source
-        .read(&ctx)
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
+    let (staged, plan) = object_read_plan(&url, &ctx).await;
     let here = collect(Arc::clone(&plan), ctx.task_ctx()).await.unwrap();
     assert!(here.iter().map(|b| b.num_rows()).sum::<usize>() > 0);
-    let bytes =
-        physical_plan_to_bytes_with_extension_codec(plan, &ImportPhysicalCodec::default()).unwrap();
-    drop(located);
-    let elsewhere = physical_plan_from_bytes_with_extension_codec(
-        &bytes,
-        &ctx.task_ctx(),
-        &ImportPhysicalCodec::default(),
-    )
-    .unwrap();
-    let fetched = collect(elsewhere, ctx.task_ctx()).await.unwrap();
+    let fetched = collect(decoded_elsewhere(plan, staged, &ctx), ctx.task_ctx())
+        .await
+        .unwrap();
     assert_eq!(
         pretty_format_batches(&fetched).unwrap().to_string(),
         pretty_format_batches(&here).unwrap().to_string()
