@@ -721,8 +721,9 @@ pub trait ImportTransaction: Send {
     /// The unique index by which `INSERT ... ON DUPLICATE KEY UPDATE`
     /// decides an upsert as the check does (MySQL/MariaDB): on exactly the
     /// `key` columns, whole, and the only unique index a row of the
-    /// `written` columns can collide with. `None` where there is none, and
-    /// on the other databases.
+    /// `written` columns can collide with. `None` where there is none, where
+    /// the table has an INSERT trigger (it would fire for updated rows too),
+    /// and on the other databases.
     async fn upsert_index(
         &mut self,
         _table: &TableRef,

@@ -821,9 +821,22 @@ impl ImportTransaction for MySqlImport {
         key: &[TargetColumn],
         written: &[TargetColumn],
     ) -> Result<Option<String>> {
-        let parts = unique_parts(&mut self.conn, table).await.map_err(|e| {
-            AtlasError::database(format!("reading the unique indexes of '{table}'"), e)
-        })?;
+        let error = |e| AtlasError::database(format!("reading the unique indexes of '{table}'"), e);
+        // An INSERT trigger would fire for the rows that become updates too.
+        let insert_triggers: Option<i64> = self
+            .conn
+            .exec_first(
+                "SELECT COUNT(*) FROM information_schema.triggers
+                 WHERE event_object_schema = COALESCE(?, DATABASE())
+                   AND event_object_table = ? AND event_manipulation = 'INSERT'",
+                table_params(table),
+            )
+            .await
+            .map_err(error)?;
+        if insert_triggers.unwrap_or(0) > 0 {
+            return Ok(None);
+        }
+        let parts = unique_parts(&mut self.conn, table).await.map_err(error)?;
         Ok(deciding_unique_index(&parts, key, written))
     }
 
