@@ -19,7 +19,7 @@ use super::dialect::{Dialect, StageTable};
 use super::text_rows::{TextDialect, encode_rows};
 use super::{
     Catalog, ChunkStream, Database, DbKind, FileRecord, HistoryEntry, ImportTransaction, KeyFilter,
-    TableStats, column_list, create_table_sql, mask_password,
+    TableStats, column_list, create_table_sql, mask_password, quote_ident,
 };
 use crate::error::{AtlasError, Result};
 use crate::key_form::{KeyForm, ValueForm};
@@ -77,9 +77,17 @@ impl Dialect for PostgresDialect {
     /// Statistics, so the planner sizes the stage right and hashes it; no
     /// JIT for one statement; scans from the first block, so the INSERT
     /// keeps the file's order (identity values follow it).
-    fn prepare_join(&self, _name: &str, stage: &str, _key: &[TargetColumn]) -> Vec<String> {
+    /// Statistics of the columns the statements join and filter on only:
+    /// the others (text above all) cost most of an `ANALYZE` of the whole
+    /// stage (0.10 s against 0.22–0.29 s for 1M rows of eleven columns) and
+    /// steer no plan.
+    fn prepare_join(&self, _name: &str, stage: &str, key: &[TargetColumn]) -> Vec<String> {
         vec![
-            format!("ANALYZE {stage}"),
+            format!(
+                "ANALYZE {stage} ({}, {})",
+                column_list(key),
+                quote_ident(super::upsert::STAGE_UPDATE)
+            ),
             "SET LOCAL jit = off".to_string(),
             "SET LOCAL synchronize_seqscans = off".to_string(),
         ]
