@@ -297,7 +297,8 @@ impl UpsertStatements {
         let by_index = if self.dialect.upserts_by_index() && self.decidable_by_index() {
             format!(
                 ", or one INSERT ... SELECT ... ON DUPLICATE KEY UPDATE where a unique index on \
-                 exactly ({key}) decides and a third or more of the rows are new"
+                 exactly ({key}) decides (no other unique index a written row can hit, no \
+                 INSERT trigger) and a third or more of the rows are new"
             )
         } else {
             String::new()
@@ -358,5 +359,42 @@ mod tests {
             pg.remove_superseded(&(0..10_001).collect::<Vec<_>>()).len(),
             2
         );
+    }
+
+    /// The single `ON DUPLICATE KEY UPDATE`: MySQL/MariaDB only, a key of
+    /// numbers or dates only, staged updates with NULL key parts left out
+    /// (they have statements of their own), and EXPLAIN saying so.
+    #[test]
+    fn one_statement_where_the_key_index_decides() {
+        let columns = [
+            column("k", DataType::Int64),
+            column("d", DataType::Date32),
+            column("v", DataType::Utf8),
+        ];
+        let table = TableRef::unqualified("t");
+        let mysql = UpsertStatements::new(DbKind::MySql, &table, &columns, &[0, 1]);
+        assert!(mysql.decidable_by_index());
+        assert_eq!(
+            mysql.insert_or_update(),
+            "INSERT INTO \"t\" (\"k\", \"d\", \"v\") SELECT \"k\", \"d\", \"v\" FROM \
+             \"atlas_import_stage\" WHERE NOT \"atlas_update\" OR (\"k\" IS NOT NULL AND \
+             \"d\" IS NOT NULL) ON DUPLICATE KEY UPDATE \"v\" = VALUES(\"v\")"
+        );
+        assert_eq!(mysql.null_key_updates(&[]), Vec::<String>::new());
+        let patterns = mysql.null_key_updates(&[vec![1]]);
+        assert_eq!(patterns.len(), 1, "{patterns:?}");
+        assert!(patterns[0].contains("atlas_t.\"d\" IS NULL AND atlas_s.\"d\" IS NULL"));
+        assert!(mysql.describe().contains("ON DUPLICATE KEY UPDATE"));
+        let all_key = UpsertStatements::new(DbKind::MySql, &table, &columns[..2], &[0, 1]);
+        assert!(
+            all_key
+                .insert_or_update()
+                .ends_with("ON DUPLICATE KEY UPDATE \"k\" = \"k\"")
+        );
+        let text_key = UpsertStatements::new(DbKind::MySql, &table, &columns, &[0, 2]);
+        assert!(!text_key.decidable_by_index());
+        assert!(!text_key.describe().contains("ON DUPLICATE KEY UPDATE"));
+        let pg = UpsertStatements::new(DbKind::Postgres, &table, &columns, &[0, 1]);
+        assert!(!pg.describe().contains("ON DUPLICATE KEY UPDATE"));
     }
 }
