@@ -8,6 +8,7 @@
 mod bind;
 mod catalog;
 mod dialect;
+mod key_batch;
 mod mysql;
 mod pg_binary;
 mod postgres;

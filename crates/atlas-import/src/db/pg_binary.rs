@@ -6,15 +6,10 @@
 //! rest) is selected as `::text` and arrives as text, which the check then
 //! converts with the same coercion as the import's own values.
 
-use std::sync::Arc;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
 
-use datafusion::arrow::array::{
-    ArrayBuilder, ArrayRef, BooleanBuilder, Date32Builder, Float32Builder, Float64Builder,
-    Int16Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
-    TimestampMicrosecondBuilder,
-};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-
+use super::key_batch::{KeyBatchBuilder, KeyColumnBuilder};
 use crate::error::{AtlasError, Result};
 use crate::schema::TargetColumn;
 
@@ -87,127 +82,53 @@ pub(crate) fn select_list(columns: &[TargetColumn]) -> (String, bool) {
     (list, casts)
 }
 
-enum ColumnBuilder {
-    Bool(BooleanBuilder),
-    Int16(Int16Builder),
-    Int32(Int32Builder),
-    Int64(Int64Builder),
-    Float32(Float32Builder),
-    Float64(Float64Builder),
-    Date(Date32Builder),
-    Timestamp(TimestampMicrosecondBuilder, Option<Arc<str>>),
-    Text(StringBuilder),
+impl Wire {
+    /// The type `column`'s values arrive as.
+    fn data_type(column: &TargetColumn) -> DataType {
+        match Wire::of(column) {
+            Wire::Bool => DataType::Boolean,
+            Wire::Int16 => DataType::Int16,
+            Wire::Int32 => DataType::Int32,
+            Wire::Int64 => DataType::Int64,
+            Wire::Float32 => DataType::Float32,
+            Wire::Float64 => DataType::Float64,
+            Wire::Date => DataType::Date32,
+            Wire::Timestamp => column.data_type.clone(),
+            Wire::Text => DataType::Utf8,
+        }
+    }
 }
 
-impl ColumnBuilder {
-    fn new(column: &TargetColumn) -> Self {
-        match Wire::of(column) {
-            Wire::Bool => ColumnBuilder::Bool(BooleanBuilder::new()),
-            Wire::Int16 => ColumnBuilder::Int16(Int16Builder::new()),
-            Wire::Int32 => ColumnBuilder::Int32(Int32Builder::new()),
-            Wire::Int64 => ColumnBuilder::Int64(Int64Builder::new()),
-            Wire::Float32 => ColumnBuilder::Float32(Float32Builder::new()),
-            Wire::Float64 => ColumnBuilder::Float64(Float64Builder::new()),
-            Wire::Date => ColumnBuilder::Date(Date32Builder::new()),
-            Wire::Timestamp => {
-                let tz = match &column.data_type {
-                    DataType::Timestamp(_, tz) => tz.clone(),
-                    _ => None,
-                };
-                ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::new(), tz)
-            }
-            Wire::Text => ColumnBuilder::Text(StringBuilder::new()),
-        }
+/// Appends one value in its binary form to `builder`; why not, if its
+/// length or bytes are wrong.
+fn append(builder: &mut KeyColumnBuilder, v: &[u8]) -> std::result::Result<(), &'static str> {
+    fn fixed<const N: usize>(v: &[u8]) -> std::result::Result<[u8; N], &'static str> {
+        v.try_into().map_err(|_| "a value of the wrong length")
     }
-
-    fn data_type(&self) -> DataType {
-        match self {
-            ColumnBuilder::Bool(_) => DataType::Boolean,
-            ColumnBuilder::Int16(_) => DataType::Int16,
-            ColumnBuilder::Int32(_) => DataType::Int32,
-            ColumnBuilder::Int64(_) => DataType::Int64,
-            ColumnBuilder::Float32(_) => DataType::Float32,
-            ColumnBuilder::Float64(_) => DataType::Float64,
-            ColumnBuilder::Date(_) => DataType::Date32,
-            ColumnBuilder::Timestamp(_, tz) => {
-                DataType::Timestamp(TimeUnit::Microsecond, tz.clone())
-            }
-            ColumnBuilder::Text(_) => DataType::Utf8,
+    match builder {
+        KeyColumnBuilder::Bool(b) => b.append_value(fixed::<1>(v)?[0] != 0),
+        KeyColumnBuilder::Int16(b) => b.append_value(i16::from_be_bytes(fixed(v)?)),
+        KeyColumnBuilder::Int32(b) => b.append_value(i32::from_be_bytes(fixed(v)?)),
+        KeyColumnBuilder::Int64(b) => b.append_value(i64::from_be_bytes(fixed(v)?)),
+        KeyColumnBuilder::Float32(b) => b.append_value(f32::from_be_bytes(fixed(v)?)),
+        KeyColumnBuilder::Float64(b) => b.append_value(f64::from_be_bytes(fixed(v)?)),
+        KeyColumnBuilder::Date(b) => {
+            b.append_value(i32::from_be_bytes(fixed(v)?).saturating_add(PG_EPOCH_DAYS))
         }
+        KeyColumnBuilder::Timestamp(b, _) => {
+            b.append_value(i64::from_be_bytes(fixed(v)?).saturating_add(PG_EPOCH_MICROS))
+        }
+        KeyColumnBuilder::Text(b) => {
+            b.append_value(std::str::from_utf8(v).map_err(|_| "a value that is not UTF-8")?)
+        }
+        KeyColumnBuilder::UInt64(_) => return Err("an unsigned integer, which PostgreSQL has not"),
     }
-
-    fn append_null(&mut self) {
-        match self {
-            ColumnBuilder::Bool(b) => b.append_null(),
-            ColumnBuilder::Int16(b) => b.append_null(),
-            ColumnBuilder::Int32(b) => b.append_null(),
-            ColumnBuilder::Int64(b) => b.append_null(),
-            ColumnBuilder::Float32(b) => b.append_null(),
-            ColumnBuilder::Float64(b) => b.append_null(),
-            ColumnBuilder::Date(b) => b.append_null(),
-            ColumnBuilder::Timestamp(b, _) => b.append_null(),
-            ColumnBuilder::Text(b) => b.append_null(),
-        }
-    }
-
-    /// Appends one value in its binary form; `false` if its length is wrong.
-    fn append(&mut self, v: &[u8]) -> std::result::Result<(), &'static str> {
-        fn fixed<const N: usize>(v: &[u8]) -> std::result::Result<[u8; N], &'static str> {
-            v.try_into().map_err(|_| "a value of the wrong length")
-        }
-        match self {
-            ColumnBuilder::Bool(b) => b.append_value(fixed::<1>(v)?[0] != 0),
-            ColumnBuilder::Int16(b) => b.append_value(i16::from_be_bytes(fixed(v)?)),
-            ColumnBuilder::Int32(b) => b.append_value(i32::from_be_bytes(fixed(v)?)),
-            ColumnBuilder::Int64(b) => b.append_value(i64::from_be_bytes(fixed(v)?)),
-            ColumnBuilder::Float32(b) => b.append_value(f32::from_be_bytes(fixed(v)?)),
-            ColumnBuilder::Float64(b) => b.append_value(f64::from_be_bytes(fixed(v)?)),
-            ColumnBuilder::Date(b) => {
-                b.append_value(i32::from_be_bytes(fixed(v)?).saturating_add(PG_EPOCH_DAYS))
-            }
-            ColumnBuilder::Timestamp(b, _) => {
-                b.append_value(i64::from_be_bytes(fixed(v)?).saturating_add(PG_EPOCH_MICROS))
-            }
-            ColumnBuilder::Text(b) => {
-                b.append_value(std::str::from_utf8(v).map_err(|_| "a value that is not UTF-8")?)
-            }
-        }
-        Ok(())
-    }
-
-    fn finish(&mut self) -> ArrayRef {
-        match self {
-            ColumnBuilder::Bool(b) => Arc::new(b.finish()),
-            ColumnBuilder::Int16(b) => Arc::new(b.finish()),
-            ColumnBuilder::Int32(b) => Arc::new(b.finish()),
-            ColumnBuilder::Int64(b) => Arc::new(b.finish()),
-            ColumnBuilder::Float32(b) => Arc::new(b.finish()),
-            ColumnBuilder::Float64(b) => Arc::new(b.finish()),
-            ColumnBuilder::Date(b) => Arc::new(b.finish()),
-            ColumnBuilder::Timestamp(b, tz) => Arc::new(b.finish().with_timezone_opt(tz.clone())),
-            ColumnBuilder::Text(b) => Arc::new(b.finish()),
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            ColumnBuilder::Bool(b) => b.len(),
-            ColumnBuilder::Int16(b) => b.len(),
-            ColumnBuilder::Int32(b) => b.len(),
-            ColumnBuilder::Int64(b) => b.len(),
-            ColumnBuilder::Float32(b) => b.len(),
-            ColumnBuilder::Float64(b) => b.len(),
-            ColumnBuilder::Date(b) => b.len(),
-            ColumnBuilder::Timestamp(b, _) => b.len(),
-            ColumnBuilder::Text(b) => b.len(),
-        }
-    }
+    Ok(())
 }
 
 /// Decodes a binary COPY stream of the key columns into batches.
 pub(crate) struct KeyDecoder {
-    builders: Vec<ColumnBuilder>,
-    schema: SchemaRef,
+    batch: KeyBatchBuilder,
     /// Bytes of a tuple that is not complete yet.
     pending: Vec<u8>,
     header_done: bool,
@@ -219,17 +140,8 @@ pub(crate) struct KeyDecoder {
 
 impl KeyDecoder {
     pub(crate) fn new(columns: &[TargetColumn], batch_rows: usize, table: &str) -> Self {
-        let builders: Vec<ColumnBuilder> = columns.iter().map(ColumnBuilder::new).collect();
-        let schema = Arc::new(Schema::new(
-            columns
-                .iter()
-                .zip(&builders)
-                .map(|(c, b)| Field::new(&c.name, b.data_type(), true))
-                .collect::<Vec<_>>(),
-        ));
         Self {
-            builders,
-            schema,
+            batch: KeyBatchBuilder::new(columns, Wire::data_type),
             pending: Vec::new(),
             header_done: false,
             finished: false,
@@ -276,7 +188,7 @@ impl KeyDecoder {
             pos = header;
             self.header_done = true;
         }
-        let width = self.builders.len();
+        let width = self.batch.columns.len();
         while !self.finished {
             let Some(count) = data.get(pos..pos + 2) else {
                 break;
@@ -309,7 +221,7 @@ impl KeyDecoder {
                 break;
             }
             let mut at = pos + 2;
-            for builder in &mut self.builders {
+            for builder in &mut self.batch.columns {
                 let len = i32::from_be_bytes(data[at..at + 4].try_into().expect("4 bytes"));
                 at += 4;
                 if len < 0 {
@@ -317,28 +229,19 @@ impl KeyDecoder {
                 } else {
                     let value = &data[at..at + len as usize];
                     at += len as usize;
-                    if let Err(what) = builder.append(value) {
+                    if let Err(what) = append(builder, value) {
                         return Err(self.malformed(what));
                     }
                 }
             }
             pos = end;
             self.rows += 1;
-            if self.builders[0].len() >= self.batch_rows {
-                on_batch(self.flush()?)?;
+            if self.batch.rows() >= self.batch_rows {
+                on_batch(self.batch.finish()?)?;
             }
         }
         self.pending = data[pos..].to_vec();
         Ok(())
-    }
-
-    fn flush(&mut self) -> Result<RecordBatch> {
-        let arrays = self
-            .builders
-            .iter_mut()
-            .map(ColumnBuilder::finish)
-            .collect();
-        RecordBatch::try_new(Arc::clone(&self.schema), arrays).map_err(AtlasError::from)
     }
 
     /// Ends the stream: the last rows go to `on_batch`; returns the rows read.
@@ -349,8 +252,8 @@ impl KeyDecoder {
         if !self.finished || !self.pending.is_empty() {
             return Err(self.malformed("the stream ended early"));
         }
-        if self.builders.first().is_some_and(|b| b.len() > 0) {
-            on_batch(self.flush()?)?;
+        if self.batch.rows() > 0 {
+            on_batch(self.batch.finish()?)?;
         }
         Ok(self.rows)
     }
