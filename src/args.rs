@@ -188,8 +188,9 @@ pub struct ImportArgs {
     #[arg(long, default_value_t = DEFAULT_CHUNK_ROWS)]
     pub chunk_rows: usize,
     /// How the check learns the keys already in the table: auto (from the
-    /// sizes and indexes), preload (read them) or probe (stage the import's
-    /// keys and let the database match them).
+    /// sizes and indexes), preload (read them), probe (let the database find
+    /// the rows sharing a key column's value with the import) or narrow
+    /// (read that column first, then probe only the values it shares).
     #[arg(long, default_value = "auto")]
     pub strategy: String,
     /// Import even if this file was already imported into the table.

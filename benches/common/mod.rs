@@ -151,7 +151,8 @@ pub fn atlas(args: &[&str]) -> (Run, serde_json::Value) {
 }
 
 /// `atlas-import import FILE --table TABLE --db URL --force EXTRA...` (the
-/// same file goes into the same table name on every run, hence `--force`).
+/// same file goes into the same table name on every run, hence `--force`),
+/// then the options in `ATLAS_BENCH_ARGS`.
 pub fn import_file(
     file: &Path,
     table: &str,
@@ -168,6 +169,9 @@ pub fn import_file(
         "--force",
     ];
     args.extend_from_slice(extra);
+    // Options to time against the defaults, e.g. `--strategy preload`.
+    let options = std::env::var("ATLAS_BENCH_ARGS").unwrap_or_default();
+    args.extend(options.split_whitespace());
     atlas(&args)
 }
 

@@ -398,8 +398,9 @@ impl TestDb {
 
 /// Declares the tests of a semantic promise under each key strategy on each
 /// database: `name::sqlite`, `name::postgres`, `name::mysql` (MariaDB) with
-/// the existing keys preloaded, and `name::sqlite_probe`, ... with them
-/// probed in the database.
+/// the existing keys preloaded, `name::sqlite_probe`, ... with them probed
+/// in the database, and `name::sqlite_narrow`, ... with one key column read
+/// first and the keys of the rows sharing its values probed.
 #[macro_export]
 macro_rules! on_every_database_and_strategy {
     ($($name:ident),* $(,)?) => {
@@ -442,6 +443,21 @@ macro_rules! on_every_database_and_strategy {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn mysql_probe() {
                     run(Kind::MySql, KeyStrategy::Probe).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite_narrow() {
+                    run(Kind::Sqlite, KeyStrategy::Narrow).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres_narrow() {
+                    run(Kind::Postgres, KeyStrategy::Narrow).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn mysql_narrow() {
+                    run(Kind::MySql, KeyStrategy::Narrow).await;
                 }
 
                 async fn on_cluster(kind: Kind) {

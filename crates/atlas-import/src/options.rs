@@ -198,6 +198,11 @@ pub enum KeyStrategy {
     /// them, by the key's index where there is one (a small import into a
     /// large table).
     Probe,
+    /// Read one key column of the table first (a narrow scan), then the
+    /// whole keys only of the rows that share a value of it with the import,
+    /// as the probe does (an import whose rows are mostly new, into a table
+    /// whose whole keys cost more to read than one column).
+    Narrow,
 }
 
 impl fmt::Display for KeyStrategy {
@@ -206,6 +211,7 @@ impl fmt::Display for KeyStrategy {
             KeyStrategy::Auto => "auto",
             KeyStrategy::Preload => "preload",
             KeyStrategy::Probe => "probe",
+            KeyStrategy::Narrow => "narrow",
         })
     }
 }
@@ -218,8 +224,9 @@ impl FromStr for KeyStrategy {
             "auto" => Ok(KeyStrategy::Auto),
             "preload" => Ok(KeyStrategy::Preload),
             "probe" => Ok(KeyStrategy::Probe),
+            "narrow" => Ok(KeyStrategy::Narrow),
             other => Err(AtlasError::Usage(format!(
-                "unknown key strategy '{other}': expected auto, preload or probe"
+                "unknown key strategy '{other}': expected auto, preload, probe or narrow"
             ))),
         }
     }

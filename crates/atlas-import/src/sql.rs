@@ -14,7 +14,7 @@
 //!   [ ON DUPLICATE FILE ERROR | SKIP | ALLOW ]
 //!   [ ON BAD VALUE ERROR | NULL | REJECT TO '<file>' ]
 //!   [ CREATE TABLE IF NOT EXISTS | NEVER ]
-//!   [ WITH ( partitions 4, chunk_rows 10000, strategy 'auto' | 'preload' | 'probe' ) ];
+//!   [ WITH ( partitions 4, chunk_rows 10000, strategy 'auto' | 'preload' | 'probe' | 'narrow' ) ];
 //! ```
 //!
 //! `CHECK IMPORT ...` is the dry run; `EXPLAIN [ANALYZE] IMPORT ...` prints the

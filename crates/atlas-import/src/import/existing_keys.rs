@@ -165,7 +165,14 @@ impl TableKeyLoader {
             "Key check {}: read {rows} existing rows{}{} ({} distinct keys, {} MB, {} ms)",
             match &filter {
                 Some(f) => format!("by probe on '{}'", f.column),
-                None => "by preload".to_string(),
+                None => format!(
+                    "by a scan of ({})",
+                    self.key_columns
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             },
             if filter.is_some() {
                 " sharing a key value with the import"

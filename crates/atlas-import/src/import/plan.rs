@@ -97,7 +97,7 @@ impl ImportBuilder {
         };
         let Some(column) = probe_column else {
             return Ok(match self.options.strategy {
-                KeyStrategy::Probe => (
+                KeyStrategy::Probe | KeyStrategy::Narrow => (
                     KeyLookup::Preload,
                     format!("no key column can be probed (numbers with fractions only); {sizes}"),
                 ),
@@ -117,12 +117,26 @@ impl ImportBuilder {
                 self.options.on_duplicate,
                 OnDuplicate::Skip | OnDuplicate::Update
             );
+        let narrow = || {
+            (
+                KeyLookup::Narrow { column },
+                format!(
+                    "the table's values of {} read first, then the keys of the rows that share \
+                     one with the import, {how}; {sizes}",
+                    key[column].name
+                ),
+            )
+        };
         Ok(match self.options.strategy {
             KeyStrategy::Preload => (KeyLookup::Preload, format!("as asked; {sizes}")),
             KeyStrategy::Probe => (
                 KeyLookup::Probe { column },
                 format!("as asked, {how}; {sizes}"),
             ),
+            KeyStrategy::Narrow => {
+                let (lookup, why) = narrow();
+                (lookup, format!("as asked: {why}"))
+            }
             KeyStrategy::Auto => match import_rows {
                 Some(rows)
                     if stats.rows >= PROBE_TABLE_RATIO * rows.max(1)
@@ -135,6 +149,13 @@ impl ImportBuilder {
                         ),
                     )
                 }
+                // Rows go on without waiting for their verdicts: reading one
+                // column costs a fraction of the whole keys, and the keys of
+                // rows the import shares a value with are then few where the
+                // import is mostly new (as an import that fails on a duplicate
+                // is). A cluster's tasks would each read the column: they
+                // take the table's keys, shuffled.
+                _ if !holds_rows && key.len() > 1 && self.cluster.is_none() => narrow(),
                 _ => preload(),
             },
         })
@@ -318,6 +339,23 @@ pub(crate) fn existing_keys(
         KeyLookup::Probe { column } => {
             let column_name = loader.key_columns[column].name.clone();
             ExistingKeys::probe(reason, Arc::new(loader), column_name, hasher)
+        }
+        KeyLookup::Narrow { column } => {
+            let narrowing = loader.key_columns[column].clone();
+            let values = TableKeyLoader {
+                db: Arc::clone(&loader.db),
+                transaction: loader.transaction.clone(),
+                table: loader.table.clone(),
+                key_columns: vec![narrowing.clone()],
+                metrics: Arc::clone(&loader.metrics),
+            };
+            ExistingKeys::narrow(
+                reason,
+                Arc::new(loader),
+                Arc::new(values),
+                narrowing,
+                hasher,
+            )
         }
     }
 }

@@ -1,7 +1,17 @@
 //! The keys already in the target, as the check learns them, as
 //! fingerprints: every key of the table (the preload strategy), or the keys
 //! of the rows that share a value of one key column with the import (the
-//! probe strategy: the database finds those by an index or one pass).
+//! probe strategy: the database finds those by an index or one pass), or
+//! those of the rows that share a value of one key column with the import
+//! as a first read of that column alone found them (the narrow strategy:
+//! whole keys are read only where they could match).
+//!
+//! ```text
+//!  preload: table ──all keys──────────────────────────────▶ fingerprints
+//!  probe:   import's values of column c ──▶ WHERE c IN (..) ──▶ fingerprints
+//!  narrow:  table ──column c──▶ values ─┐
+//!           import's values of c ───────┴─ shared ones ──▶ WHERE c IN (..) ──▶ fingerprints
+//! ```
 //!
 //! Either way the work starts once per import, on a task of its own, when the
 //! first partition runs, and every partition shares its result.
@@ -10,7 +20,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::filter as filter_array;
+use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::error::DataFusionError;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use futures::FutureExt;
@@ -20,7 +32,9 @@ use tokio::sync::mpsc;
 use super::share::KeyShare;
 use crate::db::KeyFilter;
 use crate::error::AtlasError;
-use crate::key::{Fingerprints, KeyFingerprints, KeyHasher};
+use crate::key::{EncodedKeys, Fingerprints, KeyEncoder, KeyFingerprints, KeyHasher};
+use crate::key_form::KeyForm;
+use crate::schema::TargetColumn;
 
 /// Reads the keys already in the target (all of them, or those of the rows
 /// `filter` lets through) and fingerprints them with the import's
@@ -70,6 +84,13 @@ pub enum KeyLookup {
         /// The probed key column, by its index among the key columns.
         column: usize,
     },
+    /// The table's values of key column `column` read first (that column
+    /// alone); then, as the probe, the keys of the rows that share one of
+    /// them with the import.
+    Narrow {
+        /// The narrowing key column, by its index among the key columns.
+        column: usize,
+    },
 }
 
 impl KeyLookup {
@@ -77,7 +98,7 @@ impl KeyLookup {
     /// probe collects, if this is the probe.
     pub fn probed_column(self) -> Option<usize> {
         match self {
-            KeyLookup::Probe { column } => Some(column),
+            KeyLookup::Probe { column } | KeyLookup::Narrow { column } => Some(column),
             _ => None,
         }
     }
@@ -89,6 +110,7 @@ impl fmt::Display for KeyLookup {
             KeyLookup::Nothing => "none",
             KeyLookup::Preload => "preload",
             KeyLookup::Probe { .. } => "probe",
+            KeyLookup::Narrow { .. } => "narrow",
         })
     }
 }
@@ -116,8 +138,15 @@ pub(super) enum KeyFeed {
     Probe {
         stage: mpsc::Sender<Staged>,
         matched: Pending<LoadedKeys>,
+        /// Where a partition that decides nothing before its rows go on
+        /// leaves its resolution (see [`ExistingKeys::settle`]).
+        deferred: Deferred,
     },
 }
+
+/// The resolutions partitions left to run on their own.
+pub(super) type Deferred =
+    Arc<Mutex<Vec<tokio::task::JoinHandle<std::result::Result<(), DataFusionError>>>>>;
 
 enum Source {
     /// No keys to read (a new table, or no row-level check).
@@ -129,6 +158,24 @@ enum Source {
         loader: Arc<dyn ExistingKeyLoader>,
         name: String,
     },
+    /// As the probe, with the import's values of the probed column narrowed
+    /// first to those `values` (a loader of that column alone) finds in
+    /// the table.
+    Narrow {
+        loader: Arc<dyn ExistingKeyLoader>,
+        values: Arc<dyn ExistingKeyLoader>,
+        column: TargetColumn,
+    },
+}
+
+/// What the probe reads once the import's values of its column are known.
+enum ProbeQuery {
+    /// Nothing: no row of the table can share a key with the import.
+    Nothing,
+    /// The rows that hold one of the filter's values.
+    Rows(KeyFilter),
+    /// Every key: the shared values are too many to list.
+    Everything,
 }
 
 /// The keys already in the target, shared by all partitions of the check.
@@ -141,6 +188,9 @@ pub struct ExistingKeys {
     feed: OnceLock<KeyFeed>,
     /// The loaded fingerprints' memory, held while the plan lives.
     reservations: Arc<Mutex<Vec<MemoryReservation>>>,
+    /// The probe's resolutions that partitions left to run after their
+    /// streams ended.
+    deferred: Deferred,
 }
 
 impl fmt::Debug for ExistingKeys {
@@ -162,6 +212,7 @@ impl ExistingKeys {
             hasher,
             feed: OnceLock::new(),
             reservations: Default::default(),
+            deferred: Default::default(),
         }
     }
 
@@ -193,9 +244,55 @@ impl ExistingKeys {
         )
     }
 
+    /// The narrow strategy: the table's values of the probed key column
+    /// (`column`; `values` reads that column alone, with its fingerprints as
+    /// a one-column key) read while the import runs; then the keys of the
+    /// rows holding one of those the import holds too, read by `loader`.
+    pub fn narrow(
+        description: impl Into<String>,
+        loader: Arc<dyn ExistingKeyLoader>,
+        values: Arc<dyn ExistingKeyLoader>,
+        column: TargetColumn,
+        hasher: KeyHasher,
+    ) -> Self {
+        Self::with_source(
+            description.into(),
+            Source::Narrow {
+                loader,
+                values,
+                column,
+            },
+            hasher,
+        )
+    }
+
     /// No existing keys (no row-level check).
     pub fn none(description: impl Into<String>, hasher: KeyHasher) -> Self {
         Self::with_source(description.into(), Source::Nothing, hasher)
+    }
+
+    /// Waits for the resolutions the check's partitions left to run after
+    /// their streams ended (the probe under `ON DUPLICATE ERROR`, whose
+    /// verdict needs every partition's values: a partition that waited for
+    /// it with its stream open would keep an order-preserving merge above
+    /// the check from reading the others), and fails with the first failure.
+    /// The write calls it once its input ended, before it decides.
+    pub async fn settle(&self) -> crate::error::Result<()> {
+        loop {
+            let pending = std::mem::take(&mut *self.deferred.lock().expect("deferred lock"));
+            if pending.is_empty() {
+                return Ok(());
+            }
+            for task in pending {
+                task.await
+                    .map_err(|e| {
+                        AtlasError::DataFusion(Arc::new(DataFusionError::Internal(format!(
+                            "a check partition's resolution stopped: {e}"
+                        ))))
+                    })?
+                    .map_err(AtlasError::from_datafusion)?;
+            }
+        }
     }
 
     /// The hasher every key of this import is fingerprinted with.
@@ -207,7 +304,9 @@ impl ExistingKeys {
     pub fn loader(&self) -> Option<&Arc<dyn ExistingKeyLoader>> {
         match &self.source {
             Source::Nothing => None,
-            Source::Preload(loader) | Source::Probe { loader, .. } => Some(loader),
+            Source::Preload(loader)
+            | Source::Probe { loader, .. }
+            | Source::Narrow { loader, .. } => Some(loader),
         }
     }
 
@@ -226,7 +325,22 @@ impl ExistingKeys {
                     KeyFeed::Preload(self.start_load(loader, None, pool, share))
                 }
                 Source::Probe { loader, name, .. } => {
-                    self.start_probe(loader, name, pool, partitions, share)
+                    self.start_probe(loader, name, None, pool, partitions, share)
+                }
+                Source::Narrow {
+                    loader,
+                    values,
+                    column,
+                } => {
+                    let narrowing = self.start_narrowing(values, column, pool);
+                    self.start_probe(
+                        loader,
+                        &column.name,
+                        Some(narrowing),
+                        pool,
+                        partitions,
+                        share,
+                    )
                 }
             })
             .clone()
@@ -235,7 +349,7 @@ impl ExistingKeys {
     fn start_load(
         &self,
         loader: &Arc<dyn ExistingKeyLoader>,
-        filter: Option<Pending<Option<KeyFilter>>>,
+        query: Option<Pending<Arc<ProbeQuery>>>,
         pool: &Arc<dyn MemoryPool>,
         share: Option<Arc<KeyShare>>,
     ) -> Pending<LoadedKeys> {
@@ -245,11 +359,12 @@ impl ExistingKeys {
         let pool = Arc::clone(pool);
         let reservations = Arc::clone(&self.reservations);
         spawn_shared(async move {
-            let filter = match filter {
-                Some(filter) => match filter.await? {
-                    Some(filter) => Some(filter),
-                    // The import has no keys: nothing to read.
-                    None => return Ok(Arc::new(Fingerprints::new())),
+            let filter = match query {
+                Some(query) => match &*query.await? {
+                    ProbeQuery::Rows(filter) => Some(filter.clone()),
+                    ProbeQuery::Everything => None,
+                    // No key of the import can be in the table.
+                    ProbeQuery::Nothing => return Ok(Arc::new(Fingerprints::new())),
                 },
                 None => None,
             };
@@ -267,43 +382,236 @@ impl ExistingKeys {
         })
     }
 
+    /// Reads the table's values of the narrowing column on a task of its
+    /// own, fingerprinted as a one-column key.
+    fn start_narrowing(
+        &self,
+        values: &Arc<dyn ExistingKeyLoader>,
+        column: &TargetColumn,
+        pool: &Arc<dyn MemoryPool>,
+    ) -> Narrowing {
+        let values = Arc::clone(values);
+        let hasher = self.hasher.clone();
+        let loading = tokio::spawn(async move { values.load(&hasher, None, None).await });
+        Narrowing {
+            loading: Some(loading),
+            table: None,
+            encoder: KeyEncoder::new(vec![0])
+                .with_forms(KeyForm::of_columns(std::slice::from_ref(column))),
+            hasher: self.hasher.clone(),
+            pool: Arc::clone(pool),
+        }
+    }
+
     fn start_probe(
         &self,
         loader: &Arc<dyn ExistingKeyLoader>,
         column: &str,
+        narrowing: Option<Narrowing>,
         pool: &Arc<dyn MemoryPool>,
         partitions: usize,
         share: Option<Arc<KeyShare>>,
     ) -> KeyFeed {
         let (stage, mut staged) = mpsc::channel::<Staged>(STAGE_QUEUE);
-        let column = column.to_string();
+        let mut values = ProbeValues::new(column, narrowing);
         // The values, collected until every partition said it is done (or
-        // all are gone).
+        // all are gone); narrowed as they come once the table's are in.
         let filter = spawn_shared(async move {
-            let mut values: Vec<ArrayRef> = Vec::new();
-            let mut nulls = false;
             let mut done = 0;
             while done < partitions {
-                match staged.recv().await {
-                    Some(Staged::Values(array)) => {
-                        nulls |= array.null_count() > 0;
-                        values.push(array);
-                    }
+                let message = match values.narrowing.as_mut().filter(|n| !n.is_loaded()) {
+                    Some(narrowing) => tokio::select! {
+                        message = staged.recv() => message,
+                        loaded = narrowing.load() => {
+                            loaded?;
+                            values.narrow_held()?;
+                            continue;
+                        }
+                    },
+                    None => staged.recv().await,
+                };
+                match message {
+                    Some(Staged::Values(array)) => values.add(array)?,
                     Some(Staged::Done) => done += 1,
                     None => break,
                 }
             }
-            let any = nulls || values.iter().any(|a| !a.is_empty());
-            Ok(any.then_some(KeyFilter {
-                column,
-                values,
-                nulls,
-            }))
+            Ok(Arc::new(values.finish().await?))
         });
         KeyFeed::Probe {
             stage,
             matched: self.start_load(loader, Some(filter), pool, share),
+            deferred: Arc::clone(&self.deferred),
         }
+    }
+}
+
+/// Shared values of the narrowing column the probe lists at most; with more,
+/// it reads every key instead (a statement of that many literals costs more
+/// than the scan it saves, and must fit the server's packet limit).
+const NARROW_MAX_VALUES: usize = 100_000;
+
+/// The import's values of the probed column, as the partitions send them:
+/// with the narrow strategy only those the table holds too, once its values
+/// are in (the others until then).
+struct ProbeValues {
+    column: String,
+    values: Vec<ArrayRef>,
+    /// Values held (with the narrowing loaded: values the table holds too).
+    count: usize,
+    /// More shared values than the probe lists: every key is read.
+    everything: bool,
+    narrowing: Option<Narrowing>,
+}
+
+impl ProbeValues {
+    fn new(column: &str, narrowing: Option<Narrowing>) -> Self {
+        Self {
+            column: column.to_string(),
+            values: Vec::new(),
+            count: 0,
+            everything: false,
+            narrowing,
+        }
+    }
+
+    /// Takes a partition's values.
+    fn add(&mut self, array: ArrayRef) -> std::result::Result<(), AtlasError> {
+        let array = match &self.narrowing {
+            Some(narrowing) if narrowing.is_loaded() => narrowing.shared(&array)?,
+            _ => array,
+        };
+        self.hold(array);
+        Ok(())
+    }
+
+    fn hold(&mut self, array: ArrayRef) {
+        if array.is_empty() || self.everything {
+            return;
+        }
+        self.count += array.len();
+        self.values.push(array);
+        if self.narrowing.is_some() && self.count > NARROW_MAX_VALUES {
+            // Nothing more to list.
+            self.everything = true;
+            self.values = Vec::new();
+        }
+    }
+
+    /// Narrows the values held while the table's were being read.
+    fn narrow_held(&mut self) -> std::result::Result<(), AtlasError> {
+        let held = std::mem::take(&mut self.values);
+        self.count = 0;
+        for array in held {
+            self.add(array)?;
+        }
+        Ok(())
+    }
+
+    /// What the probe reads.
+    async fn finish(mut self) -> std::result::Result<ProbeQuery, AtlasError> {
+        if let Some(narrowing) = self.narrowing.as_mut().filter(|n| !n.is_loaded()) {
+            narrowing.load().await?;
+            self.narrow_held()?;
+        }
+        let query = if self.everything {
+            ProbeQuery::Everything
+        } else if self.values.is_empty() {
+            // No key of the import can be in the table (or it has none).
+            ProbeQuery::Nothing
+        } else {
+            let nulls = self.values.iter().any(|a| a.null_count() > 0);
+            ProbeQuery::Rows(KeyFilter {
+                column: self.column.clone(),
+                values: self.values,
+                nulls,
+            })
+        };
+        if let Some(narrowing) = &self.narrowing {
+            tracing::info!(
+                "Key check narrowed by the table's {} distinct values of '{}': {}",
+                narrowing.table_values(),
+                self.column,
+                match &query {
+                    ProbeQuery::Nothing => "the import shares none, no key read".to_string(),
+                    ProbeQuery::Rows(_) => format!(
+                        "the import shares {} of them, the keys of their rows read",
+                        self.count
+                    ),
+                    ProbeQuery::Everything =>
+                        format!("the import shares more than {NARROW_MAX_VALUES}, every key read"),
+                }
+            );
+        }
+        Ok(query)
+    }
+}
+
+/// The read of the table's values of the narrowing column, and how the
+/// import's values are fingerprinted to meet them.
+struct Narrowing {
+    loading: Option<tokio::task::JoinHandle<crate::error::Result<Fingerprints<()>>>>,
+    /// The table's values as a one-column key, once read, and their memory.
+    table: Option<(Fingerprints<()>, MemoryReservation)>,
+    encoder: KeyEncoder,
+    hasher: KeyHasher,
+    pool: Arc<dyn MemoryPool>,
+}
+
+impl Narrowing {
+    fn is_loaded(&self) -> bool {
+        self.table.is_some()
+    }
+
+    fn table_values(&self) -> usize {
+        self.table.as_ref().map_or(0, |(table, _)| table.len())
+    }
+
+    /// Waits for the table's values (cancel-safe: a `select!` may drop it).
+    async fn load(&mut self) -> std::result::Result<(), AtlasError> {
+        let Some(loading) = self.loading.as_mut() else {
+            return Ok(());
+        };
+        let table = loading.await.map_err(|e| {
+            AtlasError::DataFusion(Arc::new(DataFusionError::Internal(format!(
+                "reading the narrowing column stopped: {e}"
+            ))))
+        })??;
+        self.loading = None;
+        let held = MemoryConsumer::new("DuplicateCheckExec[narrowing values]").register(&self.pool);
+        held.try_grow(table.memory_size()).map_err(|e| {
+            AtlasError::ResourcesExhausted(format!(
+                "the {} values of a key column in the table need {} MB, more than the memory \
+                 limit allows ({e})",
+                table.len(),
+                table.memory_size() >> 20
+            ))
+        })?;
+        self.table = Some((table, held));
+        Ok(())
+    }
+
+    /// The values of `values` the table holds too (all of them before the
+    /// table's are in).
+    fn shared(&self, values: &ArrayRef) -> std::result::Result<ArrayRef, AtlasError> {
+        let Some((table, _)) = &self.table else {
+            return Ok(Arc::clone(values));
+        };
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "value",
+            values.data_type().clone(),
+            true,
+        )]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::clone(values)])?;
+        let mut encoded = EncodedKeys::default();
+        self.encoder.encode(&batch, &mut encoded)?;
+        let mut fingerprints = Vec::new();
+        self.hasher.fingerprints(&encoded, &mut fingerprints);
+        let keep: BooleanArray = fingerprints
+            .iter()
+            .map(|f| Some(table.contains(*f)))
+            .collect();
+        Ok(filter_array(values, &keep)?)
     }
 }
 
@@ -377,5 +685,122 @@ impl ExistingKeys {
             reservations.lock().expect("reservation lock").push(held);
             Ok(Arc::new(set))
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::DataType;
+
+    fn column() -> TargetColumn {
+        TargetColumn {
+            name: "id".into(),
+            sql_type: "bigint".into(),
+            data_type: DataType::Int64,
+            nullable: true,
+            has_default: false,
+            max_chars: None,
+            text_form: None,
+            key_form: None,
+        }
+    }
+
+    /// The table's values of the column, fingerprinted as the narrow scan
+    /// does (a one-column key).
+    fn table_values(values: Vec<Option<i64>>, hasher: &KeyHasher) -> Fingerprints<()> {
+        let encoder = KeyEncoder::new(vec![0]).with_forms(KeyForm::of_columns(&[column()]));
+        let mut keys = KeyFingerprints::new(encoder, hasher.clone());
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)])),
+            vec![Arc::new(Int64Array::from(values))],
+        )
+        .unwrap();
+        keys.add(&batch).unwrap();
+        keys.finish()
+    }
+
+    /// What the probe reads after the import's partitions sent `import`,
+    /// with the table's values of the column read before (`early`) or after
+    /// the import's values came.
+    fn narrowed(import: Vec<Vec<Option<i64>>>, table: Vec<Option<i64>>, early: bool) -> ProbeQuery {
+        let hasher = KeyHasher::with_seed(7);
+        let loaded = table_values(table, &hasher);
+        let narrowing = Narrowing {
+            loading: None,
+            table: None,
+            encoder: KeyEncoder::new(vec![0]).with_forms(KeyForm::of_columns(&[column()])),
+            hasher,
+            pool: Arc::new(datafusion::execution::memory_pool::UnboundedMemoryPool::default()),
+        };
+        let load = |values: &mut ProbeValues, loaded| {
+            let narrowing = values.narrowing.as_mut().unwrap();
+            let held = MemoryConsumer::new("test").register(&narrowing.pool);
+            narrowing.table = Some((loaded, held));
+            values.narrow_held().unwrap();
+        };
+        let mut values = ProbeValues::new("id", Some(narrowing));
+        let mut loaded = Some(loaded);
+        if early {
+            load(&mut values, loaded.take().unwrap());
+        }
+        for (i, part) in import.into_iter().enumerate() {
+            values.add(Arc::new(Int64Array::from(part))).unwrap();
+            if i == 0
+                && let Some(loaded) = loaded.take()
+            {
+                // The table's values arrive between two of the import's.
+                load(&mut values, loaded);
+            }
+        }
+        futures::executor::block_on(values.finish()).unwrap()
+    }
+
+    fn listed(query: &ProbeQuery) -> (Vec<Option<i64>>, bool) {
+        match query {
+            ProbeQuery::Rows(filter) => (
+                filter
+                    .values
+                    .iter()
+                    .flat_map(|a| {
+                        a.as_any()
+                            .downcast_ref::<Int64Array>()
+                            .unwrap()
+                            .iter()
+                            .collect::<Vec<_>>()
+                    })
+                    .collect(),
+                filter.nulls,
+            ),
+            _ => panic!("expected the rows of some values"),
+        }
+    }
+
+    #[test]
+    fn only_the_values_the_table_holds_are_probed() {
+        for early in [true, false] {
+            let query = narrowed(
+                vec![vec![Some(1), Some(2), None], vec![Some(3), Some(9)]],
+                vec![Some(2), Some(9), Some(10)],
+                early,
+            );
+            assert_eq!(listed(&query), (vec![Some(2), Some(9)], false), "{early}");
+        }
+    }
+
+    #[test]
+    fn a_null_is_probed_only_where_the_table_holds_one() {
+        let query = narrowed(vec![vec![None, Some(4)]], vec![None, Some(5)], false);
+        assert_eq!(listed(&query), (vec![None], true));
+        let query = narrowed(vec![vec![None, Some(4)]], vec![Some(5)], true);
+        assert!(matches!(query, ProbeQuery::Nothing));
+    }
+
+    #[test]
+    fn too_many_shared_values_read_every_key() {
+        let values: Vec<Option<i64>> = (0..=NARROW_MAX_VALUES as i64).map(Some).collect();
+        let query = narrowed(vec![values.clone()], values, true);
+        assert!(matches!(query, ProbeQuery::Everything));
     }
 }

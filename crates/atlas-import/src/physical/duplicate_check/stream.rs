@@ -96,7 +96,7 @@ impl CheckStream {
                             Ok(checked) => checked,
                             Err(e) => return self.fail(e),
                         };
-                        if let (Some(values), KeyFeed::Probe { stage, matched }) =
+                        if let (Some(values), KeyFeed::Probe { stage, matched, .. }) =
                             (staged, &self.feed)
                             && stage.send(Staged::Values(values)).await.is_err()
                         {
@@ -115,25 +115,32 @@ impl CheckStream {
                     None => self.phase = Phase::Resolving,
                 },
                 Phase::Resolving => {
-                    // Always awaited: a failed load fails the import even when
-                    // every row was decided before it failed.
-                    let known = match &self.feed {
-                        KeyFeed::Preload(loading) => loading.clone().await,
-                        KeyFeed::Probe { stage, matched } => {
-                            let _ = stage.send(Staged::Done).await;
-                            matched.clone().await
-                        }
-                    };
-                    match known {
-                        Ok(known) => {
-                            let held = self.check.resolve(&known);
-                            self.check.known = Some(known);
-                            match held {
-                                Ok(batches) => self.phase = Phase::Replaying(batches.into()),
-                                Err(e) => return self.fail(e),
+                    if let KeyFeed::Probe { deferred, .. } = &self.feed
+                        && !self.check.needs_verdicts()
+                        && self.refusals.is_none()
+                    {
+                        // No row waits for this verdict, and it waits for
+                        // every partition's values: ending the stream now lets
+                        // a merge above read the others; the write awaits the
+                        // resolution before it decides (`ExistingKeys::settle`).
+                        let deferred = Arc::clone(deferred);
+                        let mut rest = self;
+                        let task = tokio::spawn(async move {
+                            let held = rest.resolve().await?;
+                            if held.is_empty() {
+                                Ok(())
+                            } else {
+                                Err(DataFusionError::Internal(
+                                    "a check partition held rows it deferred".into(),
+                                ))
                             }
-                        }
-                        Err(e) => return self.fail(e.into()),
+                        });
+                        deferred.lock().expect("deferred lock").push(task);
+                        return None;
+                    }
+                    match self.resolve().await {
+                        Ok(held) => self.phase = Phase::Replaying(held),
+                        Err(e) => return self.fail(e),
                     }
                 }
                 Phase::Replaying(batches) => match batches.pop_front() {
@@ -150,6 +157,25 @@ impl CheckStream {
                 Phase::Done => return None,
             }
         }
+    }
+
+    /// Awaits the existing keys (the probe: once this partition said it is
+    /// done) and decides what the partition held or remembers: the batches
+    /// that go on now.
+    async fn resolve(&mut self) -> Result<VecDeque<RecordBatch>> {
+        // Always awaited: a failed load fails the import even when every row
+        // was decided before it failed.
+        let known = match &self.feed {
+            KeyFeed::Preload(loading) => loading.clone().await,
+            KeyFeed::Probe { stage, matched, .. } => {
+                let _ = stage.send(Staged::Done).await;
+                matched.clone().await
+            }
+        }
+        .map_err(DataFusionError::from)?;
+        let held = self.check.resolve(&known)?;
+        self.check.known = Some(known);
+        Ok(held.into())
     }
 
     /// The next input batch (the one read ahead first); tells the key share

@@ -42,6 +42,7 @@ pub(super) struct SinkWrite<'a> {
     sink: &'a ImportSink,
     metrics: &'a ImportMetrics,
     transaction: &'a TableTransaction,
+    existing: &'a crate::physical::ExistingKeys,
     /// Rows written per source file (for `file_imports.record_count`).
     written_per_file: std::sync::Mutex<Vec<u64>>,
     /// Rows handed to the write so far (inserted, or staged by an upsert).
@@ -92,6 +93,7 @@ impl<'a> SinkWrite<'a> {
             sink,
             metrics: run.metrics(),
             transaction: run.transaction()?,
+            existing: run.existing(),
             written_per_file: Default::default(),
             sent_rows: AtomicU64::new(0),
             stage_local: run.is_stage_local(),
@@ -426,6 +428,8 @@ impl<'a> SinkWrite<'a> {
         }
         chunks.add(chunk_number as usize);
 
+        // The check's verdicts that were still coming when its rows ended.
+        self.existing.settle().await?;
         let metrics = &self.metrics;
         for (shown, (chunk, count)) in metrics.duplicates_per_chunk().into_iter().enumerate() {
             if shown == MAX_CHUNK_LOG_LINES {
