@@ -669,3 +669,42 @@ async fn probe_by_an_index_keeps_null_semantics(db: &TestDb) {
 }
 
 crate::on_every_database!(probe_by_an_index_keeps_null_semantics);
+
+/// Under `ON DUPLICATE ERROR` the probe's verdict waits for every
+/// partition's values, while the merge above the check waits for each
+/// partition's next batch: a partition that ends first must not keep its
+/// stream open for the verdict. On a current-thread runtime (nothing runs
+/// ahead in tasks of its own) that was a hang; the verdict still refuses.
+#[tokio::test(flavor = "current_thread")]
+async fn probe_verdict_on_a_current_thread_runtime() {
+    let db = TestDb::new(Kind::Sqlite).await;
+    let dir = TempDir::new();
+    let table = db.table("probe_one_thread");
+    create(&db, &table, "a INTEGER, b TEXT").await;
+    db.exec(&format!("INSERT INTO \"{table}\" (a, b) VALUES (7, 'x')"))
+        .await;
+    for (strategy, fresh) in [
+        (atlas_import::KeyStrategy::Probe, "a,b\n1,p\n2,q\n"),
+        (atlas_import::KeyStrategy::Narrow, "a,b\n4,p\n5,q\n"),
+    ] {
+        let fresh = import(&db, &dir.file("fresh.csv", fresh), &table)
+            .with_strategy(strategy)
+            .with_force(true)
+            .execute()
+            .await
+            .unwrap();
+        assert_eq!(fresh.inserted, 2, "{strategy}");
+        let refused = import(&db, &dir.file("dup.csv", "a,b\n3,r\n7,x\n"), &table)
+            .with_strategy(strategy)
+            .with_force(true)
+            .execute()
+            .await;
+        assert!(
+            matches!(refused, Err(AtlasError::Duplicates(_))),
+            "{strategy}: {refused:?}"
+        );
+    }
+    // The two fresh imports, nothing of the refused ones.
+    assert_eq!(db.count(&table).await, 5);
+    db.cleanup().await;
+}
