@@ -491,7 +491,11 @@ impl ProbeValues {
         }
         self.count += array.len();
         self.values.push(array);
-        if self.narrowing.is_some() && self.count > NARROW_MAX_VALUES {
+        // (Before the table's values are in, every value is held: the
+        // shared ones are counted once they are.)
+        if self.narrowing.as_ref().is_some_and(Narrowing::is_loaded)
+            && self.count > NARROW_MAX_VALUES
+        {
             // Nothing more to list.
             self.everything = true;
             self.values = Vec::new();
@@ -795,6 +799,17 @@ mod tests {
         assert_eq!(listed(&query), (vec![None], true));
         let query = narrowed(vec![vec![None, Some(4)]], vec![Some(5)], true);
         assert!(matches!(query, ProbeQuery::Nothing));
+    }
+
+    #[test]
+    fn values_held_before_the_table_s_count_only_if_shared() {
+        let import: Vec<Option<i64>> = (0..=NARROW_MAX_VALUES as i64).map(Some).collect();
+        let query = narrowed(
+            vec![import, vec![Some(-1)]],
+            vec![Some(-1), Some(-2)],
+            false,
+        );
+        assert_eq!(listed(&query), (vec![Some(-1)], false));
     }
 
     #[test]
