@@ -31,10 +31,17 @@ impl TargetColumn {
     /// A nullable text column `name` of SQL type `sql_type`, no more (tests).
     #[cfg(test)]
     pub(crate) fn text(name: &str, sql_type: &str) -> Self {
+        Self::of_type(name, sql_type, DataType::Utf8)
+    }
+
+    /// A nullable column `name` of SQL type `sql_type` held as `data_type`,
+    /// no more (tests).
+    #[cfg(test)]
+    pub(crate) fn of_type(name: &str, sql_type: &str, data_type: DataType) -> Self {
         Self {
             name: name.into(),
             sql_type: sql_type.into(),
-            data_type: DataType::Utf8,
+            data_type,
             nullable: true,
             has_default: false,
             max_chars: None,

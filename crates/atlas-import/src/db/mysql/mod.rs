@@ -926,16 +926,7 @@ mod tests {
             prefix,
             auto_increment,
         };
-        let column = |name: &str| TargetColumn {
-            name: name.into(),
-            sql_type: "bigint".into(),
-            data_type: DataType::Int64,
-            nullable: true,
-            has_default: false,
-            max_chars: None,
-            text_form: None,
-            key_form: None,
-        };
+        let column = |name: &str| TargetColumn::of_type(name, "bigint", DataType::Int64);
         let key = [column("a"), column("b")];
         let written = [column("a"), column("b"), column("c")];
         let primary = part("PRIMARY", "id", false, true);

@@ -699,16 +699,7 @@ mod tests {
     use datafusion::arrow::datatypes::DataType;
 
     fn column() -> TargetColumn {
-        TargetColumn {
-            name: "id".into(),
-            sql_type: "bigint".into(),
-            data_type: DataType::Int64,
-            nullable: true,
-            has_default: false,
-            max_chars: None,
-            text_form: None,
-            key_form: None,
-        }
+        TargetColumn::of_type("id", "bigint", DataType::Int64)
     }
 
     /// The table's values of the column, fingerprinted as the narrow scan
