@@ -369,14 +369,12 @@ impl ExistingKeys {
                 None => None,
             };
             let set = loader.load(&hasher, filter, share.as_deref()).await?;
-            let held = MemoryConsumer::new("DuplicateCheckExec[existing keys]").register(&pool);
-            held.try_grow(set.memory_size()).map_err(|e| {
-                AtlasError::ResourcesExhausted(format!(
-                    "the {} existing keys of {description} need {} MB, more than the memory limit allows ({e})",
-                    set.len(),
-                    set.memory_size() >> 20
-                ))
-            })?;
+            let held = reserve(
+                &pool,
+                "DuplicateCheckExec[existing keys]",
+                &set,
+                &format!("existing keys of {description}"),
+            )?;
             reservations.lock().expect("reservation lock").push(held);
             Ok(Arc::new(set))
         })
@@ -582,15 +580,12 @@ impl Narrowing {
             ))))
         })??;
         self.loading = None;
-        let held = MemoryConsumer::new("DuplicateCheckExec[narrowing values]").register(&self.pool);
-        held.try_grow(table.memory_size()).map_err(|e| {
-            AtlasError::ResourcesExhausted(format!(
-                "the {} values of a key column in the table need {} MB, more than the memory \
-                 limit allows ({e})",
-                table.len(),
-                table.memory_size() >> 20
-            ))
-        })?;
+        let held = reserve(
+            &self.pool,
+            "DuplicateCheckExec[narrowing values]",
+            &table,
+            "values of a key column in the table",
+        )?;
         self.table = Some((table, held));
         Ok(())
     }
@@ -617,6 +612,25 @@ impl Narrowing {
             .collect();
         Ok(filter_array(values, &keep)?)
     }
+}
+
+/// Accounts `set` in `pool` as `consumer`; refuses, naming the set's `what`,
+/// where the memory limit does not allow it.
+fn reserve(
+    pool: &Arc<dyn MemoryPool>,
+    consumer: &str,
+    set: &Fingerprints<()>,
+    what: &str,
+) -> std::result::Result<MemoryReservation, AtlasError> {
+    let held = MemoryConsumer::new(consumer).register(pool);
+    held.try_grow(set.memory_size()).map_err(|e| {
+        AtlasError::ResourcesExhausted(format!(
+            "the {} {what} need {} MB, more than the memory limit allows ({e})",
+            set.len(),
+            set.memory_size() >> 20
+        ))
+    })?;
+    Ok(held)
 }
 
 /// A future already resolved, shared.
