@@ -63,6 +63,22 @@ impl KeyFilter {
     /// to `element_type[]` where the column's type is not text (uuid, jsonb,
     /// enums read their literals then).
     pub(crate) fn condition(&self, dialect: &dyn Dialect, element_type: Option<&str>) -> String {
+        self.conditions(dialect, element_type, usize::MAX)
+            .pop()
+            .unwrap_or_else(|| "FALSE".to_string())
+    }
+
+    /// The same filter as conditions of at most about `max_bytes` each
+    /// (a single literal longer than that stands alone), which together
+    /// match what [`Self::condition`] matches and each row once: a server
+    /// that caps a statement's size (MariaDB's `max_allowed_packet`) reads
+    /// the keys in as many statements.
+    pub(crate) fn conditions(
+        &self,
+        dialect: &dyn Dialect,
+        element_type: Option<&str>,
+        max_bytes: usize,
+    ) -> Vec<String> {
         let column = quote_ident(&self.column);
         let mut literals: Vec<String> = Vec::new();
         for array in &self.values {
@@ -74,18 +90,30 @@ impl KeyFilter {
         }
         literals.sort_unstable();
         literals.dedup();
-        let mut parts = Vec::new();
-        if !literals.is_empty() {
-            parts.push(dialect.any_of(&column, &literals, element_type));
+        let nulls = self.nulls.then(|| format!("{column} IS NULL"));
+        if literals.is_empty() {
+            return vec![nulls.unwrap_or_else(|| "FALSE".to_string())];
         }
-        if self.nulls {
-            parts.push(format!("{column} IS NULL"));
+        // What the list's syntax and the NULL part add to its literals.
+        let overhead = dialect.any_of(&column, &[], element_type).len()
+            + nulls.as_ref().map_or(0, |n| n.len() + " OR ".len());
+        let budget = max_bytes.saturating_sub(overhead);
+        let mut conditions = Vec::new();
+        let mut start = 0;
+        while start < literals.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < literals.len() && (end == start || bytes + literals[end].len() < budget) {
+                bytes += literals[end].len() + 1;
+                end += 1;
+            }
+            conditions.push(dialect.any_of(&column, &literals[start..end], element_type));
+            start = end;
         }
-        if parts.is_empty() {
-            "FALSE".to_string()
-        } else {
-            parts.join(" OR ")
+        if let Some(nulls) = nulls {
+            conditions[0] = format!("{} OR {nulls}", conditions[0]);
         }
+        conditions
     }
 }
 
@@ -200,5 +228,46 @@ mod tests {
             nulls: false,
         };
         assert_eq!(none.condition(DbKind::Sqlite.dialect(), None), "FALSE");
+    }
+
+    #[test]
+    fn conditions_split_by_size_match_each_value_once() {
+        let values: Vec<String> = (0..1000)
+            .map(|i| format!("someone{i}@example.com"))
+            .collect();
+        let filter = KeyFilter {
+            column: "email".into(),
+            values: vec![Arc::new(StringArray::from(values.clone()))],
+            nulls: true,
+        };
+        let dialect = DbKind::MySql.dialect();
+        assert_eq!(filter.conditions(dialect, None, usize::MAX).len(), 1);
+        let parts = filter.conditions(dialect, None, 4096);
+        assert!(parts.len() > 5, "{} parts", parts.len());
+        assert!(
+            parts.iter().all(|p| p.len() <= 4096),
+            "a part is over budget"
+        );
+        // Every value in exactly one part, NULL in the first only.
+        for value in &values {
+            let quoted = format!("'{value}'");
+            let holding = parts
+                .iter()
+                .filter(|p| p.split(['(', ',', ')']).any(|l| l == quoted))
+                .count();
+            assert_eq!(holding, 1, "{value}");
+        }
+        assert!(parts[0].ends_with("OR \"email\" IS NULL"));
+        assert!(parts[1..].iter().all(|p| !p.contains("IS NULL")));
+        // A literal longer than the budget stands alone.
+        let long = KeyFilter {
+            column: "t".into(),
+            values: vec![Arc::new(StringArray::from(vec![
+                "x".repeat(100),
+                "y".into(),
+            ]))],
+            nulls: false,
+        };
+        assert_eq!(long.conditions(dialect, None, 50).len(), 2);
     }
 }

@@ -371,32 +371,48 @@ async fn scan_keys(
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let sql = format!(
-        "SELECT {values} FROM {}{}",
-        table.sql(),
-        filter.map_or_else(String::new, |f| format!(
-            " WHERE {}",
-            f.condition(&MySqlDialect, None)
-        ))
-    );
+    let select = format!("SELECT {values} FROM {}", table.sql());
     let scan_error = |e| AtlasError::database(format!("reading the keys of '{table}'"), e);
+    // The server refuses a statement longer than its `max_allowed_packet`
+    // (16 MiB by default): a probe of many values reads in several.
+    let statements = match filter {
+        None => vec![select],
+        Some(filter) => {
+            let packet: Option<u64> = conn
+                .query_first("SELECT @@max_allowed_packet")
+                .await
+                .map_err(scan_error)?;
+            let room = usize::try_from(packet.unwrap_or(1 << 24))
+                .unwrap_or(usize::MAX)
+                .saturating_sub(select.len() + " WHERE ".len() + 1024);
+            filter
+                .conditions(&MySqlDialect, None, room)
+                .into_iter()
+                .map(|condition| format!("{select} WHERE {condition}"))
+                .collect()
+        }
+    };
     if columns.iter().all(binary_scannable) {
         // The binary protocol: numbers, dates and times arrive as the
         // server stores them, neither printed by the server nor parsed here.
         let mut batcher = binary_scan::ValueBatcher::new(table, columns, batch_rows);
-        let mut result = conn.exec_iter(sql, ()).await.map_err(scan_error)?;
-        while let Some(row) = result.next().await.map_err(scan_error)? {
-            batcher.push_row(&row, on_batch)?;
+        for sql in statements {
+            let mut result = conn.exec_iter(sql, ()).await.map_err(scan_error)?;
+            while let Some(row) = result.next().await.map_err(scan_error)? {
+                batcher.push_row(&row, on_batch)?;
+            }
+            result.drop_result().await.map_err(scan_error)?;
         }
-        result.drop_result().await.map_err(scan_error)?;
         return batcher.flush(on_batch);
     }
     let mut batcher = TextBatcher::new(columns, batch_rows);
-    let mut result = conn.query_iter(sql).await.map_err(scan_error)?;
-    while let Some(row) = result.next().await.map_err(scan_error)? {
-        batcher.push_row(row_texts(&row, columns.len()), on_batch)?;
+    for sql in statements {
+        let mut result = conn.query_iter(sql).await.map_err(scan_error)?;
+        while let Some(row) = result.next().await.map_err(scan_error)? {
+            batcher.push_row(row_texts(&row, columns.len()), on_batch)?;
+        }
+        result.drop_result().await.map_err(scan_error)?;
     }
-    result.drop_result().await.map_err(scan_error)?;
     batcher.flush(on_batch)
 }
 
