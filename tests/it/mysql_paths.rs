@@ -1,7 +1,8 @@
 //! MySQL/MariaDB write paths: `LOAD DATA LOCAL INFILE` fed from memory (the
 //! default) and multi-row INSERT (`local-infile=false`, or a server with
 //! `local_infile=0`) must store the same values, and a value the server
-//! would change under either path is refused with nothing written.
+//! would change under either path is refused with nothing written. The
+//! probe's reads stay within the server's `max_allowed_packet`.
 
 use std::sync::Arc;
 
@@ -123,4 +124,58 @@ async fn unknown_url_parameters_are_refused() {
     let err = err.to_string();
     assert!(err.contains("ssl_mode"), "{err}");
     assert!(!err.contains("s3cret"), "no password in errors: {err}");
+}
+
+/// A probe whose list of values is longer than the server's
+/// `max_allowed_packet` reads the table's keys in as many statements (one
+/// statement failed: "Packet is larger than max_allowed_packet"), and finds
+/// every existing key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_longer_than_the_packet_limit_reads_in_several_statements() {
+    let test = TestDb::new(Kind::MySql).await;
+    test.run(async {
+        let packet = test
+            .scalar("SELECT CAST(@@max_allowed_packet AS SIGNED)")
+            .await as usize;
+        assert!(
+            packet <= 64 << 20,
+            "this test sizes its values by max_allowed_packet ({packet}); at most 64 MiB keeps \
+             its file small"
+        );
+        // 60,000 distinct values of the file's key column, together half
+        // again as long as a packet.
+        let (existing, rows) = (30_000usize, 60_000usize);
+        let width = packet * 3 / 2 / rows + 1;
+        let value = |n: usize| format!("{n:0width$}");
+        let table = test.table("probe_packet");
+        create(&test, &table, "email TEXT, n INT").await;
+        // Rows 0..existing are in the table; the file holds existing/2..
+        // (half of them there already).
+        test.exec(&format!(
+            "INSERT INTO \"{table}\" (email, n) \
+             SELECT LPAD(seq, {width}, '0'), seq FROM seq_0_to_{}",
+            existing - 1
+        ))
+        .await;
+        let csv: String = std::iter::once("email,n\n".to_string())
+            .chain((existing / 2..existing / 2 + rows).map(|n| format!("{},{n}\n", value(n))))
+            .collect();
+        let dir = TempDir::new();
+        let path = dir.file("probe_packet.csv", &csv);
+        let report = atlas_import::ImportBuilder::new(Arc::clone(&test.db), &path, &table)
+            .with_strategy(atlas_import::KeyStrategy::Probe)
+            .with_key(["email"])
+            .with_on_duplicate(atlas_import::OnDuplicate::Skip)
+            .execute()
+            .await
+            .expect("the probe reads in statements that fit the packet limit");
+        assert_eq!(report.skipped, (existing / 2) as u64);
+        assert_eq!(report.inserted, (rows - existing / 2) as u64);
+        assert_eq!(
+            test.count(&table).await,
+            (existing / 2 + rows) as i64,
+            "every value once"
+        );
+    })
+    .await;
 }
