@@ -385,8 +385,18 @@ async fn scan_keys(
             let room = usize::try_from(packet.unwrap_or(1 << 24))
                 .unwrap_or(usize::MAX)
                 .saturating_sub(select.len() + " WHERE ".len() + 1024);
-            filter
-                .conditions(&MySqlDialect, None, room)
+            let conditions = filter.conditions(&MySqlDialect, None, room);
+            if conditions.len() > 1 {
+                // Each statement is a pass over the table where the column
+                // has no index: worth seeing when an import is slow.
+                tracing::info!(
+                    "Key check probes '{}' in {} statements (max_allowed_packet {} bytes)",
+                    filter.column,
+                    conditions.len(),
+                    packet.unwrap_or(1 << 24)
+                );
+            }
+            conditions
                 .into_iter()
                 .map(|condition| format!("{select} WHERE {condition}"))
                 .collect()
