@@ -349,18 +349,16 @@ fn create_import_history() -> String {
         + " CHARACTER SET utf8mb4"
 }
 
-/// Reads the key columns of `table` as text batches on `conn` (the text
-/// protocol: values arrive as text, nothing to decode). Columns are selected
-/// as they are: the text protocol prints every type as `CAST(c AS CHAR)`
-/// does, and the server spends a quarter of the scan on such casts.
-async fn scan_keys(
+/// The statements that read the key columns of `table` (with `filter`, as
+/// many as the server's `max_allowed_packet` needs). Columns are selected as
+/// they are: the text protocol prints every type as `CAST(c AS CHAR)` does,
+/// and the server spends a quarter of the scan on such casts.
+async fn key_statements(
     conn: &mut Conn,
     table: &TableRef,
     columns: &[TargetColumn],
     filter: Option<&KeyFilter>,
-    batch_rows: usize,
-    on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
-) -> Result<u64> {
+) -> Result<Vec<String>> {
     let values = columns
         .iter()
         .map(|c| match c.data_type {
@@ -372,36 +370,48 @@ async fn scan_keys(
         .collect::<Vec<_>>()
         .join(", ");
     let select = format!("SELECT {values} FROM {}", table.sql());
-    let scan_error = |e| AtlasError::database(format!("reading the keys of '{table}'"), e);
+    let Some(filter) = filter else {
+        return Ok(vec![select]);
+    };
     // The server refuses a statement longer than its `max_allowed_packet`
     // (16 MiB by default): a probe of many values reads in several.
-    let statements = match filter {
-        None => vec![select],
-        Some(filter) => {
-            let packet: Option<u64> = conn
-                .query_first("SELECT @@max_allowed_packet")
-                .await
-                .map_err(scan_error)?;
-            let room = usize::try_from(packet.unwrap_or(1 << 24))
-                .unwrap_or(usize::MAX)
-                .saturating_sub(select.len() + " WHERE ".len() + 1024);
-            let conditions = filter.conditions(&MySqlDialect, None, room);
-            if conditions.len() > 1 {
-                // Each statement is a pass over the table where the column
-                // has no index: worth seeing when an import is slow.
-                tracing::info!(
-                    "Key check probes '{}' in {} statements (max_allowed_packet {} bytes)",
-                    filter.column,
-                    conditions.len(),
-                    packet.unwrap_or(1 << 24)
-                );
-            }
-            conditions
-                .into_iter()
-                .map(|condition| format!("{select} WHERE {condition}"))
-                .collect()
-        }
-    };
+    let packet: Option<u64> = conn
+        .query_first("SELECT @@max_allowed_packet")
+        .await
+        .map_err(|e| AtlasError::database(format!("reading the keys of '{table}'"), e))?;
+    let room = usize::try_from(packet.unwrap_or(1 << 24))
+        .unwrap_or(usize::MAX)
+        .saturating_sub(select.len() + " WHERE ".len() + 1024);
+    let conditions = filter.conditions(&MySqlDialect, None, room);
+    if conditions.len() > 1 {
+        // Each statement is a pass over the table where the column has no
+        // index: worth seeing when an import is slow.
+        tracing::info!(
+            "Key check probes '{}' in {} statements (max_allowed_packet {} bytes)",
+            filter.column,
+            conditions.len(),
+            packet.unwrap_or(1 << 24)
+        );
+    }
+    Ok(conditions
+        .into_iter()
+        .map(|condition| format!("{select} WHERE {condition}"))
+        .collect())
+}
+
+/// Runs `statements` on `conn` and hands their rows to `on_batch` in batches
+/// of the key's types; returns the rows read. `on_batch` is shared by the
+/// connections that read at once.
+async fn read_keys(
+    conn: &mut Conn,
+    statements: Vec<String>,
+    table: &TableRef,
+    columns: &[TargetColumn],
+    batch_rows: usize,
+    on_batch: &std::sync::Mutex<&mut (dyn FnMut(RecordBatch) -> Result<()> + Send)>,
+) -> Result<u64> {
+    let scan_error = |e| AtlasError::database(format!("reading the keys of '{table}'"), e);
+    let mut deliver = |batch| (on_batch.lock().expect("key batch handler"))(batch);
     if columns.iter().all(binary_scannable) {
         // The binary protocol: numbers, dates and times arrive as the
         // server stores them, neither printed by the server nor parsed here.
@@ -409,21 +419,22 @@ async fn scan_keys(
         for sql in statements {
             let mut result = conn.exec_iter(sql, ()).await.map_err(scan_error)?;
             while let Some(row) = result.next().await.map_err(scan_error)? {
-                batcher.push_row(&row, on_batch)?;
+                batcher.push_row(&row, &mut deliver)?;
             }
             result.drop_result().await.map_err(scan_error)?;
         }
-        return batcher.flush(on_batch);
+        return batcher.flush(&mut deliver);
     }
+    // The text protocol: values arrive as text, nothing to decode.
     let mut batcher = TextBatcher::new(columns, batch_rows);
     for sql in statements {
         let mut result = conn.query_iter(sql).await.map_err(scan_error)?;
         while let Some(row) = result.next().await.map_err(scan_error)? {
-            batcher.push_row(row_texts(&row, columns.len()), on_batch)?;
+            batcher.push_row(row_texts(&row, columns.len()), &mut deliver)?;
         }
         result.drop_result().await.map_err(scan_error)?;
     }
-    batcher.flush(on_batch)
+    batcher.flush(&mut deliver)
 }
 
 /// Whether the binary protocol hands over `column`'s values in a form the
@@ -672,7 +683,34 @@ impl Database for MySqlDatabase {
         on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
     ) -> Result<u64> {
         let mut conn = self.conn().await?;
-        scan_keys(&mut conn, table, columns, filter, batch_rows, on_batch).await
+        let mut statements = key_statements(&mut conn, table, columns, filter).await?;
+        let on_batch = std::sync::Mutex::new(on_batch);
+        if statements.len() == 1 {
+            return read_keys(&mut conn, statements, table, columns, batch_rows, &on_batch).await;
+        }
+        // Several statements (a probe longer than a packet) are as many
+        // passes over a table without an index on the column: a second
+        // connection of its own (not the pool's, which the import's other
+        // readers share) reads half of them meanwhile.
+        let second_half = statements.split_off(statements.len() / 2);
+        let mut other = Conn::new(self.opts.clone())
+            .await
+            .map_err(|e| AtlasError::database(format!("reading the keys of '{table}'"), e))?;
+        let read = futures::future::try_join(
+            read_keys(&mut conn, statements, table, columns, batch_rows, &on_batch),
+            read_keys(
+                &mut other,
+                second_half,
+                table,
+                columns,
+                batch_rows,
+                &on_batch,
+            ),
+        )
+        .await;
+        other.disconnect().await.ok();
+        let (first, second) = read?;
+        Ok(first + second)
     }
 
     async fn table_stats(&self, table: &TableRef, key: &[TargetColumn]) -> Result<TableStats> {
