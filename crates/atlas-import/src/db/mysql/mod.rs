@@ -693,9 +693,16 @@ impl Database for MySqlDatabase {
         // connection of its own (not the pool's, which the import's other
         // readers share) reads half of them meanwhile.
         let second_half = statements.split_off(statements.len() / 2);
-        let mut other = Conn::new(self.opts.clone())
-            .await
-            .map_err(|e| AtlasError::database(format!("reading the keys of '{table}'"), e))?;
+        let mut other = match Conn::new(self.opts.clone()).await {
+            Ok(other) => other,
+            Err(e) => {
+                // (A server at its connection limit, say: one reads them all.)
+                tracing::info!("Key check reads on one connection: a second one failed: {e}");
+                statements.extend(second_half);
+                return read_keys(&mut conn, statements, table, columns, batch_rows, &on_batch)
+                    .await;
+            }
+        };
         let read = futures::future::try_join(
             read_keys(&mut conn, statements, table, columns, batch_rows, &on_batch),
             read_keys(
