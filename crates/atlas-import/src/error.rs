@@ -186,6 +186,14 @@ impl AtlasError {
         }
     }
 
+    /// A task of the import that panicked or was cancelled: `what` says
+    /// which and that it stopped ("the SQLite writer stopped").
+    pub(crate) fn task_stopped(what: &str, error: tokio::task::JoinError) -> Self {
+        AtlasError::DataFusion(Arc::new(DataFusionError::Internal(format!(
+            "{what}: {error}"
+        ))))
+    }
+
     /// The class of this error.
     pub fn class(&self) -> ErrorClass {
         match self {

@@ -205,11 +205,9 @@ async fn scan_keys(
     }
     // The reader stops at a closed queue.
     drop(received);
-    let rows = reader.await.map_err(|e| {
-        AtlasError::DataFusion(Arc::new(datafusion::error::DataFusionError::Internal(
-            format!("the SQLite key reader stopped: {e}"),
-        )))
-    })?;
+    let rows = reader
+        .await
+        .map_err(|e| AtlasError::task_stopped("the SQLite key reader stopped", e))?;
     drop(lease);
     delivered?;
     rows
@@ -702,11 +700,9 @@ impl ImportTransaction for SqliteImport {
             }
         }
         drop(rows);
-        let written = writer.await.map_err(|e| {
-            AtlasError::DataFusion(Arc::new(datafusion::error::DataFusionError::Internal(
-                format!("the SQLite writer stopped: {e}"),
-            )))
-        })?;
+        let written = writer
+            .await
+            .map_err(|e| AtlasError::task_stopped("the SQLite writer stopped", e))?;
         drop(lease);
         match failed {
             Some(e) => Err(e),

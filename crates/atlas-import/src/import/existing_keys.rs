@@ -150,11 +150,9 @@ impl TableKeyLoader {
             )
             .await;
         drop(on_batch);
-        let built = builder.await.map_err(|e| {
-            AtlasError::DataFusion(Arc::new(datafusion::error::DataFusionError::Internal(
-                format!("the existing-key builder failed: {e}"),
-            )))
-        })?;
+        let built = builder
+            .await
+            .map_err(|e| AtlasError::task_stopped("the existing-key builder failed", e))?;
         // A conversion error explains a closed queue better than the scan's error.
         let set = built?;
         let rows = rows?;

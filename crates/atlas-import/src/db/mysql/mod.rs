@@ -375,11 +375,12 @@ async fn key_statements(
     };
     // The server refuses a statement longer than its `max_allowed_packet`
     // (16 MiB by default): a probe of many values reads in several.
-    let packet: Option<u64> = conn
+    let packet: u64 = conn
         .query_first("SELECT @@max_allowed_packet")
         .await
-        .map_err(|e| AtlasError::database(format!("reading the keys of '{table}'"), e))?;
-    let room = usize::try_from(packet.unwrap_or(1 << 24))
+        .map_err(|e| AtlasError::database(format!("reading the keys of '{table}'"), e))?
+        .unwrap_or(1 << 24);
+    let room = usize::try_from(packet)
         .unwrap_or(usize::MAX)
         .saturating_sub(select.len() + " WHERE ".len() + 1024);
     let conditions = filter.conditions(&MySqlDialect, None, room);
@@ -390,7 +391,7 @@ async fn key_statements(
             "Key check probes '{}' in {} statements (max_allowed_packet {} bytes)",
             filter.column,
             conditions.len(),
-            packet.unwrap_or(1 << 24)
+            packet
         );
     }
     Ok(conditions

@@ -286,9 +286,7 @@ impl ExistingKeys {
             for task in pending {
                 task.await
                     .map_err(|e| {
-                        AtlasError::DataFusion(Arc::new(DataFusionError::Internal(format!(
-                            "a check partition's resolution stopped: {e}"
-                        ))))
+                        AtlasError::task_stopped("a check partition's resolution stopped", e)
                     })?
                     .map_err(AtlasError::from_datafusion)?;
             }
@@ -446,7 +444,7 @@ impl ExistingKeys {
 
 /// Shared values of the narrowing column the probe lists at most; with more,
 /// it reads every key instead (a statement of that many literals costs more
-/// than the scan it saves, and must fit the server's packet limit).
+/// than the scan it saves).
 const NARROW_MAX_VALUES: usize = 100_000;
 
 /// The import's values of the probed column, as the partitions send them:
@@ -574,11 +572,9 @@ impl Narrowing {
         let Some(loading) = self.loading.as_mut() else {
             return Ok(());
         };
-        let table = loading.await.map_err(|e| {
-            AtlasError::DataFusion(Arc::new(DataFusionError::Internal(format!(
-                "reading the narrowing column stopped: {e}"
-            ))))
-        })??;
+        let table = loading
+            .await
+            .map_err(|e| AtlasError::task_stopped("reading the narrowing column stopped", e))??;
         self.loading = None;
         let held = reserve(
             &self.pool,
@@ -649,9 +645,10 @@ fn spawn_shared<T: Clone + Send + Sync + 'static>(
     async move {
         match task.await {
             Ok(result) => result,
-            Err(e) => Err(AtlasError::DataFusion(Arc::new(DataFusionError::Internal(
-                format!("reading the existing keys stopped: {e}"),
-            )))),
+            Err(e) => Err(AtlasError::task_stopped(
+                "reading the existing keys stopped",
+                e,
+            )),
         }
     }
     .boxed()
