@@ -26,7 +26,7 @@ const KEY_SCAN_QUEUE: usize = 8;
 
 /// Loads the existing keys of the target, coerced with the same code as the
 /// import's values.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct TableKeyLoader {
     pub(super) db: Arc<dyn Database>,
     /// The import's transaction, whose lock the scan waits for (the keys are

@@ -342,12 +342,10 @@ pub(crate) fn existing_keys(
         }
         KeyLookup::Narrow { column } => {
             let narrowing = loader.key_columns[column].clone();
+            // The same table read for that column alone.
             let values = TableKeyLoader {
-                db: Arc::clone(&loader.db),
-                transaction: loader.transaction.clone(),
-                table: loader.table.clone(),
                 key_columns: vec![narrowing.clone()],
-                metrics: Arc::clone(&loader.metrics),
+                ..loader.clone()
             };
             ExistingKeys::narrow(
                 reason,
