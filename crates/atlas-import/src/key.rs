@@ -442,6 +442,25 @@ impl<V: Copy> Fingerprints<V> {
         }
     }
 
+    /// Sets the value of `fingerprint` to `value`, inserting it where
+    /// absent; returns the value it replaced.
+    #[inline]
+    pub fn replace(&mut self, fingerprint: Fingerprint, value: V) -> Option<V> {
+        let key = halves(fingerprint);
+        match self
+            .table
+            .entry(low(&key), |(f, _)| *f == key, |(f, _)| low(f))
+        {
+            hashbrown::hash_table::Entry::Occupied(mut e) => {
+                Some(std::mem::replace(&mut e.get_mut().1, value))
+            }
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert((key, value));
+                None
+            }
+        }
+    }
+
     /// Bytes held, for memory accounting.
     pub fn memory_size(&self) -> usize {
         self.table.allocation_size()
@@ -704,6 +723,11 @@ mod tests {
         assert_eq!(set.len(), 3);
         assert_eq!(set.get(fps[1]), Some(0));
         assert_eq!(set.insert(fps[3], 9), Some(2));
+        assert_eq!(set.get(fps[3]), Some(2), "insert keeps the first value");
+        assert_eq!(set.replace(fps[3], 9), Some(2));
+        assert_eq!(set.replace(fps[3], 10), Some(9));
+        assert_eq!(set.get(fps[2]), Some(10));
+        assert_eq!(set.replace(hasher.fingerprint(b"new"), 1), None);
         let mut plain: Fingerprints<()> = Fingerprints::new();
         for i in 0..100_000u64 {
             assert!(

@@ -95,12 +95,6 @@ pub(crate) trait Dialect: Sync + fmt::Debug {
         "UPDATE ... FROM"
     }
 
-    /// Whether an upsert may be one `INSERT ... ON DUPLICATE KEY UPDATE`
-    /// where a unique index decides (MySQL/MariaDB).
-    fn upserts_by_index(&self) -> bool {
-        false
-    }
-
     /// How a column whose declared type is `sql_type` reads text, where its
     /// type gives text a syntax and a canonical form.
     fn text_form(&self, sql_type: &str) -> Option<TextForm>;
@@ -119,14 +113,13 @@ pub(crate) trait Dialect: Sync + fmt::Debug {
 
 /// A temporary table of an upsert: `name` (quoted) as it is created,
 /// `sql` as statements name it, with the `columns` (a quoted list) of
-/// `target`, then a bigint `row` and a boolean `flag` column.
+/// `target`, then a bigint `row` column.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StageTable<'a> {
     pub name: &'a str,
     pub sql: &'a str,
     pub columns: &'a str,
     pub row: &'a str,
-    pub flag: &'a str,
     pub target: &'a str,
 }
 

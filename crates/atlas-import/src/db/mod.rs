@@ -34,7 +34,7 @@ pub use postgres::PostgresDatabase;
 pub use probe::KeyFilter;
 pub(crate) use probe::filterable;
 pub use sqlite::SqliteDatabase;
-pub(crate) use upsert::{STAGE_ROW, STAGE_UPDATE, UpsertStatements};
+pub(crate) use upsert::{STAGE_ROW, UpsertStatements};
 
 /// The batches of one chunk, as the sink hands them to [`ImportTransaction::write_chunk`].
 pub type ChunkStream<'a> = futures::stream::BoxStream<'a, Result<RecordBatch>>;
@@ -716,21 +716,6 @@ pub trait ImportTransaction: Send {
     /// The database's estimate of the rows in `table`, where the join order
     /// of an upsert depends on it (MySQL/MariaDB); `None` elsewhere.
     async fn estimated_rows(&mut self, _table: &TableRef) -> Result<Option<u64>> {
-        Ok(None)
-    }
-
-    /// The unique index by which `INSERT ... ON DUPLICATE KEY UPDATE`
-    /// decides an upsert as the check does (MySQL/MariaDB): on exactly the
-    /// `key` columns, whole, and the only unique index a row of the
-    /// `written` columns can collide with. `None` where there is none, where
-    /// the table has an INSERT trigger (it would fire for updated rows too),
-    /// and on the other databases.
-    async fn upsert_index(
-        &mut self,
-        _table: &TableRef,
-        _key: &[TargetColumn],
-        _written: &[TargetColumn],
-    ) -> Result<Option<String>> {
         Ok(None)
     }
 

@@ -36,9 +36,8 @@ impl Dialect for SqliteDialect {
 
     fn stage_definition(&self, stage: &StageTable<'_>) -> String {
         format!(
-            "CREATE TEMP TABLE {} AS SELECT {}, CAST(0 AS INTEGER) AS {}, \
-             CAST(0 AS BOOLEAN) AS {} FROM {} WHERE 0",
-            stage.name, stage.columns, stage.row, stage.flag, stage.target
+            "CREATE TEMP TABLE {} AS SELECT {}, CAST(0 AS INTEGER) AS {} FROM {} WHERE 0",
+            stage.name, stage.columns, stage.row, stage.target
         )
     }
 

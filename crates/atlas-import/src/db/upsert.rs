@@ -1,22 +1,19 @@
-//! The statements of an upsert (`ON DUPLICATE UPDATE`), set-based: every row
-//! of the import goes into one temporary stage (by the database's bulk path,
-//! like any write), flagged by the duplicate check as an insert or an update;
-//! then one `INSERT ... SELECT` of the new rows and one `UPDATE ... FROM` join
-//! of the others, each a single pass over the table.
+//! The statements of an upsert (`ON DUPLICATE UPDATE`), set-based: the
+//! duplicate check flags every row as new or existing before it reaches the
+//! sink, so the new rows go straight into the table by the database's bulk
+//! path, like any import, and only the others into one temporary stage;
+//! then one `UPDATE ... FROM` join applies them, a single pass over the table.
 //!
 //! ```text
-//!   rows ──bulk write──▶ stage (columns, atlas_row, atlas_update)
-//!                          │  DELETE the updates a later row of the same key supersedes
-//!                          ├─ INSERT INTO t SELECT ... WHERE NOT atlas_update
-//!                          └─ UPDATE t FROM stage ON key = key WHERE atlas_update
-//!                             (one more per pattern of NULL key parts seen)
+//!   new keys ─────bulk write──▶ table
+//!   existing keys ─bulk write─▶ stage (columns, atlas_row)
+//!                                 │  DELETE the updates a later row of the same key supersedes
+//!                                 └─ UPDATE t FROM stage ON key = key
+//!                                    (one more per pattern of NULL key parts seen)
 //! ```
 //!
-//! On MySQL/MariaDB, where a unique index on exactly the key decides
-//! existence as the check does (see [`UpsertStatements::decidable_by_index`]
-//! and `ImportTransaction::upsert_index`), the two statements are one
-//! `INSERT ... SELECT ... ON DUPLICATE KEY UPDATE`: one pass over the stage,
-//! each row looked up in that index, no index built on the stage.
+//! A key new to the table that the file repeats is inserted by its first
+//! row and updated by its last: the check flags the later rows as existing.
 //!
 //! The join compares keys with plain `=` so that the database can hash-join
 //! or use the key's index; NULL equals NULL for the check, which `=` does not
@@ -35,9 +32,6 @@ use datafusion::arrow::datatypes::DataType;
 pub(crate) const STAGE_TABLE: &str = "atlas_import_stage";
 /// The stage column numbering rows in source order.
 pub(crate) const STAGE_ROW: &str = "atlas_row";
-/// The stage column flagging rows whose key exists (in the table or earlier
-/// in the import).
-pub(crate) const STAGE_UPDATE: &str = "atlas_update";
 
 /// Superseded rows removed per `DELETE` statement.
 const DELETE_BATCH: usize = 10_000;
@@ -77,21 +71,19 @@ impl UpsertStatements {
         TableRef::unqualified(STAGE_TABLE)
     }
 
-    /// The stage's columns: the written columns, the row number and the flag.
+    /// The stage's columns: the written columns, then the row number.
     pub(crate) fn stage_columns(&self) -> Vec<TargetColumn> {
-        let extra = |name: &str, sql_type: &str, data_type| TargetColumn {
-            name: name.to_string(),
-            sql_type: sql_type.to_string(),
-            data_type,
+        let mut columns = self.columns.clone();
+        columns.push(TargetColumn {
+            name: STAGE_ROW.to_string(),
+            sql_type: "bigint".to_string(),
+            data_type: DataType::Int64,
             nullable: false,
             has_default: false,
             max_chars: None,
             text_form: None,
             key_form: None,
-        };
-        let mut columns = self.columns.clone();
-        columns.push(extra(STAGE_ROW, "bigint", DataType::Int64));
-        columns.push(extra(STAGE_UPDATE, "boolean", DataType::Boolean));
+        });
         columns
     }
 
@@ -102,7 +94,6 @@ impl UpsertStatements {
             sql: &self.stage,
             columns: &column_list(&self.columns),
             row: &quote_ident(STAGE_ROW),
-            flag: &quote_ident(STAGE_UPDATE),
             target: &self.target,
         })
     }
@@ -130,83 +121,6 @@ impl UpsertStatements {
     pub(crate) fn prepare_join(&self) -> Vec<String> {
         self.dialect
             .prepare_join(&quote_ident(STAGE_TABLE), &self.stage, &self.key_columns())
-    }
-
-    /// Inserts the staged rows whose key is new, in source order (the
-    /// stage's physical order).
-    pub(crate) fn insert(&self) -> String {
-        let list = column_list(&self.columns);
-        format!(
-            "INSERT INTO {} ({list}) SELECT {list} FROM {} WHERE NOT {}",
-            self.target,
-            self.stage,
-            quote_ident(STAGE_UPDATE)
-        )
-    }
-
-    /// Whether the key's values compare in a unique index exactly as the
-    /// check compares them: numbers, dates, times and booleans (text may
-    /// ignore case or trailing spaces in an index, and floats hold -0).
-    pub(crate) fn decidable_by_index(&self) -> bool {
-        self.key.iter().all(|&i| {
-            let t = &self.columns[i].data_type;
-            t.is_integer()
-                || matches!(
-                    t,
-                    DataType::Boolean
-                        | DataType::Date32
-                        | DataType::Date64
-                        | DataType::Timestamp(..)
-                        | DataType::Time32(_)
-                        | DataType::Time64(_)
-                )
-        })
-    }
-
-    /// Inserts the staged rows whose key is new and updates the table's
-    /// rows of the others, in source order, deciding by the key's unique
-    /// index (MySQL/MariaDB): staged updates whose key has NULL parts are
-    /// left to [`Self::null_key_updates`] (NULL equals NULL for the check,
-    /// never in an index).
-    pub(crate) fn insert_or_update(&self) -> String {
-        let list = column_list(&self.columns);
-        let set: Vec<String> = (0..self.columns.len())
-            .filter(|i| !self.key.contains(i))
-            .map(|i| quote_ident(&self.columns[i].name))
-            .map(|c| format!("{c} = VALUES({c})"))
-            .collect();
-        // Every column is key: a duplicate leaves its row as it is.
-        let set = if set.is_empty() {
-            let c = quote_ident(&self.columns[self.key[0]].name);
-            format!("{c} = {c}")
-        } else {
-            set.join(", ")
-        };
-        let whole_key = self
-            .key
-            .iter()
-            .map(|&i| format!("{} IS NOT NULL", quote_ident(&self.columns[i].name)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        format!(
-            "INSERT INTO {} ({list}) SELECT {list} FROM {} WHERE NOT {} OR ({whole_key}) \
-             ON DUPLICATE KEY UPDATE {set}",
-            self.target,
-            self.stage,
-            quote_ident(STAGE_UPDATE)
-        )
-    }
-
-    /// The staged updates whose key has NULL parts, one statement per
-    /// pattern of NULL parts in `null_patterns`, after
-    /// [`Self::insert_or_update`].
-    pub(crate) fn null_key_updates(&self, null_patterns: &[Vec<usize>]) -> Vec<String> {
-        let mut statements = self.updates(null_patterns, false);
-        if !statements.is_empty() {
-            // The first applies keys without NULL parts: done already.
-            statements.remove(0);
-        }
-        statements
     }
 
     /// Applies the staged updates: one statement for keys without NULL parts
@@ -259,10 +173,6 @@ impl UpsertStatements {
                     )
                 }
             })
-            .chain(std::iter::once(format!(
-                "atlas_s.{}",
-                quote_ident(STAGE_UPDATE)
-            )))
             .collect::<Vec<_>>()
             .join(" AND ");
         let assignments: Vec<String> = set
@@ -294,16 +204,7 @@ impl UpsertStatements {
             .collect::<Vec<_>>()
             .join(", ");
         let join = self.dialect.update_join_shape();
-        let by_index = if self.dialect.upserts_by_index() && self.decidable_by_index() {
-            format!(
-                ", or one INSERT ... SELECT ... ON DUPLICATE KEY UPDATE where a unique index on \
-                 exactly ({key}) decides (no other unique index a written row can hit, no \
-                 INSERT trigger) and a third or more of the rows are new"
-            )
-        } else {
-            String::new()
-        };
-        format!("one stage, then INSERT ... SELECT and {join} on ({key}){by_index}")
+        format!("new rows into the table, the others into one stage, then {join} on ({key})")
     }
 }
 
@@ -338,8 +239,7 @@ mod tests {
         assert_eq!(
             updates[0],
             "UPDATE \"t\" AS atlas_t SET \"v\" = atlas_s.\"v\" FROM pg_temp.\"atlas_import_stage\" \
-             AS atlas_s WHERE atlas_t.\"a\" = atlas_s.\"a\" AND atlas_t.\"b\" = atlas_s.\"b\" \
-             AND atlas_s.\"atlas_update\""
+             AS atlas_s WHERE atlas_t.\"a\" = atlas_s.\"a\" AND atlas_t.\"b\" = atlas_s.\"b\""
         );
         assert!(
             updates[1].contains(
@@ -359,42 +259,5 @@ mod tests {
             pg.remove_superseded(&(0..10_001).collect::<Vec<_>>()).len(),
             2
         );
-    }
-
-    /// The single `ON DUPLICATE KEY UPDATE`: MySQL/MariaDB only, a key of
-    /// numbers or dates only, staged updates with NULL key parts left out
-    /// (they have statements of their own), and EXPLAIN saying so.
-    #[test]
-    fn one_statement_where_the_key_index_decides() {
-        let columns = [
-            column("k", DataType::Int64),
-            column("d", DataType::Date32),
-            column("v", DataType::Utf8),
-        ];
-        let table = TableRef::unqualified("t");
-        let mysql = UpsertStatements::new(DbKind::MySql, &table, &columns, &[0, 1]);
-        assert!(mysql.decidable_by_index());
-        assert_eq!(
-            mysql.insert_or_update(),
-            "INSERT INTO \"t\" (\"k\", \"d\", \"v\") SELECT \"k\", \"d\", \"v\" FROM \
-             \"atlas_import_stage\" WHERE NOT \"atlas_update\" OR (\"k\" IS NOT NULL AND \
-             \"d\" IS NOT NULL) ON DUPLICATE KEY UPDATE \"v\" = VALUES(\"v\")"
-        );
-        assert_eq!(mysql.null_key_updates(&[]), Vec::<String>::new());
-        let patterns = mysql.null_key_updates(&[vec![1]]);
-        assert_eq!(patterns.len(), 1, "{patterns:?}");
-        assert!(patterns[0].contains("atlas_t.\"d\" IS NULL AND atlas_s.\"d\" IS NULL"));
-        assert!(mysql.describe().contains("ON DUPLICATE KEY UPDATE"));
-        let all_key = UpsertStatements::new(DbKind::MySql, &table, &columns[..2], &[0, 1]);
-        assert!(
-            all_key
-                .insert_or_update()
-                .ends_with("ON DUPLICATE KEY UPDATE \"k\" = \"k\"")
-        );
-        let text_key = UpsertStatements::new(DbKind::MySql, &table, &columns, &[0, 2]);
-        assert!(!text_key.decidable_by_index());
-        assert!(!text_key.describe().contains("ON DUPLICATE KEY UPDATE"));
-        let pg = UpsertStatements::new(DbKind::Postgres, &table, &columns, &[0, 1]);
-        assert!(!pg.describe().contains("ON DUPLICATE KEY UPDATE"));
     }
 }

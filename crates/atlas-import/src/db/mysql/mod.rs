@@ -59,9 +59,8 @@ impl Dialect for MySqlDialect {
 
     fn stage_definition(&self, stage: &StageTable<'_>) -> String {
         format!(
-            "CREATE TEMPORARY TABLE {} AS SELECT {}, CAST(0 AS SIGNED) AS {}, FALSE AS {} \
-             FROM {} WHERE 1 = 0",
-            stage.sql, stage.columns, stage.row, stage.flag, stage.target
+            "CREATE TEMPORARY TABLE {} AS SELECT {}, CAST(0 AS SIGNED) AS {} FROM {} WHERE 1 = 0",
+            stage.sql, stage.columns, stage.row, stage.target
         )
     }
 
@@ -114,10 +113,6 @@ impl Dialect for MySqlDialect {
 
     fn update_join_shape(&self) -> &'static str {
         "UPDATE ... JOIN"
-    }
-
-    fn upserts_by_index(&self) -> bool {
-        true
     }
 
     fn text_form(&self, sql_type: &str) -> Option<TextForm> {
@@ -254,75 +249,6 @@ async fn estimated_rows(conn: &mut Conn, table: &TableRef) -> mysql_async::Resul
         table_params(table),
     )
     .await
-}
-
-/// One column of a unique index, as `information_schema` describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct UniquePart {
-    index: String,
-    column: String,
-    /// Indexed by a prefix of its value only.
-    prefix: bool,
-    auto_increment: bool,
-}
-
-/// The unique indexes of `table`, a row per indexed column.
-async fn unique_parts(conn: &mut Conn, table: &TableRef) -> mysql_async::Result<Vec<UniquePart>> {
-    let rows: Vec<(String, String, i64, i64)> = conn
-        .exec(
-            "SELECT CAST(s.index_name AS CHAR), CAST(s.column_name AS CHAR),
-                    s.sub_part IS NOT NULL, COALESCE(c.extra LIKE '%auto_increment%', 0)
-             FROM information_schema.statistics AS s
-             LEFT JOIN information_schema.columns AS c
-               ON c.table_schema = s.table_schema AND c.table_name = s.table_name
-              AND c.column_name = s.column_name
-             WHERE s.table_schema = COALESCE(?, DATABASE()) AND s.table_name = ?
-               AND s.non_unique = 0
-             ORDER BY s.index_name, s.seq_in_index",
-            table_params(table),
-        )
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(index, column, prefix, auto_increment)| UniquePart {
-            index,
-            column,
-            prefix: prefix != 0,
-            auto_increment: auto_increment != 0,
-        })
-        .collect())
-}
-
-/// Of a table's unique indexes (`parts`), the one on exactly the `key`
-/// columns, whole, when every other holds an AUTO_INCREMENT column the
-/// import does not write (so no written row collides with it): then
-/// `ON DUPLICATE KEY UPDATE` fires exactly where the key exists.
-fn deciding_unique_index(
-    parts: &[UniquePart],
-    key: &[TargetColumn],
-    written: &[TargetColumn],
-) -> Option<String> {
-    let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
-    let mut indexes: Vec<&str> = parts.iter().map(|p| p.index.as_str()).collect();
-    indexes.dedup();
-    let mut deciding = None;
-    for index in indexes {
-        let columns: Vec<&UniquePart> = parts.iter().filter(|p| p.index == index).collect();
-        let on_key = columns.len() == key.len()
-            && key
-                .iter()
-                .all(|k| columns.iter().any(|p| same(&p.column, &k.name)))
-            && columns.iter().all(|p| !p.prefix);
-        let generated = columns
-            .iter()
-            .any(|p| p.auto_increment && !written.iter().any(|w| same(&w.name, &p.column)));
-        if on_key {
-            deciding.get_or_insert_with(|| index.to_string());
-        } else if !generated {
-            return None;
-        }
-    }
-    deciding
 }
 
 /// The schema and name of `table` as statement parameters (no schema: the
@@ -887,31 +813,6 @@ impl ImportTransaction for MySqlImport {
         Ok(rows.map(|r| r.max(0) as u64))
     }
 
-    async fn upsert_index(
-        &mut self,
-        table: &TableRef,
-        key: &[TargetColumn],
-        written: &[TargetColumn],
-    ) -> Result<Option<String>> {
-        let error = |e| AtlasError::database(format!("reading the unique indexes of '{table}'"), e);
-        // An INSERT trigger would fire for the rows that become updates too.
-        let insert_triggers: Option<i64> = self
-            .conn
-            .exec_first(
-                "SELECT COUNT(*) FROM information_schema.triggers
-                 WHERE event_object_schema = COALESCE(?, DATABASE())
-                   AND event_object_table = ? AND event_manipulation = 'INSERT'",
-                table_params(table),
-            )
-            .await
-            .map_err(error)?;
-        if insert_triggers.unwrap_or(0) > 0 {
-            return Ok(None);
-        }
-        let parts = unique_parts(&mut self.conn, table).await.map_err(error)?;
-        Ok(deciding_unique_index(&parts, key, written))
-    }
-
     async fn write_chunk(
         &mut self,
         table: &TableRef,
@@ -986,56 +887,5 @@ mod tests {
             DataType::Decimal128(12, 2)
         );
         assert_eq!(data_type_for("geometry", "geometry", 0, 0), DataType::Null);
-    }
-
-    /// `ON DUPLICATE KEY UPDATE` decides only by an index on exactly the
-    /// key, whole, with no other unique index a written row can hit.
-    #[test]
-    fn only_a_unique_index_on_exactly_the_key_decides() {
-        let part = |index: &str, column: &str, prefix, auto_increment| UniquePart {
-            index: index.into(),
-            column: column.into(),
-            prefix,
-            auto_increment,
-        };
-        let column = |name: &str| TargetColumn::of_type(name, "bigint", DataType::Int64);
-        let key = [column("a"), column("b")];
-        let written = [column("a"), column("b"), column("c")];
-        let primary = part("PRIMARY", "id", false, true);
-        let on_key = [part("k", "B", false, false), part("k", "a", false, false)];
-        let decide = |parts: &[UniquePart]| deciding_unique_index(parts, &key, &written);
-
-        let mut parts = vec![primary.clone()];
-        parts.extend(on_key.clone());
-        assert_eq!(
-            decide(&parts),
-            Some("k".into()),
-            "generated id beside the key"
-        );
-        assert_eq!(decide(&on_key), Some("k".into()));
-        assert_eq!(
-            decide(std::slice::from_ref(&primary)),
-            None,
-            "no index on the key"
-        );
-        assert_eq!(decide(&on_key[..1]), None, "on part of the key only");
-        let mut prefixed = on_key.to_vec();
-        prefixed[0].prefix = true;
-        assert_eq!(decide(&prefixed), None, "a prefix index");
-        let mut other = on_key.to_vec();
-        other.push(part("u", "c", false, false));
-        assert_eq!(
-            decide(&other),
-            None,
-            "another unique index on written columns"
-        );
-        let written_id = [column("a"), column("b"), column("id")];
-        let mut parts = vec![primary];
-        parts.extend(on_key);
-        assert_eq!(
-            deciding_unique_index(&parts, &key, &written_id),
-            None,
-            "the import writes the AUTO_INCREMENT column"
-        );
     }
 }

@@ -2,6 +2,7 @@
 //! import's one transaction, and commits only when everything succeeded.
 
 mod staging;
+mod upsert;
 mod write;
 
 pub(crate) use write::no_data_rows;
@@ -35,9 +36,9 @@ use write::SinkWrite;
 /// paces the progress log. Writing overlaps with the check: a refused import
 /// rolls back, so what the user observes is check-then-write.
 ///
-/// `ON DUPLICATE UPDATE` writes every row into a temporary stage the same
-/// way, then inserts the new keys and updates the existing ones with one
-/// statement each ([`UpsertStatements`]).
+/// `ON DUPLICATE UPDATE` writes the rows whose key is new into the table the
+/// same way and the others into a temporary stage, then updates the table
+/// from the stage with one join ([`UpsertStatements`]).
 ///
 /// The sink holds settings only. The transaction is the import's
 /// [`super::ImportRun`]'s (found in the `TaskContext` by the import's id); it

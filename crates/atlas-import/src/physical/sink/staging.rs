@@ -1,27 +1,23 @@
-//! What an upsert learns while its rows go into the stage.
+//! What an upsert learns while its updates go into the stage.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema};
 
-use crate::db::{STAGE_ROW, STAGE_UPDATE};
+use crate::db::STAGE_ROW;
 use crate::error::AtlasError;
 use crate::key::{EncodedKeys, Fingerprint, Fingerprints, KeyEncoder, KeyHasher};
 
-/// What an upsert learns while its rows go into the stage: which staged
-/// updates a later row of the same key supersedes, and the patterns of NULL
-/// key parts among the updates.
+/// What an upsert learns while its rows whose key exists go into the stage:
+/// which staged updates a later row of the same key supersedes, and the
+/// patterns of NULL key parts among them.
 pub(super) struct Staging {
     key: KeyEncoder,
     hasher: KeyHasher,
-    /// Columns written (the update flag follows them in the input).
-    width: usize,
     /// Rows staged so far (the next `atlas_row`).
     pub(super) staged: u64,
-    /// Of those, the rows whose key is new (not flagged as updates).
-    pub(super) inserts: u64,
     /// The latest staged update of each key.
     latest: Fingerprints<u64>,
     /// Staged updates a later one of the same key supersedes.
@@ -33,13 +29,11 @@ pub(super) struct Staging {
 }
 
 impl Staging {
-    pub(super) fn new(key: KeyEncoder, width: usize) -> Self {
+    pub(super) fn new(key: KeyEncoder) -> Self {
         Self {
             key,
             hasher: KeyHasher::random(),
-            width,
             staged: 0,
-            inserts: 0,
             latest: Fingerprints::new(),
             superseded: Vec::new(),
             null_patterns: BTreeSet::new(),
@@ -48,40 +42,34 @@ impl Staging {
         }
     }
 
-    /// `rows` (the written columns, then the update flag) as stage rows: the
-    /// columns, the row number, the flag.
+    /// `rows` (the written columns, every row an update) as stage rows: the
+    /// columns, then the row number.
     pub(super) fn stage(&mut self, rows: RecordBatch) -> crate::error::Result<RecordBatch> {
         let first = self.staged;
         self.staged += rows.num_rows() as u64;
-        let flag = rows.column(self.width).as_boolean().clone();
-        self.inserts += (rows.num_rows() - flag.true_count()) as u64;
-        if flag.true_count() > 0 {
-            self.key.encode(&rows, &mut self.keys)?;
-            self.hasher.fingerprints(&self.keys, &mut self.fingerprints);
-            let key_arrays: Vec<&ArrayRef> =
-                self.key.columns().iter().map(|&c| rows.column(c)).collect();
-            for row in (0..rows.num_rows()).filter(|&r| flag.value(r)) {
-                let number = first + row as u64;
-                if let Some(earlier) = self.latest.insert(self.fingerprints[row], number) {
-                    self.superseded.push(earlier);
-                }
-                if key_arrays.iter().any(|a| a.is_null(row)) {
-                    let pattern = (0..key_arrays.len())
-                        .filter(|&p| key_arrays[p].is_null(row))
-                        .collect();
-                    self.null_patterns.insert(pattern);
-                }
+        self.key.encode(&rows, &mut self.keys)?;
+        self.hasher.fingerprints(&self.keys, &mut self.fingerprints);
+        let key_arrays: Vec<&ArrayRef> =
+            self.key.columns().iter().map(|&c| rows.column(c)).collect();
+        for row in 0..rows.num_rows() {
+            let number = first + row as u64;
+            if let Some(earlier) = self.latest.replace(self.fingerprints[row], number) {
+                self.superseded.push(earlier);
+            }
+            if key_arrays.iter().any(|a| a.is_null(row)) {
+                let pattern = (0..key_arrays.len())
+                    .filter(|&p| key_arrays[p].is_null(row))
+                    .collect();
+                self.null_patterns.insert(pattern);
             }
         }
         let numbers: ArrayRef = Arc::new(Int64Array::from_iter_values(
             (first..self.staged).map(|n| n as i64),
         ));
-        let mut columns: Vec<ArrayRef> = rows.columns()[..self.width].to_vec();
+        let mut columns: Vec<ArrayRef> = rows.columns().to_vec();
         columns.push(numbers);
-        columns.push(Arc::new(flag));
-        let mut fields: Vec<FieldRef> = rows.schema().fields()[..self.width].to_vec();
+        let mut fields: Vec<FieldRef> = rows.schema().fields().to_vec();
         fields.push(Arc::new(Field::new(STAGE_ROW, DataType::Int64, false)));
-        fields.push(Arc::new(Field::new(STAGE_UPDATE, DataType::Boolean, false)));
         RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(AtlasError::from)
     }
 }

@@ -11,27 +11,12 @@ use datafusion::physical_plan::metrics::MetricBuilder;
 use futures::StreamExt;
 
 use super::ImportSink;
-use super::staging::Staging;
-use crate::db::{ChunkStream, FileRecord, UpsertStatements};
+use crate::db::{ChunkStream, FileRecord};
 use crate::error::AtlasError;
-use crate::key::KeyEncoder;
-use crate::key_form::KeyForm;
 use crate::options::OnDuplicate;
 use crate::physical::transaction::{TableTransaction, not_open};
 use crate::physical::{ImportRun, Opened};
 use crate::report::{ImportMetrics, ImportStatus};
-use crate::schema::TargetColumn;
-
-/// An upsert's join reads the table first when it holds at most this many
-/// times the staged rows (MySQL/MariaDB).
-const TABLE_FIRST_RATIO: u64 = 4;
-
-/// Where the join would read the table in order, an upsert is one
-/// `INSERT ... ON DUPLICATE KEY UPDATE` only when at least one staged row in
-/// this many is new (MariaDB, 1M rows into 1M with a unique key: the
-/// in-order join takes 0.70 of the single statement's time when every row
-/// is an update, 1.18 when half are new).
-const ONE_PASS_NEW_SHARE: u64 = 3;
 
 /// Most chunk lines to log with their duplicate counts.
 const MAX_CHUNK_LOG_LINES: usize = 20;
@@ -39,9 +24,9 @@ const MAX_CHUNK_LOG_LINES: usize = 20;
 /// The sink's one write of an import: its settings, the run's counters and
 /// transaction, and what the write learns of its rows as they go.
 pub(super) struct SinkWrite<'a> {
-    sink: &'a ImportSink,
-    metrics: &'a ImportMetrics,
-    transaction: &'a TableTransaction,
+    pub(super) sink: &'a ImportSink,
+    pub(super) metrics: &'a ImportMetrics,
+    pub(super) transaction: &'a TableTransaction,
     existing: &'a crate::physical::ExistingKeys,
     /// Rows written per source file (for `file_imports.record_count`).
     written_per_file: std::sync::Mutex<Vec<u64>>,
@@ -49,12 +34,13 @@ pub(super) struct SinkWrite<'a> {
     sent_rows: AtomicU64,
     /// The write is a task of a distributed plan (see `ImportRun::stage_local`).
     stage_local: bool,
-    /// Which source rows the write's rows are, as runs of consecutive rows,
-    /// to name the source row of a value the database refuses.
+    /// Which source rows the rows of the open write statement are, as runs
+    /// of consecutive rows, to name the source row of a value the database
+    /// refuses (it counts rows per statement).
     written_rows: std::sync::Mutex<RowRuns>,
 }
 
-/// Runs of consecutive source rows in the order they were written:
+/// Runs of consecutive source rows in the order one statement wrote them:
 /// `(first position in the write, first source row, length)`.
 #[derive(Debug, Default)]
 struct RowRuns {
@@ -101,16 +87,15 @@ impl<'a> SinkWrite<'a> {
         })
     }
 
-    /// The next rows to write: skips empty batches, drops the row-number column
-    /// (keeping the update flag under `ON DUPLICATE UPDATE`),
-    /// and once a refused import is certain (`ON DUPLICATE ERROR` and a duplicate
-    /// seen) drains the input without returning rows. `None` at the end.
-    async fn next_rows(
+    /// The next rows to write, as the check passed them (the update flag
+    /// under `ON DUPLICATE UPDATE`, then the source row number): skips empty
+    /// batches, and once a refused import is certain (`ON DUPLICATE ERROR`
+    /// and a duplicate seen) drains the input without returning rows.
+    /// `None` at the end.
+    pub(super) async fn next_rows(
         &self,
         input: &mut SendableRecordBatchStream,
     ) -> crate::error::Result<Option<RecordBatch>> {
-        let upsert = usize::from(self.sink.settings.on_duplicate == OnDuplicate::Update);
-        let width: Vec<usize> = (0..self.sink.settings.columns.len() + upsert).collect();
         while let Some(batch) = input.next().await {
             let batch = batch.map_err(AtlasError::from_datafusion)?;
             if self.sink.settings.on_duplicate == OnDuplicate::Error
@@ -120,18 +105,29 @@ impl<'a> SinkWrite<'a> {
             }
             if batch.num_rows() > 0 {
                 self.count_per_file(&batch);
-                let source_rows = batch
-                    .column(batch.num_columns() - 1)
-                    .as_primitive::<datafusion::arrow::datatypes::UInt64Type>();
-                self.written_rows
-                    .lock()
-                    .expect("row runs lock")
-                    .extend(source_rows.values());
-                let rows = batch.project(&width).map_err(AtlasError::from)?;
-                return Ok(Some(rows));
+                return Ok(Some(batch));
             }
         }
         Ok(None)
+    }
+
+    /// A write statement begins: the database numbers its rows from 1.
+    pub(super) fn begin_statement(&self) {
+        *self.written_rows.lock().expect("row runs lock") = RowRuns::default();
+    }
+
+    /// `rows` (from [`Self::next_rows`]) handed to the open write statement:
+    /// their source rows noted, the written columns only.
+    pub(super) fn written(&self, rows: &RecordBatch) -> crate::error::Result<RecordBatch> {
+        let source_rows = rows
+            .column(rows.num_columns() - 1)
+            .as_primitive::<datafusion::arrow::datatypes::UInt64Type>();
+        self.written_rows
+            .lock()
+            .expect("row runs lock")
+            .extend(source_rows.values());
+        let width: Vec<usize> = (0..self.sink.settings.columns.len()).collect();
+        rows.project(&width).map_err(AtlasError::from)
     }
 
     /// A value the database refused, named by its source row and line.
@@ -174,7 +170,7 @@ impl<'a> SinkWrite<'a> {
 
     /// Counts `rows` handed to the one write of an import (inserted, or
     /// staged by an upsert), and logs the chunks they complete.
-    fn sent(&self, rows: usize) {
+    pub(super) fn sent(&self, rows: usize) {
         let before = self.sent_rows.fetch_add(rows as u64, Ordering::Relaxed);
         if self.sink.settings.on_duplicate != OnDuplicate::Update {
             // Live progress; an upsert knows its inserts at the end.
@@ -194,7 +190,7 @@ impl<'a> SinkWrite<'a> {
     /// `-v`, never the default screen.
     fn log_chunk(&self, number: u64, total: u64) {
         let (what, total_of) = if self.sink.settings.on_duplicate == OnDuplicate::Update {
-            ("Staged", "staged")
+            ("Written", "written")
         } else {
             ("Inserted", "inserted")
         };
@@ -209,11 +205,11 @@ impl<'a> SinkWrite<'a> {
         first: RecordBatch,
         input: &mut SendableRecordBatchStream,
     ) -> crate::error::Result<u64> {
+        self.begin_statement();
         let state = WriteState {
             first: Some(first),
             input,
             sink: self,
-            upsert: None,
         };
         let mut rows: ChunkStream<'_> = Box::pin(futures::stream::unfold(state, next_to_write));
         let mut guard = self.transaction.slot().lock().await;
@@ -226,118 +222,6 @@ impl<'a> SinkWrite<'a> {
             )
             .await?;
         Ok(written)
-    }
-
-    /// `ON DUPLICATE UPDATE`: every row into one stage by the bulk path,
-    /// then one `INSERT ... SELECT` of the new keys and one join updating the
-    /// existing ones (see [`UpsertStatements`]). Returns the rows inserted.
-    async fn upsert(
-        &self,
-        first: RecordBatch,
-        input: &mut SendableRecordBatchStream,
-    ) -> crate::error::Result<u64> {
-        let statements = UpsertStatements::new(
-            self.sink.settings.db_kind,
-            &self.sink.settings.table,
-            &self.sink.settings.columns,
-            &self.sink.settings.key_columns,
-        );
-        let mut guard = self.transaction.slot().lock().await;
-        let tx = guard.as_mut().ok_or_else(not_open)?;
-        for sql in statements.create_stage() {
-            tx.execute(sql).await?;
-        }
-        let key = KeyEncoder::new(self.sink.settings.key_columns.clone()).with_forms(
-            KeyForm::of_columns(
-                self.sink
-                    .settings
-                    .key_columns
-                    .iter()
-                    .map(|&i| &self.sink.settings.columns[i]),
-            ),
-        );
-        let mut staging = Staging::new(key, self.sink.settings.columns.len());
-        let state = WriteState {
-            first: Some(first),
-            input,
-            sink: self,
-            upsert: Some(&mut staging),
-        };
-        let mut rows: ChunkStream<'_> = Box::pin(futures::stream::unfold(state, next_to_write));
-        tx.write_chunk(
-            &statements.stage_table(),
-            &statements.stage_columns(),
-            &mut rows,
-        )
-        .await?;
-        drop(rows);
-        let superseded = std::mem::take(&mut staging.superseded);
-        let patterns: Vec<Vec<usize>> = staging.null_patterns.iter().cloned().collect();
-        for sql in statements.remove_superseded(&superseded) {
-            tx.execute(sql).await?;
-        }
-        let table = &self.sink.settings.table;
-        // Where the table is not much larger than the stage, the join reads
-        // it in order (see `UpsertStatements::updates`).
-        let table_first = tx
-            .estimated_rows(table)
-            .await?
-            .is_some_and(|rows| rows <= TABLE_FIRST_RATIO * staging.staged);
-        // One `INSERT ... ON DUPLICATE KEY UPDATE` looks every staged row up
-        // in the key's index: slower than the in-order join while most rows
-        // are updates, faster once many are new (see ONE_PASS_NEW_SHARE).
-        let one_pass = !table_first || staging.inserts * ONE_PASS_NEW_SHARE >= staging.staged;
-        let deciding_index = if one_pass && statements.decidable_by_index() {
-            let columns = &self.sink.settings.columns;
-            let key: Vec<TargetColumn> = self
-                .sink
-                .settings
-                .key_columns
-                .iter()
-                .map(|&i| columns[i].clone())
-                .collect();
-            tx.upsert_index(table, &key, columns).await?
-        } else {
-            None
-        };
-        let inserted = if let Some(index) = deciding_index {
-            // One pass, each staged row looked up in the key's index.
-            tracing::info!("Upsert decided by the unique index {index}");
-            tx.execute(statements.insert_or_update()).await?;
-            let null_key_updates = statements.null_key_updates(&patterns);
-            if !null_key_updates.is_empty() {
-                for sql in statements.prepare_join() {
-                    tx.execute(sql).await?;
-                }
-            }
-            for sql in null_key_updates {
-                tx.execute(sql).await?;
-            }
-            staging.inserts
-        } else {
-            // A statement with no staged row to apply would still read the
-            // whole stage: the check's flags say which are needed.
-            let updates = staging.inserts < staging.staged;
-            if updates {
-                for sql in statements.prepare_join() {
-                    tx.execute(sql).await?;
-                }
-            }
-            let inserted = if staging.inserts > 0 {
-                tx.execute(statements.insert()).await?
-            } else {
-                0
-            };
-            if updates {
-                for sql in statements.updates(&patterns, table_first) {
-                    tx.execute(sql).await?;
-                }
-            }
-            inserted
-        };
-        tx.execute(statements.drop_stage()).await?;
-        self.metrics.inserted.fetch_add(inserted, Ordering::Relaxed);
-        Ok(inserted)
     }
 
     /// Adds the rows of `batch` to the counts of the files they came from.
@@ -521,8 +405,6 @@ struct WriteState<'a> {
     input: &'a mut SendableRecordBatchStream,
     /// The write (for [`SinkWrite::next_rows`]).
     sink: &'a SinkWrite<'a>,
-    /// Under `ON DUPLICATE UPDATE`: what staging learns of the rows.
-    upsert: Option<&'a mut Staging>,
 }
 
 async fn next_to_write(
@@ -537,11 +419,7 @@ async fn next_to_write(
         },
     };
     state.sink.sent(rows.num_rows());
-    let rows = match state.upsert.as_deref_mut() {
-        Some(staging) => staging.stage(rows),
-        None => Ok(rows),
-    };
-    Some((rows, state))
+    Some((state.sink.written(&rows), state))
 }
 
 #[cfg(test)]
