@@ -612,24 +612,25 @@ impl Database for MySqlDatabase {
         let mut conn = self.conn().await?;
         let mut statements = key_statements(&mut conn, table, columns, filter).await?;
         let on_batch = std::sync::Mutex::new(on_batch);
-        if statements.len() == 1 {
-            return read_keys(&mut conn, statements, table, columns, batch_rows, &on_batch).await;
-        }
         // Several statements (a probe longer than a packet) are as many
         // passes over a table without an index on the column: a second
         // connection of its own (not the pool's, which the import's other
         // readers share) reads half of them meanwhile.
-        let second_half = statements.split_off(statements.len() / 2);
-        let mut other = match Conn::new(self.opts.clone()).await {
-            Ok(other) => other,
-            Err(e) => {
-                // (A server at its connection limit, say: one reads them all.)
-                tracing::info!("Key check reads on one connection: a second one failed: {e}");
-                statements.extend(second_half);
-                return read_keys(&mut conn, statements, table, columns, batch_rows, &on_batch)
-                    .await;
-            }
+        let other = if statements.len() > 1 {
+            Conn::new(self.opts.clone())
+                .await
+                .inspect_err(|e| {
+                    // (A server at its connection limit, say: one reads them all.)
+                    tracing::info!("Key check reads on one connection: a second one failed: {e}")
+                })
+                .ok()
+        } else {
+            None
         };
+        let Some(mut other) = other else {
+            return read_keys(&mut conn, statements, table, columns, batch_rows, &on_batch).await;
+        };
+        let second_half = statements.split_off(statements.len() / 2);
         let read = futures::future::try_join(
             read_keys(&mut conn, statements, table, columns, batch_rows, &on_batch),
             read_keys(
