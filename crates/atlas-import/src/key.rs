@@ -27,6 +27,7 @@ use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
 
 use crate::error::{AtlasError, Result};
 use crate::key_form::KeyForm;
@@ -429,14 +430,10 @@ impl<V: Copy> Fingerprints<V> {
     /// already there when it was.
     #[inline]
     pub fn insert(&mut self, fingerprint: Fingerprint, value: V) -> Option<V> {
-        let key = halves(fingerprint);
-        match self
-            .table
-            .entry(low(&key), |(f, _)| *f == key, |(f, _)| low(f))
-        {
-            hashbrown::hash_table::Entry::Occupied(e) => Some(e.get().1),
-            hashbrown::hash_table::Entry::Vacant(e) => {
-                e.insert((key, value));
+        match self.entry(fingerprint) {
+            Entry::Occupied(e) => Some(e.get().1),
+            Entry::Vacant(e) => {
+                e.insert((halves(fingerprint), value));
                 None
             }
         }
@@ -446,19 +443,20 @@ impl<V: Copy> Fingerprints<V> {
     /// absent; returns the value it replaced.
     #[inline]
     pub fn replace(&mut self, fingerprint: Fingerprint, value: V) -> Option<V> {
-        let key = halves(fingerprint);
-        match self
-            .table
-            .entry(low(&key), |(f, _)| *f == key, |(f, _)| low(f))
-        {
-            hashbrown::hash_table::Entry::Occupied(mut e) => {
-                Some(std::mem::replace(&mut e.get_mut().1, value))
-            }
-            hashbrown::hash_table::Entry::Vacant(e) => {
-                e.insert((key, value));
+        match self.entry(fingerprint) {
+            Entry::Occupied(mut e) => Some(std::mem::replace(&mut e.get_mut().1, value)),
+            Entry::Vacant(e) => {
+                e.insert((halves(fingerprint), value));
                 None
             }
         }
+    }
+
+    #[inline]
+    fn entry(&mut self, fingerprint: Fingerprint) -> Entry<'_, ([u64; 2], V)> {
+        let key = halves(fingerprint);
+        self.table
+            .entry(low(&key), |(f, _)| *f == key, |(f, _)| low(f))
     }
 
     /// Bytes held, for memory accounting.
