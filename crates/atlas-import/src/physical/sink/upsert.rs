@@ -37,8 +37,8 @@ const TABLE_FIRST_RATIO: u64 = 4;
 
 /// Memory of rows waiting for the other destination's write that ends the
 /// open one: each switch is one more statement, each byte waiting is
-/// memory the import holds (1M rows of the benches' 11 columns, half of them
-/// updates: about 12 writes in all).
+/// memory the import holds (1M rows of the benches' 11 columns, new and
+/// existing keys alternating row by row: 9 writes; in two blocks: 2).
 const SWITCH_BYTES: usize = 8 << 20;
 
 /// Chunks of rows (`chunk_rows`) waiting for the other destination's write
