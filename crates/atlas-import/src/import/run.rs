@@ -127,16 +127,20 @@ impl ImportBuilder {
         };
         self.db.ensure_metadata().await?;
         let mut located = self.locate().await?;
-        // Open first: a statement that cannot work is said before anything else.
-        let mut source = self.open_source(located.clone()).await?;
-        // Every file's hash (of the bytes that will be read).
-        let mut hashes = Vec::new();
+        // Every file's hash (of the bytes that will be read), taken while the
+        // source is opened; the opening's error is said first (a statement
+        // that cannot work is said before anything else).
         self.metrics.set_phase(Phase::Hashing);
-        if let Some(found) = &located {
-            for file in &found.files {
+        let hashing = async {
+            let mut hashes = Vec::new();
+            for file in located.iter().flat_map(|found| &found.files) {
                 hashes.push(file.sha256().await?);
             }
-        }
+            Ok::<_, AtlasError>(hashes)
+        };
+        let (source, hashes) = tokio::join!(self.open_source(located.clone()), hashing);
+        let mut source = source?;
+        let mut hashes = hashes?;
         // Cheap early answer; the authoritative check runs under the lock, when
         // the plan opens its transaction.
         if let Some(found) = located.as_mut()

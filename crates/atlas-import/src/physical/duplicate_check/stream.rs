@@ -484,7 +484,11 @@ impl PartitionCheck {
                     batch: batch.clone(),
                     rows: held,
                 });
-                batch.slice(0, 0)
+                // Nothing goes on now (an empty batch of the output's
+                // schema, which the flag or `duplicate_of` column changes).
+                RecordBatch::new_empty(Arc::clone(
+                    self.report_duplicates.as_ref().unwrap_or(&self.schema),
+                ))
             }
             None => {
                 // Not known yet whether the keys exist: decided at the end;

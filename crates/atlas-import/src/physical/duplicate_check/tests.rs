@@ -233,26 +233,29 @@ async fn error_mode_counts_every_duplicate_and_lets_rows_through() {
 
 #[tokio::test]
 async fn update_flags_the_rows_whose_key_exists_or_repeats() {
-    let metrics = Arc::new(ImportMetrics::default());
-    let check = check(
-        &[Some("a"), Some("b"), Some("a")],
-        existing(&["b"], vec![None], false),
-        OnDuplicate::Update,
-        &metrics,
-    );
-    let batches = check.collect().await;
-    let flags: Vec<bool> = batches
-        .iter()
-        .flat_map(|b| {
-            let flags = b
-                .column_by_name(UPDATE_COLUMN)
-                .unwrap()
-                .as_boolean()
-                .clone();
-            (0..flags.len()).map(move |i| flags.value(i))
-        })
-        .collect();
-    assert_eq!(flags, [false, true, true]);
+    for probe in [false, true] {
+        let metrics = Arc::new(ImportMetrics::default());
+        let check = check(
+            &[Some("a"), Some("b"), Some("a")],
+            existing(&["b"], vec![None], probe),
+            OnDuplicate::Update,
+            &metrics,
+        );
+        // Every batch has the flag, the empty ones of held rows too.
+        let batches = check.collect().await;
+        let flags: Vec<bool> = batches
+            .iter()
+            .flat_map(|b| {
+                let flags = b
+                    .column_by_name(UPDATE_COLUMN)
+                    .unwrap()
+                    .as_boolean()
+                    .clone();
+                (0..flags.len()).map(move |i| flags.value(i))
+            })
+            .collect();
+        assert_eq!(flags, [false, true, true], "probe={probe}");
+    }
 }
 
 #[tokio::test]
