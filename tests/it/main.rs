@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod codec;
 mod common;
+mod connections;
 mod contract;
 mod explain;
 mod formats;
