@@ -29,6 +29,9 @@ use crate::source::location::{FetchedObject, ObjectOrigin};
 
 /// Batches queued between the reader thread and the plan.
 const QUEUED_BATCHES: usize = 2;
+/// Rows per read batch at most, unless the session's batch size is larger:
+/// DataFusion's default batch size.
+const DEFAULT_READ_BATCH_ROWS: usize = 8192;
 
 /// A delimited text file: where it is, how it is written, and its columns
 /// (read from its first record when the table was made). Plain settings.
@@ -250,7 +253,13 @@ impl ExecutionPlan for CsvSourceExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         crate::physical::only_partition(self, partition)?;
-        let batch_rows = context.session_config().batch_size().max(1);
+        // One read batch gives each of the check's partitions about one batch
+        // (an import's session has batches of a partition's share), but no
+        // more than DataFusion's default size unless the session asks for more.
+        let config = context.session_config();
+        let batch_rows = (config.batch_size() * config.target_partitions())
+            .min(config.batch_size().max(DEFAULT_READ_BATCH_ROWS))
+            .max(1);
         let file = Arc::clone(&self.file);
         let projection = self.projection.clone();
         let baseline = BaselineMetrics::new(&self.metrics, partition);
