@@ -682,6 +682,12 @@ pub trait ImportTransaction: Send {
     /// Runs one statement; returns the rows it affected.
     async fn execute(&mut self, sql: String) -> Result<u64>;
 
+    /// Runs an upsert's update join (`UpsertStatements::updates`, the
+    /// target aliased `atlas_t`); returns the rows it updated.
+    async fn execute_join(&mut self, sql: String) -> Result<u64> {
+        self.execute(sql).await
+    }
+
     /// Creates `table` with an `id` identity key (unless a column is named `id`).
     async fn create_table(&mut self, table: &TableRef, columns: &[ColumnSpec]) -> Result<()>;
 

@@ -181,6 +181,32 @@ fn plain_first(url: &str, options: &PgConnectOptions) -> bool {
     !sslmode_named && loopback && matches!(options.get_ssl_mode(), PgSslMode::Prefer)
 }
 
+/// Whether an `EXPLAIN (FORMAT JSON)` plan reads the update's target
+/// (`atlas_t`) by index scans only.
+fn scans_target_by_index(plan: &serde_json::Value) -> bool {
+    fn target_scans<'a>(node: &'a serde_json::Value, found: &mut Vec<&'a str>) {
+        match node {
+            serde_json::Value::Object(fields) => {
+                if fields.get("Alias").and_then(|a| a.as_str()) == Some("atlas_t")
+                    && let Some(kind) = fields.get("Node Type").and_then(|k| k.as_str())
+                    && kind != "ModifyTable"
+                {
+                    found.push(kind);
+                }
+                fields.values().for_each(|v| target_scans(v, found));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| target_scans(v, found)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    target_scans(plan, &mut found);
+    !found.is_empty()
+        && found
+            .iter()
+            .all(|kind| matches!(*kind, "Index Scan" | "Index Only Scan"))
+}
+
 /// Whether the server refused a connection for want of TLS (no pg_hba.conf
 /// entry matches a connection without it).
 fn refused_without_tls(error: &sqlx::Error) -> bool {
@@ -723,6 +749,45 @@ impl ImportTransaction for PostgresImport {
         Ok(done.rows_affected())
     }
 
+    /// Through the table's key index where the planner can use one: it
+    /// prefers a hash join, which reads the whole table; the index join
+    /// took 4.7 s against 6.0 s for 1M staged rows into 1M (staged in the
+    /// table's order; in random order both 13.3 s). Decided from the plan
+    /// with hash and merge joins off, which without a usable index would be
+    /// a nested loop over the whole table: then the planner chooses freely.
+    async fn execute_join(&mut self, sql: String) -> Result<u64> {
+        let error = |e| AtlasError::database("planning the update of existing rows", e);
+        for setting in [
+            "SET LOCAL enable_hashjoin = off",
+            "SET LOCAL enable_mergejoin = off",
+        ] {
+            self.execute(setting.to_string()).await?;
+        }
+        // The plan is `json`, whose binary form is its text.
+        let plan: String = sqlx::query(AssertSqlSafe(format!("EXPLAIN (FORMAT JSON) {sql}")))
+            .fetch_one(&mut *self.tx)
+            .await
+            .and_then(|row| row.try_get_unchecked(0))
+            .map_err(error)?;
+        let plan: serde_json::Value = serde_json::from_str(&plan)
+            .map_err(|e| AtlasError::Internal(format!("reading the update's plan: {e}")))?;
+        let by_index = scans_target_by_index(&plan);
+        if !by_index {
+            self.execute("SET LOCAL enable_hashjoin = on".to_string())
+                .await?;
+            self.execute("SET LOCAL enable_mergejoin = on".to_string())
+                .await?;
+        }
+        let updated = self.execute(sql).await;
+        if by_index {
+            self.execute("SET LOCAL enable_hashjoin = on".to_string())
+                .await?;
+            self.execute("SET LOCAL enable_mergejoin = on".to_string())
+                .await?;
+        }
+        updated
+    }
+
     async fn create_table(&mut self, table: &TableRef, columns: &[ColumnSpec]) -> Result<()> {
         let sql = create_table_sql(
             sql_type_for,
@@ -810,6 +875,27 @@ mod tests {
 
     fn plain(url: &str) -> bool {
         plain_first(url, &url.parse().unwrap())
+    }
+
+    #[test]
+    fn the_update_goes_by_index_only_when_every_scan_of_the_target_is_one() {
+        let plan = |inner: &str| -> serde_json::Value {
+            serde_json::from_str(&format!(
+                r#"[{{"Plan": {{"Node Type": "ModifyTable", "Alias": "atlas_t", "Plans": [
+                    {{"Node Type": "Nested Loop", "Plans": [
+                        {{"Node Type": "Seq Scan", "Alias": "atlas_s"}},
+                        {{"Node Type": "{inner}", "Alias": "atlas_t"}}]}}]}}}}]"#
+            ))
+            .unwrap()
+        };
+        assert!(scans_target_by_index(&plan("Index Scan")));
+        assert!(scans_target_by_index(&plan("Index Only Scan")));
+        assert!(!scans_target_by_index(&plan("Seq Scan")));
+        assert!(!scans_target_by_index(&plan("Bitmap Heap Scan")));
+        let no_scan: serde_json::Value =
+            serde_json::from_str(r#"[{"Plan": {"Node Type": "ModifyTable", "Alias": "atlas_t"}}]"#)
+                .unwrap();
+        assert!(!scans_target_by_index(&no_scan));
     }
 
     #[test]

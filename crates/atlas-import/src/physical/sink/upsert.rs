@@ -273,7 +273,7 @@ impl SinkWrite<'_> {
             }
             let patterns: Vec<Vec<usize>> = staging.null_patterns.iter().cloned().collect();
             for sql in statements.updates(&patterns, table_first) {
-                tx.execute(sql).await?;
+                tx.execute_join(sql).await?;
             }
         }
         tx.execute(statements.drop_stage()).await?;
