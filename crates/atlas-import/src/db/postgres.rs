@@ -731,6 +731,18 @@ struct PostgresImport {
     tx: Transaction<'static, Postgres>,
 }
 
+impl PostgresImport {
+    /// `enable_hashjoin` and `enable_mergejoin` for the rest of the
+    /// transaction: `off`, or `DEFAULT` (the server's settings).
+    async fn set_hash_and_merge_joins(&mut self, value: &str) -> Result<()> {
+        for method in ["enable_hashjoin", "enable_mergejoin"] {
+            self.execute(format!("SET LOCAL {method} = {value}"))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl ImportTransaction for PostgresImport {
     fn kind(&self) -> DbKind {
@@ -755,14 +767,10 @@ impl ImportTransaction for PostgresImport {
     /// table's order; in random order both 13.3 s). Decided from the plan
     /// with hash and merge joins off, which without a usable index would be
     /// a nested loop over the whole table: then the planner chooses freely.
+    /// Both go back to the server's settings (`DEFAULT`) after.
     async fn execute_join(&mut self, sql: String) -> Result<u64> {
         let error = |e| AtlasError::database("planning the update of existing rows", e);
-        for setting in [
-            "SET LOCAL enable_hashjoin = off",
-            "SET LOCAL enable_mergejoin = off",
-        ] {
-            self.execute(setting.to_string()).await?;
-        }
+        self.set_hash_and_merge_joins("off").await?;
         // The plan is `json`, whose binary form is its text.
         let plan: String = sqlx::query(AssertSqlSafe(format!("EXPLAIN (FORMAT JSON) {sql}")))
             .fetch_one(&mut *self.tx)
@@ -771,21 +779,13 @@ impl ImportTransaction for PostgresImport {
             .map_err(error)?;
         let plan: serde_json::Value = serde_json::from_str(&plan)
             .map_err(|e| AtlasError::Internal(format!("reading the update's plan: {e}")))?;
-        let by_index = scans_target_by_index(&plan);
-        if !by_index {
-            self.execute("SET LOCAL enable_hashjoin = on".to_string())
-                .await?;
-            self.execute("SET LOCAL enable_mergejoin = on".to_string())
-                .await?;
+        if !scans_target_by_index(&plan) {
+            self.set_hash_and_merge_joins("DEFAULT").await?;
+            return self.execute(sql).await;
         }
-        let updated = self.execute(sql).await;
-        if by_index {
-            self.execute("SET LOCAL enable_hashjoin = on".to_string())
-                .await?;
-            self.execute("SET LOCAL enable_mergejoin = on".to_string())
-                .await?;
-        }
-        updated
+        let updated = self.execute(sql).await?;
+        self.set_hash_and_merge_joins("DEFAULT").await?;
+        Ok(updated)
     }
 
     async fn create_table(&mut self, table: &TableRef, columns: &[ColumnSpec]) -> Result<()> {
