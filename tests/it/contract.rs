@@ -619,3 +619,62 @@ async fn upsert_by_key_parts_with_nulls(db: &TestDb) {
 }
 
 crate::on_every_database_and_strategy!(upsert_by_key_parts_with_nulls);
+
+/// PostgreSQL: an upsert's update join reads the table through the key's
+/// unique index (left alone, the planner hash-joins the stage with the
+/// whole table): the index is scanned about once per staged row.
+#[tokio::test]
+async fn postgres_updates_existing_rows_through_the_keys_index() {
+    let db = TestDb::new(Kind::Postgres).await;
+    db.run(async {
+        const ROWS: i64 = 5000;
+        let dir = TempDir::new();
+        let table = db.table("upsert_index_join");
+        db.exec(&format!(
+            "CREATE TABLE \"{table}\" (k INTEGER, v TEXT); \
+             CREATE UNIQUE INDEX \"{table}_k\" ON \"{table}\" (k); \
+             INSERT INTO \"{table}\" SELECT g, 'old' FROM generate_series(1, {ROWS}) g; \
+             ANALYZE \"{table}\""
+        ))
+        .await;
+        let csv: String = std::iter::once("k,v\n".to_string())
+            .chain((1..=ROWS).map(|k| format!("{k},new\n")))
+            .collect();
+        let file = dir.file("u.csv", &csv);
+        let scans = format!(
+            "SELECT coalesce(sum(idx_scan), 0)::bigint FROM pg_stat_user_indexes \
+             WHERE indexrelname = '{table}_k'"
+        );
+        let before = db.scalar(&scans).await;
+        let out = std::process::Command::new(crate::cli::binary())
+            .args(["import", file.to_str().unwrap(), "--table", &table])
+            .args(["--db", &db.url, "--key", "k", "--on-duplicate", "update"])
+            // The key check reads the keys without the index.
+            .args(["--strategy", "preload"])
+            .env_remove("DATABASE_URL")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            db.scalar(&format!("SELECT count(*) FROM \"{table}\" WHERE v = 'new'"))
+                .await,
+            ROWS
+        );
+        // The import's sessions report their counts as they end.
+        let started = std::time::Instant::now();
+        let mut scanned = db.scalar(&scans).await - before;
+        while scanned < ROWS && started.elapsed() < std::time::Duration::from_secs(10) {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            scanned = db.scalar(&scans).await - before;
+        }
+        assert!(
+            scanned >= ROWS,
+            "the key's index was scanned {scanned} times for {ROWS} updated rows"
+        );
+    })
+    .await;
+}
