@@ -142,6 +142,46 @@ async fn concurrent_overlapping_imports(db: &TestDb) {
 
 on_every_database!(concurrent_overlapping_imports);
 
+/// One file imported by several processes at once. A local import hashes
+/// its file beside the write and checks it at the commit, under the
+/// table's lock: one import commits, every other is refused as the file
+/// imported before (exit 4), whether its rows were all skipped (nothing
+/// else failed) or all refused as duplicates (a file imported before is
+/// the answer that counts).
+async fn concurrent_imports_of_one_file(db: &TestDb) {
+    let dir = TempDir::new();
+    let file = big_file(&dir, 20_000);
+    for mode in ["skip", "error"] {
+        let table = db.table(&format!("concurrent_one_file_{mode}"));
+        let files = vec![file.clone(); 4];
+        let outputs = run_concurrently(db, &table, &files, mode).await;
+        let mut codes: Vec<Option<i32>> = outputs.iter().map(|o| o.status.code()).collect();
+        codes.sort();
+        assert_eq!(
+            codes,
+            [Some(0), Some(4), Some(4), Some(4)],
+            "{mode}: {:?}",
+            outputs
+                .iter()
+                .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                .collect::<Vec<_>>()
+        );
+        for output in outputs.iter().filter(|o| o.status.code() == Some(4)) {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                stderr.contains(&format!(
+                    "File has already been imported to table '{table}'."
+                )),
+                "{mode}: {stderr}"
+            );
+        }
+        assert_eq!(keys_once(db, &table).await.len(), 20_000, "{mode}");
+        assert_eq!(db.file_imports(&table).await, 1, "{mode}");
+    }
+}
+
+on_every_database!(concurrent_imports_of_one_file);
+
 /// A file big enough that the write phase can be caught while it runs.
 fn big_file(dir: &TempDir, rows: usize) -> PathBuf {
     let mut csv = String::with_capacity(rows * 40);

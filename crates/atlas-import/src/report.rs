@@ -410,8 +410,16 @@ impl ImportMetrics {
 
     /// The counts of an import that ended as `status`, as reports and
     /// `import_history` give them: rows count as inserted or updated only
-    /// when it committed.
+    /// when it committed, and none at all when the file was imported before
+    /// (an import that learns it late, having read and checked some rows,
+    /// answers as one that read nothing).
     pub fn counts(&self, status: ImportStatus) -> ImportCounts {
+        if matches!(
+            status,
+            ImportStatus::SkippedFile | ImportStatus::RefusedFile
+        ) {
+            return ImportCounts::default();
+        }
         let duplicates = self.duplicate_report();
         let written = |counter: &AtomicU64| {
             if status.committed() {

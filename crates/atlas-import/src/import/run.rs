@@ -4,17 +4,19 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use datafusion::common::runtime::SpawnedTask;
 use datafusion::execution::TaskContext;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::SessionContext;
+use futures::FutureExt;
 
 use super::plan::PreparedImport;
 use super::{ImportBuilder, SourceSpec};
 use crate::db::{FileRecord, HistoryEntry};
 use crate::error::{AtlasError, Result};
 use crate::options::{FilePolicy, OnBadValue, OnDuplicate};
-use crate::physical::{Opened, TableTransaction};
+use crate::physical::{LateHashes, Opened, TableTransaction};
 use crate::reject::RejectWriter;
 use crate::report::{
     ImportCounts, ImportMetrics, ImportReport, ImportStatus, Phase, ReportContext,
@@ -127,24 +129,48 @@ impl ImportBuilder {
         };
         self.db.ensure_metadata().await?;
         let mut located = self.locate().await?;
-        // Every file's hash (of the bytes that will be read), taken while the
-        // source is opened; the opening's error is said first (a statement
-        // that cannot work is said before anything else).
-        self.metrics.set_phase(Phase::Hashing);
-        let hashing = async {
+        let files: Vec<FileSource> = located
+            .iter()
+            .flat_map(|found| found.files.iter().cloned())
+            .collect();
+        let hashing = async move {
             let mut hashes = Vec::new();
-            for file in located.iter().flat_map(|found| &found.files) {
+            for file in &files {
                 hashes.push(file.sha256().await?);
             }
             Ok::<_, AtlasError>(hashes)
         };
-        let (source, hashes) = tokio::join!(self.open_source(located.clone()), hashing);
-        let mut source = source?;
-        let mut hashes = hashes?;
+        // A local import of one file (or of files whatever their past) need
+        // not wait for the hashes: it runs while they are computed, and the
+        // commit checks them (see `LateHashes`). ON DUPLICATE FILE SKIP over
+        // several files decides which to read from them, so it waits.
+        let file_count = located.as_ref().map_or(0, |found| found.files.len());
+        let (late, hashing) = if self.cluster.is_none()
+            && file_count > 0
+            && (file_count == 1 || self.options.file_policy == FilePolicy::Allow)
+        {
+            (Some(LateHashes::new(hashing.boxed())), None)
+        } else {
+            (None, Some(hashing))
+        };
+        let _early_look = late.as_ref().map(|late| self.look_early(late.clone()));
+        let (mut source, mut hashes) = match hashing {
+            None => (self.open_source(located.clone()).await?, Vec::new()),
+            Some(hashing) => {
+                // Every file's hash (of the bytes that will be read), taken
+                // while the source is opened; the opening's error is said
+                // first (a statement that cannot work is said before
+                // anything else).
+                self.metrics.set_phase(Phase::Hashing);
+                let (source, hashes) = tokio::join!(self.open_source(located.clone()), hashing);
+                (source?, hashes?)
+            }
+        };
         // Cheap early answer; the authoritative check runs under the lock, when
         // the plan opens its transaction.
         if let Some(found) = located.as_mut()
             && self.options.file_policy != FilePolicy::Allow
+            && late.is_none()
         {
             let mut imported = Vec::new();
             for hash in &hashes {
@@ -172,7 +198,7 @@ impl ImportBuilder {
                 source = self.open_source(located).await?;
             }
         }
-        let file_hash = (!hashes.is_empty()).then(|| hashes.join(","));
+        let mut file_hash = (late.is_none() && !hashes.is_empty()).then(|| hashes.join(","));
         if !self.options.declared.is_empty()
             && self
                 .db
@@ -182,6 +208,10 @@ impl ImportBuilder {
             tracing::info!("Created table '{}' with the declared columns", self.table);
         }
         let (target, create) = self.target(&source).await?;
+        if late.is_some() {
+            // Filled in at the commit.
+            hashes = vec![String::new(); source.files.len()];
+        }
         let files: Vec<FileRecord> = source
             .files
             .iter()
@@ -215,7 +245,11 @@ impl ImportBuilder {
                 .run_on_cluster(&cluster.0, prepared, &source.name, file_hash, started)
                 .await;
         }
-        let transaction = Arc::new(TableTransaction::from_recipe(Arc::clone(&self.db), &recipe));
+        let mut transaction = TableTransaction::from_recipe(Arc::clone(&self.db), &recipe);
+        if let Some(late) = &late {
+            transaction = transaction.with_late_hashes(late.clone());
+        }
+        let transaction = Arc::new(transaction);
         let _running = self.start_run(&prepared, Arc::clone(&transaction), rejects);
         // The import reads the source from its start (type inference may
         // have read it once already).
@@ -229,6 +263,17 @@ impl ImportBuilder {
             && let Err(e) = transaction.slot().rollback().await
         {
             tracing::warn!("rollback after a failed import also failed: {e}");
+        }
+        if let Some(late) = &late {
+            if let Err(e) = result {
+                // A file imported before is the answer, whatever else failed
+                // (as when the hashes came first).
+                return match self.imported_before(late, e).await {
+                    Ok(hash) => Ok((self.already_imported(started, &source.name, hash)?, None)),
+                    Err(e) => Err(e),
+                };
+            }
+            file_hash = Some(late.hashes().await?.join(","));
         }
         result?;
         let created_table = match transaction.outcome() {
@@ -347,6 +392,51 @@ impl ImportBuilder {
             report.rows_read
         );
         Ok((report, Some(prepared)))
+    }
+
+    /// Starts the early look for a file imported before (see
+    /// [`LateHashes`]), outside the import's transaction: it drives the
+    /// hashing, then asks the database as soon as the hashes are known. It
+    /// ends with the import (the task is dropped).
+    fn look_early(&self, late: LateHashes) -> SpawnedTask<()> {
+        let db = Arc::clone(&self.db);
+        let table = self.table.clone();
+        let policy = self.options.file_policy;
+        SpawnedTask::spawn(async move {
+            // An error is the commit's to report.
+            let Ok(hashes) = late.hashes().await else {
+                return;
+            };
+            if policy == FilePolicy::Allow {
+                return;
+            }
+            for hash in hashes.iter() {
+                if let Ok(true) = db.file_imported(hash, &table).await {
+                    late.mark_imported(hash);
+                    return;
+                }
+            }
+        })
+    }
+
+    /// The hash of a file of `late` imported into the table before, which
+    /// answers an import that failed with `error`; otherwise `error`.
+    async fn imported_before(&self, late: &LateHashes, error: AtlasError) -> Result<String> {
+        if let AtlasError::AlreadyImported { file_hash, .. } = error {
+            return Ok(file_hash);
+        }
+        if self.options.file_policy == FilePolicy::Allow {
+            return Err(error);
+        }
+        let Ok(hashes) = late.hashes().await else {
+            return Err(error);
+        };
+        for hash in hashes.iter() {
+            if let Ok(true) = self.db.file_imported(hash, &self.table).await {
+                return Ok(hash.clone());
+            }
+        }
+        Err(error)
     }
 
     /// The answer when the file was already imported into the table.

@@ -31,7 +31,7 @@ pub use duplicate_check::{
 };
 pub use run::{ImportId, ImportRef, ImportRun, ImportRuns, RegisteredRun, RunFactory, RunRecipe};
 pub use sink::{ImportSink, SinkSettings};
-pub use transaction::{Opened, TableTransaction, TransactionSlot};
+pub use transaction::{LateHashes, Opened, TableTransaction, TransactionSlot};
 
 use std::sync::Arc;
 

@@ -4,8 +4,10 @@
 //! the database.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use tokio::sync::OnceCell;
 
 use tokio::sync::{Mutex, MutexGuard};
@@ -61,8 +63,59 @@ pub struct TableTransaction {
     /// The `import_history` row to write when the import commits (counts are
     /// filled in from the metrics then).
     history: Option<HistoryEntry>,
+    /// The files' hashes when they are still being computed as the import
+    /// runs: `files` and `history` then carry none, and the file check
+    /// happens at the commit instead of the opening.
+    late_hashes: Option<LateHashes>,
     slot: TransactionSlot,
     opened: OnceCell<Opened>,
+}
+
+/// The SHA-256 of an import's source files, computed beside the import
+/// rather than before it: hashing a large file takes as long as a few
+/// hundred thousand rows' writing, and only the commit needs the answer.
+///
+/// The authoritative "imported before?" check runs at the commit, under the
+/// table's lock ([`TableTransaction::file_records`]); an early look outside
+/// the lock as soon as the hashes are known ([`LateHashes::mark_imported`])
+/// ends an import of a known file before it writes much.
+#[derive(Clone)]
+pub struct LateHashes {
+    hashes: Shared<BoxFuture<'static, Result<Arc<Vec<String>>>>>,
+    /// The hash of a file the early look found imported before.
+    imported_before: Arc<OnceLock<String>>,
+}
+
+impl fmt::Debug for LateHashes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LateHashes")
+            .field("known", &self.hashes.peek().is_some())
+            .finish()
+    }
+}
+
+impl LateHashes {
+    /// The hashes `computing` yields, one per source file in order.
+    pub fn new(computing: BoxFuture<'static, Result<Vec<String>>>) -> Self {
+        Self {
+            hashes: computing
+                .map(|hashes| hashes.map(Arc::new))
+                .boxed()
+                .shared(),
+            imported_before: Arc::default(),
+        }
+    }
+
+    /// The hashes, once computed.
+    pub async fn hashes(&self) -> Result<Arc<Vec<String>>> {
+        self.hashes.clone().await
+    }
+
+    /// The early look found the file of `hash` imported before: the import
+    /// ends at its next rows.
+    pub fn mark_imported(&self, hash: &str) {
+        let _ = self.imported_before.set(hash.to_string());
+    }
 }
 
 impl fmt::Debug for TableTransaction {
@@ -91,6 +144,7 @@ impl TableTransaction {
             create,
             dry_run: false,
             history: None,
+            late_hashes: None,
             slot: TransactionSlot::empty(),
             opened: OnceCell::new(),
         }
@@ -122,9 +176,60 @@ impl TableTransaction {
         self
     }
 
-    /// The `import_history` row to complete and write at commit.
+    /// Takes the files' hashes from `hashes` as they become known (see
+    /// [`LateHashes`]) instead of from the `file_imports` rows.
+    pub fn with_late_hashes(mut self, hashes: LateHashes) -> Self {
+        self.late_hashes = Some(hashes);
+        self
+    }
+
+    /// The `import_history` row to complete and write at commit, without
+    /// its hash if that comes late (see [`Self::file_records`]).
     pub fn history(&self) -> Option<&HistoryEntry> {
         self.history.as_ref()
+    }
+
+    /// The error when an early look found the source imported before (see
+    /// [`LateHashes`]): the write stops at its next rows.
+    pub fn check_not_imported_before(&self) -> Result<()> {
+        match &self.late_hashes {
+            Some(late) => match late.imported_before.get() {
+                Some(hash) => Err(self.already_imported(hash.clone())),
+                None => Ok(()),
+            },
+            None => Ok(()),
+        }
+    }
+
+    /// The `file_imports` rows to write at the commit, with their hashes,
+    /// and the hash for `import_history`. Where the hashes came late, this
+    /// is where the file check runs, on `tx` under the table's lock: a file
+    /// imported before fails the import with [`AtlasError::AlreadyImported`]
+    /// (the caller answers a skip policy with a skipped import).
+    pub async fn file_records(
+        &self,
+        tx: &mut dyn ImportTransaction,
+    ) -> Result<(Vec<FileRecord>, Option<String>)> {
+        let Some(late) = &self.late_hashes else {
+            let hash = self.history.as_ref().and_then(|h| h.file_hash.clone());
+            return Ok((self.files.clone(), hash));
+        };
+        let hashes = late.hashes().await?;
+        let mut records = self.files.clone();
+        for (record, hash) in records.iter_mut().zip(hashes.iter()) {
+            record.file_hash = hash.clone();
+            if self.file_policy != FilePolicy::Allow && tx.file_imported(hash, &self.table).await? {
+                return Err(self.already_imported(hash.clone()));
+            }
+        }
+        Ok((records, (!hashes.is_empty()).then(|| hashes.join(","))))
+    }
+
+    fn already_imported(&self, file_hash: String) -> AtlasError {
+        AtlasError::AlreadyImported {
+            table: self.table.key(),
+            file_hash,
+        }
     }
 
     /// The database the transaction is on.
@@ -176,7 +281,9 @@ impl TableTransaction {
             {
                 return Ok(Opened::Committed { inserted, updated });
             }
-            if !self.dry_run && self.file_policy != FilePolicy::Allow {
+            // (Hashes that come late are checked at the commit.)
+            if !self.dry_run && self.file_policy != FilePolicy::Allow && self.late_hashes.is_none()
+            {
                 for file in &self.files {
                     if !tx.file_imported(&file.file_hash, &self.table).await? {
                         continue;
@@ -186,10 +293,7 @@ impl TableTransaction {
                     if self.file_policy == FilePolicy::Skip {
                         return Ok(Opened::FileAlreadyImported);
                     }
-                    return Err(AtlasError::AlreadyImported {
-                        table: self.table.key(),
-                        file_hash: file.file_hash.clone(),
-                    });
+                    return Err(self.already_imported(file.file_hash.clone()));
                 }
             }
             if tx.describe_table(&self.table).await?.is_some() {

@@ -11,7 +11,7 @@ use datafusion::physical_plan::metrics::MetricBuilder;
 use futures::StreamExt;
 
 use super::ImportSink;
-use crate::db::{ChunkStream, FileRecord};
+use crate::db::{ChunkStream, FileRecord, HistoryEntry};
 use crate::error::AtlasError;
 use crate::options::OnDuplicate;
 use crate::physical::transaction::{TableTransaction, not_open};
@@ -98,6 +98,7 @@ impl<'a> SinkWrite<'a> {
     ) -> crate::error::Result<Option<RecordBatch>> {
         while let Some(batch) = input.next().await {
             let batch = batch.map_err(AtlasError::from_datafusion)?;
+            self.transaction.check_not_imported_before()?;
             if self.sink.settings.on_duplicate == OnDuplicate::Error
                 && self.metrics.has_duplicates()
             {
@@ -337,20 +338,24 @@ impl<'a> SinkWrite<'a> {
         self.metrics.set_phase(crate::report::Phase::Committing);
         let mut tx = self.transaction.slot().take().await.ok_or_else(not_open)?;
         let recorded: crate::error::Result<()> = async {
+            let (files, file_hash) = self.transaction.file_records(tx.as_mut()).await?;
             let counts = self.written_per_file.lock().expect("count lock").clone();
-            for (i, file) in self.transaction.files().iter().enumerate() {
+            for (i, file) in files.into_iter().enumerate() {
                 let record = FileRecord {
                     record_count: counts.get(i).copied().unwrap_or(0),
-                    ..file.clone()
+                    ..file
                 };
                 tx.record_file(&record).await?;
             }
             if let Some(template) = self.transaction.history() {
-                tx.record_history(&template.finish(
-                    ImportStatus::Committed,
-                    &metrics.counts(ImportStatus::Committed),
-                    None,
-                ))
+                tx.record_history(&HistoryEntry {
+                    file_hash,
+                    ..template.finish(
+                        ImportStatus::Committed,
+                        &metrics.counts(ImportStatus::Committed),
+                        None,
+                    )
+                })
                 .await?;
             }
             Ok(())
