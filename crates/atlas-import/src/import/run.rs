@@ -140,14 +140,20 @@ impl ImportBuilder {
             }
             Ok::<_, AtlasError>(hashes)
         };
-        // A local import of one file (or of files whatever their past) need
-        // not wait for the hashes: it runs while they are computed, and the
-        // commit checks them (see `LateHashes`). ON DUPLICATE FILE SKIP over
-        // several files decides which to read from them, so it waits.
+        // A local import need not wait for the hashes when its rows flow at
+        // once (`ON DUPLICATE ERROR`: no row waits for a verdict, so a file
+        // found imported before stops the reading within a batch) or when
+        // their past does not matter (`--force`): it runs while they are
+        // computed, and the commit checks them (see `LateHashes`). Rows
+        // that wait for their verdicts would wait for the table's keys
+        // before a file imported before could stop them, and ON DUPLICATE
+        // FILE SKIP over several files decides which to read from the
+        // hashes: those wait for the hashes, as every import did.
         let file_count = located.as_ref().map_or(0, |found| found.files.len());
         let (late, hashing) = if self.cluster.is_none()
             && file_count > 0
-            && (file_count == 1 || self.options.file_policy == FilePolicy::Allow)
+            && (self.options.file_policy == FilePolicy::Allow
+                || (file_count == 1 && self.options.on_duplicate == OnDuplicate::Error))
         {
             (Some(LateHashes::new(hashing.boxed())), None)
         } else {

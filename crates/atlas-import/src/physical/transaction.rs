@@ -78,7 +78,8 @@ pub struct TableTransaction {
 /// The authoritative "imported before?" check runs at the commit, under the
 /// table's lock ([`TableTransaction::file_records`]); an early look outside
 /// the lock as soon as the hashes are known ([`LateHashes::mark_imported`])
-/// ends an import of a known file before it writes much.
+/// ends an import of a known file before it reads much (its rows flow
+/// without waiting for verdicts: the import uses late hashes only then).
 #[derive(Clone)]
 pub struct LateHashes {
     hashes: Shared<BoxFuture<'static, Result<Arc<Vec<String>>>>>,
@@ -112,7 +113,7 @@ impl LateHashes {
     }
 
     /// The early look found the file of `hash` imported before: the import
-    /// ends at its next rows.
+    /// ends at its next batch read.
     pub fn mark_imported(&self, hash: &str) {
         let _ = self.imported_before.set(hash.to_string());
     }
@@ -190,7 +191,7 @@ impl TableTransaction {
     }
 
     /// The error when an early look found the source imported before (see
-    /// [`LateHashes`]): the write stops at its next rows.
+    /// [`LateHashes`]): the reading stops at its next batch.
     pub fn check_not_imported_before(&self) -> Result<()> {
         match &self.late_hashes {
             Some(late) => match late.imported_before.get() {

@@ -352,7 +352,15 @@ impl ExecutionPlan for CoerceExec {
             counted: stream::ReportCounters::new(&self.metrics, partition),
         };
         let data_schema = Arc::new(input_schema.project(&converter.data_columns)?);
-        let converted = input.map(move |item| converter.convert(item));
+        // A file an early look found imported before (see `LateHashes`)
+        // stops the reading at its next batch, and the import with it.
+        let transaction = run.transaction().ok().map(Arc::clone);
+        let converted = input.map(move |item| {
+            if let Some(transaction) = &transaction {
+                transaction.check_not_imported_before()?;
+            }
+            converter.convert(item)
+        });
         let end = SourceEnd {
             counters: Arc::clone(run.metrics()),
             chunk_rows: self.settings.chunk_rows.max(1) as u64,

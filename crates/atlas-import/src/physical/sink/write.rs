@@ -98,7 +98,6 @@ impl<'a> SinkWrite<'a> {
     ) -> crate::error::Result<Option<RecordBatch>> {
         while let Some(batch) = input.next().await {
             let batch = batch.map_err(AtlasError::from_datafusion)?;
-            self.transaction.check_not_imported_before()?;
             if self.sink.settings.on_duplicate == OnDuplicate::Error
                 && self.metrics.has_duplicates()
             {
