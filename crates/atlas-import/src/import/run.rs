@@ -409,18 +409,11 @@ impl ImportBuilder {
         let table = self.table.clone();
         let policy = self.options.file_policy;
         SpawnedTask::spawn(async move {
-            // An error is the commit's to report.
-            let Ok(hashes) = late.hashes().await else {
-                return;
-            };
             if policy == FilePolicy::Allow {
-                return;
-            }
-            for hash in hashes.iter() {
-                if let Ok(true) = db.file_imported(hash, &table).await {
-                    late.mark_imported(hash);
-                    return;
-                }
+                // Only the hashing to drive (its error is the commit's).
+                let _ = late.hashes().await;
+            } else if let Some(hash) = late.first_imported(db.as_ref(), &table).await {
+                late.mark_imported(&hash);
             }
         })
     }
@@ -434,15 +427,9 @@ impl ImportBuilder {
         if self.options.file_policy == FilePolicy::Allow {
             return Err(error);
         }
-        let Ok(hashes) = late.hashes().await else {
-            return Err(error);
-        };
-        for hash in hashes.iter() {
-            if let Ok(true) = self.db.file_imported(hash, &self.table).await {
-                return Ok(hash.clone());
-            }
-        }
-        Err(error)
+        late.first_imported(self.db.as_ref(), &self.table)
+            .await
+            .ok_or(error)
     }
 
     /// The answer when the file was already imported into the table.

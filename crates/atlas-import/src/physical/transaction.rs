@@ -117,6 +117,19 @@ impl LateHashes {
     pub fn mark_imported(&self, hash: &str) {
         let _ = self.imported_before.set(hash.to_string());
     }
+
+    /// The first hash `db` records as imported into `table`, asked outside
+    /// the import's transaction once the hashes are known; none where they
+    /// failed (the commit reports that) or the database could not say.
+    pub async fn first_imported(&self, db: &dyn Database, table: &TableRef) -> Option<String> {
+        let hashes = self.hashes().await.ok()?;
+        for hash in hashes.iter() {
+            if let Ok(true) = db.file_imported(hash, table).await {
+                return Some(hash.clone());
+            }
+        }
+        None
+    }
 }
 
 impl fmt::Debug for TableTransaction {
@@ -193,11 +206,12 @@ impl TableTransaction {
     /// The error when an early look found the source imported before (see
     /// [`LateHashes`]): the reading stops at its next batch.
     pub fn check_not_imported_before(&self) -> Result<()> {
-        match &self.late_hashes {
-            Some(late) => match late.imported_before.get() {
-                Some(hash) => Err(self.already_imported(hash.clone())),
-                None => Ok(()),
-            },
+        match self
+            .late_hashes
+            .as_ref()
+            .and_then(|late| late.imported_before.get())
+        {
+            Some(hash) => Err(self.already_imported(hash.clone())),
             None => Ok(()),
         }
     }
@@ -216,14 +230,38 @@ impl TableTransaction {
             return Ok((self.files.clone(), hash));
         };
         let hashes = late.hashes().await?;
+        if let Some(hash) = self.first_imported(tx, hashes.iter()).await? {
+            return Err(self.already_imported(hash.clone()));
+        }
         let mut records = self.files.clone();
         for (record, hash) in records.iter_mut().zip(hashes.iter()) {
             record.file_hash = hash.clone();
-            if self.file_policy != FilePolicy::Allow && tx.file_imported(hash, &self.table).await? {
-                return Err(self.already_imported(hash.clone()));
-            }
         }
         Ok((records, (!hashes.is_empty()).then(|| hashes.join(","))))
+    }
+
+    /// The hashes the `file_imports` rows carry (taken before planning).
+    fn planned_hashes(&self) -> Vec<&String> {
+        self.files.iter().map(|f| &f.file_hash).collect()
+    }
+
+    /// The first of `hashes` recorded as imported into the table, read on
+    /// `tx` (under the lock); none unless the policy refuses or skips such
+    /// files.
+    async fn first_imported<'h>(
+        &self,
+        tx: &mut dyn ImportTransaction,
+        hashes: impl IntoIterator<Item = &'h String>,
+    ) -> Result<Option<&'h String>> {
+        if self.file_policy == FilePolicy::Allow {
+            return Ok(None);
+        }
+        for hash in hashes {
+            if tx.file_imported(hash, &self.table).await? {
+                return Ok(Some(hash));
+            }
+        }
+        Ok(None)
     }
 
     fn already_imported(&self, file_hash: String) -> AtlasError {
@@ -283,19 +321,18 @@ impl TableTransaction {
                 return Ok(Opened::Committed { inserted, updated });
             }
             // (Hashes that come late are checked at the commit.)
-            if !self.dry_run && self.file_policy != FilePolicy::Allow && self.late_hashes.is_none()
+            if !self.dry_run
+                && self.late_hashes.is_none()
+                && let Some(hash) = self
+                    .first_imported(tx.as_mut(), self.planned_hashes())
+                    .await?
             {
-                for file in &self.files {
-                    if !tx.file_imported(&file.file_hash, &self.table).await? {
-                        continue;
-                    }
-                    // (Files found imported before planning were left out
-                    // already; this one was imported meanwhile.)
-                    if self.file_policy == FilePolicy::Skip {
-                        return Ok(Opened::FileAlreadyImported);
-                    }
-                    return Err(self.already_imported(file.file_hash.clone()));
+                // (Files found imported before planning were left out
+                // already; this one was imported meanwhile.)
+                if self.file_policy == FilePolicy::Skip {
+                    return Ok(Opened::FileAlreadyImported);
                 }
+                return Err(self.already_imported(hash.clone()));
             }
             if tx.describe_table(&self.table).await?.is_some() {
                 return Ok(Opened::Ready {
