@@ -16,7 +16,8 @@
 //! - `large`: as many new rows as the table holds, every column the key;
 //!   against `psql \copy` of them.
 //! - `small_update` (not by default): `ATLAS_BENCH_ROWS` rows whose
-//!   `customer_no` is already in the table, `--key customer_no --on-duplicate
+//!   `customer_no` is already in the table, with new values (the rows' next
+//!   revision), `--key customer_no --on-duplicate
 //!   update`, a unique index on customer_no; against the peer "COPY into a
 //!   temporary table, `INSERT ... ON CONFLICT (customer_no) DO UPDATE`".
 
@@ -178,8 +179,8 @@ fn main() {
                 );
             }
             "small_update" => {
-                // The table's first rows again: every one an update.
-                let file = common::data_file(0, small);
+                // The table's first rows with new values: every one an update.
+                let file = common::revised_data_file(0, small, 1);
                 let index = format!("{TABLE}_customer_no");
                 psql(
                     &url,

@@ -90,8 +90,16 @@ fn quote(out: &mut String, value: &str) {
 
 /// Appends row `i` (without the line end) to `out`.
 pub fn row(i: u64, out: &mut String) {
+    revised_row(i, 0, out)
+}
+
+/// Appends row `i` as of `revision` (without the line end) to `out`: the
+/// same `customer_no` and `email` as every revision of the row, other values
+/// drawn anew (revision 0 is [`row`]), so that an upsert of a later revision
+/// changes the rows it updates.
+pub fn revised_row(i: u64, revision: u64, out: &mut String) {
     use std::fmt::Write as _;
-    let r = mix(i);
+    let r = mix(i ^ revision.wrapping_mul(0x5851_f42d_4c95_7f2d));
     let pick = |shift: u32, n: usize| ((r >> shift) as usize) % n;
     let first = FIRST[pick(0, FIRST.len())];
     let last = LAST[pick(8, LAST.len())];
@@ -160,6 +168,17 @@ fn chrono_like_date(day: u64) -> String {
 
 /// Writes rows `first..first + count` with a header to `path`; returns the bytes written.
 pub fn write_csv(path: &Path, first: u64, count: u64) -> std::io::Result<u64> {
+    write_revised_csv(path, first, count, 0)
+}
+
+/// Writes rows `first..first + count` as of `revision` (see [`revised_row`])
+/// with a header to `path`; returns the bytes written.
+pub fn write_revised_csv(
+    path: &Path,
+    first: u64,
+    count: u64,
+    revision: u64,
+) -> std::io::Result<u64> {
     let mut file = BufWriter::with_capacity(1 << 20, File::create(path)?);
     let mut line = String::with_capacity(256);
     let mut bytes = 0u64;
@@ -167,7 +186,7 @@ pub fn write_csv(path: &Path, first: u64, count: u64) -> std::io::Result<u64> {
     bytes += HEADER.len() as u64 + 1;
     for i in first..first + count {
         line.clear();
-        row(i, &mut line);
+        revised_row(i, revision, &mut line);
         line.push('\n');
         file.write_all(line.as_bytes())?;
         bytes += line.len() as u64;
@@ -194,5 +213,27 @@ mod tests {
         assert_eq!(&record[1], "user42@example.com");
         assert_eq!(chrono_like_date(0), "2015-01-01");
         assert_eq!(chrono_like_date(365 + 59), "2016-02-29");
+    }
+
+    /// A later revision of a row keeps its keys and changes its values.
+    #[test]
+    fn revisions_keep_the_keys_and_change_the_rest() {
+        let fields = |revision| {
+            let mut line = String::new();
+            revised_row(7, revision, &mut line);
+            csv::ReaderBuilder::new()
+                .has_headers(false)
+                .from_reader(line.as_bytes())
+                .records()
+                .next()
+                .unwrap()
+                .unwrap()
+        };
+        let (first, second) = (fields(0), fields(1));
+        assert_eq!((&first[0], &first[1]), (&second[0], &second[1]));
+        assert_ne!(first, second);
+        let mut plain = String::new();
+        row(7, &mut plain);
+        assert_eq!(plain.split(',').next(), Some("100007"));
     }
 }

@@ -54,13 +54,23 @@ pub fn atlas_binary() -> PathBuf {
 
 /// A file of generated rows `first..first + count`, made once and reused.
 pub fn data_file(first: u64, count: u64) -> PathBuf {
+    revised_data_file(first, count, 0)
+}
+
+/// A file of generated rows `first..first + count` as of `revision` (the
+/// same keys, other values: what an upsert changes), made once and reused.
+pub fn revised_data_file(first: u64, count: u64, revision: u64) -> PathBuf {
     let dir = target_dir().join("bench-data");
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("rows_{first}_{count}.csv"));
+    let name = match revision {
+        0 => format!("rows_{first}_{count}.csv"),
+        r => format!("rows_{first}_{count}_r{r}.csv"),
+    };
+    let path = dir.join(&name);
     if !path.exists() {
-        let partial = dir.join(format!("rows_{first}_{count}.csv.partial"));
+        let partial = dir.join(format!("{name}.partial"));
         let started = Instant::now();
-        let bytes = datagen::write_csv(&partial, first, count).unwrap();
+        let bytes = datagen::write_revised_csv(&partial, first, count, revision).unwrap();
         std::fs::rename(&partial, &path).unwrap();
         println!(
             "generated {} ({:.0} MB) in {:.1} s",
@@ -287,8 +297,11 @@ pub fn prepare_table(db: &dyn BulkDatabase, table: &str, existing: &Path, by_atl
 ///   baseline: the bulk load of the whole file;
 /// - `update`, `update_mixed` (and `..._index`, with a unique index on the
 ///   key): `--key customer_no --on-duplicate update` of the M existing rows
-///   (all updates) or of N rows of which half exist; baseline: the
-///   database's SQL peer ([`BulkDatabase::upsert_peer`]).
+///   (all updates) or of N rows of which half exist, every existing row
+///   with new values (the rows' next revision); baseline: the database's
+///   SQL peer ([`BulkDatabase::upsert_peer`]);
+/// - `update_same`: the M existing rows again with the values they hold
+///   (a re-sent snapshot), against the same peer.
 pub fn run_cases(db: &dyn BulkDatabase) {
     print_machine();
     let rows = env_u64("ATLAS_BENCH_ROWS", 1_000_000);
@@ -303,11 +316,16 @@ pub fn run_cases(db: &dyn BulkDatabase) {
                 vec!["--on-duplicate", "skip"],
             ),
             "update" | "update_index" => {
-                run_upsert(db, case, &existing_file, &existing_file);
+                run_upsert(db, case, &existing_file, &revised_data_file(0, existing, 1));
                 continue;
             }
             "update_mixed" | "update_mixed_index" => {
-                run_upsert(db, case, &existing_file, &data_file(existing / 2, rows));
+                let file = revised_data_file(existing / 2, rows, 1);
+                run_upsert(db, case, &existing_file, &file);
+                continue;
+            }
+            "update_same" => {
+                run_upsert(db, case, &existing_file, &existing_file);
                 continue;
             }
             // A database's own cases, run by its bench.
@@ -315,7 +333,7 @@ pub fn run_cases(db: &dyn BulkDatabase) {
             other => {
                 eprintln!(
                     "unknown case {other}: expected error, skip, update, update_index, \
-                     update_mixed or update_mixed_index"
+                     update_mixed, update_mixed_index or update_same"
                 );
                 continue;
             }
