@@ -708,3 +708,40 @@ async fn probe_verdict_on_a_current_thread_runtime() {
     assert_eq!(db.count(&table).await, 5);
     db.cleanup().await;
 }
+
+/// The probe and narrow strategies filter on the key column that tells the
+/// table's rows apart best, and of two alike the cheaper one: a number rather than text
+/// (PostgreSQL by its statistics, MySQL/MariaDB and SQLite by a sample of
+/// the table's rows); a column of few values is never it.
+async fn key_filter_on_the_most_distinct_cheapest_column(db: &TestDb) {
+    let dir = TempDir::new();
+    let table = db.table("narrow_column");
+    create(
+        db,
+        &table,
+        "age INTEGER, email VARCHAR(100), customer_no BIGINT",
+    )
+    .await;
+    let values: Vec<String> = (0..300)
+        .map(|i| format!("({}, 'user{i}@x.com', {})", i % 5, 100_000 + i))
+        .collect();
+    db.exec(&format!(
+        "INSERT INTO \"{table}\" (age, email, customer_no) VALUES {}",
+        values.join(", ")
+    ))
+    .await;
+    if db.kind == Kind::Postgres {
+        db.exec(&format!("ANALYZE \"{table}\"")).await;
+    }
+    let csv = "age,email,customer_no\n1,new@x.com,1\n";
+    let plan = import(db, &dir.file("n.csv", csv), &table)
+        .explain()
+        .await
+        .unwrap();
+    assert!(
+        plan.contains("by customer_no (no index on the key)"),
+        "{plan}"
+    );
+}
+
+crate::on_every_database!(key_filter_on_the_most_distinct_cheapest_column);

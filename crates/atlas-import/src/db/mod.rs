@@ -824,6 +824,52 @@ impl TextBatcher {
     }
 }
 
+/// Rows a sample of the key columns' distinct values reads where the
+/// database keeps no statistics of them (MySQL/MariaDB, SQLite).
+const DISTINCT_SAMPLE_ROWS: u64 = 1_000;
+
+/// Whether the key strategy wants a sample of the key columns' distinct
+/// values: a key of several columns, none of which an index serves (an
+/// indexed column is probed whatever the others hold).
+pub(crate) fn wants_distinct_sample(key: &[TargetColumn], key_index: &Option<KeyIndex>) -> bool {
+    key.len() > 1 && key_index.is_none()
+}
+
+/// The statement counting the distinct values of each `key` column among the
+/// table's first [`DISTINCT_SAMPLE_ROWS`] rows, then the rows it read.
+pub(crate) fn distinct_sample_sql(table: &TableRef, key: &[TargetColumn]) -> String {
+    let counts: Vec<String> = key
+        .iter()
+        .map(|c| format!("COUNT(DISTINCT {})", quote_ident(&c.name)))
+        .collect();
+    format!(
+        "SELECT {}, COUNT(*) FROM (SELECT {} FROM {} LIMIT {DISTINCT_SAMPLE_ROWS}) atlas_sample",
+        counts.join(", "),
+        column_list(key),
+        table.sql()
+    )
+}
+
+/// The counts of [`distinct_sample_sql`] (one per key column, then the
+/// rows sampled) as estimated distinct values among the table's `rows`.
+pub(crate) fn sampled_distinct(
+    key: &[TargetColumn],
+    counts: &[i64],
+    rows: u64,
+) -> Vec<(String, f64)> {
+    let Some((&sampled, distinct)) = counts.split_last() else {
+        return Vec::new();
+    };
+    if sampled <= 0 || distinct.len() != key.len() {
+        return Vec::new();
+    }
+    let scale = rows.max(sampled as u64) as f64 / sampled as f64;
+    key.iter()
+        .zip(distinct)
+        .map(|(column, &d)| (column.name.clone(), d.max(0) as f64 * scale))
+        .collect()
+}
+
 /// The first of `indexes` (name, first column) whose first column is one of
 /// the `key` columns: an index the key's lookups can use.
 pub(crate) fn key_index(indexes: Vec<(String, String)>, key: &[TargetColumn]) -> Option<KeyIndex> {
@@ -889,5 +935,37 @@ mod tests {
     #[test]
     fn quoting() {
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+
+    /// A sample's distinct counts scale to the table's rows; a sample of
+    /// every row of a small table counts as it is.
+    #[test]
+    fn sampled_distinct_counts_scale_to_the_table() {
+        let column = |name: &str| TargetColumn {
+            name: name.into(),
+            sql_type: String::new(),
+            data_type: DataType::Int64,
+            nullable: true,
+            has_default: false,
+            max_chars: None,
+            text_form: None,
+            key_form: None,
+        };
+        let key = [column("a"), column("b")];
+        assert_eq!(
+            distinct_sample_sql(&TableRef::unqualified("t"), &key),
+            "SELECT COUNT(DISTINCT \"a\"), COUNT(DISTINCT \"b\"), COUNT(*) FROM \
+             (SELECT \"a\", \"b\" FROM \"t\" LIMIT 1000) atlas_sample"
+        );
+        assert_eq!(
+            sampled_distinct(&key, &[1000, 10, 1000], 50_000),
+            vec![("a".to_string(), 50_000.0), ("b".to_string(), 500.0)]
+        );
+        assert_eq!(
+            sampled_distinct(&key, &[3, 1, 4], 0),
+            vec![("a".to_string(), 3.0), ("b".to_string(), 1.0)]
+        );
+        assert!(sampled_distinct(&key, &[0, 0, 0], 10).is_empty());
+        assert!(!wants_distinct_sample(&key[..1], &None));
     }
 }

@@ -477,10 +477,25 @@ impl Database for SqliteDatabase {
         .fetch_all(&mut *conn)
         .await
         .map_err(error)?;
+        let rows = rows.unwrap_or(0).max(0) as u64;
+        let key_index = super::key_index(indexes, key);
+        let mut distinct = Vec::new();
+        // Best effort, as the rows above: a table still to be created has
+        // no sample.
+        if super::wants_distinct_sample(key, &key_index)
+            && let Ok(sample) = sqlx::query(AssertSqlSafe(super::distinct_sample_sql(table, key)))
+                .fetch_one(&mut *conn)
+                .await
+        {
+            let counts: Vec<i64> = (0..sample.len())
+                .map(|i| sample.try_get::<i64, _>(i).unwrap_or(0))
+                .collect();
+            distinct = super::sampled_distinct(key, &counts, rows);
+        }
         Ok(TableStats {
-            rows: rows.unwrap_or(0).max(0) as u64,
-            key_index: super::key_index(indexes, key),
-            distinct: Vec::new(),
+            rows,
+            key_index,
+            distinct,
         })
     }
 

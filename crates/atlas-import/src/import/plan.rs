@@ -482,12 +482,85 @@ pub(super) fn probe_column(key: &[TargetColumn], stats: &crate::db::TableStats) 
             .find(|(name, _)| *name == key[*i].name)
             .map_or(0.0, |(_, d)| *d)
     };
-    let text_first =
-        |i: &usize| u8::from(key[*i].data_type == datafusion::arrow::datatypes::DataType::Utf8);
+    // Distinct counts within a twentieth of the most distinct column's are
+    // alike: estimates, and a sample's at that.
+    let most = (0..key.len())
+        .filter(usable)
+        .map(|i| distinct(&i))
+        .fold(0.0, f64::max);
+    let rank = |i: &usize| {
+        if most > 0.0 {
+            (distinct(i) / most * 20.0).round() as i64
+        } else {
+            0
+        }
+    };
+    // Among alike columns: where their values are counted, the one cheapest
+    // to read and compare (a number, not text: the narrow strategy reads the
+    // column of every row of the table and holds the import's values); where
+    // nothing is known, a text column, the likelier to tell rows apart.
+    let is_text = |i: &usize| key[*i].data_type == datafusion::arrow::datatypes::DataType::Utf8;
+    let preferred = |i: &usize| u8::from(is_text(i) == (most == 0.0));
     (0..key.len()).filter(usable).max_by(|a, b| {
-        distinct(a)
-            .total_cmp(&distinct(b))
-            .then(text_first(a).cmp(&text_first(b)))
+        rank(a)
+            .cmp(&rank(b))
+            .then(preferred(a).cmp(&preferred(b)))
             .then(b.cmp(a))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::datatypes::DataType;
+
+    use super::probe_column;
+    use crate::db::TableStats;
+    use crate::schema::TargetColumn;
+
+    fn column(name: &str, data_type: DataType) -> TargetColumn {
+        TargetColumn {
+            name: name.into(),
+            sql_type: String::new(),
+            data_type,
+            nullable: true,
+            has_default: false,
+            max_chars: None,
+            text_form: None,
+            key_form: None,
+        }
+    }
+
+    fn stats(distinct: &[(&str, f64)]) -> TableStats {
+        TableStats {
+            rows: 1_000_000,
+            key_index: None,
+            distinct: distinct.iter().map(|(c, d)| (c.to_string(), *d)).collect(),
+        }
+    }
+
+    /// The probed column: the most distinct; among alike ones a number
+    /// where the counts are known, text where nothing is.
+    #[test]
+    fn probe_column_prefers_distinct_then_cheap_columns() {
+        let key = [
+            column("age", DataType::Int64),
+            column("email", DataType::Utf8),
+            column("customer_no", DataType::Int64),
+            column("balance", DataType::Float64),
+        ];
+        let unique = [("age", 70.0), ("email", 1e6), ("customer_no", 0.99e6)];
+        assert_eq!(probe_column(&key, &stats(&unique)), Some(2));
+        let text_ahead = [("age", 70.0), ("email", 1e6), ("customer_no", 0.5e6)];
+        assert_eq!(probe_column(&key, &stats(&text_ahead)), Some(1));
+        assert_eq!(probe_column(&key, &stats(&[])), Some(1));
+        let numbers = [
+            column("age", DataType::Int64),
+            column("customer_no", DataType::Int64),
+        ];
+        assert_eq!(probe_column(&numbers, &stats(&[])), Some(0));
+        assert_eq!(
+            probe_column(&numbers, &stats(&[("age", 70.0), ("customer_no", 1e6)])),
+            Some(1)
+        );
+    }
 }

@@ -662,10 +662,24 @@ impl Database for MySqlDatabase {
             )
             .await
             .map_err(error)?;
+        let rows = rows.unwrap_or(0).max(0) as u64;
+        let key_index = super::key_index(indexes, key);
+        let mut distinct = Vec::new();
+        // Best effort: a table still to be created has no sample.
+        if super::wants_distinct_sample(key, &key_index)
+            && let Ok(Some(sample)) = conn
+                .query_first::<mysql_async::Row, _>(super::distinct_sample_sql(table, key))
+                .await
+        {
+            let counts: Vec<i64> = (0..sample.len())
+                .map(|i| sample.get::<i64, _>(i).unwrap_or(0))
+                .collect();
+            distinct = super::sampled_distinct(key, &counts, rows);
+        }
         Ok(TableStats {
-            rows: rows.unwrap_or(0).max(0) as u64,
-            key_index: super::key_index(indexes, key),
-            distinct: Vec::new(),
+            rows,
+            key_index,
+            distinct,
         })
     }
 
