@@ -941,16 +941,7 @@ mod tests {
     /// every row of a small table counts as it is.
     #[test]
     fn sampled_distinct_counts_scale_to_the_table() {
-        let column = |name: &str| TargetColumn {
-            name: name.into(),
-            sql_type: String::new(),
-            data_type: DataType::Int64,
-            nullable: true,
-            has_default: false,
-            max_chars: None,
-            text_form: None,
-            key_form: None,
-        };
+        let column = |name: &str| TargetColumn::of_type(name, "bigint", DataType::Int64);
         let key = [column("a"), column("b")];
         assert_eq!(
             distinct_sample_sql(&TableRef::unqualified("t"), &key),

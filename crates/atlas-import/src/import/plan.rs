@@ -482,28 +482,18 @@ pub(super) fn probe_column(key: &[TargetColumn], stats: &crate::db::TableStats) 
             .find(|(name, _)| *name == key[*i].name)
             .map_or(0.0, |(_, d)| *d)
     };
-    // Distinct counts within a twentieth of the most distinct column's are
-    // alike: estimates, and a sample's at that.
-    let most = (0..key.len())
-        .filter(usable)
-        .map(|i| distinct(&i))
-        .fold(0.0, f64::max);
-    let rank = |i: &usize| {
-        if most > 0.0 {
-            (distinct(i) / most * 20.0).round() as i64
-        } else {
-            0
-        }
-    };
-    // Among alike columns: where their values are counted, the one cheapest
-    // to read and compare (a number, not text: the narrow strategy reads the
-    // column of every row of the table and holds the import's values); where
-    // nothing is known, a text column, the likelier to tell rows apart.
+    // Among columns counted alike (both unique, say: a sample of 1,000 rows
+    // tells no more, and a near miss there is a real difference), the one
+    // cheapest to read and compare: a number, not text (the narrow strategy
+    // reads the column of every row of the table and holds the import's
+    // values); where nothing is counted, a text column, the likelier to
+    // tell rows apart.
+    let counted = (0..key.len()).filter(usable).any(|i| distinct(&i) > 0.0);
     let is_text = |i: &usize| key[*i].data_type == datafusion::arrow::datatypes::DataType::Utf8;
-    let preferred = |i: &usize| u8::from(is_text(i) == (most == 0.0));
+    let preferred = |i: &usize| u8::from(is_text(i) != counted);
     (0..key.len()).filter(usable).max_by(|a, b| {
-        rank(a)
-            .cmp(&rank(b))
+        distinct(a)
+            .total_cmp(&distinct(b))
             .then(preferred(a).cmp(&preferred(b)))
             .then(b.cmp(a))
     })
@@ -518,16 +508,7 @@ mod tests {
     use crate::schema::TargetColumn;
 
     fn column(name: &str, data_type: DataType) -> TargetColumn {
-        TargetColumn {
-            name: name.into(),
-            sql_type: String::new(),
-            data_type,
-            nullable: true,
-            has_default: false,
-            max_chars: None,
-            text_form: None,
-            key_form: None,
-        }
+        TargetColumn::of_type(name, "", data_type)
     }
 
     fn stats(distinct: &[(&str, f64)]) -> TableStats {
@@ -538,8 +519,8 @@ mod tests {
         }
     }
 
-    /// The probed column: the most distinct; among alike ones a number
-    /// where the counts are known, text where nothing is.
+    /// The probed column: the most distinct; among ones counted alike a
+    /// number, text where nothing is counted.
     #[test]
     fn probe_column_prefers_distinct_then_cheap_columns() {
         let key = [
@@ -548,10 +529,12 @@ mod tests {
             column("customer_no", DataType::Int64),
             column("balance", DataType::Float64),
         ];
-        let unique = [("age", 70.0), ("email", 1e6), ("customer_no", 0.99e6)];
+        let unique = [("age", 70.0), ("email", 1e6), ("customer_no", 1e6)];
         assert_eq!(probe_column(&key, &stats(&unique)), Some(2));
-        let text_ahead = [("age", 70.0), ("email", 1e6), ("customer_no", 0.5e6)];
+        let text_ahead = [("age", 70.0), ("email", 1e6), ("customer_no", 0.975e6)];
         assert_eq!(probe_column(&key, &stats(&text_ahead)), Some(1));
+        let code_and_text = [("age", 1e6), ("email", 30.0)];
+        assert_eq!(probe_column(&key, &stats(&code_and_text)), Some(0));
         assert_eq!(probe_column(&key, &stats(&[])), Some(1));
         let numbers = [
             column("age", DataType::Int64),
