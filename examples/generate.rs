@@ -14,7 +14,7 @@ fn main() {
     };
     let first = args.get(2).and_then(|f| f.parse().ok()).unwrap_or(0);
     let revision = args.get(3).and_then(|r| r.parse().ok()).unwrap_or(0);
-    match datagen::write_revised_csv(std::path::Path::new(out), first, rows, revision) {
+    match datagen::write_csv(std::path::Path::new(out), first, rows, revision) {
         Ok(bytes) => println!("wrote {rows} rows ({bytes} bytes) to {out}"),
         Err(e) => {
             eprintln!("error: cannot write {out}: {e}");

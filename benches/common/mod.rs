@@ -70,7 +70,7 @@ pub fn revised_data_file(first: u64, count: u64, revision: u64) -> PathBuf {
     if !path.exists() {
         let partial = dir.join(format!("{name}.partial"));
         let started = Instant::now();
-        let bytes = datagen::write_revised_csv(&partial, first, count, revision).unwrap();
+        let bytes = datagen::write_csv(&partial, first, count, revision).unwrap();
         std::fs::rename(&partial, &path).unwrap();
         println!(
             "generated {} ({:.0} MB) in {:.1} s",
