@@ -318,16 +318,17 @@ impl KeyHasher {
 }
 
 /// The set of the keys of batches, built batch by batch: each batch's keys
-/// encoded by `encoder`, fingerprinted by `hasher`, and added.
-pub struct KeyFingerprints {
+/// encoded by `encoder`, fingerprinted by `hasher`, and added (with a value
+/// per row where `V` is not `()`: an existing row's location).
+pub struct KeyFingerprints<V: Copy = ()> {
     encoder: KeyEncoder,
     hasher: KeyHasher,
     keys: EncodedKeys,
     fingerprints: Vec<Fingerprint>,
-    set: Fingerprints<()>,
+    set: Fingerprints<V>,
 }
 
-impl KeyFingerprints {
+impl<V: Copy> KeyFingerprints<V> {
     /// An empty set of the keys `encoder` reads, fingerprinted by `hasher`.
     pub fn new(encoder: KeyEncoder, hasher: KeyHasher) -> Self {
         Self {
@@ -339,25 +340,33 @@ impl KeyFingerprints {
         }
     }
 
-    /// Adds the keys of `batch`.
-    pub fn add(&mut self, batch: &RecordBatch) -> Result<()> {
+    /// Adds the keys of `batch`, row `i`'s with `value(i)` (a key seen
+    /// before keeps its first value).
+    pub fn add_with(&mut self, batch: &RecordBatch, value: impl Fn(usize) -> V) -> Result<()> {
         self.encoder.encode(batch, &mut self.keys)?;
         self.hasher.fingerprints(&self.keys, &mut self.fingerprints);
-        for &fingerprint in &self.fingerprints {
-            self.set.insert(fingerprint, ());
+        for (i, &fingerprint) in self.fingerprints.iter().enumerate() {
+            self.set.insert(fingerprint, value(i));
         }
         Ok(())
     }
 
     /// The set so far.
-    pub fn set(&self) -> &Fingerprints<()> {
+    pub fn set(&self) -> &Fingerprints<V> {
         &self.set
     }
 
     /// The set, its spare capacity released.
-    pub fn finish(mut self) -> Fingerprints<()> {
+    pub fn finish(mut self) -> Fingerprints<V> {
         self.set.shrink_to_fit();
         self.set
+    }
+}
+
+impl KeyFingerprints {
+    /// Adds the keys of `batch`.
+    pub fn add(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.add_with(batch, |_| ())
     }
 }
 

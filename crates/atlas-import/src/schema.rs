@@ -35,8 +35,7 @@ impl TargetColumn {
     }
 
     /// A nullable column `name` of SQL type `sql_type` held as `data_type`,
-    /// no more (tests).
-    #[cfg(test)]
+    /// no more (no default, no text or key form).
     pub(crate) fn of_type(name: &str, sql_type: &str, data_type: DataType) -> Self {
         Self {
             name: name.into(),

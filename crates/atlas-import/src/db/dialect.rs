@@ -75,6 +75,14 @@ pub(crate) trait Dialect: Sync + fmt::Debug {
         format!("{left} = {right}")
     }
 
+    /// The condition that row `target` (a table alias) is the one at
+    /// `location` (a stage column holding a location the key scan read),
+    /// where the database's rows have locations a later statement of the
+    /// same transaction can find them by.
+    fn location_equality(&self, _target: &str, _location: &str) -> Option<String> {
+        None
+    }
+
     /// The statement of `join`.
     fn update_join(&self, join: &UpdateJoin<'_>) -> String {
         let UpdateJoin {

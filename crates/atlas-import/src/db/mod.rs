@@ -34,7 +34,7 @@ pub use postgres::PostgresDatabase;
 pub use probe::KeyFilter;
 pub(crate) use probe::filterable;
 pub use sqlite::SqliteDatabase;
-pub(crate) use upsert::{STAGE_ROW, UpsertStatements};
+pub(crate) use upsert::{STAGE_LOCATION, STAGE_ROW, UpsertStatements};
 
 /// The batches of one chunk, as the sink hands them to [`ImportTransaction::write_chunk`].
 pub type ChunkStream<'a> = futures::stream::BoxStream<'a, Result<RecordBatch>>;
@@ -601,12 +601,16 @@ pub trait Database: Send + Sync + fmt::Debug {
     /// `batch_rows` rows, on a connection of its own (so the import's
     /// transaction writes meanwhile; the import's lock keeps other writers
     /// out). Each column comes as its target type or as text to be
-    /// converted. Returns the rows read.
+    /// converted. With `locations`, where the database can say where each
+    /// row is for a later statement of the same transaction to find it
+    /// (PostgreSQL's `ctid` of a plain table), a last column of them
+    /// (UInt64); no such column where it cannot. Returns the rows read.
     async fn scan_keys(
         &self,
         table: &TableRef,
         columns: &[TargetColumn],
         filter: Option<&KeyFilter>,
+        locations: bool,
         batch_rows: usize,
         on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
     ) -> Result<u64>;

@@ -31,12 +31,15 @@ enum Wire {
     Float64,
     Date,
     Timestamp,
+    /// A row's `ctid` (see [`location_column`]).
+    Location,
     Text,
 }
 
 impl Wire {
     fn of(column: &TargetColumn) -> Self {
         match &column.data_type {
+            DataType::UInt64 if column.sql_type == "tid" => Wire::Location,
             DataType::Boolean => Wire::Bool,
             DataType::Int16 => Wire::Int16,
             DataType::Int32 => Wire::Int32,
@@ -59,6 +62,12 @@ pub(crate) fn binary_form_is_text(column: &TargetColumn) -> bool {
             column.sql_type.split('(').next().unwrap_or_default(),
             "text" | "character varying" | "character" | "name" | "citext" | "json"
         )
+}
+
+/// The pseudo-column that reads each row's `ctid` after the key columns, as
+/// `block << 16 | offset` (see `UpsertStatements`, which finds the rows by it).
+pub(crate) fn location_column() -> TargetColumn {
+    TargetColumn::of_type("ctid", "tid", DataType::UInt64)
 }
 
 /// The `SELECT` list that sends `columns` as [`KeyDecoder`] reads them.
@@ -94,6 +103,7 @@ impl Wire {
             Wire::Float64 => DataType::Float64,
             Wire::Date => DataType::Date32,
             Wire::Timestamp => column.data_type.clone(),
+            Wire::Location => DataType::UInt64,
             Wire::Text => DataType::Utf8,
         }
     }
@@ -121,7 +131,13 @@ fn append(builder: &mut KeyColumnBuilder, v: &[u8]) -> std::result::Result<(), &
         KeyColumnBuilder::Text(b) => {
             b.append_value(std::str::from_utf8(v).map_err(|_| "a value that is not UTF-8")?)
         }
-        KeyColumnBuilder::UInt64(_) => return Err("an unsigned integer, which PostgreSQL has not"),
+        // A tid: the block (4 bytes) and the line pointer in it (2 bytes).
+        KeyColumnBuilder::UInt64(b) => {
+            let tid = fixed::<6>(v)?;
+            let block = u32::from_be_bytes(tid[..4].try_into().expect("4 bytes"));
+            let offset = u16::from_be_bytes(tid[4..].try_into().expect("2 bytes"));
+            b.append_value(u64::from(block) << 16 | u64::from(offset))
+        }
     }
     Ok(())
 }
@@ -331,6 +347,32 @@ mod tests {
                 .value(0),
             PG_EPOCH_MICROS
         );
+    }
+
+    #[test]
+    fn a_location_is_block_and_line_pointer() {
+        let columns = [location_column()];
+        assert_eq!(select_list(&columns), ("\"ctid\"".to_string(), false));
+        let mut stream = SIGNATURE.to_vec();
+        stream.extend_from_slice(&[0; 8]);
+        stream.extend_from_slice(&1i16.to_be_bytes());
+        stream.extend_from_slice(&6i32.to_be_bytes());
+        stream.extend_from_slice(&70_000u32.to_be_bytes());
+        stream.extend_from_slice(&7u16.to_be_bytes());
+        stream.extend_from_slice(&(-1i16).to_be_bytes());
+        let mut batches = Vec::new();
+        let mut decoder = KeyDecoder::new(&columns, 1000, "t");
+        let mut on_batch = |b: RecordBatch| -> Result<()> {
+            batches.push(b);
+            Ok(())
+        };
+        decoder.feed(&stream, &mut on_batch).unwrap();
+        assert_eq!(decoder.finish(&mut on_batch).unwrap(), 1);
+        let location = batches[0]
+            .column(0)
+            .as_primitive::<datafusion::arrow::datatypes::UInt64Type>()
+            .value(0);
+        assert_eq!(location, 70_000 << 16 | 7);
     }
 
     #[test]

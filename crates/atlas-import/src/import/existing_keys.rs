@@ -5,16 +5,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::datatypes::UInt64Type;
 
 use crate::convert::coerce_column;
 use crate::db::Database;
 use crate::error::{AtlasError, Result};
-use crate::key::{Fingerprints, KeyEncoder, KeyFingerprints, KeyHasher};
+use crate::key::{KeyEncoder, KeyFingerprints, KeyHasher};
 use crate::key_form::KeyForm;
 use crate::names::TableRef;
 use crate::physical::{
-    ExistingKeyLoader, KeyPartitioner, KeyShare, Opened, TableTransaction, key_schema,
+    ExistingKeyLoader, KeyPartitioner, KeyShare, KnownKeys, Opened, TableTransaction, key_schema,
 };
 use crate::report::{ImportMetrics, Phase};
 use crate::schema::TargetColumn;
@@ -36,6 +37,10 @@ pub(super) struct TableKeyLoader {
     pub(super) transaction: Option<Arc<TableTransaction>>,
     pub(super) table: TableRef,
     pub(super) key_columns: Vec<TargetColumn>,
+    /// Whether to read each row's location with its key, where the database
+    /// can say it (an upsert in the import's transaction: it then updates
+    /// those rows by their location).
+    pub(super) locations: bool,
     pub(super) metrics: Arc<ImportMetrics>,
 }
 
@@ -46,7 +51,7 @@ impl ExistingKeyLoader for TableKeyLoader {
         hasher: &KeyHasher,
         filter: Option<crate::db::KeyFilter>,
         share: Option<&KeyShare>,
-    ) -> Result<Fingerprints<()>> {
+    ) -> Result<KnownKeys> {
         let started = Instant::now();
         self.metrics.set_phase(Phase::ReadingKeys);
         let loaded = self.load_keys(hasher, filter, share, started).await;
@@ -70,7 +75,7 @@ impl ExistingKeyLoader for TableKeyLoader {
             |batch: RecordBatch| on_batch(typed_keys(&table, columns, &schema, &batch)?);
         let rows = self
             .db
-            .scan_keys(&self.table, columns, None, batch_rows, &mut typed)
+            .scan_keys(&self.table, columns, None, false, batch_rows, &mut typed)
             .await?;
         tracing::info!(
             "Key check: read the {rows} existing keys of '{table}' for the check's partitions ({} ms)",
@@ -108,18 +113,18 @@ impl TableKeyLoader {
         filter: Option<crate::db::KeyFilter>,
         share: Option<&KeyShare>,
         started: Instant,
-    ) -> Result<Fingerprints<()>> {
+    ) -> Result<KnownKeys> {
         // A task that keeps a share of the keys learns which from its rows
         // (none: it needs no keys).
         let share = match share {
             Some(share) => match share.assigned().await {
                 Some(partition) => Some((share, partition)),
-                None => return Ok(Fingerprints::new()),
+                None => return Ok(KnownKeys::default()),
             },
             None => None,
         };
         if !self.readable().await? {
-            return Ok(Fingerprints::new());
+            return Ok(KnownKeys::default());
         }
         // The database streams batches on a connection of its own; a blocking
         // thread converts and fingerprints them meanwhile.
@@ -145,6 +150,7 @@ impl TableKeyLoader {
                 &self.table,
                 &self.key_columns,
                 filter.as_ref(),
+                self.locations,
                 KEY_SCAN_BATCH_ROWS,
                 &mut on_batch,
             )
@@ -192,21 +198,31 @@ impl TableKeyLoader {
     }
 }
 
+/// The existing keys as they are fingerprinted: with their rows' locations
+/// once a batch came with them (a last column after the key columns).
+enum KnownKeysBuilder {
+    Plain(KeyFingerprints),
+    Located(KeyFingerprints<u64>),
+}
+
 /// Converts batches of existing keys to the key types where they came as
-/// text, and fingerprints them.
+/// text, and fingerprints them (with their rows' locations where the scan
+/// read them).
 pub(super) fn fingerprint_existing_keys(
     table: &str,
     columns: &[TargetColumn],
     hasher: &KeyHasher,
     share: Option<&(KeyPartitioner, usize)>,
     batches: std::sync::mpsc::Receiver<RecordBatch>,
-) -> Result<Fingerprints<()>> {
+) -> Result<KnownKeys> {
     let encoder =
         KeyEncoder::new((0..columns.len()).collect()).with_forms(KeyForm::of_columns(columns));
-    let mut keys = KeyFingerprints::new(encoder, hasher.clone());
+    let mut keys: Option<KnownKeysBuilder> = None;
     let schema = key_schema(columns);
-    for batch in batches {
-        let mut batch = typed_keys(table, columns, &schema, &batch)?;
+    for scanned in batches {
+        let mut batch = typed_keys(table, columns, &schema, &scanned)?;
+        let mut locations = (scanned.num_columns() > columns.len())
+            .then(|| Arc::clone(scanned.column(columns.len())));
         if let Some((share, partition)) = share {
             let keep: datafusion::arrow::array::BooleanArray = share
                 .partitions_of(batch.columns())
@@ -216,10 +232,38 @@ pub(super) fn fingerprint_existing_keys(
                 .collect();
             batch = datafusion::arrow::compute::filter_record_batch(&batch, &keep)
                 .map_err(AtlasError::from)?;
+            if let Some(located) = &locations {
+                locations = Some(
+                    datafusion::arrow::compute::filter(located, &keep).map_err(AtlasError::from)?,
+                );
+            }
         }
-        keys.add(&batch)?;
+        let keys = keys.get_or_insert_with(|| match locations {
+            Some(_) => {
+                KnownKeysBuilder::Located(KeyFingerprints::new(encoder.clone(), hasher.clone()))
+            }
+            None => KnownKeysBuilder::Plain(KeyFingerprints::new(encoder.clone(), hasher.clone())),
+        });
+        match (keys, &locations) {
+            (KnownKeysBuilder::Plain(keys), None) => keys.add(&batch)?,
+            (KnownKeysBuilder::Located(keys), Some(locations)) => {
+                let locations = locations
+                    .as_primitive_opt::<UInt64Type>()
+                    .ok_or_else(|| AtlasError::Internal("row locations not as UInt64".into()))?;
+                keys.add_with(&batch, |i| locations.value(i))?
+            }
+            _ => {
+                return Err(AtlasError::Internal(
+                    "a key scan sent row locations with some batches only".into(),
+                ));
+            }
+        }
     }
-    Ok(keys.finish())
+    Ok(match keys {
+        None => KnownKeys::default(),
+        Some(KnownKeysBuilder::Plain(keys)) => KnownKeys::Plain(keys.finish()),
+        Some(KnownKeysBuilder::Located(keys)) => KnownKeys::Located(keys.finish()),
+    })
 }
 
 /// A batch of existing keys as the scan gave it (text where the database

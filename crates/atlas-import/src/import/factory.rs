@@ -81,6 +81,9 @@ impl RunFactory for DatabaseRunFactory {
                 transaction: None,
                 table: recipe.table.clone(),
                 key_columns: recipe.key_columns.clone(),
+                // Read before the write's lock is taken: locations could
+                // move before it is.
+                locations: false,
                 metrics: Arc::clone(&metrics),
             },
             recipe.lookup,

@@ -306,6 +306,8 @@ impl ImportBuilder {
                 transaction: Some(Arc::clone(&transaction)),
                 table: self.table.clone(),
                 key_columns: spec.key_targets().cloned().collect(),
+                // An upsert updates the rows it finds by their location.
+                locations: spec.on_duplicate == OnDuplicate::Update,
                 metrics: Arc::clone(&self.metrics),
             },
             spec.lookup,
@@ -345,6 +347,7 @@ pub(crate) fn existing_keys(
             // The same table read for that column alone.
             let values = TableKeyLoader {
                 key_columns: vec![narrowing.clone()],
+                locations: false,
                 ..loader.clone()
             };
             ExistingKeys::narrow(

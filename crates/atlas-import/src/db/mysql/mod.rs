@@ -606,6 +606,8 @@ impl Database for MySqlDatabase {
         table: &TableRef,
         columns: &[TargetColumn],
         filter: Option<&KeyFilter>,
+        // No location a later statement could use: rows are found by key.
+        _locations: bool,
         batch_rows: usize,
         on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
     ) -> Result<u64> {

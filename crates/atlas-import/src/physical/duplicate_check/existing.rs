@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 use super::share::KeyShare;
 use crate::db::KeyFilter;
 use crate::error::AtlasError;
-use crate::key::{EncodedKeys, Fingerprints, KeyEncoder, KeyFingerprints, KeyHasher};
+use crate::key::{EncodedKeys, Fingerprint, Fingerprints, KeyEncoder, KeyFingerprints, KeyHasher};
 use crate::key_form::KeyForm;
 use crate::schema::TargetColumn;
 
@@ -49,7 +49,7 @@ pub trait ExistingKeyLoader: Send + Sync + fmt::Debug {
         hasher: &KeyHasher,
         filter: Option<KeyFilter>,
         share: Option<&KeyShare>,
-    ) -> crate::error::Result<Fingerprints<()>>;
+    ) -> crate::error::Result<KnownKeys>;
 
     /// Reads every existing key as batches of the key columns in key order,
     /// typed as the target holds them (what [`ExistingKeysExec`] emits);
@@ -115,8 +115,73 @@ impl fmt::Display for KeyLookup {
     }
 }
 
-/// The fingerprints of the keys in the target, once loaded.
-pub(super) type LoadedKeys = Arc<Fingerprints<()>>;
+/// The fingerprints of keys in the target, each with the location of its
+/// row where the loader read one (PostgreSQL's `ctid` of a plain table, for
+/// an upsert: the sink then updates those rows by their location rather
+/// than by a join on the key).
+#[derive(Debug)]
+pub enum KnownKeys {
+    /// Fingerprints only.
+    Plain(Fingerprints<()>),
+    /// Fingerprints with the location of their row.
+    Located(Fingerprints<u64>),
+}
+
+impl Default for KnownKeys {
+    fn default() -> Self {
+        KnownKeys::Plain(Fingerprints::new())
+    }
+}
+
+impl From<Fingerprints<()>> for KnownKeys {
+    fn from(set: Fingerprints<()>) -> Self {
+        KnownKeys::Plain(set)
+    }
+}
+
+impl KnownKeys {
+    /// Whether `fingerprint` is a key in the target.
+    #[inline]
+    pub fn contains(&self, fingerprint: Fingerprint) -> bool {
+        match self {
+            KnownKeys::Plain(set) => set.contains(fingerprint),
+            KnownKeys::Located(set) => set.contains(fingerprint),
+        }
+    }
+
+    /// The location of the row holding `fingerprint`, where known.
+    #[inline]
+    pub fn location(&self, fingerprint: Fingerprint) -> Option<u64> {
+        match self {
+            KnownKeys::Plain(_) => None,
+            KnownKeys::Located(set) => set.get(fingerprint),
+        }
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        match self {
+            KnownKeys::Plain(set) => set.len(),
+            KnownKeys::Located(set) => set.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes held, for memory accounting.
+    pub fn memory_size(&self) -> usize {
+        match self {
+            KnownKeys::Plain(set) => set.memory_size(),
+            KnownKeys::Located(set) => set.memory_size(),
+        }
+    }
+}
+
+/// The existing keys, once loaded.
+pub(super) type LoadedKeys = Arc<KnownKeys>;
 
 type Pending<T> = Shared<BoxFuture<'static, std::result::Result<T, AtlasError>>>;
 
@@ -318,7 +383,7 @@ impl ExistingKeys {
     ) -> KeyFeed {
         self.feed
             .get_or_init(|| match &self.source {
-                Source::Nothing => KeyFeed::Preload(ready(Ok(Arc::new(Fingerprints::new())))),
+                Source::Nothing => KeyFeed::Preload(ready(Ok(Arc::new(KnownKeys::default())))),
                 Source::Preload(loader) => {
                     KeyFeed::Preload(self.start_load(loader, None, pool, share))
                 }
@@ -362,7 +427,7 @@ impl ExistingKeys {
                     ProbeQuery::Rows(filter) => Some(filter.clone()),
                     ProbeQuery::Everything => None,
                     // No key of the import can be in the table.
-                    ProbeQuery::Nothing => return Ok(Arc::new(Fingerprints::new())),
+                    ProbeQuery::Nothing => return Ok(Arc::new(KnownKeys::default())),
                 },
                 None => None,
             };
@@ -553,9 +618,9 @@ impl ProbeValues {
 /// The read of the table's values of the narrowing column, and how the
 /// import's values are fingerprinted to meet them.
 struct Narrowing {
-    loading: Option<tokio::task::JoinHandle<crate::error::Result<Fingerprints<()>>>>,
+    loading: Option<tokio::task::JoinHandle<crate::error::Result<KnownKeys>>>,
     /// The table's values as a one-column key, once read, and their memory.
-    table: Option<(Fingerprints<()>, MemoryReservation)>,
+    table: Option<(KnownKeys, MemoryReservation)>,
     encoder: KeyEncoder,
     hasher: KeyHasher,
     pool: Arc<dyn MemoryPool>,
@@ -618,7 +683,7 @@ impl Narrowing {
 fn reserve(
     pool: &Arc<dyn MemoryPool>,
     consumer: &str,
-    set: &Fingerprints<()>,
+    set: &KnownKeys,
     what: &str,
 ) -> std::result::Result<MemoryReservation, AtlasError> {
     let held = MemoryConsumer::new(consumer).register(pool);
@@ -701,7 +766,7 @@ impl ExistingKeys {
             );
             // Accounted while the plan holds them.
             reservations.lock().expect("reservation lock").push(held);
-            Ok(Arc::new(set))
+            Ok(Arc::new(set.into()))
         }))
     }
 }
@@ -718,7 +783,7 @@ mod tests {
 
     /// The table's values of the column, fingerprinted as the narrow scan
     /// does (a one-column key).
-    fn table_values(values: Vec<Option<i64>>, hasher: &KeyHasher) -> Fingerprints<()> {
+    fn table_values(values: Vec<Option<i64>>, hasher: &KeyHasher) -> KnownKeys {
         let encoder = KeyEncoder::new(vec![0]).with_forms(KeyForm::of_columns(&[column()]));
         let mut keys = KeyFingerprints::new(encoder, hasher.clone());
         let batch = RecordBatch::try_new(
@@ -727,7 +792,7 @@ mod tests {
         )
         .unwrap();
         keys.add(&batch).unwrap();
-        keys.finish()
+        keys.finish().into()
     }
 
     /// What the probe reads after the import's partitions sent `import`,

@@ -7,7 +7,7 @@ mod keys_exec;
 mod share;
 mod stream;
 
-pub use existing::{ExistingKeyLoader, ExistingKeys, KeyLookup};
+pub use existing::{ExistingKeyLoader, ExistingKeys, KeyLookup, KnownKeys};
 pub(crate) use keys_exec::key_schema;
 pub use keys_exec::{ExistingKeysExec, ExistingKeysSettings};
 pub use share::{KeyPartitioner, KeyShare};
@@ -100,8 +100,9 @@ use stream::{CheckAccounting, CheckSettings, CheckStream, PartitionCheck, Phase}
 /// the report is complete.
 /// `ON DUPLICATE UPDATE`: every row, with an [`UPDATE_COLUMN`] flag (before the
 /// row number) that is true when the key exists or occurred earlier in the
-/// import; the sink inserts the others and applies these in source order, so
-/// the last occurrence wins.
+/// import, and a [`LOCATION_COLUMN`] with the existing row's location where
+/// the loader read locations; the sink inserts the others and applies these in
+/// source order, so the last occurrence wins.
 #[derive(Debug)]
 pub struct DuplicateCheckExec {
     /// Input, hash-partitioned on the key.
@@ -327,7 +328,12 @@ fn output_properties(
     let schema = if report_duplicates {
         duplicates_schema(&schema)
     } else if on_duplicate == OnDuplicate::Update {
-        with_column_before_row(&schema, Field::new(UPDATE_COLUMN, DataType::Boolean, false))
+        let flagged =
+            with_column_before_row(&schema, Field::new(UPDATE_COLUMN, DataType::Boolean, false));
+        with_column_before_row(
+            &flagged,
+            Field::new(LOCATION_COLUMN, DataType::UInt64, true),
+        )
     } else {
         schema
     };
@@ -358,6 +364,11 @@ pub const DUPLICATE_OF_COLUMN: &str = "duplicate_of";
 /// Name of the column that marks, under `ON DUPLICATE UPDATE`, the rows that
 /// update an existing row (or one inserted earlier by the same import).
 pub const UPDATE_COLUMN: &str = "__atlas_update";
+
+/// Name of the column that gives, under `ON DUPLICATE UPDATE`, the location
+/// of the existing row a flagged row updates where the existing keys came
+/// with one (PostgreSQL's `ctid` as `block << 16 | offset`); NULL otherwise.
+pub const LOCATION_COLUMN: &str = "__atlas_location";
 
 impl DisplayAs for DuplicateCheckExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {

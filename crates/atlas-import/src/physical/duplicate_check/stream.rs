@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use datafusion::arrow::array::{
-    ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, UInt32Array,
+    ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, UInt32Array, UInt64Array,
 };
 use datafusion::arrow::compute::{filter_record_batch, take};
 use datafusion::arrow::datatypes::{SchemaRef, UInt64Type};
@@ -466,7 +466,8 @@ impl PartitionCheck {
                     }
                 }
                 self.record(&found, |i| self.encoder.describe(&batch, i));
-                self.emit(batch.clone(), keep, &found)?
+                let location = |i: usize| known.location(self.fingerprints[i]);
+                self.emit(batch.clone(), keep, &found, location)?
             }
             None if self.needs_verdicts() => {
                 // Probe: held until the database has matched the keys.
@@ -507,7 +508,7 @@ impl PartitionCheck {
                     }
                     self.keep_sample(&batch, &mut sample_batch, i, row);
                 }
-                self.emit(batch.clone(), vec![true; batch.num_rows()], &[])?
+                self.emit(batch.clone(), vec![true; batch.num_rows()], &[], |_| None)?
             }
         };
         self.account()?;
@@ -531,8 +532,15 @@ impl PartitionCheck {
     }
 
     /// The rows of `batch` that go on under the policy, given the duplicates
-    /// `found` and which rows to `keep`.
-    fn emit(&self, batch: RecordBatch, keep: Vec<bool>, found: &[Found]) -> Result<RecordBatch> {
+    /// `found`, which rows to `keep` and (`ON DUPLICATE UPDATE`) the location
+    /// of the existing row a row's key names, where known.
+    fn emit(
+        &self,
+        batch: RecordBatch,
+        keep: Vec<bool>,
+        found: &[Found],
+        location: impl Fn(usize) -> Option<u64>,
+    ) -> Result<RecordBatch> {
         Ok(if let Some(schema) = &self.report_duplicates {
             let duplicates = filter_record_batch(
                 &batch,
@@ -555,9 +563,15 @@ impl PartitionCheck {
         } else if self.on_duplicate == OnDuplicate::Update {
             // Every row goes on; the duplicates are flagged as updates.
             let update = BooleanArray::from(keep.iter().map(|k| !k).collect::<Vec<_>>());
+            let locations: UInt64Array = keep
+                .iter()
+                .enumerate()
+                .map(|(i, &k)| if k { None } else { location(i) })
+                .collect();
             let mut columns = batch.columns().to_vec();
             let row = columns.pop().expect("the row number column");
             columns.push(Arc::new(update));
+            columns.push(Arc::new(locations));
             columns.push(row);
             RecordBatch::try_new(Arc::clone(&self.schema), columns)?
         } else if self.on_duplicate == OnDuplicate::Error && self.import_metrics.has_duplicates() {
@@ -653,7 +667,8 @@ impl PartitionCheck {
                 }
             }
             self.record(&found, |i| self.encoder.describe(&held.batch, i));
-            let batch = self.emit(held.batch, keep, &found)?;
+            let location = |i: usize| known.location(held.rows[i].0);
+            let batch = self.emit(held.batch, keep, &found, location)?;
             self.import_metrics
                 .rows_checked
                 .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);

@@ -11,7 +11,7 @@ use datafusion::physical_plan::{ExecutionPlan, collect};
 
 use super::*;
 use crate::db::KeyFilter;
-use crate::key::{Fingerprints, KeyFingerprints, KeyHasher};
+use crate::key::{KeyFingerprints, KeyHasher};
 use crate::key_form::{KeyForm, ValueForm};
 use crate::physical::ImportId;
 use crate::physical::KeyShare;
@@ -32,7 +32,7 @@ impl ExistingKeyLoader for KeysInMemory {
         hasher: &KeyHasher,
         filter: Option<KeyFilter>,
         _share: Option<&KeyShare>,
-    ) -> crate::error::Result<Fingerprints<()>> {
+    ) -> crate::error::Result<KnownKeys> {
         // A probe reads only the rows holding a value the import has; with
         // every value one key column here, that is every row it names.
         let wanted = |value: &str| match &filter {
@@ -55,7 +55,7 @@ impl ExistingKeyLoader for KeysInMemory {
             KeyEncoder::new((0..rows.num_columns()).collect()).with_forms(self.forms.clone());
         let mut keys = KeyFingerprints::new(encoder, hasher.clone());
         keys.add(&rows)?;
-        Ok(keys.finish())
+        Ok(keys.finish().into())
     }
 }
 

@@ -17,6 +17,7 @@
 //! ```
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use datafusion::arrow::array::{AsArray, RecordBatch};
@@ -175,12 +176,14 @@ struct RouteState<'a> {
 async fn next_routed(state: RouteState<'_>) -> Option<(Result<RecordBatch>, RouteState<'_>)> {
     loop {
         if let Some(rows) = state.router.take(state.destination) {
+            // The check's location column follows its flag.
+            let locations = Arc::clone(rows.column(state.router.flag + 1));
             let rows = state
                 .sink
                 .written(&rows)
                 .and_then(|rows| match state.destination {
                     Destination::Table => Ok(rows),
-                    Destination::Stage => state.staging.stage(rows),
+                    Destination::Stage => state.staging.stage(rows, &locations),
                 });
             return Some((rows, state));
         }
@@ -225,7 +228,7 @@ impl SinkWrite<'_> {
         let key = KeyEncoder::new(settings.key_columns.clone()).with_forms(KeyForm::of_columns(
             settings.key_columns.iter().map(|&i| &settings.columns[i]),
         ));
-        let mut staging = Staging::new(key);
+        let mut staging = Staging::new(key, statements.locates_rows());
         let (stage_table, stage_columns) = (statements.stage_table(), statements.stage_columns());
 
         let mut router = Router::new(settings.columns.len(), settings.chunk_rows);
@@ -262,18 +265,34 @@ impl SinkWrite<'_> {
             for sql in statements.remove_superseded(&staging.superseded) {
                 tx.execute(sql).await?;
             }
-            // Where the table is not much larger than the stage, the join
-            // reads it in order (see `UpsertStatements::updates`).
-            let table_first = tx
-                .estimated_rows(&settings.table)
-                .await?
-                .is_some_and(|rows| rows <= TABLE_FIRST_RATIO * staging.staged);
-            for sql in statements.prepare_join() {
-                tx.execute(sql).await?;
+            let (located, by_key) = staging.remaining();
+            if located > 0
+                && let Some(sql) = statements.located_update()
+            {
+                let updated = tx.execute_join(sql).await?;
+                if updated != located {
+                    return Err(AtlasError::Internal(format!(
+                        "the update by row location changed {updated} rows of '{}' where {located} \
+                         were staged (a trigger or a row security policy that skips rows?); \
+                         nothing was written",
+                        settings.table
+                    )));
+                }
             }
-            let patterns: Vec<Vec<usize>> = staging.null_patterns.iter().cloned().collect();
-            for sql in statements.updates(&patterns, table_first) {
-                tx.execute_join(sql).await?;
+            if by_key > 0 {
+                // Where the table is not much larger than the stage, the join
+                // reads it in order (see `UpsertStatements::updates`).
+                let table_first = tx
+                    .estimated_rows(&settings.table)
+                    .await?
+                    .is_some_and(|rows| rows <= TABLE_FIRST_RATIO * by_key);
+                for sql in statements.prepare_join() {
+                    tx.execute(sql).await?;
+                }
+                let patterns: Vec<Vec<usize>> = staging.null_patterns.iter().cloned().collect();
+                for sql in statements.updates(&patterns, table_first) {
+                    tx.execute_join(sql).await?;
+                }
             }
         }
         tx.execute(statements.drop_stage()).await?;
