@@ -485,7 +485,105 @@ on_every_database!(
     overlong_text_is_a_bad_value,
     upsert_into_a_table_with_unique_indexes,
     upsert_switching_between_table_and_stage,
+    upsert_by_location_where_the_table_keeps_one,
 );
+
+/// An upsert updates the rows the key check found by the location it read
+/// with their keys (PostgreSQL's `ctid` of a plain table, SQLite's rowid),
+/// and the rest by a join on the key: keys the import inserted itself, and
+/// every key of a table whose rows have no location a later statement could
+/// use (MariaDB; a PostgreSQL table with partitions or inheriting children;
+/// a SQLite table `WITHOUT ROWID` or with a column named `rowid`). The same
+/// rows every way.
+async fn upsert_by_location_where_the_table_keeps_one(db: &TestDb) {
+    let dir = TempDir::new();
+    let file = dir.file("u.csv", "k,v\n1,a\n4,b\n4,c\n2,d\n");
+    let plain = |t: &str| format!("CREATE TABLE \"{t}\" (k INTEGER, v VARCHAR(20))");
+    let mut variants: Vec<(&str, Vec<String>, bool)> = vec![("plain", vec![], true)];
+    match db.kind {
+        Kind::Sqlite => {
+            variants.push(("without_rowid", vec![], false));
+            variants.push(("rowid_column", vec![], false));
+        }
+        Kind::Postgres => {
+            variants.push(("inherited", vec![], false));
+            variants.push(("partitioned", vec![], false));
+        }
+        Kind::MySql => variants[0].2 = false,
+    }
+    for (variant, _, located) in variants {
+        let table = db.table(&format!("upsert_at_{variant}"));
+        let t = &table;
+        let definition = match variant {
+            "without_rowid" => vec![format!(
+                "CREATE TABLE \"{t}\" (k INTEGER PRIMARY KEY, v VARCHAR(20)) WITHOUT ROWID"
+            )],
+            "rowid_column" => vec![format!(
+                "CREATE TABLE \"{t}\" (k INTEGER, v VARCHAR(20), rowid TEXT)"
+            )],
+            "inherited" => vec![
+                plain(t),
+                format!("CREATE TABLE \"{t}_child\" () INHERITS (\"{t}\")"),
+            ],
+            "partitioned" => vec![
+                format!("CREATE TABLE \"{t}\" (k INTEGER, v VARCHAR(20)) PARTITION BY RANGE (k)"),
+                format!("CREATE TABLE \"{t}_low\" PARTITION OF \"{t}\" FOR VALUES FROM (0) TO (3)"),
+                format!(
+                    "CREATE TABLE \"{t}_high\" PARTITION OF \"{t}\" FOR VALUES FROM (3) TO (100)"
+                ),
+            ],
+            _ => vec![plain(t)],
+        };
+        for sql in definition {
+            db.exec(&sql).await;
+        }
+        db.exec(&format!(
+            "INSERT INTO \"{t}\" (k, v) VALUES (1, 'old'), (2, 'old')"
+        ))
+        .await;
+        let third = match variant {
+            // A row of the child table: the parent's scans and updates see it.
+            "inherited" => format!("INSERT INTO \"{t}_child\" (k, v) VALUES (3, 'old')"),
+            _ => format!("INSERT INTO \"{t}\" (k, v) VALUES (3, 'old')"),
+        };
+        db.exec(&third).await;
+        let out = std::process::Command::new(crate::cli::binary())
+            .args(["import", file.to_str().unwrap(), "--table", t])
+            .args(["--db", &db.url, "--key", "k", "--on-duplicate", "update"])
+            .args(["--json", "-v"])
+            .env_remove("DATABASE_URL")
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{variant}: {log}");
+        let report = crate::cli::json(&out);
+        assert_eq!(
+            (report["inserted"].as_u64(), report["updated"].as_u64()),
+            (Some(1), Some(3)),
+            "{variant}"
+        );
+        let expected = if located {
+            "2 rows to update by their location, 1 by a join on the key"
+        } else {
+            "0 rows to update by their location, 3 by a join on the key"
+        };
+        assert!(log.contains(expected), "{variant}: {log}");
+        assert_eq!(
+            db.rows(t, &["k", "v"]).await,
+            vec![
+                vec![s("1"), s("a")],
+                vec![s("2"), s("d")],
+                vec![s("3"), s("old")],
+                vec![s("4"), s("c")],
+            ],
+            "{variant}"
+        );
+        if variant == "inherited" {
+            // (The parent is dropped at the end: its child first.)
+            db.exec(&format!("DROP TABLE \"{t}_child\"")).await;
+        }
+    }
+}
 
 /// An upsert whose new and existing rows come in alternating runs, with
 /// chunks small enough that its write switches between the table (new keys)

@@ -459,25 +459,23 @@ impl Database for PostgresDatabase {
     ) -> Result<u64> {
         let scan_error = |e| AtlasError::database(format!("reading the keys of '{table}'"), e);
         let mut conn = super::acquire(&self.pool).await?;
-        // A `ctid` names one row only in a plain table without children (a
-        // partitioned one's partitions and inheriting tables repeat them;
-        // views and foreign tables have none of use).
+        // `COPY table TO` reads a plain table only (not a partitioned one, a
+        // view or a foreign table); a `ctid` names one row only in a plain
+        // table without children (partitions and inheriting tables repeat them).
+        let (plain, children): (bool, bool) = sqlx::query_as(
+            "SELECT relkind = 'r', relhassubclass FROM pg_class WHERE oid = to_regclass($1)",
+        )
+        .bind(table.sql())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(scan_error)?
+        .unwrap_or((true, false));
         let mut columns = columns.to_vec();
-        if locations {
-            let plain: Option<bool> =
-                sqlx::query_scalar(
-                "SELECT relkind = 'r' AND NOT relhassubclass FROM pg_class WHERE oid = to_regclass($1)",
-            )
-                    .bind(table.sql())
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(scan_error)?;
-            if plain == Some(true) {
-                columns.push(super::pg_binary::location_column());
-            }
+        if locations && plain && !children {
+            columns.push(super::pg_binary::location_column());
         }
         let columns = &columns[..];
-        let sql = key_scan_sql(table, columns, filter);
+        let sql = key_scan_sql(table, columns, filter, plain);
         if filter.is_some() {
             // JIT compiles a long filter for longer than the scan takes.
             for statement in ["BEGIN", "SET LOCAL jit = off"] {
@@ -698,9 +696,15 @@ fn needs_text_copy(column: &TargetColumn) -> bool {
     column.data_type == DataType::Utf8 && !super::pg_binary::binary_form_is_text(column)
 }
 
-/// The `COPY ... TO STDOUT (FORMAT binary)` that reads `columns` of `table`,
-/// of the rows `filter` matches where there is one.
-fn key_scan_sql(table: &TableRef, columns: &[TargetColumn], filter: Option<&KeyFilter>) -> String {
+/// The `COPY ... TO STDOUT (FORMAT binary)` that reads `columns` of `table`
+/// (`plain_table`: not a partitioned table, a view or a foreign table), of
+/// the rows `filter` matches where there is one.
+fn key_scan_sql(
+    table: &TableRef,
+    columns: &[TargetColumn],
+    filter: Option<&KeyFilter>,
+    plain_table: bool,
+) -> String {
     let (select, casts) = super::pg_binary::select_list(columns);
     match filter {
         Some(filter) => format!(
@@ -714,8 +718,9 @@ fn key_scan_sql(table: &TableRef, columns: &[TargetColumn], filter: Option<&KeyF
                     .and_then(probe_list_type)
             )
         ),
-        // A `COPY` column list takes no system column (`ctid`).
-        None if casts || columns.iter().any(|c| c.sql_type == "tid") => format!(
+        // A `COPY` column list takes no system column (`ctid`), and `COPY
+        // table TO` no other relation than a plain table.
+        None if casts || !plain_table || columns.iter().any(|c| c.sql_type == "tid") => format!(
             "COPY (SELECT {select} FROM {}) TO STDOUT (FORMAT binary)",
             table.sql()
         ),
@@ -957,6 +962,32 @@ mod tests {
         assert!(!looks_target_rows_up(&no_scan));
     }
 
+    /// `COPY table TO` reads neither a system column nor another relation
+    /// than a plain table (a partitioned table: "cannot copy from
+    /// partitioned table"): those are read by a query.
+    #[test]
+    fn key_scans_read_by_a_query_what_copy_of_a_table_cannot() {
+        let table = TableRef::unqualified("t");
+        let key = TargetColumn::of_type("k", "integer", DataType::Int32);
+        let plain = key_scan_sql(&table, std::slice::from_ref(&key), None, true);
+        assert_eq!(plain, "COPY \"t\" (\"k\") TO STDOUT (FORMAT binary)");
+        let partitioned = key_scan_sql(&table, std::slice::from_ref(&key), None, false);
+        assert_eq!(
+            partitioned,
+            "COPY (SELECT \"k\" FROM \"t\") TO STDOUT (FORMAT binary)"
+        );
+        let located = key_scan_sql(
+            &table,
+            &[key, super::super::pg_binary::location_column()],
+            None,
+            true,
+        );
+        assert_eq!(
+            located,
+            "COPY (SELECT \"k\", \"ctid\" FROM \"t\") TO STDOUT (FORMAT binary)"
+        );
+    }
+
     #[test]
     fn probe_lists_take_the_column_type_so_that_postgres_hashes_them() {
         use datafusion::arrow::array::{Int16Array, Int64Array, StringArray};
@@ -967,7 +998,7 @@ mod tests {
                 values: vec![values],
                 nulls: false,
             };
-            key_scan_sql(&table, &[column], Some(&filter))
+            key_scan_sql(&table, &[column], Some(&filter), true)
         };
         // `bigint = integer` is not hashable: the list must be `bigint[]`.
         let big = scan(

@@ -41,6 +41,11 @@ impl Dialect for SqliteDialect {
         )
     }
 
+    /// The rowid the key scan read (its bits through the stage's `bigint`).
+    fn location_equality(&self, target: &str, location: &str) -> Option<String> {
+        Some(format!("{target}.rowid = {location}"))
+    }
+
     /// No hash join: the stage's key is looked up by index.
     fn prepare_join(&self, name: &str, _stage: &str, key: &[TargetColumn]) -> Vec<String> {
         vec![format!(
@@ -148,6 +153,23 @@ const CREATE_FILE_IMPORTS: &str = "CREATE TABLE IF NOT EXISTS file_imports (
 
 fn create_import_history() -> String {
     super::create_import_history_sql("INTEGER PRIMARY KEY AUTOINCREMENT", "TIMESTAMP", "INTEGER")
+}
+
+/// Whether `table` is a rowid table whose `rowid` no column shadows: its
+/// rows' rowids then find them again in the import's transaction, whose
+/// write lock keeps every other writer (and `VACUUM`, which may renumber
+/// them) out until the commit.
+async fn has_rowid(conn: &mut SqliteConnection, table: &TableRef) -> Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_list WHERE schema = ?2 \
+           AND name = ?1 COLLATE NOCASE AND type = 'table' AND wr = 0) \
+         AND NOT EXISTS (SELECT 1 FROM pragma_table_info(?1, ?2) WHERE lower(name) = 'rowid')",
+    )
+    .bind(&table.name)
+    .bind(table.schema.as_deref().unwrap_or("main"))
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| AtlasError::database(format!("reading the kind of table '{table}'"), e))
 }
 
 /// Reads the key columns of `table` on `conn`: one statement stepped on a
@@ -287,6 +309,16 @@ fn key_array(
             .all(|v| matches!(v, Value::Integer(_) | Value::Null))
     };
     match target {
+        // Rowids (locations), their bits as they are.
+        DataType::UInt64 => Arc::new(
+            values
+                .iter()
+                .map(|v| match v {
+                    Value::Integer(i) => Some(*i as u64),
+                    _ => None,
+                })
+                .collect::<datafusion::arrow::array::UInt64Array>(),
+        ),
         t if t.is_integer() && integers() => {
             Arc::new(Int64Array::from_iter(values.iter().map(|v| match v {
                 Value::Integer(i) => Some(*i),
@@ -450,13 +482,16 @@ impl Database for SqliteDatabase {
         table: &TableRef,
         columns: &[TargetColumn],
         filter: Option<&KeyFilter>,
-        // No location a later statement could use: rows are found by key.
-        _locations: bool,
+        locations: bool,
         batch_rows: usize,
         on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
     ) -> Result<u64> {
         let mut conn = super::acquire(&self.pool).await?;
-        scan_keys(&mut conn, table, columns, filter, batch_rows, on_batch).await
+        let mut columns = columns.to_vec();
+        if locations && has_rowid(&mut conn, table).await? {
+            columns.push(TargetColumn::of_type("rowid", "rowid", DataType::UInt64));
+        }
+        scan_keys(&mut conn, table, &columns, filter, batch_rows, on_batch).await
     }
 
     async fn table_stats(&self, table: &TableRef, key: &[TargetColumn]) -> Result<TableStats> {

@@ -266,6 +266,10 @@ impl SinkWrite<'_> {
                 tx.execute(sql).await?;
             }
             let (located, by_key) = staging.remaining();
+            tracing::info!(
+                "Upsert into '{}': {located} rows to update by their location, {by_key} by a join on the key",
+                settings.table
+            );
             if located > 0
                 && let Some(sql) = statements.located_update()
             {
