@@ -294,6 +294,21 @@ mod tests {
         }
     }
 
+    /// Decodes `stream` fed in pieces of `piece` bytes: the rows and batches.
+    fn decode(columns: &[TargetColumn], stream: &[u8], piece: usize) -> (u64, Vec<RecordBatch>) {
+        let mut batches = Vec::new();
+        let mut decoder = KeyDecoder::new(columns, 1000, "t");
+        let mut on_batch = |b: RecordBatch| -> Result<()> {
+            batches.push(b);
+            Ok(())
+        };
+        for piece in stream.chunks(piece) {
+            decoder.feed(piece, &mut on_batch).unwrap();
+        }
+        let rows = decoder.finish(&mut on_batch).unwrap();
+        (rows, batches)
+    }
+
     #[test]
     fn decodes_tuples_split_anywhere() {
         let columns = [
@@ -327,16 +342,8 @@ mod tests {
             stream.extend_from_slice(&0i64.to_be_bytes());
         }
         stream.extend_from_slice(&(-1i16).to_be_bytes());
-        let mut batches = Vec::new();
-        let mut decoder = KeyDecoder::new(&columns, 1000, "t");
-        let mut on_batch = |b: RecordBatch| -> Result<()> {
-            batches.push(b);
-            Ok(())
-        };
-        for piece in stream.chunks(5) {
-            decoder.feed(piece, &mut on_batch).unwrap();
-        }
-        assert_eq!(decoder.finish(&mut on_batch).unwrap(), 2);
+        let (rows, batches) = decode(&columns, &stream, 5);
+        assert_eq!(rows, 2);
         let b = &batches[0];
         assert_eq!(b.column(0).as_primitive::<Int64Type>().value(0), 7);
         assert!(b.column(0).is_null(1));
@@ -360,14 +367,8 @@ mod tests {
         stream.extend_from_slice(&70_000u32.to_be_bytes());
         stream.extend_from_slice(&7u16.to_be_bytes());
         stream.extend_from_slice(&(-1i16).to_be_bytes());
-        let mut batches = Vec::new();
-        let mut decoder = KeyDecoder::new(&columns, 1000, "t");
-        let mut on_batch = |b: RecordBatch| -> Result<()> {
-            batches.push(b);
-            Ok(())
-        };
-        decoder.feed(&stream, &mut on_batch).unwrap();
-        assert_eq!(decoder.finish(&mut on_batch).unwrap(), 1);
+        let (rows, batches) = decode(&columns, &stream, stream.len());
+        assert_eq!(rows, 1);
         let location = batches[0]
             .column(0)
             .as_primitive::<datafusion::arrow::datatypes::UInt64Type>()
