@@ -718,40 +718,53 @@ async fn upsert_by_key_parts_with_nulls(db: &TestDb) {
 
 crate::on_every_database_and_strategy!(upsert_by_key_parts_with_nulls);
 
-/// PostgreSQL: an upsert fetches the rows its key scan found by their
-/// `ctid`, neither scanning the table again nor its key's index; the updates
-/// of keys the import inserted itself (and then repeated) go through the
-/// key's unique index (left alone, the planner hash-joins the stage with the
-/// whole table): the index is scanned about once per such row.
+/// PostgreSQL: an upsert into a table without an index on the key fetches
+/// the rows its key scan found by their `ctid`, scanning the table once (the
+/// key scan); into a table with a unique index on the key it updates them
+/// through the index (left alone, the planner hash-joins the stage with the
+/// whole table): the index is scanned about once per row.
 #[tokio::test]
-async fn postgres_updates_found_rows_by_location_and_the_others_through_the_keys_index() {
+async fn postgres_updates_found_rows_by_location_or_through_the_keys_index() {
     let db = TestDb::new(Kind::Postgres).await;
     db.run(async {
         const ROWS: i64 = 5000;
         let dir = TempDir::new();
-        let table = db.table("upsert_index_join");
-        db.exec(&format!(
-            "CREATE TABLE \"{table}\" (k INTEGER, v TEXT); \
-             CREATE UNIQUE INDEX \"{table}_k\" ON \"{table}\" (k); \
-             INSERT INTO \"{table}\" SELECT g, 'old' FROM generate_series(1, {ROWS}) g; \
-             ANALYZE \"{table}\""
-        ))
-        .await;
-        // The table's scans and updated rows as the statistics have them
-        // (the rows first: a session reports its scans with them).
-        let stat = |column: &str| {
-            format!(
-                "SELECT coalesce({column}, 0) FROM pg_stat_user_tables \
-                 WHERE relid = '\"{table}\"'::regclass"
-            )
-        };
-        let (seq, idx, upd) = (stat("seq_scan"), stat("idx_scan"), stat("n_tup_upd"));
-        let read = || async {
-            let updated = db.scalar(&upd).await;
-            (db.scalar(&seq).await, db.scalar(&idx).await, updated)
-        };
-        let upsert = |csv: String, name: &str| {
-            let file = dir.file(name, &csv);
+        let csv: String = std::iter::once("k,v\n".to_string())
+            .chain((1..=ROWS).map(|k| format!("{k},new\n")))
+            .collect();
+        let file = dir.file("u.csv", &csv);
+        for indexed in [false, true] {
+            let table = db.table(if indexed {
+                "upsert_indexed"
+            } else {
+                "upsert_located"
+            });
+            db.exec(&format!(
+                "CREATE TABLE \"{table}\" (k INTEGER, v TEXT); \
+                 INSERT INTO \"{table}\" SELECT g, 'old' FROM generate_series(1, {ROWS}) g; \
+                 ANALYZE \"{table}\""
+            ))
+            .await;
+            if indexed {
+                db.exec(&format!(
+                    "CREATE UNIQUE INDEX \"{table}_k\" ON \"{table}\" (k)"
+                ))
+                .await;
+            }
+            // The table's scans and updated rows as the statistics have
+            // them (the rows first: a session reports its scans with them).
+            let stat = |column: &str| {
+                format!(
+                    "SELECT coalesce({column}, 0) FROM pg_stat_user_tables \
+                     WHERE relid = '\"{table}\"'::regclass"
+                )
+            };
+            let (seq, idx, upd) = (stat("seq_scan"), stat("idx_scan"), stat("n_tup_upd"));
+            let read = || async {
+                let updated = db.scalar(&upd).await;
+                (db.scalar(&seq).await, db.scalar(&idx).await, updated)
+            };
+            let before = read().await;
             let out = std::process::Command::new(crate::cli::binary())
                 .args(["import", file.to_str().unwrap(), "--table", &table])
                 .args(["--db", &db.url, "--key", "k", "--on-duplicate", "update"])
@@ -765,60 +778,37 @@ async fn postgres_updates_found_rows_by_location_and_the_others_through_the_keys
                 "{}",
                 String::from_utf8_lossy(&out.stderr)
             );
-        };
-        // The import's sessions report their counts as they end: wait for
-        // the updates and the key scan's scan.
-        let settled = |before: (i64, i64, i64), updated: i64| async move {
+            // The import's sessions report their counts as they end: wait
+            // for the updates and the key scan's scan.
             let started = std::time::Instant::now();
-            loop {
+            let (seq_scans, index_scans, updated) = loop {
                 let now = read().await;
-                if (now.0 > before.0 && now.2 - before.2 >= updated)
+                if (now.0 > before.0 && now.2 - before.2 >= ROWS)
                     || started.elapsed() > std::time::Duration::from_secs(10)
                 {
-                    return (now.0 - before.0, now.1 - before.1, now.2 - before.2);
+                    break (now.0 - before.0, now.1 - before.1, now.2 - before.2);
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            };
+            assert_eq!(updated, ROWS, "indexed: {indexed}");
+            assert_eq!(
+                db.scalar(&format!("SELECT count(*) FROM \"{table}\" WHERE v = 'new'"))
+                    .await,
+                ROWS
+            );
+            if indexed {
+                assert!(
+                    index_scans >= ROWS,
+                    "the key's index was scanned {index_scans} times for {ROWS} updated rows"
+                );
+            } else {
+                assert_eq!(
+                    (seq_scans, index_scans),
+                    (1, 0),
+                    "(table scans, index scans): one scan, the key scan's"
+                );
             }
-        };
-
-        // Every row exists: all found by the key scan, updated by location.
-        let before = read().await;
-        let csv: String = std::iter::once("k,v\n".to_string())
-            .chain((1..=ROWS).map(|k| format!("{k},new\n")))
-            .collect();
-        upsert(csv, "found.csv");
-        let (seq_scans, index_scans, updated) = settled(before, ROWS).await;
-        assert_eq!(
-            (seq_scans, index_scans, updated),
-            (1, 0, ROWS),
-            "(table scans, index scans, rows updated): one scan, the key scan's"
-        );
-        assert_eq!(
-            db.scalar(&format!("SELECT count(*) FROM \"{table}\" WHERE v = 'new'"))
-                .await,
-            ROWS
-        );
-
-        // New keys, each twice: inserted, then updated through the index.
-        let before = read().await;
-        let csv: String = std::iter::once("k,v\n".to_string())
-            .chain((ROWS + 1..=2 * ROWS).map(|k| format!("{k},first\n")))
-            .chain((ROWS + 1..=2 * ROWS).map(|k| format!("{k},second\n")))
-            .collect();
-        upsert(csv, "repeated.csv");
-        let (_, index_scans, updated) = settled(before, ROWS).await;
-        assert_eq!(updated, ROWS);
-        assert!(
-            index_scans >= ROWS,
-            "the key's index was scanned {index_scans} times for {ROWS} updated rows"
-        );
-        assert_eq!(
-            db.scalar(&format!(
-                "SELECT count(*) FROM \"{table}\" WHERE v = 'second'"
-            ))
-            .await,
-            ROWS
-        );
+        }
     })
     .await;
 }

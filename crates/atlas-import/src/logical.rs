@@ -81,6 +81,12 @@ pub struct ImportSpec {
     /// distributed import: read once, each check task holds its share).
     #[serde(default)]
     pub keys_shuffled: bool,
+    /// An upsert into a table without an index on the key: the key scan
+    /// reads each existing row's location where the database has them, and
+    /// the rows found are updated by it rather than by a join that would
+    /// read the whole table.
+    #[serde(default)]
+    pub locate_rows: bool,
 }
 
 impl ImportSpec {
@@ -317,6 +323,7 @@ mod tests {
             lookup_reason: "contacts (strategy=preload)".into(),
             creates: None,
             keys_shuffled: false,
+            locate_rows: false,
         })
     }
 

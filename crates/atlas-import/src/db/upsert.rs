@@ -291,8 +291,8 @@ impl UpsertStatements {
         let join = self.dialect.update_join_shape();
         match self.location {
             Some(_) => format!(
-                "new rows into the table, the others into one stage, then {join} by the \
-                 locations the key check read, on ({key}) for keys the import inserted"
+                "new rows into the table, the others into one stage, then {join} by the rows' \
+                 locations where the key check read them (no index on the key), else on ({key})"
             ),
             None => format!(
                 "new rows into the table, the others into one stage, then {join} on ({key})"

@@ -78,8 +78,28 @@ impl ImportBuilder {
         source: &OpenedSource,
         key: &[TargetColumn],
         dry_run: bool,
-    ) -> Result<(KeyLookup, String)> {
+    ) -> Result<(KeyLookup, String, bool)> {
         let stats = self.db.table_stats(&self.table, key).await?;
+        // Without an index on the key an upsert's join would read the whole
+        // table: the rows found are then updated by the locations the key
+        // scan reads. With one, its lookups cost what the fetches by
+        // location do (1M rows into 1M: 5.9–6.3 s against 6.6–6.8 s by hand),
+        // and reading the locations costs the scan ~0.1 s.
+        let locate_rows = self.options.on_duplicate == OnDuplicate::Update
+            && !dry_run
+            && stats.key_index.is_none();
+        let (lookup, why) = self.choose_lookup(source, key, dry_run, &stats)?;
+        Ok((lookup, why, locate_rows))
+    }
+
+    /// The key strategy given the table's statistics, and why.
+    fn choose_lookup(
+        &self,
+        source: &OpenedSource,
+        key: &[TargetColumn],
+        dry_run: bool,
+        stats: &crate::db::TableStats,
+    ) -> Result<(KeyLookup, String)> {
         let import_rows = estimate_rows(&source.files);
         let sizes = format!(
             "~{} rows in the table, {} in the import",
@@ -88,7 +108,7 @@ impl ImportBuilder {
         );
         // The probe filters on one key column: an indexed one where there is
         // one, else the one with the most distinct values.
-        let probe_column = probe_column(key, &stats);
+        let probe_column = probe_column(key, stats);
         let preload = || {
             (
                 KeyLookup::Preload,
@@ -189,16 +209,22 @@ impl ImportBuilder {
         // filled, by then.
         let key_targets: Vec<TargetColumn> =
             key_columns.iter().map(|&i| columns[i].clone()).collect();
-        let (lookup, lookup_reason) = if self.options.on_duplicate == OnDuplicate::Allow && !dry_run
-        {
-            (
-                KeyLookup::Nothing,
-                format!("{} (not read: duplicates allowed)", self.table),
-            )
-        } else {
-            let (lookup, why) = self.choose_strategy(source, &key_targets, dry_run).await?;
-            (lookup, format!("{} (strategy={lookup}: {why})", self.table))
-        };
+        let (lookup, lookup_reason, locate_rows) =
+            if self.options.on_duplicate == OnDuplicate::Allow && !dry_run {
+                (
+                    KeyLookup::Nothing,
+                    format!("{} (not read: duplicates allowed)", self.table),
+                    false,
+                )
+            } else {
+                let (lookup, why, locate_rows) =
+                    self.choose_strategy(source, &key_targets, dry_run).await?;
+                (
+                    lookup,
+                    format!("{} (strategy={lookup}: {why})", self.table),
+                    locate_rows,
+                )
+            };
         let id = ImportId::new();
         let import = match writes {
             None => ImportRef::from(id),
@@ -245,6 +271,7 @@ impl ImportBuilder {
             // On a cluster the table's keys are read once, in a stage of
             // their own, and shuffled to the check's tasks.
             keys_shuffled: self.cluster.is_some() && lookup == KeyLookup::Preload,
+            locate_rows,
         });
         let logical = LogicalPlan::Extension(Extension {
             node: Arc::new(
@@ -306,8 +333,7 @@ impl ImportBuilder {
                 transaction: Some(Arc::clone(&transaction)),
                 table: self.table.clone(),
                 key_columns: spec.key_targets().cloned().collect(),
-                // An upsert updates the rows it finds by their location.
-                locations: spec.on_duplicate == OnDuplicate::Update,
+                locations: spec.locate_rows,
                 metrics: Arc::clone(&self.metrics),
             },
             spec.lookup,
