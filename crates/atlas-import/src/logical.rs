@@ -266,7 +266,8 @@ pub fn plan_operators(
     .with_creates(spec.creates.clone())
     .with_on_duplicate(spec.on_duplicate)
     .with_chunk_rows(spec.chunk_rows)
-    .with_key_columns(spec.key_columns.clone());
+    .with_key_columns(spec.key_columns.clone())
+    .with_located_rows(spec.locate_rows);
     Ok(sink.over(check))
 }
 

@@ -87,6 +87,16 @@ impl UpsertStatements {
         }
     }
 
+    /// Statements for an import whose key check reads (`read`) the found
+    /// rows' locations or not: without them every update goes by the key,
+    /// and the stage has no location column.
+    pub(crate) fn with_locations(mut self, read: bool) -> Self {
+        if !read {
+            self.location = None;
+        }
+        self
+    }
+
     /// Whether the stage carries the existing rows' locations.
     pub(crate) fn locates_rows(&self) -> bool {
         self.location.is_some()
@@ -383,6 +393,10 @@ mod tests {
         );
         assert!(mysql.updates(&[], true)[0].contains("AS atlas_t STRAIGHT_JOIN"));
         assert!(!mysql.locates_rows() && mysql.located_update().is_none());
+        let unlocated = pg.clone().with_locations(false);
+        assert!(!unlocated.locates_rows() && unlocated.located_update().is_none());
+        assert!(!unlocated.updates(&[], false)[0].contains("atlas_location"));
+        assert_eq!(unlocated.stage_columns().len(), columns.len() + 1);
         assert!(!mysql.updates(&[], false)[0].contains("atlas_location"));
         let all_key = UpsertStatements::new(DbKind::Sqlite, &table, &columns, &[0, 1, 2]);
         assert!(all_key.updates(&[vec![0]], false).is_empty());

@@ -82,6 +82,10 @@ pub struct SinkSettings {
     /// The columns a missing table is created with (decided when the plan
     /// was made; shown by `EXPLAIN`), `None` when a missing table is an error.
     pub creates: Option<Vec<ColumnSpec>>,
+    /// `ON DUPLICATE UPDATE`: the check passes the found rows' locations
+    /// (no index on the key), and the stage keeps them.
+    #[serde(default)]
+    pub locate_rows: bool,
 }
 
 impl ImportSink {
@@ -106,6 +110,7 @@ impl ImportSink {
                 key_columns: Vec::new(),
                 chunk_rows: crate::DEFAULT_CHUNK_ROWS,
                 creates: None,
+                locate_rows: false,
             },
             schema,
         )
@@ -153,6 +158,13 @@ impl ImportSink {
         self
     }
 
+    /// `ON DUPLICATE UPDATE`: whether the check passes the locations of the
+    /// rows it found (see [`crate::physical::LOCATION_COLUMN`]).
+    pub fn with_located_rows(mut self, locate_rows: bool) -> Self {
+        self.settings.locate_rows = locate_rows;
+        self
+    }
+
     /// The columns the table is created with when it is missing (shown by
     /// `EXPLAIN`; the import's transaction creates it).
     pub fn with_creates(mut self, creates: Option<Vec<ColumnSpec>>) -> Self {
@@ -170,6 +182,7 @@ impl DisplayAs for ImportSink {
                 &self.settings.columns,
                 &self.settings.key_columns,
             )
+            .with_locations(self.settings.locate_rows)
             .describe()
         });
         // The types a new table gets, shown before anything is written.

@@ -219,7 +219,8 @@ impl SinkWrite<'_> {
             &settings.table,
             &settings.columns,
             &settings.key_columns,
-        );
+        )
+        .with_locations(settings.locate_rows);
         let mut guard = self.transaction.slot().lock().await;
         let tx = guard.as_mut().ok_or_else(not_open)?;
         for sql in statements.create_stage() {
