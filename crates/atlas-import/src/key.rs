@@ -340,13 +340,21 @@ impl<V: Copy> KeyFingerprints<V> {
         }
     }
 
-    /// Adds the keys of `batch`, row `i`'s with `value(i)` (a key seen
-    /// before keeps its first value).
-    pub fn add_with(&mut self, batch: &RecordBatch, value: impl Fn(usize) -> V) -> Result<()> {
+    /// Adds the keys of `batch`, row `i`'s with `value(i)`; a key seen
+    /// before takes `repeated(earlier value, this one)`.
+    pub fn add_with(
+        &mut self,
+        batch: &RecordBatch,
+        value: impl Fn(usize) -> V,
+        repeated: impl Fn(V, V) -> V,
+    ) -> Result<()> {
         self.encoder.encode(batch, &mut self.keys)?;
         self.hasher.fingerprints(&self.keys, &mut self.fingerprints);
         for (i, &fingerprint) in self.fingerprints.iter().enumerate() {
-            self.set.insert(fingerprint, value(i));
+            let value = value(i);
+            if let Some(earlier) = self.set.insert(fingerprint, value) {
+                self.set.replace(fingerprint, repeated(earlier, value));
+            }
         }
         Ok(())
     }
@@ -366,7 +374,7 @@ impl<V: Copy> KeyFingerprints<V> {
 impl KeyFingerprints {
     /// Adds the keys of `batch`.
     pub fn add(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.add_with(batch, |_| ())
+        self.add_with(batch, |_| (), |_, _| ())
     }
 }
 

@@ -15,7 +15,8 @@ use crate::key::{KeyEncoder, KeyFingerprints, KeyHasher};
 use crate::key_form::KeyForm;
 use crate::names::TableRef;
 use crate::physical::{
-    ExistingKeyLoader, KeyPartitioner, KeyShare, KnownKeys, Opened, TableTransaction, key_schema,
+    ExistingKeyLoader, KeyPartitioner, KeyShare, KnownKeys, Opened, SEVERAL_ROWS, TableTransaction,
+    key_schema,
 };
 use crate::report::{ImportMetrics, Phase};
 use crate::schema::TargetColumn;
@@ -250,7 +251,8 @@ pub(super) fn fingerprint_existing_keys(
                 let locations = locations
                     .as_primitive_opt::<UInt64Type>()
                     .ok_or_else(|| AtlasError::Internal("row locations not as UInt64".into()))?;
-                keys.add_with(&batch, |i| locations.value(i))?
+                // A key several rows hold is updated by the key, in all of them.
+                keys.add_with(&batch, |i| locations.value(i), |_, _| SEVERAL_ROWS)?
             }
             _ => {
                 return Err(AtlasError::Internal(

@@ -27,7 +27,7 @@ pub(crate) use duplicate_check::key_schema;
 pub use duplicate_check::{
     DUPLICATE_OF_COLUMN, DuplicateCheckExec, DuplicateCheckSettings, ExistingKeyLoader,
     ExistingKeys, ExistingKeysExec, ExistingKeysSettings, KeyLookup, KeyPartitioner, KeyShare,
-    KnownKeys, LOCATION_COLUMN, UPDATE_COLUMN,
+    KnownKeys, LOCATION_COLUMN, SEVERAL_ROWS, UPDATE_COLUMN,
 };
 pub use run::{ImportId, ImportRef, ImportRun, ImportRuns, RegisteredRun, RunFactory, RunRecipe};
 pub use sink::{ImportSink, SinkSettings};

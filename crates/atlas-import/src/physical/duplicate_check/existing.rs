@@ -149,12 +149,13 @@ impl KnownKeys {
         }
     }
 
-    /// The location of the row holding `fingerprint`, where known.
+    /// The location of the row holding `fingerprint`, where known and
+    /// one row holds it.
     #[inline]
     pub fn location(&self, fingerprint: Fingerprint) -> Option<u64> {
         match self {
             KnownKeys::Plain(_) => None,
-            KnownKeys::Located(set) => set.get(fingerprint),
+            KnownKeys::Located(set) => set.get(fingerprint).filter(|&l| l != SEVERAL_ROWS),
         }
     }
 
@@ -179,6 +180,10 @@ impl KnownKeys {
         }
     }
 }
+
+/// The location of a key that several rows of the table hold (a table
+/// that had duplicates before): every one of them is updated, by the key.
+pub const SEVERAL_ROWS: u64 = u64::MAX;
 
 /// The existing keys, once loaded.
 pub(super) type LoadedKeys = Arc<KnownKeys>;

@@ -7,7 +7,7 @@ mod keys_exec;
 mod share;
 mod stream;
 
-pub use existing::{ExistingKeyLoader, ExistingKeys, KeyLookup, KnownKeys};
+pub use existing::{ExistingKeyLoader, ExistingKeys, KeyLookup, KnownKeys, SEVERAL_ROWS};
 pub(crate) use keys_exec::key_schema;
 pub use keys_exec::{ExistingKeysExec, ExistingKeysSettings};
 pub use share::{KeyPartitioner, KeyShare};
