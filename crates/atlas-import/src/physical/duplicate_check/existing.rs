@@ -32,7 +32,10 @@ use tokio::sync::mpsc;
 use super::share::KeyShare;
 use crate::db::KeyFilter;
 use crate::error::AtlasError;
-use crate::key::{EncodedKeys, Fingerprint, Fingerprints, KeyEncoder, KeyFingerprints, KeyHasher};
+use crate::key::{
+    EncodedKeys, Fingerprint, Fingerprints, KeyEncoder, KeyFingerprints, KeyHasher,
+    ShortFingerprints,
+};
 use crate::key_form::KeyForm;
 use crate::schema::TargetColumn;
 
@@ -177,6 +180,14 @@ impl KnownKeys {
         match self {
             KnownKeys::Plain(set) => set.memory_size(),
             KnownKeys::Located(set) => set.memory_size(),
+        }
+    }
+
+    /// The keys' fingerprints, in no order.
+    pub fn fingerprints(&self) -> Box<dyn Iterator<Item = Fingerprint> + '_> {
+        match self {
+            KnownKeys::Plain(set) => Box::new(set.iter().map(|(f, _)| f)),
+            KnownKeys::Located(set) => Box::new(set.iter().map(|(f, _)| f)),
         }
     }
 }
@@ -440,7 +451,7 @@ impl ExistingKeys {
             let held = reserve(
                 &pool,
                 "DuplicateCheckExec[existing keys]",
-                &set,
+                (set.len(), set.memory_size()),
                 &format!("existing keys of {description}"),
             )?;
             reservations.lock().expect("reservation lock").push(held);
@@ -624,8 +635,10 @@ impl ProbeValues {
 /// import's values are fingerprinted to meet them.
 struct Narrowing {
     loading: Option<tokio::task::JoinHandle<crate::error::Result<KnownKeys>>>,
-    /// The table's values as a one-column key, once read, and their memory.
-    table: Option<(KnownKeys, MemoryReservation)>,
+    /// The table's values as a one-column key, once read, and their memory
+    /// (short fingerprints: a value they hold by mistake only adds a key
+    /// to the probe, whose keys the check then compares whole).
+    table: Option<(ShortFingerprints, MemoryReservation)>,
     encoder: KeyEncoder,
     hasher: KeyHasher,
     pool: Arc<dyn MemoryPool>,
@@ -649,10 +662,12 @@ impl Narrowing {
             .await
             .map_err(|e| AtlasError::task_stopped("reading the narrowing column stopped", e))??;
         self.loading = None;
+        // Half the memory of the set as read, which goes now.
+        let table: ShortFingerprints = table.fingerprints().collect();
         let held = reserve(
             &self.pool,
             "DuplicateCheckExec[narrowing values]",
-            &table,
+            (table.len(), table.memory_size()),
             "values of a key column in the table",
         )?;
         self.table = Some((table, held));
@@ -688,15 +703,14 @@ impl Narrowing {
 fn reserve(
     pool: &Arc<dyn MemoryPool>,
     consumer: &str,
-    set: &KnownKeys,
+    (len, bytes): (usize, usize),
     what: &str,
 ) -> std::result::Result<MemoryReservation, AtlasError> {
     let held = MemoryConsumer::new(consumer).register(pool);
-    held.try_grow(set.memory_size()).map_err(|e| {
+    held.try_grow(bytes).map_err(|e| {
         AtlasError::ResourcesExhausted(format!(
-            "the {} {what} need {} MB, more than the memory limit allows ({e})",
-            set.len(),
-            set.memory_size() >> 20
+            "the {len} {what} need {} MB, more than the memory limit allows ({e})",
+            bytes >> 20
         ))
     })?;
     Ok(held)
@@ -813,10 +827,10 @@ mod tests {
             hasher,
             pool: Arc::new(datafusion::execution::memory_pool::UnboundedMemoryPool::default()),
         };
-        let load = |values: &mut ProbeValues, loaded| {
+        let load = |values: &mut ProbeValues, loaded: KnownKeys| {
             let narrowing = values.narrowing.as_mut().unwrap();
             let held = MemoryConsumer::new("test").register(&narrowing.pool);
-            narrowing.table = Some((loaded, held));
+            narrowing.table = Some((loaded.fingerprints().collect(), held));
             values.narrow_held().unwrap();
         };
         let mut values = ProbeValues::new("id", Some(narrowing));
