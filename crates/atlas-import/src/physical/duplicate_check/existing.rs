@@ -469,7 +469,11 @@ impl ExistingKeys {
     ) -> Narrowing {
         let values = Arc::clone(values);
         let hasher = self.hasher.clone();
-        let loading = tokio::spawn(async move { values.load(&hasher, None, None).await });
+        let loading = tokio::spawn(async move {
+            let values = values.load(&hasher, None, None).await?;
+            // Half the memory of the set as read, which goes now.
+            Ok(values.fingerprints().collect())
+        });
         Narrowing {
             loading: Some(loading),
             table: None,
@@ -634,7 +638,7 @@ impl ProbeValues {
 /// The read of the table's values of the narrowing column, and how the
 /// import's values are fingerprinted to meet them.
 struct Narrowing {
-    loading: Option<tokio::task::JoinHandle<crate::error::Result<KnownKeys>>>,
+    loading: Option<tokio::task::JoinHandle<crate::error::Result<ShortFingerprints>>>,
     /// The table's values as a one-column key, once read, and their memory
     /// (short fingerprints: a value they hold by mistake only adds a key
     /// to the probe, whose keys the check then compares whole).
@@ -662,8 +666,6 @@ impl Narrowing {
             .await
             .map_err(|e| AtlasError::task_stopped("reading the narrowing column stopped", e))??;
         self.loading = None;
-        // Half the memory of the set as read, which goes now.
-        let table: ShortFingerprints = table.fingerprints().collect();
         let held = reserve(
             &self.pool,
             "DuplicateCheckExec[narrowing values]",
