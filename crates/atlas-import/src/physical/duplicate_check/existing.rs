@@ -471,8 +471,12 @@ impl ExistingKeys {
         let hasher = self.hasher.clone();
         let loading = tokio::spawn(async move {
             let values = values.load(&hasher, None, None).await?;
-            // Half the memory of the set as read, which goes now.
-            Ok(values.fingerprints().collect())
+            // Half the memory of the set as read, which goes now. A pass
+            // over every value: on a blocking thread, as the set was built,
+            // not on a worker the check's partitions need.
+            tokio::task::spawn_blocking(move || values.fingerprints().collect())
+                .await
+                .map_err(|e| AtlasError::task_stopped("reading the narrowing column stopped", e))
         });
         Narrowing {
             loading: Some(loading),
