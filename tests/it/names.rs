@@ -5,7 +5,7 @@
 use atlas_import::names::NamePolicy;
 use atlas_import::{AtlasError, FilePolicy};
 
-use crate::common::{Kind, TempDir, TestDb, import, s};
+use crate::common::{Kind, TempDir, TestDb, import, s, unique};
 use crate::on_every_database;
 
 /// A schema for this test (a database on MySQL); `None` on SQLite, which has
@@ -122,7 +122,8 @@ async fn schema_qualified_targets(db: &TestDb) {
 async fn quoting_and_folding(db: &TestDb) {
     let dir = TempDir::new();
     let file = dir.file("q.csv", "k\n1\n");
-    let dotted = format!("{}.x", db.table("dot"));
+    let dotted = format!("{}.x", unique("dot").to_lowercase());
+    db.track(&dotted);
     import(db, &file, &format!("\"{dotted}\""))
         .execute()
         .await
