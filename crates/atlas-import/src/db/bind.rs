@@ -1,12 +1,12 @@
 //! Arrow columns prepared for binding as statement parameters (SQLite's
 //! prepared INSERT, MySQL/MariaDB's INSERTs) or for MySQL's `LOAD DATA` text.
 
-use std::sync::Arc;
+use std::fmt::Write as _;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
-    DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+    DataType, Date32Type, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType,
 };
 
 use crate::error::{AtlasError, Result};
@@ -22,12 +22,17 @@ pub(crate) enum DecimalBinding {
 }
 
 /// A column prepared for binding: every Arrow type maps to one of four
-/// parameter kinds the drivers all encode.
+/// parameter kinds the drivers all encode; dates and timestamps are bound as
+/// text, formatted value by value where they are bound ([`TimeText`]).
 pub(crate) enum BindColumn {
     Integer(ArrayRef),
     Real(ArrayRef),
     Text(ArrayRef),
     Blob(ArrayRef),
+    /// `Date32`.
+    Date(ArrayRef),
+    /// `Timestamp(Microsecond, None)`, UTC.
+    Timestamp(ArrayRef),
 }
 
 impl BindColumn {
@@ -57,8 +62,10 @@ impl BindColumn {
             DataType::Binary | DataType::LargeBinary | DataType::BinaryView => {
                 BindColumn::Blob(to(&DataType::Binary)?)
             }
-            DataType::Timestamp(..) => BindColumn::Text(format_timestamps(array)?),
-            DataType::Date32 | DataType::Date64 => BindColumn::Text(format_dates(array)?),
+            DataType::Timestamp(..) => {
+                BindColumn::Timestamp(to(&DataType::Timestamp(TimeUnit::Microsecond, None))?)
+            }
+            DataType::Date32 | DataType::Date64 => BindColumn::Date(to(&DataType::Date32)?),
             _ => BindColumn::Text(to(&DataType::Utf8)?),
         })
     }
@@ -88,118 +95,155 @@ impl BindColumn {
                 let a = a.as_binary::<i32>();
                 statement.raw_bind_parameter(index, a.is_valid(row).then(|| a.value(row)))
             }
-        }
-    }
-}
-
-/// Timestamps as `YYYY-MM-DD HH:MM:SS[.fff|.ffffff]` (UTC), the form
-/// SQLite's date functions and MySQL's DATETIME read (chrono's `%.f`: the
-/// fraction in 3 or 6 digits, none when zero).
-fn format_timestamps(array: &ArrayRef) -> Result<ArrayRef> {
-    let micros =
-        cast(array, &DataType::Timestamp(TimeUnit::Microsecond, None)).map_err(AtlasError::from)?;
-    let micros = micros.as_primitive::<TimestampMicrosecondType>();
-    let mut out = StringBuilder::with_capacity(micros.len(), micros.len() * 26);
-    let mut text = String::with_capacity(32);
-    for value in micros.iter() {
-        match value {
-            None => out.append_null(),
-            Some(v) => {
-                text.clear();
-                let days = v.div_euclid(MICROS_PER_DAY);
-                let of_day = v.rem_euclid(MICROS_PER_DAY);
-                if !push_date(days, &mut text) {
-                    // Years outside 0..=9999: the general formatter.
-                    text.clear();
-                    if let Some(t) = chrono::DateTime::from_timestamp_micros(v) {
-                        use std::fmt::Write;
-                        let _ = write!(text, "{}", t.naive_utc().format("%Y-%m-%d %H:%M:%S%.f"));
-                    }
-                    out.append_value(&text);
-                    continue;
-                }
-                let seconds = of_day / 1_000_000;
-                let fraction = of_day % 1_000_000;
-                text.push(' ');
-                push_digits(&mut text, (seconds / 3600) as u32, 2);
-                text.push(':');
-                push_digits(&mut text, (seconds / 60 % 60) as u32, 2);
-                text.push(':');
-                push_digits(&mut text, (seconds % 60) as u32, 2);
-                if fraction != 0 {
-                    text.push('.');
-                    if fraction % 1000 == 0 {
-                        push_digits(&mut text, (fraction / 1000) as u32, 3);
-                    } else {
-                        push_digits(&mut text, fraction as u32, 6);
-                    }
-                }
-                out.append_value(&text);
+            BindColumn::Date(_) | BindColumn::Timestamp(_) => {
+                let text = self.time_text(row);
+                statement.raw_bind_parameter(index, text.as_ref().map(TimeText::as_str))
             }
         }
     }
-    Ok(Arc::new(out.finish()))
-}
 
-/// Dates as `YYYY-MM-DD`.
-fn format_dates(array: &ArrayRef) -> Result<ArrayRef> {
-    let days = cast(array, &DataType::Date32).map_err(AtlasError::from)?;
-    let days = days.as_primitive::<datafusion::arrow::datatypes::Date32Type>();
-    let mut out = StringBuilder::with_capacity(days.len(), days.len() * 10);
-    let mut text = String::with_capacity(16);
-    for value in days.iter() {
-        match value {
-            None => out.append_null(),
-            Some(d) => {
-                text.clear();
-                if !push_date(i64::from(d), &mut text) {
-                    text.clear();
-                    if let Some(date) = chrono::NaiveDate::from_num_days_from_ce_opt(d + 719_163) {
-                        use std::fmt::Write;
-                        let _ = write!(text, "{date}");
-                    }
-                }
-                out.append_value(&text);
+    /// The text of value `row` of a date or timestamp column (`None` for
+    /// NULL, and for columns of other kinds).
+    pub(crate) fn time_text(&self, row: usize) -> Option<TimeText> {
+        match self {
+            BindColumn::Date(a) => {
+                let a = a.as_primitive::<Date32Type>();
+                a.is_valid(row)
+                    .then(|| TimeText::date(i64::from(a.value(row))))
             }
+            BindColumn::Timestamp(a) => {
+                let a = a.as_primitive::<TimestampMicrosecondType>();
+                a.is_valid(row).then(|| TimeText::timestamp(a.value(row)))
+            }
+            _ => None,
         }
     }
-    Ok(Arc::new(out.finish()))
 }
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
-/// Appends `value` with `width` digits, zero-padded.
-fn push_digits(out: &mut String, value: u32, width: usize) {
-    let mut digits = [b'0'; 10];
-    let mut v = value;
-    for slot in digits[..width].iter_mut().rev() {
-        *slot = b'0' + (v % 10) as u8;
-        v /= 10;
-    }
-    out.push_str(std::str::from_utf8(&digits[..width]).expect("ASCII digits"));
+/// A date (`YYYY-MM-DD`) or a timestamp (`YYYY-MM-DD HH:MM:SS[.fff|.ffffff]`,
+/// UTC) as text, formatted on the stack: the form SQLite's date functions,
+/// MySQL's DATE and DATETIME and PostgreSQL's text COPY read (chrono's `%.f`:
+/// the fraction in 3 or 6 digits, none when zero).
+pub(crate) struct TimeText {
+    bytes: [u8; 32],
+    len: usize,
 }
 
-/// Appends the date `days` after 1970-01-01 as `YYYY-MM-DD` (the civil
-/// calendar, Howard Hinnant's algorithm); `false` for years outside 0..=9999.
-fn push_date(days: i64, out: &mut String) -> bool {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    if !(0..=9999).contains(&year) {
-        return false;
+impl TimeText {
+    fn empty() -> Self {
+        TimeText {
+            bytes: [0; 32],
+            len: 0,
+        }
     }
-    push_digits(out, year as u32, 4);
-    out.push('-');
-    push_digits(out, month as u32, 2);
-    out.push('-');
-    push_digits(out, day as u32, 2);
-    true
+
+    /// The date `days` after 1970-01-01.
+    pub(crate) fn date(days: i64) -> Self {
+        let mut text = TimeText::empty();
+        if !text.push_date(days) {
+            // Years outside 0..=9999: the general formatter.
+            text.len = 0;
+            if let Some(date) = i32::try_from(days)
+                .ok()
+                .and_then(|d| d.checked_add(719_163))
+                .and_then(chrono::NaiveDate::from_num_days_from_ce_opt)
+            {
+                let _ = write!(text, "{date}");
+            }
+        }
+        text
+    }
+
+    /// The timestamp `micros` after 1970-01-01 00:00:00.
+    pub(crate) fn timestamp(micros: i64) -> Self {
+        let mut text = TimeText::empty();
+        let days = micros.div_euclid(MICROS_PER_DAY);
+        let of_day = micros.rem_euclid(MICROS_PER_DAY);
+        if !text.push_date(days) {
+            text.len = 0;
+            if let Some(t) = chrono::DateTime::from_timestamp_micros(micros) {
+                let _ = write!(text, "{}", t.naive_utc().format("%Y-%m-%d %H:%M:%S%.f"));
+            }
+            return text;
+        }
+        let seconds = of_day / 1_000_000;
+        let fraction = of_day % 1_000_000;
+        text.push(b' ');
+        text.push_digits((seconds / 3600) as u32, 2);
+        text.push(b':');
+        text.push_digits((seconds / 60 % 60) as u32, 2);
+        text.push(b':');
+        text.push_digits((seconds % 60) as u32, 2);
+        if fraction != 0 {
+            text.push(b'.');
+            if fraction % 1000 == 0 {
+                text.push_digits((fraction / 1000) as u32, 3);
+            } else {
+                text.push_digits(fraction as u32, 6);
+            }
+        }
+        text
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).expect("dates format as ASCII")
+    }
+
+    fn push(&mut self, byte: u8) {
+        self.bytes[self.len] = byte;
+        self.len += 1;
+    }
+
+    /// Appends `value` with `width` digits, zero-padded.
+    fn push_digits(&mut self, value: u32, width: usize) {
+        let mut v = value;
+        for slot in self.bytes[self.len..self.len + width].iter_mut().rev() {
+            *slot = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        self.len += width;
+    }
+
+    /// Appends the date `days` after 1970-01-01 as `YYYY-MM-DD` (the civil
+    /// calendar, Howard Hinnant's algorithm); `false` for years outside 0..=9999.
+    fn push_date(&mut self, days: i64) -> bool {
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        if !(0..=9999).contains(&year) {
+            return false;
+        }
+        self.push_digits(year as u32, 4);
+        self.push(b'-');
+        self.push_digits(month as u32, 2);
+        self.push(b'-');
+        self.push_digits(day as u32, 2);
+        true
+    }
+}
+
+impl std::fmt::Write for TimeText {
+    /// The general formatter's text (years beyond 9999 are at most 29
+    /// characters); what does not fit is refused, not cut.
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let slot = self.bytes.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        slot.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 /// `INSERT INTO table (columns) VALUES (?, ...), ...` for `rows` rows.
@@ -232,29 +276,51 @@ pub(crate) fn insert_sql(
 mod tests {
     use super::*;
     use datafusion::arrow::array::{Date32Array, TimestampMicrosecondArray};
+    use std::sync::Arc;
 
     #[test]
     fn dates_and_timestamps_format_as_chrono_does() {
-        let days: Vec<i32> = vec![-719_528, -1, 0, 10_957, 19_782, 2_932_896];
-        let dates = format_dates(&(Arc::new(Date32Array::from(days.clone())) as ArrayRef)).unwrap();
-        for (i, d) in days.iter().enumerate() {
+        let days: Vec<i32> = vec![
+            -719_528, -1, 0, 10_957, 19_782, 2_932_896, -800_000, 3_000_000,
+        ];
+        for d in days {
             let expected = chrono::NaiveDate::from_num_days_from_ce_opt(d + 719_163)
                 .unwrap()
                 .to_string();
-            assert_eq!(dates.as_string::<i32>().value(i), expected);
+            assert_eq!(TimeText::date(i64::from(d)).as_str(), expected, "{d}");
         }
-        let micros: Vec<i64> = vec![0, 1, 1_000, 500_000, 26_490, 1_700_000_000_123_456, -1];
-        let text = format_timestamps(
-            &(Arc::new(TimestampMicrosecondArray::from(micros.clone())) as ArrayRef),
-        )
-        .unwrap();
-        for (i, m) in micros.iter().enumerate() {
-            let expected = chrono::DateTime::from_timestamp_micros(*m)
+        let micros: Vec<i64> = vec![
+            0,
+            1,
+            1_000,
+            500_000,
+            26_490,
+            1_700_000_000_123_456,
+            -1,
+            -70_000_000_000_000_000,
+            8_000_000_000_000_000_000,
+        ];
+        for m in micros {
+            let expected = chrono::DateTime::from_timestamp_micros(m)
                 .unwrap()
                 .naive_utc()
                 .format("%Y-%m-%d %H:%M:%S%.f")
                 .to_string();
-            assert_eq!(text.as_string::<i32>().value(i), expected, "{m}");
+            assert_eq!(TimeText::timestamp(m).as_str(), expected, "{m}");
         }
+    }
+
+    #[test]
+    fn dates_bind_as_their_text() {
+        let dates: ArrayRef = Arc::new(Date32Array::from(vec![Some(19_782), None]));
+        let column = BindColumn::prepare(&dates, DecimalBinding::Text).unwrap();
+        assert_eq!(column.time_text(0).unwrap().as_str(), "2024-02-29");
+        assert!(column.time_text(1).is_none());
+        let stamps: ArrayRef = Arc::new(TimestampMicrosecondArray::from(vec![Some(1_000)]));
+        let column = BindColumn::prepare(&stamps, DecimalBinding::Text).unwrap();
+        assert_eq!(
+            column.time_text(0).unwrap().as_str(),
+            "1970-01-01 00:00:00.001"
+        );
     }
 }

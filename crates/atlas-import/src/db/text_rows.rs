@@ -8,10 +8,13 @@
 //! value with its own input function, as `psql \copy` does.
 
 use bytes::{BufMut, BytesMut};
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::arrow::array::{
+    Array, AsArray, BinaryArray, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use datafusion::arrow::datatypes::DataType;
 
-use super::bind::{BindColumn, DecimalBinding};
+use super::bind::{BindColumn, DecimalBinding, TimeText};
 use crate::error::Result;
 
 /// Which reader the text is for; they differ only in binary values and
@@ -26,6 +29,80 @@ pub(crate) enum TextDialect {
     Postgres,
 }
 
+/// A column of a batch as [`encode_rows`] writes it, its array's type
+/// resolved once per batch rather than once per value.
+enum TextField<'a> {
+    Integer(&'a Int64Array),
+    Real(&'a Float64Array),
+    /// Text, and what follows each value (a UTC offset), if anything.
+    Text(&'a StringArray, &'static [u8]),
+    Blob(&'a BinaryArray),
+    Date(&'a Date32Array),
+    Timestamp(&'a TimestampMicrosecondArray, &'static [u8]),
+}
+
+impl<'a> TextField<'a> {
+    fn new(column: &'a BindColumn, data_type: &DataType, dialect: TextDialect) -> Self {
+        // PostgreSQL reads a time zone aware timestamp's text with its offset.
+        let offset: &'static [u8] = match (dialect, data_type) {
+            (TextDialect::Postgres, DataType::Timestamp(_, Some(_))) => b"+00",
+            _ => b"",
+        };
+        match column {
+            BindColumn::Integer(a) => TextField::Integer(a.as_primitive()),
+            BindColumn::Real(a) => TextField::Real(a.as_primitive()),
+            BindColumn::Text(a) => TextField::Text(a.as_string(), offset),
+            BindColumn::Blob(a) => TextField::Blob(a.as_binary()),
+            BindColumn::Date(a) => TextField::Date(a.as_primitive()),
+            BindColumn::Timestamp(a) => TextField::Timestamp(a.as_primitive(), offset),
+        }
+    }
+
+    /// Appends the value of `row` (or `\N`).
+    fn put(&self, row: usize, dialect: TextDialect, numbers: &mut Numbers, out: &mut BytesMut) {
+        let valid = match self {
+            TextField::Integer(a) => a.is_valid(row),
+            TextField::Real(a) => a.is_valid(row),
+            TextField::Text(a, _) => a.is_valid(row),
+            TextField::Blob(a) => a.is_valid(row),
+            TextField::Date(a) => a.is_valid(row),
+            TextField::Timestamp(a, _) => a.is_valid(row),
+        };
+        if !valid {
+            out.put_slice(b"\\N");
+            return;
+        }
+        match self {
+            TextField::Integer(a) => out.put_slice(numbers.integer.format(a.value(row)).as_bytes()),
+            TextField::Real(a) => out.put_slice(numbers.real.format(a.value(row)).as_bytes()),
+            TextField::Text(a, suffix) => {
+                put_escaped(out, a.value(row).as_bytes());
+                out.put_slice(suffix);
+            }
+            TextField::Blob(a) => {
+                if dialect == TextDialect::Postgres {
+                    // `\x` with its backslash escaped for COPY.
+                    out.put_slice(b"\\\\x");
+                }
+                put_hex(out, a.value(row));
+            }
+            TextField::Date(a) => {
+                out.put_slice(TimeText::date(i64::from(a.value(row))).as_bytes());
+            }
+            TextField::Timestamp(a, suffix) => {
+                out.put_slice(TimeText::timestamp(a.value(row)).as_bytes());
+                out.put_slice(suffix);
+            }
+        }
+    }
+}
+
+/// Number formatters kept across values.
+struct Numbers {
+    integer: itoa::Buffer,
+    real: ryu::Buffer,
+}
+
 /// Appends the rows of `batch` to `out`.
 pub(crate) fn encode_rows(
     batch: &RecordBatch,
@@ -37,62 +114,22 @@ pub(crate) fn encode_rows(
         .iter()
         .map(|a| BindColumn::prepare(a, DecimalBinding::Text))
         .collect::<Result<Vec<_>>>()?;
-    // Text after each value of a column (a UTC offset), if any.
-    let suffixes: Vec<&[u8]> = batch
-        .schema()
-        .fields()
+    let schema = batch.schema();
+    let fields: Vec<TextField<'_>> = columns
         .iter()
-        .map(|f| match (dialect, f.data_type()) {
-            (TextDialect::Postgres, DataType::Timestamp(_, Some(_))) => &b"+00"[..],
-            _ => &b""[..],
-        })
+        .zip(schema.fields())
+        .map(|(column, field)| TextField::new(column, field.data_type(), dialect))
         .collect();
-    let mut integer = itoa::Buffer::new();
-    let mut real = ryu::Buffer::new();
+    let mut numbers = Numbers {
+        integer: itoa::Buffer::new(),
+        real: ryu::Buffer::new(),
+    };
     for row in 0..batch.num_rows() {
-        for (i, column) in columns.iter().enumerate() {
+        for (i, field) in fields.iter().enumerate() {
             if i > 0 {
                 out.put_u8(b'\t');
             }
-            match column {
-                BindColumn::Integer(a) => {
-                    let a = a.as_primitive::<Int64Type>();
-                    if a.is_valid(row) {
-                        out.put_slice(integer.format(a.value(row)).as_bytes());
-                    } else {
-                        out.put_slice(b"\\N");
-                    }
-                }
-                BindColumn::Real(a) => {
-                    let a = a.as_primitive::<Float64Type>();
-                    if a.is_valid(row) {
-                        out.put_slice(real.format(a.value(row)).as_bytes());
-                    } else {
-                        out.put_slice(b"\\N");
-                    }
-                }
-                BindColumn::Text(a) => {
-                    let a = a.as_string::<i32>();
-                    if a.is_valid(row) {
-                        put_escaped(out, a.value(row).as_bytes());
-                        out.put_slice(suffixes[i]);
-                    } else {
-                        out.put_slice(b"\\N");
-                    }
-                }
-                BindColumn::Blob(a) => {
-                    let a = a.as_binary::<i32>();
-                    if a.is_valid(row) {
-                        if dialect == TextDialect::Postgres {
-                            // `\x` with its backslash escaped for COPY.
-                            out.put_slice(b"\\\\x");
-                        }
-                        put_hex(out, a.value(row));
-                    } else {
-                        out.put_slice(b"\\N");
-                    }
-                }
-            }
+            field.put(row, dialect, &mut numbers, out);
         }
         out.put_u8(b'\n');
     }

@@ -258,6 +258,9 @@ fn parameter(column: &BindColumn, row: usize) -> Value {
             let a = a.as_binary::<i32>();
             a.is_valid(row).then(|| Value::Bytes(a.value(row).to_vec()))
         }
+        BindColumn::Date(_) | BindColumn::Timestamp(_) => column
+            .time_text(row)
+            .map(|text| Value::Bytes(text.as_bytes().to_vec())),
     }
     .unwrap_or(Value::NULL)
 }
