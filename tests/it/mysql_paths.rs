@@ -179,3 +179,37 @@ async fn a_probe_longer_than_the_packet_limit_reads_in_several_statements() {
     })
     .await;
 }
+
+/// A file that turns out malformed while `LOAD DATA` is taking its rows
+/// (an unterminated quote at line 150,002 of 200,001) is refused over a
+/// connection that still works: the rows sent are rolled back and a table the
+/// import created is dropped, not left behind empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_failing_during_load_data_leaves_no_table() {
+    let test = TestDb::new(Kind::MySql).await;
+    test.run(async {
+        let csv: String = std::iter::once("n,note\n".to_string())
+            .chain((0..200_000).map(|n| match n {
+                150_000 => format!("{n},\"unterminated, quote\n"),
+                _ => format!("{n},row {n} of the file\n"),
+            }))
+            .collect();
+        let dir = TempDir::new();
+        let path = dir.file("malformed_late.csv", &csv);
+        for existing in [false, true] {
+            let table = test.table("late_bad");
+            if existing {
+                create(&test, &table, "n BIGINT, note TEXT").await;
+            }
+            let err = atlas_import::ImportBuilder::new(Arc::clone(&test.db), &path, &table)
+                .execute()
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("line 150002"), "{err}");
+            assert_eq!(test.exists(&table).await, existing, "{err}");
+            assert_eq!(test.count(&table).await, 0);
+        }
+    })
+    .await;
+}

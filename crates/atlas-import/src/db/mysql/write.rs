@@ -145,10 +145,11 @@ pub(super) async fn load_chunk(
             }
         }
         if let Some(e) = failure {
-            // Ends the load without its remaining rows; the import rolls back.
-            let _ = sender
-                .send(Err(std::io::Error::other("the import failed")))
-                .await;
+            // End the data where it stands (whole rows only) rather than with
+            // an error: an aborted LOCAL INFILE leaves mysql_async's connection
+            // unusable, and the ROLLBACK (and the DROP of a table this import
+            // created) must still run on it. The rows sent are rolled back.
+            drop(sender);
             return Err(e);
         }
         if !buffer.is_empty() {
