@@ -244,6 +244,33 @@ async fn overlong_text_is_a_bad_value(db: &TestDb) {
     assert_eq!(db.count(&table).await, 0);
 }
 
+/// Text with the character U+0000 (NUL): kept exactly where the database
+/// holds it; PostgreSQL's text cannot, so there it is a bad value naming its
+/// line and column, and nothing is written.
+async fn nul_characters_in_text(db: &TestDb) {
+    let dir = TempDir::new();
+    let table = db.table("nul_text");
+    let file = dir.file("nul.csv", "n,note\n1,plain\n2,\"two\nlines\"\n3,a\0b\n");
+    let result = import(db, &file, &table).execute().await;
+    if db.kind != Kind::Postgres {
+        assert_eq!(result.unwrap().inserted, 3);
+        let rows = db.rows(&table, &["n", "note"]).await;
+        assert_eq!(rows[2], vec![s("3"), s("a\0b")]);
+        return;
+    }
+    let err = result.unwrap_err();
+    let message = err.to_string();
+    assert!(
+        matches!(
+            &err,
+            AtlasError::BadValue { row: 3, line: Some(5), column, .. } if column == "note"
+        ),
+        "{message}"
+    );
+    assert!(message.contains("U+0000"), "{message}");
+    assert!(!db.exists(&table).await, "{message}");
+}
+
 /// A table the failed import created is gone (MySQL commits DDL at once, so
 /// its adapter drops the table again on rollback).
 async fn failed_import_leaves_no_new_table(db: &TestDb) {
@@ -483,6 +510,7 @@ on_every_database!(
     failed_and_refused_imports_are_in_history,
     create_table_never_and_unfit_tables,
     overlong_text_is_a_bad_value,
+    nul_characters_in_text,
     upsert_into_a_table_with_unique_indexes,
     upsert_switching_between_table_and_stage,
     upsert_by_location_where_the_table_keeps_one,

@@ -669,10 +669,13 @@ async fn copy_in(
     let mut copy = conn.copy_in_raw(&sql).await.map_err(copy_error)?;
     let mut buf = BytesMut::with_capacity(COPY_SEND_BYTES * 2);
     encoder.header(&mut buf, &name)?;
+    let mut rows_sent = 0u64;
     while let Some(batch) = chunk.next().await {
         let encoded = batch.and_then(|b| {
             let batch = RecordBatch::try_new(Arc::clone(&schema), b.columns().to_vec())
                 .map_err(AtlasError::from)?;
+            refuse_nul_characters(&batch, rows_sent)?;
+            rows_sent += batch.num_rows() as u64;
             encoder.batch(&batch, &mut buf, &name)
         });
         if let Err(e) = encoded {
@@ -687,6 +690,35 @@ async fn copy_in(
     encoder.footer(&mut buf, &name)?;
     copy.send(&buf[..]).await.map_err(copy_error)?;
     copy.finish().await.map_err(copy_error)
+}
+
+/// PostgreSQL's text types cannot hold U+0000: a text value with one is
+/// refused here, before the COPY sends it (the server's own refusal names no
+/// row). `rows_before` rows of the statement went before `batch`.
+fn refuse_nul_characters(batch: &RecordBatch, rows_before: u64) -> Result<()> {
+    use datafusion::arrow::array::{Array, AsArray};
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        let Some(text) = column.as_string_opt::<i32>() else {
+            continue;
+        };
+        let offsets = text.value_offsets();
+        let (first, end) = (offsets[0] as usize, offsets[text.len()] as usize);
+        // The value whose bytes hold a NUL: the last that starts at or before
+        // it (a NULL's bytes, if any, are no value).
+        let found = memchr::memchr_iter(0, &text.values()[first..end])
+            .map(|at| offsets.partition_point(|&start| start as usize <= first + at) - 1)
+            .find(|&row| text.is_valid(row));
+        let Some(row) = found else {
+            continue;
+        };
+        return Err(AtlasError::ValueRefused {
+            written_row: rows_before + row as u64 + 1,
+            column: field.name().clone(),
+            value: text.value(row).to_string(),
+            reason: "PostgreSQL text cannot hold the character U+0000 (NUL)".into(),
+        });
+    }
+    Ok(())
 }
 
 /// Whether `column` needs text COPY: its values are carried as text but its
@@ -935,6 +967,45 @@ impl ImportTransaction for PostgresImport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_with_a_nul_character_is_refused_naming_its_row() {
+        use datafusion::arrow::array::{Int64Array, StringArray};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, true),
+            Field::new("note", DataType::Utf8, true),
+        ]));
+        let notes = StringArray::from(vec![Some("first"), None, Some("a\0b"), Some("ok")]);
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from(vec![0, 0, 0, 0])),
+                Arc::new(notes.clone()),
+            ],
+        )
+        .unwrap();
+        let Err(AtlasError::ValueRefused {
+            written_row,
+            column,
+            value,
+            ..
+        }) = refuse_nul_characters(&batch, 10)
+        else {
+            panic!("the NUL is refused");
+        };
+        assert_eq!(
+            (written_row, column.as_str(), value.as_str()),
+            (13, "note", "a\0b")
+        );
+        // Sliced past it: nothing to refuse; sliced to start on it: its first row.
+        assert!(refuse_nul_characters(&batch.slice(3, 1), 0).is_ok());
+        let Err(AtlasError::ValueRefused { written_row, .. }) =
+            refuse_nul_characters(&batch.slice(2, 2), 0)
+        else {
+            panic!("the NUL is refused in a slice");
+        };
+        assert_eq!(written_row, 1);
+    }
 
     fn plain(url: &str) -> bool {
         plain_first(url, &url.parse().unwrap())
