@@ -138,11 +138,25 @@ async fn tsv_round_trips(db: &TestDb) {
     import_and_check(db, &dir.file("contacts.tsv", tsv), None).await;
 }
 
+/// A `.csv` whose fields are separated by semicolons (as spreadsheets write
+/// them where the comma is the decimal sign) is read by its semicolons when
+/// no delimiter is given.
+async fn semicolon_files_round_trip(db: &TestDb) {
+    let dir = TempDir::new();
+    let csv = "email;name;age;joined\n\
+               a@x.com;\"Ann \"\"the first\"\", Jr.\";30;2024-01-02\n\
+               b@x.com;\"Bob\nline two\";;2024-02-29\n\
+               c@x.com;Zoë 北京 🚀;7;\n\
+               a@x.com;Ann again;31;2024-03-01\n";
+    import_and_check(db, &dir.file("semicolons.csv", csv), None).await;
+}
+
 on_every_database!(
     json_documents_round_trip,
     xml_round_trips,
     spreadsheets_and_avro_round_trip,
     tsv_round_trips,
+    semicolon_files_round_trip,
 );
 
 /// Broken sources fail with what and where, before anything is written.

@@ -3,7 +3,7 @@
 //! tables and columns in the database's plain form.
 
 use atlas_import::names::NamePolicy;
-use atlas_import::{AtlasError, FilePolicy};
+use atlas_import::{AtlasError, FilePolicy, OnDuplicate};
 
 use crate::common::{Kind, TempDir, TestDb, import, s, unique};
 use crate::on_every_database;
@@ -224,8 +224,38 @@ async fn new_names_are_normalized(db: &TestDb) {
     );
 }
 
+/// Header names with nothing left once normalized (`#`, `%`) become
+/// `column_N` in a new table, and the same header finds those columns again
+/// in the table it made.
+async fn names_of_symbols_only_take_their_position(db: &TestDb) {
+    let dir = TempDir::new();
+    let table = db.table("symbols");
+    let first = dir.file("s1.csv", "#,Name,%\n1,Ann,50\n2,Bob,60\n");
+    let report = import(db, &first, &table).execute().await.unwrap();
+    assert_eq!(report.inserted, 2);
+    let described = db.describe(&table).await.unwrap();
+    let names: Vec<&str> = described.columns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["id", "column_1", "name", "column_3"]);
+    let second = dir.file("s2.csv", "#,Name,%\n3,Cid,70\n1,Ann,50\n");
+    let report = import(db, &second, &table)
+        .with_on_duplicate(OnDuplicate::Skip)
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!((report.inserted, report.skipped), (1, 1));
+    assert_eq!(
+        db.rows(&table, &["column_1", "name", "column_3"]).await,
+        vec![
+            vec![s("1"), s("Ann"), s("50")],
+            vec![s("2"), s("Bob"), s("60")],
+            vec![s("3"), s("Cid"), s("70")],
+        ]
+    );
+}
+
 on_every_database!(
     schema_qualified_targets,
     quoting_and_folding,
-    new_names_are_normalized
+    new_names_are_normalized,
+    names_of_symbols_only_take_their_position
 );

@@ -304,8 +304,14 @@ pub fn normalize(name: &str) -> String {
     out
 }
 
+/// The name of the column at `position` (from 0) where a name is missing, or
+/// nothing of it is left once normalized (`#`, `%`): `column_N`, N from 1.
+pub fn placeholder_column_name(position: usize) -> String {
+    format!("column_{}", position + 1)
+}
+
 /// The names of a new table's columns under `policy`: normalized names, or
-/// `column_N` where nothing is left; two source columns that normalize to
+/// [`placeholder_column_name`] where nothing is left; two source columns that normalize to
 /// one name are an error naming both.
 pub fn new_column_names(source: &[String], policy: NamePolicy) -> Result<Vec<String>> {
     if policy == NamePolicy::Keep {
@@ -315,7 +321,7 @@ pub fn new_column_names(source: &[String], policy: NamePolicy) -> Result<Vec<Str
     for (i, original) in source.iter().enumerate() {
         let mut name = normalize(original);
         if name.is_empty() {
-            name = format!("column_{}", i + 1);
+            name = placeholder_column_name(i);
         } else if name.starts_with(|c: char| c.is_ascii_digit()) {
             name = format!("_{name}");
         }

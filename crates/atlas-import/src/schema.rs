@@ -89,6 +89,25 @@ impl TargetTable {
         }
     }
 
+    /// The column that the source column `name`, at `position` (from 0) among
+    /// the source's columns, is written to: [`Self::find_column`], and for a
+    /// name with nothing left once normalized (`#`, `%`) the
+    /// [`crate::names::placeholder_column_name`] a new table gave it.
+    pub fn find_source_column(
+        &self,
+        name: &str,
+        position: usize,
+    ) -> crate::error::Result<Option<&TargetColumn>> {
+        if let Some(column) = self.find_column(name)? {
+            return Ok(Some(column));
+        }
+        if !crate::names::normalize(name).is_empty() {
+            return Ok(None);
+        }
+        let placeholder = crate::names::placeholder_column_name(position);
+        Ok(self.columns.iter().find(|c| c.name == placeholder))
+    }
+
     /// The column names, for messages.
     pub fn column_names(&self) -> Vec<&str> {
         self.columns.iter().map(|c| c.name.as_str()).collect()

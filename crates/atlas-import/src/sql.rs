@@ -427,6 +427,7 @@ mod tests {
             Some(crate::source::SourceFormat::Csv(
                 crate::source::CsvDialect {
                     delimiter: b';',
+                    detect_delimiter: false,
                     ..Default::default()
                 }
             ))

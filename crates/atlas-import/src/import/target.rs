@@ -121,11 +121,13 @@ pub(super) fn column_casts(
 ) -> Result<Vec<(usize, TargetColumn)>> {
     let mut differences = Vec::new();
     let mut casts = Vec::new();
-    for (i, field) in source.fields().iter().enumerate() {
-        if is_reader_column(field.name()) {
-            continue;
-        }
-        match target.find_column(field.name())? {
+    let written_fields = source
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, field)| !is_reader_column(field.name()));
+    for (position, (i, field)) in written_fields.enumerate() {
+        match target.find_source_column(field.name(), position)? {
             Some(column) if column.data_type == datafusion::arrow::datatypes::DataType::Null => {
                 differences.push(format!(
                     "column '{}' has type {}, which atlas-import cannot write yet",

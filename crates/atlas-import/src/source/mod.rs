@@ -164,7 +164,10 @@ impl SourceFormat {
                 ))
             };
             match (name.as_str(), &mut format) {
-                ("delimiter", SourceFormat::Csv(d)) => d.delimiter = one_character(name, value)?,
+                ("delimiter", SourceFormat::Csv(d)) => {
+                    d.delimiter = one_character(name, value)?;
+                    d.detect_delimiter = false;
+                }
                 ("header", SourceFormat::Csv(d)) => {
                     d.has_header = crate::convert::parse_bool(value).ok_or_else(|| {
                         AtlasError::Usage(format!(
@@ -717,6 +720,7 @@ mod tests {
             unknown,
             SourceFormat::Csv(CsvDialect {
                 delimiter: b';',
+                detect_delimiter: false,
                 ..CsvDialect::default()
             })
         );

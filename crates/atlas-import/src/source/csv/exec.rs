@@ -67,6 +67,7 @@ impl CsvFile {
     ) -> crate::error::Result<Self> {
         let path = path.into();
         let name = name.into();
+        let dialect = dialect.with_delimiter_of(|| compression.open(&path, &name), &name)?;
         let mut parser = CsvParser::new(compression.open(&path, &name)?, dialect.clone(), &name);
         let columns = read_column_names(&mut parser, &dialect, &name)?;
         Ok(Self {

@@ -56,6 +56,11 @@ pub struct CsvDialect {
     pub comment: Option<u8>,
     /// An unquoted field equal to this text is NULL (as the empty one is).
     pub null: Option<String>,
+    /// Whether the comma is only the default, which the file's first lines
+    /// may overrule ([`CsvDialect::with_delimiter_of`]); false once a
+    /// delimiter is given or read off the file.
+    #[serde(default)]
+    pub detect_delimiter: bool,
 }
 
 impl Default for CsvDialect {
@@ -67,6 +72,7 @@ impl Default for CsvDialect {
             escape: None,
             comment: None,
             null: None,
+            detect_delimiter: true,
         }
     }
 }
@@ -76,8 +82,95 @@ impl CsvDialect {
     pub fn tsv() -> Self {
         Self {
             delimiter: b'\t',
+            detect_delimiter: false,
             ..Self::default()
         }
+    }
+
+    /// `self` with the delimiter the file uses, where none was given: the
+    /// comma, unless it leaves the first record one field and exactly one
+    /// of `;`, tab and `|` splits each of the first records into the same
+    /// number of fields, more than one (a semicolon file whose numbers
+    /// have decimal commas is one). `open` opens the file from its start.
+    pub(crate) fn with_delimiter_of(
+        mut self,
+        mut open: impl FnMut() -> Result<Box<dyn std::io::Read + Send>>,
+        source_name: &str,
+    ) -> Result<Self> {
+        if !std::mem::take(&mut self.detect_delimiter) || self.delimiter != b',' {
+            return Ok(self);
+        }
+        let mut shape = |delimiter| -> Result<RecordsShape> {
+            let dialect = CsvDialect {
+                delimiter,
+                ..self.clone()
+            };
+            Ok(RecordsShape::of(CsvParser::new(
+                open()?,
+                dialect,
+                source_name,
+            )))
+        };
+        if shape(b',')?.first_fields != 1 {
+            return Ok(self);
+        }
+        let mut fitting = Vec::new();
+        for delimiter in DETECTED_DELIMITERS {
+            let found = shape(delimiter)?;
+            if found.steady && found.first_fields > 1 {
+                fitting.push(delimiter);
+            }
+        }
+        if let [delimiter] = fitting[..] {
+            tracing::info!(
+                "{source_name}: delimiter '{}' read off the file (no delimiter given, and a comma splits nothing)",
+                printable(delimiter)
+            );
+            self.delimiter = delimiter;
+        }
+        Ok(self)
+    }
+}
+
+/// The delimiters a file may turn out to use where none is given.
+const DETECTED_DELIMITERS: [u8; 3] = [b';', b'\t', b'|'];
+
+/// Records (not blank) read to see a delimiter's fit.
+const DETECTION_RECORDS: usize = 20;
+
+/// How the first records of a file split under one dialect.
+struct RecordsShape {
+    /// Fields of the first record (0: no record).
+    first_fields: usize,
+    /// Whether every record read is well-formed with `first_fields` fields.
+    steady: bool,
+}
+
+impl RecordsShape {
+    fn of(mut parser: CsvParser) -> Self {
+        let mut shape = RecordsShape {
+            first_fields: 0,
+            steady: true,
+        };
+        for read in 0..DETECTION_RECORDS {
+            let record = match parser.next_record() {
+                Ok(Some(record)) if record.blank => continue,
+                Ok(Some(record)) => record,
+                Ok(None) => break,
+                Err(_) => {
+                    shape.steady = false;
+                    break;
+                }
+            };
+            if read == 0 {
+                shape.first_fields = record.fields.len();
+            }
+            if record.problem.is_some() || record.fields.len() != shape.first_fields {
+                shape.steady = false;
+                break;
+            }
+        }
+        shape
     }
 }
 
@@ -129,8 +222,8 @@ pub(crate) fn read_column_names(
         }
     };
     if !dialect.has_header {
-        return Ok((1..=record.fields.len())
-            .map(|i| format!("column_{i}"))
+        return Ok((0..record.fields.len())
+            .map(crate::names::placeholder_column_name)
             .collect());
     }
     if let Some(problem) = record.problem {
@@ -160,13 +253,14 @@ pub(crate) fn read_column_names(
             )));
         }
         let name = if name.is_empty() {
-            format!("column_{}", i + 1)
+            crate::names::placeholder_column_name(i)
         } else {
             name.to_string()
         };
         if let Some(first) = names.iter().position(|n| *n == name) {
             return Err(error(format!(
-                "the header names column '{name}' twice (columns {} and {})",
+                "the header names column '{name}' twice (columns {} and {}); \
+                 a file whose first line is data is read with --no-header",
                 first + 1,
                 i + 1
             )));
@@ -376,6 +470,41 @@ impl TextColumn {
 mod tests {
     use super::*;
     use datafusion::arrow::array::{Array, AsArray};
+
+    fn delimiter_of(text: &str, dialect: CsvDialect) -> char {
+        let detected = dialect
+            .with_delimiter_of(
+                || Ok(Box::new(std::io::Cursor::new(text.as_bytes().to_vec()))),
+                "t",
+            )
+            .unwrap();
+        assert!(!detected.detect_delimiter, "decided once");
+        detected.delimiter as char
+    }
+
+    #[test]
+    fn the_delimiter_is_read_off_a_file_where_a_comma_splits_nothing() {
+        let default = CsvDialect::default;
+        assert_eq!(delimiter_of("a,b\n1,2\n", default()), ',');
+        // Decimal commas do not make a comma file.
+        assert_eq!(delimiter_of("a;b;c\n1;2,5;3\n4;5;6\n", default()), ';');
+        assert_eq!(delimiter_of("a\tb\n1\t2\n", default()), '\t');
+        assert_eq!(delimiter_of("a|b\n\"1|x\"|2\n\n3|4\n", default()), '|');
+        // A comma in the header keeps the comma (the other fits too).
+        assert_eq!(delimiter_of("a,x;b\n1,2;3\n", default()), ',');
+        // One column, or no steady split: the comma stays.
+        assert_eq!(delimiter_of("name\nAnn\n", default()), ',');
+        assert_eq!(delimiter_of("a;b\n1;2;3\n", default()), ',');
+        // Two fit: which one is a guess, so none is made.
+        assert_eq!(delimiter_of("a;b|c\n1;2|3\n", default()), ',');
+        // Given, never overruled.
+        let given = CsvDialect {
+            detect_delimiter: false,
+            ..default()
+        };
+        assert_eq!(delimiter_of("a;b\n1;2\n", given), ',');
+        assert_eq!(delimiter_of("a;b\n1;2\n", CsvDialect::tsv()), '\t');
+    }
 
     fn batch(text: &[u8], dialect: CsvDialect) -> Result<RecordBatch> {
         let mut parser = CsvParser::new(

@@ -86,7 +86,7 @@ pub(crate) fn read_xlsx(path: &Path, sheet: Option<&str>, source: &str) -> Resul
             .flatten()
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| format!("column_{}", i + 1));
+            .unwrap_or_else(|| crate::names::placeholder_column_name(i));
         if let Some(first) = columns.iter().position(|c| *c == name) {
             return Err(error(format!(
                 "the header of sheet '{sheet_name}' names column '{name}' twice (columns {} and {})",
