@@ -253,7 +253,30 @@ async fn names_of_symbols_only_take_their_position(db: &TestDb) {
     );
 }
 
+/// A header name longer than the database keeps (PostgreSQL 63 bytes,
+/// MySQL/MariaDB 64 characters) is cut to it in a new table, and the same
+/// header finds the cut column again.
+async fn long_names_are_cut_to_the_database_limit(db: &TestDb) {
+    let dir = TempDir::new();
+    let table = db.table("long_names");
+    let long = format!("Measured {} at noon", "value ".repeat(12));
+    let first = dir.file("l1.csv", &format!("{long},b\n1,2\n"));
+    import(db, &first, &table).execute().await.unwrap();
+    let second = dir.file("l2.csv", &format!("{long},b\n3,4\n"));
+    import(db, &second, &table).execute().await.unwrap();
+    let described = db.describe(&table).await.unwrap();
+    let name = described.columns[1].name.clone();
+    let plain = atlas_import::names::normalize(&long);
+    match db.kind {
+        Kind::Sqlite => assert_eq!(name, plain),
+        Kind::Postgres => assert_eq!(name, plain[..63]),
+        Kind::MySql => assert_eq!(name, plain[..64]),
+    }
+    assert_eq!(db.count(&table).await, 2);
+}
+
 on_every_database!(
+    long_names_are_cut_to_the_database_limit,
     schema_qualified_targets,
     quoting_and_folding,
     new_names_are_normalized,

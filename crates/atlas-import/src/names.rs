@@ -304,31 +304,83 @@ pub fn normalize(name: &str) -> String {
     out
 }
 
+/// The longest column name a database keeps: PostgreSQL cuts longer names
+/// to 63 bytes, MySQL/MariaDB refuse more than 64 characters, SQLite keeps
+/// any. A new table's names are cut to it here, so that `--explain` shows
+/// them as they will be and two names cut to one are an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameLimit {
+    /// Names of any length.
+    Unlimited,
+    /// At most this many bytes (cut on a character boundary).
+    Bytes(usize),
+    /// At most this many characters.
+    Chars(usize),
+}
+
+/// The fewest bytes of a name that a database may have cut (PostgreSQL's
+/// 63): a column name this long may be the start of a longer one.
+pub const SHORTEST_CUT_NAME_BYTES: usize = 63;
+
+impl NameLimit {
+    /// The limit of `kind`'s column names.
+    pub fn of(kind: crate::db::DbKind) -> Self {
+        match kind {
+            crate::db::DbKind::Postgres => NameLimit::Bytes(SHORTEST_CUT_NAME_BYTES),
+            crate::db::DbKind::MySql => NameLimit::Chars(64),
+            crate::db::DbKind::Sqlite => NameLimit::Unlimited,
+        }
+    }
+
+    /// `name` cut to the limit.
+    pub fn cut(self, name: &str) -> &str {
+        let end = match self {
+            NameLimit::Unlimited => name.len(),
+            NameLimit::Bytes(max) => (0..=max.min(name.len()))
+                .rev()
+                .find(|&i| name.is_char_boundary(i))
+                .unwrap_or(0),
+            NameLimit::Chars(max) => name.char_indices().nth(max).map_or(name.len(), |(i, _)| i),
+        };
+        &name[..end]
+    }
+}
+
 /// The name of the column at `position` (from 0) where a name is missing, or
 /// nothing of it is left once normalized (`#`, `%`): `column_N`, N from 1.
 pub fn placeholder_column_name(position: usize) -> String {
     format!("column_{}", position + 1)
 }
 
-/// The names of a new table's columns under `policy`: normalized names, or
-/// [`placeholder_column_name`] where nothing is left; two source columns that normalize to
-/// one name are an error naming both.
-pub fn new_column_names(source: &[String], policy: NamePolicy) -> Result<Vec<String>> {
-    if policy == NamePolicy::Keep {
-        return Ok(source.to_vec());
-    }
+/// The names of a new table's columns under `policy` (normalized names, or
+/// [`placeholder_column_name`] where nothing is left), cut to `limit`; two
+/// source columns that become one name are an error naming both.
+pub fn new_column_names(
+    source: &[String],
+    policy: NamePolicy,
+    limit: NameLimit,
+) -> Result<Vec<String>> {
     let mut names: Vec<String> = Vec::with_capacity(source.len());
     for (i, original) in source.iter().enumerate() {
-        let mut name = normalize(original);
+        let mut name = match policy {
+            NamePolicy::Keep => original.clone(),
+            NamePolicy::Normalize => normalize(original),
+        };
         if name.is_empty() {
             name = placeholder_column_name(i);
-        } else if name.starts_with(|c: char| c.is_ascii_digit()) {
+        } else if policy == NamePolicy::Normalize && name.starts_with(|c: char| c.is_ascii_digit())
+        {
             name = format!("_{name}");
         }
+        name.truncate(limit.cut(&name).len());
         if let Some(first) = names.iter().position(|n| *n == name) {
+            let keep = match policy {
+                NamePolicy::Normalize => " or keep the names as they are (--names keep)",
+                NamePolicy::Keep => "",
+            };
             return Err(AtlasError::Usage(format!(
                 "source columns '{}' and '{original}' would both become column '{name}' of the new table; \
-                 rename one (MAP) or keep the names as they are (--names keep)",
+                 rename one (MAP){keep}",
                 source[first]
             )));
         }
@@ -402,14 +454,49 @@ mod tests {
                 "2024 total".into(),
             ],
             NamePolicy::Normalize,
+            NameLimit::Unlimited,
         )
         .unwrap();
         assert_eq!(names, ["id", "e_mail", "column_3", "_2024_total"]);
-        let err = new_column_names(&["E-Mail".into(), "e mail".into()], NamePolicy::Normalize)
-            .unwrap_err();
+        let err = new_column_names(
+            &["E-Mail".into(), "e mail".into()],
+            NamePolicy::Normalize,
+            NameLimit::Unlimited,
+        )
+        .unwrap_err();
         assert!(
             err.to_string()
                 .contains("'E-Mail' and 'e mail' would both become column 'e_mail'")
         );
+    }
+
+    #[test]
+    fn names_are_cut_to_the_database_limit() {
+        let long = format!("{}é{}", "a".repeat(62), "b".repeat(10));
+        assert_eq!(
+            NameLimit::Bytes(63).cut(&long),
+            "a".repeat(62),
+            "not inside 'é'"
+        );
+        assert_eq!(
+            NameLimit::Chars(64).cut(&long),
+            format!("{}éb", "a".repeat(62))
+        );
+        assert_eq!(NameLimit::Unlimited.cut(&long), long);
+        let names = new_column_names(
+            &[long.clone(), "Short".into()],
+            NamePolicy::Keep,
+            NameLimit::Chars(64),
+        )
+        .unwrap();
+        assert_eq!(
+            names,
+            [format!("{}éb", "a".repeat(62)), "Short".to_string()]
+        );
+        let twins = [format!("{long} one"), format!("{long} two")];
+        let err = new_column_names(&twins, NamePolicy::Normalize, NameLimit::Bytes(63))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("would both become column 'aaaa"), "{err}");
     }
 }

@@ -70,10 +70,19 @@ impl TargetTable {
             return Ok(Some(c));
         }
         let plain = crate::names::normalize(name);
+        // A name as long as a database may have cut it matches the longer
+        // names it starts (the column a new table made of them).
+        let cut_from = |column: &str| {
+            column.len() >= crate::names::SHORTEST_CUT_NAME_BYTES
+                && (name.starts_with(column) || plain.starts_with(&crate::names::normalize(column)))
+        };
         let matches: Vec<&TargetColumn> = self
             .columns
             .iter()
-            .filter(|c| !plain.is_empty() && crate::names::normalize(&c.name) == plain)
+            .filter(|c| {
+                !plain.is_empty()
+                    && (crate::names::normalize(&c.name) == plain || cut_from(&c.name))
+            })
             .collect();
         match matches.as_slice() {
             [] => Ok(None),

@@ -69,7 +69,11 @@ impl ImportBuilder {
             _ => crate::source::columns_from_schema(source.df.schema().as_arrow()),
         };
         let source_names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
-        let names = crate::names::new_column_names(&source_names, self.options.names())?;
+        let names = crate::names::new_column_names(
+            &source_names,
+            self.options.names(),
+            crate::names::NameLimit::of(self.db.kind()),
+        )?;
         Ok(TargetTable {
             name: self.table.key(),
             columns: specs
