@@ -229,6 +229,10 @@ pub struct ImportArgs {
     /// (e.g. NULL or \N).
     #[arg(long)]
     pub null: Option<String>,
+    /// The CSV text's encoding where it is not UTF-8: latin1, windows-1252,
+    /// iso-8859-15, utf-16le, shift_jis, ... (WHATWG names).
+    #[arg(long)]
+    pub encoding: Option<String>,
     /// How the source is compressed: gzip, zstd, bzip2, xz or none (default:
     /// from the extension: .gz, .zst, .bz2, .xz).
     #[arg(long)]
@@ -284,6 +288,7 @@ impl ImportArgs {
         option("escape", self.escape.clone());
         option("comment", self.comment.clone());
         option("null", self.null.clone());
+        option("encoding", self.encoding.clone());
         option("sheet", self.sheet.clone());
         option("record", self.record.clone());
         option("compression", self.compression.clone());

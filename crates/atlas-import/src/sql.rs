@@ -7,7 +7,8 @@
 //!   FROM 'data/contacts.csv' | FROM ( <any DataFusion query> )
 //!   [ FORMAT CSV | TSV | PARQUET | JSON | NDJSON | AVRO | XLSX | XML ]
 //!   [ OPTIONS ( header 'true', delimiter ';', quote '"', escape '\', null 'NULL',
-//!               comment '#', compression 'gzip', infer 'strict' | 'text', ... ) ]
+//!               comment '#', encoding 'latin1', compression 'gzip',
+//!               infer 'strict' | 'text', ... ) ]
 //!   [ MAP ( email = lower("E-mail"), ... ) ]
 //!   [ KEY (email) ]
 //!   [ ON DUPLICATE ERROR | SKIP | UPDATE ]

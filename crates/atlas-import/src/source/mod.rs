@@ -194,16 +194,29 @@ impl SourceFormat {
                     }
                 }
                 ("null", SourceFormat::Csv(d)) => d.null = Some(value.clone()),
+                ("encoding", SourceFormat::Csv(d)) => {
+                    let encoding = csv::encoding_for(value).ok_or_else(|| {
+                        AtlasError::Usage(format!(
+                            "unknown encoding '{value}': expected a name such as utf-8, latin1, \
+                             windows-1252, iso-8859-15, utf-16le, shift_jis"
+                        ))
+                    })?;
+                    d.encoding =
+                        (encoding != encoding_rs::UTF_8).then(|| encoding.name().to_string());
+                }
                 ("sheet", SourceFormat::Xlsx { sheet }) => *sheet = Some(value.clone()),
                 ("record", SourceFormat::Xml { record }) => *record = Some(value.clone()),
-                ("delimiter" | "header" | "quote" | "escape" | "comment" | "null", _) => {
+                (
+                    "delimiter" | "header" | "quote" | "escape" | "comment" | "null" | "encoding",
+                    _,
+                ) => {
                     return Err(misplaced("CSV and TSV"));
                 }
                 ("sheet", _) => return Err(misplaced("XLSX")),
                 ("record", _) => return Err(misplaced("XML")),
                 (other, _) => {
                     return Err(AtlasError::Usage(format!(
-                        "unknown option '{other}': expected delimiter, header, quote, escape, comment, null (CSV, TSV), \
+                        "unknown option '{other}': expected delimiter, header, quote, escape, comment, null, encoding (CSV, TSV), \
                          sheet (XLSX), record (XML), compression, infer, names or binary"
                     )));
                 }

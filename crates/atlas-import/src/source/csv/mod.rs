@@ -24,9 +24,11 @@
 //!   +---------+---------+---------------------+----------------------+
 //! ```
 
+mod decode;
 mod exec;
 mod parser;
 
+pub(crate) use decode::encoding_for;
 pub use exec::{CsvFile, CsvSourceExec, CsvTable};
 pub(crate) use parser::CsvParser;
 
@@ -61,6 +63,10 @@ pub struct CsvDialect {
     /// delimiter is given or read off the file.
     #[serde(default)]
     pub detect_delimiter: bool,
+    /// The text's encoding where it is not UTF-8 (a WHATWG label's name:
+    /// `windows-1252` for `latin1`), decoded as the file is read.
+    #[serde(default)]
+    pub encoding: Option<String>,
 }
 
 impl Default for CsvDialect {
@@ -73,6 +79,7 @@ impl Default for CsvDialect {
             comment: None,
             null: None,
             detect_delimiter: true,
+            encoding: None,
         }
     }
 }
@@ -198,6 +205,9 @@ impl fmt::Display for CsvDialect {
         if let Some(n) = &self.null {
             write!(f, ", null='{n}'")?;
         }
+        if let Some(e) = &self.encoding {
+            write!(f, ", encoding='{e}'")?;
+        }
         write!(f, ", header={}", self.has_header)
     }
 }
@@ -239,7 +249,8 @@ pub(crate) fn read_column_names(
         record.append_field(i, dialect, &mut raw);
         let text = String::from_utf8(raw).map_err(|_| {
             error(format!(
-                "line {line}: the name of column {} is not valid UTF-8",
+                "line {line}: the name of column {} is not valid UTF-8 (a file in another \
+                 encoding names it: --encoding latin1, or OPTIONS (encoding 'latin1'))",
                 i + 1
             ))
         })?;
@@ -415,7 +426,8 @@ impl TextBatchBuilder {
                     out.append_value(String::from_utf8_lossy(bytes));
                     if self.errors[row].is_none() {
                         self.errors[row] = Some(format!(
-                            "line {}, {}: the value is not valid UTF-8 (is the file in another encoding?)",
+                            "line {}, {}: the value is not valid UTF-8 (a file in another encoding names it: \
+                             --encoding latin1, or OPTIONS (encoding 'latin1'))",
                             self.lines[row],
                             self.column_name(index)
                         ));

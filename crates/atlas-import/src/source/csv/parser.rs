@@ -84,6 +84,18 @@ enum Step {
     Record { consumed: usize, breaks: u64 },
 }
 
+/// A reader for an encoding no label names: fails at once.
+struct UnknownEncoding(String);
+
+impl Read for UnknownEncoding {
+    fn read(&mut self, _buf: &mut [u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("unknown encoding '{}'", self.0),
+        ))
+    }
+}
+
 /// Reads records from a byte stream.
 pub(crate) struct CsvParser {
     input: Box<dyn Read + Send>,
@@ -108,6 +120,15 @@ pub(crate) struct CsvParser {
 
 impl CsvParser {
     pub(crate) fn new(input: Box<dyn Read + Send>, dialect: CsvDialect, source_name: &str) -> Self {
+        let input = match dialect.encoding.as_deref().map(super::encoding_for) {
+            None => input,
+            Some(Some(encoding)) => Box::new(super::decode::DecodingReader::new(input, encoding)),
+            // Names are checked where the options are read; one in a plan
+            // written by hand fails its first read.
+            Some(None) => Box::new(UnknownEncoding(
+                dialect.encoding.clone().unwrap_or_default(),
+            )),
+        };
         let mut special = [false; 256];
         special[usize::from(dialect.delimiter)] = true;
         special[usize::from(b'\n')] = true;
@@ -214,6 +235,13 @@ impl CsvParser {
                 }
                 Ok(n) => self.filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // Text its encoding does not define is bad data, not I/O.
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    return Err(AtlasError::Source {
+                        source_name: self.source_name.clone(),
+                        message: e.to_string(),
+                    });
+                }
                 Err(e) => return Err(AtlasError::io(self.source_name.clone(), e)),
             }
         }
