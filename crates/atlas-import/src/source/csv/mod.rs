@@ -159,7 +159,8 @@ impl RecordsShape {
             first_fields: 0,
             steady: true,
         };
-        for read in 0..DETECTION_RECORDS {
+        let mut read = 0;
+        while read < DETECTION_RECORDS {
             let record = match parser.next_record() {
                 Ok(Some(record)) if record.blank => continue,
                 Ok(Some(record)) => record,
@@ -172,6 +173,7 @@ impl RecordsShape {
             if read == 0 {
                 shape.first_fields = record.fields.len();
             }
+            read += 1;
             if record.problem.is_some() || record.fields.len() != shape.first_fields {
                 shape.steady = false;
                 break;
@@ -502,6 +504,8 @@ mod tests {
         assert_eq!(delimiter_of("a;b;c\n1;2,5;3\n4;5;6\n", default()), ';');
         assert_eq!(delimiter_of("a\tb\n1\t2\n", default()), '\t');
         assert_eq!(delimiter_of("a|b\n\"1|x\"|2\n\n3|4\n", default()), '|');
+        // Blank lines before the header are no first record (as for the header).
+        assert_eq!(delimiter_of("\n\na;b\n1;2\n", default()), ';');
         // A comma in the header keeps the comma (the other fits too).
         assert_eq!(delimiter_of("a,x;b\n1,2;3\n", default()), ',');
         // One column, or no steady split: the comma stays.
