@@ -310,6 +310,13 @@ impl KeyHasher {
         (u128::from(self.high.hash_one(key)) << 64) | u128::from(self.low.hash_one(key))
     }
 
+    /// The low half of `key`'s fingerprint alone: what a
+    /// [`ShortFingerprints`] set holds, at one hash instead of two.
+    #[inline]
+    pub fn short_fingerprint(&self, key: &[u8]) -> u64 {
+        self.low.hash_one(key)
+    }
+
     /// The fingerprints of every key of `keys`, into `out` (cleared first).
     pub fn fingerprints(&self, keys: &EncodedKeys, out: &mut Vec<Fingerprint>) {
         out.clear();
@@ -533,20 +540,40 @@ impl ShortFingerprints {
     pub fn memory_size(&self) -> usize {
         self.table.allocation_size()
     }
+
+    /// Adds the low half `short` of a fingerprint
+    /// ([`KeyHasher::short_fingerprint`]).
+    #[inline]
+    pub fn insert(&mut self, short: u64) {
+        // The low half is uniform already: it is its own hash.
+        if let Entry::Vacant(e) = self.table.entry(short, |&f| f == short, |&f| f) {
+            e.insert(short);
+        }
+    }
+
+    /// Adds every key of `keys`, fingerprinted by `hasher`.
+    pub fn add_keys(&mut self, hasher: &KeyHasher, keys: &EncodedKeys) {
+        for i in 0..keys.len() {
+            self.insert(hasher.short_fingerprint(keys.key(i)));
+        }
+    }
+
+    /// Releases spare capacity once the set is complete.
+    pub fn shrink_to_fit(&mut self) {
+        self.table.shrink_to_fit(|&f| f);
+    }
 }
 
 impl FromIterator<Fingerprint> for ShortFingerprints {
     fn from_iter<I: IntoIterator<Item = Fingerprint>>(fingerprints: I) -> Self {
         let fingerprints = fingerprints.into_iter();
-        // The low half is uniform already: it is its own hash.
-        let mut table = HashTable::with_capacity(fingerprints.size_hint().0);
+        let mut set = Self {
+            table: HashTable::with_capacity(fingerprints.size_hint().0),
+        };
         for fingerprint in fingerprints {
-            let short = fingerprint as u64;
-            if let Entry::Vacant(e) = table.entry(short, |&f| f == short, |&f| f) {
-                e.insert(short);
-            }
+            set.insert(fingerprint as u64);
         }
-        Self { table }
+        set
     }
 }
 
@@ -831,6 +858,16 @@ mod tests {
         assert_eq!(twins.len(), 1);
         assert!(twins.contains((7u128 << 64) | 5));
         assert!(short.memory_size() * 3 < full.memory_size() * 2);
+        // Built from the keys directly, at one hash a key: the same set.
+        let enc = KeyEncoder::new(vec![0]);
+        let mut keys = EncodedKeys::default();
+        enc.encode(&batch(), &mut keys).unwrap();
+        let mut direct = ShortFingerprints::default();
+        direct.add_keys(&hasher, &keys);
+        direct.shrink_to_fit();
+        assert_eq!(direct.len(), 2, "the first column holds 1 and NULL");
+        assert!((0..keys.len()).all(|i| direct.contains(hasher.fingerprint(keys.key(i)))));
+        assert!(!direct.contains(hasher.fingerprint(b"absent")));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use datafusion::arrow::datatypes::UInt64Type;
 use crate::convert::coerce_column;
 use crate::db::Database;
 use crate::error::{AtlasError, Result};
-use crate::key::{KeyEncoder, KeyFingerprints, KeyHasher};
+use crate::key::{EncodedKeys, KeyEncoder, KeyFingerprints, KeyHasher, ShortFingerprints};
 use crate::key_form::KeyForm;
 use crate::names::TableRef;
 use crate::physical::{
@@ -55,7 +55,32 @@ impl ExistingKeyLoader for TableKeyLoader {
     ) -> Result<KnownKeys> {
         let started = Instant::now();
         self.metrics.set_phase(Phase::ReadingKeys);
-        let loaded = self.load_keys(hasher, filter, share, started).await;
+        let (table, columns, hasher) = (self.table.key(), self.key_columns.clone(), hasher.clone());
+        let keep = share.map(|share| share.partitioner().clone());
+        let loaded = self
+            .load_keys(
+                filter.as_ref(),
+                share,
+                started,
+                move |partition, batches| {
+                    let keep = keep.zip(partition);
+                    fingerprint_existing_keys(&table, &columns, &hasher, keep.as_ref(), batches)
+                },
+            )
+            .await;
+        self.metrics.set_phase(Phase::Writing);
+        loaded
+    }
+
+    async fn load_short(&self, hasher: &KeyHasher) -> Result<ShortFingerprints> {
+        let started = Instant::now();
+        self.metrics.set_phase(Phase::ReadingKeys);
+        let (table, columns, hasher) = (self.table.key(), self.key_columns.clone(), hasher.clone());
+        let loaded = self
+            .load_keys(None, None, started, move |_, batches| {
+                short_fingerprint_existing_keys(&table, &columns, &hasher, batches)
+            })
+            .await;
         self.metrics.set_phase(Phase::Writing);
         loaded
     }
@@ -108,35 +133,34 @@ impl TableKeyLoader {
         })
     }
 
-    async fn load_keys(
+    /// Scans the existing keys (those `filter` lets through) into the set
+    /// `build` makes of their batches, given `share`'s partition, if any.
+    async fn load_keys<S: HeldKeys>(
         &self,
-        hasher: &KeyHasher,
-        filter: Option<crate::db::KeyFilter>,
+        filter: Option<&crate::db::KeyFilter>,
         share: Option<&KeyShare>,
         started: Instant,
-    ) -> Result<KnownKeys> {
+        build: impl FnOnce(Option<usize>, std::sync::mpsc::Receiver<RecordBatch>) -> Result<S>
+        + Send
+        + 'static,
+    ) -> Result<S> {
         // A task that keeps a share of the keys learns which from its rows
         // (none: it needs no keys).
         let share = match share {
             Some(share) => match share.assigned().await {
                 Some(partition) => Some((share, partition)),
-                None => return Ok(KnownKeys::default()),
+                None => return Ok(S::default()),
             },
             None => None,
         };
         if !self.readable().await? {
-            return Ok(KnownKeys::default());
+            return Ok(S::default());
         }
         // The database streams batches on a connection of its own; a blocking
         // thread converts and fingerprints them meanwhile.
         let (sender, receiver) = std::sync::mpsc::sync_channel::<RecordBatch>(KEY_SCAN_QUEUE);
-        let table = self.table.key();
-        let columns = self.key_columns.clone();
-        let hasher = hasher.clone();
-        let keep = share.map(|(share, partition)| (share.partitioner().clone(), partition));
-        let builder = tokio::task::spawn_blocking(move || {
-            fingerprint_existing_keys(&table, &columns, &hasher, keep.as_ref(), receiver)
-        });
+        let partition = share.map(|(_, partition)| partition);
+        let builder = tokio::task::spawn_blocking(move || build(partition, receiver));
         let mut on_batch = move |batch: RecordBatch| -> Result<()> {
             // Blocks only while the builder is behind by a full queue.
             sender.send(batch).map_err(|_| {
@@ -150,7 +174,7 @@ impl TableKeyLoader {
             .scan_keys(
                 &self.table,
                 &self.key_columns,
-                filter.as_ref(),
+                filter,
                 self.locations,
                 KEY_SCAN_BATCH_ROWS,
                 &mut on_batch,
@@ -168,7 +192,7 @@ impl TableKeyLoader {
             .store(rows, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(
             "Key check {}: read {rows} existing rows{}{} ({} distinct keys, {} MB, {} ms)",
-            match &filter {
+            match filter {
                 Some(f) => format!("by probe on '{}'", f.column),
                 None => format!(
                     "by a scan of ({})",
@@ -196,6 +220,32 @@ impl TableKeyLoader {
             started.elapsed().as_millis()
         );
         Ok(set)
+    }
+}
+
+/// A set the existing keys are read into, as the log sizes it.
+trait HeldKeys: Default + Send + 'static {
+    fn len(&self) -> usize;
+    fn memory_size(&self) -> usize;
+}
+
+impl HeldKeys for KnownKeys {
+    fn len(&self) -> usize {
+        KnownKeys::len(self)
+    }
+
+    fn memory_size(&self) -> usize {
+        KnownKeys::memory_size(self)
+    }
+}
+
+impl HeldKeys for ShortFingerprints {
+    fn len(&self) -> usize {
+        ShortFingerprints::len(self)
+    }
+
+    fn memory_size(&self) -> usize {
+        ShortFingerprints::memory_size(self)
     }
 }
 
@@ -266,6 +316,28 @@ pub(super) fn fingerprint_existing_keys(
         Some(KnownKeysBuilder::Plain(keys)) => KnownKeys::Plain(keys.finish()),
         Some(KnownKeysBuilder::Located(keys)) => KnownKeys::Located(keys.finish()),
     })
+}
+
+/// As [`fingerprint_existing_keys`], into short fingerprints: one hash a key
+/// and 8 bytes an entry, with no full set built first.
+fn short_fingerprint_existing_keys(
+    table: &str,
+    columns: &[TargetColumn],
+    hasher: &KeyHasher,
+    batches: std::sync::mpsc::Receiver<RecordBatch>,
+) -> Result<ShortFingerprints> {
+    let encoder =
+        KeyEncoder::new((0..columns.len()).collect()).with_forms(KeyForm::of_columns(columns));
+    let schema = key_schema(columns);
+    let mut keys = EncodedKeys::default();
+    let mut set = ShortFingerprints::default();
+    for scanned in batches {
+        let batch = typed_keys(table, columns, &schema, &scanned)?;
+        encoder.encode(&batch, &mut keys)?;
+        set.add_keys(hasher, &keys);
+    }
+    set.shrink_to_fit();
+    Ok(set)
 }
 
 /// A batch of existing keys as the scan gave it (text where the database

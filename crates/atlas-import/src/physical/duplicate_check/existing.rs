@@ -54,6 +54,15 @@ pub trait ExistingKeyLoader: Send + Sync + fmt::Debug {
         share: Option<&KeyShare>,
     ) -> crate::error::Result<KnownKeys>;
 
+    /// Reads every existing key as short fingerprints (a filter whose hits
+    /// are confirmed afterwards: the narrowing values of a key column).
+    /// Loaders that can build them directly save the full set's memory and
+    /// its pass.
+    async fn load_short(&self, hasher: &KeyHasher) -> crate::error::Result<ShortFingerprints> {
+        let keys = self.load(hasher, None, None).await?;
+        Ok(keys.fingerprints().collect())
+    }
+
     /// Reads every existing key as batches of the key columns in key order,
     /// typed as the target holds them (what [`ExistingKeysExec`] emits);
     /// returns the rows read. Loaders that cannot say so.
@@ -469,15 +478,7 @@ impl ExistingKeys {
     ) -> Narrowing {
         let values = Arc::clone(values);
         let hasher = self.hasher.clone();
-        let loading = tokio::spawn(async move {
-            let values = values.load(&hasher, None, None).await?;
-            // Half the memory of the set as read, which goes now. A pass
-            // over every value: on a blocking thread, as the set was built,
-            // not on a worker the check's partitions need.
-            tokio::task::spawn_blocking(move || values.fingerprints().collect())
-                .await
-                .map_err(|e| AtlasError::task_stopped("reading the narrowing column stopped", e))
-        });
+        let loading = tokio::spawn(async move { values.load_short(&hasher).await });
         Narrowing {
             loading: Some(loading),
             table: None,
