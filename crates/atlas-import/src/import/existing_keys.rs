@@ -53,36 +53,21 @@ impl ExistingKeyLoader for TableKeyLoader {
         filter: Option<crate::db::KeyFilter>,
         share: Option<&KeyShare>,
     ) -> Result<KnownKeys> {
-        let started = Instant::now();
-        self.metrics.set_phase(Phase::ReadingKeys);
         let (table, columns, hasher) = (self.table.key(), self.key_columns.clone(), hasher.clone());
         let keep = share.map(|share| share.partitioner().clone());
-        let loaded = self
-            .load_keys(
-                filter.as_ref(),
-                share,
-                started,
-                move |partition, batches| {
-                    let keep = keep.zip(partition);
-                    fingerprint_existing_keys(&table, &columns, &hasher, keep.as_ref(), batches)
-                },
-            )
-            .await;
-        self.metrics.set_phase(Phase::Writing);
-        loaded
+        self.load_keys(filter.as_ref(), share, move |partition, batches| {
+            let keep = keep.zip(partition);
+            fingerprint_existing_keys(&table, &columns, &hasher, keep.as_ref(), batches)
+        })
+        .await
     }
 
     async fn load_short(&self, hasher: &KeyHasher) -> Result<ShortFingerprints> {
-        let started = Instant::now();
-        self.metrics.set_phase(Phase::ReadingKeys);
         let (table, columns, hasher) = (self.table.key(), self.key_columns.clone(), hasher.clone());
-        let loaded = self
-            .load_keys(None, None, started, move |_, batches| {
-                short_fingerprint_existing_keys(&table, &columns, &hasher, batches)
-            })
-            .await;
-        self.metrics.set_phase(Phase::Writing);
-        loaded
+        self.load_keys(None, None, move |_, batches| {
+            short_fingerprint_existing_keys(&table, &columns, &hasher, batches)
+        })
+        .await
     }
 
     async fn scan(
@@ -134,93 +119,106 @@ impl TableKeyLoader {
     }
 
     /// Scans the existing keys (those `filter` lets through) into the set
-    /// `build` makes of their batches, given `share`'s partition, if any.
+    /// `build` makes of their batches, given `share`'s partition, if any;
+    /// the import's phase says so meanwhile.
     async fn load_keys<S: HeldKeys>(
         &self,
         filter: Option<&crate::db::KeyFilter>,
         share: Option<&KeyShare>,
-        started: Instant,
         build: impl FnOnce(Option<usize>, std::sync::mpsc::Receiver<RecordBatch>) -> Result<S>
         + Send
         + 'static,
     ) -> Result<S> {
-        // A task that keeps a share of the keys learns which from its rows
-        // (none: it needs no keys).
-        let share = match share {
-            Some(share) => match share.assigned().await {
-                Some(partition) => Some((share, partition)),
-                None => return Ok(S::default()),
-            },
-            None => None,
-        };
-        if !self.readable().await? {
-            return Ok(S::default());
+        self.metrics.set_phase(Phase::ReadingKeys);
+        let loaded = async {
+            let started = Instant::now();
+            // A task that keeps a share of the keys learns which from its rows
+            // (none: it needs no keys).
+            let share = match share {
+                Some(share) => match share.assigned().await {
+                    Some(partition) => Some((share, partition)),
+                    None => return Ok(S::default()),
+                },
+                None => None,
+            };
+            if !self.readable().await? {
+                return Ok(S::default());
+            }
+            // The database streams batches on a connection of its own; a blocking
+            // thread converts and fingerprints them meanwhile.
+            let (sender, receiver) = std::sync::mpsc::sync_channel::<RecordBatch>(KEY_SCAN_QUEUE);
+            let partition = share.map(|(_, partition)| partition);
+            let builder = tokio::task::spawn_blocking(move || build(partition, receiver));
+            let mut on_batch = move |batch: RecordBatch| -> Result<()> {
+                // Blocks only while the builder is behind by a full queue.
+                sender.send(batch).map_err(|_| {
+                    AtlasError::DataFusion(Arc::new(datafusion::error::DataFusionError::Internal(
+                        "the existing-key builder stopped early".into(),
+                    )))
+                })
+            };
+            let rows = self
+                .db
+                .scan_keys(
+                    &self.table,
+                    &self.key_columns,
+                    filter,
+                    self.locations,
+                    KEY_SCAN_BATCH_ROWS,
+                    &mut on_batch,
+                )
+                .await;
+            drop(on_batch);
+            let built = builder
+                .await
+                .map_err(|e| AtlasError::task_stopped("the existing-key builder failed", e))?;
+            // A conversion error explains a closed queue better than the scan's error.
+            let set = built?;
+            let rows = rows?;
+            self.metrics
+                .existing_keys
+                .store(rows, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(
+                "Key check {}: read {rows} existing rows{}{} ({} distinct keys, {} MB, {} ms)",
+                match filter {
+                    Some(f) => format!("by probe on '{}'", f.column),
+                    None => format!(
+                        "by a scan of ({})",
+                        self.key_columns
+                            .iter()
+                            .map(|c| c.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                },
+                if filter.is_some() {
+                    " sharing a key value with the import"
+                } else {
+                    ""
+                },
+                match &share {
+                    Some((share, partition)) => format!(
+                        ", kept partition {partition}'s share of {}",
+                        share.partitioner().partitions()
+                    ),
+                    None => String::new(),
+                },
+                set.len(),
+                set.memory_size() >> 20,
+                started.elapsed().as_millis()
+            );
+            Ok(set)
         }
-        // The database streams batches on a connection of its own; a blocking
-        // thread converts and fingerprints them meanwhile.
-        let (sender, receiver) = std::sync::mpsc::sync_channel::<RecordBatch>(KEY_SCAN_QUEUE);
-        let partition = share.map(|(_, partition)| partition);
-        let builder = tokio::task::spawn_blocking(move || build(partition, receiver));
-        let mut on_batch = move |batch: RecordBatch| -> Result<()> {
-            // Blocks only while the builder is behind by a full queue.
-            sender.send(batch).map_err(|_| {
-                AtlasError::DataFusion(Arc::new(datafusion::error::DataFusionError::Internal(
-                    "the existing-key builder stopped early".into(),
-                )))
-            })
-        };
-        let rows = self
-            .db
-            .scan_keys(
-                &self.table,
-                &self.key_columns,
-                filter,
-                self.locations,
-                KEY_SCAN_BATCH_ROWS,
-                &mut on_batch,
-            )
-            .await;
-        drop(on_batch);
-        let built = builder
-            .await
-            .map_err(|e| AtlasError::task_stopped("the existing-key builder failed", e))?;
-        // A conversion error explains a closed queue better than the scan's error.
-        let set = built?;
-        let rows = rows?;
-        self.metrics
-            .existing_keys
-            .store(rows, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(
-            "Key check {}: read {rows} existing rows{}{} ({} distinct keys, {} MB, {} ms)",
-            match filter {
-                Some(f) => format!("by probe on '{}'", f.column),
-                None => format!(
-                    "by a scan of ({})",
-                    self.key_columns
-                        .iter()
-                        .map(|c| c.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            },
-            if filter.is_some() {
-                " sharing a key value with the import"
-            } else {
-                ""
-            },
-            match &share {
-                Some((share, partition)) => format!(
-                    ", kept partition {partition}'s share of {}",
-                    share.partitioner().partitions()
-                ),
-                None => String::new(),
-            },
-            set.len(),
-            set.memory_size() >> 20,
-            started.elapsed().as_millis()
-        );
-        Ok(set)
+        .await;
+        self.metrics.set_phase(Phase::Writing);
+        loaded
     }
+}
+
+/// The encoder of existing keys: key columns 0.. in key order, compared as
+/// the target's columns compare.
+fn existing_key_encoder(columns: &[TargetColumn]) -> KeyEncoder {
+    KeyEncoder::new((0..columns.len()).collect()).with_forms(KeyForm::of_columns(columns))
 }
 
 /// A set the existing keys are read into, as the log sizes it.
@@ -266,8 +264,7 @@ pub(super) fn fingerprint_existing_keys(
     share: Option<&(KeyPartitioner, usize)>,
     batches: std::sync::mpsc::Receiver<RecordBatch>,
 ) -> Result<KnownKeys> {
-    let encoder =
-        KeyEncoder::new((0..columns.len()).collect()).with_forms(KeyForm::of_columns(columns));
+    let encoder = existing_key_encoder(columns);
     let mut keys: Option<KnownKeysBuilder> = None;
     let schema = key_schema(columns);
     for scanned in batches {
@@ -326,8 +323,7 @@ fn short_fingerprint_existing_keys(
     hasher: &KeyHasher,
     batches: std::sync::mpsc::Receiver<RecordBatch>,
 ) -> Result<ShortFingerprints> {
-    let encoder =
-        KeyEncoder::new((0..columns.len()).collect()).with_forms(KeyForm::of_columns(columns));
+    let encoder = existing_key_encoder(columns);
     let schema = key_schema(columns);
     let mut keys = EncodedKeys::default();
     let mut set = ShortFingerprints::default();
