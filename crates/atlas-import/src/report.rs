@@ -227,7 +227,15 @@ pub struct DuplicateTally {
     /// chunk index -> (existing, in file)
     chunks: BTreeMap<u64, (u64, u64)>,
     samples: Vec<DuplicateSample>,
+    /// Samples whose key the check could not keep (rows that went on before
+    /// the table's keys were known): source row -> the key's fingerprint,
+    /// for reading the key from the table ([`ImportMetrics::describe_samples`]).
+    #[serde(skip)]
+    undescribed: BTreeMap<u64, u128>,
 }
+
+/// A sample's key text until the key is read, or where it cannot be.
+pub(crate) const KEY_NOT_KEPT: &str = "(key not kept)";
 
 impl ImportMetrics {
     /// Says what the import is doing now.
@@ -275,6 +283,41 @@ impl ImportMetrics {
         tally.samples.extend(described.iter().cloned());
         tally.samples.sort_by_key(|s| s.row);
         tally.samples.truncate(DUPLICATE_SAMPLES);
+    }
+
+    /// Records that the sample of source row `row`, an existing key, was
+    /// not described: its key has fingerprint `fingerprint` (record it
+    /// before the sample, with [`KEY_NOT_KEPT`] as its key).
+    pub(crate) fn record_undescribed(&self, row: u64, fingerprint: u128) {
+        let mut tally = self.duplicates.lock().expect("metrics lock");
+        tally.undescribed.insert(row, fingerprint);
+    }
+
+    /// The fingerprints of the report's samples that are not described yet.
+    pub fn undescribed_samples(&self) -> Vec<u128> {
+        let tally = self.duplicates.lock().expect("metrics lock");
+        tally
+            .samples
+            .iter()
+            .filter_map(|s| tally.undescribed.get(&s.row).copied())
+            .collect()
+    }
+
+    /// Gives the undescribed samples the key texts `texts` holds for their
+    /// fingerprints.
+    pub fn describe_samples(&self, texts: &std::collections::HashMap<u128, String>) {
+        let mut tally = self.duplicates.lock().expect("metrics lock");
+        let DuplicateTally {
+            samples,
+            undescribed,
+            ..
+        } = &mut *tally;
+        for sample in samples {
+            if let Some(text) = undescribed.get(&sample.row).and_then(|f| texts.get(f)) {
+                sample.key = text.clone();
+                undescribed.remove(&sample.row);
+            }
+        }
     }
 
     /// `report`'s samples with their lines (and their first occurrences'),
@@ -591,4 +634,49 @@ pub struct ImportReport {
     /// The error, when the import did not commit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(row: u64, key: &str) -> DuplicateSample {
+        DuplicateSample {
+            row,
+            line: None,
+            key: key.to_string(),
+            kind: DuplicateKind::Existing,
+        }
+    }
+
+    #[test]
+    fn undescribed_samples_take_the_keys_read_for_them() {
+        let metrics = ImportMetrics::default();
+        // Row 9's key was not kept; row 20's neither, but it is no sample.
+        metrics.record_undescribed(9, 0x99);
+        metrics.record_undescribed(20, 0x20);
+        let samples: Vec<DuplicateSample> = (2..=6)
+            .map(|row| sample(row, "k"))
+            .chain([sample(9, KEY_NOT_KEPT)])
+            .collect();
+        metrics.record_duplicates(&samples, &[sample(20, KEY_NOT_KEPT)], 10);
+        metrics.record_duplicates(&[sample(1, "first")], &[], 10);
+        // Row 9 is the seventh by row: no longer a sample.
+        assert!(metrics.undescribed_samples().is_empty());
+
+        let metrics = ImportMetrics::default();
+        metrics.record_undescribed(3, 0x33);
+        metrics.record_duplicates(&[sample(1, "a"), sample(3, KEY_NOT_KEPT)], &[], 10);
+        assert_eq!(metrics.undescribed_samples(), vec![0x33]);
+        metrics.describe_samples(&std::collections::HashMap::from([(0x44, "x".to_string())]));
+        assert_eq!(metrics.duplicate_report().samples[1].key, KEY_NOT_KEPT);
+        metrics.describe_samples(&std::collections::HashMap::from([(
+            0x33,
+            "email=\"b\"".to_string(),
+        )]));
+        let report = metrics.duplicate_report();
+        assert_eq!(report.samples[1].key, "email=\"b\"");
+        assert!(metrics.undescribed_samples().is_empty());
+        assert_eq!(report.existing, 2);
+    }
 }

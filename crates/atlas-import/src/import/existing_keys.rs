@@ -1,6 +1,7 @@
 //! The existing keys of the target, read through the import's transaction
 //! and fingerprinted as the import's own keys are.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,7 +12,9 @@ use datafusion::arrow::datatypes::UInt64Type;
 use crate::convert::coerce_column;
 use crate::db::Database;
 use crate::error::{AtlasError, Result};
-use crate::key::{EncodedKeys, KeyEncoder, KeyFingerprints, KeyHasher, ShortFingerprints};
+use crate::key::{
+    EncodedKeys, Fingerprint, KeyEncoder, KeyFingerprints, KeyHasher, ShortFingerprints,
+};
 use crate::key_form::KeyForm;
 use crate::names::TableRef;
 use crate::physical::{
@@ -68,6 +71,22 @@ impl ExistingKeyLoader for TableKeyLoader {
             short_fingerprint_existing_keys(&table, &columns, &hasher, batches)
         })
         .await
+    }
+
+    async fn describe(
+        &self,
+        hasher: &KeyHasher,
+        filter: Option<crate::db::KeyFilter>,
+        wanted: &[Fingerprint],
+    ) -> Result<HashMap<Fingerprint, String>> {
+        let (table, columns, hasher) = (self.table.key(), self.key_columns.clone(), hasher.clone());
+        let wanted = wanted.to_vec();
+        let texts = self
+            .load_keys(filter.as_ref(), None, move |_, batches| {
+                describe_existing_keys(&table, &columns, &hasher, &wanted, batches)
+            })
+            .await?;
+        Ok(texts.0)
     }
 
     async fn scan(
@@ -179,7 +198,8 @@ impl TableKeyLoader {
                 .existing_keys
                 .store(rows, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(
-                "Key check {}: read {rows} existing rows{}{} ({} distinct keys, {} MB, {} ms)",
+                "{} {}: read {rows} existing rows{}{} ({} distinct keys, {} MB, {} ms)",
+                S::PURPOSE,
                 match filter {
                     Some(f) => format!("by probe on '{}'", f.column),
                     None => format!(
@@ -223,6 +243,8 @@ fn existing_key_encoder(columns: &[TargetColumn]) -> KeyEncoder {
 
 /// A set the existing keys are read into, as the log sizes it.
 trait HeldKeys: Default + Send + 'static {
+    /// What the keys are read for, as the log says it.
+    const PURPOSE: &'static str = "Key check";
     fn len(&self) -> usize;
     fn memory_size(&self) -> usize;
 }
@@ -234,6 +256,21 @@ impl HeldKeys for KnownKeys {
 
     fn memory_size(&self) -> usize {
         KnownKeys::memory_size(self)
+    }
+}
+
+/// The text of some existing keys, by fingerprint.
+#[derive(Default)]
+struct KeyTexts(HashMap<Fingerprint, String>);
+
+impl HeldKeys for KeyTexts {
+    const PURPOSE: &'static str = "Keys of the refusal's first duplicates read again";
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn memory_size(&self) -> usize {
+        self.0.values().map(String::len).sum()
     }
 }
 
@@ -323,17 +360,55 @@ fn short_fingerprint_existing_keys(
     hasher: &KeyHasher,
     batches: std::sync::mpsc::Receiver<RecordBatch>,
 ) -> Result<ShortFingerprints> {
+    let mut set = ShortFingerprints::default();
+    encode_existing_keys(table, columns, batches, |_, _, keys| {
+        set.add_keys(hasher, keys)
+    })?;
+    set.shrink_to_fit();
+    Ok(set)
+}
+
+/// The text of the existing keys whose fingerprints are among `wanted`.
+fn describe_existing_keys(
+    table: &str,
+    columns: &[TargetColumn],
+    hasher: &KeyHasher,
+    wanted: &[Fingerprint],
+    batches: std::sync::mpsc::Receiver<RecordBatch>,
+) -> Result<KeyTexts> {
+    let mut texts = KeyTexts::default();
+    let mut fingerprints = Vec::new();
+    encode_existing_keys(table, columns, batches, |encoder, batch, keys| {
+        hasher.fingerprints(keys, &mut fingerprints);
+        for (i, fingerprint) in fingerprints.iter().enumerate() {
+            if wanted.contains(fingerprint) {
+                texts
+                    .0
+                    .entry(*fingerprint)
+                    .or_insert_with(|| encoder.describe(batch, i));
+            }
+        }
+    })?;
+    Ok(texts)
+}
+
+/// Converts each batch of existing keys to the key types and encodes it
+/// (key columns 0.. in key order), for `each`.
+fn encode_existing_keys(
+    table: &str,
+    columns: &[TargetColumn],
+    batches: std::sync::mpsc::Receiver<RecordBatch>,
+    mut each: impl FnMut(&KeyEncoder, &RecordBatch, &EncodedKeys),
+) -> Result<()> {
     let encoder = existing_key_encoder(columns);
     let schema = key_schema(columns);
     let mut keys = EncodedKeys::default();
-    let mut set = ShortFingerprints::default();
     for scanned in batches {
         let batch = typed_keys(table, columns, &schema, &scanned)?;
         encoder.encode(&batch, &mut keys)?;
-        set.add_keys(hasher, &keys);
+        each(&encoder, &batch, &keys);
     }
-    set.shrink_to_fit();
-    Ok(set)
+    Ok(())
 }
 
 /// A batch of existing keys as the scan gave it (text where the database

@@ -16,6 +16,7 @@
 //! Either way the work starts once per import, on a task of its own, when the
 //! first partition runs, and every partition shares its result.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -61,6 +62,19 @@ pub trait ExistingKeyLoader: Send + Sync + fmt::Debug {
     async fn load_short(&self, hasher: &KeyHasher) -> crate::error::Result<ShortFingerprints> {
         let keys = self.load(hasher, None, None).await?;
         Ok(keys.fingerprints().collect())
+    }
+
+    /// The text (`col=value, ...`) of the keys among `wanted` that the
+    /// table holds (of the rows `filter` lets through), read again for a
+    /// refusal's first duplicates whose rows went on before the keys were
+    /// known. Loaders that cannot read them again describe none.
+    async fn describe(
+        &self,
+        _hasher: &KeyHasher,
+        _filter: Option<KeyFilter>,
+        _wanted: &[Fingerprint],
+    ) -> crate::error::Result<HashMap<Fingerprint, String>> {
+        Ok(HashMap::new())
     }
 
     /// Reads every existing key as batches of the key columns in key order,
@@ -281,6 +295,10 @@ pub struct ExistingKeys {
     /// The probe's resolutions that partitions left to run after their
     /// streams ended.
     deferred: Deferred,
+    /// What the keys were read with, once they were: the probe's filter
+    /// (`None`: every key), for reading some of them again
+    /// ([`Self::describe`]).
+    read_with: Arc<OnceLock<Option<KeyFilter>>>,
 }
 
 impl fmt::Debug for ExistingKeys {
@@ -303,6 +321,7 @@ impl ExistingKeys {
             feed: OnceLock::new(),
             reservations: Default::default(),
             deferred: Default::default(),
+            read_with: Default::default(),
         }
     }
 
@@ -383,6 +402,20 @@ impl ExistingKeys {
         }
     }
 
+    /// The text of the keys among `wanted` (fingerprints of the import's
+    /// keys) that the table holds, read again as they were read for the
+    /// check: the samples of a refusal whose rows went on before the keys
+    /// were known, and whose key columns the check did not keep.
+    pub async fn describe(
+        &self,
+        wanted: &[Fingerprint],
+    ) -> crate::error::Result<HashMap<Fingerprint, String>> {
+        let (Some(loader), Some(filter)) = (self.loader(), self.read_with.get()) else {
+            return Ok(HashMap::new());
+        };
+        loader.describe(&self.hasher, filter.clone(), wanted).await
+    }
+
     /// The hasher every key of this import is fingerprinted with.
     pub fn hasher(&self) -> &KeyHasher {
         &self.hasher
@@ -446,6 +479,7 @@ impl ExistingKeys {
         let description = self.description.clone();
         let pool = Arc::clone(pool);
         let reservations = Arc::clone(&self.reservations);
+        let read_with = Arc::clone(&self.read_with);
         spawn_shared(async move {
             let filter = match query {
                 Some(query) => match &*query.await? {
@@ -456,6 +490,11 @@ impl ExistingKeys {
                 },
                 None => None,
             };
+            // (A share of a distributed import's keys is never read again:
+            // its refusal crosses processes as counts and samples.)
+            if share.is_none() {
+                let _ = read_with.set(filter.clone());
+            }
             let set = loader.load(&hasher, filter, share.as_deref()).await?;
             let held = reserve(
                 &pool,

@@ -23,7 +23,9 @@ use crate::error::AtlasError;
 use crate::key::{EncodedKeys, Fingerprint, Fingerprints, KeyEncoder, KeyHasher};
 use crate::options::OnDuplicate;
 use crate::physical::TableTransaction;
-use crate::report::{DUPLICATE_SAMPLES, DuplicateKind, DuplicateSample, ImportMetrics};
+use crate::report::{
+    DUPLICATE_SAMPLES, DuplicateKind, DuplicateSample, ImportMetrics, KEY_NOT_KEPT,
+};
 use sha2::{Digest, Sha256};
 
 /// Bytes of key columns a partition keeps, while the existing keys are not
@@ -308,6 +310,10 @@ pub(super) struct PartitionCheck {
     /// key columns of a batch and the source row of each of its rows.
     samples: Vec<(RecordBatch, Vec<u64>)>,
     sample_bytes: usize,
+    /// The key text of the first pending repeats (source row, text), for
+    /// the repeat and its first occurrence: described as they are found,
+    /// whatever `samples` could keep.
+    repeat_keys: Vec<(u64, String)>,
     /// Batches held for their verdicts.
     held: Vec<Held>,
     held_bytes: usize,
@@ -393,6 +399,7 @@ impl PartitionCheck {
             repeats: Vec::new(),
             samples: Vec::new(),
             sample_bytes: 0,
+            repeat_keys: Vec::new(),
             held: Vec::new(),
             held_bytes: 0,
             on_duplicate,
@@ -499,11 +506,18 @@ impl PartitionCheck {
                     let fingerprint = self.fingerprints[i];
                     self.pending_until = row;
                     match self.seen.insert(fingerprint, row) {
-                        Some(first_row) => self.repeats.push(Repeat {
-                            fingerprint,
-                            row,
-                            first_row,
-                        }),
+                        Some(first_row) => {
+                            if self.repeat_keys.len() < 2 * DUPLICATE_SAMPLES {
+                                let key = self.encoder.describe(&batch, i);
+                                self.repeat_keys.push((first_row, key.clone()));
+                                self.repeat_keys.push((row, key));
+                            }
+                            self.repeats.push(Repeat {
+                                fingerprint,
+                                row,
+                                first_row,
+                            })
+                        }
                         None => to_stage.push(i as u32),
                     }
                     self.keep_sample(&batch, &mut sample_batch, i, row);
@@ -603,7 +617,7 @@ impl PartitionCheck {
     }
 
     /// The key text of pending source row `row`, if its keys were kept.
-    fn describe_pending(&self, row: u64) -> String {
+    fn describe_pending(&self, row: u64) -> Option<String> {
         let encoder = KeyEncoder::new((0..self.encoder.columns().len()).collect());
         self.samples
             .iter()
@@ -611,7 +625,10 @@ impl PartitionCheck {
                 let i = rows.iter().position(|&r| r == row)?;
                 Some(encoder.describe(keys, i))
             })
-            .unwrap_or_else(|| "(key not kept)".to_string())
+            .or_else(|| {
+                let (_, key) = self.repeat_keys.iter().find(|(r, _)| *r == row)?;
+                Some(key.clone())
+            })
     }
 
     /// Decides what waited for the existing keys, with the verdicts the rows
@@ -621,30 +638,42 @@ impl PartitionCheck {
     /// the file. Returns the batches held for their verdicts, checked.
     fn resolve(&mut self, known: &LoadedKeys) -> Result<Vec<RecordBatch>> {
         if self.pending_until > 0 {
-            let mut found: Vec<(u64, DuplicateKind)> = Vec::new();
+            let mut found: Vec<(u64, DuplicateKind, Fingerprint)> = Vec::new();
             // First occurrences: every key of the import is in `seen` with
             // its first row; those of the pending rows are checked now.
             for (fingerprint, first_row) in self.seen.iter() {
                 if first_row <= self.pending_until && known.contains(fingerprint) {
-                    found.push((first_row, DuplicateKind::Existing));
+                    found.push((first_row, DuplicateKind::Existing, fingerprint));
                 }
             }
             for repeat in std::mem::take(&mut self.repeats) {
-                found.push(if known.contains(repeat.fingerprint) {
-                    (repeat.row, DuplicateKind::Existing)
+                let kind = if known.contains(repeat.fingerprint) {
+                    DuplicateKind::Existing
                 } else {
-                    (repeat.row, in_file(repeat.first_row))
-                });
+                    in_file(repeat.first_row)
+                };
+                found.push((repeat.row, kind, repeat.fingerprint));
             }
-            found.sort_by_key(|(row, _)| *row);
+            found.sort_by_key(|(row, _, _)| *row);
             let rows: Vec<Found> = found
                 .iter()
                 .enumerate()
-                .map(|(i, (row, kind))| (i, *row, kind.clone()))
+                .map(|(i, (row, kind, _))| (i, *row, kind.clone()))
                 .collect();
-            self.record(&rows, |i| self.describe_pending(found[i].0));
+            self.record(&rows, |i| {
+                let (row, kind, fingerprint) = &found[i];
+                self.describe_pending(*row).unwrap_or_else(|| {
+                    // An existing key: the write reads it from the table
+                    // if the import is refused.
+                    if *kind == DuplicateKind::Existing {
+                        self.import_metrics.record_undescribed(*row, *fingerprint);
+                    }
+                    KEY_NOT_KEPT.to_string()
+                })
+            });
             self.samples.clear();
             self.sample_bytes = 0;
+            self.repeat_keys.clear();
         }
         let mut out = Vec::with_capacity(self.held.len());
         for held in std::mem::take(&mut self.held) {

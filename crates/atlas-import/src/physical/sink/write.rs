@@ -258,6 +258,21 @@ impl<'a> SinkWrite<'a> {
         Ok(())
     }
 
+    /// Reads from the table the keys of the refusal's samples that the
+    /// check could not keep (rows that went on while the table's keys were
+    /// still being read): the message then names every sample's key. The
+    /// refusal stands whether or not they can be read.
+    async fn describe_samples(&self) {
+        let wanted = self.metrics.undescribed_samples();
+        if wanted.is_empty() {
+            return;
+        }
+        match self.existing.describe(&wanted).await {
+            Ok(texts) => self.metrics.describe_samples(&texts),
+            Err(e) => tracing::warn!("The keys of the first duplicates could not be read: {e}"),
+        }
+    }
+
     pub(super) async fn write_everything(
         &self,
         mut input: SendableRecordBatchStream,
@@ -323,6 +338,7 @@ impl<'a> SinkWrite<'a> {
             tracing::debug!("Chunk {chunk}: {count} duplicates");
         }
         if self.sink.settings.on_duplicate == OnDuplicate::Error && metrics.has_duplicates() {
+            self.describe_samples().await;
             return Err(AtlasError::Duplicates(Box::new(metrics.duplicate_report())).into());
         }
         // (In a distributed plan the reader's task says it: the rows were
