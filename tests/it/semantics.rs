@@ -585,13 +585,15 @@ async fn existing_text_with_escapes_round_trips(db: &TestDb) {
 
 /// A refusal names the key of each of its first duplicates, also of rows
 /// that went on long before the table's keys were known (past the key
-/// columns the check keeps of such rows).
+/// columns the check keeps of such rows): where a probe read few keys, and
+/// where it read many (the first 1,100 rows of the second import share both
+/// values with the table, not the key).
 async fn refusal_names_the_keys_of_late_rows(db: &TestDb) {
     let dir = TempDir::new();
     let table = db.table("late");
     let note = |i: usize| format!("n{i:0>300}");
     let csv = |rows: &[String]| format!("email,note\n{}", rows.concat());
-    let old: Vec<String> = (0..50)
+    let old: Vec<String> = (0..1_100)
         .map(|i| format!("old{i}@x.com,{}\n", note(i)))
         .collect();
     import(db, &dir.file("old.csv", &csv(&old)), &table)
@@ -599,32 +601,38 @@ async fn refusal_names_the_keys_of_late_rows(db: &TestDb) {
         .execute()
         .await
         .unwrap();
-    let mut new: Vec<String> = (0..30_000)
-        .map(|i| format!("new{i}@x.com,{}\n", note(i)))
-        .collect();
-    new[29_000] = old[7].clone();
-    new[29_500] = new[25_000].clone();
-    let err = import(db, &dir.file("new.csv", &csv(&new)), &table)
-        .with_key(["email", "note"])
-        .execute()
-        .await
-        .unwrap_err();
-    let AtlasError::Duplicates(report) = &err else {
-        panic!("expected duplicates, got {err}");
-    };
-    assert_eq!((report.existing, report.in_file), (1, 1));
-    let message = err.to_string();
-    let existing = format!(
-        "line 29002: email=\"old7@x.com\", note=\"{}\" already exists",
-        note(7)
-    );
-    let repeat = format!(
-        "line 29502: email=\"new25000@x.com\", note=\"{}\" repeats line 25002",
-        note(25_000)
-    );
-    assert!(message.contains(&existing), "{message}");
-    assert!(message.contains(&repeat), "{message}");
-    assert_eq!(db.count(&table).await, 50);
+    for shared in [0, 1_100] {
+        let mut new: Vec<String> = (0..30_000)
+            .map(|i| match i < shared {
+                true => format!("old{i}@x.com,{}\n", note(i + 1)),
+                false => format!("new{i}@x.com,{}\n", note(i)),
+            })
+            .collect();
+        new[29_000] = old[7].clone();
+        new[29_500] = new[25_000].clone();
+        let file = dir.file(&format!("new{shared}.csv"), &csv(&new));
+        let err = import(db, &file, &table)
+            .with_key(["email", "note"])
+            .execute()
+            .await
+            .unwrap_err();
+        let AtlasError::Duplicates(report) = &err else {
+            panic!("expected duplicates, got {err}");
+        };
+        assert_eq!((report.existing, report.in_file), (1, 1));
+        let message = err.to_string();
+        let existing = format!(
+            "line 29002: email=\"old7@x.com\", note=\"{}\" already exists",
+            note(7)
+        );
+        let repeat = format!(
+            "line 29502: email=\"new25000@x.com\", note=\"{}\" repeats line 25002",
+            note(25_000)
+        );
+        assert!(message.contains(&existing), "{shared}: {message}");
+        assert!(message.contains(&repeat), "{shared}: {message}");
+    }
+    assert_eq!(db.count(&table).await, 1_100);
 }
 
 on_every_database_and_strategy!(

@@ -2,7 +2,7 @@
 //! and fingerprinted as the import's own keys are.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -28,6 +28,10 @@ use crate::schema::TargetColumn;
 const KEY_SCAN_BATCH_ROWS: usize = 8192;
 /// Text batches of existing keys queued for conversion at most.
 const KEY_SCAN_QUEUE: usize = 8;
+/// Keys a probe reads at most for their text to be kept (the probe's keys
+/// are those of the rows that share a value with the import: where they are
+/// few, a refusal's samples are described from them, not read again).
+const DESCRIBED_PROBE_KEYS: usize = 1000;
 
 /// Loads the existing keys of the target, coerced with the same code as the
 /// import's values.
@@ -46,6 +50,8 @@ pub(super) struct TableKeyLoader {
     /// those rows by their location).
     pub(super) locations: bool,
     pub(super) metrics: Arc<ImportMetrics>,
+    /// The text of the keys the probe read, where it read few.
+    pub(super) probe_texts: Arc<Mutex<Option<KeyTexts>>>,
 }
 
 #[async_trait]
@@ -58,9 +64,21 @@ impl ExistingKeyLoader for TableKeyLoader {
     ) -> Result<KnownKeys> {
         let (table, columns, hasher) = (self.table.key(), self.key_columns.clone(), hasher.clone());
         let keep = share.map(|share| share.partitioner().clone());
+        let texts = (filter.is_some() && share.is_none()).then(|| Arc::clone(&self.probe_texts));
         self.load_keys(filter.as_ref(), share, move |partition, batches| {
             let keep = keep.zip(partition);
-            fingerprint_existing_keys(&table, &columns, &hasher, keep.as_ref(), batches)
+            let (keys, described) = fingerprint_existing_keys(
+                &table,
+                &columns,
+                &hasher,
+                keep.as_ref(),
+                texts.is_some(),
+                batches,
+            )?;
+            if let Some(texts) = texts {
+                *texts.lock().expect("probe texts lock") = described;
+            }
+            Ok(keys)
         })
         .await
     }
@@ -79,6 +97,16 @@ impl ExistingKeyLoader for TableKeyLoader {
         filter: Option<crate::db::KeyFilter>,
         wanted: &[Fingerprint],
     ) -> Result<HashMap<Fingerprint, String>> {
+        // Every key the probe read is described already: the others are
+        // not among its rows.
+        if filter.is_some()
+            && let Some(texts) = &*self.probe_texts.lock().expect("probe texts lock")
+        {
+            return Ok(wanted
+                .iter()
+                .filter_map(|f| Some((*f, texts.0.get(f)?.clone())))
+                .collect());
+        }
         let (table, columns, hasher) = (self.table.key(), self.key_columns.clone(), hasher.clone());
         let wanted = wanted.to_vec();
         let texts = self
@@ -260,8 +288,30 @@ impl HeldKeys for KnownKeys {
 }
 
 /// The text of some existing keys, by fingerprint.
-#[derive(Default)]
-struct KeyTexts(HashMap<Fingerprint, String>);
+#[derive(Debug, Default)]
+pub(super) struct KeyTexts(HashMap<Fingerprint, String>);
+
+impl KeyTexts {
+    /// Describes the keys of `batch` (encoded by `encoder` as `keys`) whose
+    /// fingerprints `wanted` accepts.
+    fn add(
+        &mut self,
+        encoder: &KeyEncoder,
+        hasher: &KeyHasher,
+        batch: &RecordBatch,
+        keys: &EncodedKeys,
+        wanted: impl Fn(&Fingerprint) -> bool,
+    ) {
+        for i in 0..keys.len() {
+            let fingerprint = hasher.fingerprint(keys.key(i));
+            if wanted(&fingerprint) {
+                self.0
+                    .entry(fingerprint)
+                    .or_insert_with(|| encoder.describe(batch, i));
+            }
+        }
+    }
+}
 
 impl HeldKeys for KeyTexts {
     const PURPOSE: &'static str = "Keys of the refusal's first duplicates read again";
@@ -293,16 +343,20 @@ enum KnownKeysBuilder {
 
 /// Converts batches of existing keys to the key types where they came as
 /// text, and fingerprints them (with their rows' locations where the scan
-/// read them).
+/// read them); with the text of each key (`describe`) where they are at
+/// most [`DESCRIBED_PROBE_KEYS`].
 pub(super) fn fingerprint_existing_keys(
     table: &str,
     columns: &[TargetColumn],
     hasher: &KeyHasher,
     share: Option<&(KeyPartitioner, usize)>,
+    describe: bool,
     batches: std::sync::mpsc::Receiver<RecordBatch>,
-) -> Result<KnownKeys> {
+) -> Result<(KnownKeys, Option<KeyTexts>)> {
     let encoder = existing_key_encoder(columns);
     let mut keys: Option<KnownKeysBuilder> = None;
+    let mut texts = describe.then(KeyTexts::default);
+    let mut encoded = EncodedKeys::default();
     let schema = key_schema(columns);
     for scanned in batches {
         let mut batch = typed_keys(table, columns, &schema, &scanned)?;
@@ -321,6 +375,14 @@ pub(super) fn fingerprint_existing_keys(
                 locations = Some(
                     datafusion::arrow::compute::filter(located, &keep).map_err(AtlasError::from)?,
                 );
+            }
+        }
+        if let Some(described) = &mut texts {
+            if described.0.len() + batch.num_rows() > DESCRIBED_PROBE_KEYS {
+                texts = None;
+            } else {
+                encoder.encode(&batch, &mut encoded)?;
+                described.add(&encoder, hasher, &batch, &encoded, |_| true);
             }
         }
         let keys = keys.get_or_insert_with(|| match locations {
@@ -345,11 +407,12 @@ pub(super) fn fingerprint_existing_keys(
             }
         }
     }
-    Ok(match keys {
+    let keys = match keys {
         None => KnownKeys::default(),
         Some(KnownKeysBuilder::Plain(keys)) => KnownKeys::Plain(keys.finish()),
         Some(KnownKeysBuilder::Located(keys)) => KnownKeys::Located(keys.finish()),
-    })
+    };
+    Ok((keys, texts))
 }
 
 /// As [`fingerprint_existing_keys`], into short fingerprints: one hash a key
@@ -377,17 +440,8 @@ fn describe_existing_keys(
     batches: std::sync::mpsc::Receiver<RecordBatch>,
 ) -> Result<KeyTexts> {
     let mut texts = KeyTexts::default();
-    let mut fingerprints = Vec::new();
     encode_existing_keys(table, columns, batches, |encoder, batch, keys| {
-        hasher.fingerprints(keys, &mut fingerprints);
-        for (i, fingerprint) in fingerprints.iter().enumerate() {
-            if wanted.contains(fingerprint) {
-                texts
-                    .0
-                    .entry(*fingerprint)
-                    .or_insert_with(|| encoder.describe(batch, i));
-            }
-        }
+        texts.add(encoder, hasher, batch, keys, |f| wanted.contains(f))
     })?;
     Ok(texts)
 }

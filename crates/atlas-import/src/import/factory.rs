@@ -85,6 +85,7 @@ impl RunFactory for DatabaseRunFactory {
                 // move before it is.
                 locations: false,
                 metrics: Arc::clone(&metrics),
+                probe_texts: Default::default(),
             },
             recipe.lookup,
             recipe.lookup_reason.clone(),
