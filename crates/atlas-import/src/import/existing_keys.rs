@@ -50,8 +50,20 @@ pub(super) struct TableKeyLoader {
     /// those rows by their location).
     pub(super) locations: bool,
     pub(super) metrics: Arc<ImportMetrics>,
-    /// The text of the keys the probe read, where it read few.
-    pub(super) probe_texts: Arc<Mutex<Option<KeyTexts>>>,
+    /// How the last load of all the table's keys read them, for reading
+    /// some of them again ([`ExistingKeyLoader::describe`]).
+    pub(super) last_read: Arc<Mutex<Option<KeysRead>>>,
+}
+
+/// How a load read the table's keys.
+#[derive(Debug)]
+pub(super) enum KeysRead {
+    /// Every key.
+    Every,
+    /// The keys of the rows the probe's filter let through.
+    Probed(crate::db::KeyFilter),
+    /// The probe's keys, few enough to be kept as text.
+    Described(KeyTexts),
 }
 
 #[async_trait]
@@ -64,23 +76,37 @@ impl ExistingKeyLoader for TableKeyLoader {
     ) -> Result<KnownKeys> {
         let (table, columns, hasher) = (self.table.key(), self.key_columns.clone(), hasher.clone());
         let keep = share.map(|share| share.partitioner().clone());
-        let texts = (filter.is_some() && share.is_none()).then(|| Arc::clone(&self.probe_texts));
-        self.load_keys(filter.as_ref(), share, move |partition, batches| {
-            let keep = keep.zip(partition);
-            let (keys, described) = fingerprint_existing_keys(
-                &table,
-                &columns,
-                &hasher,
-                keep.as_ref(),
-                texts.is_some(),
-                batches,
-            )?;
-            if let Some(texts) = texts {
-                *texts.lock().expect("probe texts lock") = described;
-            }
-            Ok(keys)
-        })
-        .await
+        // A probe's keys are kept as text where they are few.
+        let described = Arc::new(Mutex::new(None));
+        let describe = (filter.is_some() && share.is_none()).then(|| Arc::clone(&described));
+        let keys = self
+            .load_keys(filter.as_ref(), share, move |partition, batches| {
+                let keep = keep.zip(partition);
+                let (keys, texts) = fingerprint_existing_keys(
+                    &table,
+                    &columns,
+                    &hasher,
+                    keep.as_ref(),
+                    describe.is_some(),
+                    batches,
+                )?;
+                if let Some(describe) = describe {
+                    *describe.lock().expect("described keys lock") = texts;
+                }
+                Ok(keys)
+            })
+            .await?;
+        // (A share of a distributed import's keys is never read again: its
+        // refusal crosses processes as counts and samples.)
+        if share.is_none() {
+            let texts = described.lock().expect("described keys lock").take();
+            *self.last_read.lock().expect("last read lock") = Some(match (texts, filter) {
+                (Some(texts), _) => KeysRead::Described(texts),
+                (None, Some(filter)) => KeysRead::Probed(filter),
+                (None, None) => KeysRead::Every,
+            });
+        }
+        Ok(keys)
     }
 
     async fn load_short(&self, hasher: &KeyHasher) -> Result<ShortFingerprints> {
@@ -94,19 +120,21 @@ impl ExistingKeyLoader for TableKeyLoader {
     async fn describe(
         &self,
         hasher: &KeyHasher,
-        filter: Option<crate::db::KeyFilter>,
         wanted: &[Fingerprint],
     ) -> Result<HashMap<Fingerprint, String>> {
-        // Every key the probe read is described already: the others are
-        // not among its rows.
-        if filter.is_some()
-            && let Some(texts) = &*self.probe_texts.lock().expect("probe texts lock")
-        {
-            return Ok(wanted
-                .iter()
-                .filter_map(|f| Some((*f, texts.0.get(f)?.clone())))
-                .collect());
-        }
+        let filter = match &*self.last_read.lock().expect("last read lock") {
+            None => return Ok(HashMap::new()),
+            // Every key the probe read is described already: the others
+            // are not among its rows.
+            Some(KeysRead::Described(texts)) => {
+                return Ok(wanted
+                    .iter()
+                    .filter_map(|f| Some((*f, texts.0.get(f)?.clone())))
+                    .collect());
+            }
+            Some(KeysRead::Probed(filter)) => Some(filter.clone()),
+            Some(KeysRead::Every) => None,
+        };
         let (table, columns, hasher) = (self.table.key(), self.key_columns.clone(), hasher.clone());
         let wanted = wanted.to_vec();
         let texts = self

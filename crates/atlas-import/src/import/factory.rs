@@ -85,7 +85,7 @@ impl RunFactory for DatabaseRunFactory {
                 // move before it is.
                 locations: false,
                 metrics: Arc::clone(&metrics),
-                probe_texts: Default::default(),
+                last_read: Default::default(),
             },
             recipe.lookup,
             recipe.lookup_reason.clone(),

@@ -335,7 +335,7 @@ impl ImportBuilder {
                 key_columns: spec.key_targets().cloned().collect(),
                 locations: spec.locate_rows,
                 metrics: Arc::clone(&self.metrics),
-                probe_texts: Default::default(),
+                last_read: Default::default(),
             },
             spec.lookup,
             spec.lookup_reason.clone(),
@@ -375,7 +375,7 @@ pub(crate) fn existing_keys(
             let values = TableKeyLoader {
                 key_columns: vec![narrowing.clone()],
                 locations: false,
-                probe_texts: Default::default(),
+                last_read: Default::default(),
                 ..loader.clone()
             };
             ExistingKeys::narrow(

@@ -65,13 +65,12 @@ pub trait ExistingKeyLoader: Send + Sync + fmt::Debug {
     }
 
     /// The text (`col=value, ...`) of the keys among `wanted` that the
-    /// table holds (of the rows `filter` lets through), read again for a
-    /// refusal's first duplicates whose rows went on before the keys were
+    /// last [`Self::load`] (of all the table's keys, not a share) read, for
+    /// a refusal's first duplicates whose rows went on before the keys were
     /// known. Loaders that cannot read them again describe none.
     async fn describe(
         &self,
         _hasher: &KeyHasher,
-        _filter: Option<KeyFilter>,
         _wanted: &[Fingerprint],
     ) -> crate::error::Result<HashMap<Fingerprint, String>> {
         Ok(HashMap::new())
@@ -295,10 +294,6 @@ pub struct ExistingKeys {
     /// The probe's resolutions that partitions left to run after their
     /// streams ended.
     deferred: Deferred,
-    /// What the keys were read with, once they were: the probe's filter
-    /// (`None`: every key), for reading some of them again
-    /// ([`Self::describe`]).
-    read_with: Arc<OnceLock<Option<KeyFilter>>>,
 }
 
 impl fmt::Debug for ExistingKeys {
@@ -321,7 +316,6 @@ impl ExistingKeys {
             feed: OnceLock::new(),
             reservations: Default::default(),
             deferred: Default::default(),
-            read_with: Default::default(),
         }
     }
 
@@ -403,17 +397,17 @@ impl ExistingKeys {
     }
 
     /// The text of the keys among `wanted` (fingerprints of the import's
-    /// keys) that the table holds, read again as they were read for the
-    /// check: the samples of a refusal whose rows went on before the keys
-    /// were known, and whose key columns the check did not keep.
+    /// keys) that the check found in the table, as its loader read them:
+    /// the samples of a refusal whose rows went on before the keys were
+    /// known, and whose key columns the check did not keep.
     pub async fn describe(
         &self,
         wanted: &[Fingerprint],
     ) -> crate::error::Result<HashMap<Fingerprint, String>> {
-        let (Some(loader), Some(filter)) = (self.loader(), self.read_with.get()) else {
-            return Ok(HashMap::new());
-        };
-        loader.describe(&self.hasher, filter.clone(), wanted).await
+        match self.loader() {
+            Some(loader) => loader.describe(&self.hasher, wanted).await,
+            None => Ok(HashMap::new()),
+        }
     }
 
     /// The hasher every key of this import is fingerprinted with.
@@ -479,7 +473,6 @@ impl ExistingKeys {
         let description = self.description.clone();
         let pool = Arc::clone(pool);
         let reservations = Arc::clone(&self.reservations);
-        let read_with = Arc::clone(&self.read_with);
         spawn_shared(async move {
             let filter = match query {
                 Some(query) => match &*query.await? {
@@ -490,11 +483,6 @@ impl ExistingKeys {
                 },
                 None => None,
             };
-            // (A share of a distributed import's keys is never read again:
-            // its refusal crosses processes as counts and samples.)
-            if share.is_none() {
-                let _ = read_with.set(filter.clone());
-            }
             let set = loader.load(&hasher, filter, share.as_deref()).await?;
             let held = reserve(
                 &pool,
