@@ -77,29 +77,23 @@ impl ExistingKeyLoader for TableKeyLoader {
         let (table, columns, hasher) = (self.table.key(), self.key_columns.clone(), hasher.clone());
         let keep = share.map(|share| share.partitioner().clone());
         // A probe's keys are kept as text where they are few.
-        let described = Arc::new(Mutex::new(None));
-        let describe = (filter.is_some() && share.is_none()).then(|| Arc::clone(&described));
-        let keys = self
+        let describe = filter.is_some() && share.is_none();
+        let (keys, texts) = self
             .load_keys(filter.as_ref(), share, move |partition, batches| {
                 let keep = keep.zip(partition);
-                let (keys, texts) = fingerprint_existing_keys(
+                fingerprint_existing_keys(
                     &table,
                     &columns,
                     &hasher,
                     keep.as_ref(),
-                    describe.is_some(),
+                    describe,
                     batches,
-                )?;
-                if let Some(describe) = describe {
-                    *describe.lock().expect("described keys lock") = texts;
-                }
-                Ok(keys)
+                )
             })
             .await?;
         // (A share of a distributed import's keys is never read again: its
         // refusal crosses processes as counts and samples.)
         if share.is_none() {
-            let texts = described.lock().expect("described keys lock").take();
             *self.last_read.lock().expect("last read lock") = Some(match (texts, filter) {
                 (Some(texts), _) => KeysRead::Described(texts),
                 (None, Some(filter)) => KeysRead::Probed(filter),
@@ -305,16 +299,6 @@ trait HeldKeys: Default + Send + 'static {
     fn memory_size(&self) -> usize;
 }
 
-impl HeldKeys for KnownKeys {
-    fn len(&self) -> usize {
-        KnownKeys::len(self)
-    }
-
-    fn memory_size(&self) -> usize {
-        KnownKeys::memory_size(self)
-    }
-}
-
 /// The text of some existing keys, by fingerprint.
 #[derive(Debug, Default)]
 pub(super) struct KeyTexts(HashMap<Fingerprint, String>);
@@ -349,6 +333,17 @@ impl HeldKeys for KeyTexts {
 
     fn memory_size(&self) -> usize {
         self.0.values().map(String::len).sum()
+    }
+}
+
+/// The existing keys with the text of the few a probe read.
+impl HeldKeys for (KnownKeys, Option<KeyTexts>) {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn memory_size(&self) -> usize {
+        self.0.memory_size()
     }
 }
 
