@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use atlas_import::{AtlasError, ImportMetrics, ImportReport, OnDuplicate};
+use atlas_import::{AtlasError, ErrorClass, ImportMetrics, ImportReport, OnDuplicate};
 
 use crate::common::{Kind, TempDir, TestDb, create, import, s};
 use crate::on_every_database_and_strategy;
@@ -635,7 +635,83 @@ async fn refusal_names_the_keys_of_late_rows(db: &TestDb) {
     assert_eq!(db.count(&table).await, 1_100);
 }
 
+/// A unique index on the key refuses a duplicate that went on before its
+/// verdict (rows are written while the table's keys are read or probed)
+/// before the check decides it: the import still refuses with its own
+/// message, naming the key and the line, and writes nothing. A key the index
+/// holds that the import's key does not explain is the database's refusal,
+/// with what it says of the key and without lines that are not the file's.
+async fn unique_index_refusals_are_duplicates(db: &TestDb) {
+    let dir = TempDir::new();
+    let table = db.table("uniq");
+    create(db, &table, "email VARCHAR(100), n INTEGER").await;
+    db.exec(&format!(
+        "CREATE UNIQUE INDEX \"{table}_email\" ON \"{table}\" (email)"
+    ))
+    .await;
+    let rows = |from: usize, to: usize| -> Vec<String> {
+        (from..to).map(|i| format!("u{i}@x.com,{i}\n")).collect()
+    };
+    let csv = |rows: &[String]| format!("email,n\n{}", rows.concat());
+    let old = dir.file("old.csv", &csv(&rows(0, 20_000)));
+    import(db, &old, &table)
+        .with_key(["email"])
+        .execute()
+        .await
+        .unwrap();
+
+    // The first 10 rows of the file are in the table.
+    let overlap = dir.file("overlap.csv", &csv(&rows(19_990, 30_000)));
+    // A row of the file repeats an earlier one.
+    let mut repeats = rows(20_000, 30_000);
+    repeats[3_000] = repeats[1_000].clone();
+    let repeats = dir.file("repeats.csv", &csv(&repeats));
+    for (file, counts, expected) in [
+        (
+            &overlap,
+            (10, 0),
+            "line 2: email=\"u19990@x.com\" already exists",
+        ),
+        (
+            &repeats,
+            (0, 1),
+            "line 3002: email=\"u21000@x.com\" repeats line 1002",
+        ),
+    ] {
+        let err = import(db, file, &table)
+            .with_key(["email"])
+            .execute()
+            .await
+            .unwrap_err();
+        let AtlasError::Duplicates(report) = &err else {
+            panic!("expected duplicates, got {err}");
+        };
+        assert_eq!((report.existing, report.in_file), counts, "{err}");
+        assert!(err.to_string().contains(expected), "{err}");
+    }
+
+    // Keyed by n, the row of u5 is new; its email is not.
+    let mut unexplained = rows(20_000, 30_000);
+    unexplained[5_000] = "u5@x.com,99999999\n".into();
+    let err = import(db, &dir.file("unexplained.csv", &csv(&unexplained)), &table)
+        .with_key(["n"])
+        .execute()
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Database, "{err}");
+    let message = err.to_string();
+    let says = match db.kind {
+        Kind::Postgres => "(Key (email)=(u5@x.com) already exists.)",
+        Kind::MySql => "Duplicate entry 'u5@x.com'",
+        Kind::Sqlite => "UNIQUE constraint failed",
+    };
+    assert!(message.contains(says), "{message}");
+    assert!(!message.contains(" at line "), "{message}");
+    assert_eq!(db.count(&table).await, 20_000);
+}
+
 on_every_database_and_strategy!(
+    unique_index_refusals_are_duplicates,
     refusal_names_the_keys_of_late_rows,
     existing_text_with_escapes_round_trips,
     parquet_ndjson_and_delimited_sources,

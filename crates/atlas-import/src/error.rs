@@ -92,7 +92,7 @@ pub enum AtlasError {
     },
 
     /// The database refused or failed an operation.
-    #[error("database error while {context}: {source}")]
+    #[error("database error while {context}: {}", crate::db::database_message(source.as_ref()))]
     Database {
         /// What we were doing.
         context: String,
@@ -366,7 +366,7 @@ impl AtlasError {
             },
             AtlasError::Database { context, source } => WireError::Database {
                 context,
-                message: source.to_string(),
+                message: crate::db::database_message(source.as_ref()),
             },
             AtlasError::ResourcesExhausted(m) => WireError::ResourcesExhausted(m),
             other @ (AtlasError::Io { .. }

@@ -8,6 +8,7 @@
 mod bind;
 mod catalog;
 mod dialect;
+mod errors;
 mod key_batch;
 mod mysql;
 mod pg_binary;
@@ -29,6 +30,7 @@ use crate::names::{TableName, TableRef};
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
 
 pub use catalog::Catalog;
+pub(crate) use errors::{database_message, refused_as_duplicate};
 pub use mysql::MySqlDatabase;
 pub use postgres::PostgresDatabase;
 pub use probe::KeyFilter;

@@ -90,6 +90,21 @@ impl SqliteDatabase {
     }
 }
 
+/// Whether `error` is SQLite refusing a row for a key a unique index (or
+/// the primary key) holds.
+pub(super) fn refused_as_duplicate(error: &(dyn std::error::Error + 'static)) -> bool {
+    error
+        .downcast_ref::<rusqlite::Error>()
+        .and_then(rusqlite::Error::sqlite_error)
+        .is_some_and(|e| {
+            matches!(
+                e.extended_code,
+                rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            )
+        })
+}
+
 /// Maps an Arrow type to the declared SQL type of a new column.
 fn sql_type_for(data_type: &DataType) -> String {
     let name = match data_type {

@@ -177,6 +177,18 @@ impl MySqlDatabase {
     }
 }
 
+/// Whether `error` is the server refusing a row for a key one of its
+/// unique indexes holds.
+pub(super) fn refused_as_duplicate(error: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(refusal) = error.downcast_ref::<write::LoadRefusal>() {
+        return refusal.duplicate_entry();
+    }
+    matches!(
+        error.downcast_ref::<mysql_async::Error>(),
+        Some(mysql_async::Error::Server(e)) if u32::from(e.code) == write::ER_DUP_ENTRY
+    )
+}
+
 /// Maps an Arrow type to the declared SQL type of a new column.
 fn sql_type_for(data_type: &DataType) -> String {
     let name = match data_type {

@@ -49,6 +49,8 @@ const MAX_BIND_PARAMETERS: usize = 65_535;
 const MAX_ROWS_PER_STATEMENT: usize = 2_000;
 /// Warnings quoted in the error of a load that raised some.
 const WARNINGS_QUOTED: usize = 3;
+/// The server's code for a key a unique index already holds.
+pub(super) const ER_DUP_ENTRY: u32 = 1062;
 
 /// Whether values of `data_type` travel as hex (decoded by `UNHEX`): a text
 /// file in one character set cannot carry arbitrary bytes.
@@ -91,21 +93,48 @@ fn load_data_sql(table: &TableRef, columns: &[TargetColumn]) -> String {
     sql
 }
 
-/// The warnings of a load, as the reason it failed.
+/// Why a load that ran to its end failed: the server's warnings (`LOCAL`
+/// turns the errors of values and rows into warnings), or rows it did not
+/// write.
 #[derive(Debug)]
-struct LoadWarnings(Vec<String>);
+pub(super) enum LoadRefusal {
+    /// The first few warnings: `(level, code, message)`.
+    Warnings(Vec<(String, u32, String)>),
+    /// Fewer rows written than sent, without a warning.
+    RowsLost { sent: u64, written: u64 },
+}
 
-impl fmt::Display for LoadWarnings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "the server did not take every value as given: {}",
-            self.0.join("; ")
-        )
+impl LoadRefusal {
+    /// Whether the server left out a row for a key a unique index holds.
+    pub(super) fn duplicate_entry(&self) -> bool {
+        match self {
+            LoadRefusal::Warnings(warnings) => {
+                warnings.iter().any(|(_, code, _)| *code == ER_DUP_ENTRY)
+            }
+            LoadRefusal::RowsLost { .. } => false,
+        }
     }
 }
 
-impl std::error::Error for LoadWarnings {}
+impl fmt::Display for LoadRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the server did not take every value as given: ")?;
+        match self {
+            LoadRefusal::Warnings(warnings) => {
+                for (i, (level, code, message)) in warnings.iter().enumerate() {
+                    let separator = if i == 0 { "" } else { "; " };
+                    write!(f, "{separator}{level} {code}: {message}")?;
+                }
+                Ok(())
+            }
+            LoadRefusal::RowsLost { sent, written } => {
+                write!(f, "{sent} rows sent, {written} written")
+            }
+        }
+    }
+}
+
+impl std::error::Error for LoadRefusal {}
 
 /// Writes the batches of `chunk` into `table` with one `LOAD DATA LOCAL
 /// INFILE`; returns the rows written. An error of the chunk stream ends the
@@ -174,17 +203,19 @@ pub(super) async fn load_chunk(
             .query(format!("SHOW WARNINGS LIMIT {WARNINGS_QUOTED}"))
             .await
             .map_err(|e| AtlasError::database(context(), e))?;
-        let quoted = warnings
-            .into_iter()
-            .map(|(level, code, message)| format!("{level} {code}: {message}"))
-            .collect();
-        return Err(AtlasError::database(context(), LoadWarnings(quoted)));
+        return Err(AtlasError::database(
+            context(),
+            LoadRefusal::Warnings(warnings),
+        ));
     }
     let written = conn.affected_rows();
     if written != rows {
         return Err(AtlasError::database(
             context(),
-            LoadWarnings(vec![format!("{rows} rows sent, {written} written")]),
+            LoadRefusal::RowsLost {
+                sent: rows,
+                written,
+            },
         ));
     }
     Ok(written)

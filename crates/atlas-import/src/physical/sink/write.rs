@@ -273,6 +273,33 @@ impl<'a> SinkWrite<'a> {
         }
     }
 
+    /// The error of an `ON DUPLICATE ERROR` write that a unique index of
+    /// the table refused: rows go on before their verdicts, so the index can
+    /// see a duplicate before the check does. The check then decides the
+    /// rest of the rows (none written), and its refusal, which names the
+    /// keys and lines, stands for the database's where it found one: a key
+    /// the index holds that the import's key does not explain stays the
+    /// database's error.
+    async fn duplicates_behind(
+        &self,
+        refused: AtlasError,
+        input: &mut SendableRecordBatchStream,
+    ) -> AtlasError {
+        let decided = async {
+            while self.next_rows(input).await?.is_some() {}
+            self.existing.settle().await
+        };
+        if let Err(e) = decided.await {
+            tracing::debug!("The check stopped after the database refused a duplicate: {e}");
+            return refused;
+        }
+        if !self.metrics.has_duplicates() {
+            return refused;
+        }
+        self.describe_samples().await;
+        AtlasError::Duplicates(Box::new(self.metrics.duplicate_report()))
+    }
+
     pub(super) async fn write_everything(
         &self,
         mut input: SendableRecordBatchStream,
@@ -308,8 +335,17 @@ impl<'a> SinkWrite<'a> {
                 self.upsert(first, &mut input).await
             } else {
                 self.insert(first, &mut input).await
-            }
-            .map_err(|e| self.at_source_row(e))?;
+            };
+            let written = match written.map_err(|e| self.at_source_row(e)) {
+                Ok(written) => written,
+                Err(e)
+                    if self.sink.settings.on_duplicate == OnDuplicate::Error
+                        && crate::db::refused_as_duplicate(&e) =>
+                {
+                    return Err(self.duplicates_behind(e, &mut input).await.into());
+                }
+                Err(e) => return Err(e.into()),
+            };
             timer.done();
             rows_written.add(written as usize);
             self.metrics
