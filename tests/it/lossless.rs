@@ -187,6 +187,44 @@ async fn dialect_options_read_other_files(db: &TestDb) {
     );
 }
 
+/// Files as spreadsheets export them read without options: a first line
+/// `sep=;` names the delimiter (and is a line of the file, not a record),
+/// and a UTF-16 byte-order mark the encoding.
+async fn spreadsheet_exports_read_as_written(db: &TestDb) {
+    let dir = TempDir::new();
+    let table = db.table("sep");
+    let named = "sep=;\r\nname;amount\r\nA;1,5\r\nB;2,25\r\n";
+    let report = import(db, &dir.file("named.csv", named), &table)
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!((report.rows_read, report.comment_lines), (2, 1));
+    assert_eq!(
+        db.rows(&table, &["name", "amount"]).await,
+        vec![vec![s("A"), s("1,5")], vec![s("B"), s("2,25")]]
+    );
+    let repeated = dir.file("repeated.csv", "sep=;\nname;amount\nC;1\nC;1\n");
+    let err = import(db, &repeated, &table).execute().await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("line 4: name=\"C\", amount=\"1\" repeats line 3"),
+        "{err}"
+    );
+
+    let table = db.table("utf16");
+    let text: Vec<u8> = "\u{feff}id\tname\r\n1\tcafé\r\n2\t\u{1F600}\r\n"
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    let path = dir.path().join("unicode.tsv");
+    std::fs::write(&path, text).unwrap();
+    import(db, &path, &table).execute().await.unwrap();
+    assert_eq!(
+        db.rows(&table, &["id", "name"]).await,
+        vec![vec![s("1"), s("café")], vec![s("2"), s("\u{1F600}")]]
+    );
+}
+
 /// Malformed records go to the reject file with their line and reason; the
 /// rest is imported.
 async fn malformed_records_can_be_rejected(db: &TestDb) {
@@ -375,6 +413,7 @@ on_every_database!(
     infer_text_makes_every_column_text,
     malformed_quoting_is_bad_data,
     dialect_options_read_other_files,
+    spreadsheet_exports_read_as_written,
     malformed_records_can_be_rejected,
     every_record_is_accounted_for,
     errors_name_physical_lines,

@@ -99,6 +99,44 @@ impl Read for DecodingReader {
     }
 }
 
+/// `input` as UTF-8 where no encoding is named: text that starts with a
+/// UTF-16 byte-order mark (spreadsheets' "Unicode text") is decoded from
+/// UTF-16, as `encoding 'utf-16le'` (or `be`) would; anything else passes
+/// through unchanged (a UTF-8 mark is dropped with the header's first name).
+pub(crate) fn by_byte_order_mark(mut input: Box<dyn Read + Send>) -> Box<dyn Read + Send> {
+    let mut head = [0u8; 2];
+    let mut filled = 0;
+    while filled < head.len() {
+        match input.read(&mut head[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // The parser's first read reports it.
+            Err(e) => return Box::new(FailedRead(Some(e))),
+        }
+    }
+    let utf16 = matches!(head, [0xFF, 0xFE] | [0xFE, 0xFF]) && filled == 2;
+    let input = Box::new(io::Cursor::new(head[..filled].to_vec()).chain(input));
+    if utf16 {
+        // The decoder reads the mark: little- or big-endian, then dropped.
+        Box::new(DecodingReader::new(input, encoding_rs::UTF_16LE))
+    } else {
+        input
+    }
+}
+
+/// A read that failed before the parser began: fails its first read.
+struct FailedRead(Option<io::Error>);
+
+impl Read for FailedRead {
+    fn read(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
+        match self.0.take() {
+            Some(e) => Err(e),
+            None => Ok(0),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +170,27 @@ mod tests {
         let err = decoded(b"ok \x82", "shift_jis").unwrap_err().to_string();
         assert!(err.contains("not valid Shift_JIS"), "{err}");
         assert!(encoding_for("klingon").is_none());
+    }
+
+    fn sniffed(bytes: &[u8]) -> io::Result<String> {
+        let mut out = String::new();
+        by_byte_order_mark(Box::new(io::Cursor::new(bytes.to_vec()))).read_to_string(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn a_utf16_byte_order_mark_names_the_encoding() {
+        assert_eq!(
+            sniffed(b"\xff\xfea\x00\t\x00\xe9\x00").unwrap(),
+            "a\t\u{e9}"
+        );
+        assert_eq!(sniffed(b"\xfe\xff\x00a\x00,\x00\xe9").unwrap(), "a,\u{e9}");
+        // Anything else as it is, however short.
+        assert_eq!(sniffed(b"a,b\n1,2\n").unwrap(), "a,b\n1,2\n");
+        assert_eq!(sniffed(b"\xef\xbb\xbfa").unwrap(), "\u{feff}a");
+        assert_eq!(sniffed(b"x").unwrap(), "x");
+        assert_eq!(sniffed(b"").unwrap(), "");
+        // A lone surrogate is not UTF-16.
+        assert!(sniffed(b"\xff\xfe\x00\xd8a\x00").is_err());
     }
 }

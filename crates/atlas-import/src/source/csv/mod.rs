@@ -95,7 +95,8 @@ impl CsvDialect {
     }
 
     /// `self` with the delimiter the file uses, where none was given: the
-    /// comma, unless it leaves the first record one field and exactly one
+    /// one a first line `sep=;` names; else the comma, unless it leaves the
+    /// first record one field and exactly one
     /// of `;`, tab and `|` splits each of the first records into the same
     /// number of fields, more than one (a semicolon file whose numbers
     /// have decimal commas is one). `open` opens the file from its start.
@@ -105,6 +106,15 @@ impl CsvDialect {
         source_name: &str,
     ) -> Result<Self> {
         if !std::mem::take(&mut self.detect_delimiter) || self.delimiter != b',' {
+            return Ok(self);
+        }
+        let named = CsvParser::new(open()?, self.clone(), source_name).named_delimiter()?;
+        if let Some(delimiter) = named {
+            tracing::info!(
+                "{source_name}: delimiter '{}' named by the file's first line (sep=)",
+                printable(delimiter)
+            );
+            self.delimiter = delimiter;
             return Ok(self);
         }
         let mut shape = |delimiter| -> Result<RecordsShape> {

@@ -114,14 +114,18 @@ pub(crate) struct CsvParser {
     problem: Option<Problem>,
     /// The source, for I/O errors.
     source_name: String,
-    /// Comment lines skipped so far.
+    /// Comment lines skipped so far (and a `sep=` line).
     pub(crate) comment_lines: u64,
+    /// Whether the first line was looked at for a `sep=` line.
+    hint_checked: bool,
+    /// The delimiter a first line `sep=;` names.
+    named_delimiter: Option<u8>,
 }
 
 impl CsvParser {
     pub(crate) fn new(input: Box<dyn Read + Send>, dialect: CsvDialect, source_name: &str) -> Self {
         let input = match dialect.encoding.as_deref().map(super::encoding_for) {
-            None => input,
+            None => super::decode::by_byte_order_mark(input),
             Some(Some(encoding)) => Box::new(super::decode::DecodingReader::new(input, encoding)),
             // Names are checked where the options are read; one in a plan
             // written by hand fails its first read.
@@ -149,12 +153,38 @@ impl CsvParser {
             problem: None,
             source_name: source_name.to_string(),
             comment_lines: 0,
+            hint_checked: false,
+            named_delimiter: None,
         }
+    }
+
+    /// The delimiter the file's first line names, as spreadsheets write it
+    /// (`sep=;`), if it has one.
+    pub(crate) fn named_delimiter(&mut self) -> Result<Option<u8>> {
+        self.skip_separator_hint()?;
+        Ok(self.named_delimiter)
+    }
+
+    /// Skips a first line `sep=;` (once): a line of the file that names its
+    /// delimiter, neither a header nor a record.
+    fn skip_separator_hint(&mut self) -> Result<()> {
+        if std::mem::replace(&mut self.hint_checked, true) {
+            return Ok(());
+        }
+        self.fill(READ_BYTES)?;
+        if let Some((consumed, delimiter)) = separator_hint(&self.buf[self.pos..self.filled]) {
+            self.pos += consumed;
+            self.line += 1;
+            self.comment_lines += 1;
+            self.named_delimiter = Some(delimiter);
+        }
+        Ok(())
     }
 
     /// The next record (a blank line comes back as a record with `blank`
     /// set; comment lines are skipped and counted), or `None` at the end.
     pub(crate) fn next_record(&mut self) -> Result<Option<RecordView<'_>>> {
+        self.skip_separator_hint()?;
         loop {
             let step = self.parse_at_pos();
             match step {
@@ -262,6 +292,28 @@ impl CsvParser {
             &mut self.problem,
         )
     }
+}
+
+/// A first line `sep=;` (after a UTF-8 byte-order mark, if any), as
+/// spreadsheets write it to name the delimiter: its length with its line
+/// break, and the delimiter. `data` holds the whole line.
+fn separator_hint(data: &[u8]) -> Option<(usize, u8)> {
+    let mark = if data.starts_with(b"\xEF\xBB\xBF") {
+        3
+    } else {
+        0
+    };
+    let line = &data[mark..];
+    let (name, delimiter) = (line.get(..4)?, *line.get(4)?);
+    let named = name.eq_ignore_ascii_case(b"sep=")
+        && (delimiter.is_ascii_punctuation() || delimiter == b'\t' || delimiter == b' ');
+    let ending = match line.get(5..)? {
+        [] => 0,
+        [b'\r', b'\n', ..] => 2,
+        [b'\r' | b'\n', ..] => 1,
+        _ => return None,
+    };
+    named.then_some((mark + 5 + ending, delimiter))
 }
 
 /// Where a line break ends: `Some(len)` of the break at `data[i]` (`\n`,
@@ -562,6 +614,32 @@ mod tests {
 
     fn s(v: &str) -> Option<String> {
         Some(v.to_string())
+    }
+
+    #[test]
+    fn a_first_line_naming_the_delimiter_is_skipped() {
+        let semicolons = CsvDialect {
+            delimiter: b';',
+            ..csv()
+        };
+        let r = records("sep=;\r\na;b\n1;2\n", semicolons.clone());
+        assert_eq!(r.len(), 2);
+        assert_eq!((r[0].0, &r[0].1), (2, &vec![s("a"), s("b")]));
+        assert_eq!((r[1].0, &r[1].1), (3, &vec![s("1"), s("2")]));
+        let r = records("\u{feff}SEP=;\na;b\n", semicolons);
+        assert_eq!((r[0].0, &r[0].1), (2, &vec![s("a"), s("b")]));
+        // Only a first line of exactly that form.
+        for text in ["sep=;x\na\n", "sep=\na\n", "a\nsep=;\n", "sepx;\na\n"] {
+            assert_eq!(records(text, csv())[0].0, 1, "{text:?}");
+        }
+        let named = |text: &str| {
+            CsvParser::new(Box::new(std::io::Cursor::new(text.to_string())), csv(), "t")
+                .named_delimiter()
+                .unwrap()
+        };
+        assert_eq!(named("sep=|\na|b\n"), Some(b'|'));
+        assert_eq!(named("sep=\t"), Some(b'\t'));
+        assert_eq!(named("a,b\n"), None);
     }
 
     #[test]
