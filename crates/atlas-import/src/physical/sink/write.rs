@@ -293,11 +293,19 @@ impl<'a> SinkWrite<'a> {
             tracing::debug!("The check stopped after the database refused a duplicate: {e}");
             return refused;
         }
+        self.duplicate_refusal().await.unwrap_or(refused)
+    }
+
+    /// The import's refusal, where the check found duplicates: every
+    /// sample's key described.
+    async fn duplicate_refusal(&self) -> Option<AtlasError> {
         if !self.metrics.has_duplicates() {
-            return refused;
+            return None;
         }
         self.describe_samples().await;
-        AtlasError::Duplicates(Box::new(self.metrics.duplicate_report()))
+        Some(AtlasError::Duplicates(Box::new(
+            self.metrics.duplicate_report(),
+        )))
     }
 
     pub(super) async fn write_everything(
@@ -373,9 +381,10 @@ impl<'a> SinkWrite<'a> {
             }
             tracing::debug!("Chunk {chunk}: {count} duplicates");
         }
-        if self.sink.settings.on_duplicate == OnDuplicate::Error && metrics.has_duplicates() {
-            self.describe_samples().await;
-            return Err(AtlasError::Duplicates(Box::new(metrics.duplicate_report())).into());
+        if self.sink.settings.on_duplicate == OnDuplicate::Error
+            && let Some(refusal) = self.duplicate_refusal().await
+        {
+            return Err(refusal.into());
         }
         // (In a distributed plan the reader's task says it: the rows were
         // counted in another process.)
