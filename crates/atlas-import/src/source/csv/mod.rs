@@ -108,15 +108,6 @@ impl CsvDialect {
         if !std::mem::take(&mut self.detect_delimiter) || self.delimiter != b',' {
             return Ok(self);
         }
-        let named = CsvParser::new(open()?, self.clone(), source_name).named_delimiter()?;
-        if let Some(delimiter) = named {
-            tracing::info!(
-                "{source_name}: delimiter '{}' named by the file's first line (sep=)",
-                printable(delimiter)
-            );
-            self.delimiter = delimiter;
-            return Ok(self);
-        }
         let mut shape = |delimiter| -> Result<RecordsShape> {
             let dialect = CsvDialect {
                 delimiter,
@@ -128,7 +119,16 @@ impl CsvDialect {
                 source_name,
             )))
         };
-        if shape(b',')?.first_fields != 1 {
+        let comma = shape(b',')?;
+        if let Some(delimiter) = comma.named_delimiter {
+            tracing::info!(
+                "{source_name}: delimiter '{}' named by the file's first line (sep=)",
+                printable(delimiter)
+            );
+            self.delimiter = delimiter;
+            return Ok(self);
+        }
+        if comma.first_fields != 1 {
             return Ok(self);
         }
         let mut fitting = Vec::new();
@@ -161,6 +161,8 @@ struct RecordsShape {
     first_fields: usize,
     /// Whether every record read is well-formed with `first_fields` fields.
     steady: bool,
+    /// The delimiter a first line `sep=;` names.
+    named_delimiter: Option<u8>,
 }
 
 impl RecordsShape {
@@ -168,6 +170,7 @@ impl RecordsShape {
         let mut shape = RecordsShape {
             first_fields: 0,
             steady: true,
+            named_delimiter: None,
         };
         let mut read = 0;
         while read < DETECTION_RECORDS {
@@ -189,6 +192,7 @@ impl RecordsShape {
                 break;
             }
         }
+        shape.named_delimiter = parser.named_delimiter();
         shape
     }
 }

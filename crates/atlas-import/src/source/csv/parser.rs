@@ -159,10 +159,9 @@ impl CsvParser {
     }
 
     /// The delimiter the file's first line names, as spreadsheets write it
-    /// (`sep=;`), if it has one.
-    pub(crate) fn named_delimiter(&mut self) -> Result<Option<u8>> {
-        self.skip_separator_hint()?;
-        Ok(self.named_delimiter)
+    /// (`sep=;`), once the first record was asked for.
+    pub(crate) fn named_delimiter(&self) -> Option<u8> {
+        self.named_delimiter
     }
 
     /// Skips a first line `sep=;` (once): a line of the file that names its
@@ -633,9 +632,10 @@ mod tests {
             assert_eq!(records(text, csv())[0].0, 1, "{text:?}");
         }
         let named = |text: &str| {
-            CsvParser::new(Box::new(std::io::Cursor::new(text.to_string())), csv(), "t")
-                .named_delimiter()
-                .unwrap()
+            let mut parser =
+                CsvParser::new(Box::new(std::io::Cursor::new(text.to_string())), csv(), "t");
+            parser.next_record().unwrap();
+            parser.named_delimiter()
         };
         assert_eq!(named("sep=|\na|b\n"), Some(b'|'));
         assert_eq!(named("sep=\t"), Some(b'\t'));
