@@ -1,8 +1,9 @@
-//! MySQL/MariaDB write paths: `LOAD DATA LOCAL INFILE` fed from memory (the
-//! default) and multi-row INSERT (`local-infile=false`, or a server with
-//! `local_infile=0`) must store the same values, and a value the server
-//! would change under either path is refused with nothing written. The
-//! probe's reads stay within the server's `max_allowed_packet`.
+//! MySQL/MariaDB write methods: array binding (MariaDB's default),
+//! `LOAD DATA LOCAL INFILE` fed from memory (MySQL's default) and multi-row
+//! INSERT (`local-infile=false`, or a server with `local_infile=0`) must
+//! store the same values, and a value the server would change under any of
+//! them is refused with nothing written. The probe's reads stay within the
+//! server's `max_allowed_packet`.
 
 use std::sync::Arc;
 
@@ -47,14 +48,26 @@ async fn written_by(url: &str, test: &TestDb, dir: &TempDir) -> Vec<Vec<Option<S
     .await
 }
 
+/// The URLs of every write method the test server offers, the default first.
+fn write_method_urls() -> Vec<String> {
+    vec![
+        mysql_url(),
+        url_with("write-method=array"),
+        url_with("write-method=load-data"),
+        url_with("write-method=insert"),
+        url_with("local-infile=false"),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn load_data_and_insert_store_the_same_values() {
+async fn every_write_method_stores_the_same_values() {
     let test = TestDb::new(Kind::MySql).await;
     test.run(async {
         let dir = TempDir::new();
         let loaded = written_by(&mysql_url(), &test, &dir).await;
-        let inserted = written_by(&url_with("local-infile=false"), &test, &dir).await;
-        assert_eq!(loaded, inserted);
+        for url in write_method_urls() {
+            assert_eq!(written_by(&url, &test, &dir).await, loaded, "{url}");
+        }
         let first = loaded
             .iter()
             .find(|row| row[0].as_deref() == Some("18446744073709551615"))
@@ -85,13 +98,14 @@ async fn load_data_and_insert_store_the_same_values() {
 
 /// `LOAD DATA LOCAL` turns errors into warnings and stores an altered value
 /// (a TIMESTAMP past 2038 becomes zero); the import treats any warning as an
-/// error, names it, and writes nothing. INSERT refuses the same value.
+/// error, names it, and writes nothing. INSERT and array binding refuse the
+/// same value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_the_server_would_alter_are_refused() {
     let test = TestDb::new(Kind::MySql).await;
     test.run(async {
         let dir = TempDir::new();
-        for url in [mysql_url(), url_with("local-infile=false")] {
+        for url in write_method_urls() {
             let table = test.table("mysql_alter");
             create(&test, &table, "t TIMESTAMP NULL, note TEXT").await;
             let path = dir.file(
@@ -180,10 +194,11 @@ async fn a_probe_longer_than_the_packet_limit_reads_in_several_statements() {
     .await;
 }
 
-/// A file that turns out malformed while `LOAD DATA` is taking its rows
+/// A file that turns out malformed while the server is taking its rows
 /// (an unterminated quote at line 150,002 of 200,001) is refused over a
-/// connection that still works: the rows sent are rolled back and a table the
-/// import created is dropped, not left behind empty.
+/// connection that still works, by every write method: the rows sent are
+/// rolled back and a table the import created is dropped, not left behind
+/// empty.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_failing_during_load_data_leaves_no_table() {
     let test = TestDb::new(Kind::MySql).await;
@@ -196,20 +211,71 @@ async fn a_file_failing_during_load_data_leaves_no_table() {
             .collect();
         let dir = TempDir::new();
         let path = dir.file("malformed_late.csv", &csv);
-        for existing in [false, true] {
-            let table = test.table("late_bad");
-            if existing {
-                create(&test, &table, "n BIGINT, note TEXT").await;
+        for url in write_method_urls() {
+            let target = db::connect(&url).await.unwrap();
+            for existing in [false, true] {
+                let table = test.table("late_bad");
+                if existing {
+                    create(&test, &table, "n BIGINT, note TEXT").await;
+                }
+                let err = atlas_import::ImportBuilder::new(Arc::clone(&target), &path, &table)
+                    .execute()
+                    .await
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains("line 150002"), "{url}: {err}");
+                assert_eq!(test.exists(&table).await, existing, "{url}: {err}");
+                assert_eq!(test.count(&table).await, 0, "{url}");
             }
-            let err = atlas_import::ImportBuilder::new(Arc::clone(&test.db), &path, &table)
+        }
+    })
+    .await;
+}
+
+/// Array binding sends a file larger than one request (4 MiB of parameters)
+/// in several, each declaring its parameters' types: a column that is NULL
+/// in every row of the first requests and text later is stored as INSERT
+/// stores it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn array_requests_declare_their_own_types() {
+    let test = TestDb::new(Kind::MySql).await;
+    test.run(async {
+        let dir = TempDir::new();
+        let rows = 30_000;
+        let padding = "x".repeat(400);
+        let csv: String = std::iter::once("n,late,pad,d\n".to_string())
+            .chain((0..rows).map(|n| {
+                let late = if n >= 25_000 {
+                    format!("late {n}")
+                } else {
+                    String::new()
+                };
+                format!("{n},{late},{padding},2024-01-{:02}\n", n % 28 + 1)
+            }))
+            .collect();
+        let path = dir.file("array_types.csv", &csv);
+        let mut stored = Vec::new();
+        for url in [
+            url_with("write-method=array"),
+            url_with("write-method=insert"),
+        ] {
+            let table = test.table("array_types");
+            create(&test, &table, "n INT, late TEXT, pad TEXT, d DATE").await;
+            let target = db::connect(&url).await.unwrap();
+            let report = atlas_import::ImportBuilder::new(target, &path, &table)
                 .execute()
                 .await
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains("line 150002"), "{err}");
-            assert_eq!(test.exists(&table).await, existing, "{err}");
-            assert_eq!(test.count(&table).await, 0);
+                .unwrap();
+            assert_eq!(report.inserted, rows as u64, "{url}");
+            let late = test
+                .scalar(&format!(
+                    "SELECT COUNT(*) FROM \"{table}\" WHERE late = CONCAT('late ', n)"
+                ))
+                .await;
+            assert_eq!(late, 5_000, "{url}");
+            stored.push(test.rows(&table, &["n", "late", "d"]).await);
         }
+        assert_eq!(stored[0], stored[1]);
     })
     .await;
 }

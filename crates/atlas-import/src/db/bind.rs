@@ -1,5 +1,6 @@
 //! Arrow columns prepared for binding as statement parameters (SQLite's
-//! prepared INSERT, MySQL/MariaDB's INSERTs) or for MySQL's `LOAD DATA` text.
+//! prepared INSERT, MySQL/MariaDB's INSERTs and array binding) or for MySQL's
+//! `LOAD DATA` text.
 
 use std::fmt::Write as _;
 
@@ -120,7 +121,7 @@ impl BindColumn {
     }
 }
 
-const MICROS_PER_DAY: i64 = 86_400_000_000;
+pub(crate) const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 /// A date (`YYYY-MM-DD`) or a timestamp (`YYYY-MM-DD HH:MM:SS[.fff|.ffffff]`,
 /// UTC) as text, formatted on the stack: the form SQLite's date functions,
@@ -210,28 +211,36 @@ impl TimeText {
         self.len += width;
     }
 
-    /// Appends the date `days` after 1970-01-01 as `YYYY-MM-DD` (the civil
-    /// calendar, Howard Hinnant's algorithm); `false` for years outside 0..=9999.
+    /// Appends the date `days` after 1970-01-01 as `YYYY-MM-DD`; `false` for
+    /// years outside 0..=9999.
     fn push_date(&mut self, days: i64) -> bool {
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        if !(0..=9999).contains(&year) {
+        let Some((year, month, day)) = civil_date(days) else {
             return false;
-        }
-        self.push_digits(year as u32, 4);
+        };
+        self.push_digits(u32::from(year), 4);
         self.push(b'-');
-        self.push_digits(month as u32, 2);
+        self.push_digits(u32::from(month), 2);
         self.push(b'-');
-        self.push_digits(day as u32, 2);
+        self.push_digits(u32::from(day), 2);
         true
     }
+}
+
+/// The civil calendar's year, month and day of the date `days` after
+/// 1970-01-01 (Howard Hinnant's algorithm); `None` for years outside 0..=9999.
+pub(crate) fn civil_date(days: i64) -> Option<(u16, u8, u8)> {
+    let z = days.checked_add(719_468)?;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (0..=9999)
+        .contains(&year)
+        .then_some((year as u16, month as u8, day as u8))
 }
 
 impl std::fmt::Write for TimeText {

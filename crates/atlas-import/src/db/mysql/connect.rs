@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use mysql_async::{Conn, DriverError, Opts, OptsBuilder, SslOpts};
 
+use super::write::WriteMethod;
 use crate::error::{AtlasError, Result};
 
 /// Statements run on every connection (and again after a pooled one is reset):
@@ -33,9 +34,11 @@ pub(super) struct UrlOptions {
     plain: OptsBuilder,
     tls: TlsMode,
     ca: Option<PathBuf>,
-    /// `local-infile=false`: rows go in by INSERT even where the server
-    /// accepts `LOAD DATA LOCAL INFILE`.
+    /// `local-infile=false`: rows never go in by `LOAD DATA LOCAL INFILE`,
+    /// even where the server accepts it.
     pub(super) local_infile: bool,
+    /// `write-method=...`: how rows go in, where the URL says.
+    pub(super) write_method: Option<WriteMethod>,
 }
 
 impl UrlOptions {
@@ -75,6 +78,7 @@ impl UrlOptions {
         let mut tls = TlsMode::Preferred;
         let mut ca = None;
         let mut local_infile = true;
+        let mut write_method = None;
         for (name, value) in parsed.query_pairs() {
             match (name.as_ref(), value.as_ref()) {
                 ("ssl-mode" | "sslmode", mode) => {
@@ -105,9 +109,18 @@ impl UrlOptions {
                         }
                     }
                 }
+                ("write-method", name) => {
+                    write_method = Some(WriteMethod::parse(name).ok_or_else(|| {
+                        invalid(format!(
+                            "write-method '{name}': expected {}",
+                            WriteMethod::NAMES
+                        ))
+                    })?);
+                }
                 (other, _) => {
                     return Err(invalid(format!(
-                        "unknown parameter '{other}' (known: ssl-mode, ssl-ca, socket, local-infile)"
+                        "unknown parameter '{other}' (known: ssl-mode, ssl-ca, socket, \
+                         local-infile, write-method)"
                     )));
                 }
             }
@@ -117,6 +130,7 @@ impl UrlOptions {
             tls,
             ca,
             local_infile,
+            write_method,
         })
     }
 
@@ -190,6 +204,16 @@ mod tests {
         assert_eq!(opts.tcp_port(), 3307);
         assert_eq!(options.tls, TlsMode::Required);
         assert!(!options.local_infile);
+        assert_eq!(options.write_method, None);
+        let array = UrlOptions::parse("mysql://h/db?write-method=array", "m").unwrap();
+        assert_eq!(array.write_method, Some(WriteMethod::ArrayBinding));
+        let method = UrlOptions::parse("mysql://h/db?write-method=copy", "m")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            method.contains("write-method 'copy': expected array, load-data or insert"),
+            "{method}"
+        );
 
         let unknown = UrlOptions::parse("mysql://root@h/db?charsett=x", "mysql://root@h/db")
             .unwrap_err()

@@ -1,6 +1,7 @@
 //! MySQL and MariaDB, through mysql_async: a named lock (`GET_LOCK`)
-//! serializes imports into a table; rows go in by `LOAD DATA LOCAL INFILE`
-//! fed from memory (see [`write`]), inside one InnoDB transaction.
+//! serializes imports into a table; rows go in by array binding on MariaDB
+//! and `LOAD DATA LOCAL INFILE` fed from memory on MySQL (see [`write`]),
+//! inside one InnoDB transaction.
 //!
 //! Two MySQL facts shape this adapter:
 //! - DDL commits implicitly. A table the import creates is therefore created
@@ -16,6 +17,8 @@
 
 mod connect;
 mod write;
+
+use write::WriteMethod;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
@@ -135,6 +138,9 @@ pub struct MySqlDatabase {
     /// Whether rows may go in by `LOAD DATA LOCAL INFILE` (the URL's
     /// `local-infile`, default true; the server is asked per import).
     local_infile: bool,
+    /// How rows go in, where the URL's `write-method` says (else chosen per
+    /// import from what the server offers).
+    write_method: Option<WriteMethod>,
     url: String,
     /// The database of the URL: where unqualified names live.
     default_schema: Option<String>,
@@ -164,6 +170,7 @@ impl MySqlDatabase {
             pool,
             opts,
             local_infile: options.local_infile,
+            write_method: options.write_method,
             url: masked,
             default_schema,
         })
@@ -720,24 +727,67 @@ impl Database for MySqlDatabase {
         conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
             .await
             .map_err(begin_error)?;
-        let (max_packet, server_infile): (i64, i64) = conn
+        let (max_packet, server_infile, version): (i64, i64, String) = conn
             .query_first(
-                "SELECT CAST(@@max_allowed_packet AS SIGNED), CAST(@@local_infile AS SIGNED)",
+                "SELECT CAST(@@max_allowed_packet AS SIGNED), CAST(@@local_infile AS SIGNED), \
+                 CAST(VERSION() AS CHAR)",
             )
             .await
             .map_err(begin_error)?
-            .unwrap_or((1 << 20, 0));
+            .unwrap_or((1 << 20, 0, String::new()));
+        let write_method = self.write_method(server_infile != 0, &version)?;
         conn.query_drop("START TRANSACTION")
             .await
             .map_err(begin_error)?;
         Ok(Box::new(MySqlImport {
             conn,
             max_packet: usize::try_from(max_packet).unwrap_or(1 << 20),
-            local_infile: self.local_infile && server_infile != 0,
+            write_method,
             lock: None,
             created: None,
         }))
     }
+}
+
+impl MySqlDatabase {
+    /// How this import's rows go in, on a server of `version` that allows
+    /// `LOAD DATA LOCAL INFILE` or not (`server_infile`): the URL's
+    /// `write-method` where it names one the server offers, else array
+    /// binding on MariaDB 10.2 and later, `LOAD DATA` where allowed, INSERT.
+    fn write_method(&self, server_infile: bool, version: &str) -> Result<WriteMethod> {
+        let array_binding = offers_array_binding(version);
+        let load_data = self.local_infile && server_infile;
+        match self.write_method {
+            Some(WriteMethod::ArrayBinding) if !array_binding => Err(AtlasError::Usage(format!(
+                "write-method=array needs MariaDB 10.2 or later; the server is {version}"
+            ))),
+            Some(WriteMethod::LoadData) if !load_data => Err(AtlasError::Usage(
+                "write-method=load-data needs LOAD DATA LOCAL INFILE, which the server \
+                 (local_infile=0) or the URL (local-infile=false) refuses"
+                    .into(),
+            )),
+            Some(method) => Ok(method),
+            None if array_binding => Ok(WriteMethod::ArrayBinding),
+            None if load_data => Ok(WriteMethod::LoadData),
+            None => Ok(WriteMethod::Insert),
+        }
+    }
+}
+
+/// Whether a server that calls itself `version` (`VERSION()`) executes array
+/// binding (`COM_STMT_BULK_EXECUTE`): MariaDB from 10.2.
+fn offers_array_binding(version: &str) -> bool {
+    if !version.contains("MariaDB") {
+        return false;
+    }
+    // A replication-compatible prefix (`5.5.5-10.11.2-MariaDB`) comes first
+    // on some servers.
+    let version = version.strip_prefix("5.5.5-").unwrap_or(version);
+    let mut parts = version
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|part| part.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (10, 2)
 }
 
 /// The import transaction on MySQL/MariaDB, on a connection of its own.
@@ -745,8 +795,8 @@ struct MySqlImport {
     conn: Conn,
     /// `max_allowed_packet`: an INSERT and its parameters must fit in it.
     max_packet: usize,
-    /// Whether rows go in by `LOAD DATA LOCAL INFILE` (else INSERTs).
-    local_infile: bool,
+    /// How rows go in.
+    write_method: WriteMethod,
     /// The named lock held, released at the end.
     lock: Option<String>,
     /// A table this import created (and committed, as DDL does): dropped on rollback.
@@ -848,10 +898,15 @@ impl ImportTransaction for MySqlImport {
         columns: &[TargetColumn],
         chunk: &mut ChunkStream<'_>,
     ) -> Result<u64> {
-        if self.local_infile {
-            write::load_chunk(&mut self.conn, table, columns, chunk).await
-        } else {
-            write::insert_chunk(&mut self.conn, table, columns, chunk, self.max_packet).await
+        match self.write_method {
+            WriteMethod::ArrayBinding => {
+                write::bind_array_chunk(&mut self.conn, table, columns, chunk, self.max_packet)
+                    .await
+            }
+            WriteMethod::LoadData => write::load_chunk(&mut self.conn, table, columns, chunk).await,
+            WriteMethod::Insert => {
+                write::insert_chunk(&mut self.conn, table, columns, chunk, self.max_packet).await
+            }
         }
     }
 
@@ -916,5 +971,15 @@ mod tests {
             DataType::Decimal128(12, 2)
         );
         assert_eq!(data_type_for("geometry", "geometry", 0, 0), DataType::Null);
+    }
+
+    #[test]
+    fn array_binding_from_mariadb_10_2() {
+        assert!(offers_array_binding("10.11.19-MariaDB-0+deb12u1"));
+        assert!(offers_array_binding("5.5.5-10.2.7-MariaDB"));
+        assert!(offers_array_binding("11.4.2-MariaDB"));
+        assert!(!offers_array_binding("10.1.48-MariaDB"));
+        assert!(!offers_array_binding("8.0.36"));
+        assert!(!offers_array_binding("8.4.0-commercial"));
     }
 }

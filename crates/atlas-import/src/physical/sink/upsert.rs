@@ -4,11 +4,11 @@
 //!
 //! The check flags every row before it reaches the sink, so the split needs
 //! no statement. Only one bulk write can be open on a connection
-//! (PostgreSQL's `COPY`, MySQL's `LOAD DATA`), so the [`Router`] lets the
-//! open write take the rows of its destination as they come while the
-//! others wait in memory; once [`SWITCH_BYTES`] or [`SWITCH_CHUNKS`] chunks
-//! of them wait, that write ends and one into the other destination begins
-//! with them:
+//! (PostgreSQL's `COPY`, MySQL's `LOAD DATA`, MariaDB's array binding), so
+//! the [`Router`] lets the open write take the rows of its destination as
+//! they come while the others wait in memory; once [`SWITCH_BYTES`] or
+//! [`SWITCH_CHUNKS`] chunks of them wait, that write ends and one into the
+//! other destination begins with them:
 //!
 //! ```text
 //!  input ──route by flag──▶ new keys ──▶ write into the table ─┐ one open at a time,
