@@ -162,6 +162,42 @@ impl BatchConverter {
                     converted
                 }
             };
+            // A NULL in a NOT NULL column with no default is refused here,
+            // by file line, rather than by the database at the write.
+            if !target.nullable && !target.has_default && converted.null_count() > 0 {
+                let missing = (0..n).filter(|&i| converted.is_null(i));
+                let source_text = |i: usize| {
+                    array
+                        .as_string_opt::<i32>()
+                        .filter(|text| text.is_valid(i))
+                        .map_or_else(String::new, |text| text.value(i).to_string())
+                };
+                let not_null_type = format!("{} (the column is NOT NULL)", target.sql_type);
+                match &self.bad_values {
+                    BadValues::Reject(_) => rejected.extend(missing.map(|i| Rejection {
+                        index: i,
+                        row: local_first + i as u64,
+                        line: line_of(i),
+                        column: target.name.clone(),
+                        reason: format!("{:?} is not a valid {not_null_type}", source_text(i)),
+                    })),
+                    // NULL for a bad value cannot help here: the database
+                    // refuses the row.
+                    BadValues::Error | BadValues::Null => {
+                        if let Some(i) = missing.into_iter().next() {
+                            return Err(AtlasError::BadValue {
+                                source_name: source_name.clone(),
+                                row: local_first + i as u64,
+                                line: line_of(i),
+                                column: target.name.clone(),
+                                value: source_text(i),
+                                target_type: not_null_type,
+                            }
+                            .into());
+                        }
+                    }
+                }
+            }
             columns.push(converted);
         }
         columns.push(Arc::new(UInt64Array::from_iter_values(
