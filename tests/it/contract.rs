@@ -277,6 +277,30 @@ async fn null_in_a_not_null_column_is_a_bad_value(db: &TestDb) {
     assert!(rejected.contains("NOT NULL"), "{rejected}");
 }
 
+/// A row the database refuses as a whole (a CHECK constraint) is named by
+/// its file line where the database says which row of the write it was
+/// (PostgreSQL's COPY; the write's order is not the file's), and nothing is
+/// written.
+async fn a_row_a_constraint_refuses_names_its_line(db: &TestDb) {
+    if db.kind != Kind::Postgres {
+        return;
+    }
+    let dir = TempDir::new();
+    let table = db.table("checked");
+    create(db, &table, "n INTEGER CHECK (n <> 40000), note TEXT").await;
+    let csv: String = std::iter::once("n,note\n".to_string())
+        .chain((0..50_000).map(|n| format!("{n},row {n}\n")))
+        .collect();
+    let err = import(db, &dir.file("checked.csv", &csv), &table)
+        .execute()
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("(line 40002 of "), "{message}");
+    assert!(message.contains("check constraint"), "{message}");
+    assert_eq!(db.count(&table).await, 0);
+}
+
 /// Text with the character U+0000 (NUL): kept exactly where the database
 /// holds it; PostgreSQL's text cannot, so there it is a bad value naming its
 /// line and column, and nothing is written.
@@ -544,6 +568,7 @@ on_every_database!(
     create_table_never_and_unfit_tables,
     overlong_text_is_a_bad_value,
     null_in_a_not_null_column_is_a_bad_value,
+    a_row_a_constraint_refuses_names_its_line,
     nul_characters_in_text,
     upsert_into_a_table_with_unique_indexes,
     upsert_switching_between_table_and_stage,

@@ -1,7 +1,7 @@
 //! What a database's error says, as an import reports it: whether the
 //! database refused rows for keys its unique indexes hold (the import's own
-//! duplicate check may explain them), and its message without the driver's
-//! wrapping.
+//! duplicate check may explain them), which row of the write it refused, and
+//! its message without the driver's wrapping.
 
 use crate::error::AtlasError;
 
@@ -19,6 +19,32 @@ pub(crate) fn refused_as_duplicate(error: &AtlasError) -> bool {
             .is_some_and(|e| e.kind() == sqlx::error::ErrorKind::UniqueViolation);
     }
     super::sqlite::refused_as_duplicate(source) || super::mysql::refused_as_duplicate(source)
+}
+
+/// The row of the write (1-based, as the database counts the rows of its
+/// statement) that the database refused as a whole (a check, foreign-key or
+/// NOT NULL constraint, a trigger), where its error says which: PostgreSQL's
+/// COPY names it in the error's context (`COPY t, line 3`, the last line of
+/// a context that runs through functions).
+pub(crate) fn refused_row(error: &AtlasError) -> Option<u64> {
+    let AtlasError::Database { source, .. } = error else {
+        return None;
+    };
+    let Some(sqlx::Error::Database(e)) = source.downcast_ref::<sqlx::Error>() else {
+        return None;
+    };
+    let context = e
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()?
+        .r#where()?;
+    let copy = context
+        .lines()
+        .rev()
+        .find(|line| line.starts_with("COPY "))?;
+    let (_, rest) = copy.split_once(", line ")?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The message of a database's error: PostgreSQL's with its detail and hint

@@ -30,7 +30,7 @@ use crate::names::{TableName, TableRef};
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
 
 pub use catalog::Catalog;
-pub(crate) use errors::{database_message, refused_as_duplicate};
+pub(crate) use errors::{database_message, refused_as_duplicate, refused_row};
 pub use mysql::MySqlDatabase;
 pub use postgres::PostgresDatabase;
 pub use probe::KeyFilter;

@@ -130,8 +130,23 @@ impl<'a> SinkWrite<'a> {
         rows.project(&width).map_err(AtlasError::from)
     }
 
-    /// A value the database refused, named by its source row and line.
+    /// A value or row the database refused, named by its source row and
+    /// line: a refused value becomes a bad value of the file; a refused row
+    /// (a constraint) stays the database's error, its context naming the
+    /// file's line.
     fn at_source_row(&self, error: AtlasError) -> AtlasError {
+        if let AtlasError::Database { context, source } = &error
+            && let Some(position) = crate::db::refused_row(&error)
+            && let Some((file_name, row_in_file, line)) = self.source_of(position)
+        {
+            return AtlasError::Database {
+                context: format!(
+                    "{context} ({} of {file_name})",
+                    crate::error::position(line, row_in_file)
+                ),
+                source: std::sync::Arc::clone(source),
+            };
+        }
         let AtlasError::ValueRefused {
             written_row,
             column,
@@ -141,12 +156,9 @@ impl<'a> SinkWrite<'a> {
         else {
             return error;
         };
-        let runs = self.written_rows.lock().expect("row runs lock");
-        let Some(row) = runs.source_row(*written_row) else {
+        let Some((source_name, row, line)) = self.source_of(*written_row) else {
             return error;
         };
-        let metrics = &self.metrics;
-        let (file, row_in_file) = metrics.locate(row);
         let sql_type = self
             .sink
             .settings
@@ -155,17 +167,30 @@ impl<'a> SinkWrite<'a> {
             .find(|c| c.name == *column)
             .map_or("value", |c| c.sql_type.as_str());
         AtlasError::BadValue {
-            source_name: self
-                .transaction
-                .files()
-                .get(file)
-                .map_or_else(|| "the source".to_string(), |f| f.file_name.clone()),
-            row: row_in_file,
-            line: metrics.line_of(row),
+            source_name,
+            row,
+            line,
             column: column.clone(),
             value: value.clone(),
             target_type: format!("{sql_type} ({reason})"),
         }
+    }
+
+    /// The file, row in the file and line of the open write statement's
+    /// `position`-th row (1-based).
+    fn source_of(&self, position: u64) -> Option<(String, u64, Option<u64>)> {
+        let row = self
+            .written_rows
+            .lock()
+            .expect("row runs lock")
+            .source_row(position)?;
+        let (file, row_in_file) = self.metrics.locate(row);
+        let file_name = self
+            .transaction
+            .files()
+            .get(file)
+            .map_or_else(|| "the source".to_string(), |f| f.file_name.clone());
+        Some((file_name, row_in_file, self.metrics.line_of(row)))
     }
 
     /// Counts `rows` handed to the one write of an import (inserted, or
