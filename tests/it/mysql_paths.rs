@@ -1,7 +1,7 @@
-//! MySQL/MariaDB write methods: array binding (MariaDB's default),
-//! `LOAD DATA LOCAL INFILE` fed from memory (MySQL's default) and multi-row
-//! INSERT (`local-infile=false`, or a server with `local_infile=0`) must
-//! store the same values, and a value the server would change under any of
+//! MySQL/MariaDB write methods: `LOAD DATA LOCAL INFILE` fed from memory (the
+//! default), array binding (MariaDB where local infile is refused:
+//! `local-infile=false`, or a server with `local_infile=0`) and multi-row
+//! INSERT (MySQL there) must store the same values, and a value the server would change under any of
 //! them is refused with nothing written. The probe's reads stay within the
 //! server's `max_allowed_packet`.
 

@@ -30,9 +30,9 @@ use write::SinkWrite;
 /// Writes the rows that survive the duplicate check into the target table.
 ///
 /// Runs in a `DataSinkExec`, hence on one partition. Every row goes into one
-/// bulk write per import (PostgreSQL: one binary `COPY`; MariaDB: one
-/// prepared INSERT executed with arrays of parameters; MySQL: one `LOAD DATA
-/// LOCAL INFILE`, or INSERTs sized to the server's limits; SQLite:
+/// bulk write per import (PostgreSQL: one binary `COPY`; MySQL/MariaDB: one
+/// `LOAD DATA LOCAL INFILE`, else array binding on MariaDB or INSERTs sized
+/// to the server's limits; SQLite:
 /// one prepared INSERT), inside the import's transaction; `chunk_rows` only
 /// paces the progress log. Writing overlaps with the check: a refused import
 /// rolls back, so what the user observes is check-then-write.
