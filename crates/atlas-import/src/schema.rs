@@ -16,6 +16,10 @@ pub struct TargetColumn {
     pub nullable: bool,
     /// Whether the column has a default or identity, so an import may omit it.
     pub has_default: bool,
+    /// Whether the database computes the column (`GENERATED ALWAYS AS
+    /// (...)`), so an import cannot write it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub generated: bool,
     /// The most characters a value may have (`VARCHAR(n)`, `CHAR(n)`), where
     /// the database enforces it.
     pub max_chars: Option<usize>,
@@ -43,6 +47,7 @@ impl TargetColumn {
             data_type,
             nullable: true,
             has_default: false,
+            generated: false,
             max_chars: None,
             text_form: None,
             key_form: None,

@@ -288,6 +288,7 @@ mod tests {
             data_type,
             nullable: true,
             has_default: false,
+            generated: false,
             max_chars: None,
             text_form: crate::typed_text::TextForm::of(crate::db::DbKind::Postgres, sql_type),
             key_form: None,

@@ -308,7 +308,8 @@ impl Catalog for PgConnection {
                          ELSE b.typname::text END,
                     a.attnotnull, (a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> ''),
                     CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END,
-                    format_type(b.oid, CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END)
+                    format_type(b.oid, CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END),
+                    a.attgenerated <> ''
              FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
              JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
              WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
@@ -342,6 +343,7 @@ impl Catalog for PgConnection {
                     data_type,
                     nullable: !not_null,
                     has_default: row.get(4),
+                    generated: row.get(7),
                     max_chars,
                 }
             })

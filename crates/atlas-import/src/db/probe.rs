@@ -169,6 +169,7 @@ mod tests {
             data_type: DataType::Utf8,
             nullable: true,
             has_default: false,
+            generated: false,
             max_chars: None,
             text_form,
             key_form: None,

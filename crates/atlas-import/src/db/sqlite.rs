@@ -403,6 +403,8 @@ impl Catalog for SqliteConnection {
                     sql_type: declared,
                     nullable: not_null == 0,
                     has_default: has_default || rowid_alias,
+                    // pragma_table_info leaves generated columns out.
+                    generated: false,
                     max_chars: None,
                 }
             })

@@ -322,6 +322,7 @@ mod tests {
             data_type,
             nullable: true,
             has_default: false,
+            generated: false,
             max_chars: None,
             text_form: None,
             key_form: None,

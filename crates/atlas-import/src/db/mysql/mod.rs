@@ -430,7 +430,7 @@ fn row_texts(row: &Row, width: usize) -> impl Iterator<Item = Option<&str>> {
 impl Catalog for Conn {
     async fn describe(&mut self, table: &TableRef) -> Result<Option<TargetTable>> {
         let conn = self;
-        type ColumnRow = (String, String, String, i64, i64, i64, i64, i64);
+        type ColumnRow = (String, String, String, i64, i64, i64, i64, i64, i64);
         // information_schema columns come back as binary strings on some servers:
         // cast everything to what the driver decodes.
         let rows: Vec<ColumnRow> = conn
@@ -442,7 +442,9 @@ impl Catalog for Conn {
                         CAST(COALESCE(numeric_precision, 0) AS SIGNED),
                         CAST(COALESCE(numeric_scale, 0) AS SIGNED),
                         CAST(CASE WHEN data_type IN ('char', 'varchar')
-                             THEN character_maximum_length ELSE 0 END AS SIGNED)
+                             THEN character_maximum_length ELSE 0 END AS SIGNED),
+                        CAST(extra LIKE '%VIRTUAL GENERATED%' OR extra LIKE '%STORED GENERATED%'
+                             AS SIGNED)
                  FROM information_schema.columns
                  WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ?
                  ORDER BY ordinal_position",
@@ -465,6 +467,7 @@ impl Catalog for Conn {
                     precision,
                     scale,
                     max_chars,
+                    generated,
                 )| {
                     let data_type = data_type_for(
                         &data_type.to_ascii_lowercase(),
@@ -481,6 +484,7 @@ impl Catalog for Conn {
                         sql_type: column_type,
                         nullable: nullable != 0,
                         has_default: has_default != 0,
+                        generated: generated != 0,
                         max_chars: usize::try_from(max_chars).ok().filter(|&n| n > 0),
                     }
                 },

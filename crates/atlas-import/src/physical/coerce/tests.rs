@@ -21,6 +21,7 @@ fn age_column() -> TargetColumn {
         data_type: DataType::Int32,
         nullable: true,
         has_default: false,
+        generated: false,
         max_chars: None,
         text_form: None,
         key_form: None,
