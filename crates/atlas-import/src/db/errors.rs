@@ -26,10 +26,7 @@ pub(crate) fn refused_as_duplicate(error: &AtlasError) -> bool {
 /// NOT NULL constraint, a trigger), where its error says which: PostgreSQL's
 /// COPY names it in the error's context (`COPY t, line 3`, the last line of
 /// a context that runs through functions).
-pub(crate) fn refused_row(error: &AtlasError) -> Option<u64> {
-    let AtlasError::Database { source, .. } = error else {
-        return None;
-    };
+pub(crate) fn refused_row(source: &(dyn std::error::Error + 'static)) -> Option<u64> {
     let Some(sqlx::Error::Database(e)) = source.downcast_ref::<sqlx::Error>() else {
         return None;
     };

@@ -739,7 +739,7 @@ impl Database for MySqlDatabase {
             .await
             .map_err(begin_error)?
             .unwrap_or((1 << 20, 0, String::new()));
-        let write_method = self.write_method(server_infile != 0, &version)?;
+        let write_method = self.choose_write_method(server_infile != 0, &version)?;
         conn.query_drop("START TRANSACTION")
             .await
             .map_err(begin_error)?;
@@ -764,7 +764,7 @@ impl MySqlDatabase {
     /// (a parameter value per field, built by mysql_async while the server
     /// waits), and took as long or slightly longer; it is 30% faster than
     /// multi-row INSERT where `LOAD DATA` is refused (benches/README.md).
-    fn write_method(&self, server_infile: bool, version: &str) -> Result<WriteMethod> {
+    fn choose_write_method(&self, server_infile: bool, version: &str) -> Result<WriteMethod> {
         let array_binding = offers_array_binding(version);
         let load_data = self.local_infile && server_infile;
         match self.write_method {

@@ -282,7 +282,10 @@ pub(super) async fn insert_chunk(
         let mut start = 0;
         while start < batch.num_rows() {
             let n = per_statement.min(batch.num_rows() - start);
-            let values = row_values(&prepared, start..start + n).concat();
+            let values: Vec<Value> = row_values(&prepared, start..start + n)
+                .into_iter()
+                .flatten()
+                .collect();
             conn.exec_drop(
                 insert_sql(table, columns, n, placeholder),
                 Params::Positional(values),
@@ -470,22 +473,19 @@ fn column_values(column: &BindColumn, rows: Range<usize>) -> Vec<Value> {
         }
         BindColumn::Date(a) => {
             let a = a.as_primitive::<Date32Type>();
-            let binary = each(a, rows.clone(), |row| {
-                binary_time(i64::from(a.value(row)), 0).unwrap_or(Value::NULL)
-            });
-            time_or_text(column, a, rows, binary)
+            binary_or_text(column, a, rows, |row| {
+                binary_time(i64::from(a.value(row)), 0)
+            })
         }
         BindColumn::Timestamp(a) => {
             let a = a.as_primitive::<TimestampMicrosecondType>();
-            let binary = each(a, rows.clone(), |row| {
+            binary_or_text(column, a, rows, |row| {
                 let micros = a.value(row);
                 binary_time(
                     micros.div_euclid(MICROS_PER_DAY),
                     micros.rem_euclid(MICROS_PER_DAY),
                 )
-                .unwrap_or(Value::NULL)
-            });
-            time_or_text(column, a, rows, binary)
+            })
         }
     }
 }
@@ -506,27 +506,33 @@ fn binary_time(days: i64, micros_of_day: i64) -> Option<Value> {
     ))
 }
 
-/// `binary` if it holds every value of `rows` (a valid value became NULL only
-/// where its year has no binary form), else the column's values as text.
-fn time_or_text(
+/// The values of `rows` of a date or timestamp `column` in the binary form
+/// (`binary`, `None` where a year has none), or, if any has none, all as
+/// text: one parameter type for the whole column.
+fn binary_or_text(
     column: &BindColumn,
     array: &dyn Array,
     rows: Range<usize>,
-    binary: Vec<Value>,
+    binary: impl Fn(usize) -> Option<Value>,
 ) -> Vec<Value> {
-    let complete = rows
+    let binary_values: Option<Vec<Value>> = rows
         .clone()
-        .zip(&binary)
-        .all(|(row, value)| array.is_null(row) || *value != Value::NULL);
-    if complete {
-        return binary;
-    }
-    rows.map(|row| {
-        column
-            .time_text(row)
-            .map_or(Value::NULL, |text| Value::Bytes(text.as_bytes().to_vec()))
+        .map(|row| {
+            if array.is_valid(row) {
+                binary(row)
+            } else {
+                Some(Value::NULL)
+            }
+        })
+        .collect();
+    binary_values.unwrap_or_else(|| {
+        rows.map(|row| {
+            column
+                .time_text(row)
+                .map_or(Value::NULL, |text| Value::Bytes(text.as_bytes().to_vec()))
+        })
+        .collect()
     })
-    .collect()
 }
 
 #[cfg(test)]

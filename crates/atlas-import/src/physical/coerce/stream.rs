@@ -165,7 +165,7 @@ impl BatchConverter {
             // A NULL in a NOT NULL column with no default is refused here,
             // by file line, rather than by the database at the write.
             if !target.nullable && !target.has_default && converted.null_count() > 0 {
-                let missing = (0..n).filter(|&i| converted.is_null(i));
+                let mut missing = (0..n).filter(|&i| converted.is_null(i));
                 let source_text = |i: usize| {
                     array
                         .as_string_opt::<i32>()
@@ -184,7 +184,7 @@ impl BatchConverter {
                     // NULL for a bad value cannot help here: the database
                     // refuses the row.
                     BadValues::Error | BadValues::Null => {
-                        if let Some(i) = missing.into_iter().next() {
+                        if let Some(i) = missing.next() {
                             return Err(AtlasError::BadValue {
                                 source_name: source_name.clone(),
                                 row: local_first + i as u64,

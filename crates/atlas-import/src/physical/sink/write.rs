@@ -136,7 +136,7 @@ impl<'a> SinkWrite<'a> {
     /// file's line.
     fn at_source_row(&self, error: AtlasError) -> AtlasError {
         if let AtlasError::Database { context, source } = &error
-            && let Some(position) = crate::db::refused_row(&error)
+            && let Some(position) = crate::db::refused_row(source.as_ref())
             && let Some((file_name, row_in_file, line)) = self.source_of(position)
         {
             return AtlasError::Database {
