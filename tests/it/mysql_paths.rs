@@ -140,6 +140,34 @@ async fn unknown_url_parameters_are_refused() {
     assert!(!err.contains("s3cret"), "no password in errors: {err}");
 }
 
+/// A write method the server or the URL does not allow is a usage error
+/// when the import begins, before anything is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_method_not_allowed_is_refused() {
+    let test = TestDb::new(Kind::MySql).await;
+    test.run(async {
+        let dir = TempDir::new();
+        let table = test.table("method_refused");
+        create(&test, &table, "n INT").await;
+        let path = dir.file("method_refused.csv", "n\n1\n");
+        let target = db::connect(&url_with("local-infile=false&write-method=load-data"))
+            .await
+            .unwrap();
+        let err = atlas_import::ImportBuilder::new(target, &path, &table)
+            .execute()
+            .await
+            .unwrap_err();
+        let message = err.to_string();
+        assert!(
+            matches!(err, atlas_import::AtlasError::Usage(_)),
+            "{message}"
+        );
+        assert!(message.contains("write-method=load-data"), "{message}");
+        assert_eq!(test.count(&table).await, 0);
+    })
+    .await;
+}
+
 /// A probe whose list of values is longer than the server's
 /// `max_allowed_packet` reads the table's keys in as many statements (one
 /// statement failed: "Packet is larger than max_allowed_packet"), and finds
