@@ -278,13 +278,10 @@ async fn null_in_a_not_null_column_is_a_bad_value(db: &TestDb) {
 }
 
 /// A row the database refuses as a whole (a CHECK constraint) is named by
-/// its file line where the database says which row of the write it was
-/// (PostgreSQL's COPY; the write's order is not the file's), and nothing is
-/// written.
+/// its file line where the write knows which row of it the database
+/// refused (PostgreSQL's COPY says; SQLite's write steps a row at a time;
+/// MariaDB names no row for a constraint), and nothing is written.
 async fn a_row_a_constraint_refuses_names_its_line(db: &TestDb) {
-    if db.kind != Kind::Postgres {
-        return;
-    }
     let dir = TempDir::new();
     let table = db.table("checked");
     create(db, &table, "n INTEGER CHECK (n <> 40000), note TEXT").await;
@@ -296,8 +293,10 @@ async fn a_row_a_constraint_refuses_names_its_line(db: &TestDb) {
         .await
         .unwrap_err();
     let message = err.to_string();
-    assert!(message.contains("(line 40002 of "), "{message}");
-    assert!(message.contains("check constraint"), "{message}");
+    if db.kind != Kind::MySql {
+        assert!(message.contains("(line 40002 of "), "{message}");
+    }
+    assert!(message.to_lowercase().contains("constraint"), "{message}");
     assert_eq!(db.count(&table).await, 0);
 }
 

@@ -128,6 +128,50 @@ async fn values_the_server_would_alter_are_refused() {
     .await;
 }
 
+/// The server names the refused row of its statement ("at row N"); the
+/// import names the file's line: past a header, a within-file duplicate
+/// skipped before the write, and earlier statements of the write (rows of
+/// ~10 KB put the refused one in the second array-binding request and the
+/// second INSERT).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_value_names_its_line_of_the_file() {
+    let test = TestDb::new(Kind::MySql).await;
+    test.run(async {
+        let dir = TempDir::new();
+        let note = "n".repeat(10_000);
+        let mut csv = String::from("t,note\n");
+        for row in 1..=600 {
+            // Row 2 repeats row 1.
+            let second = if row == 2 { 1 } else { row };
+            let year = if row == 550 { 2040 } else { 2030 };
+            csv.push_str(&format!(
+                "{year}-01-01 00:00:{:02},{note}{second}\n",
+                second % 60
+            ));
+        }
+        for url in write_method_urls() {
+            let table = test.table("mysql_refused_line");
+            create(&test, &table, "t TIMESTAMP NULL, note TEXT").await;
+            let path = dir.file(&format!("{table}.csv"), &csv);
+            let target = db::connect(&url).await.unwrap();
+            let err = atlas_import::ImportBuilder::new(target, &path, &table)
+                .with_on_duplicate(atlas_import::OnDuplicate::Skip)
+                .execute()
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("(line 551 of ")
+                    && err.contains(&format!("{table}.csv)"))
+                    && err.contains("for column"),
+                "row 549 of the write is line 551 of the file: {url}: {err}"
+            );
+            assert_eq!(test.count(&table).await, 0, "{url}: {err}");
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_url_parameters_are_refused() {
     // Refused while parsing, before any connection is tried.

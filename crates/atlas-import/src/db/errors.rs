@@ -22,13 +22,16 @@ pub(crate) fn refused_as_duplicate(error: &AtlasError) -> bool {
 }
 
 /// The row of the write (1-based, as the database counts the rows of its
-/// statement) that the database refused as a whole (a check, foreign-key or
-/// NOT NULL constraint, a trigger), where its error says which: PostgreSQL's
-/// COPY names it in the error's context (`COPY t, line 3`, the last line of
-/// a context that runs through functions).
+/// statements) that the database refused, where its error says which:
+/// PostgreSQL's COPY names a row refused as a whole (a check, foreign-key or
+/// NOT NULL constraint, a trigger) in the error's context (`COPY t, line 3`,
+/// the last line of a context that runs through functions); MySQL and
+/// MariaDB name the row of a statement whose value they refused (`... at
+/// row 3`), which the write counts on from its earlier statements; SQLite's
+/// write steps one row at a time and knows it.
 pub(crate) fn refused_row(source: &(dyn std::error::Error + 'static)) -> Option<u64> {
     let Some(sqlx::Error::Database(e)) = source.downcast_ref::<sqlx::Error>() else {
-        return None;
+        return super::mysql::refused_row(source).or_else(|| super::sqlite::refused_row(source));
     };
     let context = e
         .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()?

@@ -94,7 +94,9 @@ impl SqliteDatabase {
 /// the primary key) holds.
 pub(super) fn refused_as_duplicate(error: &(dyn std::error::Error + 'static)) -> bool {
     error
-        .downcast_ref::<rusqlite::Error>()
+        .downcast_ref::<RowRefusal>()
+        .map(|refusal| &refusal.error)
+        .or_else(|| error.downcast_ref::<rusqlite::Error>())
         .and_then(rusqlite::Error::sqlite_error)
         .is_some_and(|e| {
             matches!(
@@ -103,6 +105,32 @@ pub(super) fn refused_as_duplicate(error: &(dyn std::error::Error + 'static)) ->
                     | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
             )
         })
+}
+
+/// SQLite refusing a row of the write (a constraint, a trigger): the write
+/// steps one row at a time, so it knows which, though SQLite's error does
+/// not say.
+#[derive(Debug)]
+struct RowRefusal {
+    /// 1-based position of the row in the write.
+    row: u64,
+    error: rusqlite::Error,
+}
+
+impl std::fmt::Display for RowRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for RowRefusal {}
+
+/// The row of the write (1-based) that `error` refused, if it is a refusal
+/// of one row.
+pub(super) fn refused_row(error: &(dyn std::error::Error + 'static)) -> Option<u64> {
+    error
+        .downcast_ref::<RowRefusal>()
+        .map(|refusal| refusal.row)
 }
 
 /// Maps an Arrow type to the declared SQL type of a new column.
@@ -659,7 +687,13 @@ fn insert_rows(
                 }
                 .map_err(error)?;
             }
-            statement.raw_execute().map_err(error)?;
+            statement.raw_execute().map_err(|e| {
+                let row = written + row as u64 + 1;
+                AtlasError::database(
+                    format!("writing into '{table}'"),
+                    RowRefusal { row, error: e },
+                )
+            })?;
         }
         written += batch.num_rows() as u64;
     }

@@ -187,13 +187,18 @@ impl MySqlDatabase {
 /// Whether `error` is the server refusing a row for a key one of its
 /// unique indexes holds.
 pub(super) fn refused_as_duplicate(error: &(dyn std::error::Error + 'static)) -> bool {
-    if let Some(refusal) = error.downcast_ref::<write::LoadRefusal>() {
+    if let Some(refusal) = error.downcast_ref::<write::WriteRefusal>() {
         return refusal.duplicate_entry();
     }
-    matches!(
-        error.downcast_ref::<mysql_async::Error>(),
-        Some(mysql_async::Error::Server(e)) if u32::from(e.code) == write::ER_DUP_ENTRY
-    )
+    error
+        .downcast_ref::<mysql_async::Error>()
+        .is_some_and(write::is_duplicate_entry)
+}
+
+/// The row of the write (1-based) that a refusal of one of its statements
+/// names (`Out of range value for column 'n' at row 3` of that statement).
+pub(super) fn refused_row(error: &(dyn std::error::Error + 'static)) -> Option<u64> {
+    error.downcast_ref::<write::WriteRefusal>()?.refused_row()
 }
 
 /// Maps an Arrow type to the declared SQL type of a new column.

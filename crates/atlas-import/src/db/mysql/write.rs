@@ -72,7 +72,7 @@ const ARRAY_QUEUE: usize = 2;
 /// Warnings quoted in the error of a load that raised some.
 const WARNINGS_QUOTED: usize = 3;
 /// The server's code for a key a unique index already holds.
-pub(super) const ER_DUP_ENTRY: u32 = 1062;
+const ER_DUP_ENTRY: u32 = 1062;
 
 /// Whether values of `data_type` travel as hex (decoded by `UNHEX`): a text
 /// file in one character set cannot carry arbitrary bytes.
@@ -141,48 +141,108 @@ fn load_data_sql(table: &TableRef, columns: &[TargetColumn]) -> String {
     sql
 }
 
-/// Why a load that ran to its end failed: the server's warnings (`LOCAL`
-/// turns the errors of values and rows into warnings), or rows it did not
-/// write.
+/// Why the server refused a statement of a write (the `LOAD DATA`, an
+/// array-binding request, an INSERT), and where that statement's rows begin
+/// in the write: the server numbers a statement's rows from 1 ("at row 3").
 #[derive(Debug)]
-pub(super) enum LoadRefusal {
-    /// The first few warnings: `(level, code, message)`.
+pub(super) struct WriteRefusal {
+    /// Rows of the write that went in by its earlier statements.
+    rows_before: u64,
+    reason: RefusalReason,
+}
+
+#[derive(Debug)]
+enum RefusalReason {
+    /// The statement failed with the server's error.
+    Error(mysql_async::Error),
+    /// It ran to its end with warnings (`LOCAL` turns the errors of values
+    /// and rows into warnings): the first few, `(level, code, message)`.
     Warnings(Vec<(String, u32, String)>),
     /// Fewer rows written than sent, without a warning.
     RowsLost { sent: u64, written: u64 },
 }
 
-impl LoadRefusal {
+impl WriteRefusal {
     /// Whether the server left out a row for a key a unique index holds.
     pub(super) fn duplicate_entry(&self) -> bool {
-        match self {
-            LoadRefusal::Warnings(warnings) => {
+        match &self.reason {
+            RefusalReason::Error(e) => is_duplicate_entry(e),
+            RefusalReason::Warnings(warnings) => {
                 warnings.iter().any(|(_, code, _)| *code == ER_DUP_ENTRY)
             }
-            LoadRefusal::RowsLost { .. } => false,
+            RefusalReason::RowsLost { .. } => false,
         }
+    }
+
+    /// The row of the write (1-based) the server's error or first warning
+    /// names (`... at row 3` of its statement), if it names one.
+    pub(super) fn refused_row(&self) -> Option<u64> {
+        let message = match &self.reason {
+            RefusalReason::Error(mysql_async::Error::Server(e)) => &e.message,
+            RefusalReason::Warnings(warnings) => &warnings.first()?.2,
+            _ => return None,
+        };
+        let (_, rest) = message.rsplit_once(" at row ")?;
+        let row: u64 = rest.trim_end().parse().ok()?;
+        Some(self.rows_before + row)
     }
 }
 
-impl fmt::Display for LoadRefusal {
+/// Whether `error` is the server refusing a row for a key a unique index
+/// holds.
+pub(super) fn is_duplicate_entry(error: &mysql_async::Error) -> bool {
+    matches!(error, mysql_async::Error::Server(e) if u32::from(e.code) == ER_DUP_ENTRY)
+}
+
+impl fmt::Display for WriteRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let warnings = match &self.reason {
+            RefusalReason::Error(e) => return e.fmt(f),
+            RefusalReason::Warnings(warnings) => warnings,
+            RefusalReason::RowsLost { sent, written } => {
+                return write!(
+                    f,
+                    "the server did not take every value as given: {sent} rows sent, {written} written"
+                );
+            }
+        };
         f.write_str("the server did not take every value as given: ")?;
-        match self {
-            LoadRefusal::Warnings(warnings) => {
-                for (i, (level, code, message)) in warnings.iter().enumerate() {
-                    let separator = if i == 0 { "" } else { "; " };
-                    write!(f, "{separator}{level} {code}: {message}")?;
-                }
-                Ok(())
-            }
-            LoadRefusal::RowsLost { sent, written } => {
-                write!(f, "{sent} rows sent, {written} written")
-            }
+        for (i, (level, code, message)) in warnings.iter().enumerate() {
+            let separator = if i == 0 { "" } else { "; " };
+            write!(f, "{separator}{level} {code}: {message}")?;
         }
+        Ok(())
     }
 }
 
-impl std::error::Error for LoadRefusal {}
+impl std::error::Error for WriteRefusal {}
+
+/// The error of a write statement that followed `rows_before` rows of the
+/// write: the server's refusal, with where its rows begin; any other (the
+/// connection's) as it is.
+fn statement_error(context: String, rows_before: u64, error: mysql_async::Error) -> AtlasError {
+    match error {
+        mysql_async::Error::Server(_) => AtlasError::database(
+            context,
+            WriteRefusal {
+                rows_before,
+                reason: RefusalReason::Error(error),
+            },
+        ),
+        error => AtlasError::database(context, error),
+    }
+}
+
+/// Fewer rows stored than the statement after `rows_before` rows sent.
+fn rows_lost(context: String, rows_before: u64, sent: u64, written: u64) -> AtlasError {
+    AtlasError::database(
+        context,
+        WriteRefusal {
+            rows_before,
+            reason: RefusalReason::RowsLost { sent, written },
+        },
+    )
+}
 
 /// Writes the batches of `chunk` into `table` with one `LOAD DATA LOCAL
 /// INFILE`; returns the rows written. An error of the chunk stream ends the
@@ -245,17 +305,12 @@ pub(super) async fn load_chunk(
         }
     };
     let rows = fed?;
-    loaded.map_err(|e| AtlasError::database(context(), e))?;
-    refuse_warnings(conn, context).await?;
+    // One statement: its rows are the write's.
+    loaded.map_err(|e| statement_error(context(), 0, e))?;
+    refuse_warnings(conn, context, 0).await?;
     let written = conn.affected_rows();
     if written != rows {
-        return Err(AtlasError::database(
-            context(),
-            LoadRefusal::RowsLost {
-                sent: rows,
-                written,
-            },
-        ));
+        return Err(rows_lost(context(), 0, rows, written));
     }
     Ok(written)
 }
@@ -291,8 +346,8 @@ pub(super) async fn insert_chunk(
                 Params::Positional(values),
             )
             .await
-            .map_err(|e| AtlasError::database(context(), e))?;
-            refuse_warnings(conn, context).await?;
+            .map_err(|e| statement_error(context(), written, e))?;
+            refuse_warnings(conn, context, written).await?;
             written += n as u64;
             start += n;
         }
@@ -342,18 +397,12 @@ pub(super) async fn bind_array_chunk(
             let sent = rows.len() as u64;
             conn.exec_batch(&statement, rows.into_iter().map(Params::Positional))
                 .await
-                .map_err(|e| AtlasError::database(context(), e))?;
-            refuse_warnings(conn, context).await?;
+                .map_err(|e| statement_error(context(), written, e))?;
+            refuse_warnings(conn, context, written).await?;
             // The server counts the changes of the table's triggers too.
             let stored = conn.affected_rows();
             if stored < sent {
-                return Err(AtlasError::database(
-                    context(),
-                    LoadRefusal::RowsLost {
-                        sent,
-                        written: stored,
-                    },
-                ));
+                return Err(rows_lost(context(), written, sent, stored));
             }
             written += sent;
         }
@@ -385,8 +434,13 @@ fn split_request(rows: &mut Vec<Vec<Value>>, max_bytes: usize) -> Vec<Vec<Value>
     std::mem::replace(rows, rest)
 }
 
-/// Fails with the first warnings if the last statement raised any.
-async fn refuse_warnings(conn: &mut Conn, context: impl Fn() -> String) -> Result<()> {
+/// Fails with the first warnings if the last statement (after `rows_before`
+/// rows of the write) raised any.
+async fn refuse_warnings(
+    conn: &mut Conn,
+    context: impl Fn() -> String,
+    rows_before: u64,
+) -> Result<()> {
     if conn.get_warnings() == 0 {
         return Ok(());
     }
@@ -396,7 +450,10 @@ async fn refuse_warnings(conn: &mut Conn, context: impl Fn() -> String) -> Resul
         .map_err(|e| AtlasError::database(context(), e))?;
     Err(AtlasError::database(
         context(),
-        LoadRefusal::Warnings(warnings),
+        WriteRefusal {
+            rows_before,
+            reason: RefusalReason::Warnings(warnings),
+        },
     ))
 }
 

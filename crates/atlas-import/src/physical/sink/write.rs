@@ -131,9 +131,10 @@ impl<'a> SinkWrite<'a> {
     }
 
     /// A value or row the database refused, named by its source row and
-    /// line: a refused value becomes a bad value of the file; a refused row
-    /// (a constraint) stays the database's error, its context naming the
-    /// file's line.
+    /// line: a value PostgreSQL's COPY refused (quoting it) becomes a bad
+    /// value of the file; a refused row (a constraint), or a value MySQL
+    /// refused by its column and statement row, stays the database's error,
+    /// its context naming the file's line.
     fn at_source_row(&self, error: AtlasError) -> AtlasError {
         if let AtlasError::Database { context, source } = &error
             && let Some(position) = crate::db::refused_row(source.as_ref())
