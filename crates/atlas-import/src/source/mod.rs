@@ -252,13 +252,26 @@ impl SourceFormat {
     }
 
     /// The format of a path, by its extension (past a compression
-    /// extension: `contacts.csv.gz` is CSV).
+    /// extension: `contacts.csv.gz` is CSV). Exports' delimited text that
+    /// names no format (`.txt`, `.dat`) is CSV whose delimiter the file's
+    /// first records tell; `.psv` is separated by `|`.
     pub fn from_path(path: &Path) -> Result<Self> {
         let (_, path) = Compression::of_path(path);
         let ext = path
             .extension()
             .and_then(|e| e.to_str())
             .unwrap_or_default();
+        match ext.to_ascii_lowercase().as_str() {
+            "txt" | "dat" => return Ok(SourceFormat::Csv(CsvDialect::default())),
+            "psv" => {
+                return Ok(SourceFormat::Csv(CsvDialect {
+                    delimiter: b'|',
+                    detect_delimiter: false,
+                    ..CsvDialect::default()
+                }));
+            }
+            _ => {}
+        }
         SourceFormat::from_name(ext).map_err(|_| {
             AtlasError::Usage(format!(
                 "cannot tell the format of '{}' from its extension '{ext}': name one with --format or FORMAT ({FORMAT_NAMES})",
@@ -757,5 +770,19 @@ mod tests {
         );
         let unknown = SourceFormat::from_path(Path::new("a.docx")).unwrap_err();
         assert!(unknown.to_string().contains("xlsx, xml"), "{unknown}");
+        for (name, delimiter, detect) in [
+            ("export.TXT", b',', true),
+            ("export.dat.gz", b',', true),
+            ("export.psv", b'|', false),
+        ] {
+            let Ok(SourceFormat::Csv(dialect)) = SourceFormat::from_path(Path::new(name)) else {
+                panic!("{name} is delimited text");
+            };
+            assert_eq!(
+                (dialect.delimiter, dialect.detect_delimiter),
+                (delimiter, detect),
+                "{name}"
+            );
+        }
     }
 }
