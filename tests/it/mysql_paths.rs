@@ -172,6 +172,77 @@ async fn a_refused_value_names_its_line_of_the_file() {
     .await;
 }
 
+/// A field longer than the server's `max_allowed_packet`: `LOAD DATA` sends
+/// it in pieces (as the mariadb client sends a file) and stores it; array
+/// binding and INSERT, which carry a row's parameters in one packet, refuse
+/// it before sending, naming its line, on a connection still able to roll
+/// back and drop the table the import created. The key check reads such a
+/// value back and finds it under every strategy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_longer_than_a_packet() {
+    let test = TestDb::new(Kind::MySql).await;
+    test.run(async {
+        let max_packet = test
+            .scalar("SELECT CAST(@@max_allowed_packet AS SIGNED)")
+            .await;
+        if max_packet > 64 << 20 {
+            eprintln!("max_allowed_packet is {max_packet}: not testing a longer row");
+            return;
+        }
+        let long = max_packet as usize + 1000;
+        let dir = TempDir::new();
+        let csv = format!("id,body\n1,short\n2,{}\n3,short\n", "x".repeat(long));
+        for url in write_method_urls() {
+            let table = test.table("mysql_long_row");
+            let path = dir.file(&format!("{table}.csv"), &csv);
+            let target = db::connect(&url).await.unwrap();
+            let result = atlas_import::ImportBuilder::new(target, &path, &table)
+                .execute()
+                .await;
+            let loads_data = url == mysql_url() || url.contains("load-data");
+            if loads_data {
+                assert_eq!(result.unwrap().inserted, 3, "{url}");
+                assert_eq!(
+                    test.scalar(&format!("SELECT MAX(LENGTH(body)) FROM `{table}`"))
+                        .await,
+                    long as i64,
+                    "{url}"
+                );
+                // Read back (longer than a packet) and probed for (longer
+                // than any statement): every row is found again.
+                for strategy in [
+                    atlas_import::KeyStrategy::Preload,
+                    atlas_import::KeyStrategy::Probe,
+                    atlas_import::KeyStrategy::Narrow,
+                ] {
+                    let target = db::connect(&url).await.unwrap();
+                    let report = atlas_import::ImportBuilder::new(target, &path, &table)
+                        .with_key(["body"])
+                        .with_strategy(strategy)
+                        .with_force(true)
+                        .with_on_duplicate(atlas_import::OnDuplicate::Skip)
+                        .execute()
+                        .await
+                        .unwrap();
+                    assert_eq!(
+                        (report.inserted, report.skipped),
+                        (0, 3),
+                        "{url} {strategy:?}"
+                    );
+                }
+            } else {
+                let err = result.unwrap_err().to_string();
+                assert!(
+                    err.contains("(line 3 of ") && err.contains("max_allowed_packet"),
+                    "{url}: {err}"
+                );
+                assert!(!test.exists(&table).await, "{url}: {err}");
+            }
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_url_parameters_are_refused() {
     // Refused while parsing, before any connection is tried.

@@ -68,11 +68,13 @@ impl KeyFilter {
             .unwrap_or_else(|| "FALSE".to_string())
     }
 
-    /// The same filter as conditions of at most about `max_bytes` each
-    /// (a single literal longer than that stands alone), which together
-    /// match what [`Self::condition`] matches and each row once: a server
-    /// that caps a statement's size (MariaDB's `max_allowed_packet`) reads
-    /// the keys in as many statements.
+    /// The same filter as conditions of at most about `max_bytes` each,
+    /// which together match what [`Self::condition`] matches and each row
+    /// once: a server that caps a statement's size (MariaDB's
+    /// `max_allowed_packet`) reads the keys in as many statements. Where a
+    /// single literal is longer than that (a value the server took in
+    /// pieces), no statement can carry it: one condition then lets every
+    /// row through, which the fingerprints compare as they compare any.
     pub(crate) fn conditions(
         &self,
         dialect: &dyn Dialect,
@@ -98,6 +100,10 @@ impl KeyFilter {
         let overhead = dialect.any_of(&column, &[], element_type).len()
             + nulls.as_ref().map_or(0, |n| n.len() + " OR ".len());
         let budget = max_bytes.saturating_sub(overhead);
+        if literals.iter().any(|literal| literal.len() >= budget) {
+            let every_value = format!("{column} IS NOT NULL");
+            return vec![nulls.map_or(every_value, |_| "TRUE".to_string())];
+        }
         let mut conditions = Vec::new();
         let mut start = 0;
         while start < literals.len() {
@@ -260,8 +266,8 @@ mod tests {
         }
         assert!(parts[0].ends_with("OR \"email\" IS NULL"));
         assert!(parts[1..].iter().all(|p| !p.contains("IS NULL")));
-        // A literal longer than the budget stands alone.
-        let long = KeyFilter {
+        // A literal longer than any statement may be: every row is read.
+        let mut long = KeyFilter {
             column: "t".into(),
             values: vec![Arc::new(StringArray::from(vec![
                 "x".repeat(100),
@@ -269,6 +275,10 @@ mod tests {
             ]))],
             nulls: false,
         };
-        assert_eq!(long.conditions(dialect, None, 50).len(), 2);
+        assert_eq!(long.conditions(dialect, None, 50), ["\"t\" IS NOT NULL"]);
+        long.nulls = true;
+        assert_eq!(long.conditions(dialect, None, 50), ["TRUE"]);
+        assert_eq!(long.conditions(dialect, None, 500).len(), 1);
+        assert!(long.conditions(dialect, None, 500)[0].contains("'y'"));
     }
 }

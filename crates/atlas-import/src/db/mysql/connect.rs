@@ -17,6 +17,9 @@ const SESSION_SETUP: &str = "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(TRIM(B
      REPLACE(CONCAT(',', @@sql_mode, ','), ',NO_BACKSLASH_ESCAPES,', ',')), ''), 'ANSI_QUOTES'), \
      time_zone = '+00:00'";
 
+/// The longest packet the client reads: the protocol's limit.
+const MAX_PACKET_READ: usize = 1 << 30;
+
 /// `ssl-mode`: whether and how the connection is encrypted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TlsMode {
@@ -74,6 +77,11 @@ impl UrlOptions {
             .prefer_socket(false)
             // UPDATE reports the rows it matched, as the other databases do.
             .client_found_rows(true)
+            // A stored value may be longer than the server's own limit on
+            // what it takes in one packet (a field `LOAD DATA` took in
+            // pieces): read rows up to the protocol's 1 GiB. What is sent is
+            // sized by the server's `max_allowed_packet`, read separately.
+            .max_allowed_packet(Some(MAX_PACKET_READ))
             .setup(vec![SESSION_SETUP]);
         let mut tls = TlsMode::Preferred;
         let mut ca = None;

@@ -160,6 +160,9 @@ enum RefusalReason {
     Warnings(Vec<(String, u32, String)>),
     /// Fewer rows written than sent, without a warning.
     RowsLost { sent: u64, written: u64 },
+    /// The statement's first row was not sent: its parameters are longer
+    /// than the server's `max_allowed_packet`.
+    RowTooLarge { bytes: usize, max_packet: usize },
 }
 
 impl WriteRefusal {
@@ -170,7 +173,7 @@ impl WriteRefusal {
             RefusalReason::Warnings(warnings) => {
                 warnings.iter().any(|(_, code, _)| *code == ER_DUP_ENTRY)
             }
-            RefusalReason::RowsLost { .. } => false,
+            RefusalReason::RowsLost { .. } | RefusalReason::RowTooLarge { .. } => false,
         }
     }
 
@@ -180,6 +183,7 @@ impl WriteRefusal {
         let message = match &self.reason {
             RefusalReason::Error(mysql_async::Error::Server(e)) => &e.message,
             RefusalReason::Warnings(warnings) => &warnings.first()?.2,
+            RefusalReason::RowTooLarge { .. } => return Some(self.rows_before + 1),
             _ => return None,
         };
         let (_, rest) = message.rsplit_once(" at row ")?;
@@ -203,6 +207,15 @@ impl fmt::Display for WriteRefusal {
                 return write!(
                     f,
                     "the server did not take every value as given: {sent} rows sent, {written} written"
+                );
+            }
+            RefusalReason::RowTooLarge { bytes, max_packet } => {
+                return write!(
+                    f,
+                    "a row of {bytes} bytes does not fit the server's max_allowed_packet \
+                     ({max_packet} bytes) as statement parameters: raise max_allowed_packet, \
+                     or let rows go in by LOAD DATA LOCAL INFILE (local_infile=1 on the \
+                     server), which sends a long row in pieces"
                 );
             }
         };
@@ -275,10 +288,17 @@ pub(super) async fn load_chunk(
                     break;
                 }
             }
-            if buffer.len() >= SEND_BYTES && sender.send(Ok(buffer.split().freeze())).await.is_err()
-            {
-                // The statement ended early: its result says why.
-                return Ok(rows);
+            // In sends of SEND_BYTES: a row longer than a packet (a field of
+            // 20 MB) travels in several, as the mariadb client sends a file.
+            while buffer.len() >= SEND_BYTES {
+                if sender
+                    .send(Ok(buffer.split_to(SEND_BYTES).freeze()))
+                    .await
+                    .is_err()
+                {
+                    // The statement ended early: its result says why.
+                    return Ok(rows);
+                }
             }
         }
         if let Some(e) = failure {
@@ -325,22 +345,23 @@ pub(super) async fn insert_chunk(
     max_packet: usize,
 ) -> Result<u64> {
     let context = || format!("inserting into '{table}'");
-    let by_placeholders =
-        (MAX_BIND_PARAMETERS / columns.len().max(1)).clamp(1, MAX_ROWS_PER_STATEMENT);
+    let limits = RequestLimits {
+        rows: (MAX_BIND_PARAMETERS / columns.len().max(1)).clamp(1, MAX_ROWS_PER_STATEMENT),
+        // Parameters travel in one packet: keep a statement to a quarter of it.
+        bytes: max_packet / 4,
+        max_packet,
+    };
     let mut written = 0u64;
     while let Some(batch) = chunk.next().await {
         let batch = batch?;
-        // Parameters travel in one packet: keep a statement to a quarter of it.
-        let row_bytes = batch.get_array_memory_size() / batch.num_rows().max(1) + 16;
-        let per_statement = by_placeholders.min(max_packet / 4 / row_bytes).max(1);
         let prepared = prepare(&batch)?;
-        let mut start = 0;
-        while start < batch.num_rows() {
-            let n = per_statement.min(batch.num_rows() - start);
-            let values: Vec<Value> = row_values(&prepared, start..start + n)
-                .into_iter()
-                .flatten()
-                .collect();
+        let mut rows = row_values(&prepared, 0..batch.num_rows());
+        while !rows.is_empty() {
+            let statement_rows = limits
+                .split(&mut rows)
+                .map_err(|too_large| too_large.at(context(), written))?;
+            let n = statement_rows.len();
+            let values: Vec<Value> = statement_rows.into_iter().flatten().collect();
             conn.exec_drop(
                 insert_sql(table, columns, n, placeholder),
                 Params::Positional(values),
@@ -349,7 +370,6 @@ pub(super) async fn insert_chunk(
             .map_err(|e| statement_error(context(), written, e))?;
             refuse_warnings(conn, context, written).await?;
             written += n as u64;
-            start += n;
         }
     }
     Ok(written)
@@ -372,15 +392,23 @@ pub(super) async fn bind_array_chunk(
         .prep(insert_sql(table, columns, 1, placeholder))
         .await
         .map_err(|e| AtlasError::database(context(), e))?;
-    let request_bytes = ARRAY_REQUEST_BYTES.min(max_packet / 2).max(1);
+    let limits = RequestLimits {
+        rows: usize::MAX,
+        bytes: ARRAY_REQUEST_BYTES.min(max_packet / 2).max(1),
+        max_packet,
+    };
     let (sender, receiver) = tokio::sync::mpsc::channel::<Vec<Vec<Value>>>(ARRAY_QUEUE);
     let convert = async move {
+        let mut converted = 0u64;
         while let Some(batch) = chunk.next().await {
             let batch = batch?;
             let prepared = prepare(&batch)?;
             let mut rows = row_values(&prepared, 0..batch.num_rows());
             while !rows.is_empty() {
-                let request = split_request(&mut rows, request_bytes);
+                let request = limits
+                    .split(&mut rows)
+                    .map_err(|too_large| too_large.at(context(), converted))?;
+                converted += request.len() as u64;
                 if sender.send(request).await.is_err() {
                     // The writes ended early: their result says why.
                     return Ok(());
@@ -409,29 +437,79 @@ pub(super) async fn bind_array_chunk(
         Ok::<_, AtlasError>(written)
     };
     let (converted, written) = futures::join!(convert, write);
-    // A failed write stops the conversion; a failed conversion (the file)
-    // ends the writes: either error is the reason.
+    // A failed write stops the conversion; a failed conversion (the file, or
+    // a row too long for a packet) ends the writes: either error is the reason.
     let written = written?;
     converted?;
     Ok(written)
 }
 
-/// Takes from the front of `rows` the rows of one array-binding request:
-/// at least one, and no more than `max_bytes` of parameters after that.
-fn split_request(rows: &mut Vec<Vec<Value>>, max_bytes: usize) -> Vec<Vec<Value>> {
-    let mut bytes = 0usize;
-    let mut end = 0;
-    for row in rows.iter() {
-        // Each value: an indicator byte and its binary form.
-        let size: usize = row.iter().map(|v| v.bin_len() as usize + 1).sum();
-        if end > 0 && bytes + size > max_bytes {
-            break;
+/// How many rows of parameters one statement or request takes.
+#[derive(Debug, Clone, Copy)]
+struct RequestLimits {
+    /// Rows at most.
+    rows: usize,
+    /// Bytes of parameters at most, past the first row.
+    bytes: usize,
+    /// The server's `max_allowed_packet`: no row's parameters may exceed it
+    /// (less the request's own fields), or the driver closes the connection.
+    max_packet: usize,
+}
+
+/// Bytes of a request's own fields and types, allowed for beside a row's
+/// parameters within one packet.
+const REQUEST_OVERHEAD: usize = 1 << 10;
+
+impl RequestLimits {
+    /// Takes from the front of `rows` the rows of one request: at least
+    /// one, and no more than the limits allow after that; a first row too
+    /// long for a packet is refused with its size.
+    fn split(
+        &self,
+        rows: &mut Vec<Vec<Value>>,
+    ) -> std::result::Result<Vec<Vec<Value>>, RowTooLarge> {
+        let mut bytes = 0usize;
+        let mut end = 0;
+        for row in rows.iter().take(self.rows) {
+            // Each value: an indicator byte and its binary form.
+            let size: usize = row.iter().map(|v| v.bin_len() as usize + 1).sum();
+            if end == 0 && size + REQUEST_OVERHEAD + 2 * row.len() > self.max_packet {
+                return Err(RowTooLarge {
+                    bytes: size,
+                    max_packet: self.max_packet,
+                });
+            }
+            if end > 0 && bytes + size > self.bytes {
+                break;
+            }
+            bytes += size;
+            end += 1;
         }
-        bytes += size;
-        end += 1;
+        let rest = rows.split_off(end);
+        Ok(std::mem::replace(rows, rest))
     }
-    let rest = rows.split_off(end);
-    std::mem::replace(rows, rest)
+}
+
+/// The first row of a request is longer than a packet.
+struct RowTooLarge {
+    bytes: usize,
+    max_packet: usize,
+}
+
+impl RowTooLarge {
+    /// The refusal of the write's row after `rows_before`.
+    fn at(self, context: String, rows_before: u64) -> AtlasError {
+        AtlasError::database(
+            context,
+            WriteRefusal {
+                rows_before,
+                reason: RefusalReason::RowTooLarge {
+                    bytes: self.bytes,
+                    max_packet: self.max_packet,
+                },
+            },
+        )
+    }
 }
 
 /// Fails with the first warnings if the last statement (after `rows_before`
@@ -679,17 +757,34 @@ mod tests {
     }
 
     #[test]
-    fn requests_split_by_parameter_bytes() {
+    fn requests_split_by_parameter_bytes_and_rows() {
         let row = |text: &str| vec![Value::Int(1), Value::Bytes(text.as_bytes().to_vec())];
+        let limits = |rows, bytes| RequestLimits {
+            rows,
+            bytes,
+            max_packet: 4 << 10,
+        };
         // Each row: 9 bytes of integer, 1 + 10 of text (length prefix).
         let mut rows: Vec<Vec<Value>> = (0..5).map(|_| row("0123456789")).collect();
-        let first = split_request(&mut rows, 45);
+        let first = limits(usize::MAX, 45).split(&mut rows).ok().unwrap();
         assert_eq!((first.len(), rows.len()), (2, 3));
+        let first = limits(1, 1000).split(&mut rows).ok().unwrap();
+        assert_eq!((first.len(), rows.len()), (1, 2));
         // A row larger than the limit still goes, alone.
         let mut big = vec![row(&"x".repeat(100)), row("y")];
-        assert_eq!(split_request(&mut big, 10).len(), 1);
+        assert_eq!(limits(10, 10).split(&mut big).ok().unwrap().len(), 1);
         assert_eq!(big.len(), 1);
-        assert_eq!(split_request(&mut big, 10).len(), 1);
+        assert_eq!(limits(10, 10).split(&mut big).ok().unwrap().len(), 1);
         assert!(big.is_empty());
+        // One longer than a packet is refused, its size named.
+        let mut huge = vec![row(&"x".repeat(5000))];
+        let Err(refused) = limits(10, 10).split(&mut huge) else {
+            panic!("a row past max_allowed_packet is refused");
+        };
+        assert_eq!(
+            (refused.bytes, refused.max_packet),
+            (9 + 1 + 3 + 5000, 4 << 10)
+        );
+        assert_eq!(huge.len(), 1);
     }
 }
