@@ -208,6 +208,67 @@ async fn postgres_types_compare_as_the_database_does() {
     }
 }
 
+/// `time` and `timetz` compare by value (PostgreSQL prints `12:34` as
+/// `12:34:00`), `character(n)` without its padding; arrays of `varchar(n)`
+/// and `character(n)` are written as arrays (their binary form is not
+/// text's). Another spelling of a row already there is a duplicate under
+/// every strategy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_times_and_padded_text_compare_as_the_database_does() {
+    for strategy in [
+        atlas_import::KeyStrategy::Preload,
+        atlas_import::KeyStrategy::Probe,
+        atlas_import::KeyStrategy::Narrow,
+    ] {
+        let mut db = TestDb::new(Kind::Postgres).await;
+        db.strategy = strategy;
+        db.run(async {
+            let dir = TempDir::new();
+            let table = db.table("time_keys");
+            crate::common::create(
+                &db,
+                &table,
+                "t time, ttz timetz, code char(5), tags varchar(10)[], codes char(3)[]",
+            )
+            .await;
+            let csv = "t,ttz,code,tags,codes\n\
+                       12:34,12:00+02,ab,\"{x,\"\"y z\"\"}\",\"{a,bc}\"\n";
+            import(&db, &dir.file("times.csv", csv), &table)
+                .execute()
+                .await
+                .unwrap();
+            assert_eq!(
+                db.rows(&table, &["t", "ttz", "code", "tags", "codes"])
+                    .await,
+                vec![vec![
+                    s("12:34:00"),
+                    s("12:00:00+02"),
+                    // As text: PostgreSQL drops the padding.
+                    s("ab"),
+                    s("{x,\"y z\"}"),
+                    s("{\"a  \",\"bc \"}"),
+                ]],
+                "{strategy:?}"
+            );
+            for (key, value) in [
+                ("t", "12:34:00.000"),
+                ("ttz", "12:00:00+02:00"),
+                ("code", "ab "),
+                ("tags", "\"{x, \"\"y z\"\"}\""),
+            ] {
+                let csv = dir.file(&format!("skip_{key}.csv"), &format!("{key}\n{value}\n"));
+                let counts = import_skipping(&db, &csv, &table, Some(key)).await;
+                assert_eq!(counts, (0, 1), "{strategy:?} {key}");
+            }
+            // The same time in another zone is another timetz.
+            let csv = dir.file("other_zone.csv", "ttz\n10:00+00\n");
+            let counts = import_skipping(&db, &csv, &table, Some("ttz")).await;
+            assert_eq!(counts, (1, 0), "{strategy:?}");
+        })
+        .await;
+    }
+}
+
 /// citext compares regardless of case, macaddr in any spelling, a domain as
 /// its base type: a key of each in another spelling is the row already
 /// there.

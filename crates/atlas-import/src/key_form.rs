@@ -64,6 +64,15 @@ pub enum ValueForm {
     MacAddr8,
     /// Text compared regardless of case (`citext`).
     CaseInsensitive,
+    /// `character(n)`: text without the spaces that pad it (PostgreSQL
+    /// stores `ab` as `ab   ` and compares without them).
+    BlankPadded,
+    /// `time`: a time of day by its microseconds (`12:34` = `12:34:00.000`).
+    Time,
+    /// `timetz`: a time of day and its UTC offset, both compared as
+    /// PostgreSQL compares them (`12:00+02` = `12:00:00+02:00`, but not
+    /// `10:00+00`).
+    TimeTz,
 }
 
 impl KeyForm {
@@ -183,6 +192,9 @@ impl std::fmt::Display for ValueForm {
             ValueForm::MacAddr => "macaddr",
             ValueForm::MacAddr8 => "macaddr8",
             ValueForm::CaseInsensitive => "citext",
+            ValueForm::BlankPadded => "character",
+            ValueForm::Time => "time",
+            ValueForm::TimeTz => "timetz",
         })
     }
 }
@@ -202,8 +214,17 @@ impl ValueForm {
             "macaddr" => ValueForm::MacAddr,
             "macaddr8" => ValueForm::MacAddr8,
             "citext" => ValueForm::CaseInsensitive,
+            "character" | "bpchar" => ValueForm::BlankPadded,
             interval if interval == "interval" || interval.starts_with("interval ") => {
                 ValueForm::Interval
+            }
+            // `time`, `time(3) without time zone`, `time with time zone`.
+            time if time.starts_with("time") && !time.starts_with("timestamp") => {
+                if sql_type.ends_with(" with time zone") {
+                    ValueForm::TimeTz
+                } else {
+                    ValueForm::Time
+                }
             }
             _ => ValueForm::AsWritten,
         }
@@ -235,6 +256,18 @@ impl ValueForm {
                 out.extend(value.chars().flat_map(char::to_lowercase));
                 true
             }
+            ValueForm::BlankPadded => {
+                out.push_str(value.trim_end_matches(' '));
+                true
+            }
+            // Only a time alone: `1:00 PM` is 13:00 to PostgreSQL.
+            ValueForm::Time => time_of_day(value.trim())
+                .filter(|(_, rest)| rest.is_empty())
+                .map(|(micros, _)| out.push_str(&micros.to_string()))
+                .is_some(),
+            ValueForm::TimeTz => time_with_offset(value)
+                .map(|(micros, offset)| out.push_str(&format!("{micros}{offset:+}")))
+                .is_some(),
         };
         if !read {
             out.truncate(start);
@@ -473,6 +506,83 @@ fn unit(word: &str) -> Option<Unit> {
 
 /// The length of an interval in PostgreSQL's input forms (`1 day 02:00:00`,
 /// `@ 1 hour ago`, `1-2` years-months, ISO 8601 `P1DT2H`), in microseconds.
+/// The microseconds since midnight of the time of day `value` begins with
+/// (`H:MM`, `HH:MM:SS`, `HH:MM:SS.ffffff`; up to `24:00:00`), and the rest
+/// of `value` after it.
+fn time_of_day(value: &str) -> Option<(i64, &str)> {
+    fn digits(text: &str, min: usize, max: usize) -> Option<(i64, usize)> {
+        let n = text.bytes().take_while(u8::is_ascii_digit).count();
+        if !(min..=max).contains(&n) {
+            return None;
+        }
+        Some((text[..n].parse().ok()?, n))
+    }
+    let (hours, n) = digits(value, 1, 2)?;
+    let rest = value[n..].strip_prefix(':')?;
+    let (minutes, n) = digits(rest, 2, 2)?;
+    let mut rest = &rest[n..];
+    let (mut seconds, mut micros) = (0, 0);
+    if let Some(after) = rest.strip_prefix(':') {
+        let (s, n) = digits(after, 2, 2)?;
+        seconds = s;
+        rest = &after[n..];
+        if let Some(fraction) = rest.strip_prefix('.') {
+            // More than microseconds: PostgreSQL rounds; compared as written.
+            let (f, n) = digits(fraction, 1, 6)?;
+            micros = f * 10i64.pow(6 - n as u32);
+            rest = &fraction[n..];
+        }
+    }
+    if minutes > 59 || seconds > 59 || hours > 24 || (hours == 24 && minutes + seconds + micros > 0)
+    {
+        return None;
+    }
+    Some((
+        ((hours * 60 + minutes) * 60 + seconds) * 1_000_000 + micros,
+        rest,
+    ))
+}
+
+/// A `timetz` value: its time of day in microseconds and its UTC offset in
+/// seconds east (`+HH`, `+HH:MM`, `+HHMM`, `+HH:MM:SS`, `Z`).
+fn time_with_offset(value: &str) -> Option<(i64, i64)> {
+    let (micros, rest) = time_of_day(value.trim())?;
+    let zone = rest.trim_start();
+    if zone.eq_ignore_ascii_case("z") {
+        return Some((micros, 0));
+    }
+    let (sign, zone) = match zone.as_bytes().first()? {
+        b'+' => (1, &zone[1..]),
+        b'-' => (-1, &zone[1..]),
+        _ => return None,
+    };
+    let parts: Vec<&str> = if zone.contains(':') {
+        zone.split(':').collect()
+    } else if zone.len() > 2 {
+        // `+0530`, `+053000`
+        zone.as_bytes()
+            .chunks(2)
+            .map(|c| std::str::from_utf8(c).unwrap_or("x"))
+            .collect()
+    } else {
+        vec![zone]
+    };
+    if parts.is_empty()
+        || parts.len() > 3
+        || parts[0].is_empty()
+        || parts[0].len() > 2
+        || parts[1..].iter().any(|p| p.len() != 2)
+        || parts.iter().any(|p| !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return None;
+    }
+    let mut seconds = 0;
+    for (part, scale) in parts.iter().zip([3600, 60, 1]) {
+        seconds += part.parse::<i64>().ok()? * scale;
+    }
+    Some((micros, sign * seconds))
+}
+
 fn interval_span(value: &str) -> Option<i128> {
     let trimmed = value.trim();
     let text = if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -723,6 +833,38 @@ mod tests {
         let citext = KeyForm::Value(ValueForm::CaseInsensitive);
         same(citext, "Straße", "STRAßE");
         different(citext, "a", "b");
+    }
+
+    #[test]
+    fn times_and_padded_text_compare_as_postgresql_does() {
+        let time = KeyForm::Value(ValueForm::Time);
+        same(time, "12:34", "12:34:00");
+        same(time, "1:02:03.5", "01:02:03.500000");
+        same(time, "24:00", "24:00:00");
+        different(time, "12:34", "12:34:01");
+        different(time, "00:00:00.000001", "00:00:00");
+        // Not a time this reads: compared as written.
+        assert_eq!(key(time, "allballs"), "allballs");
+        assert_eq!(key(time, "25:00"), "25:00");
+        different(time, "1:00 PM", "01:00");
+        let timetz = KeyForm::Value(ValueForm::TimeTz);
+        same(timetz, "00:00+00", "00:00:00+00");
+        same(timetz, "12:00:00 +02:00", "12:00:00+02");
+        same(timetz, "1:00-5", "01:00:00-05");
+        same(timetz, "12:00+0530", "12:00:00+05:30");
+        same(timetz, "12:00Z", "12:00:00+00");
+        different(timetz, "12:00+02", "10:00+00");
+        different(timetz, "12:00+02", "12:00-02");
+        let padded = KeyForm::Value(ValueForm::BlankPadded);
+        same(padded, "ab", "ab   ");
+        different(padded, " ab", "ab");
+        let pg = |sql_type: &str| ValueForm::of_postgres(sql_type);
+        assert_eq!(pg("character(5)"), ValueForm::BlankPadded);
+        assert_eq!(pg("time without time zone"), ValueForm::Time);
+        assert_eq!(pg("time(3) without time zone"), ValueForm::Time);
+        assert_eq!(pg("time with time zone"), ValueForm::TimeTz);
+        assert_eq!(pg("time(0) with time zone"), ValueForm::TimeTz);
+        assert_eq!(pg("timestamp without time zone"), ValueForm::AsWritten);
     }
 
     #[test]

@@ -55,9 +55,11 @@ impl Wire {
 
 /// Whether `column` holds text whose binary COPY form is the text itself
 /// (text, varchar, char, name, citext, json), so it travels without a cast
-/// in either direction.
+/// in either direction. An array of them (`character varying(10)[]`) has a
+/// binary form of its own.
 pub(crate) fn binary_form_is_text(column: &TargetColumn) -> bool {
     column.data_type == DataType::Utf8
+        && !column.sql_type.ends_with("[]")
         && matches!(
             column.sql_type.split('(').next().unwrap_or_default(),
             "text" | "character varying" | "character" | "name" | "citext" | "json"

@@ -103,7 +103,10 @@ impl Dialect for PostgresDialect {
             | ValueForm::Inet
             | ValueForm::MacAddr
             | ValueForm::MacAddr8
-            | ValueForm::CaseInsensitive) => Some(KeyForm::Value(form)),
+            | ValueForm::CaseInsensitive
+            | ValueForm::BlankPadded
+            | ValueForm::Time
+            | ValueForm::TimeTz) => Some(KeyForm::Value(form)),
             _ => None,
         }
     }
