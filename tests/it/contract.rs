@@ -244,6 +244,42 @@ async fn overlong_text_is_a_bad_value(db: &TestDb) {
     assert_eq!(db.count(&table).await, 0);
 }
 
+/// Values the databases themselves read go in: a timestamp to the minute
+/// (`2024-01-01 10:00`) and PostgreSQL's `on`/`off` booleans; the same
+/// timestamp with its seconds is then the row already there.
+async fn timestamps_to_the_minute_and_on_off_booleans(db: &TestDb) {
+    let dir = TempDir::new();
+    let table = db.table("minutes");
+    let timestamp = if db.kind == Kind::MySql {
+        "DATETIME"
+    } else {
+        "TIMESTAMP"
+    };
+    create(db, &table, &format!("ts {timestamp}, b BOOLEAN")).await;
+    let csv = "ts,b
+2024-01-01 10:00,on
+2024-01-02T11:30,off
+";
+    let report = import(db, &dir.file("minutes.csv", csv), &table)
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(report.inserted, 2);
+    let again = dir.file(
+        "seconds.csv",
+        "ts,b
+2024-01-01 10:00:00,true
+",
+    );
+    let report = import(db, &again, &table)
+        .with_on_duplicate(OnDuplicate::Skip)
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!((report.inserted, report.skipped), (0, 1));
+    assert_eq!(db.count(&table).await, 2);
+}
+
 /// An empty field in a NOT NULL column without a default is a bad value
 /// naming its line and column, found before anything is written (the
 /// databases' own refusals name no line: MariaDB's not even the row); with
@@ -605,6 +641,7 @@ on_every_database!(
     create_table_never_and_unfit_tables,
     overlong_text_is_a_bad_value,
     null_in_a_not_null_column_is_a_bad_value,
+    timestamps_to_the_minute_and_on_off_booleans,
     a_row_a_constraint_refuses_names_its_line,
     a_generated_column_in_the_source_is_refused,
     nul_characters_in_text,

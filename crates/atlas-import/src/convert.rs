@@ -297,11 +297,12 @@ pub fn coerce_array_lenient(array: &ArrayRef, target: &DataType) -> (ArrayRef, V
     (converted, failures)
 }
 
-/// Parses a boolean the way the original service accepted them.
+/// Parses a boolean the way the original service accepted them, and
+/// PostgreSQL's `on`/`off`.
 pub fn parse_bool(s: &str) -> Option<bool> {
     match s.trim().to_ascii_lowercase().as_str() {
-        "true" | "t" | "1" | "yes" | "y" => Some(true),
-        "false" | "f" | "0" | "no" | "n" => Some(false),
+        "true" | "t" | "1" | "yes" | "y" | "on" => Some(true),
+        "false" | "f" | "0" | "no" | "n" | "off" => Some(false),
         _ => None,
     }
 }
@@ -323,6 +324,28 @@ pub fn parse_integer(s: &str) -> Option<i128> {
 /// Parses a float (`1.5`, `1e3`, `NaN`, `inf`).
 pub fn parse_float(s: &str) -> Option<f64> {
     s.trim().parse::<f64>().ok()
+}
+
+/// A timestamp written to the minute (`2024-01-01 10:00`, `...T10:00+02`,
+/// which PostgreSQL and MySQL read) with its seconds, which Arrow's parser
+/// needs; any other text as it is.
+fn with_seconds(s: &str) -> std::borrow::Cow<'_, str> {
+    let bytes = s.as_bytes();
+    let minute_end = "2024-01-01 10:00".len();
+    let shaped = bytes.len() >= minute_end
+        && matches!(bytes[10], b' ' | b'T' | b't')
+        && bytes[4] == b'-'
+        && bytes[7] == b'-'
+        && bytes[13] == b':'
+        && [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15]
+            .iter()
+            .all(|&i| bytes[i].is_ascii_digit())
+        && bytes.get(minute_end) != Some(&b':')
+        && bytes.get(minute_end).is_none_or(|b| !b.is_ascii_digit());
+    if !shaped {
+        return s.into();
+    }
+    format!("{}:00{}", &s[..minute_end], &s[minute_end..]).into()
 }
 
 fn is_blank(s: &str) -> bool {
@@ -365,9 +388,19 @@ fn coerce_strings(values: &StringArray, target: &DataType) -> Result<ArrayRef, C
         _ => {
             // Dates, timestamps, decimals and the rest: trim, blank to NULL, then
             // Arrow's own parsers; a value that becomes NULL did not parse.
+            let timestamps = matches!(target, DataType::Timestamp(..));
             let trimmed: StringArray = values
                 .iter()
                 .map(|v| v.map(str::trim).filter(|s| !s.is_empty()))
+                .map(|v| {
+                    v.map(|s| {
+                        if timestamps {
+                            with_seconds(s)
+                        } else {
+                            s.into()
+                        }
+                    })
+                })
                 .collect();
             let trimmed: ArrayRef = Arc::new(trimmed);
             let options = CastOptions {
@@ -707,6 +740,32 @@ mod tests {
         assert_eq!(out.value(1), "   ");
         assert_eq!(out.value(2), "");
         assert!(out.is_null(3));
+    }
+
+    #[test]
+    fn timestamps_to_the_minute_read_with_zero_seconds() {
+        for (written, read) in [
+            ("2024-01-01 10:00", "2024-01-01 10:00:00"),
+            ("2024-01-01T10:00+02", "2024-01-01T10:00:00+02"),
+            ("2024-01-01 10:00 UTC", "2024-01-01 10:00:00 UTC"),
+            ("2024-01-01 10:00:30", "2024-01-01 10:00:30"),
+            ("2024-01-01 10:000", "2024-01-01 10:000"),
+            ("2024-01-01", "2024-01-01"),
+            ("a", "a"),
+        ] {
+            assert_eq!(with_seconds(written), read, "{written}");
+        }
+        let minutes = coerce_array(
+            &strings(&[Some("2024-01-01 10:00")]),
+            &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None),
+        )
+        .unwrap();
+        let seconds = coerce_array(
+            &strings(&[Some("2024-01-01 10:00:00")]),
+            &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None),
+        )
+        .unwrap();
+        assert_eq!(&minutes, &seconds);
     }
 
     #[test]

@@ -363,11 +363,7 @@ fn float(value: &str, out: &mut String) -> bool {
 
 /// PostgreSQL's boolean spellings, as `t` or `f`.
 fn boolean(value: &str) -> Option<char> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "t" | "true" | "y" | "yes" | "on" | "1" => Some('t'),
-        "f" | "false" | "n" | "no" | "off" | "0" => Some('f'),
-        _ => None,
-    }
+    crate::convert::parse_bool(value).map(|b| if b { 't' } else { 'f' })
 }
 
 /// An address with its prefix length (the full length where none is
