@@ -269,6 +269,39 @@ async fn postgres_times_and_padded_text_compare_as_the_database_does() {
     }
 }
 
+/// MySQL/MariaDB read `CHAR(n)` back without trailing spaces and `TIME` as
+/// `HH:MM:SS`: another spelling of a row already there is a duplicate under
+/// every strategy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_char_and_time_keys_compare_as_stored() {
+    for strategy in [
+        atlas_import::KeyStrategy::Preload,
+        atlas_import::KeyStrategy::Probe,
+        atlas_import::KeyStrategy::Narrow,
+    ] {
+        let mut db = TestDb::new(Kind::MySql).await;
+        db.strategy = strategy;
+        db.run(async {
+            let dir = TempDir::new();
+            let table = db.table("mysql_time_keys");
+            crate::common::create(&db, &table, "t TIME, t6 TIME(6), code CHAR(5)").await;
+            let csv = "t,t6,code
+12:34,1:02:03.5,ab 
+";
+            import(&db, &dir.file("times.csv", csv), &table)
+                .execute()
+                .await
+                .unwrap();
+            for (key, value) in [("t", "12:34:00"), ("t6", "01:02:03.500"), ("code", "ab")] {
+                let csv = dir.file(&format!("skip_{key}.csv"), &format!("{key}\n{value}\n"));
+                let counts = import_skipping(&db, &csv, &table, Some(key)).await;
+                assert_eq!(counts, (0, 1), "{strategy:?} {key}");
+            }
+        })
+        .await;
+    }
+}
+
 /// citext compares regardless of case, macaddr in any spelling, a domain as
 /// its base type: a key of each in another spelling is the row already
 /// there.

@@ -33,7 +33,7 @@ use super::{
     index_parts, insert_history_sql, mask_password, quote_ident,
 };
 use crate::error::{AtlasError, Result};
-use crate::key_form::KeyForm;
+use crate::key_form::{KeyForm, ValueForm};
 use crate::names::TableRef;
 use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
 use crate::typed_text::TextForm;
@@ -120,6 +120,16 @@ impl Dialect for MySqlDialect {
 
     fn text_form(&self, sql_type: &str) -> Option<TextForm> {
         TextForm::mysql(sql_type)
+    }
+
+    /// `CHAR(n)` reads back without trailing spaces; `TIME` as
+    /// `HH:MM:SS[.ffffff]` however it was written (`12:34` is `12:34:00`).
+    fn text_key_form(&self, sql_type: &str) -> Option<KeyForm> {
+        match sql_type.split('(').next().unwrap_or_default() {
+            "char" => Some(KeyForm::Value(ValueForm::BlankPadded)),
+            "time" => Some(KeyForm::Value(ValueForm::Time)),
+            _ => None,
+        }
     }
 
     /// Compared as written until the table exists: MySQL normalizes a JSON
