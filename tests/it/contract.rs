@@ -256,21 +256,13 @@ async fn timestamps_to_the_minute_and_on_off_booleans(db: &TestDb) {
         "TIMESTAMP"
     };
     create(db, &table, &format!("ts {timestamp}, b BOOLEAN")).await;
-    let csv = "ts,b
-2024-01-01 10:00,on
-2024-01-02T11:30,off
-";
+    let csv = "ts,b\n2024-01-01 10:00,on\n2024-01-02T11:30,off\n";
     let report = import(db, &dir.file("minutes.csv", csv), &table)
         .execute()
         .await
         .unwrap();
     assert_eq!(report.inserted, 2);
-    let again = dir.file(
-        "seconds.csv",
-        "ts,b
-2024-01-01 10:00:00,true
-",
-    );
+    let again = dir.file("seconds.csv", "ts,b\n2024-01-01 10:00:00,true\n");
     let report = import(db, &again, &table)
         .with_on_duplicate(OnDuplicate::Skip)
         .execute()

@@ -269,9 +269,10 @@ async fn postgres_times_and_padded_text_compare_as_the_database_does() {
     }
 }
 
-/// MySQL/MariaDB read `CHAR(n)` back without trailing spaces and `TIME` as
-/// `HH:MM:SS`: another spelling of a row already there is a duplicate under
-/// every strategy.
+/// MySQL/MariaDB read `CHAR(n)` back without trailing spaces, `TIME` as
+/// `HH:MM:SS`, and an ENUM as the label a value names (in any case, under a
+/// case-insensitive collation): another spelling of a row already there is
+/// a duplicate under every strategy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_char_and_time_keys_compare_as_stored() {
     for strategy in [
@@ -284,15 +285,23 @@ async fn mysql_char_and_time_keys_compare_as_stored() {
         db.run(async {
             let dir = TempDir::new();
             let table = db.table("mysql_time_keys");
-            crate::common::create(&db, &table, "t TIME, t6 TIME(6), code CHAR(5)").await;
-            let csv = "t,t6,code
-12:34,1:02:03.5,ab 
-";
+            crate::common::create(
+                &db,
+                &table,
+                "t TIME, t6 TIME(6), code CHAR(5), mood ENUM('sad','ok')",
+            )
+            .await;
+            let csv = "t,t6,code,mood\n12:34,1:02:03.5,ab ,OK\n";
             import(&db, &dir.file("times.csv", csv), &table)
                 .execute()
                 .await
                 .unwrap();
-            for (key, value) in [("t", "12:34:00"), ("t6", "01:02:03.500"), ("code", "ab")] {
+            for (key, value) in [
+                ("t", "12:34:00"),
+                ("t6", "01:02:03.500"),
+                ("code", "ab"),
+                ("mood", "ok"),
+            ] {
                 let csv = dir.file(&format!("skip_{key}.csv"), &format!("{key}\n{value}\n"));
                 let counts = import_skipping(&db, &csv, &table, Some(key)).await;
                 assert_eq!(counts, (0, 1), "{strategy:?} {key}");

@@ -445,7 +445,7 @@ fn row_texts(row: &Row, width: usize) -> impl Iterator<Item = Option<&str>> {
 impl Catalog for Conn {
     async fn describe(&mut self, table: &TableRef) -> Result<Option<TargetTable>> {
         let conn = self;
-        type ColumnRow = (String, String, String, i64, i64, i64, i64, i64, i64);
+        type ColumnRow = (String, String, String, i64, i64, i64, i64, i64, i64, String);
         // information_schema columns come back as binary strings on some servers:
         // cast everything to what the driver decodes.
         let rows: Vec<ColumnRow> = conn
@@ -459,7 +459,8 @@ impl Catalog for Conn {
                         CAST(CASE WHEN data_type IN ('char', 'varchar')
                              THEN character_maximum_length ELSE 0 END AS SIGNED),
                         CAST(extra LIKE '%VIRTUAL GENERATED%' OR extra LIKE '%STORED GENERATED%'
-                             AS SIGNED)
+                             AS SIGNED),
+                        CAST(COALESCE(collation_name, '') AS CHAR)
                  FROM information_schema.columns
                  WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ?
                  ORDER BY ordinal_position",
@@ -483,6 +484,7 @@ impl Catalog for Conn {
                     scale,
                     max_chars,
                     generated,
+                    collation,
                 )| {
                     let data_type = data_type_for(
                         &data_type.to_ascii_lowercase(),
@@ -491,9 +493,19 @@ impl Catalog for Conn {
                         scale,
                     );
                     let text_form = TextForm::of(DbKind::MySql, &column_type);
+                    // An ENUM stores the label a value names; under a
+                    // case-insensitive collation `A` names `a`, and no two
+                    // labels differ by case alone.
+                    let key_form = if column_type.to_ascii_lowercase().starts_with("enum(")
+                        && collation.ends_with("_ci")
+                    {
+                        Some(KeyForm::Value(ValueForm::CaseInsensitive))
+                    } else {
+                        KeyForm::of(DbKind::MySql, &column_type, text_form, &data_type)
+                    };
                     TargetColumn {
                         name,
-                        key_form: KeyForm::of(DbKind::MySql, &column_type, text_form, &data_type),
+                        key_form,
                         data_type,
                         text_form,
                         sql_type: column_type,
