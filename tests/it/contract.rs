@@ -272,6 +272,41 @@ async fn timestamps_to_the_minute_and_on_off_booleans(db: &TestDb) {
     assert_eq!(db.count(&table).await, 2);
 }
 
+/// A timestamp column that keeps whole seconds holds `10:00:00.4` and
+/// `10:00:00.3` as one value (PostgreSQL and MySQL round `.6` up, MariaDB
+/// cuts it): the check compares what the table will hold, within the file
+/// and against the rows already there.
+async fn timestamps_compare_at_the_column_precision(db: &TestDb) {
+    let columns = match db.kind {
+        Kind::Postgres => "ts TIMESTAMP(0)",
+        Kind::MySql => "ts DATETIME",
+        // SQLite keeps what it is given.
+        Kind::Sqlite => return,
+    };
+    let dir = TempDir::new();
+    let table = db.table("whole_seconds");
+    create(db, &table, columns).await;
+    let file = dir.file(
+        "fractions.csv",
+        "ts\n2024-01-01 10:00:00.6\n2024-01-01 10:00:00.4\n2024-01-01 10:00:00.3\n",
+    );
+    let rounded_up = db.kind == Kind::Postgres
+        || db
+            .scalar("SELECT CAST(VERSION() LIKE '%MariaDB%' AS SIGNED)")
+            .await
+            == 0;
+    let expected = if rounded_up { (2, 1) } else { (1, 2) };
+    for (run, expected) in [expected, (0, 3)].into_iter().enumerate() {
+        let report = import(db, &file, &table)
+            .with_on_duplicate(OnDuplicate::Skip)
+            .with_force(true)
+            .execute()
+            .await
+            .unwrap();
+        assert_eq!((report.inserted, report.skipped), expected, "run {run}");
+    }
+}
+
 /// An empty field in a NOT NULL column without a default is a bad value
 /// naming its line and column, found before anything is written (the
 /// databases' own refusals name no line: MariaDB's not even the row); with
@@ -634,6 +669,7 @@ on_every_database!(
     overlong_text_is_a_bad_value,
     null_in_a_not_null_column_is_a_bad_value,
     timestamps_to_the_minute_and_on_off_booleans,
+    timestamps_compare_at_the_column_precision,
     a_row_a_constraint_refuses_names_its_line,
     a_generated_column_in_the_source_is_refused,
     nul_characters_in_text,

@@ -12,13 +12,13 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, ArrowPrimitiveType, BooleanArray, BooleanBuilder, PrimitiveArray, StringArray,
-    new_null_array,
+    Array, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray, BooleanBuilder, PrimitiveArray,
+    StringArray, new_null_array,
 };
 use datafusion::arrow::compute::{CastOptions, cast, cast_with_options, nullif};
 use datafusion::arrow::datatypes::{
     DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit,
-    UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+    TimestampMicrosecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
@@ -70,7 +70,7 @@ pub fn coerce_column(
             .convert(&text)
             .map_err(|index| describe(array, index, Some(&text)));
     }
-    let converted = coerce_array(array, &column.data_type)?;
+    let converted = with_seconds_precision(coerce_array(array, &column.data_type)?, column);
     if let Some(max) = column.max_chars
         && let Some(index) = overlong(&converted, max).next()
     {
@@ -108,6 +108,7 @@ pub fn coerce_column_lenient(
         return (converted, failures);
     }
     let (converted, mut failures) = coerce_array_lenient(array, &column.data_type);
+    let converted = with_seconds_precision(converted, column);
     let Some(max) = column.max_chars else {
         return (converted, failures);
     };
@@ -124,6 +125,23 @@ pub fn coerce_column_lenient(
     let cleaned =
         nullif(&converted, &BooleanArray::from(mask)).expect("mask has the array's length");
     (cleaned, failures)
+}
+
+/// Timestamps as `column` will hold them, where it keeps fewer digits of a
+/// second than microseconds (the database would round or cut the rest).
+fn with_seconds_precision(converted: ArrayRef, column: &crate::schema::TargetColumn) -> ArrayRef {
+    let Some(precision) = column.seconds_precision else {
+        return converted;
+    };
+    let Some(micros) = converted.as_primitive_opt::<TimestampMicrosecondType>() else {
+        return converted;
+    };
+    // `unary` drops the time zone: the column's type is kept.
+    Arc::new(
+        micros
+            .unary::<_, TimestampMicrosecondType>(|v| precision.apply(v))
+            .with_data_type(micros.data_type().clone()),
+    )
 }
 
 /// The text form of `column`'s type and `array` as text, when `array` is

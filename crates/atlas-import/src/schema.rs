@@ -29,6 +29,54 @@ pub struct TargetColumn {
     /// How the column's keys compare where the database's equality is looser
     /// than the text it stores (unconstrained numeric, jsonb, interval...).
     pub key_form: Option<crate::key_form::KeyForm>,
+    /// A timestamp column that keeps fewer digits of a second than
+    /// microseconds (`timestamp(0)`, MySQL's `DATETIME`): how the database
+    /// cuts the rest, which the conversion does first, so that the check
+    /// compares the values the table will hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds_precision: Option<SecondsPrecision>,
+}
+
+/// The digits of a second a timestamp column keeps, and how the database
+/// drops the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct SecondsPrecision {
+    /// Fraction digits kept: 0 to 5.
+    pub digits: u8,
+    pub rounding: FractionRounding,
+}
+
+/// How a database drops the digits of a second its column does not keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum FractionRounding {
+    /// To the nearest, a half away from zero in microseconds since 1970
+    /// (PostgreSQL).
+    HalfAwayFromZero,
+    /// To the nearest, a half up in the calendar's fraction (MySQL).
+    HalfUp,
+    /// Cut: the calendar's fraction truncated (MariaDB).
+    Truncate,
+}
+
+impl SecondsPrecision {
+    /// `digits` kept by `rounding`; `None` where all six are kept.
+    pub fn new(digits: u8, rounding: FractionRounding) -> Option<Self> {
+        (digits < 6).then_some(Self { digits, rounding })
+    }
+
+    /// `micros` (since 1970) as the column holds it.
+    pub fn apply(self, micros: i64) -> i64 {
+        let scale = 10i64.pow(6 - u32::from(self.digits));
+        let half = scale / 2;
+        match self.rounding {
+            FractionRounding::HalfAwayFromZero if micros < 0 => {
+                -(micros.saturating_neg().saturating_add(half) / scale * scale)
+            }
+            FractionRounding::HalfAwayFromZero => micros.saturating_add(half) / scale * scale,
+            FractionRounding::HalfUp => micros.saturating_add(half).div_euclid(scale) * scale,
+            FractionRounding::Truncate => micros.div_euclid(scale) * scale,
+        }
+    }
 }
 
 impl TargetColumn {
@@ -51,6 +99,7 @@ impl TargetColumn {
             max_chars: None,
             text_form: None,
             key_form: None,
+            seconds_precision: None,
         }
     }
 }
@@ -194,4 +243,31 @@ pub fn coerced_schema(columns: &[TargetColumn]) -> SchemaRef {
         .collect();
     fields.push(Field::new(ROW_NUMBER_COLUMN, DataType::UInt64, false));
     std::sync::Arc::new(Schema::new(fields))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_kept_as_each_database_keeps_them() {
+        let whole = |rounding| SecondsPrecision::new(0, rounding).unwrap();
+        // 10:00:00.6 and 10:00:00.4 after 1970; 23:59:59.5 and .6 before.
+        let (late, early) = (36_000_600_000, 36_000_400_000);
+        let postgres = whole(FractionRounding::HalfAwayFromZero);
+        assert_eq!(
+            (postgres.apply(late), postgres.apply(early)),
+            (36_001_000_000, 36_000_000_000)
+        );
+        assert_eq!(postgres.apply(-500_000), -1_000_000);
+        let mysql = whole(FractionRounding::HalfUp);
+        assert_eq!(mysql.apply(late), 36_001_000_000);
+        assert_eq!(mysql.apply(-500_000), 0);
+        let mariadb = whole(FractionRounding::Truncate);
+        assert_eq!(mariadb.apply(late), 36_000_000_000);
+        assert_eq!(mariadb.apply(-400_000), -1_000_000);
+        let millis = SecondsPrecision::new(3, FractionRounding::HalfUp).unwrap();
+        assert_eq!(millis.apply(1_234_567), 1_235_000);
+        assert_eq!(SecondsPrecision::new(6, FractionRounding::HalfUp), None);
+    }
 }

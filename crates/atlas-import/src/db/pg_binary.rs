@@ -294,6 +294,7 @@ mod tests {
             max_chars: None,
             text_form: crate::typed_text::TextForm::of(crate::db::DbKind::Postgres, sql_type),
             key_form: None,
+            seconds_precision: None,
         }
     }
 

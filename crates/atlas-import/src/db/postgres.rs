@@ -24,7 +24,7 @@ use super::{
 use crate::error::{AtlasError, Result};
 use crate::key_form::{KeyForm, ValueForm};
 use crate::names::TableRef;
-use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
+use crate::schema::{ColumnSpec, FractionRounding, SecondsPrecision, TargetColumn, TargetTable};
 use crate::typed_text::TextForm;
 
 /// Send COPY data to the server in pieces of about this size, small enough to
@@ -338,9 +338,17 @@ impl Catalog for PgConnection {
                 let base_type: String = row.get(6);
                 let data_type = data_type_for(&type_name, typmod);
                 let text_form = TextForm::of(DbKind::Postgres, &base_type);
+                // timestamp(p): p digits, or six without a modifier.
+                let seconds_precision = matches!(type_name.as_str(), "timestamp" | "timestamptz")
+                    .then(|| u8::try_from(typmod).ok())
+                    .flatten()
+                    .and_then(|digits| {
+                        SecondsPrecision::new(digits, FractionRounding::HalfAwayFromZero)
+                    });
                 TargetColumn {
                     name: row.get(0),
                     key_form: KeyForm::of(DbKind::Postgres, &base_type, text_form, &data_type),
+                    seconds_precision,
                     text_form,
                     sql_type,
                     data_type,

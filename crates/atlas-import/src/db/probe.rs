@@ -179,6 +179,7 @@ mod tests {
             max_chars: None,
             text_form,
             key_form: None,
+            seconds_precision: None,
         };
         for sql_type in ["text", "uuid", "interval", "citext", "box"] {
             assert!(filterable(&column(sql_type, None)), "{sql_type}");

@@ -428,6 +428,7 @@ impl Catalog for SqliteConnection {
                     text_form: TextForm::of(DbKind::Sqlite, &declared),
                     // SQLite compares the values it stores, as held here.
                     key_form: None,
+                    seconds_precision: None,
                     sql_type: declared,
                     nullable: not_null == 0,
                     has_default: has_default || rowid_alias,

@@ -326,6 +326,7 @@ mod tests {
             max_chars: None,
             text_form: None,
             key_form: None,
+            seconds_precision: None,
         }
     }
 

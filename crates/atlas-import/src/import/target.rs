@@ -89,6 +89,7 @@ impl ImportBuilder {
                             name,
                             sql_type: sql_type.to_string(),
                             key_form: KeyForm::of(kind, sql_type, text_form, &data_type),
+                            seconds_precision: None,
                             data_type,
                             nullable: true,
                             has_default: false,
@@ -105,6 +106,7 @@ impl ImportBuilder {
                     TargetColumn {
                         name,
                         key_form: KeyForm::of(kind, &sql_type, text_form, &data_type),
+                        seconds_precision: None,
                         text_form,
                         sql_type,
                         data_type,

@@ -35,7 +35,7 @@ use super::{
 use crate::error::{AtlasError, Result};
 use crate::key_form::{KeyForm, ValueForm};
 use crate::names::TableRef;
-use crate::schema::{ColumnSpec, TargetColumn, TargetTable};
+use crate::schema::{ColumnSpec, FractionRounding, SecondsPrecision, TargetColumn, TargetTable};
 use crate::typed_text::TextForm;
 
 /// Seconds an import waits for another import of the same table.
@@ -209,6 +209,28 @@ pub(super) fn refused_as_duplicate(error: &(dyn std::error::Error + 'static)) ->
 /// names (`Out of range value for column 'n' at row 3` of that statement).
 pub(super) fn refused_row(error: &(dyn std::error::Error + 'static)) -> Option<u64> {
     error.downcast_ref::<write::WriteRefusal>()?.refused_row()
+}
+
+/// The digits of a second a `DATETIME(p)`/`TIMESTAMP(p)` column keeps
+/// (none without `(p)`): MySQL rounds the rest, MariaDB cuts it.
+fn seconds_precision(
+    data_type: &DataType,
+    column_type: &str,
+    mariadb: bool,
+) -> Option<SecondsPrecision> {
+    if !matches!(data_type, DataType::Timestamp(..)) {
+        return None;
+    }
+    let digits = column_type
+        .split_once('(')
+        .and_then(|(_, rest)| rest.trim_end_matches(')').parse().ok())
+        .unwrap_or(0);
+    let rounding = if mariadb {
+        FractionRounding::Truncate
+    } else {
+        FractionRounding::HalfUp
+    };
+    SecondsPrecision::new(digits, rounding)
 }
 
 /// Maps an Arrow type to the declared SQL type of a new column.
@@ -445,7 +467,19 @@ fn row_texts(row: &Row, width: usize) -> impl Iterator<Item = Option<&str>> {
 impl Catalog for Conn {
     async fn describe(&mut self, table: &TableRef) -> Result<Option<TargetTable>> {
         let conn = self;
-        type ColumnRow = (String, String, String, i64, i64, i64, i64, i64, i64, String);
+        type ColumnRow = (
+            String,
+            String,
+            String,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            String,
+            i64,
+        );
         // information_schema columns come back as binary strings on some servers:
         // cast everything to what the driver decodes.
         let rows: Vec<ColumnRow> = conn
@@ -460,7 +494,8 @@ impl Catalog for Conn {
                              THEN character_maximum_length ELSE 0 END AS SIGNED),
                         CAST(extra LIKE '%VIRTUAL GENERATED%' OR extra LIKE '%STORED GENERATED%'
                              AS SIGNED),
-                        CAST(COALESCE(collation_name, '') AS CHAR)
+                        CAST(COALESCE(collation_name, '') AS CHAR),
+                        CAST(VERSION() LIKE '%MariaDB%' AS SIGNED)
                  FROM information_schema.columns
                  WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ?
                  ORDER BY ordinal_position",
@@ -485,6 +520,7 @@ impl Catalog for Conn {
                     max_chars,
                     generated,
                     collation,
+                    mariadb,
                 )| {
                     let data_type = data_type_for(
                         &data_type.to_ascii_lowercase(),
@@ -506,6 +542,11 @@ impl Catalog for Conn {
                     TargetColumn {
                         name,
                         key_form,
+                        seconds_precision: seconds_precision(
+                            &data_type,
+                            &column_type,
+                            mariadb != 0,
+                        ),
                         data_type,
                         text_form,
                         sql_type: column_type,

@@ -25,6 +25,7 @@ fn age_column() -> TargetColumn {
         max_chars: None,
         text_form: None,
         key_form: None,
+        seconds_precision: None,
     }
 }
 
