@@ -366,6 +366,39 @@ fn with_seconds(s: &str) -> std::borrow::Cow<'_, str> {
     format!("{}:00{}", &s[..minute_end], &s[minute_end..]).into()
 }
 
+/// Timestamp text as Arrow's parser reads it, and whether it gave up half a
+/// microsecond or more: seconds added to a time written to the minute
+/// ([`with_seconds`]), and digits of a second past the sixth dropped
+/// (`.1234567`, as SQL Server's `datetime2` writes them), which the caller
+/// rounds as PostgreSQL and MySQL do.
+fn timestamp_text(s: &str) -> (std::borrow::Cow<'_, str>, bool) {
+    let text = with_seconds(s);
+    let bytes = text.as_bytes();
+    let seconds_end = "2024-01-01 10:00:00".len();
+    let shaped = bytes.len() > seconds_end + 7
+        && matches!(bytes[10], b' ' | b'T' | b't')
+        && bytes[13] == b':'
+        && bytes[16] == b':'
+        && bytes[seconds_end] == b'.';
+    if !shaped {
+        return (text, false);
+    }
+    let digits = bytes[seconds_end + 1..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    if digits <= 6 {
+        return (text, false);
+    }
+    let kept_end = seconds_end + 1 + 6;
+    let round_up = bytes[kept_end] >= b'5';
+    let rest = seconds_end + 1 + digits;
+    (
+        format!("{}{}", &text[..kept_end], &text[rest..]).into(),
+        round_up,
+    )
+}
+
 fn is_blank(s: &str) -> bool {
     s.trim().is_empty()
 }
@@ -406,18 +439,19 @@ fn coerce_strings(values: &StringArray, target: &DataType) -> Result<ArrayRef, C
         _ => {
             // Dates, timestamps, decimals and the rest: trim, blank to NULL, then
             // Arrow's own parsers; a value that becomes NULL did not parse.
-            let timestamps = matches!(target, DataType::Timestamp(..));
+            let micros = matches!(target, DataType::Timestamp(TimeUnit::Microsecond, _));
+            let mut round_up = vec![false; if micros { values.len() } else { 0 }];
             let trimmed: StringArray = values
                 .iter()
-                .map(|v| v.map(str::trim).filter(|s| !s.is_empty()))
-                .map(|v| {
-                    v.map(|s| {
-                        if timestamps {
-                            with_seconds(s)
-                        } else {
-                            s.into()
-                        }
-                    })
+                .enumerate()
+                .map(|(i, v)| {
+                    let s = v.map(str::trim).filter(|s| !s.is_empty())?;
+                    if !micros {
+                        return Some(std::borrow::Cow::Borrowed(s));
+                    }
+                    let (text, up) = timestamp_text(s);
+                    round_up[i] = up;
+                    Some(text)
                 })
                 .collect();
             let trimmed: ArrayRef = Arc::new(trimmed);
@@ -428,7 +462,16 @@ fn coerce_strings(values: &StringArray, target: &DataType) -> Result<ArrayRef, C
             let converted = cast_with_options(&trimmed, target, &options)
                 .map_err(|_| first_failure(&trimmed, Some(values)))?;
             check_no_new_nulls(&trimmed, &converted, Some(values))?;
-            Ok(converted)
+            if !round_up.contains(&true) {
+                return Ok(converted);
+            }
+            let rounded: PrimitiveArray<TimestampMicrosecondType> = converted
+                .as_primitive::<TimestampMicrosecondType>()
+                .iter()
+                .zip(&round_up)
+                .map(|(v, &up)| v.map(|v| if up { v.saturating_add(1) } else { v }))
+                .collect();
+            Ok(Arc::new(rounded.with_data_type(target.clone())))
         }
     }
 }
@@ -772,6 +815,21 @@ mod tests {
             ("a", "a"),
         ] {
             assert_eq!(with_seconds(written), read, "{written}");
+        }
+        // Digits past microseconds round as PostgreSQL and MySQL round them.
+        for (written, micros) in [
+            ("2024-01-01 10:00:00.1234564", 1_704_103_200_123_456),
+            ("2024-01-01 10:00:00.1234565", 1_704_103_200_123_457),
+            ("2024-01-01T10:00:00.9999999Z", 1_704_103_201_000_000),
+            ("1969-12-31 23:59:59.9999995", 0),
+        ] {
+            let target = DataType::Timestamp(TimeUnit::Microsecond, None);
+            let read = coerce_array(&strings(&[Some(written)]), &target).unwrap();
+            assert_eq!(
+                read.as_primitive::<TimestampMicrosecondType>().value(0),
+                micros,
+                "{written}"
+            );
         }
         let minutes = coerce_array(
             &strings(&[Some("2024-01-01 10:00")]),
