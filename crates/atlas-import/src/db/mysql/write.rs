@@ -200,31 +200,28 @@ pub(super) fn is_duplicate_entry(error: &mysql_async::Error) -> bool {
 
 impl fmt::Display for WriteRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let warnings = match &self.reason {
-            RefusalReason::Error(e) => return e.fmt(f),
-            RefusalReason::Warnings(warnings) => warnings,
+        const NOT_AS_GIVEN: &str = "the server did not take every value as given: ";
+        match &self.reason {
+            RefusalReason::Error(e) => e.fmt(f),
+            RefusalReason::Warnings(warnings) => {
+                f.write_str(NOT_AS_GIVEN)?;
+                for (i, (level, code, message)) in warnings.iter().enumerate() {
+                    let separator = if i == 0 { "" } else { "; " };
+                    write!(f, "{separator}{level} {code}: {message}")?;
+                }
+                Ok(())
+            }
             RefusalReason::RowsLost { sent, written } => {
-                return write!(
-                    f,
-                    "the server did not take every value as given: {sent} rows sent, {written} written"
-                );
+                write!(f, "{NOT_AS_GIVEN}{sent} rows sent, {written} written")
             }
-            RefusalReason::RowTooLarge { bytes, max_packet } => {
-                return write!(
-                    f,
-                    "a row of {bytes} bytes does not fit the server's max_allowed_packet \
-                     ({max_packet} bytes) as statement parameters: raise max_allowed_packet, \
-                     or let rows go in by LOAD DATA LOCAL INFILE (local_infile=1 on the \
-                     server), which sends a long row in pieces"
-                );
-            }
-        };
-        f.write_str("the server did not take every value as given: ")?;
-        for (i, (level, code, message)) in warnings.iter().enumerate() {
-            let separator = if i == 0 { "" } else { "; " };
-            write!(f, "{separator}{level} {code}: {message}")?;
+            RefusalReason::RowTooLarge { bytes, max_packet } => write!(
+                f,
+                "a row of {bytes} bytes does not fit the server's max_allowed_packet \
+                 ({max_packet} bytes) as statement parameters: raise max_allowed_packet, \
+                 or let rows go in by LOAD DATA LOCAL INFILE (local_infile=1 on the \
+                 server), which sends a long row in pieces"
+            ),
         }
-        Ok(())
     }
 }
 
