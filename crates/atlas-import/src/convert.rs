@@ -165,7 +165,7 @@ fn typed_text(
     // decimal's text `1.5000000000` is `1.500…0` of 30 digits there).
     let any_source = matches!(
         form,
-        TextForm::SqliteNumeric { .. } | TextForm::MySqlDecimal { .. } | TextForm::Numeric
+        TextForm::SqliteNumeric { .. } | TextForm::WideDecimal { .. } | TextForm::Numeric
     );
     if !any_source
         && !matches!(

@@ -42,11 +42,12 @@ pub enum TextForm {
     /// compare the elements by their type: [`crate::key_form`]). A literal
     /// this does not read (explicit bounds) is left to the server as it is.
     PgArray,
-    /// MySQL's DECIMAL wider than an Arrow decimal (`DECIMAL(65,30)`), as
-    /// text with exactly `scale` fraction digits, as the server stores and
-    /// prints it (`1.5` is `1.500...`); more fraction digits than that are
-    /// refused unless they are zeros (the server would round them).
-    MySqlDecimal { scale: u8 },
+    /// A decimal wider than an Arrow decimal (MySQL's `DECIMAL(65,30)`,
+    /// PostgreSQL's `numeric(50,2)`), as text with exactly `scale` fraction
+    /// digits, as the server stores and prints it (`1.5` is `1.500...`);
+    /// more fraction digits than that are refused unless they are zeros
+    /// (the server would round them).
+    WideDecimal { scale: u8 },
     /// Binary from hex digits (a `\x` or `0x` prefix allowed), by option.
     Hex,
     /// Binary from base64 (standard alphabet, padding optional), by option.
@@ -69,8 +70,17 @@ impl TextForm {
             "bytea" => Some(TextForm::Bytea),
             "numeric" => Some(TextForm::Numeric),
             array if array.ends_with("[]") => Some(TextForm::PgArray),
-            _ => None,
+            numeric => TextForm::wide_decimal(numeric.strip_prefix("numeric(")?),
         }
+    }
+
+    /// [`TextForm::WideDecimal`] for the arguments `p,s)` of a decimal type
+    /// whose precision `p` is more than an Arrow decimal holds (38 digits).
+    fn wide_decimal(arguments: &str) -> Option<Self> {
+        let (precision, scale) = arguments.split(')').next()?.split_once(',')?;
+        let precision: u32 = precision.trim().parse().ok()?;
+        let scale: u8 = scale.trim().parse().ok()?;
+        (precision > 38).then_some(TextForm::WideDecimal { scale })
     }
 
     /// The form of a MySQL/MariaDB column whose type prints as `sql_type`:
@@ -83,13 +93,7 @@ impl TextForm {
         if t == "json" {
             return Some(TextForm::Jsonb);
         }
-        let (precision, scale) = t
-            .strip_prefix("decimal(")
-            .and_then(|rest| rest.split(')').next())
-            .and_then(|args| args.split_once(','))?;
-        let precision: u32 = precision.trim().parse().ok()?;
-        let scale: u8 = scale.trim().parse().ok()?;
-        (precision > 38).then_some(TextForm::MySqlDecimal { scale })
+        TextForm::wide_decimal(t.strip_prefix("decimal(")?)
     }
 
     /// The form of a SQLite column declared `declared`: NUMERIC affinity by
@@ -174,7 +178,7 @@ impl TextForm {
                         !strict
                     }
                 },
-                TextForm::MySqlDecimal { scale } => {
+                TextForm::WideDecimal { scale } => {
                     fixed_scale(value, usize::from(scale), &mut canonical)
                 }
                 TextForm::PgArray => {
@@ -970,7 +974,15 @@ mod tests {
     #[test]
     fn wide_mysql_decimals_take_their_scale() {
         let form = TextForm::of(crate::db::DbKind::MySql, "decimal(65,3)").unwrap();
-        assert_eq!(form, TextForm::MySqlDecimal { scale: 3 });
+        assert_eq!(form, TextForm::WideDecimal { scale: 3 });
+        assert_eq!(
+            TextForm::of(crate::db::DbKind::Postgres, "numeric(50,3)"),
+            Some(form)
+        );
+        assert_eq!(
+            TextForm::of(crate::db::DbKind::Postgres, "numeric(38,3)"),
+            None
+        );
         for (value, stored) in [
             ("1.5", "1.500"),
             ("-0012.25", "-12.250"),

@@ -256,12 +256,13 @@ fn data_type_for(type_name: &str, typmod: i32) -> DataType {
         "int8" => DataType::Int64,
         "float4" => DataType::Float32,
         "float8" => DataType::Float64,
-        "numeric" if typmod >= 4 => {
+        "numeric" if typmod >= 4 && ((typmod - 4) >> 16) & 0xffff <= 38 => {
             let precision = (((typmod - 4) >> 16) & 0xffff) as u8;
             let scale = ((typmod - 4) & 0xffff) as i8;
-            DataType::Decimal128(precision.min(38), scale)
+            DataType::Decimal128(precision, scale)
         }
-        // Unconstrained NUMERIC holds more than any Arrow decimal: exact text.
+        // Unconstrained NUMERIC, or wider than 38 digits, holds more than any
+        // Arrow decimal: exact text.
         "numeric" => DataType::Utf8,
         "bool" => DataType::Boolean,
         "text" | "varchar" | "bpchar" | "name" | "citext" => DataType::Utf8,
