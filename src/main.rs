@@ -18,6 +18,7 @@ use atlas_import::{
 };
 use clap::Parser;
 use datafusion::arrow::util::pretty::pretty_format_batches;
+use output::outln;
 use output::{exit_code, print_failed_json, print_json_rows, print_report};
 use terminal::{Progress, Verbosity, init_logging};
 
@@ -122,7 +123,7 @@ async fn import(args: ImportArgs, verbosity: Verbosity) -> ExitCode {
 
     match result {
         Ok(Outcome::Explained(plan)) => {
-            println!("{plan}");
+            outln!("{plan}");
             ExitCode::SUCCESS
         }
         Ok(Outcome::Imported(report)) => {
@@ -179,14 +180,14 @@ async fn script(sql: String, options: ScriptOptions, verbosity: Verbosity) -> Ex
         StatementOutcome::Import(report) => print_report(report, options.json),
         StatementOutcome::Query(batches) if !options.json && !batches.is_empty() => {
             match pretty_format_batches(batches) {
-                Ok(table) => println!("{table}"),
+                Ok(table) => outln!("{table}"),
                 Err(e) => eprintln!("error: cannot print the result: {e}"),
             }
         }
         StatementOutcome::Query(batches) if options.json => print_json_rows(batches),
         StatementOutcome::Query(_) => {}
         StatementOutcome::Explain(plan, report) => {
-            println!("{plan}");
+            outln!("{plan}");
             if let Some(report) = report {
                 print_report(report, options.json);
             }
@@ -225,7 +226,7 @@ async fn script(sql: String, options: ScriptOptions, verbosity: Verbosity) -> Ex
                     "error": failure.error.to_string(),
                     "committed_before": committed,
                 });
-                println!("{line}");
+                outln!("{line}");
             }
             if failure.statement == 0 {
                 eprintln!("error: {}", failure.error);

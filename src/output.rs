@@ -1,9 +1,38 @@
 //! What the CLI prints on stdout: reports (text or JSON), query rows, and
 //! the exit code of an error class (decided here, in one place).
 
+use std::io::Write;
+
 use atlas_import::{ErrorClass, ImportReport, ImportStatus};
 
 use crate::terminal::{rate, thousands};
+
+/// `println!` to stdout, except that a reader that has gone (`| head`)
+/// ends the process quietly and successfully, as a writer to a closed pipe
+/// does, instead of panicking; another failure to write is told on stderr.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::output::write_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use outln;
+
+/// Writes `line` and a newline to stdout (see [`outln`]).
+pub fn write_line(line: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        stdout_failed(&e);
+    }
+}
+
+/// A write to stdout failed: a closed pipe ends the process with success
+/// (what was to be done is done; only its report has no reader).
+fn stdout_failed(error: &std::io::Error) {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: cannot write to stdout: {error}");
+}
 
 /// Exit codes (docs/ARCHITECTURE.md §3), mapped in one place.
 pub fn exit_code(class: ErrorClass) -> u8 {
@@ -23,7 +52,7 @@ pub fn print_failed_json(report: &ImportReport, class: ErrorClass) {
     match serde_json::to_value(report) {
         Ok(mut json) => {
             json["error_class"] = class.name().into();
-            println!("{json}");
+            outln!("{json}");
         }
         Err(e) => eprintln!("error: cannot render the report as JSON: {e}"),
     }
@@ -31,7 +60,7 @@ pub fn print_failed_json(report: &ImportReport, class: ErrorClass) {
 
 pub fn print_json(report: &ImportReport) {
     match serde_json::to_string(report) {
-        Ok(line) => println!("{line}"),
+        Ok(line) => outln!("{line}"),
         Err(e) => eprintln!("error: cannot render the report as JSON: {e}"),
     }
 }
@@ -42,14 +71,18 @@ pub fn print_json_rows(batches: &[datafusion::arrow::array::RecordBatch]) {
     let mut writer = arrow_json::WriterBuilder::new()
         .with_explicit_nulls(true)
         .build::<_, arrow_json::writer::LineDelimited>(&mut out);
+    let failed = |e: datafusion::arrow::error::ArrowError| match e {
+        datafusion::arrow::error::ArrowError::IoError(_, e) => stdout_failed(&e),
+        e => eprintln!("error: cannot print the result as JSON: {e}"),
+    };
     for batch in batches {
         if let Err(e) = writer.write(batch) {
-            eprintln!("error: cannot print the result as JSON: {e}");
+            failed(e);
             return;
         }
     }
     if let Err(e) = writer.finish() {
-        eprintln!("error: cannot print the result as JSON: {e}");
+        failed(e);
     }
 }
 
@@ -59,14 +92,15 @@ pub fn print_report(report: &ImportReport, json: bool) {
         return;
     }
     if report.status == ImportStatus::SkippedFile {
-        println!(
+        outln!(
             "Skipped {}: it was already imported into '{}' (ON DUPLICATE FILE SKIP), nothing written",
-            report.source, report.table
+            report.source,
+            report.table
         );
         return;
     }
     let seconds = report.elapsed_ms as f64 / 1000.0;
-    println!(
+    outln!(
         "Imported {} into '{}'{}: {} rows read, {} inserted, {} skipped in {seconds:.1} s ({})",
         report.source,
         report.table,
@@ -81,26 +115,26 @@ pub fn print_report(report: &ImportReport, json: bool) {
         rate(report.rows_read, seconds),
     );
     if report.skipped > 0 {
-        println!(
+        outln!(
             "  skipped: {} already in the table, {} repeated in the file",
             thousands(report.duplicates_existing),
             thousands(report.duplicates_in_file)
         );
     }
     if report.updated > 0 {
-        println!(
+        outln!(
             "  {} rows updated existing rows (ON DUPLICATE UPDATE)",
             thousands(report.updated)
         );
     }
     if report.rejected > 0 {
-        println!(
+        outln!(
             "  {} rows rejected for bad values",
             thousands(report.rejected)
         );
     }
     if report.nulled_values > 0 {
-        println!(
+        outln!(
             "  {} bad values written as NULL",
             thousands(report.nulled_values)
         );

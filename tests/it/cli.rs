@@ -636,6 +636,33 @@ fn breadth_flags_on_sqlite() {
 
 /// `sql --json` prints each statement's output in order: a query's rows as
 /// one JSON object per row, an import's report.
+/// A reader that stops reading (`| head -1`) ends the output quietly: exit
+/// 0 and no panic, whether rows (as a table or JSON) or a report are cut off.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::process::Stdio;
+    let dir = TempDir::new();
+    let db = sqlite_url(&dir);
+    let rows = "SELECT * FROM generate_series(1, 200000)";
+    for args in [
+        vec!["sql", rows, "--db", &db],
+        vec!["sql", rows, "--db", &db, "--json"],
+    ] {
+        let mut child = Command::new(binary())
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Nobody reads: the first write that fills the pipe finds it closed.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
 #[test]
 fn sql_json_prints_rows_and_reports_in_order() {
     let dir = TempDir::new();
