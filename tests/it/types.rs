@@ -269,6 +269,28 @@ async fn postgres_times_and_padded_text_compare_as_the_database_does() {
     }
 }
 
+/// A `numeric(p,s)` wider than 38 digits holds what PostgreSQL holds: a
+/// 40-digit value goes in, and `1.5` is the `1.50` already there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_numeric_wider_than_38_digits() {
+    let db = TestDb::new(Kind::Postgres).await;
+    db.run(async {
+        let dir = TempDir::new();
+        let table = db.table("wide_numeric");
+        crate::common::create(&db, &table, "n numeric(50,2)").await;
+        let wide = "1234567890123456789012345678901234567890.12";
+        let first = dir.file("wide.csv", &format!("n\n{wide}\n1.50\n"));
+        import(&db, &first, &table).execute().await.unwrap();
+        let mut rows = db.rows(&table, &["n"]).await;
+        rows.sort();
+        assert_eq!(rows, vec![vec![s("1.50")], vec![s(wide)]]);
+        let again = dir.file("again.csv", &format!("n\n1.5\n{wide}0\n"));
+        let counts = import_skipping(&db, &again, &table, None).await;
+        assert_eq!(counts, (0, 2));
+    })
+    .await;
+}
+
 /// MySQL/MariaDB read `CHAR(n)` back without trailing spaces, `TIME` as
 /// `HH:MM:SS`, and an ENUM as the label a value names (in any case, under a
 /// case-insensitive collation): another spelling of a row already there is
