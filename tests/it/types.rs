@@ -109,6 +109,20 @@ async fn assert_key_exists(db: &TestDb, dir: &TempDir, table: &str, key: &str, v
     );
 }
 
+/// Asserts that a one-column file holding `value` (a CSV field) under
+/// `--key key --on-duplicate skip` is skipped as a row already in `table`.
+async fn assert_skipped_as_existing(
+    db: &TestDb,
+    dir: &TempDir,
+    table: &str,
+    key: &str,
+    value: &str,
+) {
+    let csv = dir.file(&format!("skip_{key}.csv"), &format!("{key}\n{value}\n"));
+    let counts = import_skipping(db, &csv, table, Some(key)).await;
+    assert_eq!(counts, (0, 1), "{:?} {key} = {value}", db.strategy);
+}
+
 /// Imports `path` into `table` under `--on-duplicate skip` (and `--key
 /// key`, where given; again, if it was imported before): (inserted,
 /// skipped).
@@ -173,9 +187,7 @@ async fn postgres_types_compare_as_the_database_does() {
                 ("net", "0::0/0"),
             ] {
                 assert_key_exists(&db, &dir, &table, key, value).await;
-                let csv = dir.file(&format!("skip_{key}.csv"), &format!("{key}\n{value}\n"));
-                let counts = import_skipping(&db, &csv, &table, Some(key)).await;
-                assert_eq!(counts, (0, 1), "{strategy:?} {key}");
+                assert_skipped_as_existing(&db, &dir, &table, key, value).await;
             }
             // Within the file too, whichever partition each spelling reaches;
             // the first is kept as written.
@@ -256,9 +268,7 @@ async fn postgres_times_and_padded_text_compare_as_the_database_does() {
                 ("code", "ab "),
                 ("tags", "\"{x, \"\"y z\"\"}\""),
             ] {
-                let csv = dir.file(&format!("skip_{key}.csv"), &format!("{key}\n{value}\n"));
-                let counts = import_skipping(&db, &csv, &table, Some(key)).await;
-                assert_eq!(counts, (0, 1), "{strategy:?} {key}");
+                assert_skipped_as_existing(&db, &dir, &table, key, value).await;
             }
             // The same time in another zone is another timetz.
             let csv = dir.file("other_zone.csv", "ttz\n10:00+00\n");
@@ -324,9 +334,7 @@ async fn mysql_char_and_time_keys_compare_as_stored() {
                 ("code", "ab"),
                 ("mood", "ok"),
             ] {
-                let csv = dir.file(&format!("skip_{key}.csv"), &format!("{key}\n{value}\n"));
-                let counts = import_skipping(&db, &csv, &table, Some(key)).await;
-                assert_eq!(counts, (0, 1), "{strategy:?} {key}");
+                assert_skipped_as_existing(&db, &dir, &table, key, value).await;
             }
         })
         .await;
