@@ -7,9 +7,9 @@ use atlas_import::{ErrorClass, ImportReport, ImportStatus};
 
 use crate::terminal::{rate, thousands};
 
-/// `println!` to stdout, except that a reader that has gone (`| head`)
-/// ends the process quietly and successfully, as a writer to a closed pipe
-/// does, instead of panicking; another failure to write is told on stderr.
+/// `println!` to stdout, except that a reader that has gone (`| head`) is
+/// no failure (the output stops; the exit code is still the work's) rather
+/// than a panic; another failure to write is told on stderr.
 macro_rules! outln {
     ($($arg:tt)*) => {
         $crate::output::write_line(format_args!($($arg)*))
@@ -25,13 +25,13 @@ pub fn write_line(line: std::fmt::Arguments<'_>) {
     }
 }
 
-/// A write to stdout failed: a closed pipe ends the process with success
-/// (what was to be done is done; only its report has no reader).
+/// A write to stdout failed: a closed pipe is passed over (what was to be
+/// done is done, or failed with its own exit code; only the output has no
+/// reader), anything else told on stderr.
 fn stdout_failed(error: &std::io::Error) {
-    if error.kind() == std::io::ErrorKind::BrokenPipe {
-        std::process::exit(0);
+    if error.kind() != std::io::ErrorKind::BrokenPipe {
+        eprintln!("error: cannot write to stdout: {error}");
     }
-    eprintln!("error: cannot write to stdout: {error}");
 }
 
 /// Exit codes (docs/ARCHITECTURE.md §3), mapped in one place.
