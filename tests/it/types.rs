@@ -221,7 +221,8 @@ async fn postgres_types_compare_as_the_database_does() {
 }
 
 /// `time` and `timetz` compare by value (PostgreSQL prints `12:34` as
-/// `12:34:00`), `character(n)` without its padding; arrays of `varchar(n)`
+/// `12:34:00`), `character(n)` without its padding, integer and date ranges
+/// in their canonical form (`[1,4]` is `[1,5)`); arrays of `varchar(n)`
 /// and `character(n)` are written as arrays (their binary form is not
 /// text's). Another spelling of a row already there is a duplicate under
 /// every strategy.
@@ -240,11 +241,13 @@ async fn postgres_times_and_padded_text_compare_as_the_database_does() {
             crate::common::create(
                 &db,
                 &table,
-                "t time, ttz timetz, code char(5), tags varchar(10)[], codes char(3)[]",
+                "t time, ttz timetz, code char(5), tags varchar(10)[], codes char(3)[], \
+                 span int4range, days daterange",
             )
             .await;
-            let csv = "t,ttz,code,tags,codes\n\
-                       12:34,12:00+02,ab,\"{x,\"\"y z\"\"}\",\"{a,bc}\"\n";
+            let csv = "t,ttz,code,tags,codes,span,days\n\
+                       12:34,12:00+02,ab,\"{x,\"\"y z\"\"}\",\"{a,bc}\",\"[1,4]\",\
+                       \"[2024-01-01,2024-01-31]\"\n";
             import(&db, &dir.file("times.csv", csv), &table)
                 .execute()
                 .await
@@ -267,6 +270,8 @@ async fn postgres_times_and_padded_text_compare_as_the_database_does() {
                 ("ttz", "12:00:00+02:00"),
                 ("code", "ab "),
                 ("tags", "\"{x, \"\"y z\"\"}\""),
+                ("span", "\"(0,5)\""),
+                ("days", "\"[2024-01-01,2024-02-01)\""),
             ] {
                 assert_skipped_as_existing(&db, &dir, &table, key, value).await;
             }

@@ -73,6 +73,12 @@ pub enum ValueForm {
     /// PostgreSQL compares them (`12:00+02` = `12:00:00+02:00`, but not
     /// `10:00+00`).
     TimeTz,
+    /// A range of integers (`int4range`, `int8range`) in PostgreSQL's
+    /// canonical form, lower bound in, upper out (`[1,4]` = `[1,5)`,
+    /// `(3,3)` = `empty`).
+    IntegerRange,
+    /// A range of dates (`daterange`), canonical as integer ranges are.
+    DateRange,
 }
 
 impl KeyForm {
@@ -195,6 +201,8 @@ impl std::fmt::Display for ValueForm {
             ValueForm::BlankPadded => "character",
             ValueForm::Time => "time",
             ValueForm::TimeTz => "timetz",
+            ValueForm::IntegerRange => "integer range",
+            ValueForm::DateRange => "daterange",
         })
     }
 }
@@ -215,6 +223,8 @@ impl ValueForm {
             "macaddr8" => ValueForm::MacAddr8,
             "citext" => ValueForm::CaseInsensitive,
             "character" | "bpchar" => ValueForm::BlankPadded,
+            "int4range" | "int8range" => ValueForm::IntegerRange,
+            "daterange" => ValueForm::DateRange,
             interval if interval == "interval" || interval.starts_with("interval ") => {
                 ValueForm::Interval
             }
@@ -268,6 +278,14 @@ impl ValueForm {
             ValueForm::TimeTz => time_with_offset(value)
                 .map(|(micros, offset)| out.push_str(&format!("{micros}{offset:+}")))
                 .is_some(),
+            ValueForm::IntegerRange => discrete_range(value, out, |bound| {
+                bound.parse::<i64>().ok().map(i128::from)
+            }),
+            ValueForm::DateRange => discrete_range(value, out, |bound| {
+                chrono::NaiveDate::parse_from_str(bound, "%Y-%m-%d")
+                    .ok()
+                    .map(|date| i128::from(chrono::Datelike::num_days_from_ce(&date)))
+            }),
         };
         if !read {
             out.truncate(start);
@@ -502,6 +520,51 @@ fn unit(word: &str) -> Option<Unit> {
 
 /// The length of an interval in PostgreSQL's input forms (`1 day 02:00:00`,
 /// `@ 1 hour ago`, `1-2` years-months, ISO 8601 `P1DT2H`), in microseconds.
+/// A range of a discrete type (`[1,4]`, `(,10)`, `empty`) in the canonical
+/// form PostgreSQL stores it in: the lower bound included, the upper
+/// excluded, an unbounded side open, nothing in it `empty`. `step` reads a
+/// bound as a number of steps (integers; days for dates); `false` where a
+/// part is not read (a quoted bound, `infinity`).
+fn discrete_range(value: &str, out: &mut String, step: impl Fn(&str) -> Option<i128>) -> bool {
+    let text = value.trim();
+    if text.eq_ignore_ascii_case("empty") {
+        out.push_str("empty");
+        return true;
+    }
+    let (Some(open), Some(close)) = (text.chars().next(), text.chars().last()) else {
+        return false;
+    };
+    if !matches!(open, '[' | '(') || !matches!(close, ']' | ')') || text.len() < 2 {
+        return false;
+    }
+    let Some((lower, upper)) = text[1..text.len() - 1].split_once(',') else {
+        return false;
+    };
+    let bound = |b: &str| -> Option<Option<i128>> {
+        let b = b.trim();
+        if b.is_empty() {
+            Some(None)
+        } else {
+            step(b).map(Some)
+        }
+    };
+    let (Some(lower), Some(upper)) = (bound(lower), bound(upper)) else {
+        return false;
+    };
+    let lower = lower.map(|l| if open == '(' { l + 1 } else { l });
+    let upper = upper.map(|u| if close == ']' { u + 1 } else { u });
+    if let (Some(l), Some(u)) = (lower, upper)
+        && l >= u
+    {
+        out.push_str("empty");
+        return true;
+    }
+    let side = |b: Option<i128>| b.map(|b| b.to_string()).unwrap_or_default();
+    let open = if lower.is_some() { '[' } else { '(' };
+    out.push_str(&format!("{open}{},{})", side(lower), side(upper)));
+    true
+}
+
 /// The microseconds since midnight of the time of day `value` begins with
 /// (`H:MM`, `HH:MM:SS`, `HH:MM:SS.ffffff`; up to `24:00:00`), and the rest
 /// of `value` after it.
@@ -851,6 +914,20 @@ mod tests {
         same(timetz, "12:00Z", "12:00:00+00");
         different(timetz, "12:00+02", "10:00+00");
         different(timetz, "12:00+02", "12:00-02");
+        let ints = KeyForm::Value(ValueForm::IntegerRange);
+        same(ints, "[1,4]", "[1,5)");
+        same(ints, "(0, 5)", "[1,5)");
+        same(ints, "(3,3)", "empty");
+        same(ints, "[3,3]", "[3,4)");
+        same(ints, "(,5]", "(,6)");
+        same(ints, "[1,)", "[1,)");
+        different(ints, "[1,5)", "[1,6)");
+        different(ints, "(,5)", "[0,5)");
+        let dates = KeyForm::Value(ValueForm::DateRange);
+        same(dates, "[2024-01-01,2024-01-31]", "[2024-01-01,2024-02-01)");
+        same(dates, "(2023-12-31,2024-02-01)", "[2024-01-01,2024-02-01)");
+        // Not read: compared as written.
+        assert_eq!(key(dates, "[2024-01-01,infinity)"), "[2024-01-01,infinity)");
         let padded = KeyForm::Value(ValueForm::BlankPadded);
         same(padded, "ab", "ab   ");
         different(padded, " ab", "ab");

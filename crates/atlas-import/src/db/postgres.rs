@@ -106,7 +106,9 @@ impl Dialect for PostgresDialect {
             | ValueForm::CaseInsensitive
             | ValueForm::BlankPadded
             | ValueForm::Time
-            | ValueForm::TimeTz) => Some(KeyForm::Value(form)),
+            | ValueForm::TimeTz
+            | ValueForm::IntegerRange
+            | ValueForm::DateRange) => Some(KeyForm::Value(form)),
             _ => None,
         }
     }
