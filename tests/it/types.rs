@@ -307,9 +307,10 @@ async fn postgres_numeric_wider_than_38_digits() {
 }
 
 /// MySQL/MariaDB read `CHAR(n)` back without trailing spaces, `TIME` as
-/// `HH:MM:SS`, and an ENUM as the label a value names (in any case, under a
-/// case-insensitive collation): another spelling of a row already there is
-/// a duplicate under every strategy.
+/// `HH:MM:SS`, an ENUM as the label a value names (in any case, under a
+/// case-insensitive collation) and a SET with its members in order, each
+/// once: another spelling of a row already there is a duplicate under
+/// every strategy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_char_and_time_keys_compare_as_stored() {
     for strategy in [
@@ -325,10 +326,10 @@ async fn mysql_char_and_time_keys_compare_as_stored() {
             crate::common::create(
                 &db,
                 &table,
-                "t TIME, t6 TIME(6), code CHAR(5), mood ENUM('sad','ok')",
+                "t TIME, t6 TIME(6), code CHAR(5), mood ENUM('sad','ok'), tags SET('a','b','c')",
             )
             .await;
-            let csv = "t,t6,code,mood\n12:34,1:02:03.5,ab ,OK\n";
+            let csv = "t,t6,code,mood,tags\n12:34,1:02:03.5,ab ,OK,\"c,a\"\n";
             import(&db, &dir.file("times.csv", csv), &table)
                 .execute()
                 .await
@@ -338,6 +339,7 @@ async fn mysql_char_and_time_keys_compare_as_stored() {
                 ("t6", "01:02:03.500"),
                 ("code", "ab"),
                 ("mood", "ok"),
+                ("tags", "\"a,c,a\""),
             ] {
                 assert_skipped_as_existing(&db, &dir, &table, key, value).await;
             }

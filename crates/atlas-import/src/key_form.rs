@@ -79,6 +79,9 @@ pub enum ValueForm {
     IntegerRange,
     /// A range of dates (`daterange`), canonical as integer ranges are.
     DateRange,
+    /// MySQL's SET: its members in any order, each once (`b,a,a` is stored
+    /// as `a,b`).
+    MemberSet,
 }
 
 impl KeyForm {
@@ -203,6 +206,7 @@ impl std::fmt::Display for ValueForm {
             ValueForm::TimeTz => "timetz",
             ValueForm::IntegerRange => "integer range",
             ValueForm::DateRange => "daterange",
+            ValueForm::MemberSet => "set",
         })
     }
 }
@@ -281,6 +285,17 @@ impl ValueForm {
             ValueForm::IntegerRange => discrete_range(value, out, |bound| {
                 bound.parse::<i64>().ok().map(i128::from)
             }),
+            ValueForm::MemberSet => {
+                let mut members: Vec<&str> = value
+                    .split(',')
+                    .map(|m| m.trim_end_matches(' '))
+                    .filter(|m| !m.is_empty())
+                    .collect();
+                members.sort_unstable();
+                members.dedup();
+                out.push_str(&members.join(","));
+                true
+            }
             ValueForm::DateRange => discrete_range(value, out, |bound| {
                 chrono::NaiveDate::parse_from_str(bound, "%Y-%m-%d")
                     .ok()
@@ -928,6 +943,10 @@ mod tests {
         same(dates, "(2023-12-31,2024-02-01)", "[2024-01-01,2024-02-01)");
         // Not read: compared as written.
         assert_eq!(key(dates, "[2024-01-01,infinity)"), "[2024-01-01,infinity)");
+        let set = KeyForm::Value(ValueForm::MemberSet);
+        same(set, "b,a,a", "a,b");
+        same(set, "", "");
+        different(set, "a", "a,b");
         let padded = KeyForm::Value(ValueForm::BlankPadded);
         same(padded, "ab", "ab   ");
         different(padded, " ab", "ab");

@@ -55,6 +55,12 @@ pub(crate) fn filterable(column: &TargetColumn) -> bool {
                     | crate::typed_text::TextForm::SqliteNumeric { .. }
             )
         )
+        // MySQL compares a SET with text as text: `b,a` would not find the
+        // `a,b` stored.
+        && column.key_form
+            != Some(crate::key_form::KeyForm::Value(
+                crate::key_form::ValueForm::MemberSet,
+            ))
 }
 
 impl KeyFilter {

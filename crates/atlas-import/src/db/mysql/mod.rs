@@ -123,11 +123,13 @@ impl Dialect for MySqlDialect {
     }
 
     /// `CHAR(n)` reads back without trailing spaces; `TIME` as
-    /// `HH:MM:SS[.ffffff]` however it was written (`12:34` is `12:34:00`).
+    /// `HH:MM:SS[.ffffff]` however it was written (`12:34` is `12:34:00`); a
+    /// SET with its members in the column's order, each once.
     fn text_key_form(&self, sql_type: &str) -> Option<KeyForm> {
         match sql_type.split('(').next().unwrap_or_default() {
             "char" => Some(KeyForm::Value(ValueForm::BlankPadded)),
             "time" => Some(KeyForm::Value(ValueForm::Time)),
+            "set" => Some(KeyForm::Value(ValueForm::MemberSet)),
             _ => None,
         }
     }
