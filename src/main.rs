@@ -18,8 +18,7 @@ use atlas_import::{
 };
 use clap::Parser;
 use datafusion::arrow::util::pretty::pretty_format_batches;
-use output::outln;
-use output::{exit_code, print_failed_json, print_json_rows, print_report};
+use output::{exit_code, outln, print_failed_json, print_json_rows, print_report};
 use terminal::{Progress, Verbosity, init_logging};
 
 fn main() -> ExitCode {

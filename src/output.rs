@@ -20,7 +20,8 @@ pub(crate) use outln;
 /// Writes `line` and a newline to stdout (see [`outln`]).
 pub fn write_line(line: std::fmt::Arguments<'_>) {
     let mut out = std::io::stdout().lock();
-    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+    // Stdout is line-buffered: the newline sends the line, and its error.
+    if let Err(e) = writeln!(out, "{line}") {
         stdout_failed(&e);
     }
 }

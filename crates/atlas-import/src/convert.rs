@@ -831,16 +831,9 @@ mod tests {
                 "{written}"
             );
         }
-        let minutes = coerce_array(
-            &strings(&[Some("2024-01-01 10:00")]),
-            &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None),
-        )
-        .unwrap();
-        let seconds = coerce_array(
-            &strings(&[Some("2024-01-01 10:00:00")]),
-            &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None),
-        )
-        .unwrap();
+        let target = DataType::Timestamp(TimeUnit::Microsecond, None);
+        let minutes = coerce_array(&strings(&[Some("2024-01-01 10:00")]), &target).unwrap();
+        let seconds = coerce_array(&strings(&[Some("2024-01-01 10:00:00")]), &target).unwrap();
         assert_eq!(&minutes, &seconds);
     }
 

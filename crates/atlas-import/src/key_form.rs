@@ -285,6 +285,11 @@ impl ValueForm {
             ValueForm::IntegerRange => discrete_range(value, out, |bound| {
                 bound.parse::<i64>().ok().map(i128::from)
             }),
+            ValueForm::DateRange => discrete_range(value, out, |bound| {
+                chrono::NaiveDate::parse_from_str(bound, "%Y-%m-%d")
+                    .ok()
+                    .map(|date| i128::from(chrono::Datelike::num_days_from_ce(&date)))
+            }),
             ValueForm::MemberSet => {
                 let mut members: Vec<&str> = value
                     .split(',')
@@ -296,11 +301,6 @@ impl ValueForm {
                 out.push_str(&members.join(","));
                 true
             }
-            ValueForm::DateRange => discrete_range(value, out, |bound| {
-                chrono::NaiveDate::parse_from_str(bound, "%Y-%m-%d")
-                    .ok()
-                    .map(|date| i128::from(chrono::Datelike::num_days_from_ce(&date)))
-            }),
         };
         if !read {
             out.truncate(start);
@@ -533,8 +533,6 @@ fn unit(word: &str) -> Option<Unit> {
     })
 }
 
-/// The length of an interval in PostgreSQL's input forms (`1 day 02:00:00`,
-/// `@ 1 hour ago`, `1-2` years-months, ISO 8601 `P1DT2H`), in microseconds.
 /// A range of a discrete type (`[1,4]`, `(,10)`, `empty`) in the canonical
 /// form PostgreSQL stores it in: the lower bound included, the upper
 /// excluded, an unbounded side open, nothing in it `empty`. `step` reads a
@@ -657,6 +655,8 @@ fn time_with_offset(value: &str) -> Option<(i64, i64)> {
     Some((micros, sign * seconds))
 }
 
+/// The length of an interval in PostgreSQL's input forms (`1 day 02:00:00`,
+/// `@ 1 hour ago`, `1-2` years-months, ISO 8601 `P1DT2H`), in microseconds.
 fn interval_span(value: &str) -> Option<i128> {
     let trimmed = value.trim();
     let text = if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
