@@ -185,6 +185,9 @@ async fn postgres_types_compare_as_the_database_does() {
                 ("grid", "\"{{01,+2},{3,NULL}}\""),
                 ("addr", "0:0::1"),
                 ("net", "0::0/0"),
+                // PostgreSQL's short IPv4 forms: 10.0.0.0/8.
+                ("net", "10"),
+                ("net", "010.0/8"),
             ] {
                 assert_key_exists(&db, &dir, &table, key, value).await;
                 assert_skipped_as_existing(&db, &dir, &table, key, value).await;

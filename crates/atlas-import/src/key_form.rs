@@ -399,17 +399,24 @@ fn boolean(value: &str) -> Option<char> {
     crate::convert::parse_bool(value).map(|b| if b { 't' } else { 'f' })
 }
 
-/// An address with its prefix length (the full length where none is
-/// given), IPv6 in its canonical spelling.
+/// An address with its prefix length, IPv6 in its canonical spelling.
+/// IPv4 is read as PostgreSQL reads it: octets with leading zeros, and
+/// fewer than four (`10.1/16` is `10.1.0.0/16`); where no length is given,
+/// the full length, or for fewer than four octets the length `cidr`
+/// imputes (`10.1` is `10.1.0.0/16`; `inet` refuses such an address).
 fn inet(value: &str, out: &mut String) -> bool {
     let text = value.trim();
     let (address, bits) = text.split_once('/').unwrap_or((text, ""));
-    let Ok(address) = address.parse::<IpAddr>() else {
-        return false;
+    let (address, imputed_bits) = match address.parse::<IpAddr>() {
+        Ok(address) => (address, if address.is_ipv4() { 32 } else { 128 }),
+        Err(_) => match short_ipv4(address) {
+            Some((address, imputed)) => (IpAddr::V4(address), imputed),
+            None => return false,
+        },
     };
     let full = if address.is_ipv4() { 32 } else { 128 };
     let bits = match bits {
-        "" => full,
+        "" => imputed_bits,
         bits => match bits.parse::<u8>() {
             Ok(b) if b <= full => b,
             _ => return false,
@@ -418,6 +425,37 @@ fn inet(value: &str, out: &mut String) -> bool {
     use std::fmt::Write;
     let _ = write!(out, "{address}/{bits}");
     true
+}
+
+/// An IPv4 address of one to four decimal octets (leading zeros allowed),
+/// the missing octets zero, with the prefix length PostgreSQL's `cidr`
+/// imputes where none is given: the address's class, widened to the
+/// octets written (`224` alone is `224.0.0.0/4`).
+fn short_ipv4(text: &str) -> Option<(std::net::Ipv4Addr, u8)> {
+    let mut octets = [0u8; 4];
+    let mut written = 0;
+    for part in text.split('.') {
+        if written == 4 || part.is_empty() || part.len() > 3 {
+            return None;
+        }
+        if !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        octets[written] = part.parse().ok()?;
+        written += 1;
+    }
+    let class_bits = match octets[0] {
+        240.. => 32,
+        224.. => 8,
+        192.. => 24,
+        128.. => 16,
+        _ => 8,
+    };
+    let mut bits = class_bits.max(written as u8 * 8);
+    if bits == 8 && octets[0] == 224 {
+        bits = 4;
+    }
+    Some((octets.into(), bits))
 }
 
 /// A MAC address of `bytes` bytes as lowercase hex digits, separators
@@ -899,6 +937,17 @@ mod tests {
         same(inet, "10.0.0.1", "10.0.0.1/32");
         same(inet, "2001:0db8:0000::0001", "2001:db8::1/128");
         different(inet, "10.0.0.1/8", "10.0.0.1/16");
+        // PostgreSQL's short IPv4 forms and the lengths cidr imputes.
+        same(inet, "10.1/16", "10.1.0.0/16");
+        same(inet, "10.1", "10.1.0.0/16");
+        same(inet, "10", "10.0.0.0/8");
+        same(inet, "10.1.2", "10.1.2.0/24");
+        same(inet, "224", "224.0.0.0/4");
+        same(inet, "010.0.0.1", "10.0.0.1/32");
+        same(inet, "192.168.1.0", "192.168.1.0/32");
+        different(inet, "10.1", "10.1.0.0");
+        assert_eq!(key(inet, "10.1.2.3.4"), "10.1.2.3.4");
+        assert_eq!(key(inet, "10.256"), "10.256");
         let mac = KeyForm::Value(ValueForm::MacAddr);
         same(mac, "08:00:2B:01:02:03", "0800.2b01.0203");
         same(mac, "08-00-2b-01-02-03", "08002b010203");
