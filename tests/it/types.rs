@@ -311,9 +311,9 @@ async fn postgres_numeric_wider_than_38_digits() {
 
 /// MySQL/MariaDB read `CHAR(n)` back without trailing spaces, `TIME` as
 /// `HH:MM:SS`, an ENUM as the label a value names (in any case, under a
-/// case-insensitive collation) and a SET with its members in order, each
-/// once: another spelling of a row already there is a duplicate under
-/// every strategy.
+/// case-insensitive collation), a SET with its members in order, each
+/// once, and `BINARY(n)` padded with zero bytes: another spelling of a row
+/// already there is a duplicate under every strategy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_char_and_time_keys_compare_as_stored() {
     for strategy in [
@@ -329,10 +329,11 @@ async fn mysql_char_and_time_keys_compare_as_stored() {
             crate::common::create(
                 &db,
                 &table,
-                "t TIME, t6 TIME(6), code CHAR(5), mood ENUM('sad','ok'), tags SET('a','b','c')",
+                "t TIME, t6 TIME(6), code CHAR(5), mood ENUM('sad','ok'), tags SET('a','b','c'), \
+                 bin BINARY(4)",
             )
             .await;
-            let csv = "t,t6,code,mood,tags\n12:34,1:02:03.5,ab ,OK,\"c,a\"\n";
+            let csv = "t,t6,code,mood,tags,bin\n12:34,1:02:03.5,ab ,OK,\"c,a\",ab\n";
             import(&db, &dir.file("times.csv", csv), &table)
                 .execute()
                 .await
@@ -343,6 +344,8 @@ async fn mysql_char_and_time_keys_compare_as_stored() {
                 ("code", "ab"),
                 ("mood", "ok"),
                 ("tags", "\"a,c,a\""),
+                // BINARY(4) holds `ab` padded with zero bytes.
+                ("bin", "ab"),
             ] {
                 assert_skipped_as_existing(&db, &dir, &table, key, value).await;
             }

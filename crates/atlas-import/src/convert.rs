@@ -12,8 +12,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray, BooleanBuilder, PrimitiveArray,
-    StringArray, new_null_array,
+    Array, ArrayRef, ArrowPrimitiveType, AsArray, BinaryArray, BooleanArray, BooleanBuilder,
+    PrimitiveArray, StringArray, new_null_array,
 };
 use datafusion::arrow::compute::{CastOptions, cast, cast_with_options, nullif};
 use datafusion::arrow::datatypes::{
@@ -68,9 +68,10 @@ pub fn coerce_column(
     if let Some((form, text)) = typed_text(array, column) {
         return form
             .convert(&text)
+            .map(|converted| as_stored(converted, column))
             .map_err(|index| describe(array, index, Some(&text)));
     }
-    let converted = with_seconds_precision(coerce_array(array, &column.data_type)?, column);
+    let converted = as_stored(coerce_array(array, &column.data_type)?, column);
     if let Some(max) = column.max_chars
         && let Some(index) = overlong(&converted, max).next()
     {
@@ -87,7 +88,7 @@ pub fn coerce_column_lenient(
 ) -> (ArrayRef, Vec<CoerceFailure>) {
     if let Some((form, text)) = typed_text(array, column) {
         if let Ok(converted) = form.convert(&text) {
-            return (converted, Vec::new());
+            return (as_stored(converted, column), Vec::new());
         }
         let mut failures = Vec::new();
         let mut bad = vec![false; text.len()];
@@ -105,10 +106,10 @@ pub fn coerce_column_lenient(
         let converted = form
             .convert(cleaned)
             .unwrap_or_else(|_| new_null_array(&column.data_type, text.len()));
-        return (converted, failures);
+        return (as_stored(converted, column), failures);
     }
     let (converted, mut failures) = coerce_array_lenient(array, &column.data_type);
-    let converted = with_seconds_precision(converted, column);
+    let converted = as_stored(converted, column);
     let Some(max) = column.max_chars else {
         return (converted, failures);
     };
@@ -127,9 +128,14 @@ pub fn coerce_column_lenient(
     (cleaned, failures)
 }
 
-/// Timestamps as `column` will hold them, where it keeps fewer digits of a
-/// second than microseconds (the database would round or cut the rest).
-fn with_seconds_precision(converted: ArrayRef, column: &crate::schema::TargetColumn) -> ArrayRef {
+/// Converted values as `column` will hold them, where the database would
+/// change them on the way in: timestamps where it keeps fewer digits of a
+/// second than microseconds (it rounds or cuts the rest), bytes shorter
+/// than a `BINARY(n)` (it pads them with zero bytes).
+fn as_stored(converted: ArrayRef, column: &crate::schema::TargetColumn) -> ArrayRef {
+    if let Some(width) = column.zero_padded_width {
+        return zero_padded(converted, width);
+    }
     let Some(precision) = column.seconds_precision else {
         return converted;
     };
@@ -142,6 +148,30 @@ fn with_seconds_precision(converted: ArrayRef, column: &crate::schema::TargetCol
             .unary::<_, TimestampMicrosecondType>(|v| precision.apply(v))
             .with_data_type(micros.data_type().clone()),
     )
+}
+
+/// Binary values shorter than `width` bytes padded with zero bytes to it
+/// (longer ones are left to the database, which refuses them).
+fn zero_padded(converted: ArrayRef, width: usize) -> ArrayRef {
+    let Some(bytes) = converted.as_binary_opt::<i32>() else {
+        return converted;
+    };
+    if bytes.iter().flatten().all(|value| value.len() >= width) {
+        return converted;
+    }
+    let padded: BinaryArray = bytes
+        .iter()
+        .map(|value| {
+            value.map(|value| {
+                let mut stored = value.to_vec();
+                if stored.len() < width {
+                    stored.resize(width, 0);
+                }
+                stored
+            })
+        })
+        .collect();
+    Arc::new(padded)
 }
 
 /// The text form of `column`'s type and `array` as text, when `array` is
@@ -756,6 +786,7 @@ impl TypeInference {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schema::TargetColumn;
     use datafusion::arrow::array::{AsArray, Int64Array};
 
     fn strings(values: &[Option<&str>]) -> ArrayRef {
@@ -801,6 +832,24 @@ mod tests {
         assert_eq!(out.value(1), "   ");
         assert_eq!(out.value(2), "");
         assert!(out.is_null(3));
+    }
+
+    #[test]
+    fn short_bytes_of_a_binary_column_are_padded_as_stored() {
+        let mut column = TargetColumn::of_type("b", "binary(4)", DataType::Binary);
+        column.zero_padded_width = Some(4);
+        let values: ArrayRef = Arc::new(BinaryArray::from(vec![
+            Some(&b"ab"[..]),
+            None,
+            Some(&b"abcd"[..]),
+            Some(&b"abcdef"[..]),
+        ]));
+        let stored = coerce_column(&values, &column).unwrap();
+        let stored = stored.as_binary::<i32>();
+        assert_eq!(stored.value(0), b"ab\0\0");
+        assert!(stored.is_null(1));
+        assert_eq!(stored.value(2), b"abcd");
+        assert_eq!(stored.value(3), b"abcdef", "left to the database to refuse");
     }
 
     #[test]

@@ -35,6 +35,12 @@ pub struct TargetColumn {
     /// compares the values the table will hold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seconds_precision: Option<SecondsPrecision>,
+    /// A MySQL `BINARY(n)`: the bytes a value has in the table, where a
+    /// shorter one is padded with zero bytes (`ab` is stored `ab\0\0`);
+    /// the conversion pads it first, so that the check compares the stored
+    /// values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zero_padded_width: Option<usize>,
 }
 
 /// The digits of a second a timestamp column keeps, and how the database
@@ -100,6 +106,7 @@ impl TargetColumn {
             text_form: None,
             key_form: None,
             seconds_precision: None,
+            zero_padded_width: None,
         }
     }
 }

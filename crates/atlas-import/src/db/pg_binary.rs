@@ -295,6 +295,7 @@ mod tests {
             text_form: crate::typed_text::TextForm::of(crate::db::DbKind::Postgres, sql_type),
             key_form: None,
             seconds_precision: None,
+            zero_padded_width: None,
         }
     }
 

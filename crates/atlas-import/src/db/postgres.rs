@@ -359,6 +359,7 @@ impl Catalog for PgConnection {
                     has_default: row.get(4),
                     generated: row.get(7),
                     max_chars,
+                    zero_padded_width: None,
                 }
             })
             .collect();

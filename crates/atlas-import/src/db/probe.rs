@@ -186,6 +186,7 @@ mod tests {
             text_form,
             key_form: None,
             seconds_precision: None,
+            zero_padded_width: None,
         };
         for sql_type in ["text", "uuid", "interval", "citext", "box"] {
             assert!(filterable(&column(sql_type, None)), "{sql_type}");

@@ -429,6 +429,7 @@ impl Catalog for SqliteConnection {
                     // SQLite compares the values it stores, as held here.
                     key_form: None,
                     seconds_precision: None,
+                    zero_padded_width: None,
                     sql_type: declared,
                     nullable: not_null == 0,
                     has_default: has_default || rowid_alias,

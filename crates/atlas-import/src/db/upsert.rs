@@ -327,6 +327,7 @@ mod tests {
             text_form: None,
             key_form: None,
             seconds_precision: None,
+            zero_padded_width: None,
         }
     }
 

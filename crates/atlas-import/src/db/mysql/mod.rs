@@ -294,6 +294,17 @@ fn data_type_for(data_type: &str, column_type: &str, precision: i64, scale: i64)
     }
 }
 
+/// The width of a `BINARY(n)` column, which pads shorter values with zero
+/// bytes.
+fn zero_padded_width(column_type: &str) -> Option<usize> {
+    let lower = column_type.to_ascii_lowercase();
+    lower
+        .strip_prefix("binary(")?
+        .strip_suffix(')')?
+        .parse()
+        .ok()
+}
+
 /// Whether `column` is a BIT(n), which reads text as bytes, not as a number.
 fn is_bit(column: &TargetColumn) -> bool {
     column.sql_type.to_ascii_lowercase().starts_with("bit")
@@ -549,6 +560,7 @@ impl Catalog for Conn {
                             &column_type,
                             mariadb != 0,
                         ),
+                        zero_padded_width: zero_padded_width(&column_type),
                         data_type,
                         text_form,
                         sql_type: column_type,

@@ -26,6 +26,7 @@ fn age_column() -> TargetColumn {
         text_form: None,
         key_form: None,
         seconds_precision: None,
+        zero_padded_width: None,
     }
 }
 
