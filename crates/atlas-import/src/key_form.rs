@@ -80,8 +80,9 @@ pub enum ValueForm {
     /// A range of dates (`daterange`), canonical as integer ranges are.
     DateRange,
     /// MySQL's SET: its members in any order, each once (`b,a,a` is stored
-    /// as `a,b`).
-    MemberSet,
+    /// as `a,b`); in any case under a case-insensitive collation (`A` names
+    /// the member `a`).
+    MemberSet { case_insensitive: bool },
 }
 
 impl KeyForm {
@@ -206,7 +207,7 @@ impl std::fmt::Display for ValueForm {
             ValueForm::TimeTz => "timetz",
             ValueForm::IntegerRange => "integer range",
             ValueForm::DateRange => "daterange",
-            ValueForm::MemberSet => "set",
+            ValueForm::MemberSet { .. } => "set",
         })
     }
 }
@@ -290,11 +291,15 @@ impl ValueForm {
                     .ok()
                     .map(|date| i128::from(chrono::Datelike::num_days_from_ce(&date)))
             }),
-            ValueForm::MemberSet => {
-                let mut members: Vec<&str> = value
+            ValueForm::MemberSet { case_insensitive } => {
+                let mut members: Vec<std::borrow::Cow<'_, str>> = value
                     .split(',')
                     .map(|m| m.trim_end_matches(' '))
                     .filter(|m| !m.is_empty())
+                    .map(|m| match case_insensitive {
+                        true => m.to_lowercase().into(),
+                        false => m.into(),
+                    })
                     .collect();
                 members.sort_unstable();
                 members.dedup();
@@ -992,10 +997,17 @@ mod tests {
         same(dates, "(2023-12-31,2024-02-01)", "[2024-01-01,2024-02-01)");
         // Not read: compared as written.
         assert_eq!(key(dates, "[2024-01-01,infinity)"), "[2024-01-01,infinity)");
-        let set = KeyForm::Value(ValueForm::MemberSet);
+        let set = KeyForm::Value(ValueForm::MemberSet {
+            case_insensitive: false,
+        });
         same(set, "b,a,a", "a,b");
         same(set, "", "");
         different(set, "a", "a,b");
+        different(set, "A", "a");
+        let set = KeyForm::Value(ValueForm::MemberSet {
+            case_insensitive: true,
+        });
+        same(set, "B,a,A", "a,b");
         let padded = KeyForm::Value(ValueForm::BlankPadded);
         same(padded, "ab", "ab   ");
         different(padded, " ab", "ab");

@@ -57,10 +57,12 @@ pub(crate) fn filterable(column: &TargetColumn) -> bool {
         )
         // MySQL compares a SET with text as text: `b,a` would not find the
         // `a,b` stored.
-        && column.key_form
-            != Some(crate::key_form::KeyForm::Value(
-                crate::key_form::ValueForm::MemberSet,
+        && !matches!(
+            column.key_form,
+            Some(crate::key_form::KeyForm::Value(
+                crate::key_form::ValueForm::MemberSet { .. }
             ))
+        )
 }
 
 impl KeyFilter {

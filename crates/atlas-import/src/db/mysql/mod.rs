@@ -129,7 +129,9 @@ impl Dialect for MySqlDialect {
         match sql_type.split('(').next().unwrap_or_default() {
             "char" => Some(KeyForm::Value(ValueForm::BlankPadded)),
             "time" => Some(KeyForm::Value(ValueForm::Time)),
-            "set" => Some(KeyForm::Value(ValueForm::MemberSet)),
+            "set" => Some(KeyForm::Value(ValueForm::MemberSet {
+                case_insensitive: false,
+            })),
             _ => None,
         }
     }
@@ -542,15 +544,20 @@ impl Catalog for Conn {
                         scale,
                     );
                     let text_form = TextForm::of(DbKind::MySql, &column_type);
-                    // An ENUM stores the label a value names; under a
-                    // case-insensitive collation `A` names `a`, and no two
-                    // labels differ by case alone.
-                    let key_form = if column_type.to_ascii_lowercase().starts_with("enum(")
-                        && collation.ends_with("_ci")
-                    {
-                        Some(KeyForm::Value(ValueForm::CaseInsensitive))
-                    } else {
-                        KeyForm::of(DbKind::MySql, &column_type, text_form, &data_type)
+                    // An ENUM stores the label a value names, a SET the
+                    // members; under a case-insensitive collation `A` names
+                    // `a`, and no two labels differ by case alone.
+                    let lower_type = column_type.to_ascii_lowercase();
+                    let key_form = match collation.ends_with("_ci") {
+                        true if lower_type.starts_with("enum(") => {
+                            Some(KeyForm::Value(ValueForm::CaseInsensitive))
+                        }
+                        true if lower_type.starts_with("set(") => {
+                            Some(KeyForm::Value(ValueForm::MemberSet {
+                                case_insensitive: true,
+                            }))
+                        }
+                        _ => KeyForm::of(DbKind::MySql, &column_type, text_form, &data_type),
                     };
                     TargetColumn {
                         name,
