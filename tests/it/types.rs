@@ -1162,3 +1162,44 @@ async fn mysql_spatial_columns_are_refused_by_the_fit_check() {
     })
     .await;
 }
+
+/// Values an existing row holds that its column's type does not read
+/// (SQLite keeps `abc` in an INTEGER and `01/02/2024` in a DATE; MariaDB
+/// keeps zero dates where its SQL mode allows them) are no key an import
+/// can repeat: the import goes on, under every strategy, and only the
+/// well-typed row it repeats is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_values_the_column_type_does_not_read() {
+    for kind in [Kind::Sqlite, Kind::MySql] {
+        for strategy in [
+            atlas_import::KeyStrategy::Preload,
+            atlas_import::KeyStrategy::Probe,
+            atlas_import::KeyStrategy::Narrow,
+        ] {
+            let mut db = TestDb::new(kind).await;
+            db.strategy = strategy;
+            db.run(async {
+                let dir = TempDir::new();
+                let table = db.table("untyped_existing");
+                let (columns, unreadable) = match kind {
+                    Kind::Sqlite => ("n INTEGER, d DATE", "'abc', '01/02/2024'"),
+                    _ => ("n BIGINT, d DATETIME", "7, '0000-00-00 00:00:00'"),
+                };
+                crate::common::create(&db, &table, columns).await;
+                db.exec(&format!(
+                    "INSERT {ignore} INTO \"{table}\" (n, d) VALUES ({unreadable}); \
+                     INSERT INTO \"{table}\" (n, d) VALUES (7, '2024-01-01 00:00:00')",
+                    ignore = if kind == Kind::MySql { "IGNORE" } else { "" },
+                ))
+                .await;
+                let csv = dir.file(
+                    "rows.csv",
+                    "n,d\n7,2024-01-01 00:00:00\n8,2024-01-02 00:00:00\n",
+                );
+                let counts = import_skipping(&db, &csv, &table, None).await;
+                assert_eq!(counts, (1, 1), "{kind:?} {strategy:?}");
+            })
+            .await;
+        }
+    }
+}

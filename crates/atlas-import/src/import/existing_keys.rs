@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::UInt64Type;
 
-use crate::convert::coerce_column;
+use crate::convert::coerce_column_lenient;
 use crate::db::Database;
 use crate::error::{AtlasError, Result};
 use crate::key::{
@@ -152,7 +152,7 @@ impl ExistingKeyLoader for TableKeyLoader {
         let schema = key_schema(&self.key_columns);
         let columns = &self.key_columns;
         let mut typed =
-            |batch: RecordBatch| on_batch(typed_keys(&table, columns, &schema, &batch)?);
+            |batch: RecordBatch| on_batch(typed_keys(&table, columns, &schema, &batch)?.keys);
         let rows = self
             .db
             .scan_keys(&self.table, columns, None, false, batch_rows, &mut typed)
@@ -382,9 +382,16 @@ pub(super) fn fingerprint_existing_keys(
     let mut encoded = EncodedKeys::default();
     let schema = key_schema(columns);
     for scanned in batches {
-        let mut batch = typed_keys(table, columns, &schema, &scanned)?;
+        let TypedKeys {
+            keys: mut batch,
+            kept,
+        } = typed_keys(table, columns, &schema, &scanned)?;
         let mut locations = (scanned.num_columns() > columns.len())
             .then(|| Arc::clone(scanned.column(columns.len())));
+        if let (Some(located), Some(kept)) = (&locations, &kept) {
+            locations =
+                Some(datafusion::arrow::compute::filter(located, kept).map_err(AtlasError::from)?);
+        }
         if let Some((share, partition)) = share {
             let keep: datafusion::arrow::array::BooleanArray = share
                 .partitions_of(batch.columns())
@@ -481,7 +488,7 @@ fn encode_existing_keys(
     let schema = key_schema(columns);
     let mut keys = EncodedKeys::default();
     for scanned in batches {
-        let batch = typed_keys(table, columns, &schema, &scanned)?;
+        let batch = typed_keys(table, columns, &schema, &scanned)?.keys;
         encoder.encode(&batch, &mut keys)?;
         each(&encoder, &batch, &keys);
     }
@@ -490,23 +497,22 @@ fn encode_existing_keys(
 
 /// A batch of existing keys as the scan gave it (text where the database
 /// sends text) converted to the key's target types (`schema`), with the same
-/// code as the import's values.
+/// code as the import's values, and which of the scanned rows it holds.
+///
+/// A row holding a value its column's type does not read (SQLite keeps any
+/// value in any column: `abc` in an INTEGER, a date as `01/02/2024`) is left
+/// out: every imported value is converted to the column's type before it is
+/// compared or written, so none can equal such a value, as the database's
+/// own comparison agrees. `kept` is `None` where every row is kept.
 fn typed_keys(
     table: &str,
     columns: &[TargetColumn],
     schema: &datafusion::arrow::datatypes::SchemaRef,
     batch: &RecordBatch,
-) -> Result<RecordBatch> {
+) -> Result<TypedKeys> {
     let mut typed = Vec::with_capacity(columns.len());
+    let mut unreadable: Vec<usize> = Vec::new();
     for (i, column) in columns.iter().enumerate() {
-        let bad = |value: String| AtlasError::BadValue {
-            source_name: format!("existing rows of table '{table}'"),
-            row: 0,
-            line: None,
-            column: column.name.clone(),
-            value,
-            target_type: column.sql_type.clone(),
-        };
         // Binary keys arrive as hex text from every database's scan.
         if column.data_type == datafusion::arrow::datatypes::DataType::Binary
             && let Some(hex) = batch
@@ -514,13 +520,42 @@ fn typed_keys(
                 .as_any()
                 .downcast_ref::<datafusion::arrow::array::StringArray>()
         {
-            typed.push(
-                crate::typed_text::hex_to_binary(hex)
-                    .map_err(|index| bad(hex.value(index).to_string()))?,
-            );
+            typed.push(crate::typed_text::hex_to_binary(hex).map_err(|index| {
+                AtlasError::Internal(format!(
+                    "the key scan of '{table}' sent {:?} as the hex of column '{}'",
+                    hex.value(index),
+                    column.name
+                ))
+            })?);
             continue;
         }
-        typed.push(coerce_column(batch.column(i), column).map_err(|f| bad(f.value))?);
+        let (converted, failures) = coerce_column_lenient(batch.column(i), column);
+        unreadable.extend(failures.iter().map(|f| f.index));
+        typed.push(converted);
     }
-    RecordBatch::try_new(Arc::clone(schema), typed).map_err(AtlasError::from)
+    let keys = RecordBatch::try_new(Arc::clone(schema), typed).map_err(AtlasError::from)?;
+    if unreadable.is_empty() {
+        return Ok(TypedKeys { keys, kept: None });
+    }
+    let mut keep = vec![true; keys.num_rows()];
+    for index in unreadable {
+        keep[index] = false;
+    }
+    let kept = datafusion::arrow::array::BooleanArray::from(keep);
+    tracing::debug!(
+        "Key check: {} existing rows of '{table}' hold values their columns' types do not read; no imported row can repeat them",
+        kept.false_count()
+    );
+    Ok(TypedKeys {
+        keys: datafusion::arrow::compute::filter_record_batch(&keys, &kept)
+            .map_err(AtlasError::from)?,
+        kept: Some(kept),
+    })
+}
+
+/// Existing keys converted to the key's types ([`typed_keys`]).
+struct TypedKeys {
+    keys: RecordBatch,
+    /// The scanned rows `keys` holds, where some were left out.
+    kept: Option<datafusion::arrow::array::BooleanArray>,
 }

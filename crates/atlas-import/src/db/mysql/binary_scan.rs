@@ -10,7 +10,7 @@ use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use mysql_async::{Row, Value};
 
 use crate::db::key_batch::{KeyBatchBuilder, KeyColumnBuilder};
-use crate::error::{AtlasError, Result};
+use crate::error::Result;
 use crate::names::TableRef;
 use crate::schema::TargetColumn;
 
@@ -79,22 +79,30 @@ fn date(year: u16, month: u8, day: u8) -> Option<NaiveDate> {
 }
 
 /// Binary-protocol rows of the key columns into batches of `batch_rows`.
+///
+/// A row holding a value its column's type cannot hold (a zero date
+/// `0000-00-00`, which MariaDB keeps where its SQL mode allows) is left out:
+/// every imported value is a real value of the column's type, so none can
+/// equal it, as the server's own comparison agrees.
 pub(super) struct ValueBatcher<'a> {
     table: &'a TableRef,
-    columns: &'a [TargetColumn],
     batch: KeyBatchBuilder,
+    /// Which rows of the batch being built are kept.
+    kept: Vec<bool>,
     batch_rows: usize,
     total: u64,
+    left_out: u64,
 }
 
 impl<'a> ValueBatcher<'a> {
     pub(super) fn new(table: &'a TableRef, columns: &'a [TargetColumn], batch_rows: usize) -> Self {
         Self {
             table,
-            columns,
             batch: KeyBatchBuilder::new(columns, wire_type),
+            kept: Vec::new(),
             batch_rows: batch_rows.max(1),
             total: 0,
+            left_out: 0,
         }
     }
 
@@ -104,25 +112,33 @@ impl<'a> ValueBatcher<'a> {
         row: &Row,
         on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
     ) -> Result<()> {
+        let mut readable = true;
         for (i, builder) in self.batch.columns.iter_mut().enumerate() {
             let value = row.as_ref(i).unwrap_or(&Value::NULL);
             if !append(builder, value) {
-                let column = &self.columns[i];
-                return Err(AtlasError::BadValue {
-                    source_name: format!("existing rows of table '{}'", self.table),
-                    row: self.total + 1,
-                    line: None,
-                    column: column.name.clone(),
-                    value: value.as_sql(true),
-                    target_type: column.sql_type.clone(),
-                });
+                builder.append_null();
+                readable = false;
             }
         }
+        self.kept.push(readable);
         self.total += 1;
+        self.left_out += u64::from(!readable);
         if self.batch.rows() >= self.batch_rows {
-            on_batch(self.batch.finish()?)?;
+            self.emit(on_batch)?;
         }
         Ok(())
+    }
+
+    fn emit(&mut self, on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send)) -> Result<()> {
+        let batch = self.batch.finish()?;
+        let kept = std::mem::take(&mut self.kept);
+        if kept.iter().all(|&k| k) {
+            return on_batch(batch);
+        }
+        let kept = datafusion::arrow::array::BooleanArray::from(kept);
+        on_batch(datafusion::arrow::compute::filter_record_batch(
+            &batch, &kept,
+        )?)
     }
 
     /// Emits the last rows; returns the rows read.
@@ -131,7 +147,14 @@ impl<'a> ValueBatcher<'a> {
         on_batch: &mut (dyn FnMut(RecordBatch) -> Result<()> + Send),
     ) -> Result<u64> {
         if self.batch.rows() > 0 {
-            on_batch(self.batch.finish()?)?;
+            self.emit(on_batch)?;
+        }
+        if self.left_out > 0 {
+            tracing::debug!(
+                "Key check: {} existing rows of '{}' hold values such as zero dates; no imported row can repeat them",
+                self.left_out,
+                self.table
+            );
         }
         Ok(self.total)
     }
