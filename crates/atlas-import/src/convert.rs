@@ -470,12 +470,17 @@ fn coerce_strings(values: &StringArray, target: &DataType) -> Result<ArrayRef, C
             // Dates, timestamps, decimals and the rest: trim, blank to NULL, then
             // Arrow's own parsers; a value that becomes NULL did not parse.
             let micros = matches!(target, DataType::Timestamp(TimeUnit::Microsecond, _));
+            let decimal = matches!(target, DataType::Decimal128(..) | DataType::Decimal256(..));
             let mut round_up = vec![false; if micros { values.len() } else { 0 }];
             let trimmed: StringArray = values
                 .iter()
                 .enumerate()
                 .map(|(i, v)| {
                     let s = v.map(str::trim).filter(|s| !s.is_empty())?;
+                    if decimal {
+                        // Arrow's decimal parser reads no exponent.
+                        return Some(crate::typed_text::without_exponent(s));
+                    }
                     if !micros {
                         return Some(std::borrow::Cow::Borrowed(s));
                     }
@@ -832,6 +837,25 @@ mod tests {
         assert_eq!(out.value(1), "   ");
         assert_eq!(out.value(2), "");
         assert!(out.is_null(3));
+    }
+
+    #[test]
+    fn decimals_read_an_exponent_and_round_as_the_databases_do() {
+        let out = coerce_array(
+            &strings(&[
+                Some("1e2"),
+                Some(" 1.005E0 "),
+                Some("-2.675e+0"),
+                Some("25e-3"),
+            ]),
+            &DataType::Decimal128(10, 2),
+        )
+        .unwrap();
+        let out = out.as_primitive::<datafusion::arrow::datatypes::Decimal128Type>();
+        assert_eq!(out.values().to_vec(), vec![10000, 101, -268, 3]);
+        assert!(coerce_array(&strings(&[Some("1e")]), &DataType::Decimal128(10, 2)).is_err());
+        assert!(coerce_array(&strings(&[Some("NaNe")]), &DataType::Decimal128(10, 2)).is_err());
+        assert!(coerce_array(&strings(&[Some("1e9")]), &DataType::Decimal128(10, 2)).is_err());
     }
 
     #[test]

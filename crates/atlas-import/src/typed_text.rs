@@ -201,11 +201,12 @@ impl TextForm {
     }
 }
 
-/// A decimal literal (`-0012.5`, `+3`, `.25`) with exactly `scale` fraction
-/// digits, into `out`; `false` for anything else, or for fraction digits
-/// beyond `scale` that are not zeros.
+/// A decimal literal (`-0012.5`, `+3`, `.25`, `1.5e3`) with exactly `scale`
+/// fraction digits, into `out`; `false` for anything else, or for fraction
+/// digits beyond `scale` that are not zeros.
 fn fixed_scale(value: &str, scale: usize, out: &mut String) -> bool {
-    let text = value.trim();
+    let plain = without_exponent(value);
+    let text = plain.trim();
     let (negative, digits) = match text.as_bytes().first() {
         Some(b'-') => (true, &text[1..]),
         Some(b'+') => (false, &text[1..]),
@@ -885,6 +886,20 @@ pub(crate) fn numeric(value: &str, out: &mut String) -> bool {
     true
 }
 
+/// A number written with an exponent (`1.5E+3`, `25e-1`) as plain decimal
+/// text (`1500`, `2.5`), exactly, as PostgreSQL's and MySQL's decimal
+/// types read it; anything else as it is.
+pub(crate) fn without_exponent(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['e', 'E']) {
+        return value.into();
+    }
+    let mut plain = String::new();
+    match numeric(value, &mut plain) && plain.bytes().all(|b| b != b'N' && b != b'I') {
+        true => plain.into(),
+        false => value.into(),
+    }
+}
+
 /// `value` as a JSON string literal, escaped as PostgreSQL prints jsonb.
 fn push_string(out: &mut String, value: &str) {
     out.push('"');
@@ -990,10 +1005,13 @@ mod tests {
             (".5", "0.500"),
             ("2.1230000", "2.123"),
             ("-0.000", "0.000"),
+            // An exponent, as the servers read it.
+            ("1e3", "1000.000"),
+            ("1.5E-2", "0.015"),
         ] {
             assert_eq!(canonical(form, value).as_deref(), Some(stored), "{value}");
         }
-        for bad in ["1.2345", "1e3", "abc", "", "-", "1.2.3"] {
+        for bad in ["1.2345", "1.2345e0", "1e", "NaN", "abc", "", "-", "1.2.3"] {
             assert_eq!(canonical(form, bad), None, "{bad}");
         }
         assert_eq!(
