@@ -1203,3 +1203,44 @@ async fn existing_values_the_column_type_does_not_read() {
         }
     }
 }
+
+/// MySQL's TINYINT(1), which is what BOOLEAN is there, holds any small
+/// integer: `2` goes in as 2 (as `LOAD DATA` stores it), the boolean words
+/// as 1 and 0, and a re-import of `true` is the 1 already there; a number
+/// out of the type's range is a bad value naming its line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_tinyint1_holds_small_integers_and_reads_booleans() {
+    let db = TestDb::new(Kind::MySql).await;
+    db.run(async {
+        let dir = TempDir::new();
+        let table = db.table("tinyint_flags");
+        crate::common::create(&db, &table, "flag BOOLEAN, level TINYINT(1) UNSIGNED").await;
+        let csv = dir.file("flags.csv", "flag,level\n2,200\ntrue,yes\nno,0\n, \n");
+        let report = import(&db, &csv, &table).execute().await.unwrap();
+        assert_eq!(report.inserted, 4);
+        assert_eq!(
+            db.rows(&table, &["flag", "level"]).await,
+            vec![
+                vec![None, None],
+                vec![s("0"), s("0")],
+                vec![s("1"), s("1")],
+                vec![s("2"), s("200")],
+            ]
+        );
+        let again = dir.file("again.csv", "flag\ntrue\n");
+        assert_eq!(
+            import_skipping(&db, &again, &table, Some("flag")).await,
+            (0, 1)
+        );
+        let out_of_range = dir.file("range.csv", "flag,level\n1,1\n-129,1\n");
+        let err = import(&db, &out_of_range, &table)
+            .execute()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, AtlasError::BadValue { line: Some(3), .. }),
+            "{err}"
+        );
+    })
+    .await;
+}

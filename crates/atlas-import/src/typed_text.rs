@@ -48,6 +48,10 @@ pub enum TextForm {
     /// more fraction digits than that are refused unless they are zeros
     /// (the server would round them).
     WideDecimal { scale: u8 },
+    /// MySQL's `TINYINT(1)` (what `BOOLEAN` is there): a small integer that
+    /// also reads the boolean words (`true` is 1, `no` is 0), as a column
+    /// that is a boolean to its users and holds `2` to the server.
+    IntegerOrBoolean { unsigned: bool },
     /// Binary from hex digits (a `\x` or `0x` prefix allowed), by option.
     Hex,
     /// Binary from base64 (standard alphabet, padding optional), by option.
@@ -93,6 +97,11 @@ impl TextForm {
         if t == "json" {
             return Some(TextForm::Jsonb);
         }
+        if let Some(rest) = t.strip_prefix("tinyint(1)") {
+            return Some(TextForm::IntegerOrBoolean {
+                unsigned: rest.contains("unsigned"),
+            });
+        }
         TextForm::wide_decimal(t.strip_prefix("decimal(")?)
     }
 
@@ -120,6 +129,8 @@ impl TextForm {
         use datafusion::arrow::datatypes::DataType;
         match self {
             TextForm::Bytea | TextForm::Hex | TextForm::Base64 => DataType::Binary,
+            TextForm::IntegerOrBoolean { unsigned: false } => DataType::Int8,
+            TextForm::IntegerOrBoolean { unsigned: true } => DataType::Int16,
             _ => DataType::Utf8,
         }
     }
@@ -146,6 +157,9 @@ impl TextForm {
                         .decode_vec(value.trim().trim_end_matches('='), out)
                         .ok()
                 });
+            }
+            TextForm::IntegerOrBoolean { unsigned } => {
+                return integers_or_booleans(text, if unsigned { 0..=255 } else { -128..=127 });
             }
             _ => {}
         }
@@ -188,8 +202,11 @@ impl TextForm {
                     }
                     true
                 }
-                TextForm::Bytea | TextForm::Hex | TextForm::Base64 => {
-                    unreachable!("binary forms are handled above")
+                TextForm::Bytea
+                | TextForm::Hex
+                | TextForm::Base64
+                | TextForm::IntegerOrBoolean { .. } => {
+                    unreachable!("forms of other types are handled above")
                 }
             };
             if !ok {
@@ -198,6 +215,37 @@ impl TextForm {
             out.append_value(&canonical);
         }
         Ok(Arc::new(out.finish()))
+    }
+}
+
+/// Integers in `range` or boolean words (1 and 0), blank as NULL, as
+/// Int8 (a range that fits it) or Int16; `Err(index)` names the first value
+/// that is neither.
+fn integers_or_booleans(
+    text: &StringArray,
+    range: std::ops::RangeInclusive<i16>,
+) -> Result<ArrayRef, usize> {
+    let mut values = Vec::with_capacity(text.len());
+    for (i, value) in text.iter().enumerate() {
+        let value = value.map(str::trim).filter(|v| !v.is_empty());
+        values.push(match value {
+            None => None,
+            Some(value) => {
+                let number = crate::convert::parse_integer(value)
+                    .and_then(|n| i16::try_from(n).ok())
+                    .or_else(|| crate::convert::parse_bool(value).map(i16::from))
+                    .filter(|n| range.contains(n));
+                Some(number.ok_or(i)?)
+            }
+        });
+    }
+    let wide = datafusion::arrow::array::Int16Array::from(values);
+    match i8::try_from(*range.end()) {
+        Ok(_) => Ok(Arc::new(
+            datafusion::arrow::compute::cast(&wide, &datafusion::arrow::datatypes::DataType::Int8)
+                .expect("values in the range of Int8"),
+        )),
+        Err(_) => Ok(Arc::new(wide)),
     }
 }
 

@@ -264,7 +264,8 @@ fn sql_type_for(data_type: &DataType) -> String {
 fn data_type_for(data_type: &str, column_type: &str, precision: i64, scale: i64) -> DataType {
     let unsigned = column_type.contains("unsigned");
     match data_type {
-        "tinyint" if column_type.starts_with("tinyint(1)") => DataType::Boolean,
+        // TINYINT(1) is what BOOLEAN is, and holds any small integer: a
+        // number that also reads the boolean words (its text form).
         "bool" | "boolean" => DataType::Boolean,
         "tinyint" if unsigned => DataType::Int16,
         "tinyint" => DataType::Int8,
@@ -1057,9 +1058,10 @@ mod tests {
 
     #[test]
     fn catalog_types() {
+        assert_eq!(data_type_for("tinyint", "tinyint(1)", 3, 0), DataType::Int8);
         assert_eq!(
-            data_type_for("tinyint", "tinyint(1)", 3, 0),
-            DataType::Boolean
+            TextForm::of(DbKind::MySql, "tinyint(1) unsigned").map(TextForm::data_type),
+            Some(DataType::Int16)
         );
         assert_eq!(
             data_type_for("int", "int(10) unsigned", 10, 0),
