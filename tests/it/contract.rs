@@ -307,6 +307,54 @@ async fn timestamps_compare_at_the_column_precision(db: &TestDb) {
     }
 }
 
+/// A zone written with a timestamp going into a column without one is read
+/// as the database's own load reads it: PostgreSQL and MariaDB keep the
+/// time as written (`10:00:00+02` is 10:00:00), MySQL converts it to the
+/// session's zone (UTC); a re-import is the row already there.
+async fn a_written_zone_is_read_as_the_database_reads_it(db: &TestDb) {
+    let columns = match db.kind {
+        Kind::Postgres => "ts TIMESTAMP",
+        Kind::MySql => "ts DATETIME",
+        // SQLite keeps what it is given.
+        Kind::Sqlite => return,
+    };
+    let dir = TempDir::new();
+    let table = db.table("written_zone");
+    create(db, &table, columns).await;
+    let file = dir.file(
+        "zoned.csv",
+        "ts
+2024-01-01 10:00:00+02
+2024-01-01T11:00:00Z
+",
+    );
+    let converted = db.kind == Kind::MySql
+        && db
+            .scalar("SELECT CAST(VERSION() LIKE '%MariaDB%' AS SIGNED)")
+            .await
+            == 0;
+    let expected = if converted {
+        vec![
+            vec![s("2024-01-01 08:00:00")],
+            vec![s("2024-01-01 11:00:00")],
+        ]
+    } else {
+        vec![
+            vec![s("2024-01-01 10:00:00")],
+            vec![s("2024-01-01 11:00:00")],
+        ]
+    };
+    import(db, &file, &table).execute().await.unwrap();
+    assert_eq!(db.rows(&table, &["ts"]).await, expected);
+    let report = import(db, &file, &table)
+        .with_on_duplicate(OnDuplicate::Skip)
+        .with_force(true)
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!((report.inserted, report.skipped), (0, 2));
+}
+
 /// An empty field in a NOT NULL column without a default is a bad value
 /// naming its line and column, found before anything is written (the
 /// databases' own refusals name no line: MariaDB's not even the row); with
@@ -670,6 +718,7 @@ on_every_database!(
     null_in_a_not_null_column_is_a_bad_value,
     timestamps_to_the_minute_and_on_off_booleans,
     timestamps_compare_at_the_column_precision,
+    a_written_zone_is_read_as_the_database_reads_it,
     a_row_a_constraint_refuses_names_its_line,
     a_generated_column_in_the_source_is_refused,
     nul_characters_in_text,

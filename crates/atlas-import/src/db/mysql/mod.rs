@@ -544,7 +544,14 @@ impl Catalog for Conn {
                         precision,
                         scale,
                     );
-                    let text_form = TextForm::of(DbKind::MySql, &column_type);
+                    // MariaDB ignores a zone written with a date-time
+                    // (MySQL converts it to the session's, as Arrow does).
+                    let text_form = match data_type {
+                        DataType::Timestamp(..) if mariadb != 0 => {
+                            Some(TextForm::WallClockTimestamp)
+                        }
+                        _ => TextForm::of(DbKind::MySql, &column_type),
+                    };
                     // An ENUM stores the label a value names, a SET the
                     // members; under a case-insensitive collation `A` names
                     // `a`, and no two labels differ by case alone.
