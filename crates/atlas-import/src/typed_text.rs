@@ -176,12 +176,21 @@ impl TextForm {
                 return integers_or_booleans(text, if unsigned { 0..=255 } else { -128..=127 });
             }
             TextForm::WallClockTimestamp => {
-                let wall_clock: StringArray = text.iter().map(|v| v.map(without_zone)).collect();
-                return crate::convert::coerce_array(
-                    &(Arc::new(wall_clock) as ArrayRef),
-                    &self.data_type(),
-                )
-                .map_err(|failure| failure.index);
+                // Copied only where some value names a zone (rare).
+                let zoned = text
+                    .iter()
+                    .flatten()
+                    .any(|v| without_zone(v).len() != v.len());
+                let wall_clock: ArrayRef = match zoned {
+                    true => Arc::new(
+                        text.iter()
+                            .map(|v| v.map(without_zone))
+                            .collect::<StringArray>(),
+                    ),
+                    false => Arc::new(text.clone()),
+                };
+                return crate::convert::coerce_array(&wall_clock, &self.data_type())
+                    .map_err(|failure| failure.index);
             }
             _ => {}
         }
