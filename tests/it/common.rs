@@ -334,6 +334,13 @@ impl TestDb {
         .await
     }
 
+    /// Whether the MySQL server is MariaDB.
+    pub async fn is_mariadb(&self) -> bool {
+        self.scalar("SELECT CAST(VERSION() LIKE '%MariaDB%' AS SIGNED)")
+            .await
+            != 0
+    }
+
     /// The one integer `sql` returns.
     pub async fn scalar(&self, sql: &str) -> i64 {
         match self.kind {
