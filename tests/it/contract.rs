@@ -334,6 +334,57 @@ async fn a_written_zone_is_read_as_the_database_reads_it(db: &TestDb) {
     assert_eq!((report.inserted, report.skipped), (0, 2));
 }
 
+/// Digits of a second past the sixth (SQL Server's `datetime2` writes
+/// seven) go in as the database's own load takes them: PostgreSQL rounds
+/// half to even (`.1234565` is `.123456`), MySQL half up, MariaDB cuts.
+async fn digits_past_the_microsecond_as_the_database_takes_them(db: &TestDb) {
+    let columns = match db.kind {
+        Kind::Postgres => "ts TIMESTAMP, tz TIMESTAMPTZ",
+        Kind::MySql => "ts DATETIME(6), tz TIMESTAMP(6) NULL",
+        Kind::Sqlite => return,
+    };
+    let dir = TempDir::new();
+    let table = db.table("sub_micros");
+    create(db, &table, columns).await;
+    let file = dir.file(
+        "datetime2.csv",
+        "ts,tz
+2024-01-01 10:00:00.1234565,2024-01-01 10:00:00.1234575
+         2024-01-01 10:00:00.0000005,2024-01-01 10:00:00.9999994
+",
+    );
+    import(db, &file, &table).execute().await.unwrap();
+    let expected: [[&str; 2]; 2] = match db.kind {
+        Kind::Postgres => [
+            ["10:00:00", "10:00:00.999999"],
+            ["10:00:00.123456", "10:00:00.123458"],
+        ],
+        _ if db.is_mariadb().await => [
+            ["10:00:00.000000", "10:00:00.999999"],
+            ["10:00:00.123456", "10:00:00.123457"],
+        ],
+        _ => [
+            ["10:00:00.000001", "10:00:00.999999"],
+            ["10:00:00.123457", "10:00:00.123458"],
+        ],
+    };
+    let rows: Vec<Vec<Option<String>>> = db
+        .rows(&table, &["ts", "tz"])
+        .await
+        .into_iter()
+        .map(|row| {
+            row.into_iter()
+                .map(|v| v.map(|v| v.trim_end_matches("+00").replace("2024-01-01 ", "")))
+                .collect()
+        })
+        .collect();
+    let expected: Vec<Vec<Option<String>>> = expected
+        .iter()
+        .map(|row| row.iter().map(|v| s(v)).collect())
+        .collect();
+    assert_eq!(rows, expected);
+}
+
 /// A timestamp column without a zone: `postgres` on PostgreSQL, DATETIME on
 /// MySQL/MariaDB; none on SQLite, which keeps what it is given.
 fn zoneless_timestamp_column(kind: Kind, postgres: &str) -> Option<String> {
@@ -708,6 +759,7 @@ on_every_database!(
     timestamps_to_the_minute_and_on_off_booleans,
     timestamps_compare_at_the_column_precision,
     a_written_zone_is_read_as_the_database_reads_it,
+    digits_past_the_microsecond_as_the_database_takes_them,
     a_row_a_constraint_refuses_names_its_line,
     a_generated_column_in_the_source_is_refused,
     nul_characters_in_text,

@@ -22,6 +22,7 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
+use crate::schema::FractionRounding;
 use crate::typed_text::TextForm;
 
 /// The first value of an array that could not be converted.
@@ -35,12 +36,24 @@ pub struct CoerceFailure {
 
 /// Converts `array` to `target`, or names the first value that does not fit.
 pub fn coerce_array(array: &ArrayRef, target: &DataType) -> Result<ArrayRef, CoerceFailure> {
+    coerce_array_rounding(array, target, FractionRounding::HalfUp)
+}
+
+/// [`coerce_array`], where timestamp text with digits of a second past the
+/// sixth is read by `sub_micros`, the target database's rule.
+pub(crate) fn coerce_array_rounding(
+    array: &ArrayRef,
+    target: &DataType,
+    sub_micros: FractionRounding,
+) -> Result<ArrayRef, CoerceFailure> {
     match array.data_type() {
         DataType::Null => Ok(new_null_array(target, array.len())),
-        DataType::Utf8 => coerce_strings(array.as_any().downcast_ref().unwrap(), target),
+        DataType::Utf8 => {
+            coerce_strings(array.as_any().downcast_ref().unwrap(), target, sub_micros)
+        }
         DataType::Utf8View | DataType::LargeUtf8 => {
             let utf8 = cast(array, &DataType::Utf8).map_err(|_| first_failure(array, None))?;
-            coerce_strings(utf8.as_any().downcast_ref().unwrap(), target)
+            coerce_strings(utf8.as_any().downcast_ref().unwrap(), target, sub_micros)
         }
         source if source == target => Ok(Arc::clone(array)),
         source if is_nested(source) && *target == DataType::Utf8 => {
@@ -71,7 +84,10 @@ pub fn coerce_column(
             .map(|converted| as_stored(converted, column))
             .map_err(|index| describe(array, index, Some(&text)));
     }
-    let converted = as_stored(coerce_array(array, &column.data_type)?, column);
+    let converted = as_stored(
+        coerce_array_rounding(array, &column.data_type, sub_micros(column))?,
+        column,
+    );
     if let Some(max) = column.max_chars
         && let Some(index) = overlong(&converted, max).next()
     {
@@ -108,7 +124,8 @@ pub fn coerce_column_lenient(
             .unwrap_or_else(|_| new_null_array(&column.data_type, text.len()));
         return (as_stored(converted, column), failures);
     }
-    let (converted, mut failures) = coerce_array_lenient(array, &column.data_type);
+    let (converted, mut failures) =
+        coerce_array_lenient_rounding(array, &column.data_type, sub_micros(column));
     let converted = as_stored(converted, column);
     let Some(max) = column.max_chars else {
         return (converted, failures);
@@ -128,6 +145,14 @@ pub fn coerce_column_lenient(
     (cleaned, failures)
 }
 
+/// How the database of `column` reads digits of a second past the sixth
+/// (MySQL's rule where it does not say).
+fn sub_micros(column: &crate::schema::TargetColumn) -> FractionRounding {
+    column
+        .seconds_precision
+        .map_or(FractionRounding::HalfUp, |p| p.rounding)
+}
+
 /// Converted values as `column` will hold them, where the database would
 /// change them on the way in: timestamps where it keeps fewer digits of a
 /// second than microseconds (it rounds or cuts the rest), bytes shorter
@@ -136,7 +161,7 @@ fn as_stored(converted: ArrayRef, column: &crate::schema::TargetColumn) -> Array
     if let Some(width) = column.zero_padded_width {
         return zero_padded(converted, width);
     }
-    let Some(precision) = column.seconds_precision else {
+    let Some(precision) = column.seconds_precision.filter(|p| !p.keeps_microseconds()) else {
         return converted;
     };
     let Some(micros) = converted.as_primitive_opt::<TimestampMicrosecondType>() else {
@@ -322,7 +347,17 @@ fn overlong(array: &ArrayRef, max: usize) -> impl Iterator<Item = usize> + '_ {
 /// Converts `array` to `target`, setting every value that does not fit to
 /// NULL; returns the converted array and the values that did not fit.
 pub fn coerce_array_lenient(array: &ArrayRef, target: &DataType) -> (ArrayRef, Vec<CoerceFailure>) {
-    if let Ok(converted) = coerce_array(array, target) {
+    coerce_array_lenient_rounding(array, target, FractionRounding::HalfUp)
+}
+
+/// [`coerce_array_lenient`] with [`coerce_array_rounding`]'s rule.
+fn coerce_array_lenient_rounding(
+    array: &ArrayRef,
+    target: &DataType,
+    sub_micros: FractionRounding,
+) -> (ArrayRef, Vec<CoerceFailure>) {
+    let coerce = |array: &ArrayRef| coerce_array_rounding(array, target, sub_micros);
+    if let Ok(converted) = coerce(array) {
         return (converted, Vec::new());
     }
     // Rare: find every value that does not fit, one at a time.
@@ -330,7 +365,7 @@ pub fn coerce_array_lenient(array: &ArrayRef, target: &DataType) -> (ArrayRef, V
     let mut bad = vec![false; array.len()];
     for (i, bad) in bad.iter_mut().enumerate() {
         if array.is_valid(i)
-            && let Err(failure) = coerce_array(&array.slice(i, 1), target)
+            && let Err(failure) = coerce(&array.slice(i, 1))
         {
             failures.push(CoerceFailure {
                 index: i,
@@ -340,8 +375,7 @@ pub fn coerce_array_lenient(array: &ArrayRef, target: &DataType) -> (ArrayRef, V
         }
     }
     let cleaned = nullif(array, &BooleanArray::from(bad)).expect("mask has the array's length");
-    let converted =
-        coerce_array(&cleaned, target).unwrap_or_else(|_| new_null_array(target, array.len()));
+    let converted = coerce(&cleaned).unwrap_or_else(|_| new_null_array(target, array.len()));
     (converted, failures)
 }
 
@@ -400,8 +434,8 @@ fn with_seconds(s: &str) -> std::borrow::Cow<'_, str> {
 /// microsecond or more: seconds added to a time written to the minute
 /// ([`with_seconds`]), and digits of a second past the sixth dropped
 /// (`.1234567`, as SQL Server's `datetime2` writes them), which the caller
-/// rounds as PostgreSQL and MySQL do.
-fn timestamp_text(s: &str) -> (std::borrow::Cow<'_, str>, bool) {
+/// rounds by the database's rule ([`FractionRounding::rounds_up`]).
+fn timestamp_text(s: &str, sub_micros: FractionRounding) -> (std::borrow::Cow<'_, str>, bool) {
     let text = with_seconds(s);
     let bytes = text.as_bytes();
     let seconds_end = "2024-01-01 10:00:00".len();
@@ -421,8 +455,8 @@ fn timestamp_text(s: &str) -> (std::borrow::Cow<'_, str>, bool) {
         return (text, false);
     }
     let kept_end = seconds_end + 1 + 6;
-    let round_up = bytes[kept_end] >= b'5';
     let rest = seconds_end + 1 + digits;
+    let round_up = sub_micros.rounds_up(&text[seconds_end + 1..rest]);
     (
         format!("{}{}", &text[..kept_end], &text[rest..]).into(),
         round_up,
@@ -433,7 +467,11 @@ fn is_blank(s: &str) -> bool {
     s.trim().is_empty()
 }
 
-fn coerce_strings(values: &StringArray, target: &DataType) -> Result<ArrayRef, CoerceFailure> {
+fn coerce_strings(
+    values: &StringArray,
+    target: &DataType,
+    sub_micros: FractionRounding,
+) -> Result<ArrayRef, CoerceFailure> {
     match target {
         DataType::Utf8 => Ok(Arc::new(values.clone())),
         DataType::LargeUtf8 | DataType::Utf8View => {
@@ -484,7 +522,7 @@ fn coerce_strings(values: &StringArray, target: &DataType) -> Result<ArrayRef, C
                     if !micros {
                         return Some(std::borrow::Cow::Borrowed(s));
                     }
-                    let (text, up) = timestamp_text(s);
+                    let (text, up) = timestamp_text(s, sub_micros);
                     round_up[i] = up;
                     Some(text)
                 })

@@ -29,10 +29,11 @@ pub struct TargetColumn {
     /// How the column's keys compare where the database's equality is looser
     /// than the text it stores (unconstrained numeric, jsonb, interval...).
     pub key_form: Option<crate::key_form::KeyForm>,
-    /// A timestamp column that keeps fewer digits of a second than
-    /// microseconds (`timestamp(0)`, MySQL's `DATETIME`): how the database
-    /// cuts the rest, which the conversion does first, so that the check
-    /// compares the values the table will hold.
+    /// A timestamp column of PostgreSQL or MySQL/MariaDB: the digits of a
+    /// second it keeps (`timestamp(0)` and MySQL's `DATETIME` none) and how
+    /// the database drops the rest, and digits past the microsecond, which
+    /// the conversion does first, so that the check compares the values the
+    /// table will hold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seconds_precision: Option<SecondsPrecision>,
     /// A MySQL `BINARY(n)`: the bytes a value has in the table, where a
@@ -47,12 +48,14 @@ pub struct TargetColumn {
 /// drops the others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct SecondsPrecision {
-    /// Fraction digits kept: 0 to 5.
+    /// Fraction digits kept: 0 to 6.
     pub digits: u8,
     pub rounding: FractionRounding,
 }
 
-/// How a database drops the digits of a second its column does not keep.
+/// How a database drops the digits of a second its column does not keep:
+/// past the column's precision, as [`SecondsPrecision::apply`]; past the
+/// microsecond, as it reads text ([`FractionRounding::rounds_up`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum FractionRounding {
     /// To the nearest, a half away from zero in microseconds since 1970
@@ -64,10 +67,41 @@ pub enum FractionRounding {
     Truncate,
 }
 
+impl FractionRounding {
+    /// Whether a fraction of a second written with more than six digits
+    /// (`digits`, all of them) is read as the microsecond after its first
+    /// six: PostgreSQL reads the fraction as a double and rounds the
+    /// microseconds half to even (`.0000005` is 0 µs, `.0000015` 2 µs),
+    /// MySQL rounds half up, MariaDB cuts.
+    pub fn rounds_up(self, digits: &str) -> bool {
+        match self {
+            FractionRounding::HalfAwayFromZero => {
+                let (Ok(fraction), Ok(kept)) = (
+                    format!("0.{digits}").parse::<f64>(),
+                    digits.get(..6).unwrap_or(digits).parse::<u32>(),
+                ) else {
+                    return false;
+                };
+                (fraction * 1e6).round_ties_even() > f64::from(kept)
+            }
+            FractionRounding::HalfUp => digits.as_bytes().get(6).is_some_and(|&d| d >= b'5'),
+            FractionRounding::Truncate => false,
+        }
+    }
+}
+
 impl SecondsPrecision {
-    /// `digits` kept by `rounding`; `None` where all six are kept.
-    pub fn new(digits: u8, rounding: FractionRounding) -> Option<Self> {
-        (digits < 6).then_some(Self { digits, rounding })
+    /// `digits` kept by `rounding` (more than six: six).
+    pub fn new(digits: u8, rounding: FractionRounding) -> Self {
+        Self {
+            digits: digits.min(6),
+            rounding,
+        }
+    }
+
+    /// Whether the column keeps every microsecond.
+    pub fn keeps_microseconds(self) -> bool {
+        self.digits >= 6
     }
 
     /// `micros` (since 1970) as the column holds it.
@@ -258,7 +292,7 @@ mod tests {
 
     #[test]
     fn seconds_kept_as_each_database_keeps_them() {
-        let whole = |rounding| SecondsPrecision::new(0, rounding).unwrap();
+        let whole = |rounding| SecondsPrecision::new(0, rounding);
         // 10:00:00.6 and 10:00:00.4 after 1970; 23:59:59.5 and .6 before.
         let (late, early) = (36_000_600_000, 36_000_400_000);
         let postgres = whole(FractionRounding::HalfAwayFromZero);
@@ -273,8 +307,32 @@ mod tests {
         let mariadb = whole(FractionRounding::Truncate);
         assert_eq!(mariadb.apply(late), 36_000_000_000);
         assert_eq!(mariadb.apply(-400_000), -1_000_000);
-        let millis = SecondsPrecision::new(3, FractionRounding::HalfUp).unwrap();
+        let millis = SecondsPrecision::new(3, FractionRounding::HalfUp);
         assert_eq!(millis.apply(1_234_567), 1_235_000);
-        assert_eq!(SecondsPrecision::new(6, FractionRounding::HalfUp), None);
+        let micros = SecondsPrecision::new(9, FractionRounding::HalfUp);
+        assert!(micros.keeps_microseconds());
+        assert_eq!(micros.apply(1_234_567), 1_234_567);
+    }
+
+    #[test]
+    fn digits_past_the_microsecond_read_as_each_database_reads_them() {
+        let up = |rounding: FractionRounding, digits| rounding.rounds_up(digits);
+        // PostgreSQL: half to even on the double (psql's own results).
+        let postgres = FractionRounding::HalfAwayFromZero;
+        for (digits, expected) in [
+            ("1234565", false),
+            ("1234575", true),
+            ("0000005", false),
+            ("0000015", true),
+            ("9999995", true),
+            ("5000005", false),
+            ("12345650001", true),
+            ("1234564", false),
+        ] {
+            assert_eq!(up(postgres, digits), expected, "PostgreSQL .{digits}");
+        }
+        assert!(up(FractionRounding::HalfUp, "1234565"));
+        assert!(!up(FractionRounding::HalfUp, "1234564"));
+        assert!(!up(FractionRounding::Truncate, "1234569"));
     }
 }

@@ -55,8 +55,11 @@ pub enum TextForm {
     /// A timestamp without time zone on a database that ignores a zone
     /// written with the value (PostgreSQL, MariaDB): `10:00:00+02` is
     /// 10:00:00 there, as the server's own load stores it (MySQL converts
-    /// it to the session's zone instead, as Arrow does).
-    WallClockTimestamp,
+    /// it to the session's zone instead, as Arrow does); digits past the
+    /// microsecond dropped by `sub_micros`, the database's rule.
+    WallClockTimestamp {
+        sub_micros: crate::schema::FractionRounding,
+    },
     /// Binary from hex digits (a `\x` or `0x` prefix allowed), by option.
     Hex,
     /// Binary from base64 (standard alphabet, padding optional), by option.
@@ -83,7 +86,9 @@ impl TextForm {
                 if timestamp.starts_with("timestamp")
                     && timestamp.ends_with("without time zone") =>
             {
-                Some(TextForm::WallClockTimestamp)
+                Some(TextForm::WallClockTimestamp {
+                    sub_micros: crate::schema::FractionRounding::HalfAwayFromZero,
+                })
             }
             numeric => TextForm::wide_decimal(numeric.strip_prefix("numeric(")?),
         }
@@ -142,7 +147,7 @@ impl TextForm {
             TextForm::Bytea | TextForm::Hex | TextForm::Base64 => DataType::Binary,
             TextForm::IntegerOrBoolean { unsigned: false } => DataType::Int8,
             TextForm::IntegerOrBoolean { unsigned: true } => DataType::Int16,
-            TextForm::WallClockTimestamp => {
+            TextForm::WallClockTimestamp { .. } => {
                 DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None)
             }
             _ => DataType::Utf8,
@@ -175,7 +180,7 @@ impl TextForm {
             TextForm::IntegerOrBoolean { unsigned } => {
                 return integers_or_booleans(text, if unsigned { 0..=255 } else { -128..=127 });
             }
-            TextForm::WallClockTimestamp => {
+            TextForm::WallClockTimestamp { sub_micros } => {
                 // Copied only where some value names a zone (rare).
                 let zoned = text
                     .iter()
@@ -189,8 +194,12 @@ impl TextForm {
                     ),
                     false => Arc::new(text.clone()),
                 };
-                return crate::convert::coerce_array(&wall_clock, &self.data_type())
-                    .map_err(|failure| failure.index);
+                return crate::convert::coerce_array_rounding(
+                    &wall_clock,
+                    &self.data_type(),
+                    sub_micros,
+                )
+                .map_err(|failure| failure.index);
             }
             _ => {}
         }
@@ -237,7 +246,7 @@ impl TextForm {
                 | TextForm::Hex
                 | TextForm::Base64
                 | TextForm::IntegerOrBoolean { .. }
-                | TextForm::WallClockTimestamp => {
+                | TextForm::WallClockTimestamp { .. } => {
                     unreachable!("forms of other types are handled above")
                 }
             };
@@ -1121,9 +1130,12 @@ mod tests {
             crate::db::DbKind::Postgres,
             "timestamp(0) without time zone",
         );
-        assert_eq!(form, Some(TextForm::WallClockTimestamp));
+        let wall_clock = TextForm::WallClockTimestamp {
+            sub_micros: crate::schema::FractionRounding::HalfAwayFromZero,
+        };
+        assert_eq!(form, Some(wall_clock));
         let text = StringArray::from(vec![Some("2024-01-02 10:00:00+02"), None, Some(" ")]);
-        let converted = TextForm::WallClockTimestamp.convert(&text).unwrap();
+        let converted = wall_clock.convert(&text).unwrap();
         let micros = converted
             .as_any()
             .downcast_ref::<datafusion::arrow::array::TimestampMicrosecondArray>()
@@ -1131,7 +1143,7 @@ mod tests {
         assert_eq!(micros.value(0), 1_704_189_600_000_000);
         assert!(micros.is_null(1) && micros.is_null(2));
         let bad = StringArray::from(vec![Some("2024-01-02 10:00:00"), Some("soon")]);
-        assert_eq!(TextForm::WallClockTimestamp.convert(&bad).err(), Some(1));
+        assert_eq!(wall_clock.convert(&bad).err(), Some(1));
     }
 
     #[test]

@@ -343,9 +343,8 @@ impl Catalog for PgConnection {
                 let text_form = TextForm::of(DbKind::Postgres, &base_type);
                 // timestamp(p): p digits, or six without a modifier.
                 let seconds_precision = matches!(type_name.as_str(), "timestamp" | "timestamptz")
-                    .then(|| u8::try_from(typmod).ok())
-                    .flatten()
-                    .and_then(|digits| {
+                    .then(|| {
+                        let digits = u8::try_from(typmod).unwrap_or(6);
                         SecondsPrecision::new(digits, FractionRounding::HalfAwayFromZero)
                     });
                 TargetColumn {

@@ -234,7 +234,7 @@ fn seconds_precision(
     } else {
         FractionRounding::HalfUp
     };
-    SecondsPrecision::new(digits, rounding)
+    Some(SecondsPrecision::new(digits, rounding))
 }
 
 /// Maps an Arrow type to the declared SQL type of a new column.
@@ -548,7 +548,9 @@ impl Catalog for Conn {
                     // (MySQL converts it to the session's, as Arrow does).
                     let text_form = match data_type {
                         DataType::Timestamp(..) if mariadb != 0 => {
-                            Some(TextForm::WallClockTimestamp)
+                            Some(TextForm::WallClockTimestamp {
+                                sub_micros: FractionRounding::Truncate,
+                            })
                         }
                         _ => TextForm::of(DbKind::MySql, &column_type),
                     };
