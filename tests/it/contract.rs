@@ -242,6 +242,18 @@ async fn overlong_text_is_a_bad_value(db: &TestDb) {
     );
     assert!(message.contains("abcd"), "{message}");
     assert_eq!(db.count(&table).await, 0);
+    // Past the length only by spaces: stored cut, as the databases' own
+    // loads store it (a fixed-width export's padding); a re-import of the
+    // cut value is the row already there.
+    let padded = dir.file("padded.csv", "code\n\"ab    \"\n");
+    import(db, &padded, &table).execute().await.unwrap();
+    assert_eq!(db.rows(&table, &["code"]).await, vec![vec![s("ab ")]]);
+    let report = import(db, &dir.file("cut.csv", "code\n\"ab \"\n"), &table)
+        .with_on_duplicate(OnDuplicate::Skip)
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!((report.inserted, report.skipped), (0, 1));
 }
 
 /// Values the databases themselves read go in: a timestamp to the minute

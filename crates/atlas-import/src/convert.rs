@@ -88,12 +88,14 @@ pub fn coerce_column(
         coerce_array_rounding(array, &column.data_type, sub_micros(column))?,
         column,
     );
-    if let Some(max) = column.max_chars
-        && let Some(index) = overlong(&converted, max).next()
-    {
-        return Err(describe(array, index, array.as_any().downcast_ref()));
+    let Some(max) = column.max_chars else {
+        return Ok(converted);
+    };
+    let (converted, too_long) = within_length(converted, max);
+    match too_long.first() {
+        Some(&index) => Err(describe(array, index, array.as_any().downcast_ref())),
+        None => Ok(converted),
     }
-    Ok(converted)
 }
 
 /// [`coerce_column`] that sets every value that does not fit to NULL and
@@ -130,7 +132,7 @@ pub fn coerce_column_lenient(
     let Some(max) = column.max_chars else {
         return (converted, failures);
     };
-    let long: Vec<usize> = overlong(&converted, max).collect();
+    let (converted, long) = within_length(converted, max);
     if long.is_empty() {
         return (converted, failures);
     }
@@ -334,14 +336,47 @@ fn push_pg_array(array: &dyn Array, i: usize, out: &mut String) -> Option<()> {
     Some(())
 }
 
-/// Indices of the text values longer than `max` characters.
-fn overlong(array: &ArrayRef, max: usize) -> impl Iterator<Item = usize> + '_ {
-    let text = array.as_any().downcast_ref::<StringArray>();
-    (0..array.len()).filter(move |&i| {
-        text.is_some_and(|t| {
-            t.is_valid(i) && t.value(i).len() > max && t.value(i).chars().count() > max
+/// Text values of `array` cut to `max` characters where only spaces are
+/// past it (PostgreSQL and MySQL store such a value so: `ab  ` in a
+/// `VARCHAR(3)` is `ab `), and the indices of the values longer than `max`
+/// otherwise, which the databases refuse.
+fn within_length(array: ArrayRef, max: usize) -> (ArrayRef, Vec<usize>) {
+    let Some(text) = array.as_string_opt::<i32>() else {
+        return (array, Vec::new());
+    };
+    // Where the `max`-th character ends, for a value longer than that.
+    let cut_at = |value: &str| {
+        (value.len() > max)
+            .then(|| value.char_indices().nth(max).map(|(at, _)| at))
+            .flatten()
+    };
+    let only_spaces_past =
+        |value: &str, at: usize| value.as_bytes()[at..].iter().all(|&b| b == b' ');
+    let mut too_long = Vec::new();
+    let mut padded = false;
+    for (i, value) in text.iter().enumerate() {
+        if let Some(value) = value
+            && let Some(at) = cut_at(value)
+        {
+            match only_spaces_past(value, at) {
+                true => padded = true,
+                false => too_long.push(i),
+            }
+        }
+    }
+    if !padded {
+        return (array, too_long);
+    }
+    let cut: StringArray = text
+        .iter()
+        .map(|value| {
+            value.map(|value| match cut_at(value) {
+                Some(at) if only_spaces_past(value, at) => &value[..at],
+                _ => value,
+            })
         })
-    })
+        .collect();
+    (Arc::new(cut), too_long)
 }
 
 /// Converts `array` to `target`, setting every value that does not fit to
@@ -894,6 +929,27 @@ mod tests {
         assert!(coerce_array(&strings(&[Some("1e")]), &DataType::Decimal128(10, 2)).is_err());
         assert!(coerce_array(&strings(&[Some("NaNe")]), &DataType::Decimal128(10, 2)).is_err());
         assert!(coerce_array(&strings(&[Some("1e9")]), &DataType::Decimal128(10, 2)).is_err());
+    }
+
+    #[test]
+    fn text_past_its_length_only_by_spaces_is_cut_as_stored() {
+        let mut column = TargetColumn::text("v", "varchar(3)");
+        column.max_chars = Some(3);
+        let values = strings(&[Some("ab  "), Some("é    "), None, Some("abc"), Some("")]);
+        let stored = coerce_column(&values, &column).unwrap();
+        let stored = stored.as_string::<i32>();
+        let stored: Vec<Option<&str>> = stored.iter().collect();
+        assert_eq!(
+            stored,
+            [Some("ab "), Some("é  "), None, Some("abc"), Some("")]
+        );
+        let failure = coerce_column(&strings(&[Some("ab "), Some("ab c")]), &column).unwrap_err();
+        assert_eq!((failure.index, failure.value.as_str()), (1, "ab c"));
+        let (lenient, failures) =
+            coerce_column_lenient(&strings(&[Some("abcd"), Some("ab   ")]), &column);
+        assert_eq!(failures.len(), 1);
+        assert!(lenient.is_null(0));
+        assert_eq!(lenient.as_string::<i32>().value(1), "ab ");
     }
 
     #[test]
