@@ -289,12 +289,10 @@ async fn timestamps_to_the_minute_and_on_off_booleans(db: &TestDb) {
 /// cuts it): the check compares what the table will hold, within the file
 /// and against the rows already there.
 async fn timestamps_compare_at_the_column_precision(db: &TestDb) {
-    let Some(column) = zoneless_timestamp_column(db.kind, "TIMESTAMP(0)") else {
+    let Some(table) = zoneless_timestamp_table(db, "whole_seconds", "TIMESTAMP(0)").await else {
         return;
     };
     let dir = TempDir::new();
-    let table = db.table("whole_seconds");
-    create(db, &table, &format!("ts {column}")).await;
     let file = dir.file(
         "fractions.csv",
         "ts\n2024-01-01 10:00:00.6\n2024-01-01 10:00:00.4\n2024-01-01 10:00:00.3\n",
@@ -317,12 +315,10 @@ async fn timestamps_compare_at_the_column_precision(db: &TestDb) {
 /// time as written (`10:00:00+02` is 10:00:00), MySQL converts it to the
 /// session's zone (UTC); a re-import is the row already there.
 async fn a_written_zone_is_read_as_the_database_reads_it(db: &TestDb) {
-    let Some(column) = zoneless_timestamp_column(db.kind, "TIMESTAMP") else {
+    let Some(table) = zoneless_timestamp_table(db, "written_zone", "TIMESTAMP").await else {
         return;
     };
     let dir = TempDir::new();
-    let table = db.table("written_zone");
-    create(db, &table, &format!("ts {column}")).await;
     let file = dir.file(
         "zoned.csv",
         "ts\n2024-01-01 10:00:00+02\n2024-01-01T11:00:00Z\n",
@@ -397,14 +393,18 @@ async fn digits_past_the_microsecond_as_the_database_takes_them(db: &TestDb) {
     assert_eq!(rows, expected);
 }
 
-/// A timestamp column without a zone: `postgres` on PostgreSQL, DATETIME on
-/// MySQL/MariaDB; none on SQLite, which keeps what it is given.
-fn zoneless_timestamp_column(kind: Kind, postgres: &str) -> Option<String> {
-    match kind {
-        Kind::Postgres => Some(postgres.to_string()),
-        Kind::MySql => Some("DATETIME".to_string()),
-        Kind::Sqlite => None,
-    }
+/// A new table `prefix…` of one timestamp column `ts` without a zone:
+/// `postgres` on PostgreSQL, DATETIME on MySQL/MariaDB; none on SQLite,
+/// which keeps what it is given.
+async fn zoneless_timestamp_table(db: &TestDb, prefix: &str, postgres: &str) -> Option<String> {
+    let column = match db.kind {
+        Kind::Postgres => postgres,
+        Kind::MySql => "DATETIME",
+        Kind::Sqlite => return None,
+    };
+    let table = db.table(prefix);
+    create(db, &table, &format!("ts {column}")).await;
+    Some(table)
 }
 
 /// An empty field in a NOT NULL column without a default is a bad value
