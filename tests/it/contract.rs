@@ -258,7 +258,7 @@ async fn overlong_text_is_a_bad_value(db: &TestDb) {
 
 /// Values the databases themselves read go in: a timestamp to the minute
 /// (`2024-01-01 10:00`) and PostgreSQL's `on`/`off` booleans; the same
-/// timestamp with its seconds is then the row already there.
+/// timestamp with its seconds (and slashes) is then the row already there.
 async fn timestamps_to_the_minute_and_on_off_booleans(db: &TestDb) {
     let dir = TempDir::new();
     let table = db.table("minutes");
@@ -274,7 +274,9 @@ async fn timestamps_to_the_minute_and_on_off_booleans(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(report.inserted, 2);
-    let again = dir.file("seconds.csv", "ts,b\n2024-01-01 10:00:00,true\n");
+    // The same instant written year first with slashes, as the databases
+    // read it too.
+    let again = dir.file("seconds.csv", "ts,b\n2024/01/01 10:00:00,true\n");
     let report = import(db, &again, &table)
         .with_on_duplicate(OnDuplicate::Skip)
         .execute()

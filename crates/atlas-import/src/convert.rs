@@ -443,6 +443,24 @@ pub fn parse_float(s: &str) -> Option<f64> {
     s.trim().parse::<f64>().ok()
 }
 
+/// A date (or a timestamp's date) written `2024/01/02`, which PostgreSQL
+/// and MySQL read, as `2024-01-02`, which Arrow's parser reads; any other
+/// text as it is (`01/02/2024` is a day or a month first: not read).
+fn with_dashes(s: &str) -> std::borrow::Cow<'_, str> {
+    let bytes = s.as_bytes();
+    let year_first = bytes.len() >= "2024/1/2".len()
+        && bytes[..4].iter().all(u8::is_ascii_digit)
+        && bytes[4] == b'/';
+    if !year_first {
+        return s.into();
+    }
+    let date_end = s.find([' ', 'T', 't']).unwrap_or(s.len());
+    if s[..date_end].matches('/').count() != 2 {
+        return s.into();
+    }
+    format!("{}{}", s[..date_end].replace('/', "-"), &s[date_end..]).into()
+}
+
 /// A timestamp written to the minute (`2024-01-01 10:00`, `...T10:00+02`,
 /// which PostgreSQL and MySQL read) with its seconds, which Arrow's parser
 /// needs; any other text as it is.
@@ -544,6 +562,7 @@ fn coerce_strings(
             // Arrow's own parsers; a value that becomes NULL did not parse.
             let micros = matches!(target, DataType::Timestamp(TimeUnit::Microsecond, _));
             let decimal = matches!(target, DataType::Decimal128(..) | DataType::Decimal256(..));
+            let date = matches!(target, DataType::Date32);
             let mut round_up = vec![false; if micros { values.len() } else { 0 }];
             let trimmed: StringArray = values
                 .iter()
@@ -554,10 +573,19 @@ fn coerce_strings(
                         // Arrow's decimal parser reads no exponent.
                         return Some(crate::typed_text::without_exponent(s));
                     }
+                    if date {
+                        return Some(with_dashes(s));
+                    }
                     if !micros {
                         return Some(std::borrow::Cow::Borrowed(s));
                     }
-                    let (text, up) = timestamp_text(s, sub_micros);
+                    let (text, up) = match with_dashes(s) {
+                        std::borrow::Cow::Borrowed(s) => timestamp_text(s, sub_micros),
+                        std::borrow::Cow::Owned(dashed) => {
+                            let (text, up) = timestamp_text(&dashed, sub_micros);
+                            (text.into_owned().into(), up)
+                        }
+                    };
                     round_up[i] = up;
                     Some(text)
                 })
@@ -968,6 +996,31 @@ mod tests {
         assert!(stored.is_null(1));
         assert_eq!(stored.value(2), b"abcd");
         assert_eq!(stored.value(3), b"abcdef", "left to the database to refuse");
+    }
+
+    #[test]
+    fn dates_written_year_first_with_slashes_read_as_with_dashes() {
+        let dates = coerce_array(
+            &strings(&[Some("2024/01/02"), Some("2024/1/2")]),
+            &DataType::Date32,
+        )
+        .unwrap();
+        let dates = dates.as_primitive::<datafusion::arrow::datatypes::Date32Type>();
+        assert_eq!(dates.values().to_vec(), vec![19724, 19724]);
+        let at = coerce_array(
+            &strings(&[Some("2024/01/02 10:00:00"), Some("2024/01/02T10:00")]),
+            &DataType::Timestamp(TimeUnit::Microsecond, None),
+        )
+        .unwrap();
+        let at = at.as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(at.value(0), 1_704_189_600_000_000);
+        assert_eq!(at.value(1), 1_704_189_600_000_000);
+        for ambiguous in ["01/02/2024", "2024/01", "2024/01/02/03"] {
+            assert!(
+                coerce_array(&strings(&[Some(ambiguous)]), &DataType::Date32).is_err(),
+                "{ambiguous}"
+            );
+        }
     }
 
     #[test]
