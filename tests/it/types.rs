@@ -1244,3 +1244,29 @@ async fn mysql_tinyint1_holds_small_integers_and_reads_booleans() {
     })
     .await;
 }
+
+/// Parquet doubles go into an exact decimal as the databases cast a double
+/// to one, through its text of 15 significant digits: 1.005 is 1.01 in a
+/// `numeric(10,2)` (its binary value, 1.00499…, would round to 1.00).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doubles_into_decimals_as_the_databases_cast_them() {
+    use datafusion::arrow::array::{ArrayRef, Float64Array, RecordBatch};
+    for kind in [Kind::Postgres, Kind::MySql] {
+        let db = TestDb::new(kind).await;
+        db.run(async {
+            let dir = TempDir::new();
+            let table = db.table("double_decimals");
+            crate::common::create(&db, &table, "v DECIMAL(10,2)").await;
+            let doubles: ArrayRef = std::sync::Arc::new(Float64Array::from(vec![1.005, -2.675]));
+            let batch = RecordBatch::try_from_iter([("v", doubles)]).unwrap();
+            let parquet = dir.parquet("doubles.parquet", &batch);
+            import(&db, &parquet, &table).execute().await.unwrap();
+            assert_eq!(
+                db.rows(&table, &["v"]).await,
+                vec![vec![s("-2.68")], vec![s("1.01")]],
+                "{kind:?}"
+            );
+        })
+        .await;
+    }
+}

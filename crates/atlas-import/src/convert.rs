@@ -59,6 +59,22 @@ pub(crate) fn coerce_array_rounding(
         source if is_nested(source) && *target == DataType::Utf8 => {
             nested_to_json(array).map(|json| Arc::new(json) as ArrayRef)
         }
+        DataType::Float32 | DataType::Float64
+            if matches!(target, DataType::Decimal128(..) | DataType::Decimal256(..)) =>
+        {
+            // As PostgreSQL casts a double to numeric: through its text of 15
+            // significant digits (1.005 is 1.01 in a numeric(10,2), not the
+            // 1.00 its binary value rounds to).
+            let doubles =
+                cast(array, &DataType::Float64).map_err(|_| first_failure(array, None))?;
+            let text: StringArray = doubles
+                .as_primitive::<Float64Type>()
+                .iter()
+                .map(|v| v.map(|v| format!("{v:.14e}")))
+                .collect();
+            coerce_strings(&text, target, sub_micros)
+                .map_err(|failure| describe(array, failure.index, None))
+        }
         _ => {
             let options = CastOptions {
                 safe: true,
@@ -978,6 +994,30 @@ mod tests {
         assert_eq!(failures.len(), 1);
         assert!(lenient.is_null(0));
         assert_eq!(lenient.as_string::<i32>().value(1), "ab ");
+    }
+
+    #[test]
+    fn doubles_become_decimals_through_their_fifteen_digits() {
+        let doubles: ArrayRef = Arc::new(datafusion::arrow::array::Float64Array::from(vec![
+            Some(1.005),
+            Some(-2.675),
+            Some(0.1 + 0.2),
+            None,
+        ]));
+        let out = coerce_array(&doubles, &DataType::Decimal128(10, 2)).unwrap();
+        let out = out.as_primitive::<datafusion::arrow::datatypes::Decimal128Type>();
+        assert_eq!(
+            out.iter().collect::<Vec<_>>(),
+            [Some(101), Some(-268), Some(30), None]
+        );
+        let nan: ArrayRef = Arc::new(datafusion::arrow::array::Float64Array::from(vec![
+            1.0,
+            f64::NAN,
+        ]));
+        let failure = coerce_array(&nan, &DataType::Decimal128(10, 2)).unwrap_err();
+        assert_eq!((failure.index, failure.value.as_str()), (1, "NaN"));
+        let wide: ArrayRef = Arc::new(datafusion::arrow::array::Float64Array::from(vec![1e12]));
+        assert!(coerce_array(&wide, &DataType::Decimal128(10, 2)).is_err());
     }
 
     #[test]
