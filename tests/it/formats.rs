@@ -191,7 +191,35 @@ async fn other_encodings_are_decoded(db: &TestDb) {
     );
 }
 
+/// Exports that end every line with the delimiter (`email;name;`) hold
+/// nothing there: the file goes into a table of its named columns, and a
+/// value past the header's last name is an error naming its line.
+async fn a_delimiter_ending_every_line_is_no_column(db: &TestDb) {
+    let dir = TempDir::new();
+    let table = db.table("trailing");
+    crate::common::create(db, &table, "email TEXT, name TEXT").await;
+    let csv = "email;name;\na@x.com;Ann;\nb@x.com;;\n";
+    let report = ImportBuilder::new(Arc::clone(&db.db), &dir.file("trailing.csv", csv), &table)
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(report.inserted, 2);
+    assert_eq!(
+        db.rows(&table, &["email", "name"]).await,
+        vec![vec![s("a@x.com"), s("Ann")], vec![s("b@x.com"), None]]
+    );
+    let past = dir.file("past.csv", "email;name;\nc@x.com;Cid;note\n");
+    let err = ImportBuilder::new(Arc::clone(&db.db), &past, &table)
+        .execute()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("line 2 has 3 fields"), "{err}");
+    assert_eq!(db.count(&table).await, 2);
+}
+
 on_every_database!(
+    a_delimiter_ending_every_line_is_no_column,
     other_encodings_are_decoded,
     json_documents_round_trip,
     xml_round_trips,

@@ -229,8 +229,10 @@ impl fmt::Display for CsvDialect {
 }
 
 /// The column names of a file, from its first record: the header's names
-/// (trimmed, a byte-order mark dropped, an empty one named `column_N`), or
-/// `column_1..N` when there is no header.
+/// (trimmed, a byte-order mark dropped, an empty one named `column_N`; an
+/// empty last one after a delimiter that ends the line, `a,b,`, is no
+/// column: see [`trailing_empty_field`]), or `column_1..N` when there is no
+/// header.
 pub(crate) fn read_column_names(
     parser: &mut CsvParser,
     dialect: &CsvDialect,
@@ -259,8 +261,12 @@ pub(crate) fn read_column_names(
         )));
     }
     let line = record.line;
-    let mut names: Vec<String> = Vec::with_capacity(record.fields.len());
-    for i in 0..record.fields.len() {
+    let width = match trailing_empty_field(record.fields) {
+        true if record.fields.len() > 1 => record.fields.len() - 1,
+        _ => record.fields.len(),
+    };
+    let mut names: Vec<String> = Vec::with_capacity(width);
+    for i in 0..width {
         let mut raw = Vec::new();
         record.append_field(i, dialect, &mut raw);
         let text = String::from_utf8(raw).map_err(|_| {
@@ -295,6 +301,16 @@ pub(crate) fn read_column_names(
         names.push(name);
     }
     Ok(names)
+}
+
+/// Whether a record ends with a delimiter: its last field is unquoted and
+/// empty. Exports that end every line so (`a,b,`) hold nothing there, so
+/// such a field past the header's columns is no value and no error (a
+/// quoted `""` or a value there still is one).
+fn trailing_empty_field(fields: &[parser::FieldSpan]) -> bool {
+    fields
+        .last()
+        .is_some_and(|last| last.null && last.start == last.end)
 }
 
 /// The schema the reader produces: the columns as text, then the two
@@ -379,9 +395,16 @@ impl TextBatchBuilder {
                 p.message
             )
         });
-        if error.is_none() && !record.blank && record.fields.len() != width {
+        let fields = match trailing_empty_field(record.fields) {
+            true if record.fields.len() == width + 1 => width,
+            _ => record.fields.len(),
+        };
+        if error.is_none() && !record.blank && fields != width {
+            // One value past a header that ends with a delimiter (`a,b,`):
+            // that column has no name, so it is no column.
+            let unnamed = self.has_header && fields == width + 1;
             error = Some(format!(
-                "line {} has {} field{}, but the {} has {width}",
+                "line {} has {} field{}, but the {} has {width}{}",
                 record.line,
                 record.fields.len(),
                 if record.fields.len() == 1 { "" } else { "s" },
@@ -389,6 +412,11 @@ impl TextBatchBuilder {
                     "header"
                 } else {
                     "first record"
+                },
+                if unnamed {
+                    " (a value past the header's last name: name its column in the header)"
+                } else {
+                    ""
                 }
             ));
         }
@@ -568,6 +596,33 @@ mod tests {
             errors.value(2)
         );
         assert_eq!(b.column(0).as_string::<i32>().value(0), "1");
+    }
+
+    #[test]
+    fn a_delimiter_ending_every_line_is_no_column() {
+        for text in [
+            &b"a,b,\n1,x,\n2,,\n"[..],
+            b"a,b\n1,x,\n2,\n",
+            b"a,b,\n1,x\n2,\n",
+        ] {
+            let b = batch(text, CsvDialect::default()).unwrap();
+            assert_eq!(b.num_columns(), 4, "a, b, the line and the error");
+            let errors = b.column(3).as_string::<i32>();
+            assert_eq!(errors.null_count(), 2, "{:?}", errors);
+            assert_eq!(b.column(1).as_string::<i32>().value(0), "x");
+            assert!(b.column(1).is_null(1));
+        }
+        // A value past the header's columns is still an error, a quoted
+        // empty one too.
+        let b = batch(b"a,b,\n1,x,y\n1,x,\"\"\n", CsvDialect::default()).unwrap();
+        let errors = b.column(3).as_string::<i32>();
+        let past = "but the header has 2 (a value past the header's last name: name its column \
+                    in the header)";
+        assert_eq!(errors.value(0), format!("line 2 has 3 fields, {past}"));
+        assert_eq!(errors.value(1), format!("line 3 has 3 fields, {past}"));
+        // A one-column file ending its lines with the delimiter.
+        let b = batch(b"name,\nann,\n", CsvDialect::default()).unwrap();
+        assert_eq!(b.column(0).as_string::<i32>().value(0), "ann");
     }
 
     #[test]
