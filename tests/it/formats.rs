@@ -199,7 +199,7 @@ async fn a_delimiter_ending_every_line_is_no_column(db: &TestDb) {
     let table = db.table("trailing");
     crate::common::create(db, &table, "email TEXT, name TEXT").await;
     let csv = "email;name;\na@x.com;Ann;\nb@x.com;;\n";
-    let report = ImportBuilder::new(Arc::clone(&db.db), &dir.file("trailing.csv", csv), &table)
+    let report = ImportBuilder::new(Arc::clone(&db.db), dir.file("trailing.csv", csv), &table)
         .execute()
         .await
         .unwrap();
