@@ -22,7 +22,7 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
-use crate::schema::FractionRounding;
+use crate::schema::{FractionRounding, SecondsPrecision};
 use crate::typed_text::TextForm;
 
 /// The first value of an array that could not be converted.
@@ -36,24 +36,33 @@ pub struct CoerceFailure {
 
 /// Converts `array` to `target`, or names the first value that does not fit.
 pub fn coerce_array(array: &ArrayRef, target: &DataType) -> Result<ArrayRef, CoerceFailure> {
-    coerce_array_rounding(array, target, FractionRounding::HalfUp)
+    coerce_array_for(array, target, UNSAID_TIMESTAMPS)
 }
 
-/// [`coerce_array`], where timestamp text with digits of a second past the
-/// sixth is read by `sub_micros`, the target database's rule.
-pub(crate) fn coerce_array_rounding(
+/// How timestamp text is read where no database says: digits past the
+/// microsecond rounded half up, a written zone converting the time.
+const UNSAID_TIMESTAMPS: SecondsPrecision = SecondsPrecision {
+    digits: 6,
+    rounding: FractionRounding::HalfUp,
+    ignores_written_zone: false,
+};
+
+/// [`coerce_array`], where timestamp text is read as `timestamps`, the
+/// target database's way (its rule for digits past the microsecond, and
+/// for a written zone).
+fn coerce_array_for(
     array: &ArrayRef,
     target: &DataType,
-    sub_micros: FractionRounding,
+    timestamps: SecondsPrecision,
 ) -> Result<ArrayRef, CoerceFailure> {
     match array.data_type() {
         DataType::Null => Ok(new_null_array(target, array.len())),
         DataType::Utf8 => {
-            coerce_strings(array.as_any().downcast_ref().unwrap(), target, sub_micros)
+            coerce_strings(array.as_any().downcast_ref().unwrap(), target, timestamps)
         }
         DataType::Utf8View | DataType::LargeUtf8 => {
             let utf8 = cast(array, &DataType::Utf8).map_err(|_| first_failure(array, None))?;
-            coerce_strings(utf8.as_any().downcast_ref().unwrap(), target, sub_micros)
+            coerce_strings(utf8.as_any().downcast_ref().unwrap(), target, timestamps)
         }
         source if source == target => Ok(Arc::clone(array)),
         source if is_nested(source) && *target == DataType::Utf8 => {
@@ -72,7 +81,7 @@ pub(crate) fn coerce_array_rounding(
                 .iter()
                 .map(|v| v.map(|v| format!("{v:.14e}")))
                 .collect();
-            coerce_strings(&text, target, sub_micros)
+            coerce_strings(&text, target, timestamps)
                 .map_err(|failure| describe(array, failure.index, None))
         }
         _ => {
@@ -101,7 +110,7 @@ pub fn coerce_column(
             .map_err(|index| describe(array, index, Some(&text)));
     }
     let converted = as_stored(
-        coerce_array_rounding(array, &column.data_type, sub_micros(column))?,
+        coerce_array_for(array, &column.data_type, timestamps_of(column))?,
         column,
     );
     let Some(max) = column.max_chars else {
@@ -143,7 +152,7 @@ pub fn coerce_column_lenient(
         return (as_stored(converted, column), failures);
     }
     let (converted, mut failures) =
-        coerce_array_lenient_rounding(array, &column.data_type, sub_micros(column));
+        coerce_array_lenient_for(array, &column.data_type, timestamps_of(column));
     let converted = as_stored(converted, column);
     let Some(max) = column.max_chars else {
         return (converted, failures);
@@ -163,12 +172,9 @@ pub fn coerce_column_lenient(
     (cleaned, failures)
 }
 
-/// How the database of `column` reads digits of a second past the sixth
-/// (MySQL's rule where it does not say).
-fn sub_micros(column: &crate::schema::TargetColumn) -> FractionRounding {
-    column
-        .seconds_precision
-        .map_or(FractionRounding::HalfUp, |p| p.rounding)
+/// How the database of `column` reads timestamp text.
+fn timestamps_of(column: &crate::schema::TargetColumn) -> SecondsPrecision {
+    column.seconds_precision.unwrap_or(UNSAID_TIMESTAMPS)
 }
 
 /// Converted values as `column` will hold them, where the database would
@@ -398,16 +404,16 @@ fn within_length(array: ArrayRef, max: usize) -> (ArrayRef, Vec<usize>) {
 /// Converts `array` to `target`, setting every value that does not fit to
 /// NULL; returns the converted array and the values that did not fit.
 pub fn coerce_array_lenient(array: &ArrayRef, target: &DataType) -> (ArrayRef, Vec<CoerceFailure>) {
-    coerce_array_lenient_rounding(array, target, FractionRounding::HalfUp)
+    coerce_array_lenient_for(array, target, UNSAID_TIMESTAMPS)
 }
 
-/// [`coerce_array_lenient`] with [`coerce_array_rounding`]'s rule.
-fn coerce_array_lenient_rounding(
+/// [`coerce_array_lenient`], reading timestamp text as [`coerce_array_for`].
+fn coerce_array_lenient_for(
     array: &ArrayRef,
     target: &DataType,
-    sub_micros: FractionRounding,
+    timestamps: SecondsPrecision,
 ) -> (ArrayRef, Vec<CoerceFailure>) {
-    let coerce = |array: &ArrayRef| coerce_array_rounding(array, target, sub_micros);
+    let coerce = |array: &ArrayRef| coerce_array_for(array, target, timestamps);
     if let Ok(converted) = coerce(array) {
         return (converted, Vec::new());
     }
@@ -457,6 +463,41 @@ pub fn parse_integer(s: &str) -> Option<i128> {
 /// Parses a float (`1.5`, `1e3`, `NaN`, `inf`).
 pub fn parse_float(s: &str) -> Option<f64> {
     s.trim().parse::<f64>().ok()
+}
+
+/// Timestamp text without the zone written after its time (`Z`, `+02`,
+/// `-05:30`, ` UTC`, ` +0100`); anything else as it is.
+fn without_zone(value: &str) -> &str {
+    let text = value.trim_end();
+    // The zone follows the time: after the first colon.
+    let Some(time) = text.find(':') else {
+        return value;
+    };
+    let zone = text[time..]
+        .find(|c: char| matches!(c, '+' | '-' | ' ') || c.is_ascii_alphabetic())
+        .map(|at| time + at);
+    match zone {
+        Some(at) if is_zone(text[at..].trim_start()) => text[..at].trim_end(),
+        _ => value,
+    }
+}
+
+/// Whether `zone` is a zone written after a time: `Z`, `UTC`, `GMT`, or an
+/// offset of hours, with minutes, with or without a colon.
+fn is_zone(zone: &str) -> bool {
+    if zone.eq_ignore_ascii_case("z")
+        || zone.eq_ignore_ascii_case("utc")
+        || zone.eq_ignore_ascii_case("gmt")
+    {
+        return true;
+    }
+    let Some(offset) = zone.strip_prefix(['+', '-']) else {
+        return false;
+    };
+    let digits: String = offset.chars().filter(|&c| c != ':').collect();
+    matches!(digits.len(), 2 | 4)
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && offset.find(':').is_none_or(|at| at == 2)
 }
 
 /// A date (or a timestamp's date) written `2024/01/02`, which PostgreSQL
@@ -539,7 +580,7 @@ fn is_blank(s: &str) -> bool {
 fn coerce_strings(
     values: &StringArray,
     target: &DataType,
-    sub_micros: FractionRounding,
+    timestamps: SecondsPrecision,
 ) -> Result<ArrayRef, CoerceFailure> {
     match target {
         DataType::Utf8 => Ok(Arc::new(values.clone())),
@@ -595,6 +636,11 @@ fn coerce_strings(
                     if !micros {
                         return Some(std::borrow::Cow::Borrowed(s));
                     }
+                    let s = match timestamps.ignores_written_zone {
+                        true => without_zone(s),
+                        false => s,
+                    };
+                    let sub_micros = timestamps.rounding;
                     let (text, up) = match with_dashes(s) {
                         std::borrow::Cow::Borrowed(s) => timestamp_text(s, sub_micros),
                         std::borrow::Cow::Owned(dashed) => {
@@ -1018,6 +1064,46 @@ mod tests {
         assert_eq!((failure.index, failure.value.as_str()), (1, "NaN"));
         let wide: ArrayRef = Arc::new(datafusion::arrow::array::Float64Array::from(vec![1e12]));
         assert!(coerce_array(&wide, &DataType::Decimal128(10, 2)).is_err());
+    }
+
+    #[test]
+    fn a_written_zone_is_dropped_where_the_database_drops_it() {
+        for (value, wall_clock) in [
+            ("2024-01-02 10:00:00+02", "2024-01-02 10:00:00"),
+            ("2024-01-02T10:00:00Z", "2024-01-02T10:00:00"),
+            ("2024-01-02 10:00:00.5 -05:30", "2024-01-02 10:00:00.5"),
+            ("2024-01-02 10:00:00 +0100", "2024-01-02 10:00:00"),
+            ("2024-01-02 10:00 UTC", "2024-01-02 10:00"),
+            ("2024-01-02 10:00:00", "2024-01-02 10:00:00"),
+            ("2024-01-02", "2024-01-02"),
+            // Not a zone: left for the parser to refuse.
+            ("2024-01-02 10:00:00 PM", "2024-01-02 10:00:00 PM"),
+            ("2024-01-02 10:00:00+2", "2024-01-02 10:00:00+2"),
+        ] {
+            assert_eq!(without_zone(value), wall_clock, "{value}");
+        }
+        let mut column = TargetColumn::of_type(
+            "at",
+            "timestamp without time zone",
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+        );
+        let zoned = strings(&[Some("2024-01-02 10:00:00+02"), None, Some(" ")]);
+        let converted = coerce_column(&zoned, &column).unwrap();
+        let micros = converted.as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(
+            micros.value(0),
+            1_704_189_600_000_000 - 7_200_000_000,
+            "converted"
+        );
+        column.seconds_precision = Some(
+            SecondsPrecision::new(6, FractionRounding::HalfAwayFromZero).ignoring_written_zone(),
+        );
+        let converted = coerce_column(&zoned, &column).unwrap();
+        let micros = converted.as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(micros.value(0), 1_704_189_600_000_000);
+        assert!(micros.is_null(1) && micros.is_null(2));
+        let bad = strings(&[Some("2024-01-02 10:00:00"), Some("soon")]);
+        assert_eq!(coerce_column(&bad, &column).unwrap_err().index, 1);
     }
 
     #[test]

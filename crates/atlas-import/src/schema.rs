@@ -31,9 +31,9 @@ pub struct TargetColumn {
     pub key_form: Option<crate::key_form::KeyForm>,
     /// A timestamp column of PostgreSQL or MySQL/MariaDB: the digits of a
     /// second it keeps (`timestamp(0)` and MySQL's `DATETIME` none) and how
-    /// the database drops the rest, and digits past the microsecond, which
-    /// the conversion does first, so that the check compares the values the
-    /// table will hold.
+    /// the database drops the rest and digits past the microsecond, and
+    /// whether it drops a written zone; the conversion does the same first,
+    /// so that the check compares the values the table will hold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seconds_precision: Option<SecondsPrecision>,
     /// A MySQL `BINARY(n)`: the bytes a value has in the table, where a
@@ -44,13 +44,20 @@ pub struct TargetColumn {
     pub zero_padded_width: Option<usize>,
 }
 
-/// The digits of a second a timestamp column keeps, and how the database
-/// drops the others.
+/// How a timestamp column's database takes a value: the digits of a
+/// second it keeps, how it drops the others, and what it does with a zone
+/// written with the text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct SecondsPrecision {
     /// Fraction digits kept: 0 to 6.
     pub digits: u8,
     pub rounding: FractionRounding,
+    /// The database drops a zone written with the text (PostgreSQL's
+    /// `timestamp`, MariaDB's date-times: `10:00:00+02` is 10:00:00, as
+    /// their own loads store it) instead of converting the time to UTC,
+    /// the zone of atlas-import's sessions (MySQL, as Arrow does).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ignores_written_zone: bool,
 }
 
 /// How a database drops the digits of a second its column does not keep:
@@ -91,11 +98,21 @@ impl FractionRounding {
 }
 
 impl SecondsPrecision {
-    /// `digits` kept by `rounding` (more than six: six).
+    /// `digits` kept by `rounding` (more than six: six); a written zone
+    /// converts the time.
     pub fn new(digits: u8, rounding: FractionRounding) -> Self {
         Self {
             digits: digits.min(6),
             rounding,
+            ignores_written_zone: false,
+        }
+    }
+
+    /// The same, on a database that drops a written zone.
+    pub fn ignoring_written_zone(self) -> Self {
+        Self {
+            ignores_written_zone: true,
+            ..self
         }
     }
 

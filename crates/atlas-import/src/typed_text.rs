@@ -52,14 +52,6 @@ pub enum TextForm {
     /// also reads the boolean words (`true` is 1, `no` is 0), as a column
     /// that is a boolean to its users and holds `2` to the server.
     IntegerOrBoolean { unsigned: bool },
-    /// A timestamp without time zone on a database that ignores a zone
-    /// written with the value (PostgreSQL, MariaDB): `10:00:00+02` is
-    /// 10:00:00 there, as the server's own load stores it (MySQL converts
-    /// it to the session's zone instead, as Arrow does); digits past the
-    /// microsecond dropped by `sub_micros`, the database's rule.
-    WallClockTimestamp {
-        sub_micros: crate::schema::FractionRounding,
-    },
     /// Binary from hex digits (a `\x` or `0x` prefix allowed), by option.
     Hex,
     /// Binary from base64 (standard alphabet, padding optional), by option.
@@ -82,14 +74,6 @@ impl TextForm {
             "bytea" => Some(TextForm::Bytea),
             "numeric" => Some(TextForm::Numeric),
             array if array.ends_with("[]") => Some(TextForm::PgArray),
-            timestamp
-                if timestamp.starts_with("timestamp")
-                    && timestamp.ends_with("without time zone") =>
-            {
-                Some(TextForm::WallClockTimestamp {
-                    sub_micros: crate::schema::FractionRounding::HalfAwayFromZero,
-                })
-            }
             numeric => TextForm::wide_decimal(numeric.strip_prefix("numeric(")?),
         }
     }
@@ -147,9 +131,6 @@ impl TextForm {
             TextForm::Bytea | TextForm::Hex | TextForm::Base64 => DataType::Binary,
             TextForm::IntegerOrBoolean { unsigned: false } => DataType::Int8,
             TextForm::IntegerOrBoolean { unsigned: true } => DataType::Int16,
-            TextForm::WallClockTimestamp { .. } => {
-                DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None)
-            }
             _ => DataType::Utf8,
         }
     }
@@ -179,27 +160,6 @@ impl TextForm {
             }
             TextForm::IntegerOrBoolean { unsigned } => {
                 return integers_or_booleans(text, if unsigned { 0..=255 } else { -128..=127 });
-            }
-            TextForm::WallClockTimestamp { sub_micros } => {
-                // Copied only where some value names a zone (rare).
-                let zoned = text
-                    .iter()
-                    .flatten()
-                    .any(|v| without_zone(v).len() != v.len());
-                let wall_clock: ArrayRef = match zoned {
-                    true => Arc::new(
-                        text.iter()
-                            .map(|v| v.map(without_zone))
-                            .collect::<StringArray>(),
-                    ),
-                    false => Arc::new(text.clone()),
-                };
-                return crate::convert::coerce_array_rounding(
-                    &wall_clock,
-                    &self.data_type(),
-                    sub_micros,
-                )
-                .map_err(|failure| failure.index);
             }
             _ => {}
         }
@@ -245,8 +205,7 @@ impl TextForm {
                 TextForm::Bytea
                 | TextForm::Hex
                 | TextForm::Base64
-                | TextForm::IntegerOrBoolean { .. }
-                | TextForm::WallClockTimestamp { .. } => {
+                | TextForm::IntegerOrBoolean { .. } => {
                     unreachable!("forms of other types are handled above")
                 }
             };
@@ -257,41 +216,6 @@ impl TextForm {
         }
         Ok(Arc::new(out.finish()))
     }
-}
-
-/// Timestamp text without the zone written after its time (`Z`, `+02`,
-/// `-05:30`, ` UTC`, ` +0100`); anything else as it is.
-fn without_zone(value: &str) -> &str {
-    let text = value.trim_end();
-    // The zone follows the time: after the first colon.
-    let Some(time) = text.find(':') else {
-        return value;
-    };
-    let zone = text[time..]
-        .find(|c: char| matches!(c, '+' | '-' | 'Z' | 'z') || c.is_ascii_alphabetic() || c == ' ')
-        .map(|at| time + at);
-    match zone {
-        Some(at) if is_zone(text[at..].trim_start()) => text[..at].trim_end(),
-        _ => value,
-    }
-}
-
-/// Whether `zone` is a zone written after a time: `Z`, `UTC`, `GMT`, or an
-/// offset of hours, with minutes, with or without a colon.
-fn is_zone(zone: &str) -> bool {
-    if zone.eq_ignore_ascii_case("z")
-        || zone.eq_ignore_ascii_case("utc")
-        || zone.eq_ignore_ascii_case("gmt")
-    {
-        return true;
-    }
-    let Some(offset) = zone.strip_prefix(['+', '-']) else {
-        return false;
-    };
-    let digits: String = offset.chars().filter(|&c| c != ':').collect();
-    matches!(digits.len(), 2 | 4)
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && offset.find(':').is_none_or(|at| at == 2)
 }
 
 /// Integers in `range` or boolean words (1 and 0), blank as NULL, as
@@ -1108,42 +1032,6 @@ mod tests {
                 "{other}"
             );
         }
-    }
-
-    #[test]
-    fn wall_clock_timestamps_ignore_a_written_zone() {
-        for (value, wall_clock) in [
-            ("2024-01-02 10:00:00+02", "2024-01-02 10:00:00"),
-            ("2024-01-02T10:00:00Z", "2024-01-02T10:00:00"),
-            ("2024-01-02 10:00:00.5 -05:30", "2024-01-02 10:00:00.5"),
-            ("2024-01-02 10:00:00 +0100", "2024-01-02 10:00:00"),
-            ("2024-01-02 10:00 UTC", "2024-01-02 10:00"),
-            ("2024-01-02 10:00:00", "2024-01-02 10:00:00"),
-            ("2024-01-02", "2024-01-02"),
-            // Not a zone: left for the parser to refuse.
-            ("2024-01-02 10:00:00 PM", "2024-01-02 10:00:00 PM"),
-            ("2024-01-02 10:00:00+2", "2024-01-02 10:00:00+2"),
-        ] {
-            assert_eq!(without_zone(value), wall_clock, "{value}");
-        }
-        let form = TextForm::of(
-            crate::db::DbKind::Postgres,
-            "timestamp(0) without time zone",
-        );
-        let wall_clock = TextForm::WallClockTimestamp {
-            sub_micros: crate::schema::FractionRounding::HalfAwayFromZero,
-        };
-        assert_eq!(form, Some(wall_clock));
-        let text = StringArray::from(vec![Some("2024-01-02 10:00:00+02"), None, Some(" ")]);
-        let converted = wall_clock.convert(&text).unwrap();
-        let micros = converted
-            .as_any()
-            .downcast_ref::<datafusion::arrow::array::TimestampMicrosecondArray>()
-            .unwrap();
-        assert_eq!(micros.value(0), 1_704_189_600_000_000);
-        assert!(micros.is_null(1) && micros.is_null(2));
-        let bad = StringArray::from(vec![Some("2024-01-02 10:00:00"), Some("soon")]);
-        assert_eq!(wall_clock.convert(&bad).err(), Some(1));
     }
 
     #[test]

@@ -342,10 +342,16 @@ impl Catalog for PgConnection {
                 let data_type = data_type_for(&type_name, typmod);
                 let text_form = TextForm::of(DbKind::Postgres, &base_type);
                 // timestamp(p): p digits, or six without a modifier.
+                // A zone written into a `timestamp` is dropped.
                 let seconds_precision = matches!(type_name.as_str(), "timestamp" | "timestamptz")
                     .then(|| {
                         let digits = u8::try_from(typmod).unwrap_or(6);
-                        SecondsPrecision::new(digits, FractionRounding::HalfAwayFromZero)
+                        let precision =
+                            SecondsPrecision::new(digits, FractionRounding::HalfAwayFromZero);
+                        match type_name.as_str() {
+                            "timestamp" => precision.ignoring_written_zone(),
+                            _ => precision,
+                        }
                     });
                 TargetColumn {
                     name: row.get(0),

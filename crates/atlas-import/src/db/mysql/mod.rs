@@ -216,7 +216,8 @@ pub(super) fn refused_row(error: &(dyn std::error::Error + 'static)) -> Option<u
 }
 
 /// The digits of a second a `DATETIME(p)`/`TIMESTAMP(p)` column keeps
-/// (none without `(p)`): MySQL rounds the rest, MariaDB cuts it.
+/// (none without `(p)`): MySQL rounds the rest, MariaDB cuts it; MariaDB
+/// drops a zone written with the text, MySQL converts the time.
 fn seconds_precision(
     data_type: &DataType,
     column_type: &str,
@@ -229,12 +230,10 @@ fn seconds_precision(
         .split_once('(')
         .and_then(|(_, rest)| rest.trim_end_matches(')').parse().ok())
         .unwrap_or(0);
-    let rounding = if mariadb {
-        FractionRounding::Truncate
-    } else {
-        FractionRounding::HalfUp
-    };
-    Some(SecondsPrecision::new(digits, rounding))
+    Some(match mariadb {
+        true => SecondsPrecision::new(digits, FractionRounding::Truncate).ignoring_written_zone(),
+        false => SecondsPrecision::new(digits, FractionRounding::HalfUp),
+    })
 }
 
 /// Maps an Arrow type to the declared SQL type of a new column.
@@ -544,16 +543,7 @@ impl Catalog for Conn {
                         precision,
                         scale,
                     );
-                    // MariaDB ignores a zone written with a date-time
-                    // (MySQL converts it to the session's, as Arrow does).
-                    let text_form = match data_type {
-                        DataType::Timestamp(..) if mariadb != 0 => {
-                            Some(TextForm::WallClockTimestamp {
-                                sub_micros: FractionRounding::Truncate,
-                            })
-                        }
-                        _ => TextForm::of(DbKind::MySql, &column_type),
-                    };
+                    let text_form = TextForm::of(DbKind::MySql, &column_type);
                     // An ENUM stores the label a value names, a SET the
                     // members; under a case-insensitive collation `A` names
                     // `a`, and no two labels differ by case alone.
