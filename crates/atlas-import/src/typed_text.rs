@@ -159,7 +159,12 @@ impl TextForm {
                 });
             }
             TextForm::IntegerOrBoolean { unsigned } => {
-                return integers_or_booleans(text, if unsigned { 0..=255 } else { -128..=127 });
+                let range = if unsigned { 0..=255 } else { -128..=127 };
+                let numbers = integers_or_booleans(text, range)?;
+                return Ok(
+                    datafusion::arrow::compute::cast(&numbers, &self.data_type())
+                        .expect("numbers in the range of the form's type"),
+                );
             }
             _ => {}
         }
@@ -218,13 +223,12 @@ impl TextForm {
     }
 }
 
-/// Integers in `range` or boolean words (1 and 0), blank as NULL, as
-/// Int8 (a range that fits it) or Int16; `Err(index)` names the first value
-/// that is neither.
+/// Integers in `range` or boolean words (1 and 0), blank as NULL;
+/// `Err(index)` names the first value that is neither.
 fn integers_or_booleans(
     text: &StringArray,
     range: std::ops::RangeInclusive<i16>,
-) -> Result<ArrayRef, usize> {
+) -> Result<datafusion::arrow::array::Int16Array, usize> {
     let mut values = Vec::with_capacity(text.len());
     for (i, value) in text.iter().enumerate() {
         let value = value.map(str::trim).filter(|v| !v.is_empty());
@@ -239,14 +243,7 @@ fn integers_or_booleans(
             }
         });
     }
-    let wide = datafusion::arrow::array::Int16Array::from(values);
-    match i8::try_from(*range.end()) {
-        Ok(_) => Ok(Arc::new(
-            datafusion::arrow::compute::cast(&wide, &datafusion::arrow::datatypes::DataType::Int8)
-                .expect("values in the range of Int8"),
-        )),
-        Err(_) => Ok(Arc::new(wide)),
-    }
+    Ok(values.into())
 }
 
 /// A decimal literal (`-0012.5`, `+3`, `.25`, `1.5e3`) with exactly `scale`
@@ -941,8 +938,9 @@ pub(crate) fn without_exponent(value: &str) -> std::borrow::Cow<'_, str> {
     if !value.contains(['e', 'E']) {
         return value.into();
     }
+    // `numeric` reads NaN and Infinity too, but neither has an `e`.
     let mut plain = String::new();
-    match numeric(value, &mut plain) && plain.bytes().all(|b| b != b'N' && b != b'I') {
+    match numeric(value, &mut plain) {
         true => plain.into(),
         false => value.into(),
     }
