@@ -1247,7 +1247,8 @@ async fn mysql_tinyint1_holds_small_integers_and_reads_booleans() {
 
 /// Parquet doubles go into an exact decimal as the databases cast a double
 /// to one, through its text of 15 significant digits: 1.005 is 1.01 in a
-/// `numeric(10,2)` (its binary value, 1.00499…, would round to 1.00).
+/// `numeric(10,2)` (its binary value, 1.00499…, would round to 1.00); text
+/// with an exponent (`1e2`) is read as the databases read it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doubles_into_decimals_as_the_databases_cast_them() {
     use datafusion::arrow::array::{ArrayRef, Float64Array, RecordBatch};
@@ -1264,6 +1265,15 @@ async fn doubles_into_decimals_as_the_databases_cast_them() {
             assert_eq!(
                 db.rows(&table, &["v"]).await,
                 vec![vec![s("-2.68")], vec![s("1.01")]],
+                "{kind:?}"
+            );
+            // Text with an exponent, as spreadsheets write it.
+            let csv = dir.file("exponents.csv", "v\n1e2\n-2.5E-1\n");
+            import(&db, &csv, &table).execute().await.unwrap();
+            assert_eq!(
+                db.rows_where(&table, &["v"], "v = 100 OR v < 0 AND v > -1")
+                    .await,
+                vec![vec![s("-0.25")], vec![s("100.00")]],
                 "{kind:?}"
             );
         })
