@@ -355,6 +355,61 @@ async fn mysql_char_and_time_keys_compare_as_stored() {
     }
 }
 
+/// MariaDB's UUID, INET6 and INET4 are written from their text (a uuid in
+/// any of its spellings, spelled as the server prints it) and compared as
+/// the server stores them: another spelling of a row already there is a
+/// duplicate under every strategy; a value that is no uuid is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_uuid_and_inet_keys_compare_as_stored() {
+    for strategy in [
+        atlas_import::KeyStrategy::Preload,
+        atlas_import::KeyStrategy::Probe,
+        atlas_import::KeyStrategy::Narrow,
+    ] {
+        let mut db = TestDb::new(Kind::MySql).await;
+        if !db.is_mariadb().await
+            || db
+                .scalar("SELECT CAST(VERSION() >= '10.10' AS SIGNED)")
+                .await
+                == 0
+        {
+            return;
+        }
+        db.strategy = strategy;
+        db.run(async {
+            let dir = TempDir::new();
+            let table = db.table("mariadb_uuid_inet");
+            crate::common::create(&db, &table, "uid UUID, a6 INET6, a4 INET4").await;
+            let csv = "uid,a6,a4\nA0EEBC999C0B4EF8BB6D6BB9BD380A11,0:0::1,01.2.3.4\n";
+            import(&db, &dir.file("first.csv", csv), &table)
+                .execute()
+                .await
+                .unwrap();
+            assert_eq!(
+                db.rows(&table, &["uid", "a6", "a4"]).await,
+                vec![vec![
+                    s("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+                    s("::1"),
+                    s("1.2.3.4")
+                ]]
+            );
+            for (key, value) in [
+                ("uid", "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}"),
+                ("uid", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+                ("a6", "::0:1"),
+                ("a4", "1.2.3.4"),
+            ] {
+                assert_skipped_as_existing(&db, &dir, &table, key, value).await;
+            }
+            let bad = dir.file("bad.csv", "uid,a6,a4\nnot-a-uuid,::2,1.2.3.5\n");
+            let err = import(&db, &bad, &table).execute().await.unwrap_err();
+            assert_bad_value(&err, (1, "uid", "not-a-uuid", Some(2)));
+            assert_eq!(db.count(&table).await, 1);
+        })
+        .await;
+    }
+}
+
 /// citext compares regardless of case, macaddr in any spelling, a domain as
 /// its base type: a key of each in another spelling is the row already
 /// there.

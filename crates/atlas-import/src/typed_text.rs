@@ -90,12 +90,15 @@ impl TextForm {
     /// The form of a MySQL/MariaDB column whose type prints as `sql_type`:
     /// MySQL's JSON is stored normalized (key order and whitespace do not
     /// count), so it compares in jsonb's canonical form (MariaDB's JSON is a
-    /// LONGTEXT and prints so: compared as text); a DECIMAL wider than 38
-    /// digits is text of its scale.
+    /// LONGTEXT and prints so: compared as text); MariaDB's UUID is a uuid;
+    /// a DECIMAL wider than 38 digits is text of its scale.
     pub(crate) fn mysql(sql_type: &str) -> Option<Self> {
         let t = sql_type.to_ascii_lowercase();
-        if t == "json" {
-            return Some(TextForm::Jsonb);
+        match t.as_str() {
+            "json" => return Some(TextForm::Jsonb),
+            // MariaDB's UUID prints lowercase with the usual hyphens.
+            "uuid" => return Some(TextForm::Uuid),
+            _ => {}
         }
         if let Some(rest) = t.strip_prefix("tinyint(1)") {
             return Some(TextForm::IntegerOrBoolean {

@@ -124,10 +124,12 @@ impl Dialect for MySqlDialect {
 
     /// `CHAR(n)` reads back without trailing spaces; `TIME` as
     /// `HH:MM:SS[.ffffff]` however it was written (`12:34` is `12:34:00`); a
-    /// SET with its members in the column's order, each once.
+    /// SET with its members in the column's order, each once; MariaDB's
+    /// `INET4`/`INET6` in their canonical spelling (`0:0::1` is `::1`).
     fn text_key_form(&self, sql_type: &str) -> Option<KeyForm> {
         match sql_type.split('(').next().unwrap_or_default() {
             "char" => Some(KeyForm::Value(ValueForm::BlankPadded)),
+            "inet4" | "inet6" => Some(KeyForm::Value(ValueForm::Inet)),
             "time" => Some(KeyForm::Value(ValueForm::Time)),
             "set" => Some(KeyForm::Value(ValueForm::MemberSet {
                 case_insensitive: false,
@@ -287,6 +289,10 @@ fn data_type_for(data_type: &str, column_type: &str, precision: i64, scale: i64)
         // and a value it would change (a label outside the set) is refused.
         "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" | "enum" | "set"
         | "json" | "time" => DataType::Utf8,
+        // MariaDB's UUID, INET4 and INET6 (10.5, 10.7, 10.10): text the
+        // server reads, checked and spelled canonically by the text form
+        // (UUID) or compared by the key form (addresses).
+        "uuid" | "inet4" | "inet6" => DataType::Utf8,
         "date" => DataType::Date32,
         "datetime" | "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, None),
         "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => {
