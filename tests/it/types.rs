@@ -310,7 +310,7 @@ async fn postgres_numeric_wider_than_38_digits() {
 }
 
 /// MySQL/MariaDB read `CHAR(n)` back without trailing spaces, `TIME` as
-/// `HH:MM:SS`, an ENUM as the label a value names (in any case, under a
+/// `HH:MM:SS`, a two-digit YEAR as the year it names, an ENUM as the label a value names (in any case, under a
 /// case-insensitive collation), a SET with its members in order, each
 /// once (in any case, under such a collation), and `BINARY(n)` padded with zero bytes: another spelling of a row
 /// already there is a duplicate under every strategy.
@@ -330,14 +330,20 @@ async fn mysql_char_and_time_keys_compare_as_stored() {
                 &db,
                 &table,
                 "t TIME, t6 TIME(6), code CHAR(5), mood ENUM('sad','ok'), tags SET('a','b','c'), \
-                 bin BINARY(4)",
+                 bin BINARY(4), y YEAR, y0 YEAR",
             )
             .await;
-            let csv = "t,t6,code,mood,tags,bin\n12:34,1:02:03.5,ab ,OK,\"c,a\",ab\n";
+            let csv = "t,t6,code,mood,tags,bin,y,y0\n12:34,1:02:03.5,ab ,OK,\"c,a\",ab,24,0000\n";
             import(&db, &dir.file("times.csv", csv), &table)
                 .execute()
                 .await
                 .unwrap();
+            // A YEAR of two digits is the year the server reads in them;
+            // `0000` the zero year (LOAD DATA reads the text `0` as 2000).
+            assert_eq!(
+                db.rows(&table, &["y", "y0"]).await,
+                vec![vec![s("2024"), s("0000")]]
+            );
             for (key, value) in [
                 ("t", "12:34:00"),
                 ("t6", "01:02:03.500"),
@@ -347,6 +353,9 @@ async fn mysql_char_and_time_keys_compare_as_stored() {
                 ("tags", "\"C,A\""),
                 // BINARY(4) holds `ab` padded with zero bytes.
                 ("bin", "ab"),
+                ("y", "2024"),
+                ("y", "24"),
+                ("y0", "0000"),
             ] {
                 assert_skipped_as_existing(&db, &dir, &table, key, value).await;
             }

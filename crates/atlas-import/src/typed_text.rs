@@ -52,6 +52,11 @@ pub enum TextForm {
     /// also reads the boolean words (`true` is 1, `no` is 0), as a column
     /// that is a boolean to its users and holds `2` to the server.
     IntegerOrBoolean { unsigned: bool },
+    /// MySQL's `YEAR`: four digits as the year they spell (0, or 1901 to
+    /// 2155), one or two digits as the server reads them from text (`0` to
+    /// `69` are 2000 to 2069, `70` to `99` 1970 to 1999), so that `24` is
+    /// the 2024 the table holds.
+    MysqlYear,
     /// Binary from hex digits (a `\x` or `0x` prefix allowed), by option.
     Hex,
     /// Binary from base64 (standard alphabet, padding optional), by option.
@@ -98,6 +103,7 @@ impl TextForm {
             "json" => return Some(TextForm::Jsonb),
             // MariaDB's UUID prints lowercase with the usual hyphens.
             "uuid" => return Some(TextForm::Uuid),
+            "year" | "year(4)" => return Some(TextForm::MysqlYear),
             _ => {}
         }
         if let Some(rest) = t.strip_prefix("tinyint(1)") {
@@ -133,7 +139,7 @@ impl TextForm {
         match self {
             TextForm::Bytea | TextForm::Hex | TextForm::Base64 => DataType::Binary,
             TextForm::IntegerOrBoolean { unsigned: false } => DataType::Int8,
-            TextForm::IntegerOrBoolean { unsigned: true } => DataType::Int16,
+            TextForm::IntegerOrBoolean { unsigned: true } | TextForm::MysqlYear => DataType::Int16,
             _ => DataType::Utf8,
         }
     }
@@ -168,6 +174,9 @@ impl TextForm {
                     datafusion::arrow::compute::cast(&numbers, &self.data_type())
                         .expect("numbers in the range of the form's type"),
                 );
+            }
+            TextForm::MysqlYear => {
+                return mysql_years(text).map(|years| Arc::new(years) as ArrayRef);
             }
             _ => {}
         }
@@ -213,7 +222,8 @@ impl TextForm {
                 TextForm::Bytea
                 | TextForm::Hex
                 | TextForm::Base64
-                | TextForm::IntegerOrBoolean { .. } => {
+                | TextForm::IntegerOrBoolean { .. }
+                | TextForm::MysqlYear => {
                     unreachable!("forms of other types are handled above")
                 }
             };
@@ -247,6 +257,37 @@ fn integers_or_booleans(
         });
     }
     Ok(values.into())
+}
+
+/// MySQL `YEAR` values from text ([`TextForm::MysqlYear`]), blank as NULL;
+/// `Err(index)` names the first that is no year the column holds.
+fn mysql_years(text: &StringArray) -> Result<datafusion::arrow::array::Int16Array, usize> {
+    let mut years = Vec::with_capacity(text.len());
+    for (i, value) in text.iter().enumerate() {
+        let value = value.map(str::trim).filter(|v| !v.is_empty());
+        years.push(match value {
+            None => None,
+            Some(value) => Some(mysql_year(value).ok_or(i)?),
+        });
+    }
+    Ok(years.into())
+}
+
+/// The year a MySQL `YEAR` column stores for the text `value`: `0000` is
+/// the zero year, any other number below 70 (`0`, `00`, `24`, `0024`) a
+/// year from 2000, 70 to 99 one from 1970, as the server reads text.
+fn mysql_year(value: &str) -> Option<i16> {
+    if value.is_empty() || value.len() > 4 || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let number: i16 = value.parse().ok()?;
+    match number {
+        0 if value.len() == 4 => Some(0),
+        0..=69 => Some(2000 + number),
+        70..=99 => Some(1900 + number),
+        1901..=2155 => Some(number),
+        _ => None,
+    }
 }
 
 /// A decimal literal (`-0012.5`, `+3`, `.25`, `1.5e3`) with exactly `scale`
@@ -1093,6 +1134,42 @@ mod tests {
                 Some(printed),
                 "{value}"
             );
+        }
+    }
+
+    #[test]
+    fn mysql_years_read_as_the_server_reads_text() {
+        let text = StringArray::from(vec![
+            Some("0000"),
+            Some("0"),
+            Some("000"),
+            Some("24"),
+            Some("0024"),
+            Some("70"),
+            Some("99"),
+            Some("1901"),
+            Some("2155"),
+            Some(" "),
+            None,
+        ]);
+        let years = TextForm::MysqlYear.convert(&text).unwrap();
+        let years: Vec<Option<i16>> = years
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int16Array>()
+            .unwrap()
+            .iter()
+            .collect();
+        assert_eq!(
+            years,
+            [0, 2000, 2000, 2024, 2024, 1970, 1999, 1901, 2155]
+                .map(Some)
+                .into_iter()
+                .chain([None, None])
+                .collect::<Vec<_>>()
+        );
+        for bad in ["100", "1900", "2156", "24.5", "-1", "year"] {
+            let text = StringArray::from(vec![Some("1999"), Some(bad)]);
+            assert_eq!(TextForm::MysqlYear.convert(&text).unwrap_err(), 1, "{bad}");
         }
     }
 

@@ -318,6 +318,12 @@ fn is_bit(column: &TargetColumn) -> bool {
     column.sql_type.to_ascii_lowercase().starts_with("bit")
 }
 
+/// Whether `column` is a YEAR, which reads the text `0` as 2000, the
+/// number 0 as the zero year.
+fn is_year(column: &TargetColumn) -> bool {
+    column.sql_type.to_ascii_lowercase().starts_with("year")
+}
+
 /// The server's estimate of the rows of `table` (InnoDB's statistics).
 async fn estimated_rows(conn: &mut Conn, table: &TableRef) -> mysql_async::Result<Option<i64>> {
     conn.exec_first(

@@ -119,8 +119,9 @@ fn load_data_sql(table: &TableRef, columns: &[TargetColumn]) -> String {
         if is_binary(&column.data_type) {
             fields.push(format!("@atlas_{i}"));
             decoded.push(format!("{name} = UNHEX(@atlas_{i})"));
-        } else if super::is_bit(column) {
-            // LOAD DATA reads text into BIT as the characters' bytes.
+        } else if super::is_bit(column) || super::is_year(column) {
+            // LOAD DATA reads text into BIT as the characters' bytes, and
+            // `0` into YEAR as 2000: both take numbers as numbers.
             fields.push(format!("@atlas_{i}"));
             decoded.push(format!("{name} = CAST(@atlas_{i} AS UNSIGNED)"));
         } else {
