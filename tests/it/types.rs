@@ -245,18 +245,18 @@ async fn postgres_times_and_padded_text_compare_as_the_database_does() {
                 &db,
                 &table,
                 "t time, ttz timetz, code char(5), tags varchar(10)[], codes char(3)[], \
-                 span int4range, days daterange",
+                 span int4range, days daterange, t2 time(2)",
             )
             .await;
-            let csv = "t,ttz,code,tags,codes,span,days\n\
+            let csv = "t,ttz,code,tags,codes,span,days,t2\n\
                        12:34,12:00+02,ab,\"{x,\"\"y z\"\"}\",\"{a,bc}\",\"[1,4]\",\
-                       \"[2024-01-01,2024-01-31]\"\n";
+                       \"[2024-01-01,2024-01-31]\",12:34:56.7896\n";
             import(&db, &dir.file("times.csv", csv), &table)
                 .execute()
                 .await
                 .unwrap();
             assert_eq!(
-                db.rows(&table, &["t", "ttz", "code", "tags", "codes"])
+                db.rows(&table, &["t", "ttz", "code", "tags", "codes", "t2"])
                     .await,
                 vec![vec![
                     s("12:34:00"),
@@ -265,6 +265,7 @@ async fn postgres_times_and_padded_text_compare_as_the_database_does() {
                     s("ab"),
                     s("{x,\"y z\"}"),
                     s("{\"a  \",\"bc \"}"),
+                    s("12:34:56.79"),
                 ]],
                 "{strategy:?}"
             );
@@ -275,6 +276,9 @@ async fn postgres_times_and_padded_text_compare_as_the_database_does() {
                 ("tags", "\"{x, \"\"y z\"\"}\""),
                 ("span", "\"(0,5)\""),
                 ("days", "\"[2024-01-01,2024-02-01)\""),
+                // time(2) rounds the digits past its two.
+                ("t2", "12:34:56.79"),
+                ("t2", "12:34:56.7851"),
             ] {
                 assert_skipped_as_existing(&db, &dir, &table, key, value).await;
             }
@@ -346,6 +350,8 @@ async fn mysql_char_and_time_keys_compare_as_stored() {
             );
             for (key, value) in [
                 ("t", "12:34:00"),
+                // TIME keeps no fraction: MySQL rounds it, MariaDB cuts it.
+                ("t", "12:34:00.4"),
                 ("t6", "01:02:03.500"),
                 ("code", "ab"),
                 ("mood", "ok"),

@@ -20,7 +20,7 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray, StringBuil
 use datafusion::arrow::datatypes::DataType;
 
 use crate::db::DbKind;
-use crate::schema::TargetColumn;
+use crate::schema::{FractionRounding, SecondsPrecision, TargetColumn};
 use crate::typed_text::{TextForm, json, numeric, pg_array_with, uuid};
 
 /// How a key column's values are compared, where that is not as written.
@@ -67,12 +67,15 @@ pub enum ValueForm {
     /// `character(n)`: text without the spaces that pad it (PostgreSQL
     /// stores `ab` as `ab   ` and compares without them).
     BlankPadded,
-    /// `time`: a time of day by its microseconds (`12:34` = `12:34:00.000`).
-    Time,
+    /// `time`: a time of day by its microseconds (`12:34` = `12:34:00.000`),
+    /// at the digits of a second the column keeps, dropped as its database
+    /// drops them (`12:34:56.7896` is `12:34:56.79` in PostgreSQL's
+    /// `time(2)`).
+    Time(SecondsPrecision),
     /// `timetz`: a time of day and its UTC offset, both compared as
     /// PostgreSQL compares them (`12:00+02` = `12:00:00+02:00`, but not
-    /// `10:00+00`).
-    TimeTz,
+    /// `10:00+00`), the time at the column's digits as [`ValueForm::Time`].
+    TimeTz(SecondsPrecision),
     /// A range of integers (`int4range`, `int8range`) in PostgreSQL's
     /// canonical form, lower bound in, upper out (`[1,4]` = `[1,5)`,
     /// `(3,3)` = `empty`).
@@ -112,6 +115,20 @@ impl KeyForm {
             // Types held as text without a text form (PostgreSQL's interval,
             // inet, ...): the dialect says.
             None => kind.dialect().text_key_form(sql_type),
+        }
+    }
+
+    /// The same form with a time's digits of a second kept and dropped as
+    /// `precision` says (a form of anything else is returned as it is).
+    pub fn at_precision(self, precision: SecondsPrecision) -> Self {
+        let at = |form| match form {
+            ValueForm::Time(_) => ValueForm::Time(precision),
+            ValueForm::TimeTz(_) => ValueForm::TimeTz(precision),
+            other => other,
+        };
+        match self {
+            KeyForm::Value(form) => KeyForm::Value(at(form)),
+            KeyForm::Array(form) => KeyForm::Array(at(form)),
         }
     }
 
@@ -203,8 +220,8 @@ impl std::fmt::Display for ValueForm {
             ValueForm::MacAddr8 => "macaddr8",
             ValueForm::CaseInsensitive => "citext",
             ValueForm::BlankPadded => "character",
-            ValueForm::Time => "time",
-            ValueForm::TimeTz => "timetz",
+            ValueForm::Time(_) => "time",
+            ValueForm::TimeTz(_) => "timetz",
             ValueForm::IntegerRange => "integer range",
             ValueForm::DateRange => "daterange",
             ValueForm::MemberSet { .. } => "set",
@@ -233,12 +250,17 @@ impl ValueForm {
             interval if interval == "interval" || interval.starts_with("interval ") => {
                 ValueForm::Interval
             }
-            // `time`, `time(3) without time zone`, `time with time zone`.
+            // `time`, `time(3) without time zone`, `time with time zone`:
+            // PostgreSQL rounds to the digits of `(p)`, six without.
             time if time.starts_with("time") && !time.starts_with("timestamp") => {
+                let precision = SecondsPrecision::new(
+                    type_modifier(sql_type).unwrap_or(6),
+                    FractionRounding::HalfAwayFromZero,
+                );
                 if sql_type.ends_with(" with time zone") {
-                    ValueForm::TimeTz
+                    ValueForm::TimeTz(precision)
                 } else {
-                    ValueForm::Time
+                    ValueForm::Time(precision)
                 }
             }
             _ => ValueForm::AsWritten,
@@ -276,11 +298,11 @@ impl ValueForm {
                 true
             }
             // Only a time alone: `1:00 PM` is 13:00 to PostgreSQL.
-            ValueForm::Time => time_of_day(value.trim())
+            ValueForm::Time(precision) => time_of_day(value.trim(), precision)
                 .filter(|(_, rest)| rest.is_empty())
                 .map(|(micros, _)| out.push_str(&micros.to_string()))
                 .is_some(),
-            ValueForm::TimeTz => time_with_offset(value)
+            ValueForm::TimeTz(precision) => time_with_offset(value, precision)
                 .map(|(micros, offset)| out.push_str(&format!("{micros}{offset:+}")))
                 .is_some(),
             ValueForm::IntegerRange => discrete_range(value, out, |bound| {
@@ -621,10 +643,16 @@ fn discrete_range(value: &str, out: &mut String, step: impl Fn(&str) -> Option<i
     true
 }
 
+/// The digits of `(p)` in a type's name (`time(3) without time zone`).
+fn type_modifier(sql_type: &str) -> Option<u8> {
+    let (_, after) = sql_type.split_once('(')?;
+    after.split(')').next()?.trim().parse().ok()
+}
+
 /// The microseconds since midnight of the time of day `value` begins with
-/// (`H:MM`, `HH:MM:SS`, `HH:MM:SS.ffffff`; up to `24:00:00`), and the rest
-/// of `value` after it.
-fn time_of_day(value: &str) -> Option<(i64, &str)> {
+/// (`H:MM`, `HH:MM:SS`, `HH:MM:SS.ffffff`; up to `24:00:00`), at the digits
+/// of a second `precision` keeps, and the rest of `value` after it.
+fn time_of_day(value: &str, precision: SecondsPrecision) -> Option<(i64, &str)> {
     fn digits(text: &str, min: usize, max: usize) -> Option<(i64, usize)> {
         let n = text.bytes().take_while(u8::is_ascii_digit).count();
         if !(min..=max).contains(&n) {
@@ -642,9 +670,14 @@ fn time_of_day(value: &str) -> Option<(i64, &str)> {
         seconds = s;
         rest = &after[n..];
         if let Some(fraction) = rest.strip_prefix('.') {
-            // More than microseconds: PostgreSQL rounds; compared as written.
-            let (f, n) = digits(fraction, 1, 6)?;
-            micros = f * 10i64.pow(6 - n as u32);
+            let n = fraction.bytes().take_while(u8::is_ascii_digit).count();
+            if n == 0 {
+                return None;
+            }
+            // Past the microsecond: the database's rule for the rest.
+            let (f, _) = digits(&fraction[..n.min(6)], 1, 6)?;
+            micros = f * 10i64.pow(6 - n.min(6) as u32)
+                + i64::from(n > 6 && precision.rounding.rounds_up(&fraction[..n]));
             rest = &fraction[n..];
         }
     }
@@ -652,16 +685,14 @@ fn time_of_day(value: &str) -> Option<(i64, &str)> {
     {
         return None;
     }
-    Some((
-        ((hours * 60 + minutes) * 60 + seconds) * 1_000_000 + micros,
-        rest,
-    ))
+    let micros = ((hours * 60 + minutes) * 60 + seconds) * 1_000_000 + micros;
+    Some((precision.apply(micros), rest))
 }
 
 /// A `timetz` value: its time of day in microseconds and its UTC offset in
 /// seconds east (`+HH`, `+HH:MM`, `+HHMM`, `+HH:MM:SS`, `Z`).
-fn time_with_offset(value: &str) -> Option<(i64, i64)> {
-    let (micros, rest) = time_of_day(value.trim())?;
+fn time_with_offset(value: &str, precision: SecondsPrecision) -> Option<(i64, i64)> {
+    let (micros, rest) = time_of_day(value.trim(), precision)?;
     let zone = rest.trim_start();
     if zone.eq_ignore_ascii_case("z") {
         return Some((micros, 0));
@@ -965,7 +996,7 @@ mod tests {
 
     #[test]
     fn times_and_padded_text_compare_as_postgresql_does() {
-        let time = KeyForm::Value(ValueForm::Time);
+        let time = KeyForm::Value(ValueForm::of_postgres("time without time zone"));
         same(time, "12:34", "12:34:00");
         same(time, "1:02:03.5", "01:02:03.500000");
         same(time, "24:00", "24:00:00");
@@ -975,8 +1006,20 @@ mod tests {
         assert_eq!(key(time, "allballs"), "allballs");
         assert_eq!(key(time, "25:00"), "25:00");
         different(time, "1:00 PM", "01:00");
-        let timetz = KeyForm::Value(ValueForm::TimeTz);
+        // Past the column's digits, as PostgreSQL rounds them.
+        let time2 = KeyForm::Value(ValueForm::of_postgres("time(2) without time zone"));
+        same(time2, "12:34:56.7896", "12:34:56.79");
+        same(time2, "12:34:56.785", "12:34:56.79");
+        same(time2, "12:34:56.7849", "12:34:56.78");
+        different(time2, "12:34:56.78", "12:34:56.79");
+        same(time, "12:34:56.1234567", "12:34:56.123457");
+        same(time, "12:34:56.0000005", "12:34:56");
+        let cut = time.at_precision(SecondsPrecision::new(3, FractionRounding::Truncate));
+        same(cut, "12:34:56.7896", "12:34:56.789");
+        let timetz = KeyForm::Value(ValueForm::of_postgres("time with time zone"));
         same(timetz, "00:00+00", "00:00:00+00");
+        let timetz0 = KeyForm::Value(ValueForm::of_postgres("time(0) with time zone"));
+        same(timetz0, "12:00:00.5+02", "12:00:01+02");
         same(timetz, "12:00:00 +02:00", "12:00:00+02");
         same(timetz, "1:00-5", "01:00:00-05");
         same(timetz, "12:00+0530", "12:00:00+05:30");
@@ -1013,10 +1056,11 @@ mod tests {
         different(padded, " ab", "ab");
         let pg = |sql_type: &str| ValueForm::of_postgres(sql_type);
         assert_eq!(pg("character(5)"), ValueForm::BlankPadded);
-        assert_eq!(pg("time without time zone"), ValueForm::Time);
-        assert_eq!(pg("time(3) without time zone"), ValueForm::Time);
-        assert_eq!(pg("time with time zone"), ValueForm::TimeTz);
-        assert_eq!(pg("time(0) with time zone"), ValueForm::TimeTz);
+        let digits = |d| SecondsPrecision::new(d, FractionRounding::HalfAwayFromZero);
+        assert_eq!(pg("time without time zone"), ValueForm::Time(digits(6)));
+        assert_eq!(pg("time(3) without time zone"), ValueForm::Time(digits(3)));
+        assert_eq!(pg("time with time zone"), ValueForm::TimeTz(digits(6)));
+        assert_eq!(pg("time(0) with time zone"), ValueForm::TimeTz(digits(0)));
         assert_eq!(pg("timestamp without time zone"), ValueForm::AsWritten);
     }
 

@@ -105,8 +105,8 @@ impl Dialect for PostgresDialect {
             | ValueForm::MacAddr8
             | ValueForm::CaseInsensitive
             | ValueForm::BlankPadded
-            | ValueForm::Time
-            | ValueForm::TimeTz
+            | ValueForm::Time(_)
+            | ValueForm::TimeTz(_)
             | ValueForm::IntegerRange
             | ValueForm::DateRange) => Some(KeyForm::Value(form)),
             _ => None,

@@ -56,13 +56,20 @@ pub(crate) fn filterable(column: &TargetColumn) -> bool {
             )
         )
         // MySQL compares a SET with text as text: `b,a` would not find the
-        // `a,b` stored.
-        && !matches!(
-            column.key_form,
-            Some(crate::key_form::KeyForm::Value(
-                crate::key_form::ValueForm::MemberSet { .. }
-            ))
-        )
+        // `a,b` stored; and a TIME with the literal of a value it stores
+        // rounded or cut (`12:34:00.4` in a `TIME`) unrounded, so the
+        // filter would miss the row (PostgreSQL casts the list to the
+        // column's type, which rounds it).
+        && !match column.key_form {
+            Some(crate::key_form::KeyForm::Value(crate::key_form::ValueForm::MemberSet {
+                ..
+            })) => true,
+            Some(crate::key_form::KeyForm::Value(crate::key_form::ValueForm::Time(kept))) => {
+                !kept.keeps_microseconds()
+                    && kept.rounding != crate::schema::FractionRounding::HalfAwayFromZero
+            }
+            _ => false,
+        }
 }
 
 impl KeyFilter {

@@ -130,7 +130,9 @@ impl Dialect for MySqlDialect {
         match sql_type.split('(').next().unwrap_or_default() {
             "char" => Some(KeyForm::Value(ValueForm::BlankPadded)),
             "inet4" | "inet6" => Some(KeyForm::Value(ValueForm::Inet)),
-            "time" => Some(KeyForm::Value(ValueForm::Time)),
+            "time" => Some(KeyForm::Value(ValueForm::Time(fractions_kept(
+                sql_type, false,
+            )))),
             "set" => Some(KeyForm::Value(ValueForm::MemberSet {
                 case_insensitive: false,
             })),
@@ -225,17 +227,21 @@ fn seconds_precision(
     column_type: &str,
     mariadb: bool,
 ) -> Option<SecondsPrecision> {
-    if !matches!(data_type, DataType::Timestamp(..)) {
-        return None;
-    }
+    matches!(data_type, DataType::Timestamp(..)).then(|| fractions_kept(column_type, mariadb))
+}
+
+/// The digits of a second a column of type `column_type` (`datetime(3)`,
+/// `time`) keeps, none without `(p)`, and how the server drops the rest:
+/// MySQL rounds, MariaDB cuts (and drops a zone written with the text).
+fn fractions_kept(column_type: &str, mariadb: bool) -> SecondsPrecision {
     let digits = column_type
         .split_once('(')
         .and_then(|(_, rest)| rest.trim_end_matches(')').parse().ok())
         .unwrap_or(0);
-    Some(match mariadb {
+    match mariadb {
         true => SecondsPrecision::new(digits, FractionRounding::Truncate).ignoring_written_zone(),
         false => SecondsPrecision::new(digits, FractionRounding::HalfUp),
-    })
+    }
 }
 
 /// Maps an Arrow type to the declared SQL type of a new column.
@@ -569,7 +575,9 @@ impl Catalog for Conn {
                                 case_insensitive: true,
                             }))
                         }
-                        _ => KeyForm::of(DbKind::MySql, &column_type, text_form, &data_type),
+                        _ => KeyForm::of(DbKind::MySql, &column_type, text_form, &data_type).map(
+                            |form| form.at_precision(fractions_kept(&lower_type, mariadb != 0)),
+                        ),
                     };
                     TargetColumn {
                         name,
