@@ -225,7 +225,8 @@ async fn postgres_types_compare_as_the_database_does() {
 
 /// `time` and `timetz` compare by value (PostgreSQL prints `12:34` as
 /// `12:34:00`), `character(n)` without its padding, integer and date ranges
-/// in their canonical form (`[1,4]` is `[1,5)`); arrays of `varchar(n)`
+/// in their canonical form (`[1,4]` is `[1,5)`), points and boxes by their
+/// numbers; arrays of `varchar(n)`
 /// and `character(n)` are written as arrays (their binary form is not
 /// text's). Another spelling of a row already there is a duplicate under
 /// every strategy.
@@ -245,19 +246,22 @@ async fn postgres_times_and_padded_text_compare_as_the_database_does() {
                 &db,
                 &table,
                 "t time, ttz timetz, code char(5), tags varchar(10)[], codes char(3)[], \
-                 span int4range, days daterange, t2 time(2)",
+                 span int4range, days daterange, t2 time(2), p point, b box",
             )
             .await;
-            let csv = "t,ttz,code,tags,codes,span,days,t2\n\
+            let csv = "t,ttz,code,tags,codes,span,days,t2,p,b\n\
                        12:34,12:00+02,ab,\"{x,\"\"y z\"\"}\",\"{a,bc}\",\"[1,4]\",\
-                       \"[2024-01-01,2024-01-31]\",12:34:56.7896\n";
+                       \"[2024-01-01,2024-01-31]\",12:34:56.7896,\"(1.5, 2)\",\"(1,2),(3,4)\"\n";
             import(&db, &dir.file("times.csv", csv), &table)
                 .execute()
                 .await
                 .unwrap();
             assert_eq!(
-                db.rows(&table, &["t", "ttz", "code", "tags", "codes", "t2"])
-                    .await,
+                db.rows(
+                    &table,
+                    &["t", "ttz", "code", "tags", "codes", "t2", "p", "b"]
+                )
+                .await,
                 vec![vec![
                     s("12:34:00"),
                     s("12:00:00+02"),
@@ -266,6 +270,8 @@ async fn postgres_times_and_padded_text_compare_as_the_database_does() {
                     s("{x,\"y z\"}"),
                     s("{\"a  \",\"bc \"}"),
                     s("12:34:56.79"),
+                    s("(1.5,2)"),
+                    s("(3,4),(1,2)"),
                 ]],
                 "{strategy:?}"
             );
@@ -279,6 +285,12 @@ async fn postgres_times_and_padded_text_compare_as_the_database_does() {
                 // time(2) rounds the digits past its two.
                 ("t2", "12:34:56.79"),
                 ("t2", "12:34:56.7851"),
+                // Points and boxes by their numbers, a box's corners in
+                // PostgreSQL's order.
+                ("p", "\"(1.5, 2)\""),
+                ("p", "\"1.50,2e0\""),
+                ("b", "\"(1,2),(3,4)\""),
+                ("b", "\"((3,2),(1,4))\""),
             ] {
                 assert_skipped_as_existing(&db, &dir, &table, key, value).await;
             }

@@ -82,10 +82,27 @@ pub enum ValueForm {
     IntegerRange,
     /// A range of dates (`daterange`), canonical as integer ranges are.
     DateRange,
+    /// A PostgreSQL geometric type, by its numbers as doubles, in any of the
+    /// type's spellings (`1.5, 2` = `(1.5,2)` for a point; a box by its
+    /// corners as PostgreSQL orders them; a path open or closed).
+    Geometric(Shape),
     /// MySQL's SET: its members in any order, each once (`b,a,a` is stored
     /// as `a,b`); in any case under a case-insensitive collation (`A` names
     /// the member `a`).
     MemberSet { case_insensitive: bool },
+}
+
+/// The geometric types of PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Shape {
+    Point,
+    /// `{A,B,C}` (a line written through two points is compared as written).
+    Line,
+    Lseg,
+    Box,
+    Path,
+    Polygon,
+    Circle,
 }
 
 impl KeyForm {
@@ -224,6 +241,7 @@ impl std::fmt::Display for ValueForm {
             ValueForm::TimeTz(_) => "timetz",
             ValueForm::IntegerRange => "integer range",
             ValueForm::DateRange => "daterange",
+            ValueForm::Geometric(_) => "geometric",
             ValueForm::MemberSet { .. } => "set",
         })
     }
@@ -247,6 +265,13 @@ impl ValueForm {
             "character" | "bpchar" => ValueForm::BlankPadded,
             "int4range" | "int8range" => ValueForm::IntegerRange,
             "daterange" => ValueForm::DateRange,
+            "point" => ValueForm::Geometric(Shape::Point),
+            "line" => ValueForm::Geometric(Shape::Line),
+            "lseg" => ValueForm::Geometric(Shape::Lseg),
+            "box" => ValueForm::Geometric(Shape::Box),
+            "path" => ValueForm::Geometric(Shape::Path),
+            "polygon" => ValueForm::Geometric(Shape::Polygon),
+            "circle" => ValueForm::Geometric(Shape::Circle),
             interval if interval == "interval" || interval.starts_with("interval ") => {
                 ValueForm::Interval
             }
@@ -313,6 +338,7 @@ impl ValueForm {
                     .ok()
                     .map(|date| i128::from(chrono::Datelike::num_days_from_ce(&date)))
             }),
+            ValueForm::Geometric(shape) => geometric(shape, value, out),
             ValueForm::MemberSet { case_insensitive } => {
                 let mut members: Vec<std::borrow::Cow<'_, str>> = value
                     .split(',')
@@ -334,6 +360,60 @@ impl ValueForm {
             out.push_str(value);
         }
     }
+}
+
+/// The key of a `shape` written `value` in any of its PostgreSQL spellings:
+/// its numbers as doubles, in the order PostgreSQL keeps them, into `out`;
+/// `false` where `value` is not one this reads.
+fn geometric(shape: Shape, value: &str, out: &mut String) -> bool {
+    let text = value.trim();
+    let mut numbers: Vec<f64> = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let punctuation = rest
+            .find(|c: char| !(c.is_whitespace() || "()[]<>{},".contains(c)))
+            .unwrap_or(rest.len());
+        rest = &rest[punctuation..];
+        if rest.is_empty() {
+            break;
+        }
+        let end = rest
+            .find(|c: char| c.is_whitespace() || "()[]<>{},".contains(c))
+            .unwrap_or(rest.len());
+        match rest[..end].parse::<f64>() {
+            Ok(number) => numbers.push(number),
+            Err(_) => return false,
+        }
+        rest = &rest[end..];
+    }
+    let first = text.chars().next();
+    let count_fits = match shape {
+        Shape::Point => numbers.len() == 2,
+        // `{A,B,C}`; a line through two points PostgreSQL turns into one.
+        Shape::Line => numbers.len() == 3 && first == Some('{'),
+        Shape::Lseg | Shape::Box => numbers.len() == 4,
+        Shape::Circle => numbers.len() == 3,
+        Shape::Path | Shape::Polygon => numbers.len() >= 2 && numbers.len() % 2 == 0,
+    };
+    if !count_fits {
+        return false;
+    }
+    if shape == Shape::Box {
+        // PostgreSQL keeps the upper right corner first.
+        let (x1, y1, x2, y2) = (numbers[0], numbers[1], numbers[2], numbers[3]);
+        numbers = vec![x1.max(x2), y1.max(y2), x1.min(x2), y1.min(y2)];
+    }
+    if shape == Shape::Path {
+        // Square brackets make an open path; anything else a closed one.
+        out.push_str(if first == Some('[') { "[" } else { "(" });
+    }
+    for (i, number) in numbers.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&number.to_string());
+    }
+    true
 }
 
 /// Drops the zeros that end the fraction of the number at `out[start..]`
@@ -1040,6 +1120,28 @@ mod tests {
         same(dates, "(2023-12-31,2024-02-01)", "[2024-01-01,2024-02-01)");
         // Not read: compared as written.
         assert_eq!(key(dates, "[2024-01-01,infinity)"), "[2024-01-01,infinity)");
+        let point = KeyForm::Value(ValueForm::of_postgres("point"));
+        same(point, "(1.5, 2.25)", "(1.5,2.25)");
+        same(point, " 1.5 , 2.25 ", "(1.5,2.25)");
+        same(point, "(1.50,2e0)", "(1.5,2)");
+        different(point, "(1,2)", "(2,1)");
+        assert_eq!(key(point, "(1,x)"), "(1,x)");
+        let boxes = KeyForm::Value(ValueForm::of_postgres("box"));
+        same(boxes, "(1,2),(3,4)", "(3,4),(1,2)");
+        same(boxes, "((1,4),(3,2))", "(3,4),(1,2)");
+        let path = KeyForm::Value(ValueForm::of_postgres("path"));
+        same(path, "((1,2), (3,4))", "((1,2),(3,4))");
+        same(path, "(1,2),(3,4)", "((1,2),(3,4))");
+        different(path, "[(1,2),(3,4)]", "((1,2),(3,4))");
+        let circle = KeyForm::Value(ValueForm::of_postgres("circle"));
+        same(circle, "((1,2),3)", "<(1,2),3>");
+        same(circle, "1,2,3", "<(1,2),3>");
+        let line = KeyForm::Value(ValueForm::of_postgres("line"));
+        same(line, "{1, 2, 3}", "{1,2,3}");
+        assert_eq!(key(line, "[(1,2),(3,4)]"), "[(1,2),(3,4)]");
+        let lseg = KeyForm::Value(ValueForm::of_postgres("lseg"));
+        same(lseg, "(1,2),(3,4)", "[(1,2),(3,4)]");
+        different(lseg, "[(3,4),(1,2)]", "[(1,2),(3,4)]");
         let set = KeyForm::Value(ValueForm::MemberSet {
             case_insensitive: false,
         });

@@ -108,7 +108,8 @@ impl Dialect for PostgresDialect {
             | ValueForm::Time(_)
             | ValueForm::TimeTz(_)
             | ValueForm::IntegerRange
-            | ValueForm::DateRange) => Some(KeyForm::Value(form)),
+            | ValueForm::DateRange
+            | ValueForm::Geometric(_)) => Some(KeyForm::Value(form)),
             _ => None,
         }
     }
