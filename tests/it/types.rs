@@ -326,10 +326,12 @@ async fn postgres_numeric_wider_than_38_digits() {
 }
 
 /// MySQL/MariaDB read `CHAR(n)` back without trailing spaces, `TIME` as
-/// `HH:MM:SS`, a two-digit YEAR as the year it names, an ENUM as the label a value names (in any case, under a
-/// case-insensitive collation), a SET with its members in order, each
-/// once (in any case, under such a collation), and `BINARY(n)` padded with zero bytes: another spelling of a row
-/// already there is a duplicate under every strategy.
+/// `HH:MM:SS`, a two-digit YEAR as the year it names, an ENUM as the label
+/// a value (or its number) names (in any case, under a case-insensitive
+/// collation), a SET with its members in order, each once (in any case,
+/// under such a collation; a number as the members of its bits), and
+/// `BINARY(n)` padded with zero bytes: another spelling of a row already
+/// there is a duplicate under every strategy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_char_and_time_keys_compare_as_stored() {
     for strategy in [
@@ -369,6 +371,9 @@ async fn mysql_char_and_time_keys_compare_as_stored() {
                 ("mood", "ok"),
                 ("tags", "\"a,c,a\""),
                 ("tags", "\"C,A\""),
+                // By number: the label it counts to, the members of its bits.
+                ("mood", "2"),
+                ("tags", "5"),
                 // BINARY(4) holds `ab` padded with zero bytes.
                 ("bin", "ab"),
                 ("y", "2024"),

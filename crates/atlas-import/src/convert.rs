@@ -180,10 +180,14 @@ fn timestamps_of(column: &crate::schema::TargetColumn) -> SecondsPrecision {
 /// Converted values as `column` will hold them, where the database would
 /// change them on the way in: timestamps where it keeps fewer digits of a
 /// second than microseconds (it rounds or cuts the rest), bytes shorter
-/// than a `BINARY(n)` (it pads them with zero bytes).
+/// than a `BINARY(n)` (it pads them with zero bytes), a MySQL ENUM or SET
+/// value given by number (it stores the labels).
 fn as_stored(converted: ArrayRef, column: &crate::schema::TargetColumn) -> ArrayRef {
     if let Some(width) = column.zero_padded_width {
         return zero_padded(converted, width);
+    }
+    if let Some(labels) = MemberLabels::of(&column.sql_type) {
+        return labels.by_number(converted);
     }
     let Some(precision) = column.seconds_precision.filter(|p| !p.keeps_microseconds()) else {
         return converted;
@@ -197,6 +201,91 @@ fn as_stored(converted: ArrayRef, column: &crate::schema::TargetColumn) -> Array
             .unary::<_, TimestampMicrosecondType>(|v| precision.apply(v))
             .with_data_type(micros.data_type().clone()),
     )
+}
+
+/// The labels of a MySQL `ENUM(...)` or `SET(...)` column, which reads a
+/// number that is none of them as the label it counts to: the ENUM's `n`th
+/// label, the SET's members whose bits the number sets.
+#[derive(Debug, PartialEq)]
+struct MemberLabels {
+    set: bool,
+    labels: Vec<String>,
+}
+
+impl MemberLabels {
+    /// The labels of the column type `sql_type` (`enum('a','it''s')`), or
+    /// `None` for any other type.
+    fn of(sql_type: &str) -> Option<Self> {
+        let lower = sql_type.get(..5)?.to_ascii_lowercase();
+        let (set, list) = match lower.as_str() {
+            "enum(" => (false, &sql_type[5..]),
+            _ if lower.starts_with("set(") => (true, &sql_type[4..]),
+            _ => return None,
+        };
+        let mut labels = Vec::new();
+        let mut chars = list.chars().peekable();
+        loop {
+            if chars.next()? != '\'' {
+                return None;
+            }
+            let mut label = String::new();
+            loop {
+                match chars.next()? {
+                    '\'' if chars.peek() == Some(&'\'') => {
+                        chars.next();
+                        label.push('\'');
+                    }
+                    '\'' => break,
+                    c => label.push(c),
+                }
+            }
+            labels.push(label);
+            match chars.next()? {
+                ',' => continue,
+                ')' => break,
+                _ => return None,
+            }
+        }
+        Some(Self { set, labels })
+    }
+
+    /// `converted` (text) with each number that is no label replaced by the
+    /// labels it names; a number naming none (0, past the last) is left
+    /// for the server to refuse.
+    fn by_number(&self, converted: ArrayRef) -> ArrayRef {
+        let Some(text) = converted.as_string_opt::<i32>() else {
+            return converted;
+        };
+        let named = |value: &str| -> Option<String> {
+            let value = value.trim();
+            if value.is_empty()
+                || !value.bytes().all(|b| b.is_ascii_digit())
+                || self.labels.iter().any(|l| l.eq_ignore_ascii_case(value))
+            {
+                return None;
+            }
+            let number: u64 = value.parse().ok()?;
+            if self.set {
+                let members: Vec<&str> = (0..self.labels.len().min(64))
+                    .filter(|bit| number & (1 << bit) != 0)
+                    .map(|bit| self.labels[bit].as_str())
+                    .collect();
+                let all_named = self.labels.len() >= 64 || number >> self.labels.len() == 0;
+                all_named.then(|| members.join(","))
+            } else {
+                let index = usize::try_from(number).ok()?.checked_sub(1)?;
+                self.labels.get(index).cloned()
+            }
+        };
+        if !text.iter().flatten().any(|value| named(value).is_some()) {
+            return converted;
+        }
+        let stored: StringArray = text
+            .iter()
+            .map(|value| value.map(|v| named(v).unwrap_or_else(|| v.to_string())))
+            .collect();
+        Arc::new(stored)
+    }
 }
 
 /// Binary values shorter than `width` bytes padded with zero bytes to it
@@ -1104,6 +1193,46 @@ mod tests {
         assert!(micros.is_null(1) && micros.is_null(2));
         let bad = strings(&[Some("2024-01-02 10:00:00"), Some("soon")]);
         assert_eq!(coerce_column(&bad, &column).unwrap_err().index, 1);
+    }
+
+    #[test]
+    fn enum_and_set_numbers_are_the_labels_they_count_to() {
+        let labels = MemberLabels::of("enum('a','it''s','3')").unwrap();
+        assert_eq!(labels.labels, ["a", "it's", "3"]);
+        let text: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("2"),
+            Some("3"),
+            Some("a"),
+            Some("0"),
+            Some("4"),
+            None,
+        ]));
+        let stored = labels.by_number(text);
+        let stored: Vec<Option<&str>> = stored.as_string::<i32>().iter().collect();
+        // `3` is a label itself; 0 and 4 name none.
+        assert_eq!(
+            stored,
+            [
+                Some("it's"),
+                Some("3"),
+                Some("a"),
+                Some("0"),
+                Some("4"),
+                None
+            ]
+        );
+        let members = MemberLabels::of("set('a','b','c')").unwrap();
+        assert!(members.set);
+        let text: ArrayRef = Arc::new(StringArray::from(vec!["3", "5", "8", "b,a", "0"]));
+        let stored = members.by_number(text);
+        let stored: Vec<Option<&str>> = stored.as_string::<i32>().iter().collect();
+        // 8 sets a fourth bit, which names no member; 0 is the empty set.
+        assert_eq!(
+            stored,
+            [Some("a,b"), Some("a,c"), Some("8"), Some("b,a"), Some("")]
+        );
+        assert_eq!(MemberLabels::of("varchar(10)"), None);
+        assert_eq!(MemberLabels::of("enum('a'"), None);
     }
 
     #[test]
