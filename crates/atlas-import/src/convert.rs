@@ -186,7 +186,9 @@ fn as_stored(converted: ArrayRef, column: &crate::schema::TargetColumn) -> Array
     if let Some(width) = column.zero_padded_width {
         return zero_padded(converted, width);
     }
-    if let Some(labels) = MemberLabels::of(&column.sql_type) {
+    if column.numbers_name_labels
+        && let Some(labels) = MemberLabels::of(&column.sql_type)
+    {
         return labels.by_number(converted);
     }
     let Some(precision) = column.seconds_precision.filter(|p| !p.keeps_microseconds()) else {

@@ -42,6 +42,11 @@ pub struct TargetColumn {
     /// values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zero_padded_width: Option<usize>,
+    /// A MySQL `ENUM`/`SET`, whose server reads a number that is none of
+    /// its labels (in `sql_type`) as the labels it counts to (`2` is the
+    /// second); the conversion does the same first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub numbers_name_labels: bool,
 }
 
 /// How a timestamp column's database takes a value: the digits of a
@@ -158,6 +163,7 @@ impl TargetColumn {
             key_form: None,
             seconds_precision: None,
             zero_padded_width: None,
+            numbers_name_labels: false,
         }
     }
 }

@@ -366,6 +366,7 @@ impl Catalog for PgConnection {
                     generated: row.get(7),
                     max_chars,
                     zero_padded_width: None,
+                    numbers_name_labels: false,
                 }
             })
             .collect();

@@ -196,6 +196,7 @@ mod tests {
             key_form: None,
             seconds_precision: None,
             zero_padded_width: None,
+            numbers_name_labels: false,
         };
         for sql_type in ["text", "uuid", "interval", "citext", "box"] {
             assert!(filterable(&column(sql_type, None)), "{sql_type}");

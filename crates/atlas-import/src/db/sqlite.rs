@@ -430,6 +430,7 @@ impl Catalog for SqliteConnection {
                     key_form: None,
                     seconds_precision: None,
                     zero_padded_width: None,
+                    numbers_name_labels: false,
                     sql_type: declared,
                     nullable: not_null == 0,
                     has_default: has_default || rowid_alias,

@@ -328,6 +328,7 @@ mod tests {
             key_form: None,
             seconds_precision: None,
             zero_padded_width: None,
+            numbers_name_labels: false,
         }
     }
 

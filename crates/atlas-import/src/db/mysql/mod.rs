@@ -588,6 +588,8 @@ impl Catalog for Conn {
                             mariadb != 0,
                         ),
                         zero_padded_width: zero_padded_width(&column_type),
+                        numbers_name_labels: lower_type.starts_with("enum(")
+                            || lower_type.starts_with("set("),
                         data_type,
                         text_form,
                         sql_type: column_type,

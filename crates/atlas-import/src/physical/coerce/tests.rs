@@ -27,6 +27,7 @@ fn age_column() -> TargetColumn {
         key_form: None,
         seconds_precision: None,
         zero_padded_width: None,
+        numbers_name_labels: false,
     }
 }
 
