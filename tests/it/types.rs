@@ -246,12 +246,12 @@ async fn postgres_times_and_padded_text_compare_as_the_database_does() {
                 &db,
                 &table,
                 "t time, ttz timetz, code char(5), tags varchar(10)[], codes char(3)[], \
-                 span int4range, days daterange, t2 time(2), p point, b box",
+                 span int4range, days daterange, t2 time(2), p point, b box, nr numrange",
             )
             .await;
-            let csv = "t,ttz,code,tags,codes,span,days,t2,p,b\n\
+            let csv = "t,ttz,code,tags,codes,span,days,t2,p,b,nr\n\
                        12:34,12:00+02,ab,\"{x,\"\"y z\"\"}\",\"{a,bc}\",\"[1,4]\",\
-                       \"[2024-01-01,2024-01-31]\",12:34:56.7896,\"(1.5, 2)\",\"(1,2),(3,4)\"\n";
+                       \"[2024-01-01,2024-01-31]\",12:34:56.7896,\"(1.5, 2)\",\"(1,2),(3,4)\",\"[1.50,2)\"\n";
             import(&db, &dir.file("times.csv", csv), &table)
                 .execute()
                 .await
@@ -291,6 +291,8 @@ async fn postgres_times_and_padded_text_compare_as_the_database_does() {
                 ("p", "\"1.50,2e0\""),
                 ("b", "\"(1,2),(3,4)\""),
                 ("b", "\"((3,2),(1,4))\""),
+                // A numeric range by the values of its bounds.
+                ("nr", "\"[1.5, 2.0)\""),
             ] {
                 assert_skipped_as_existing(&db, &dir, &table, key, value).await;
             }

@@ -82,6 +82,11 @@ pub enum ValueForm {
     IntegerRange,
     /// A range of dates (`daterange`), canonical as integer ranges are.
     DateRange,
+    /// A range of `numeric` or `timestamp` bounds (`numrange`, `tsrange`):
+    /// each bound by its value (`[1.5,2)` = `[1.50,2)`; a timestamp in any
+    /// spelling PostgreSQL prints), an unbounded side open, equal bounds
+    /// not both in `empty`.
+    ContinuousRange(RangeBound),
     /// A PostgreSQL geometric type, by its numbers as doubles, in any of the
     /// type's spellings (`1.5, 2` = `(1.5,2)` for a point; a box by its
     /// corners as PostgreSQL orders them; a path open or closed).
@@ -90,6 +95,14 @@ pub enum ValueForm {
     /// as `a,b`); in any case under a case-insensitive collation (`A` names
     /// the member `a`).
     MemberSet { case_insensitive: bool },
+}
+
+/// The bounds of a [`ValueForm::ContinuousRange`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum RangeBound {
+    Numeric,
+    /// A timestamp without time zone.
+    Timestamp,
 }
 
 /// The geometric types of PostgreSQL.
@@ -240,6 +253,8 @@ impl std::fmt::Display for ValueForm {
             ValueForm::Time(_) => "time",
             ValueForm::TimeTz(_) => "timetz",
             ValueForm::IntegerRange => "integer range",
+            ValueForm::ContinuousRange(RangeBound::Numeric) => "numeric range",
+            ValueForm::ContinuousRange(RangeBound::Timestamp) => "timestamp range",
             ValueForm::DateRange => "daterange",
             ValueForm::Geometric(_) => "geometric",
             ValueForm::MemberSet { .. } => "set",
@@ -264,6 +279,8 @@ impl ValueForm {
             "citext" => ValueForm::CaseInsensitive,
             "character" | "bpchar" => ValueForm::BlankPadded,
             "int4range" | "int8range" => ValueForm::IntegerRange,
+            "numrange" => ValueForm::ContinuousRange(RangeBound::Numeric),
+            "tsrange" => ValueForm::ContinuousRange(RangeBound::Timestamp),
             "daterange" => ValueForm::DateRange,
             "point" => ValueForm::Geometric(Shape::Point),
             "line" => ValueForm::Geometric(Shape::Line),
@@ -338,6 +355,7 @@ impl ValueForm {
                     .ok()
                     .map(|date| i128::from(chrono::Datelike::num_days_from_ce(&date)))
             }),
+            ValueForm::ContinuousRange(bound) => continuous_range(bound, value, out),
             ValueForm::Geometric(shape) => geometric(shape, value, out),
             ValueForm::MemberSet { case_insensitive } => {
                 let mut members: Vec<std::borrow::Cow<'_, str>> = value
@@ -721,6 +739,88 @@ fn discrete_range(value: &str, out: &mut String, step: impl Fn(&str) -> Option<i
     let open = if lower.is_some() { '[' } else { '(' };
     out.push_str(&format!("{open}{},{})", side(lower), side(upper)));
     true
+}
+
+/// A range of a continuous type (`[1.5,2)`, `(,"2024-01-01 10:00")`) as
+/// PostgreSQL compares it: each bound by its value, an unbounded side
+/// open, equal bounds `empty` unless both are in; `false` where a part is
+/// not read (`infinity`, a bound with escapes).
+fn continuous_range(bound: RangeBound, value: &str, out: &mut String) -> bool {
+    let text = value.trim();
+    if text.eq_ignore_ascii_case("empty") {
+        out.push_str("empty");
+        return true;
+    }
+    let (Some(open), Some(close)) = (text.chars().next(), text.chars().last()) else {
+        return false;
+    };
+    if !matches!(open, '[' | '(') || !matches!(close, ']' | ')') || text.len() < 2 {
+        return false;
+    }
+    // A timestamp bound with a space is quoted; a quoted bound holds no
+    // comma or quote of its own here (those are not read).
+    let inner = &text[1..text.len() - 1];
+    if inner.contains('\\') || inner.matches(',').count() != 1 {
+        return false;
+    }
+    let (lower, upper) = inner.split_once(',').expect("one comma");
+    let key = |b: &str| -> Option<Option<String>> {
+        let b = b.trim();
+        let b = b
+            .strip_prefix('"')
+            .and_then(|b| b.strip_suffix('"'))
+            .unwrap_or(b);
+        if b.is_empty() {
+            return Some(None);
+        }
+        let mut key = String::new();
+        match bound {
+            RangeBound::Numeric => {
+                (numeric(b, &mut key) && strip_fraction_zeros(&mut key, 0)).then_some(())?
+            }
+            RangeBound::Timestamp => key.push_str(&timestamp_micros(b)?.to_string()),
+        }
+        Some(Some(key))
+    };
+    let (Some(lower), Some(upper)) = (key(lower), key(upper)) else {
+        return false;
+    };
+    if lower.is_some() && lower == upper && !(open == '[' && close == ']') {
+        out.push_str("empty");
+        return true;
+    }
+    let open = if lower.is_some() { open } else { '(' };
+    let close = if upper.is_some() { close } else { ')' };
+    out.push(open);
+    out.push_str(lower.as_deref().unwrap_or_default());
+    out.push(',');
+    out.push_str(upper.as_deref().unwrap_or_default());
+    out.push(close);
+    true
+}
+
+/// The microseconds since 1970 of a timestamp without zone written
+/// `2024-01-02 10:00[:00[.ffffff]]` (or with a `T`), or a date alone.
+fn timestamp_micros(value: &str) -> Option<i64> {
+    let value = value.trim();
+    let (date, time) = match value.split_once([' ', 'T']) {
+        Some((date, time)) => (date, Some(time.trim())),
+        None => (value, None),
+    };
+    let date = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+    let micros_of_day = match time {
+        None => 0,
+        Some(time) => {
+            let exact = SecondsPrecision::new(6, FractionRounding::HalfAwayFromZero);
+            let (micros, rest) = time_of_day(time, exact)?;
+            if !rest.is_empty() {
+                return None;
+            }
+            micros
+        }
+    };
+    let midnight = date.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros();
+    Some(midnight + micros_of_day)
 }
 
 /// The digits of `(p)` in a type's name (`time(3) without time zone`).
@@ -1120,6 +1220,27 @@ mod tests {
         same(dates, "(2023-12-31,2024-02-01)", "[2024-01-01,2024-02-01)");
         // Not read: compared as written.
         assert_eq!(key(dates, "[2024-01-01,infinity)"), "[2024-01-01,infinity)");
+        let numbers = KeyForm::Value(ValueForm::of_postgres("numrange"));
+        same(numbers, "[1.5,2)", "[1.50,2.0)");
+        same(numbers, "[1.5, 2)", "[\"1.5\",\"2\")");
+        same(numbers, "(1,1)", "empty");
+        same(numbers, "[1,1)", "empty");
+        different(numbers, "[1,1]", "empty");
+        same(numbers, "[,5]", "(,5]");
+        different(numbers, "[1,2)", "[1,2]");
+        let times = KeyForm::Value(ValueForm::of_postgres("tsrange"));
+        same(
+            times,
+            "[2024-01-02 10:00,2024-01-03)",
+            "[\"2024-01-02 10:00:00\",\"2024-01-03 00:00:00\")",
+        );
+        same(
+            times,
+            "[2024-01-02T10:00:00.500,)",
+            "[\"2024-01-02 10:00:00.5\",)",
+        );
+        different(times, "[2024-01-02,2024-01-03)", "[2024-01-02,2024-01-04)");
+        assert_eq!(key(times, "[2024-01-02,infinity)"), "[2024-01-02,infinity)");
         let point = KeyForm::Value(ValueForm::of_postgres("point"));
         same(point, "(1.5, 2.25)", "(1.5,2.25)");
         same(point, " 1.5 , 2.25 ", "(1.5,2.25)");

@@ -109,6 +109,7 @@ impl Dialect for PostgresDialect {
             | ValueForm::TimeTz(_)
             | ValueForm::IntegerRange
             | ValueForm::DateRange
+            | ValueForm::ContinuousRange(_)
             | ValueForm::Geometric(_)) => Some(KeyForm::Value(form)),
             _ => None,
         }
