@@ -411,7 +411,7 @@ fn geometric(shape: Shape, value: &str, out: &mut String) -> bool {
         Shape::Line => numbers.len() == 3 && first == Some('{'),
         Shape::Lseg | Shape::Box => numbers.len() == 4,
         Shape::Circle => numbers.len() == 3,
-        Shape::Path | Shape::Polygon => numbers.len() >= 2 && numbers.len() % 2 == 0,
+        Shape::Path | Shape::Polygon => numbers.len() >= 2 && numbers.len().is_multiple_of(2),
     };
     if !count_fits {
         return false;
