@@ -696,25 +696,46 @@ fn unit(word: &str) -> Option<Unit> {
     })
 }
 
+/// A range literal read into its parts.
+enum RangeLiteral<'a> {
+    Empty,
+    /// The opening bracket, the text of the lower and upper bounds (empty
+    /// for an unbounded side), the closing bracket.
+    Bounds(char, &'a str, &'a str, char),
+}
+
+/// The parts of the range literal `value`; `None` where it is none, or
+/// has a bound with a comma or an escape of its own (not read here).
+fn range_literal(value: &str) -> Option<RangeLiteral<'_>> {
+    let text = value.trim();
+    if text.eq_ignore_ascii_case("empty") {
+        return Some(RangeLiteral::Empty);
+    }
+    let (open, close) = (text.chars().next()?, text.chars().last()?);
+    if !matches!(open, '[' | '(') || !matches!(close, ']' | ')') || text.len() < 2 {
+        return None;
+    }
+    let inner = &text[1..text.len() - 1];
+    if inner.contains('\\') || inner.matches(',').count() != 1 {
+        return None;
+    }
+    let (lower, upper) = inner.split_once(',')?;
+    Some(RangeLiteral::Bounds(open, lower, upper, close))
+}
+
 /// A range of a discrete type (`[1,4]`, `(,10)`, `empty`) in the canonical
 /// form PostgreSQL stores it in: the lower bound included, the upper
 /// excluded, an unbounded side open, nothing in it `empty`. `step` reads a
 /// bound as a number of steps (integers; days for dates); `false` where a
 /// part is not read (a quoted bound, `infinity`).
 fn discrete_range(value: &str, out: &mut String, step: impl Fn(&str) -> Option<i128>) -> bool {
-    let text = value.trim();
-    if text.eq_ignore_ascii_case("empty") {
-        out.push_str("empty");
-        return true;
-    }
-    let (Some(open), Some(close)) = (text.chars().next(), text.chars().last()) else {
-        return false;
-    };
-    if !matches!(open, '[' | '(') || !matches!(close, ']' | ')') || text.len() < 2 {
-        return false;
-    }
-    let Some((lower, upper)) = text[1..text.len() - 1].split_once(',') else {
-        return false;
+    let (open, lower, upper, close) = match range_literal(value) {
+        Some(RangeLiteral::Empty) => {
+            out.push_str("empty");
+            return true;
+        }
+        Some(RangeLiteral::Bounds(open, lower, upper, close)) => (open, lower, upper, close),
+        None => return false,
     };
     let bound = |b: &str| -> Option<Option<i128>> {
         let b = b.trim();
@@ -746,24 +767,15 @@ fn discrete_range(value: &str, out: &mut String, step: impl Fn(&str) -> Option<i
 /// open, equal bounds `empty` unless both are in; `false` where a part is
 /// not read (`infinity`, a bound with escapes).
 fn continuous_range(bound: RangeBound, value: &str, out: &mut String) -> bool {
-    let text = value.trim();
-    if text.eq_ignore_ascii_case("empty") {
-        out.push_str("empty");
-        return true;
-    }
-    let (Some(open), Some(close)) = (text.chars().next(), text.chars().last()) else {
-        return false;
+    let (open, lower, upper, close) = match range_literal(value) {
+        Some(RangeLiteral::Empty) => {
+            out.push_str("empty");
+            return true;
+        }
+        Some(RangeLiteral::Bounds(open, lower, upper, close)) => (open, lower, upper, close),
+        None => return false,
     };
-    if !matches!(open, '[' | '(') || !matches!(close, ']' | ')') || text.len() < 2 {
-        return false;
-    }
-    // A timestamp bound with a space is quoted; a quoted bound holds no
-    // comma or quote of its own here (those are not read).
-    let inner = &text[1..text.len() - 1];
-    if inner.contains('\\') || inner.matches(',').count() != 1 {
-        return false;
-    }
-    let (lower, upper) = inner.split_once(',').expect("one comma");
+    // A timestamp bound with a space is quoted.
     let key = |b: &str| -> Option<Option<String>> {
         let b = b.trim();
         let b = b
