@@ -696,31 +696,33 @@ fn unit(word: &str) -> Option<Unit> {
     })
 }
 
-/// A range literal read into its parts.
-enum RangeLiteral<'a> {
-    Empty,
-    /// The opening bracket, the text of the lower and upper bounds (empty
-    /// for an unbounded side), the closing bracket.
-    Bounds(char, &'a str, &'a str, char),
-}
-
-/// The parts of the range literal `value`; `None` where it is none, or
-/// has a bound with a comma or an escape of its own (not read here).
-fn range_literal(value: &str) -> Option<RangeLiteral<'_>> {
+/// The opening bracket, the text of the lower and upper bounds (empty for
+/// an unbounded side) and the closing bracket of the range literal
+/// `value`; `Err(true)` once `empty` is written to `out` for it,
+/// `Err(false)` where it is none or has a bound with a comma or an escape
+/// of its own (not read here).
+fn range_bounds<'a>(
+    value: &'a str,
+    out: &mut String,
+) -> Result<(char, &'a str, &'a str, char), bool> {
     let text = value.trim();
     if text.eq_ignore_ascii_case("empty") {
-        return Some(RangeLiteral::Empty);
+        out.push_str("empty");
+        return Err(true);
     }
-    let (open, close) = (text.chars().next()?, text.chars().last()?);
+    let (Some(open), Some(close)) = (text.chars().next(), text.chars().last()) else {
+        return Err(false);
+    };
     if !matches!(open, '[' | '(') || !matches!(close, ']' | ')') || text.len() < 2 {
-        return None;
+        return Err(false);
     }
     let inner = &text[1..text.len() - 1];
-    if inner.contains('\\') || inner.matches(',').count() != 1 {
-        return None;
+    match inner.split_once(',') {
+        Some((lower, upper)) if !inner.contains('\\') && !upper.contains(',') => {
+            Ok((open, lower, upper, close))
+        }
+        _ => Err(false),
     }
-    let (lower, upper) = inner.split_once(',')?;
-    Some(RangeLiteral::Bounds(open, lower, upper, close))
 }
 
 /// A range of a discrete type (`[1,4]`, `(,10)`, `empty`) in the canonical
@@ -729,13 +731,9 @@ fn range_literal(value: &str) -> Option<RangeLiteral<'_>> {
 /// bound as a number of steps (integers; days for dates); `false` where a
 /// part is not read (a quoted bound, `infinity`).
 fn discrete_range(value: &str, out: &mut String, step: impl Fn(&str) -> Option<i128>) -> bool {
-    let (open, lower, upper, close) = match range_literal(value) {
-        Some(RangeLiteral::Empty) => {
-            out.push_str("empty");
-            return true;
-        }
-        Some(RangeLiteral::Bounds(open, lower, upper, close)) => (open, lower, upper, close),
-        None => return false,
+    let (open, lower, upper, close) = match range_bounds(value, out) {
+        Ok(bounds) => bounds,
+        Err(read) => return read,
     };
     let bound = |b: &str| -> Option<Option<i128>> {
         let b = b.trim();
@@ -767,13 +765,9 @@ fn discrete_range(value: &str, out: &mut String, step: impl Fn(&str) -> Option<i
 /// open, equal bounds `empty` unless both are in; `false` where a part is
 /// not read (`infinity`, a bound with escapes).
 fn continuous_range(bound: RangeBound, value: &str, out: &mut String) -> bool {
-    let (open, lower, upper, close) = match range_literal(value) {
-        Some(RangeLiteral::Empty) => {
-            out.push_str("empty");
-            return true;
-        }
-        Some(RangeLiteral::Bounds(open, lower, upper, close)) => (open, lower, upper, close),
-        None => return false,
+    let (open, lower, upper, close) = match range_bounds(value, out) {
+        Ok(bounds) => bounds,
+        Err(read) => return read,
     };
     // A timestamp bound with a space is quoted.
     let key = |b: &str| -> Option<Option<String>> {
