@@ -87,6 +87,9 @@ pub enum ValueForm {
     /// spelling PostgreSQL prints), an unbounded side open, equal bounds
     /// not both in `empty`.
     ContinuousRange(RangeBound),
+    /// A PostgreSQL bit string (`bit(n)`, `varbit`) by its bits, written in
+    /// binary digits or in hex after an `x` (`x1F` = `00011111`).
+    BitString,
     /// A PostgreSQL geometric type, by its numbers as doubles, in any of the
     /// type's spellings (`1.5, 2` = `(1.5,2)` for a point; a box by its
     /// corners as PostgreSQL orders them; a path open or closed).
@@ -256,6 +259,7 @@ impl std::fmt::Display for ValueForm {
             ValueForm::ContinuousRange(RangeBound::Numeric) => "numeric range",
             ValueForm::ContinuousRange(RangeBound::Timestamp) => "timestamp range",
             ValueForm::DateRange => "daterange",
+            ValueForm::BitString => "bit string",
             ValueForm::Geometric(_) => "geometric",
             ValueForm::MemberSet { .. } => "set",
         })
@@ -282,6 +286,7 @@ impl ValueForm {
             "numrange" => ValueForm::ContinuousRange(RangeBound::Numeric),
             "tsrange" => ValueForm::ContinuousRange(RangeBound::Timestamp),
             "daterange" => ValueForm::DateRange,
+            "bit" | "bit varying" => ValueForm::BitString,
             "point" => ValueForm::Geometric(Shape::Point),
             "line" => ValueForm::Geometric(Shape::Line),
             "lseg" => ValueForm::Geometric(Shape::Lseg),
@@ -356,6 +361,7 @@ impl ValueForm {
                     .map(|date| i128::from(chrono::Datelike::num_days_from_ce(&date)))
             }),
             ValueForm::ContinuousRange(bound) => continuous_range(bound, value, out),
+            ValueForm::BitString => bits(value, out),
             ValueForm::Geometric(shape) => geometric(shape, value, out),
             ValueForm::MemberSet { case_insensitive } => {
                 let mut members: Vec<std::borrow::Cow<'_, str>> = value
@@ -378,6 +384,22 @@ impl ValueForm {
             out.push_str(value);
         }
     }
+}
+
+/// The binary digits of a bit string written in them or, after an `x`, in
+/// hex digits (four bits each), into `out`; `false` for anything else.
+fn bits(value: &str, out: &mut String) -> bool {
+    let Some(hex) = value.strip_prefix(['x', 'X']) else {
+        out.push_str(value);
+        return value.bytes().all(|b| b == b'0' || b == b'1');
+    };
+    for digit in hex.chars() {
+        let Some(nibble) = digit.to_digit(16) else {
+            return false;
+        };
+        out.push_str(&format!("{nibble:04b}"));
+    }
+    true
 }
 
 /// The key of a `shape` written `value` in any of its PostgreSQL spellings:
@@ -1226,6 +1248,13 @@ mod tests {
         same(dates, "(2023-12-31,2024-02-01)", "[2024-01-01,2024-02-01)");
         // Not read: compared as written.
         assert_eq!(key(dates, "[2024-01-01,infinity)"), "[2024-01-01,infinity)");
+        let bit = KeyForm::Value(ValueForm::of_postgres("bit(8)"));
+        same(bit, "x1F", "00011111");
+        same(bit, "X1f", "00011111");
+        different(bit, "x1F", "00011110");
+        let varbit = KeyForm::Value(ValueForm::of_postgres("bit varying"));
+        same(varbit, "xA", "1010");
+        assert_eq!(key(varbit, "xZ"), "xZ");
         let numbers = KeyForm::Value(ValueForm::of_postgres("numrange"));
         same(numbers, "[1.5,2)", "[1.50,2.0)");
         same(numbers, "[1.5, 2)", "[\"1.5\",\"2\")");

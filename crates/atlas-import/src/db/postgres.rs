@@ -110,6 +110,7 @@ impl Dialect for PostgresDialect {
             | ValueForm::IntegerRange
             | ValueForm::DateRange
             | ValueForm::ContinuousRange(_)
+            | ValueForm::BitString
             | ValueForm::Geometric(_)) => Some(KeyForm::Value(form)),
             _ => None,
         }
