@@ -354,10 +354,11 @@ async fn mysql_char_and_time_keys_compare_as_stored() {
                 &db,
                 &table,
                 "t TIME, t6 TIME(6), code CHAR(5), mood ENUM('sad','ok'), tags SET('a','b','c'), \
-                 bin BINARY(4), y YEAR, y0 YEAR",
+                 bin BINARY(4), y YEAR, y0 YEAR, span TIME(2)",
             )
             .await;
-            let csv = "t,t6,code,mood,tags,bin,y,y0\n12:34,1:02:03.5,ab ,OK,\"c,a\",ab,24,0000\n";
+            let csv = "t,t6,code,mood,tags,bin,y,y0,span\n\
+                       12:34,1:02:03.5,ab ,OK,\"c,a\",ab,24,0000,-100:00:00.781\n";
             import(&db, &dir.file("times.csv", csv), &table)
                 .execute()
                 .await
@@ -385,6 +386,8 @@ async fn mysql_char_and_time_keys_compare_as_stored() {
                 ("y", "2024"),
                 ("y", "24"),
                 ("y0", "0000"),
+                // A TIME is a signed span of up to 838 hours, at its digits.
+                ("span", "-100:00:00.78"),
             ] {
                 assert_skipped_as_existing(&db, &dir, &table, key, value).await;
             }

@@ -345,9 +345,8 @@ impl ValueForm {
                 true
             }
             // Only a time alone: `1:00 PM` is 13:00 to PostgreSQL.
-            ValueForm::Time(precision) => time_of_day(value.trim(), precision)
-                .filter(|(_, rest)| rest.is_empty())
-                .map(|(micros, _)| out.push_str(&micros.to_string()))
+            ValueForm::Time(precision) => signed_time(value.trim(), precision)
+                .map(|micros| out.push_str(&micros.to_string()))
                 .is_some(),
             ValueForm::TimeTz(precision) => time_with_offset(value, precision)
                 .map(|(micros, offset)| out.push_str(&format!("{micros}{offset:+}")))
@@ -897,6 +896,29 @@ fn time_of_day(value: &str, precision: SecondsPrecision) -> Option<(i64, &str)> 
     Some((precision.apply(micros), rest))
 }
 
+/// A `time` value in microseconds at `precision`: a time of day, or a
+/// MySQL TIME, a signed span of up to 838 hours (`-1:00`, `100:00:00`).
+fn signed_time(value: &str, precision: SecondsPrecision) -> Option<i64> {
+    let (negative, body) = match value.strip_prefix('-') {
+        Some(body) => (true, body),
+        None => (false, value),
+    };
+    let n = body.bytes().take_while(u8::is_ascii_digit).count();
+    let hours: i64 = body[..n].parse().ok()?;
+    let micros = if hours < 24 {
+        let (micros, rest) = time_of_day(body, precision)?;
+        rest.is_empty().then_some(micros)?
+    } else if n <= 3 && hours <= 838 {
+        // The minutes and seconds as a time of day from midnight.
+        let from_midnight = format!("0{}", &body[n..]);
+        let (micros, rest) = time_of_day(&from_midnight, precision)?;
+        rest.is_empty().then_some(hours * 3_600_000_000 + micros)?
+    } else {
+        return None;
+    };
+    Some(if negative { -micros } else { micros })
+}
+
 /// A `timetz` value: its time of day in microseconds and its UTC offset in
 /// seconds east (`+HH`, `+HH:MM`, `+HHMM`, `+HH:MM:SS`, `Z`).
 fn time_with_offset(value: &str, precision: SecondsPrecision) -> Option<(i64, i64)> {
@@ -1212,7 +1234,7 @@ mod tests {
         different(time, "00:00:00.000001", "00:00:00");
         // Not a time this reads: compared as written.
         assert_eq!(key(time, "allballs"), "allballs");
-        assert_eq!(key(time, "25:00"), "25:00");
+        assert_eq!(key(time, "12:60"), "12:60");
         different(time, "1:00 PM", "01:00");
         // Past the column's digits, as PostgreSQL rounds them.
         let time2 = KeyForm::Value(ValueForm::of_postgres("time(2) without time zone"));
@@ -1224,6 +1246,14 @@ mod tests {
         same(time, "12:34:56.0000005", "12:34:56");
         let cut = time.at_precision(SecondsPrecision::new(3, FractionRounding::Truncate));
         same(cut, "12:34:56.7896", "12:34:56.789");
+        // MySQL's TIME: a signed span of up to 838 hours, cut or rounded
+        // away from zero.
+        same(cut, "-1:00:00.5559", "-01:00:00.555");
+        same(cut, "100:00", "100:00:00.000");
+        different(cut, "-1:00", "01:00");
+        let mysql = time.at_precision(SecondsPrecision::new(2, FractionRounding::HalfUp));
+        same(mysql, "-12:34:56.785", "-12:34:56.79");
+        assert_eq!(key(mysql, "839:00:00"), "839:00:00");
         let timetz = KeyForm::Value(ValueForm::of_postgres("time with time zone"));
         same(timetz, "00:00+00", "00:00:00+00");
         let timetz0 = KeyForm::Value(ValueForm::of_postgres("time(0) with time zone"));
