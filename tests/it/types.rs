@@ -1376,3 +1376,61 @@ async fn doubles_into_decimals_as_the_databases_cast_them() {
         .await;
     }
 }
+
+/// A `timestamptz` written without a zone is the wall time in the zone a
+/// session of the importing user gets (a role set to Europe/Berlin here),
+/// as `psql \copy` reads it: summer and winter time, the later instant in
+/// the autumn overlap, the offset before the spring gap; a written zone
+/// stays. The same file again finds every row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_timestamptz_without_zone_is_in_the_sessions_zone() {
+    let db = TestDb::new(Kind::Postgres).await;
+    let Some(url) = crate::common::postgres_url()
+        .split_once("://postgres@")
+        .map(|(scheme, rest)| format!("{scheme}://atlas_berlin@{rest}"))
+    else {
+        return;
+    };
+    db.run(async {
+        db.exec_one(
+            "DO $$ BEGIN CREATE ROLE atlas_berlin LOGIN SUPERUSER; \
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+        )
+        .await;
+        db.exec("ALTER ROLE atlas_berlin SET timezone = 'Europe/Berlin'")
+            .await;
+        let dir = TempDir::new();
+        let table = db.table("tz_session");
+        crate::common::create(&db, &table, "at timestamptz").await;
+        let berlin = atlas_import::db::connect(&url).await.unwrap();
+        let csv = dir.file(
+            "times.csv",
+            "at\n2024-01-02 10:00:00\n2024-07-02 10:00:00\n2024-03-31 02:30:00\n\
+             2024-10-27 02:30:00\n2024-01-02 10:00:00+00\n",
+        );
+        atlas_import::ImportBuilder::new(std::sync::Arc::clone(&berlin), &csv, &table)
+            .execute()
+            .await
+            .unwrap();
+        // Read back in UTC.
+        assert_eq!(
+            db.rows(&table, &["at"]).await,
+            [
+                "2024-01-02 09:00:00+00",
+                "2024-01-02 10:00:00+00",
+                "2024-03-31 01:30:00+00",
+                "2024-07-02 08:00:00+00",
+                "2024-10-27 01:30:00+00",
+            ]
+            .map(|t| vec![s(t)])
+        );
+        let report = atlas_import::ImportBuilder::new(berlin, &csv, &table)
+            .with_on_duplicate(OnDuplicate::Skip)
+            .with_force(true)
+            .execute()
+            .await
+            .unwrap();
+        assert_eq!((report.inserted, report.skipped), (0, 5));
+    })
+    .await;
+}

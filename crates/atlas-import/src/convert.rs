@@ -109,10 +109,11 @@ pub fn coerce_column(
             .map(|converted| as_stored(converted, column))
             .map_err(|index| describe(array, index, Some(&text)));
     }
-    let converted = as_stored(
-        coerce_array_for(array, &column.data_type, timestamps_of(column))?,
-        column,
-    );
+    let mut converted = coerce_array_for(array, &column.data_type, timestamps_of(column))?;
+    if let Some(zone) = &column.unzoned_in {
+        converted = placed_in_zone(converted, array, zone);
+    }
+    let converted = as_stored(converted, column);
     let Some(max) = column.max_chars else {
         return Ok(converted);
     };
@@ -151,8 +152,11 @@ pub fn coerce_column_lenient(
             .unwrap_or_else(|_| new_null_array(&column.data_type, text.len()));
         return (as_stored(converted, column), failures);
     }
-    let (converted, mut failures) =
+    let (mut converted, mut failures) =
         coerce_array_lenient_for(array, &column.data_type, timestamps_of(column));
+    if let Some(zone) = &column.unzoned_in {
+        converted = placed_in_zone(converted, array, zone);
+    }
     let converted = as_stored(converted, column);
     let Some(max) = column.max_chars else {
         return (converted, failures);
@@ -170,6 +174,103 @@ pub fn coerce_column_lenient(
     let cleaned =
         nullif(&converted, &BooleanArray::from(mask)).expect("mask has the array's length");
     (cleaned, failures)
+}
+
+/// `zone` (as PostgreSQL names a `TimeZone`) where it is a zone Arrow reads
+/// and not UTC; `None` for UTC, or with a warning for a zone Arrow cannot
+/// read (PostgreSQL's POSIX forms, `UTC+3`: timestamps written without a
+/// zone are then read in UTC).
+pub(crate) fn zone_other_than_utc(zone: &str) -> Option<String> {
+    let zone = zone.trim().trim_matches('\'');
+    const UTC: [&str; 9] = [
+        "utc",
+        "etc/utc",
+        "gmt",
+        "etc/gmt",
+        "universal",
+        "etc/universal",
+        "zulu",
+        "etc/zulu",
+        "uct",
+    ];
+    if UTC.contains(&zone.to_ascii_lowercase().as_str()) {
+        return None;
+    }
+    match zone.parse::<datafusion::arrow::array::timezone::Tz>() {
+        Ok(_) => Some(zone.to_string()),
+        Err(_) => {
+            tracing::warn!(
+                "the database's time zone '{zone}' is not one atlas-import reads: \
+                 timestamps written without a zone are read in UTC"
+            );
+            None
+        }
+    }
+}
+
+/// Timestamps read as UTC, where their source named no zone (text without
+/// one, a timestamp without a time zone), moved to the instant their wall
+/// time is in `zone`, the database's: as PostgreSQL places it, the later
+/// of two instants in a transition's overlap, the offset before it in its
+/// gap (`02:30` on a spring-forward night in Berlin is 01:30 UTC).
+fn placed_in_zone(converted: ArrayRef, source: &ArrayRef, zone: &str) -> ArrayRef {
+    let (Ok(tz), Some(instants)) = (
+        zone.parse::<datafusion::arrow::array::timezone::Tz>(),
+        converted.as_primitive_opt::<TimestampMicrosecondType>(),
+    ) else {
+        return converted;
+    };
+    if matches!(source.data_type(), DataType::Timestamp(_, Some(_))) {
+        return converted;
+    }
+    let text = match source.data_type() {
+        DataType::Utf8 => Some(Arc::clone(source)),
+        DataType::LargeUtf8 | DataType::Utf8View => cast(source, &DataType::Utf8).ok(),
+        _ => None,
+    };
+    let text = text.as_ref().and_then(|t| t.as_string_opt::<i32>());
+    let names_zone = |i: usize| {
+        text.is_some_and(|t| {
+            let value = t.value(i).trim();
+            without_zone(value).len() != value.len()
+        })
+    };
+    let moved: PrimitiveArray<TimestampMicrosecondType> = instants
+        .iter()
+        .enumerate()
+        .map(|(i, instant)| {
+            let instant = instant?;
+            Some(match names_zone(i) {
+                true => instant,
+                false => wall_time_in(instant, &tz).unwrap_or(instant),
+            })
+        })
+        .collect();
+    Arc::new(moved.with_data_type(converted.data_type().clone()))
+}
+
+/// The instant (µs since 1970) at which clocks in `tz` show the wall time
+/// `wall` (µs since 1970 read as UTC).
+fn wall_time_in(wall: i64, tz: &datafusion::arrow::array::timezone::Tz) -> Option<i64> {
+    use chrono::{LocalResult, Offset, TimeZone};
+    let naive = chrono::DateTime::from_timestamp_micros(wall)?.naive_utc();
+    let offset = match tz.offset_from_local_datetime(&naive) {
+        LocalResult::Single(offset) => offset.fix(),
+        LocalResult::Ambiguous(a, b) => {
+            let (a, b) = (a.fix(), b.fix());
+            // The later instant: the smaller offset east.
+            if a.local_minus_utc() <= b.local_minus_utc() {
+                a
+            } else {
+                b
+            }
+        }
+        LocalResult::None => tz
+            .offset_from_local_datetime(&(naive - chrono::TimeDelta::hours(1)))
+            .earliest()?
+            .fix(),
+    };
+    Some(wall - i64::from(offset.local_minus_utc()) * 1_000_000)
 }
 
 /// How the database of `column` reads timestamp text.

@@ -47,6 +47,12 @@ pub struct TargetColumn {
     /// second); the conversion does the same first.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub numbers_name_labels: bool,
+    /// A timestamp column with a zone (PostgreSQL's `timestamptz`): the
+    /// zone its database reads a value written without one in (the
+    /// `TimeZone` a session of the import's user gets), where that is not
+    /// UTC; the conversion reads such values in it first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unzoned_in: Option<String>,
 }
 
 /// How a timestamp column's database takes a value: the digits of a
@@ -164,6 +170,7 @@ impl TargetColumn {
             seconds_precision: None,
             zero_padded_width: None,
             numbers_name_labels: false,
+            unzoned_in: None,
         }
     }
 }

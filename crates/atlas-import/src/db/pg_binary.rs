@@ -297,6 +297,7 @@ mod tests {
             seconds_precision: None,
             zero_padded_width: None,
             numbers_name_labels: false,
+            unzoned_in: None,
         }
     }
 

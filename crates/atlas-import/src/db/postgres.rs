@@ -302,6 +302,59 @@ fn create_import_history() -> String {
     super::create_import_history_sql("BIGSERIAL PRIMARY KEY", "TIMESTAMP", "BIGINT")
 }
 
+/// The `TimeZone` a session of this user on this database gets, where it
+/// is not UTC and names a zone Arrow knows: what `psql \copy` and every
+/// other client read a `timestamptz` written without a zone in (sqlx's
+/// sessions are set to UTC). `PGTZ` where set (libpq's clients send it),
+/// else the user's and the database's settings (`ALTER ROLE/DATABASE ...
+/// SET timezone`), else the server's configuration (`pg_file_settings`
+/// where the user may read it, else `log_timezone`, which initdb sets to
+/// the same zone).
+async fn session_time_zone(conn: &mut PgConnection) -> Result<Option<String>> {
+    let configured = |e| AtlasError::database("reading the database's time zone".to_string(), e);
+    let mut zone: Option<String> = std::env::var("PGTZ").ok().filter(|z| !z.is_empty());
+    if zone.is_none() {
+        zone = sqlx::query_scalar(
+            "SELECT substr(setting, length('timezone=') + 1)
+             FROM pg_db_role_setting s CROSS JOIN LATERAL unnest(s.setconfig) AS setting
+             WHERE lower(setting) LIKE 'timezone=%'
+               AND s.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))
+               AND s.setrole IN (0, (SELECT oid FROM pg_roles WHERE rolname = session_user))
+             ORDER BY s.setdatabase <> 0 AND s.setrole <> 0 DESC, s.setrole <> 0 DESC
+             LIMIT 1",
+        )
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(configured)?;
+    }
+    if zone.is_none() {
+        // The configuration files are readable by superusers and
+        // pg_read_all_settings only.
+        let files_readable: bool = sqlx::query_scalar(
+            "SELECT has_table_privilege('pg_catalog.pg_file_settings', 'SELECT')",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(configured)?;
+        let setting = match files_readable {
+            // Not set in the files: the server's own default.
+            true => {
+                "SELECT COALESCE((SELECT setting FROM pg_file_settings
+                     WHERE lower(name) = 'timezone' AND applied
+                     ORDER BY seqno DESC LIMIT 1), 'GMT')"
+            }
+            false => "SELECT current_setting('log_timezone')",
+        };
+        zone = Some(
+            sqlx::query_scalar(setting)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(configured)?,
+        );
+    }
+    Ok(zone.and_then(|zone| crate::convert::zone_other_than_utc(&zone)))
+}
+
 /// The catalog and metadata queries, on any connection (the pool's or the
 /// import transaction's).
 #[async_trait]
@@ -331,6 +384,13 @@ impl Catalog for PgConnection {
         if rows.is_empty() {
             return Ok(None);
         }
+        let has_zoned = rows
+            .iter()
+            .any(|row| row.get::<String, _>(2) == "timestamptz");
+        let unzoned_in = match has_zoned {
+            true => session_time_zone(conn).await?,
+            false => None,
+        };
         let columns = rows
             .iter()
             .map(|row| {
@@ -369,6 +429,9 @@ impl Catalog for PgConnection {
                     max_chars,
                     zero_padded_width: None,
                     numbers_name_labels: false,
+                    unzoned_in: (type_name == "timestamptz")
+                        .then(|| unzoned_in.clone())
+                        .flatten(),
                 }
             })
             .collect();

@@ -197,6 +197,7 @@ mod tests {
             seconds_precision: None,
             zero_padded_width: None,
             numbers_name_labels: false,
+            unzoned_in: None,
         };
         for sql_type in ["text", "uuid", "interval", "citext", "box"] {
             assert!(filterable(&column(sql_type, None)), "{sql_type}");

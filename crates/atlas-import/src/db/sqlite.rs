@@ -431,6 +431,7 @@ impl Catalog for SqliteConnection {
                     seconds_precision: None,
                     zero_padded_width: None,
                     numbers_name_labels: false,
+                    unzoned_in: None,
                     sql_type: declared,
                     nullable: not_null == 0,
                     has_default: has_default || rowid_alias,

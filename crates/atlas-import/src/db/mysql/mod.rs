@@ -590,6 +590,7 @@ impl Catalog for Conn {
                         zero_padded_width: zero_padded_width(&column_type),
                         numbers_name_labels: lower_type.starts_with("enum(")
                             || lower_type.starts_with("set("),
+                        unzoned_in: None,
                         data_type,
                         text_form,
                         sql_type: column_type,

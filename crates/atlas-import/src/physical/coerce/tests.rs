@@ -28,6 +28,7 @@ fn age_column() -> TargetColumn {
         seconds_precision: None,
         zero_padded_width: None,
         numbers_name_labels: false,
+        unzoned_in: None,
     }
 }
 
