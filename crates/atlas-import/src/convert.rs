@@ -111,7 +111,7 @@ pub fn coerce_column(
     }
     let mut converted = coerce_array_for(array, &column.data_type, timestamps_of(column))?;
     if let Some(zone) = &column.unzoned_in {
-        converted = placed_in_zone(converted, array, zone);
+        converted = placed_in_zone(converted, array, zone, timestamps_of(column));
     }
     let converted = as_stored(converted, column);
     let Some(max) = column.max_chars else {
@@ -155,7 +155,7 @@ pub fn coerce_column_lenient(
     let (mut converted, mut failures) =
         coerce_array_lenient_for(array, &column.data_type, timestamps_of(column));
     if let Some(zone) = &column.unzoned_in {
-        converted = placed_in_zone(converted, array, zone);
+        converted = placed_in_zone(converted, array, zone, timestamps_of(column));
     }
     let converted = as_stored(converted, column);
     let Some(max) = column.max_chars else {
@@ -176,13 +176,14 @@ pub fn coerce_column_lenient(
     (cleaned, failures)
 }
 
-/// `zone` (as PostgreSQL names a `TimeZone`) where it is a zone Arrow reads
-/// and not UTC; `None` for UTC, or with a warning for a zone Arrow cannot
-/// read (PostgreSQL's POSIX forms, `UTC+3`: timestamps written without a
-/// zone are then read in UTC).
+/// `zone` (a database's name of its time zone) where it is a zone Arrow
+/// reads and not UTC; `None` for UTC, or with a warning for a zone Arrow
+/// cannot read (PostgreSQL's POSIX forms, `UTC+3`; a MySQL server's
+/// system zone abbreviated `CEST`): timestamps written without a zone are
+/// then read in UTC.
 pub(crate) fn zone_other_than_utc(zone: &str) -> Option<String> {
     let zone = zone.trim().trim_matches('\'');
-    const UTC: [&str; 9] = [
+    const UTC: [&str; 10] = [
         "utc",
         "etc/utc",
         "gmt",
@@ -192,6 +193,7 @@ pub(crate) fn zone_other_than_utc(zone: &str) -> Option<String> {
         "zulu",
         "etc/zulu",
         "uct",
+        "+00:00",
     ];
     if UTC.contains(&zone.to_ascii_lowercase().as_str()) {
         return None;
@@ -209,11 +211,16 @@ pub(crate) fn zone_other_than_utc(zone: &str) -> Option<String> {
 }
 
 /// Timestamps read as UTC, where their source named no zone (text without
-/// one, a timestamp without a time zone), moved to the instant their wall
+/// one, or one the database drops; a timestamp without a time zone), moved to the instant their wall
 /// time is in `zone`, the database's: as PostgreSQL places it, the later
 /// of two instants in a transition's overlap, the offset before it in its
 /// gap (`02:30` on a spring-forward night in Berlin is 01:30 UTC).
-fn placed_in_zone(converted: ArrayRef, source: &ArrayRef, zone: &str) -> ArrayRef {
+fn placed_in_zone(
+    converted: ArrayRef,
+    source: &ArrayRef,
+    zone: &str,
+    timestamps: SecondsPrecision,
+) -> ArrayRef {
     let (Ok(tz), Some(instants)) = (
         zone.parse::<datafusion::arrow::array::timezone::Tz>(),
         converted.as_primitive_opt::<TimestampMicrosecondType>(),
@@ -229,11 +236,13 @@ fn placed_in_zone(converted: ArrayRef, source: &ArrayRef, zone: &str) -> ArrayRe
         _ => None,
     };
     let text = text.as_ref().and_then(|t| t.as_string_opt::<i32>());
+    // A zone the database drops (MariaDB's) leaves the wall time.
     let names_zone = |i: usize| {
-        text.is_some_and(|t| {
-            let value = t.value(i).trim();
-            without_zone(value).len() != value.len()
-        })
+        !timestamps.ignores_written_zone
+            && text.is_some_and(|t| {
+                let value = t.value(i).trim();
+                without_zone(value).len() != value.len()
+            })
     };
     let moved: PrimitiveArray<TimestampMicrosecondType> = instants
         .iter()
@@ -1336,6 +1345,56 @@ mod tests {
         );
         assert_eq!(MemberLabels::of("varchar(10)"), None);
         assert_eq!(MemberLabels::of("enum('a'"), None);
+    }
+
+    #[test]
+    fn timestamps_without_a_zone_are_placed_in_the_databases_zone() {
+        let text: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("2024-01-02 10:00:00"),
+            Some("2024-07-02 10:00:00"),
+            // The spring gap and the autumn overlap in Berlin.
+            Some("2024-03-31 02:30:00"),
+            Some("2024-10-27 02:30:00"),
+            Some("2024-01-02 10:00:00+00"),
+            None,
+        ]));
+        let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        let zones = UNSAID_TIMESTAMPS;
+        let read = coerce_array_for(&text, &utc, zones).unwrap();
+        let placed = placed_in_zone(read, &text, "Europe/Berlin", zones);
+        assert_eq!(placed.data_type(), &utc);
+        let shown: Vec<Option<String>> = placed
+            .as_primitive::<TimestampMicrosecondType>()
+            .iter()
+            .map(|v| {
+                v.and_then(chrono::DateTime::from_timestamp_micros)
+                    .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+            })
+            .collect();
+        let expected = [
+            "2024-01-02 09:00",
+            "2024-07-02 08:00",
+            "2024-03-31 01:30",
+            "2024-10-27 01:30",
+            "2024-01-02 10:00",
+        ];
+        assert_eq!(shown[..5], expected.map(|t| Some(t.to_string())));
+        assert_eq!(shown[5], None);
+        // A zone the database drops leaves the wall time, placed as any.
+        let naive = DataType::Timestamp(TimeUnit::Microsecond, None);
+        let dropping = SecondsPrecision::new(6, FractionRounding::Truncate).ignoring_written_zone();
+        let zoned: ArrayRef = Arc::new(StringArray::from(vec!["2024-01-02 10:00:00+05"]));
+        let read = coerce_array_for(&zoned, &naive, dropping).unwrap();
+        let placed = placed_in_zone(read, &zoned, "+01:00", dropping);
+        let micros = placed.as_primitive::<TimestampMicrosecondType>().value(0);
+        let shown = chrono::DateTime::from_timestamp_micros(micros).unwrap();
+        assert_eq!(shown.format("%H:%M").to_string(), "09:00");
+        assert_eq!(zone_other_than_utc("Etc/UTC"), None);
+        assert_eq!(zone_other_than_utc("UTC+3"), None);
+        assert_eq!(
+            zone_other_than_utc("Europe/Berlin").as_deref(),
+            Some("Europe/Berlin")
+        );
     }
 
     #[test]

@@ -529,6 +529,19 @@ fn typed_keys(
             })?);
             continue;
         }
+        // The database returns times in the zone of atlas-import's
+        // sessions, UTC: none is placed in the column's zone again.
+        let in_session_zone;
+        let column = match column.unzoned_in {
+            Some(_) => {
+                in_session_zone = TargetColumn {
+                    unzoned_in: None,
+                    ..column.clone()
+                };
+                &in_session_zone
+            }
+            None => column,
+        };
         let (converted, failures) = coerce_column_lenient(batch.column(i), column);
         unreadable.extend(failures.iter().map(|f| f.index));
         typed.push(converted);

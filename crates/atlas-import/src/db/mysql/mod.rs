@@ -330,6 +330,21 @@ fn is_year(column: &TargetColumn) -> bool {
     column.sql_type.to_ascii_lowercase().starts_with("year")
 }
 
+/// The zone a default session of the server reads a `TIMESTAMP` in
+/// (`@@global.time_zone`, or the server's system zone for `SYSTEM`), where
+/// it is not UTC and names a zone Arrow knows; atlas-import's sessions are
+/// in UTC, so the conversion places such values first.
+async fn default_time_zone(conn: &mut Conn) -> Result<Option<String>> {
+    let zone: Option<String> = conn
+        .query_first(
+            "SELECT CAST(IF(@@global.time_zone = 'SYSTEM', @@system_time_zone, @@global.time_zone)
+                     AS CHAR)",
+        )
+        .await
+        .map_err(|e| AtlasError::database("reading the server's time zone".to_string(), e))?;
+    Ok(zone.and_then(|zone| crate::convert::zone_other_than_utc(&zone)))
+}
+
 /// The server's estimate of the rows of `table` (InnoDB's statistics).
 async fn estimated_rows(conn: &mut Conn, table: &TableRef) -> mysql_async::Result<Option<i64>> {
     conn.exec_first(
@@ -539,6 +554,13 @@ impl Catalog for Conn {
         if rows.is_empty() {
             return Ok(None);
         }
+        let has_timestamp = rows
+            .iter()
+            .any(|row| row.1.eq_ignore_ascii_case("timestamp"));
+        let unzoned_in = match has_timestamp {
+            true => default_time_zone(conn).await?,
+            false => None,
+        };
         let columns = rows
             .into_iter()
             .map(
@@ -590,7 +612,12 @@ impl Catalog for Conn {
                         zero_padded_width: zero_padded_width(&column_type),
                         numbers_name_labels: lower_type.starts_with("enum(")
                             || lower_type.starts_with("set("),
-                        unzoned_in: None,
+                        // TIMESTAMP (not DATETIME) reads a time in the
+                        // session's zone.
+                        unzoned_in: lower_type
+                            .starts_with("timestamp")
+                            .then(|| unzoned_in.clone())
+                            .flatten(),
                         data_type,
                         text_form,
                         sql_type: column_type,
