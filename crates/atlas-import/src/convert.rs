@@ -211,10 +211,11 @@ pub(crate) fn zone_other_than_utc(zone: &str) -> Option<String> {
 }
 
 /// Timestamps read as UTC, where their source named no zone (text without
-/// one, or one the database drops; a timestamp without a time zone), moved to the instant their wall
-/// time is in `zone`, the database's: as PostgreSQL places it, the later
-/// of two instants in a transition's overlap, the offset before it in its
-/// gap (`02:30` on a spring-forward night in Berlin is 01:30 UTC).
+/// one, or with one the database drops; a timestamp without a time zone),
+/// moved to the instant their wall time is in `zone`, the database's: as
+/// PostgreSQL places it, the later of two instants in a transition's
+/// overlap, the offset before it in its gap (`02:30` on a spring-forward
+/// night in Berlin is 01:30 UTC).
 fn placed_in_zone(
     converted: ArrayRef,
     source: &ArrayRef,

@@ -307,7 +307,8 @@ fn create_import_history() -> String {
 /// other client read a `timestamptz` written without a zone in (sqlx's
 /// sessions are set to UTC). `PGTZ` where set (libpq's clients send it),
 /// else the user's and the database's settings (`ALTER ROLE/DATABASE ...
-/// SET timezone`), else the server's configuration (`pg_file_settings`
+/// SET timezone`, in PostgreSQL's order: the user in this database, the
+/// user, the database, every user), else the server's configuration (`pg_file_settings`
 /// where the user may read it, else `log_timezone`, which initdb sets to
 /// the same zone).
 async fn session_time_zone(conn: &mut PgConnection) -> Result<Option<String>> {
@@ -320,7 +321,8 @@ async fn session_time_zone(conn: &mut PgConnection) -> Result<Option<String>> {
              WHERE lower(setting) LIKE 'timezone=%'
                AND s.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))
                AND s.setrole IN (0, (SELECT oid FROM pg_roles WHERE rolname = session_user))
-             ORDER BY s.setdatabase <> 0 AND s.setrole <> 0 DESC, s.setrole <> 0 DESC
+             ORDER BY s.setdatabase <> 0 AND s.setrole <> 0 DESC, s.setrole <> 0 DESC,
+                      s.setdatabase <> 0 DESC
              LIMIT 1",
         )
         .fetch_optional(&mut *conn)
