@@ -51,8 +51,10 @@ pub enum ValueForm {
     /// numbers do not count.
     Jsonb,
     /// An interval by its length as PostgreSQL compares it: a month is 30
-    /// days, a day 24 hours (`1 day` = `24:00:00`, `1 mon` = `30 days`).
-    Interval,
+    /// days, a day 24 hours (`1 day` = `24:00:00`, `1 mon` = `30 days`),
+    /// after the column drops what its fields and digits do not keep
+    /// (`interval(2)`, `interval year to month`).
+    Interval(IntervalKept),
     /// An `inet`/`cidr` address by its bytes and prefix length (`10.0.0.1`
     /// = `10.0.0.1/32`, IPv6 in any spelling).
     Inet,
@@ -98,6 +100,72 @@ pub enum ValueForm {
     /// as `a,b`); in any case under a case-insensitive collation (`A` names
     /// the member `a`).
     MemberSet { case_insensitive: bool },
+}
+
+/// What an interval column keeps of a value: PostgreSQL truncates the
+/// parts below its last field (`interval day`: no time) and rounds the
+/// seconds to its digits, half away from zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct IntervalKept {
+    /// The last field kept.
+    last: IntervalField,
+    /// Fraction digits of a second (six without `(p)`).
+    digits: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+enum IntervalField {
+    Year,
+    Month,
+    Day,
+    Hour,
+    Minute,
+    Second,
+}
+
+impl IntervalKept {
+    /// What `interval`, `interval(2)`, `interval day to second(3)`,
+    /// `interval year to month` keep.
+    fn of(sql_type: &str) -> Self {
+        let fields = sql_type.split('(').next().unwrap_or_default();
+        let last = match fields.split_whitespace().last() {
+            Some("year") => IntervalField::Year,
+            Some("month") => IntervalField::Month,
+            Some("day") => IntervalField::Day,
+            Some("hour") => IntervalField::Hour,
+            Some("minute") => IntervalField::Minute,
+            _ => IntervalField::Second,
+        };
+        IntervalKept {
+            last,
+            digits: type_modifier(sql_type).unwrap_or(6).min(6),
+        }
+    }
+
+    /// `parts` as the column holds them.
+    fn apply(self, parts: &mut IntervalParts) {
+        let truncate = |micros: i128, unit: i128| micros / unit * unit;
+        match self.last {
+            IntervalField::Year => {
+                parts.months = truncate(parts.months, 12);
+                parts.days = 0;
+                parts.micros = 0;
+            }
+            IntervalField::Month => {
+                parts.days = 0;
+                parts.micros = 0;
+            }
+            IntervalField::Day => parts.micros = 0,
+            IntervalField::Hour => parts.micros = truncate(parts.micros, 3_600_000_000),
+            IntervalField::Minute => parts.micros = truncate(parts.micros, 60_000_000),
+            IntervalField::Second => {
+                let scale = 10i128.pow(6 - u32::from(self.digits));
+                let half = scale / 2;
+                parts.micros =
+                    parts.micros.signum() * ((parts.micros.abs() + half) / scale * scale);
+            }
+        }
+    }
 }
 
 /// The bounds of a [`ValueForm::ContinuousRange`].
@@ -247,7 +315,7 @@ impl std::fmt::Display for ValueForm {
             ValueForm::Uuid => "uuid",
             ValueForm::Numeric => "numeric",
             ValueForm::Jsonb => "jsonb",
-            ValueForm::Interval => "interval",
+            ValueForm::Interval(_) => "interval",
             ValueForm::Inet => "inet",
             ValueForm::MacAddr => "macaddr",
             ValueForm::MacAddr8 => "macaddr8",
@@ -295,7 +363,7 @@ impl ValueForm {
             "polygon" => ValueForm::Geometric(Shape::Polygon),
             "circle" => ValueForm::Geometric(Shape::Circle),
             interval if interval == "interval" || interval.starts_with("interval ") => {
-                ValueForm::Interval
+                ValueForm::Interval(IntervalKept::of(sql_type))
             }
             // `time`, `time(3) without time zone`, `time with time zone`:
             // PostgreSQL rounds to the digits of `(p)`, six without.
@@ -330,7 +398,7 @@ impl ValueForm {
             ValueForm::Uuid => uuid(value, out),
             ValueForm::Numeric => numeric(value, out) && strip_fraction_zeros(out, start),
             ValueForm::Jsonb => json(value, out) && jsonb_numbers_by_value(out, start),
-            ValueForm::Interval => interval_span(value)
+            ValueForm::Interval(kept) => interval_span(value, kept)
                 .map(|span| out.push_str(&span.to_string()))
                 .is_some(),
             ValueForm::Inet => inet(value, out),
@@ -961,17 +1029,18 @@ fn time_with_offset(value: &str, precision: SecondsPrecision) -> Option<(i64, i6
 
 /// The length of an interval in PostgreSQL's input forms (`1 day 02:00:00`,
 /// `@ 1 hour ago`, `1-2` years-months, ISO 8601 `P1DT2H`), in microseconds.
-fn interval_span(value: &str) -> Option<i128> {
+fn interval_span(value: &str, kept: IntervalKept) -> Option<i128> {
     let trimmed = value.trim();
     let text = if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
         std::borrow::Cow::Owned(trimmed.to_ascii_lowercase())
     } else {
         std::borrow::Cow::Borrowed(trimmed)
     };
-    let parts = match text.strip_prefix('p') {
+    let mut parts = match text.strip_prefix('p') {
         Some(designators) => iso_interval(designators)?,
         None => postgres_interval(&text)?,
     };
+    kept.apply(&mut parts);
     Some(parts.span())
 }
 
@@ -1175,8 +1244,28 @@ mod tests {
     }
 
     #[test]
+    fn intervals_keep_their_columns_fields_and_digits() {
+        let two = KeyForm::Value(ValueForm::of_postgres("interval(2)"));
+        same(two, "1.239 seconds", "00:00:01.24");
+        same(two, "-1.235 seconds", "-00:00:01.24");
+        different(two, "1.23 seconds", "00:00:01.24");
+        let seconds = KeyForm::Value(ValueForm::of_postgres("interval second(0)"));
+        same(seconds, "1 day 00:00:01.5", "1 day 00:00:02");
+        let months = KeyForm::Value(ValueForm::of_postgres("interval year to month"));
+        same(months, "1 year 2 mons 3 days 04:00", "1 year 2 mons");
+        let years = KeyForm::Value(ValueForm::of_postgres("interval year"));
+        same(years, "1 year 11 mons", "1 year");
+        let days = KeyForm::Value(ValueForm::of_postgres("interval day"));
+        same(days, "3 days 04:05", "3 days");
+        let hours = KeyForm::Value(ValueForm::of_postgres("interval day to hour"));
+        same(hours, "3 days 04:05:06", "3 days 04:00:00");
+        let minutes = KeyForm::Value(ValueForm::of_postgres("interval minute"));
+        same(minutes, "00:04:59.9", "00:04:00");
+    }
+
+    #[test]
     fn intervals_compare_by_length() {
-        let form = KeyForm::Value(ValueForm::Interval);
+        let form = KeyForm::Value(ValueForm::of_postgres("interval"));
         same(form, "1 day", "24:00:00");
         same(form, "1 day", "24 hours");
         same(form, "1 mon", "30 days");
@@ -1378,7 +1467,9 @@ mod tests {
         };
         assert_eq!(
             pg("interval", None),
-            Some(KeyForm::Value(ValueForm::Interval))
+            Some(KeyForm::Value(ValueForm::Interval(IntervalKept::of(
+                "interval"
+            ))))
         );
         assert_eq!(
             pg("citext", None),

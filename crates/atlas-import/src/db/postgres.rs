@@ -99,7 +99,7 @@ impl Dialect for PostgresDialect {
 
     fn text_key_form(&self, sql_type: &str) -> Option<KeyForm> {
         match ValueForm::of_postgres(sql_type) {
-            form @ (ValueForm::Interval
+            form @ (ValueForm::Interval(_)
             | ValueForm::Inet
             | ValueForm::MacAddr
             | ValueForm::MacAddr8
