@@ -302,6 +302,14 @@ fn as_stored(converted: ArrayRef, column: &crate::schema::TargetColumn) -> Array
     {
         return labels.by_number(converted);
     }
+    if let Some(precision) = column.seconds_precision
+        && precision.rounding == FractionRounding::Truncate
+        && let Some(cut) = converted
+            .as_string_opt::<i32>()
+            .and_then(times_within_microseconds)
+    {
+        return Arc::new(cut);
+    }
     let Some(precision) = column.seconds_precision.filter(|p| !p.keeps_microseconds()) else {
         return converted;
     };
@@ -399,6 +407,41 @@ impl MemberLabels {
             .collect();
         Arc::new(stored)
     }
+}
+
+/// Times of day (MariaDB's `TIME` text) with the digits of a second past
+/// the microsecond cut, as the server cuts them (with a note, which would
+/// refuse the load); `None` where no time has such digits.
+fn times_within_microseconds(times: &StringArray) -> Option<StringArray> {
+    let past_micros = |time: &str| -> Option<usize> {
+        let fraction = time.rfind('.')?;
+        let digits = time[fraction + 1..]
+            .bytes()
+            .take_while(u8::is_ascii_digit)
+            .count();
+        (time[..fraction].contains(':') && digits > 6).then_some(fraction + 7)
+    };
+    if !times
+        .iter()
+        .flatten()
+        .any(|time| past_micros(time).is_some())
+    {
+        return None;
+    }
+    let cut = times
+        .iter()
+        .map(|time| {
+            time.map(|time| match past_micros(time) {
+                Some(cut) => {
+                    let digits_end =
+                        cut + time[cut..].bytes().take_while(u8::is_ascii_digit).count();
+                    format!("{}{}", &time[..cut], &time[digits_end..])
+                }
+                None => time.to_string(),
+            })
+        })
+        .collect();
+    Some(cut)
 }
 
 /// Binary values shorter than `width` bytes padded with zero bytes to it
@@ -1396,6 +1439,34 @@ mod tests {
             zone_other_than_utc("Europe/Berlin").as_deref(),
             Some("Europe/Berlin")
         );
+    }
+
+    #[test]
+    fn times_are_cut_at_the_microsecond() {
+        let times = StringArray::from(vec![
+            Some("12:34:56.123456789"),
+            Some("-838:00:00.9999999"),
+            Some("12:34:56.5"),
+            Some("12:34"),
+            None,
+        ]);
+        let cut: Vec<Option<String>> = times_within_microseconds(&times)
+            .unwrap()
+            .iter()
+            .map(|t| t.map(str::to_string))
+            .collect();
+        assert_eq!(
+            cut,
+            [
+                Some("12:34:56.123456".to_string()),
+                Some("-838:00:00.999999".to_string()),
+                Some("12:34:56.5".to_string()),
+                Some("12:34".to_string()),
+                None
+            ]
+        );
+        let fine = StringArray::from(vec!["12:34:56.123456"]);
+        assert!(times_within_microseconds(&fine).is_none());
     }
 
     #[test]

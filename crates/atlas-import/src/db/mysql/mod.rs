@@ -219,15 +219,17 @@ pub(super) fn refused_row(error: &(dyn std::error::Error + 'static)) -> Option<u
     error.downcast_ref::<write::WriteRefusal>()?.refused_row()
 }
 
-/// The digits of a second a `DATETIME(p)`/`TIMESTAMP(p)` column keeps
-/// (none without `(p)`): MySQL rounds the rest, MariaDB cuts it; MariaDB
-/// drops a zone written with the text, MySQL converts the time.
+/// The digits of a second a `DATETIME(p)`/`TIMESTAMP(p)` or `TIME(p)`
+/// column keeps (none without `(p)`): MySQL rounds the rest, MariaDB cuts
+/// it; MariaDB drops a zone written with the text, MySQL converts the time.
 fn seconds_precision(
     data_type: &DataType,
     column_type: &str,
     mariadb: bool,
 ) -> Option<SecondsPrecision> {
-    matches!(data_type, DataType::Timestamp(..)).then(|| fractions_kept(column_type, mariadb))
+    let time = *data_type == DataType::Utf8 && column_type.to_ascii_lowercase().starts_with("time");
+    (matches!(data_type, DataType::Timestamp(..)) || time)
+        .then(|| fractions_kept(column_type, mariadb))
 }
 
 /// The digits of a second a column of type `column_type` (`datetime(3)`,
