@@ -247,12 +247,12 @@ async fn postgres_times_and_padded_text_compare_as_the_database_does() {
                 &table,
                 "t time, ttz timetz, code char(5), tags varchar(10)[], codes char(3)[], \
                  span int4range, days daterange, t2 time(2), p point, b box, nr numrange, \
-                 bits bit(8), iv interval(2)",
+                 bits bit(8), iv interval(2), tv tsvector",
             )
             .await;
-            let csv = "t,ttz,code,tags,codes,span,days,t2,p,b,nr,bits,iv\n\
+            let csv = "t,ttz,code,tags,codes,span,days,t2,p,b,nr,bits,iv,tv\n\
                        12:34,12:00+02,ab,\"{x,\"\"y z\"\"}\",\"{a,bc}\",\"[1,4]\",\
-                       \"[2024-01-01,2024-01-31]\",12:34:56.7896,\"(1.5, 2)\",\"(1,2),(3,4)\",\"[1.50,2)\",x1F,1.239 seconds\n";
+                       \"[2024-01-01,2024-01-31]\",12:34:56.7896,\"(1.5, 2)\",\"(1,2),(3,4)\",\"[1.50,2)\",x1F,1.239 seconds,b a:2 b\n";
             import(&db, &dir.file("times.csv", csv), &table)
                 .execute()
                 .await
@@ -299,6 +299,8 @@ async fn postgres_times_and_padded_text_compare_as_the_database_does() {
                 ("bits", "X1f"),
                 // interval(2) rounds the seconds to two digits.
                 ("iv", "00:00:01.24"),
+                // A tsvector by its lexemes and positions.
+                ("tv", "'a':2 'b'"),
             ] {
                 assert_skipped_as_existing(&db, &dir, &table, key, value).await;
             }

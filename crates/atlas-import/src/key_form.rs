@@ -89,6 +89,10 @@ pub enum ValueForm {
     /// spelling PostgreSQL prints), an unbounded side open, equal bounds
     /// not both in `empty`.
     ContinuousRange(RangeBound),
+    /// A PostgreSQL `tsvector` by its lexemes and their positions, in any
+    /// order and quoting (`b a:2` = `'a':2 'b'`; a lexeme given twice is
+    /// one, its positions merged).
+    TsVector,
     /// A PostgreSQL bit string (`bit(n)`, `varbit`) by its bits, written in
     /// binary digits or in hex after an `x` (`x1F` = `00011111`).
     BitString,
@@ -327,6 +331,7 @@ impl std::fmt::Display for ValueForm {
             ValueForm::ContinuousRange(RangeBound::Numeric) => "numeric range",
             ValueForm::ContinuousRange(RangeBound::Timestamp) => "timestamp range",
             ValueForm::DateRange => "daterange",
+            ValueForm::TsVector => "tsvector",
             ValueForm::BitString => "bit string",
             ValueForm::Geometric(_) => "geometric",
             ValueForm::MemberSet { .. } => "set",
@@ -355,6 +360,7 @@ impl ValueForm {
             "tsrange" => ValueForm::ContinuousRange(RangeBound::Timestamp),
             "daterange" => ValueForm::DateRange,
             "bit" | "bit varying" => ValueForm::BitString,
+            "tsvector" => ValueForm::TsVector,
             "point" => ValueForm::Geometric(Shape::Point),
             "line" => ValueForm::Geometric(Shape::Line),
             "lseg" => ValueForm::Geometric(Shape::Lseg),
@@ -428,6 +434,7 @@ impl ValueForm {
                     .map(|date| i128::from(chrono::Datelike::num_days_from_ce(&date)))
             }),
             ValueForm::ContinuousRange(bound) => continuous_range(bound, value, out),
+            ValueForm::TsVector => ts_vector(value, out),
             ValueForm::BitString => bits(value, out),
             ValueForm::Geometric(shape) => geometric(shape, value, out),
             ValueForm::MemberSet { case_insensitive } => {
@@ -451,6 +458,92 @@ impl ValueForm {
             out.push_str(value);
         }
     }
+}
+
+/// A `tsvector` as PostgreSQL stores it: its lexemes sorted, each once,
+/// with its positions sorted, each once (the highest weight where one is
+/// given twice), into `out`; `false` where `value` is not one this reads.
+fn ts_vector(value: &str, out: &mut String) -> bool {
+    use std::collections::BTreeMap;
+    let mut lexemes: BTreeMap<String, BTreeMap<u16, char>> = BTreeMap::new();
+    let mut chars = value.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let Some(&first) = chars.peek() else {
+            break;
+        };
+        let mut lexeme = String::new();
+        if first == '\'' {
+            chars.next();
+            loop {
+                match chars.next() {
+                    None => return false,
+                    Some('\'') if chars.peek() == Some(&'\'') => {
+                        chars.next();
+                        lexeme.push('\'');
+                    }
+                    Some('\'') => break,
+                    Some('\\') => match chars.next() {
+                        Some(c) => lexeme.push(c),
+                        None => return false,
+                    },
+                    Some(c) => lexeme.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace() && *c != ':') {
+                match c {
+                    '\\' => match chars.next() {
+                        Some(c) => lexeme.push(c),
+                        None => return false,
+                    },
+                    '\'' => return false,
+                    c => lexeme.push(c),
+                }
+            }
+        }
+        let positions = lexemes.entry(lexeme).or_default();
+        if chars.next_if_eq(&':').is_none() {
+            continue;
+        }
+        loop {
+            let mut digits = String::new();
+            while let Some(d) = chars.next_if(char::is_ascii_digit) {
+                digits.push(d);
+            }
+            let Ok(position) = digits.parse::<u16>() else {
+                return false;
+            };
+            let weight = chars
+                .next_if(|c| matches!(c.to_ascii_uppercase(), 'A'..='D'))
+                .map_or('D', |c| c.to_ascii_uppercase());
+            // A is the highest weight.
+            let kept = positions.entry(position).or_insert(weight);
+            *kept = (*kept).min(weight);
+            if chars.next_if_eq(&',').is_none() {
+                break;
+            }
+        }
+        if chars.peek().is_some_and(|c| !c.is_whitespace()) {
+            return false;
+        }
+    }
+    for (i, (lexeme, positions)) in lexemes.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push('\'');
+        out.push_str(&lexeme.replace('\'', "''"));
+        out.push('\'');
+        for (j, (position, weight)) in positions.iter().enumerate() {
+            out.push(if j == 0 { ':' } else { ',' });
+            out.push_str(&position.to_string());
+            if *weight != 'D' {
+                out.push(*weight);
+            }
+        }
+    }
+    true
 }
 
 /// The binary digits of a bit string written in them or, after an `x`, in
@@ -1367,6 +1460,15 @@ mod tests {
         same(dates, "(2023-12-31,2024-02-01)", "[2024-01-01,2024-02-01)");
         // Not read: compared as written.
         assert_eq!(key(dates, "[2024-01-01,infinity)"), "[2024-01-01,infinity)");
+        let vector = KeyForm::Value(ValueForm::of_postgres("tsvector"));
+        same(vector, "b aa a c:3 c:1B ab", "'a' 'aa' 'ab' 'b' 'c':1B,3");
+        same(vector, "'it''s' x:2A,1", "'it''s' 'x':1,2A");
+        same(vector, "a:1 a:1B", "'a':1B");
+        same(vector, "a\\ b", "'a b'");
+        same(vector, "b a b", "'a' 'b'");
+        different(vector, "a:1", "a:2");
+        different(vector, "a:1A", "a:1");
+        assert_eq!(key(vector, "'open"), "'open");
         let bit = KeyForm::Value(ValueForm::of_postgres("bit(8)"));
         same(bit, "x1F", "00011111");
         same(bit, "X1f", "00011111");

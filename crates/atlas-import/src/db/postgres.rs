@@ -111,6 +111,7 @@ impl Dialect for PostgresDialect {
             | ValueForm::DateRange
             | ValueForm::ContinuousRange(_)
             | ValueForm::BitString
+            | ValueForm::TsVector
             | ValueForm::Geometric(_)) => Some(KeyForm::Value(form)),
             _ => None,
         }
