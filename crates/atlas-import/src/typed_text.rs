@@ -169,14 +169,14 @@ impl TextForm {
             }
             TextForm::IntegerOrBoolean { unsigned } => {
                 let range = if unsigned { 0..=255 } else { -128..=127 };
-                let numbers = integers_or_booleans(text, range)?;
+                let numbers = small_integers(text, |v| integer_or_boolean(v, &range))?;
                 return Ok(
                     datafusion::arrow::compute::cast(&numbers, &self.data_type())
                         .expect("numbers in the range of the form's type"),
                 );
             }
             TextForm::MysqlYear => {
-                return mysql_years(text).map(|years| Arc::new(years) as ArrayRef);
+                return small_integers(text, mysql_year).map(|years| Arc::new(years) as ArrayRef);
             }
             _ => {}
         }
@@ -236,41 +236,29 @@ impl TextForm {
     }
 }
 
-/// Integers in `range` or boolean words (1 and 0), blank as NULL;
-/// `Err(index)` names the first value that is neither.
-fn integers_or_booleans(
+/// Small integers read from each value of `text` by `read`, blank as
+/// NULL; `Err(index)` names the first value `read` refuses.
+fn small_integers(
     text: &StringArray,
-    range: std::ops::RangeInclusive<i16>,
+    read: impl Fn(&str) -> Option<i16>,
 ) -> Result<datafusion::arrow::array::Int16Array, usize> {
     let mut values = Vec::with_capacity(text.len());
     for (i, value) in text.iter().enumerate() {
         let value = value.map(str::trim).filter(|v| !v.is_empty());
         values.push(match value {
             None => None,
-            Some(value) => {
-                let number = crate::convert::parse_integer(value)
-                    .and_then(|n| i16::try_from(n).ok())
-                    .or_else(|| crate::convert::parse_bool(value).map(i16::from))
-                    .filter(|n| range.contains(n));
-                Some(number.ok_or(i)?)
-            }
+            Some(value) => Some(read(value).ok_or(i)?),
         });
     }
     Ok(values.into())
 }
 
-/// MySQL `YEAR` values from text ([`TextForm::MysqlYear`]), blank as NULL;
-/// `Err(index)` names the first that is no year the column holds.
-fn mysql_years(text: &StringArray) -> Result<datafusion::arrow::array::Int16Array, usize> {
-    let mut years = Vec::with_capacity(text.len());
-    for (i, value) in text.iter().enumerate() {
-        let value = value.map(str::trim).filter(|v| !v.is_empty());
-        years.push(match value {
-            None => None,
-            Some(value) => Some(mysql_year(value).ok_or(i)?),
-        });
-    }
-    Ok(years.into())
+/// An integer in `range` or a boolean word (1 and 0).
+fn integer_or_boolean(value: &str, range: &std::ops::RangeInclusive<i16>) -> Option<i16> {
+    crate::convert::parse_integer(value)
+        .and_then(|n| i16::try_from(n).ok())
+        .or_else(|| crate::convert::parse_bool(value).map(i16::from))
+        .filter(|n| range.contains(n))
 }
 
 /// The year a MySQL `YEAR` column stores for the text `value`: `0000` is
