@@ -1011,8 +1011,9 @@ fn timestamp_micros(value: &str) -> Option<i64> {
     Some(midnight + micros_of_day)
 }
 
-/// The digits of `(p)` in a type's name (`time(3) without time zone`).
-fn type_modifier(sql_type: &str) -> Option<u8> {
+/// The digits of `(p)` in a type's name (`time(3) without time zone`,
+/// `datetime(6)`).
+pub(crate) fn type_modifier(sql_type: &str) -> Option<u8> {
     let (_, after) = sql_type.split_once('(')?;
     after.split(')').next()?.trim().parse().ok()
 }

@@ -236,10 +236,7 @@ fn seconds_precision(
 /// `time`) keeps, none without `(p)`, and how the server drops the rest:
 /// MySQL rounds, MariaDB cuts (and drops a zone written with the text).
 fn fractions_kept(column_type: &str, mariadb: bool) -> SecondsPrecision {
-    let digits = column_type
-        .split_once('(')
-        .and_then(|(_, rest)| rest.trim_end_matches(')').parse().ok())
-        .unwrap_or(0);
+    let digits = crate::key_form::type_modifier(column_type).unwrap_or(0);
     match mariadb {
         true => SecondsPrecision::new(digits, FractionRounding::Truncate).ignoring_written_zone(),
         false => SecondsPrecision::new(digits, FractionRounding::HalfUp),
@@ -590,6 +587,8 @@ impl Catalog for Conn {
                     // members; under a case-insensitive collation `A` names
                     // `a`, and no two labels differ by case alone.
                     let lower_type = column_type.to_ascii_lowercase();
+                    let seconds_precision =
+                        seconds_precision(&data_type, &column_type, mariadb != 0);
                     let key_form = match collation.ends_with("_ci") {
                         true if lower_type.starts_with("enum(") => {
                             Some(KeyForm::Value(ValueForm::CaseInsensitive))
@@ -599,18 +598,15 @@ impl Catalog for Conn {
                                 case_insensitive: true,
                             }))
                         }
+                        // A TIME at the digits its server keeps.
                         _ => KeyForm::of(DbKind::MySql, &column_type, text_form, &data_type).map(
-                            |form| form.at_precision(fractions_kept(&lower_type, mariadb != 0)),
+                            |form| seconds_precision.map_or(form, |kept| form.at_precision(kept)),
                         ),
                     };
                     TargetColumn {
                         name,
                         key_form,
-                        seconds_precision: seconds_precision(
-                            &data_type,
-                            &column_type,
-                            mariadb != 0,
-                        ),
+                        seconds_precision,
                         zero_padded_width: zero_padded_width(&column_type),
                         numbers_name_labels: lower_type.starts_with("enum(")
                             || lower_type.starts_with("set("),
