@@ -109,11 +109,11 @@ pub fn coerce_column(
             .map(|converted| as_stored(converted, column))
             .map_err(|index| describe(array, index, Some(&text)));
     }
-    let mut converted = coerce_array_for(array, &column.data_type, timestamps_of(column))?;
-    if let Some(zone) = &column.unzoned_in {
-        converted = placed_in_zone(converted, array, zone, timestamps_of(column));
-    }
-    let converted = as_stored(converted, column);
+    let converted = as_held(
+        coerce_array_for(array, &column.data_type, timestamps_of(column))?,
+        array,
+        column,
+    );
     let Some(max) = column.max_chars else {
         return Ok(converted);
     };
@@ -152,12 +152,9 @@ pub fn coerce_column_lenient(
             .unwrap_or_else(|_| new_null_array(&column.data_type, text.len()));
         return (as_stored(converted, column), failures);
     }
-    let (mut converted, mut failures) =
+    let (converted, mut failures) =
         coerce_array_lenient_for(array, &column.data_type, timestamps_of(column));
-    if let Some(zone) = &column.unzoned_in {
-        converted = placed_in_zone(converted, array, zone, timestamps_of(column));
-    }
-    let converted = as_stored(converted, column);
+    let converted = as_held(converted, array, column);
     let Some(max) = column.max_chars else {
         return (converted, failures);
     };
@@ -281,6 +278,20 @@ fn wall_time_in(wall: i64, tz: &datafusion::arrow::array::timezone::Tz) -> Optio
             .fix(),
     };
     Some(wall - i64::from(offset.local_minus_utc()) * 1_000_000)
+}
+
+/// Values converted from `source` as `column` holds them: placed in its
+/// database's zone ([`placed_in_zone`]), then [`as_stored`].
+fn as_held(
+    converted: ArrayRef,
+    source: &ArrayRef,
+    column: &crate::schema::TargetColumn,
+) -> ArrayRef {
+    let converted = match &column.unzoned_in {
+        Some(zone) => placed_in_zone(converted, source, zone, timestamps_of(column)),
+        None => converted,
+    };
+    as_stored(converted, column)
 }
 
 /// How the database of `column` reads timestamp text.
