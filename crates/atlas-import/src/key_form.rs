@@ -113,8 +113,8 @@ pub enum ValueForm {
 pub struct IntervalKept {
     /// The last field kept.
     last: IntervalField,
-    /// Fraction digits of a second (six without `(p)`).
-    digits: u8,
+    /// The digits of a second kept (six without `(p)`).
+    seconds: SecondsPrecision,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -142,7 +142,10 @@ impl IntervalKept {
         };
         IntervalKept {
             last,
-            digits: type_modifier(sql_type).unwrap_or(6).min(6),
+            seconds: SecondsPrecision::new(
+                type_modifier(sql_type).unwrap_or(6),
+                FractionRounding::HalfAwayFromZero,
+            ),
         }
     }
 
@@ -163,10 +166,9 @@ impl IntervalKept {
             IntervalField::Hour => parts.micros = truncate(parts.micros, 3_600_000_000),
             IntervalField::Minute => parts.micros = truncate(parts.micros, 60_000_000),
             IntervalField::Second => {
-                let scale = 10i128.pow(6 - u32::from(self.digits));
-                let half = scale / 2;
-                parts.micros =
-                    parts.micros.signum() * ((parts.micros.abs() + half) / scale * scale);
+                if let Ok(micros) = i64::try_from(parts.micros) {
+                    parts.micros = i128::from(self.seconds.apply(micros));
+                }
             }
         }
     }
