@@ -569,25 +569,14 @@ fn bits(value: &str, out: &mut String) -> bool {
 /// `false` where `value` is not one this reads.
 fn geometric(shape: Shape, value: &str, out: &mut String) -> bool {
     let text = value.trim();
-    let mut numbers: Vec<f64> = Vec::new();
-    let mut rest = text;
-    while !rest.is_empty() {
-        let punctuation = rest
-            .find(|c: char| !(c.is_whitespace() || "()[]<>{},".contains(c)))
-            .unwrap_or(rest.len());
-        rest = &rest[punctuation..];
-        if rest.is_empty() {
-            break;
-        }
-        let end = rest
-            .find(|c: char| c.is_whitespace() || "()[]<>{},".contains(c))
-            .unwrap_or(rest.len());
-        match rest[..end].parse::<f64>() {
-            Ok(number) => numbers.push(number),
-            Err(_) => return false,
-        }
-        rest = &rest[end..];
-    }
+    let Ok(mut numbers) = text
+        .split(|c: char| c.is_whitespace() || "()[]<>{},".contains(c))
+        .filter(|token| !token.is_empty())
+        .map(str::parse::<f64>)
+        .collect::<Result<Vec<f64>, _>>()
+    else {
+        return false;
+    };
     let first = text.chars().next();
     let count_fits = match shape {
         Shape::Point => numbers.len() == 2,
