@@ -309,9 +309,9 @@ fn create_import_history() -> String {
 /// sessions are set to UTC). `PGTZ` where set (libpq's clients send it),
 /// else the user's and the database's settings (`ALTER ROLE/DATABASE ...
 /// SET timezone`, in PostgreSQL's order: the user in this database, the
-/// user, the database, every user), else the server's configuration (`pg_file_settings`
-/// where the user may read it, else `log_timezone`, which initdb sets to
-/// the same zone).
+/// user, the database, every user), else the server's configuration
+/// (`pg_file_settings` where the user may read it, else `log_timezone`,
+/// which initdb sets to the same zone).
 async fn session_time_zone(conn: &mut PgConnection) -> Result<Option<String>> {
     let configured = |e| AtlasError::database("reading the database's time zone".to_string(), e);
     let mut zone: Option<String> = std::env::var("PGTZ").ok().filter(|z| !z.is_empty());
