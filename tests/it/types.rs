@@ -1440,3 +1440,75 @@ async fn postgres_timestamptz_without_zone_is_in_the_sessions_zone() {
     })
     .await;
 }
+
+/// Text PostgreSQL reads in the session's zone (a tstzrange, a timestamptz
+/// array, a timetz written without a zone) is read in the zone of a session
+/// of the importing user, as `psql \copy` reads it: the same values as the
+/// server's own reading of those literals in that zone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_zoned_text_without_zone_is_in_the_sessions_zone() {
+    let db = TestDb::new(Kind::Postgres).await;
+    let Some(url) = crate::common::postgres_url()
+        .split_once("://postgres@")
+        .map(|(scheme, rest)| format!("{scheme}://atlas_berlin@{rest}"))
+    else {
+        return;
+    };
+    db.run(async {
+        db.exec_one(
+            "DO $$ BEGIN CREATE ROLE atlas_berlin LOGIN SUPERUSER; \
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+        )
+        .await;
+        db.exec("ALTER ROLE atlas_berlin SET timezone = 'Europe/Berlin'")
+            .await;
+        let dir = TempDir::new();
+        let columns = "during tstzrange, times timestamptz[], clock timetz, at timestamptz";
+        let (table, peer) = (db.table("tz_text"), db.table("tz_text_peer"));
+        crate::common::create(&db, &table, columns).await;
+        crate::common::create(&db, &peer, columns).await;
+        let values = [
+            (
+                "[2024-01-02 10:00,2024-07-02 10:00)",
+                "{2024-01-02 10:00}",
+                "10:00:00",
+                "2024-01-02 10:00",
+            ),
+            (
+                "[2024-01-02 10:00+00,)",
+                "{2024-07-02 10:00+03}",
+                "10:00:00+05",
+                "2024-07-02 10:00",
+            ),
+        ];
+        let mut csv = String::from("during,times,clock,at\n");
+        for (during, times, clock, at) in values {
+            csv.push_str(&format!("\"{during}\",\"{times}\",{clock},{at}\n"));
+            db.exec_one(&format!(
+                "DO $$ BEGIN PERFORM set_config('TimeZone', 'Europe/Berlin', true); \
+                 INSERT INTO \"{peer}\" (during, times, clock, at) VALUES ('{during}', '{times}', '{clock}', '{at}'); END $$"
+            ))
+            .await;
+        }
+        let csv = dir.file("zoned.csv", &csv);
+        let berlin = atlas_import::db::connect(&url).await.unwrap();
+        atlas_import::ImportBuilder::new(berlin, &csv, &table)
+            .execute()
+            .await
+            .unwrap();
+        let all = ["during", "times", "clock", "at"];
+        let imported = db.rows(&table, &all).await;
+        assert_eq!(imported, db.rows(&peer, &all).await);
+        // Read back in UTC: Berlin's winter and summer time.
+        let first = &imported[0];
+        assert_eq!(
+            [&first[0], &first[1], &first[3]],
+            [
+                &s("[\"2024-01-02 09:00:00+00\",\"2024-07-02 08:00:00+00\")"),
+                &s("{\"2024-01-02 09:00:00+00\"}"),
+                &s("2024-01-02 09:00:00+00"),
+            ]
+        );
+    })
+    .await;
+}

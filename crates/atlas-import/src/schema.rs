@@ -47,10 +47,12 @@ pub struct TargetColumn {
     /// second); the conversion does the same first.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub numbers_name_labels: bool,
-    /// A timestamp column with a zone (PostgreSQL's `timestamptz`): the
-    /// zone its database reads a value written without one in (the
-    /// `TimeZone` a session of the import's user gets), where that is not
-    /// UTC; the conversion reads such values in it first.
+    /// A column whose database reads a value written without a zone in a
+    /// session's zone (PostgreSQL's timestamptz, timetz, tstzrange and
+    /// arrays of them; MySQL's TIMESTAMP): that zone (the `TimeZone` a
+    /// session of the import's user gets), where it is not UTC. The
+    /// conversion places timestamps in it first; text the server reads
+    /// itself is copied in a transaction set to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unzoned_in: Option<String>,
 }

@@ -358,6 +358,13 @@ async fn session_time_zone(conn: &mut PgConnection) -> Result<Option<String>> {
     Ok(zone.and_then(|zone| crate::convert::zone_other_than_utc(&zone)))
 }
 
+/// Whether PostgreSQL reads a value of `base_type` (as `format_type`
+/// prints it) written without a zone in the session's `TimeZone`:
+/// timestamptz, timetz, tstzrange and arrays of them.
+fn reads_session_zone(base_type: &str) -> bool {
+    base_type.contains("with time zone") || base_type.starts_with("tstzrange")
+}
+
 /// The catalog and metadata queries, on any connection (the pool's or the
 /// import transaction's).
 #[async_trait]
@@ -387,10 +394,8 @@ impl Catalog for PgConnection {
         if rows.is_empty() {
             return Ok(None);
         }
-        let has_zoned = rows
-            .iter()
-            .any(|row| row.get::<String, _>(2) == "timestamptz");
-        let unzoned_in = match has_zoned {
+        let reads_zone = |row: &sqlx::postgres::PgRow| reads_session_zone(&row.get::<String, _>(6));
+        let unzoned_in = match rows.iter().any(reads_zone) {
             true => session_time_zone(conn).await?,
             false => None,
         };
@@ -432,9 +437,7 @@ impl Catalog for PgConnection {
                     max_chars,
                     zero_padded_width: None,
                     numbers_name_labels: false,
-                    unzoned_in: (type_name == "timestamptz")
-                        .then(|| unzoned_in.clone())
-                        .flatten(),
+                    unzoned_in: reads_zone(row).then(|| unzoned_in.clone()).flatten(),
                 }
             })
             .collect();
@@ -758,6 +761,18 @@ async fn copy_in(
         refused_value(e)
             .unwrap_or_else(|e| AtlasError::database(format!("copying into '{name}'"), e))
     };
+    // Text the server reads in the session's zone (a timetz, a tstzrange
+    // or a timestamptz array written without one) is read in the zone a
+    // session of the user would have, as `psql \copy` reads it; our
+    // sessions are in UTC (timestamptz values carry `+00` here).
+    let zone = match encoder {
+        CopyEncoder::Text => columns.iter().find_map(|c| c.unzoned_in.as_deref()),
+        CopyEncoder::Binary(_) => None,
+    };
+    let zone_before = match zone {
+        Some(zone) => Some(set_time_zone(conn, zone, &name).await?),
+        None => None,
+    };
     let mut copy = conn.copy_in_raw(&sql).await.map_err(copy_error)?;
     let mut buf = BytesMut::with_capacity(COPY_SEND_BYTES * 2);
     encoder.header(&mut buf, &name)?;
@@ -781,7 +796,27 @@ async fn copy_in(
     }
     encoder.footer(&mut buf, &name)?;
     copy.send(&buf[..]).await.map_err(copy_error)?;
-    copy.finish().await.map_err(copy_error)
+    let rows = copy.finish().await.map_err(copy_error)?;
+    if let Some(zone) = zone_before {
+        set_time_zone(conn, &zone, &name).await?;
+    }
+    Ok(rows)
+}
+
+/// Sets the transaction's `TimeZone` to `zone`; returns the one it had.
+async fn set_time_zone(conn: &mut PgConnection, zone: &str, table: &str) -> Result<String> {
+    let error =
+        |e| AtlasError::database(format!("setting the time zone to copy into '{table}'"), e);
+    let before: String = sqlx::query_scalar("SELECT current_setting('TimeZone')")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(error)?;
+    sqlx::query("SELECT set_config('TimeZone', $1, true)")
+        .bind(zone)
+        .execute(&mut *conn)
+        .await
+        .map_err(error)?;
+    Ok(before)
 }
 
 /// PostgreSQL's text types cannot hold U+0000: a text value with one is
