@@ -1383,6 +1383,25 @@ async fn doubles_into_decimals_as_the_databases_cast_them() {
     }
 }
 
+/// The test server's URL for the role `atlas_berlin` (made by
+/// [`create_berlin_role`]), when its URL names the user `postgres`.
+fn berlin_url() -> Option<String> {
+    crate::common::postgres_url()
+        .split_once("://postgres@")
+        .map(|(scheme, rest)| format!("{scheme}://atlas_berlin@{rest}"))
+}
+
+/// A role whose sessions get the `TimeZone` Europe/Berlin.
+async fn create_berlin_role(db: &TestDb) {
+    db.exec_one(
+        "DO $$ BEGIN CREATE ROLE atlas_berlin LOGIN SUPERUSER; \
+         EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+    )
+    .await;
+    db.exec("ALTER ROLE atlas_berlin SET timezone = 'Europe/Berlin'")
+        .await;
+}
+
 /// A `timestamptz` written without a zone is the wall time in the zone a
 /// session of the importing user gets (a role set to Europe/Berlin here),
 /// as `psql \copy` reads it: summer and winter time, the later instant in
@@ -1391,20 +1410,11 @@ async fn doubles_into_decimals_as_the_databases_cast_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_timestamptz_without_zone_is_in_the_sessions_zone() {
     let db = TestDb::new(Kind::Postgres).await;
-    let Some(url) = crate::common::postgres_url()
-        .split_once("://postgres@")
-        .map(|(scheme, rest)| format!("{scheme}://atlas_berlin@{rest}"))
-    else {
+    let Some(url) = berlin_url() else {
         return;
     };
     db.run(async {
-        db.exec_one(
-            "DO $$ BEGIN CREATE ROLE atlas_berlin LOGIN SUPERUSER; \
-             EXCEPTION WHEN duplicate_object THEN NULL; END $$",
-        )
-        .await;
-        db.exec("ALTER ROLE atlas_berlin SET timezone = 'Europe/Berlin'")
-            .await;
+        create_berlin_role(&db).await;
         let dir = TempDir::new();
         let table = db.table("tz_session");
         crate::common::create(&db, &table, "at timestamptz").await;
@@ -1448,20 +1458,11 @@ async fn postgres_timestamptz_without_zone_is_in_the_sessions_zone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_zoned_text_without_zone_is_in_the_sessions_zone() {
     let db = TestDb::new(Kind::Postgres).await;
-    let Some(url) = crate::common::postgres_url()
-        .split_once("://postgres@")
-        .map(|(scheme, rest)| format!("{scheme}://atlas_berlin@{rest}"))
-    else {
+    let Some(url) = berlin_url() else {
         return;
     };
     db.run(async {
-        db.exec_one(
-            "DO $$ BEGIN CREATE ROLE atlas_berlin LOGIN SUPERUSER; \
-             EXCEPTION WHEN duplicate_object THEN NULL; END $$",
-        )
-        .await;
-        db.exec("ALTER ROLE atlas_berlin SET timezone = 'Europe/Berlin'")
-            .await;
+        create_berlin_role(&db).await;
         let dir = TempDir::new();
         let columns = "during tstzrange, times timestamptz[], clock timetz, at timestamptz";
         let (table, peer) = (db.table("tz_text"), db.table("tz_text_peer"));
