@@ -394,6 +394,10 @@ async fn mysql_char_and_time_keys_compare_as_stored() {
                 ("y0", "0000"),
                 // A TIME is a signed span of up to 838 hours, at its digits.
                 ("span", "-100:00:00.78"),
+                // Days first (`D HH:MM:SS`), one-digit minutes and seconds.
+                ("span", "-4 04:00:00.78"),
+                ("t", "0 12:34"),
+                ("t", "12:34:0"),
             ] {
                 assert_skipped_as_existing(&db, &dir, &table, key, value).await;
             }

@@ -1020,13 +1020,15 @@ fn time_of_day(value: &str, precision: SecondsPrecision) -> Option<(i64, &str)> 
         }
         Some((text[..n].parse().ok()?, n))
     }
+    // One digit of minutes or seconds is read as both databases read it
+    // (`2:3:4` is 02:03:04).
     let (hours, n) = digits(value, 1, 2)?;
     let rest = value[n..].strip_prefix(':')?;
-    let (minutes, n) = digits(rest, 2, 2)?;
+    let (minutes, n) = digits(rest, 1, 2)?;
     let mut rest = &rest[n..];
     let (mut seconds, mut micros) = (0, 0);
     if let Some(after) = rest.strip_prefix(':') {
-        let (s, n) = digits(after, 2, 2)?;
+        let (s, n) = digits(after, 1, 2)?;
         seconds = s;
         rest = &after[n..];
         if let Some(fraction) = rest.strip_prefix('.') {
@@ -1050,22 +1052,38 @@ fn time_of_day(value: &str, precision: SecondsPrecision) -> Option<(i64, &str)> 
 }
 
 /// A `time` value in microseconds at `precision`: a time of day, or a
-/// MySQL TIME, a signed span of up to 838 hours (`-1:00`, `100:00:00`).
+/// MySQL TIME, a signed span of up to 838 hours (`-1:00`, `100:00:00`,
+/// and with days first: `1 02:00` and `1 02` are 26:00:00).
 fn signed_time(value: &str, precision: SecondsPrecision) -> Option<i64> {
+    const MICROS_PER_HOUR: i64 = 3_600_000_000;
     let (negative, body) = match value.strip_prefix('-') {
         Some(body) => (true, body),
         None => (false, value),
     };
     let n = body.bytes().take_while(u8::is_ascii_digit).count();
     let hours: i64 = body[..n].parse().ok()?;
-    let micros = if hours < 24 {
+    let after_days = body[n..].trim_start_matches(' ');
+    let micros = if n <= 2 && after_days.len() < body.len() - n && !after_days.is_empty() {
+        // MySQL's `D HH:MM:SS` (also `D HH:MM`, `D HH`): `hours` are days.
+        let days = hours;
+        let time = match after_days.len() == 2 && after_days.bytes().all(|b| b.is_ascii_digit()) {
+            true => after_days.parse::<i64>().ok()? * MICROS_PER_HOUR,
+            false => {
+                let (micros, rest) = time_of_day(after_days, precision)?;
+                (rest.is_empty() && micros < 24 * MICROS_PER_HOUR).then_some(micros)?
+            }
+        };
+        let micros = days * 24 * MICROS_PER_HOUR + time;
+        (micros < 839 * MICROS_PER_HOUR).then_some(micros)?
+    } else if hours < 24 {
         let (micros, rest) = time_of_day(body, precision)?;
         rest.is_empty().then_some(micros)?
     } else if n <= 3 && hours <= 838 {
         // The minutes and seconds as a time of day from midnight.
         let from_midnight = format!("0{}", &body[n..]);
         let (micros, rest) = time_of_day(&from_midnight, precision)?;
-        rest.is_empty().then_some(hours * 3_600_000_000 + micros)?
+        rest.is_empty()
+            .then_some(hours * MICROS_PER_HOUR + micros)?
     } else {
         return None;
     };
@@ -1428,6 +1446,18 @@ mod tests {
         let mysql = time.at_precision(SecondsPrecision::new(2, FractionRounding::HalfUp));
         same(mysql, "-12:34:56.785", "-12:34:56.79");
         assert_eq!(key(mysql, "839:00:00"), "839:00:00");
+        // Days first, as MySQL reads them; one digit of minutes or seconds.
+        same(mysql, "1 02:00:00", "26:00");
+        same(mysql, "1  2:3", "26:03:00");
+        same(mysql, "1 02", "26:00:00");
+        same(mysql, "-0 05:06", "-05:06:00");
+        same(mysql, "34 22:59:59.5", "838:59:59.50");
+        assert_eq!(key(mysql, "35 00:00"), "35 00:00");
+        assert_eq!(key(mysql, "1 2"), "1 2");
+        assert_eq!(key(mysql, "1 24:00"), "1 24:00");
+        same(time, "2:3:4", "02:03:04");
+        same(time, "12:34:5.5", "12:34:05.500");
+        assert_eq!(key(time, "12:345"), "12:345");
         let timetz = KeyForm::Value(ValueForm::of_postgres("time with time zone"));
         same(timetz, "00:00+00", "00:00:00+00");
         let timetz0 = KeyForm::Value(ValueForm::of_postgres("time(0) with time zone"));
