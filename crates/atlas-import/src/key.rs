@@ -347,6 +347,12 @@ impl<V: Copy> KeyFingerprints<V> {
         }
     }
 
+    /// Sized for `capacity` keys up front (an estimate).
+    pub fn with_capacity(mut self, capacity: usize) -> Self {
+        self.set = Fingerprints::with_capacity(capacity);
+        self
+    }
+
     /// Adds the keys of `batch`, row `i`'s with `value(i)`; a key seen
     /// before takes `repeated(earlier value, this one)`.
     pub fn add_with(
@@ -423,6 +429,14 @@ impl<V: Copy> Fingerprints<V> {
     /// An empty set.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty set with room for `capacity` fingerprints (an estimate:
+    /// one too large to allocate leaves the set to grow as it fills).
+    pub fn with_capacity(capacity: usize) -> Self {
+        let mut table = HashTable::new();
+        let _ = table.try_reserve(capacity, |(f, _): &([u64; 2], V)| low(f));
+        Self { table }
     }
 
     /// Number of fingerprints.
@@ -519,6 +533,14 @@ impl std::fmt::Debug for ShortFingerprints {
 }
 
 impl ShortFingerprints {
+    /// An empty set with room for `capacity` fingerprints (an estimate, as
+    /// [`Fingerprints::with_capacity`]).
+    pub fn with_capacity(capacity: usize) -> Self {
+        let mut table = HashTable::new();
+        let _ = table.try_reserve(capacity, |&f| f);
+        Self { table }
+    }
+
     /// Whether a fingerprint with the low half of `fingerprint` is present.
     #[inline]
     pub fn contains(&self, fingerprint: Fingerprint) -> bool {
@@ -868,6 +890,36 @@ mod tests {
         assert_eq!(direct.len(), 2, "the first column holds 1 and NULL");
         assert!((0..keys.len()).all(|i| direct.contains(hasher.fingerprint(keys.key(i)))));
         assert!(!direct.contains(hasher.fingerprint(b"absent")));
+    }
+
+    #[test]
+    fn sets_sized_up_front_hold_their_estimate_without_growing() {
+        let hasher = KeyHasher::with_seed(3);
+        let mut located = Fingerprints::<u64>::with_capacity(10_000);
+        let mut short = ShortFingerprints::with_capacity(10_000);
+        let (located_bytes, short_bytes) = (located.memory_size(), short.memory_size());
+        assert!(located_bytes >= 10_000 * 24 && short_bytes >= 10_000 * 8);
+        for i in 0..10_000u64 {
+            let fingerprint = hasher.fingerprint(&i.to_le_bytes());
+            assert_eq!(located.insert(fingerprint, i), None);
+            short.insert(fingerprint as u64);
+        }
+        assert_eq!((located.len(), short.len()), (10_000, 10_000));
+        assert_eq!(located.memory_size(), located_bytes, "no growth");
+        assert_eq!(short.memory_size(), short_bytes, "no growth");
+        assert_eq!(
+            located.get(hasher.fingerprint(&7u64.to_le_bytes())),
+            Some(7)
+        );
+        // An estimate beyond what can be allocated leaves an empty set that
+        // grows as it fills.
+        let mut unbounded = Fingerprints::<u64>::with_capacity(usize::MAX);
+        assert_eq!(unbounded.memory_size(), 0);
+        assert_eq!(unbounded.insert(1, 1), None);
+        assert_eq!(
+            ShortFingerprints::with_capacity(usize::MAX).memory_size(),
+            0
+        );
     }
 
     #[test]

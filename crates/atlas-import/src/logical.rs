@@ -87,6 +87,25 @@ pub struct ImportSpec {
     /// read the whole table.
     #[serde(default)]
     pub locate_rows: bool,
+    /// The rows the import and the table were estimated to hold when the
+    /// plan was made: the check sizes its sets by them.
+    #[serde(default)]
+    pub expected: ExpectedRows,
+}
+
+/// Rows estimated while planning (`None`: unknown). They size the check's
+/// sets up front (a set of millions that doubles as it fills rehashes every
+/// key several times, and holds both tables while it moves); they never
+/// decide a verdict.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct ExpectedRows {
+    /// The import's rows, from the source's size where its row size was
+    /// measured on its own lines.
+    pub import: Option<u64>,
+    /// The table's rows, from the database's statistics.
+    pub table: Option<u64>,
 }
 
 impl ImportSpec {
@@ -239,7 +258,8 @@ pub fn plan_operators(
         .with_lookup(spec.lookup, spec.lookup_reason.clone())
         .with_on_duplicate(spec.on_duplicate)
         .with_chunk_rows(spec.chunk_rows)
-        .with_report_duplicates(spec.dry_run);
+        .with_report_duplicates(spec.dry_run)
+        .with_expected_rows(spec.expected.import);
     let check = Arc::new(if spec.keys_shuffled && spec.lookup == KeyLookup::Preload {
         check.with_existing_input(Arc::new(ExistingKeysExec::new(ExistingKeysSettings {
             import: spec.import.clone(),
@@ -325,6 +345,7 @@ mod tests {
             creates: None,
             keys_shuffled: false,
             locate_rows: false,
+            expected: ExpectedRows::default(),
         })
     }
 

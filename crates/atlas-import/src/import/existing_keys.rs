@@ -53,6 +53,9 @@ pub(super) struct TableKeyLoader {
     /// How the last load of all the table's keys read them, for reading
     /// some of them again ([`ExistingKeyLoader::describe`]).
     pub(super) last_read: Arc<Mutex<Option<KeysRead>>>,
+    /// The rows the table is estimated to hold: a read of all its keys
+    /// sizes its set for them.
+    pub(super) expected_rows: Option<u64>,
 }
 
 /// How a load read the table's keys.
@@ -78,6 +81,11 @@ impl ExistingKeyLoader for TableKeyLoader {
         let keep = share.map(|share| share.partitioner().clone());
         // A probe's keys are kept as text where they are few.
         let describe = filter.is_some() && share.is_none();
+        let capacity = if filter.is_none() && share.is_none() {
+            self.expected_capacity()
+        } else {
+            0
+        };
         let (keys, texts) = self
             .load_keys(filter.as_ref(), share, move |partition, batches| {
                 let keep = keep.zip(partition);
@@ -85,8 +93,11 @@ impl ExistingKeyLoader for TableKeyLoader {
                     &table,
                     &columns,
                     &hasher,
-                    keep.as_ref(),
-                    describe,
+                    ExistingKeysRead {
+                        share: keep.as_ref(),
+                        describe,
+                        capacity,
+                    },
                     batches,
                 )
             })
@@ -105,8 +116,9 @@ impl ExistingKeyLoader for TableKeyLoader {
 
     async fn load_short(&self, hasher: &KeyHasher) -> Result<ShortFingerprints> {
         let (table, columns, hasher) = (self.table.key(), self.key_columns.clone(), hasher.clone());
+        let capacity = self.expected_capacity();
         self.load_keys(None, None, move |_, batches| {
-            short_fingerprint_existing_keys(&table, &columns, &hasher, batches)
+            short_fingerprint_existing_keys(&table, &columns, &hasher, capacity, batches)
         })
         .await
     }
@@ -166,6 +178,12 @@ impl ExistingKeyLoader for TableKeyLoader {
 }
 
 impl TableKeyLoader {
+    /// The keys a set of all the table's keys is sized for up front.
+    fn expected_capacity(&self) -> usize {
+        self.expected_rows
+            .map_or(0, |rows| rows.min(crate::physical::PRESIZED_KEYS) as usize)
+    }
+
     /// Whether the table has keys to read: it was there before the import
     /// took its lock (a distributed stage: it is there now).
     async fn readable(&self) -> Result<bool> {
@@ -368,14 +386,29 @@ enum KnownKeysBuilder {
 /// text, and fingerprints them (with their rows' locations where the scan
 /// read them); with the text of each key (`describe`) where they are at
 /// most [`DESCRIBED_PROBE_KEYS`].
+/// How [`fingerprint_existing_keys`] keeps what it reads.
+#[derive(Clone, Copy)]
+pub(super) struct ExistingKeysRead<'a> {
+    /// Only the keys of this share (a task of a distributed import).
+    pub(super) share: Option<&'a (KeyPartitioner, usize)>,
+    /// Keep the keys' text too, while they are few (a probe's).
+    pub(super) describe: bool,
+    /// The keys the set is sized for up front.
+    pub(super) capacity: usize,
+}
+
 pub(super) fn fingerprint_existing_keys(
     table: &str,
     columns: &[TargetColumn],
     hasher: &KeyHasher,
-    share: Option<&(KeyPartitioner, usize)>,
-    describe: bool,
+    read: ExistingKeysRead<'_>,
     batches: std::sync::mpsc::Receiver<RecordBatch>,
 ) -> Result<(KnownKeys, Option<KeyTexts>)> {
+    let ExistingKeysRead {
+        share,
+        describe,
+        capacity,
+    } = read;
     let encoder = existing_key_encoder(columns);
     let mut keys: Option<KnownKeysBuilder> = None;
     let mut texts = describe.then(KeyTexts::default);
@@ -416,10 +449,12 @@ pub(super) fn fingerprint_existing_keys(
             }
         }
         let keys = keys.get_or_insert_with(|| match locations {
-            Some(_) => {
-                KnownKeysBuilder::Located(KeyFingerprints::new(encoder.clone(), hasher.clone()))
-            }
-            None => KnownKeysBuilder::Plain(KeyFingerprints::new(encoder.clone(), hasher.clone())),
+            Some(_) => KnownKeysBuilder::Located(
+                KeyFingerprints::new(encoder.clone(), hasher.clone()).with_capacity(capacity),
+            ),
+            None => KnownKeysBuilder::Plain(
+                KeyFingerprints::new(encoder.clone(), hasher.clone()).with_capacity(capacity),
+            ),
         });
         match (keys, &locations) {
             (KnownKeysBuilder::Plain(keys), None) => keys.add(&batch)?,
@@ -451,9 +486,10 @@ fn short_fingerprint_existing_keys(
     table: &str,
     columns: &[TargetColumn],
     hasher: &KeyHasher,
+    capacity: usize,
     batches: std::sync::mpsc::Receiver<RecordBatch>,
 ) -> Result<ShortFingerprints> {
-    let mut set = ShortFingerprints::default();
+    let mut set = ShortFingerprints::with_capacity(capacity);
     encode_existing_keys(table, columns, batches, |_, _, keys| {
         set.add_keys(hasher, keys)
     })?;

@@ -86,6 +86,8 @@ impl RunFactory for DatabaseRunFactory {
                 locations: false,
                 metrics: Arc::clone(&metrics),
                 last_read: Default::default(),
+                // Each task keeps a share: the sets grow as they fill.
+                expected_rows: None,
             },
             recipe.lookup,
             recipe.lookup_reason.clone(),

@@ -18,7 +18,7 @@ use super::target::{column_casts, resolve_key};
 use crate::db::{FileRecord, HistoryEntry};
 use crate::error::{AtlasError, Result};
 use crate::key::KeyHasher;
-use crate::logical::{ImportNode, ImportQueryPlanner, ImportSpec};
+use crate::logical::{ExpectedRows, ImportNode, ImportQueryPlanner, ImportSpec};
 use crate::options::{KeyStrategy, OnBadValue, OnDuplicate};
 use crate::physical::CoerceExec;
 use crate::physical::{
@@ -78,8 +78,9 @@ impl ImportBuilder {
         source: &OpenedSource,
         key: &[TargetColumn],
         dry_run: bool,
-    ) -> Result<(KeyLookup, String, bool)> {
+    ) -> Result<StrategyChoice> {
         let stats = self.db.table_stats(&self.table, key).await?;
+        let import_rows = estimate_rows(&source.files);
         // Without an index on the key an upsert's join would read the whole
         // table: the rows found are then updated by the locations the key
         // scan reads. With one, its lookups cost what the fetches by
@@ -88,19 +89,28 @@ impl ImportBuilder {
         let locate_rows = self.options.on_duplicate == OnDuplicate::Update
             && !dry_run
             && stats.key_index.is_none();
-        let (lookup, why) = self.choose_lookup(source, key, dry_run, &stats)?;
-        Ok((lookup, why, locate_rows))
+        let (lookup, why) =
+            self.choose_lookup(import_rows.map(|e| e.rows), key, dry_run, &stats)?;
+        Ok(StrategyChoice {
+            lookup,
+            why,
+            locate_rows,
+            // Only a size measured on the file's own lines sizes the sets.
+            expected: ExpectedRows {
+                import: import_rows.filter(|e| e.sampled).map(|e| e.rows),
+                table: Some(stats.rows),
+            },
+        })
     }
 
     /// The key strategy given the table's statistics, and why.
     fn choose_lookup(
         &self,
-        source: &OpenedSource,
+        import_rows: Option<u64>,
         key: &[TargetColumn],
         dry_run: bool,
         stats: &crate::db::TableStats,
     ) -> Result<(KeyLookup, String)> {
-        let import_rows = estimate_rows(&source.files);
         let sizes = format!(
             "~{} rows in the table, {} in the import",
             stats.rows,
@@ -209,20 +219,26 @@ impl ImportBuilder {
         // filled, by then.
         let key_targets: Vec<TargetColumn> =
             key_columns.iter().map(|&i| columns[i].clone()).collect();
-        let (lookup, lookup_reason, locate_rows) =
+        let (lookup, lookup_reason, locate_rows, expected) =
             if self.options.on_duplicate == OnDuplicate::Allow && !dry_run {
                 (
                     KeyLookup::Nothing,
                     format!("{} (not read: duplicates allowed)", self.table),
                     false,
+                    ExpectedRows::default(),
                 )
             } else {
-                let (lookup, why, locate_rows) =
-                    self.choose_strategy(source, &key_targets, dry_run).await?;
+                let StrategyChoice {
+                    lookup,
+                    why,
+                    locate_rows,
+                    expected,
+                } = self.choose_strategy(source, &key_targets, dry_run).await?;
                 (
                     lookup,
                     format!("{} (strategy={lookup}: {why})", self.table),
                     locate_rows,
+                    expected,
                 )
             };
         let id = ImportId::new();
@@ -272,6 +288,7 @@ impl ImportBuilder {
             // their own, and shuffled to the check's tasks.
             keys_shuffled: self.cluster.is_some() && lookup == KeyLookup::Preload,
             locate_rows,
+            expected,
         });
         let logical = LogicalPlan::Extension(Extension {
             node: Arc::new(
@@ -336,6 +353,7 @@ impl ImportBuilder {
                 locations: spec.locate_rows,
                 metrics: Arc::clone(&self.metrics),
                 last_read: Default::default(),
+                expected_rows: spec.expected.table,
             },
             spec.lookup,
             spec.lookup_reason.clone(),
@@ -352,6 +370,16 @@ impl ImportBuilder {
         }
         prepared.runs.register(run)
     }
+}
+
+/// The key strategy chosen for an import, why, and the sizes it was
+/// chosen from.
+pub(super) struct StrategyChoice {
+    lookup: KeyLookup,
+    why: String,
+    /// Whether the key scan reads the existing rows' locations.
+    locate_rows: bool,
+    expected: ExpectedRows,
 }
 
 /// The existing keys `loader` reads as `lookup` says (`reason`: why, for

@@ -180,10 +180,23 @@ pub(super) fn apply_map(
     df.select(exprs).map_err(AtlasError::from_datafusion)
 }
 
+/// The rows a source is estimated to hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct RowEstimate {
+    pub(super) rows: u64,
+    /// Whether the row size was measured on the file's own first lines
+    /// (delimited text, NDJSON) rather than guessed.
+    pub(super) sampled: bool,
+}
+
 /// The rows the source files hold, estimated from their sizes and the
 /// length of the first file's first lines; `None` for a query source.
-pub(super) fn estimate_rows(files: &[FileSource]) -> Option<u64> {
+pub(super) fn estimate_rows(files: &[FileSource]) -> Option<RowEstimate> {
     let first = files.first()?;
+    let sampled = matches!(
+        first.format(),
+        crate::source::SourceFormat::Csv(_) | crate::source::SourceFormat::NdJson
+    );
     let bytes_per_row = match first.format() {
         crate::source::SourceFormat::Csv(_) | crate::source::SourceFormat::NdJson => {
             let mut sample = vec![0u8; 1 << 16];
@@ -211,7 +224,10 @@ pub(super) fn estimate_rows(files: &[FileSource]) -> Option<u64> {
         .iter()
         .map(|f| std::fs::metadata(f.path()).map_or(0, |m| m.len()))
         .sum();
-    Some(bytes / bytes_per_row)
+    Some(RowEstimate {
+        rows: bytes / bytes_per_row,
+        sampled,
+    })
 }
 
 /// The rows of several files, one after another: the union keeps one

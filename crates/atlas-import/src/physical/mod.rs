@@ -20,6 +20,7 @@ mod sink;
 mod transaction;
 
 pub use coerce::{CoerceExec, CoerceSettings};
+pub(crate) use duplicate_check::PRESIZED_KEYS;
 pub(crate) use duplicate_check::duplicates_schema;
 #[cfg(feature = "ballista")]
 pub(crate) use duplicate_check::key_expr::KeyFormExpr;

@@ -138,6 +138,12 @@ pub struct DuplicateCheckSettings {
     /// Emit the duplicates (with a `duplicate_of` column) instead of the rows
     /// to write: the dry run of `CHECK IMPORT`.
     pub report_duplicates: bool,
+    /// The rows the import is expected to hold (an estimate from the
+    /// source's size), where known: each partition sizes its set of the
+    /// import's keys for its share up front instead of doubling it as it
+    /// fills.
+    #[serde(default)]
+    pub expected_rows: Option<u64>,
 }
 
 impl DuplicateCheckExec {
@@ -161,6 +167,7 @@ impl DuplicateCheckExec {
                 on_duplicate: OnDuplicate::Error,
                 chunk_rows: crate::DEFAULT_CHUNK_ROWS,
                 report_duplicates: false,
+                expected_rows: None,
             },
         )
     }
@@ -253,6 +260,13 @@ impl DuplicateCheckExec {
     /// Rows per source chunk (at least 1), for counting chunks with duplicates.
     pub fn with_chunk_rows(mut self, chunk_rows: usize) -> Self {
         self.settings.chunk_rows = chunk_rows.max(1);
+        self
+    }
+
+    /// Sizes the partitions' sets of the import's keys for `rows` rows in
+    /// all (an estimate; `None`: grown as they fill).
+    pub fn with_expected_rows(mut self, rows: Option<u64>) -> Self {
+        self.settings.expected_rows = rows;
         self
     }
 
@@ -369,6 +383,11 @@ pub const UPDATE_COLUMN: &str = "__atlas_update";
 /// of the existing row a flagged row updates where the existing keys came
 /// with one (PostgreSQL's `ctid` as `block << 16 | offset`); NULL otherwise.
 pub const LOCATION_COLUMN: &str = "__atlas_location";
+
+/// The most keys a set is sized for up front from an estimate (a
+/// partition's keys of the import, the table's keys or values): beyond it
+/// the set grows as it fills, so that a wrong estimate never reserves more.
+pub(crate) const PRESIZED_KEYS: u64 = 1 << 24;
 
 impl DisplayAs for DuplicateCheckExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
@@ -489,6 +508,12 @@ impl ExecutionPlan for DuplicateCheckExec {
         } else {
             (self.input.output_partitioning().partition_count(), None)
         };
+        // A partition holds the keys of its share of the rows: the plan's
+        // hash partitions split them evenly.
+        let seen_capacity = self.settings.expected_rows.map_or(0, |rows| {
+            let share = rows / self.input.output_partitioning().partition_count().max(1) as u64;
+            share.min(PRESIZED_KEYS) as usize
+        });
         let check = PartitionCheck::new(
             CheckSettings {
                 encoder: self.key_encoder(),
@@ -503,6 +528,7 @@ impl ExecutionPlan for DuplicateCheckExec {
                 schema: Arc::clone(&schema),
                 chunk_rows: self.settings.chunk_rows as u64,
                 row_column,
+                seen_capacity,
             },
             CheckAccounting {
                 import_metrics: Arc::clone(run.metrics()),

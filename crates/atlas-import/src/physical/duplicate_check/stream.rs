@@ -352,6 +352,8 @@ pub(super) struct CheckSettings {
     pub(super) chunk_rows: u64,
     /// The place of the source row number in the batch.
     pub(super) row_column: usize,
+    /// The keys this partition is expected to see (0: unknown).
+    pub(super) seen_capacity: usize,
 }
 
 /// Where one partition of the check accounts for its work: the import's
@@ -377,6 +379,7 @@ impl PartitionCheck {
             schema,
             chunk_rows,
             row_column,
+            seen_capacity,
         } = settings;
         let CheckAccounting {
             import_metrics,
@@ -387,6 +390,12 @@ impl PartitionCheck {
             skipped,
             updated,
         } = accounting;
+        // Sized up front where the pool allows it: growing a set of millions
+        // doubles it several times, and holds both tables while it moves.
+        let mut seen = Fingerprints::with_capacity(seen_capacity);
+        if reservation.try_resize(seen.memory_size()).is_err() {
+            seen = Fingerprints::new();
+        }
         Self {
             encoder,
             hasher,
@@ -394,7 +403,7 @@ impl PartitionCheck {
             fingerprints: Vec::new(),
             known: None,
             probed,
-            seen: Fingerprints::new(),
+            seen,
             pending_until: 0,
             repeats: Vec::new(),
             samples: Vec::new(),
