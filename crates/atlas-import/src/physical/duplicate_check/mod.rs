@@ -19,7 +19,7 @@ use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef}
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
-use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryLimit};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{Distribution, PhysicalExpr};
 use datafusion::physical_plan::distribution_requirements::InputDistributionRequirements;
@@ -384,9 +384,10 @@ pub const UPDATE_COLUMN: &str = "__atlas_update";
 /// with one (PostgreSQL's `ctid` as `block << 16 | offset`); NULL otherwise.
 pub const LOCATION_COLUMN: &str = "__atlas_location";
 
-/// The most keys a set is sized for up front from an estimate (a
-/// partition's keys of the import, the table's keys or values): beyond it
-/// the set grows as it fills, so that a wrong estimate never reserves more.
+/// The most keys the check's sets are sized for up front from an estimate
+/// (the partitions' sets of the import's keys together, a set of the
+/// table's keys or values): beyond it they grow as they fill, so that a
+/// wrong estimate never sizes more.
 pub(crate) const PRESIZED_KEYS: u64 = 1 << 24;
 
 impl DisplayAs for DuplicateCheckExec {
@@ -509,11 +510,17 @@ impl ExecutionPlan for DuplicateCheckExec {
             (self.input.output_partitioning().partition_count(), None)
         };
         // A partition holds the keys of its share of the rows: the plan's
-        // hash partitions split them evenly.
-        let seen_capacity = self.settings.expected_rows.map_or(0, |rows| {
-            let share = rows / self.input.output_partitioning().partition_count().max(1) as u64;
-            share.min(PRESIZED_KEYS) as usize
-        });
+        // hash partitions split them evenly. Under a memory limit the sets
+        // grow as the rows need, so that an estimate above the rows never
+        // takes budget from the rest of the import.
+        let unbounded = matches!(context.memory_pool().memory_limit(), MemoryLimit::Infinite);
+        let seen_capacity = match self.settings.expected_rows {
+            Some(rows) if unbounded => {
+                let partitions = self.input.output_partitioning().partition_count().max(1);
+                (rows.min(PRESIZED_KEYS) / partitions as u64) as usize
+            }
+            _ => 0,
+        };
         let check = PartitionCheck::new(
             CheckSettings {
                 encoder: self.key_encoder(),

@@ -390,8 +390,9 @@ impl PartitionCheck {
             skipped,
             updated,
         } = accounting;
-        // Sized up front where the pool allows it: growing a set of millions
-        // doubles it several times, and holds both tables while it moves.
+        // Sized up front where asked and the pool allows it: growing a set
+        // of millions doubles it several times, and holds both tables while
+        // it moves.
         let mut seen = Fingerprints::with_capacity(seen_capacity);
         if reservation.try_resize(seen.memory_size()).is_err() {
             seen = Fingerprints::new();
