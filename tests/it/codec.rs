@@ -150,3 +150,79 @@ async fn cli_sample_plans_round_trip_under_every_policy() {
         assert_round_trip(&ctx, &prepared, &format!("{policy}"));
     }
 }
+
+/// The check settings of every `DuplicateCheckExec` in `plan`.
+fn duplicate_checks(
+    plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+) -> Vec<atlas_import::physical::DuplicateCheckSettings> {
+    let mut found: Vec<_> = plan
+        .children()
+        .into_iter()
+        .flat_map(duplicate_checks)
+        .collect();
+    if let Some(check) = plan.downcast_ref::<atlas_import::physical::DuplicateCheckExec>() {
+        found.push(check.settings().clone());
+    }
+    found
+}
+
+/// A plan carries the rows it expects, which size the check's sets: an
+/// uncompressed CSV's from its size and its first lines (near the truth), a
+/// compressed one's not at all (only a guessed ratio would say), the
+/// table's from its statistics; the check's share survives the codec.
+#[tokio::test]
+async fn plans_carry_the_rows_they_expect_through_the_codec() {
+    use std::io::Write;
+
+    let dir = TempDir::new();
+    let url = format!("sqlite://{}", dir.path().join("sizes.db").display());
+    let rows = 20_000;
+    let csv: String = std::iter::once("id,email\n".to_string())
+        .chain((0..rows).map(|i| format!("{i},user{i}@example.com\n")))
+        .collect();
+    let plain = dir.file("sizes.csv", &csv);
+    let zipped = dir.path().join("sizes.csv.gz");
+    let mut encoder = flate2::write::GzEncoder::new(
+        std::fs::File::create(&zipped).unwrap(),
+        flate2::Compression::default(),
+    );
+    encoder.write_all(csv.as_bytes()).unwrap();
+    encoder.finish().unwrap();
+
+    let plan = |path: std::path::PathBuf| {
+        let url = url.clone();
+        async move {
+            atlas_import::ImportBuilder::new(db::connect(&url).await.unwrap(), path, "contacts")
+                .plan()
+                .await
+                .unwrap()
+        }
+    };
+    let prepared = plan(plain).await;
+    let expected = prepared.spec().expected;
+    let estimate = expected.import.expect("an estimate for a plain CSV");
+    assert!(
+        (rows / 2..=rows * 2).contains(&estimate),
+        "{estimate} rows expected of {rows}"
+    );
+    assert_eq!(expected.table, Some(0), "a table still to be created");
+    let ctx = SessionContext::new();
+    assert_round_trip(&ctx, &prepared, "sizes");
+    let decoded = physical_plan_from_bytes_with_extension_codec(
+        &physical_plan_to_bytes_with_extension_codec(
+            Arc::clone(prepared.plan()),
+            &ImportPhysicalCodec::default(),
+        )
+        .unwrap(),
+        &ctx.task_ctx(),
+        &ImportPhysicalCodec::default(),
+    )
+    .unwrap();
+    let checks = duplicate_checks(&decoded);
+    assert_eq!(checks.len(), 1);
+    assert_eq!(checks[0].expected_rows, Some(estimate));
+
+    let zipped = plan(zipped).await;
+    assert_eq!(zipped.spec().expected.import, None, "a compressed CSV");
+    assert_eq!(duplicate_checks(zipped.plan())[0].expected_rows, None);
+}

@@ -185,7 +185,7 @@ pub(super) fn apply_map(
 pub(super) struct RowEstimate {
     pub(super) rows: u64,
     /// Whether the row size was measured on the file's own first lines
-    /// (delimited text, NDJSON) rather than guessed.
+    /// (uncompressed delimited text, NDJSON) rather than guessed.
     pub(super) sampled: bool,
 }
 
@@ -193,10 +193,11 @@ pub(super) struct RowEstimate {
 /// length of the first file's first lines; `None` for a query source.
 pub(super) fn estimate_rows(files: &[FileSource]) -> Option<RowEstimate> {
     let first = files.first()?;
+    // (A compressed file's size says its rows only through a guessed ratio.)
     let sampled = matches!(
         first.format(),
         crate::source::SourceFormat::Csv(_) | crate::source::SourceFormat::NdJson
-    );
+    ) && first.compression() == crate::source::Compression::None;
     let bytes_per_row = match first.format() {
         crate::source::SourceFormat::Csv(_) | crate::source::SourceFormat::NdJson => {
             let mut sample = vec![0u8; 1 << 16];
