@@ -9,7 +9,7 @@ use atlas_import::codec::{ImportLogicalCodec, ImportPhysicalCodec};
 use atlas_import::script::import_builder;
 use atlas_import::sql::{AtlasStatement, parse_statements};
 use atlas_import::{ImportMetrics, PreparedImport, db, session_context_with_imports};
-use datafusion::physical_plan::displayable;
+use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_proto::bytes::{
     logical_plan_from_bytes_with_extension_codec, logical_plan_to_bytes_with_extension_codec,
@@ -19,8 +19,13 @@ use datafusion_proto::bytes::{
 use crate::common::TempDir;
 
 /// Encodes both plans of `prepared`, decodes them in `ctx`, and asserts the
-/// same EXPLAIN text; returns how many bytes the physical plan took.
-fn assert_round_trip(ctx: &SessionContext, prepared: &PreparedImport, what: &str) -> usize {
+/// same EXPLAIN text; returns how many bytes the physical plan took, and
+/// the decoded physical plan.
+fn assert_round_trip(
+    ctx: &SessionContext,
+    prepared: &PreparedImport,
+    what: &str,
+) -> (usize, Arc<dyn ExecutionPlan>) {
     let task = ctx.task_ctx();
     let logical = logical_plan_to_bytes_with_extension_codec(
         prepared.logical_plan(),
@@ -61,7 +66,7 @@ fn assert_round_trip(ctx: &SessionContext, prepared: &PreparedImport, what: &str
             .to_string(),
         "{what}: the physical plan"
     );
-    physical.len()
+    (physical.len(), decoded)
 }
 
 #[tokio::test]
@@ -96,7 +101,7 @@ async fn every_plan_file_round_trips_through_the_codecs() {
                     .plan()
                     .await
                     .unwrap();
-                    let bytes = assert_round_trip(&ctx, &prepared, plan);
+                    let (bytes, _) = assert_round_trip(&ctx, &prepared, plan);
                     assert!(bytes > 0);
                     imports += 1;
                 }
@@ -153,7 +158,7 @@ async fn cli_sample_plans_round_trip_under_every_policy() {
 
 /// The check settings of every `DuplicateCheckExec` in `plan`.
 fn duplicate_checks(
-    plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    plan: &Arc<dyn ExecutionPlan>,
 ) -> Vec<atlas_import::physical::DuplicateCheckSettings> {
     let mut found: Vec<_> = plan
         .children()
@@ -206,18 +211,7 @@ async fn plans_carry_the_rows_they_expect_through_the_codec() {
         "{estimate} rows expected of {rows}"
     );
     assert_eq!(expected.table, Some(0), "a table still to be created");
-    let ctx = SessionContext::new();
-    assert_round_trip(&ctx, &prepared, "sizes");
-    let decoded = physical_plan_from_bytes_with_extension_codec(
-        &physical_plan_to_bytes_with_extension_codec(
-            Arc::clone(prepared.plan()),
-            &ImportPhysicalCodec::default(),
-        )
-        .unwrap(),
-        &ctx.task_ctx(),
-        &ImportPhysicalCodec::default(),
-    )
-    .unwrap();
+    let (_, decoded) = assert_round_trip(&SessionContext::new(), &prepared, "sizes");
     let checks = duplicate_checks(&decoded);
     assert_eq!(checks.len(), 1);
     assert_eq!(checks[0].expected_rows, Some(estimate));

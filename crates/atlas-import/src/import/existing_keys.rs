@@ -382,10 +382,6 @@ enum KnownKeysBuilder {
     Located(KeyFingerprints<u64>),
 }
 
-/// Converts batches of existing keys to the key types where they came as
-/// text, and fingerprints them (with their rows' locations where the scan
-/// read them); with the text of each key (`describe`) where they are at
-/// most [`DESCRIBED_PROBE_KEYS`].
 /// How [`fingerprint_existing_keys`] keeps what it reads.
 #[derive(Clone, Copy)]
 pub(super) struct ExistingKeysRead<'a> {
@@ -397,6 +393,10 @@ pub(super) struct ExistingKeysRead<'a> {
     pub(super) capacity: usize,
 }
 
+/// Converts batches of existing keys to the key types where they came as
+/// text, and fingerprints them (with their rows' locations where the scan
+/// read them); with the text of each key (`describe`) where they are at
+/// most [`DESCRIBED_PROBE_KEYS`].
 pub(super) fn fingerprint_existing_keys(
     table: &str,
     columns: &[TargetColumn],

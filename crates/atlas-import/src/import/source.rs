@@ -193,12 +193,7 @@ pub(super) struct RowEstimate {
 /// length of the first file's first lines; `None` for a query source.
 pub(super) fn estimate_rows(files: &[FileSource]) -> Option<RowEstimate> {
     let first = files.first()?;
-    // (A compressed file's size says its rows only through a guessed ratio.)
-    let sampled = matches!(
-        first.format(),
-        crate::source::SourceFormat::Csv(_) | crate::source::SourceFormat::NdJson
-    ) && first.compression() == crate::source::Compression::None;
-    let bytes_per_row = match first.format() {
+    let (bytes_per_row, sampled) = match first.format() {
         crate::source::SourceFormat::Csv(_) | crate::source::SourceFormat::NdJson => {
             let mut sample = vec![0u8; 1 << 16];
             let read = first
@@ -213,13 +208,14 @@ pub(super) fn estimate_rows(files: &[FileSource]) -> Option<RowEstimate> {
                 .count()
                 .max(1);
             let per_row = (read / lines).max(1) as u64;
-            // A compressed file holds several times its size.
+            // A compressed file holds several times its size: a guessed
+            // ratio, so its rows are not measured.
             match first.compression() {
-                crate::source::Compression::None => per_row,
-                _ => (per_row / 5).max(1),
+                crate::source::Compression::None => (per_row, true),
+                _ => ((per_row / 5).max(1), false),
             }
         }
-        _ => 40,
+        _ => (40, false),
     };
     let bytes: u64 = files
         .iter()

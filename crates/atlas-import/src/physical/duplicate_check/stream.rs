@@ -390,13 +390,6 @@ impl PartitionCheck {
             skipped,
             updated,
         } = accounting;
-        // Sized up front where asked and the pool allows it: growing a set
-        // of millions doubles it several times, and holds both tables while
-        // it moves.
-        let mut seen = Fingerprints::with_capacity(seen_capacity);
-        if reservation.try_resize(seen.memory_size()).is_err() {
-            seen = Fingerprints::new();
-        }
         Self {
             encoder,
             hasher,
@@ -404,7 +397,10 @@ impl PartitionCheck {
             fingerprints: Vec::new(),
             known: None,
             probed,
-            seen,
+            // Sized up front where asked (an unbounded pool): growing a set
+            // of millions doubles it several times, and holds both tables
+            // while it moves. The first batch accounts for it.
+            seen: Fingerprints::with_capacity(seen_capacity),
             pending_until: 0,
             repeats: Vec::new(),
             samples: Vec::new(),
