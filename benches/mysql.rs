@@ -101,6 +101,10 @@ impl BulkDatabase for MySql {
     fn bulk_load_name(&self) -> &'static str {
         "LOAD DATA LOCAL INFILE"
     }
+
+    fn server_processes(&self) -> &'static [&'static str] {
+        &["mariadbd", "mysqld"]
+    }
 }
 
 /// `LOAD DATA LOCAL INFILE` of a generated file into `table`; empty fields

@@ -61,6 +61,10 @@ impl BulkDatabase for Postgres {
         "psql \\copy"
     }
 
+    fn server_processes(&self) -> &'static [&'static str] {
+        &["postgres"]
+    }
+
     fn upsert_peer(&self, table: &str, file: &Path, indexed: bool) -> (Duration, &'static str) {
         let columns = datagen::column_list();
         let key = common::UPSERT_KEY;

@@ -248,6 +248,80 @@ pub trait BulkDatabase {
     /// bulk path, then the set-based statement (with a unique index on the
     /// key when `indexed`); timed. Returns the time and the peer's name.
     fn upsert_peer(&self, table: &str, file: &Path, indexed: bool) -> (Duration, &'static str);
+    /// The names (`comm`) of the database server's processes on this
+    /// machine, whose CPU a case reports beside its times; none for an
+    /// embedded database.
+    fn server_processes(&self) -> &'static [&'static str] {
+        &[]
+    }
+}
+
+/// The CPU time (user and system) that this machine's processes named
+/// `names` have used so far, from `/proc`; `None` where there are none (a
+/// remote server, or another system).
+///
+/// On a machine as small as these benches' (2 cores, the server beside the
+/// client) the server's CPU decides a server-bound load: the kernel shares
+/// the cores between the server's process and the client's session, so
+/// whatever else the server does during an import (a scan of the table's
+/// keys) comes out of its load's share.
+pub fn server_cpu(names: &[&str]) -> Option<Duration> {
+    if names.is_empty() {
+        return None;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks_per_second <= 0 {
+        return None;
+    }
+    let mut ticks = 0u64;
+    let mut found = false;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ...`: the name may hold spaces, the fields after
+        // its closing parenthesis do not.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if !names.contains(&&stat[open + 1..close]) {
+            continue;
+        }
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        // utime, stime, cutime and cstime: fields 14 to 17 of stat(5), 12 to
+        // 15 after comm. The children's times count a server's processes
+        // that ended (PostgreSQL's backend of a connection that closed, once
+        // the postmaster reaped it); a thread's time stays with its process.
+        let used: u64 = fields
+            .get(11..15)
+            .map(|f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
+            .unwrap_or(0);
+        ticks += used;
+        found = true;
+    }
+    found.then(|| Duration::from_secs_f64(ticks as f64 / ticks_per_second as f64))
+}
+
+/// Runs `work` and returns its result with the server's CPU it took.
+pub fn with_server_cpu<T>(names: &[&str], work: impl FnOnce() -> T) -> (T, Option<Duration>) {
+    let before = server_cpu(names);
+    let result = work();
+    let used = server_cpu(names)
+        .zip(before)
+        .map(|(after, before)| after.saturating_sub(before));
+    (result, used)
+}
+
+/// The line under a result that says how much of the server each side used.
+pub fn print_server_cpu(atlas: Option<Duration>, baseline_name: &str, baseline: Option<Duration>) {
+    if let (Some(atlas), Some(baseline)) = (atlas, baseline) {
+        println!(
+            "  server CPU during each: atlas-import {:.2} s, {baseline_name} {:.2} s",
+            atlas.as_secs_f64(),
+            baseline.as_secs_f64()
+        );
+    }
 }
 
 /// The upsert key of the benches.
@@ -341,8 +415,10 @@ pub fn run_cases(db: &dyn BulkDatabase) {
         let (target, baseline) = ("bench_atlas", "bench_bulk");
         prepare_table(db, target, &existing_file, true);
         prepare_table(db, baseline, &existing_file, false);
-        let bulk = db.bulk_load(baseline, &file);
-        let (run, report) = import_file(&file, target, &db.url(), &args);
+        let servers = db.server_processes();
+        let (bulk, bulk_cpu) = with_server_cpu(servers, || db.bulk_load(baseline, &file));
+        let ((run, report), atlas_cpu) =
+            with_server_cpu(servers, || import_file(&file, target, &db.url(), &args));
         let expected = if case == "skip" {
             rows - existing / 2
         } else {
@@ -355,6 +431,7 @@ pub fn run_cases(db: &dyn BulkDatabase) {
             db.bulk_load_name(),
             bulk,
         );
+        print_server_cpu(atlas_cpu, db.bulk_load_name(), bulk_cpu);
         for table in [target, baseline] {
             db.exec(&format!("DROP TABLE IF EXISTS {table}"));
         }
