@@ -1,8 +1,8 @@
 //! Rows into MySQL/MariaDB, on the import's connection, by one of three
 //! [`WriteMethod`]s.
 //!
-//! The bulk path is `LOAD DATA LOCAL INFILE`, fed from memory as the batches
-//! arrive: the rows are encoded as the statement's default text format (tab
+//! `LOAD DATA LOCAL INFILE` (where MySQL and MariaDB allow it, the bulk path
+//! of the server's own client) is fed from memory as the batches arrive: the rows are encoded as the statement's default text format (tab
 //! between fields, newline after rows, `\N` for NULL, backslash escapes) and
 //! streamed to the server through mysql_async's infile handler while the
 //! statement runs; the server parses them as it parses a file.
@@ -19,13 +19,19 @@
 //! the first warnings as the reason: no value is ever written other than as
 //! given.
 //!
-//! Where the server or the URL refuses local infile (`local_infile=0`,
-//! MySQL 8's default; `local-infile=false`), rows go in on MariaDB 10.2 and
-//! later by **array binding**: one prepared `INSERT` executed with many rows
-//! of binary parameters per request (`COM_STMT_BULK_EXECUTE`), the next
-//! request's parameters prepared while the server runs the current one; the
-//! server stores typed values without parsing text (~20% less of its CPU
-//! than `LOAD DATA`, ~30% less time than multi-row INSERT). Elsewhere, as
+//! On MariaDB 10.2 and later rows go in by **array binding** where they can:
+//! one prepared `INSERT` executed with many rows of binary parameters per
+//! request (`COM_STMT_BULK_EXECUTE`). The server stores typed values without
+//! parsing text: ~20% less of its CPU than `LOAD DATA` (whose field reader
+//! and per-byte appends are a fifth of its profile), ~30% less time than
+//! multi-row INSERT. Over plain TCP the import's connection goes through a
+//! relay and the requests are pipelined (see [`super::pipelined`]): the
+//! default there, ahead of `LOAD DATA`. Otherwise (TLS, a Unix socket) the
+//! requests go one after another by mysql_async's `exec_batch`, the next
+//! one's parameters prepared while the server runs the current one; the
+//! server then waits while mysql_async builds each request, and this comes
+//! after `LOAD DATA`, where the server or the URL refuses local infile
+//! (`local_infile=0`, MySQL 8's default; `local-infile=false`). Elsewhere, as
 //! multi-row prepared INSERTs within the placeholder and packet limits.
 //!
 //! ```text
@@ -167,6 +173,15 @@ enum RefusalReason {
 }
 
 impl WriteRefusal {
+    /// Warnings the statement after `rows_before` rows raised, whose text
+    /// could not be read again.
+    pub(super) fn unquoted_warnings(rows_before: u64) -> Self {
+        Self {
+            rows_before,
+            reason: RefusalReason::Warnings(Vec::new()),
+        }
+    }
+
     /// Whether the server left out a row for a key a unique index holds.
     pub(super) fn duplicate_entry(&self) -> bool {
         match &self.reason {
@@ -204,6 +219,9 @@ impl fmt::Display for WriteRefusal {
         const NOT_AS_GIVEN: &str = "the server did not take every value as given: ";
         match &self.reason {
             RefusalReason::Error(e) => e.fmt(f),
+            RefusalReason::Warnings(warnings) if warnings.is_empty() => {
+                write!(f, "{NOT_AS_GIVEN}the server raised warnings")
+            }
             RefusalReason::Warnings(warnings) => {
                 f.write_str(NOT_AS_GIVEN)?;
                 for (i, (level, code, message)) in warnings.iter().enumerate() {
@@ -231,7 +249,11 @@ impl std::error::Error for WriteRefusal {}
 /// The error of a write statement that followed `rows_before` rows of the
 /// write: the server's refusal, with where its rows begin; any other (the
 /// connection's) as it is.
-fn statement_error(context: String, rows_before: u64, error: mysql_async::Error) -> AtlasError {
+pub(super) fn statement_error(
+    context: String,
+    rows_before: u64,
+    error: mysql_async::Error,
+) -> AtlasError {
     match error {
         mysql_async::Error::Server(_) => AtlasError::database(
             context,
@@ -245,7 +267,7 @@ fn statement_error(context: String, rows_before: u64, error: mysql_async::Error)
 }
 
 /// Fewer rows stored than the statement after `rows_before` rows sent.
-fn rows_lost(context: String, rows_before: u64, sent: u64, written: u64) -> AtlasError {
+pub(super) fn rows_lost(context: String, rows_before: u64, sent: u64, written: u64) -> AtlasError {
     AtlasError::database(
         context,
         WriteRefusal {
@@ -263,6 +285,7 @@ pub(super) async fn load_chunk(
     table: &TableRef,
     columns: &[TargetColumn],
     chunk: &mut ChunkStream<'_>,
+    rows_before: u64,
 ) -> Result<u64> {
     let context = || format!("loading rows into '{table}'");
     let (sender, receiver) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(SEND_QUEUE);
@@ -323,12 +346,12 @@ pub(super) async fn load_chunk(
         }
     };
     let rows = fed?;
-    // One statement: its rows are the write's.
-    loaded.map_err(|e| statement_error(context(), 0, e))?;
-    refuse_warnings(conn, context, 0).await?;
+    // One statement: its rows follow the write's `rows_before`.
+    loaded.map_err(|e| statement_error(context(), rows_before, e))?;
+    refuse_warnings(conn, context, rows_before).await?;
     let written = conn.affected_rows();
     if written != rows {
-        return Err(rows_lost(context(), 0, rows, written));
+        return Err(rows_lost(context(), rows_before, rows, written));
     }
     Ok(written)
 }
@@ -386,15 +409,8 @@ pub(super) async fn bind_array_chunk(
     max_packet: usize,
 ) -> Result<u64> {
     let context = || format!("inserting into '{table}'");
-    let statement = conn
-        .prep(insert_sql(table, columns, 1, placeholder))
-        .await
-        .map_err(|e| AtlasError::database(context(), e))?;
-    let limits = RequestLimits {
-        rows: usize::MAX,
-        bytes: ARRAY_REQUEST_BYTES.min(max_packet / 2).max(1),
-        max_packet,
-    };
+    let statement = prepare_array_insert(conn, table, columns).await?;
+    let limits = RequestLimits::array_binding(max_packet);
     let (sender, receiver) = tokio::sync::mpsc::channel::<Vec<Vec<Value>>>(ARRAY_QUEUE);
     let convert = async move {
         let mut converted = 0u64;
@@ -442,9 +458,21 @@ pub(super) async fn bind_array_chunk(
     Ok(written)
 }
 
+/// The single-row `INSERT` into `columns` of `table` that array binding
+/// executes, prepared on `conn`.
+pub(super) async fn prepare_array_insert(
+    conn: &mut Conn,
+    table: &TableRef,
+    columns: &[TargetColumn],
+) -> Result<mysql_async::Statement> {
+    conn.prep(insert_sql(table, columns, 1, placeholder))
+        .await
+        .map_err(|e| AtlasError::database(format!("inserting into '{table}'"), e))
+}
+
 /// How many rows of parameters one statement or request takes.
 #[derive(Debug, Clone, Copy)]
-struct RequestLimits {
+pub(super) struct RequestLimits {
     /// Rows at most.
     rows: usize,
     /// Bytes of parameters at most, past the first row.
@@ -459,10 +487,19 @@ struct RequestLimits {
 const REQUEST_OVERHEAD: usize = 1 << 10;
 
 impl RequestLimits {
+    /// The requests of array binding on a server of `max_packet`.
+    pub(super) fn array_binding(max_packet: usize) -> Self {
+        Self {
+            rows: usize::MAX,
+            bytes: ARRAY_REQUEST_BYTES.min(max_packet / 2).max(1),
+            max_packet,
+        }
+    }
+
     /// Takes from the front of `rows` the rows of one request: at least
     /// one, and no more than the limits allow after that; a first row too
     /// long for a packet is refused with its size.
-    fn split(
+    pub(super) fn split(
         &self,
         rows: &mut Vec<Vec<Value>>,
     ) -> std::result::Result<Vec<Vec<Value>>, RowTooLarge> {
@@ -489,14 +526,14 @@ impl RequestLimits {
 }
 
 /// The first row of a request is longer than a packet.
-struct RowTooLarge {
+pub(super) struct RowTooLarge {
     bytes: usize,
     max_packet: usize,
 }
 
 impl RowTooLarge {
     /// The refusal of the write's row after `rows_before`.
-    fn at(self, context: String, rows_before: u64) -> AtlasError {
+    pub(super) fn at(self, context: String, rows_before: u64) -> AtlasError {
         AtlasError::database(
             context,
             WriteRefusal {
@@ -512,7 +549,7 @@ impl RowTooLarge {
 
 /// Fails with the first warnings if the last statement (after `rows_before`
 /// rows of the write) raised any.
-async fn refuse_warnings(
+pub(super) async fn refuse_warnings(
     conn: &mut Conn,
     context: impl Fn() -> String,
     rows_before: u64,
@@ -544,7 +581,7 @@ fn placeholder(column: &TargetColumn) -> &'static str {
 }
 
 /// The columns of `batch` prepared for binding.
-fn prepare(batch: &datafusion::arrow::array::RecordBatch) -> Result<Vec<BindColumn>> {
+pub(super) fn prepare(batch: &datafusion::arrow::array::RecordBatch) -> Result<Vec<BindColumn>> {
     batch
         .columns()
         .iter()
@@ -554,7 +591,7 @@ fn prepare(batch: &datafusion::arrow::array::RecordBatch) -> Result<Vec<BindColu
 
 /// The parameters of `rows`, row by row. Each column's values share one
 /// parameter type (an array-binding request declares a type per column).
-fn row_values(columns: &[BindColumn], rows: Range<usize>) -> Vec<Vec<Value>> {
+pub(super) fn row_values(columns: &[BindColumn], rows: Range<usize>) -> Vec<Vec<Value>> {
     let mut out: Vec<Vec<Value>> = rows
         .clone()
         .map(|_| Vec::with_capacity(columns.len()))
