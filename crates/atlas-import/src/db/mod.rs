@@ -203,6 +203,16 @@ pub(crate) async fn acquire<DB: sqlx::Database>(
         .map_err(|e| AtlasError::database("connecting", e))
 }
 
+/// Whether `host` (a URL's, brackets of an IPv6 address allowed) is this
+/// machine: `localhost` or a loopback address. TLS to it protects nothing.
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Whether a file was imported into a table: binds the file's hash and the
 /// table's key.
 pub(crate) fn file_imported_sql(kind: DbKind) -> String {

@@ -186,15 +186,9 @@ fn plain_first(url: &str, options: &PgConnectOptions) -> bool {
         url.query_pairs()
             .any(|(name, _)| name == "sslmode" || name == "ssl-mode")
     }) || std::env::var_os("PGSSLMODE").is_some();
-    let host = options
-        .get_host()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let loopback = host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    !sslmode_named && loopback && matches!(options.get_ssl_mode(), PgSslMode::Prefer)
+    !sslmode_named
+        && super::is_loopback_host(options.get_host())
+        && matches!(options.get_ssl_mode(), PgSslMode::Prefer)
 }
 
 /// Whether an `EXPLAIN (FORMAT JSON)` plan reads the update's target

@@ -36,6 +36,9 @@ enum TlsMode {
 pub(super) struct UrlOptions {
     plain: OptsBuilder,
     tls: TlsMode,
+    /// A server on this machine with `ssl-mode` left to its default: tried
+    /// without TLS first (see [`UrlOptions::connect`]).
+    plain_first: bool,
     ca: Option<PathBuf>,
     /// `local-infile=false`: rows never go in by `LOAD DATA LOCAL INFILE`,
     /// even where the server accepts it.
@@ -68,6 +71,7 @@ impl UrlOptions {
             "" => None,
             db => Some(decode(db)?),
         };
+        let loopback = super::super::is_loopback_host(&host);
         let mut builder = OptsBuilder::default()
             .ip_or_hostname(host)
             .tcp_port(parsed.port().unwrap_or(3306))
@@ -84,12 +88,14 @@ impl UrlOptions {
             .max_allowed_packet(Some(MAX_PACKET_READ))
             .setup(vec![SESSION_SETUP]);
         let mut tls = TlsMode::Preferred;
+        let mut tls_named = false;
         let mut ca = None;
         let mut local_infile = true;
         let mut write_method = None;
         for (name, value) in parsed.query_pairs() {
             match (name.as_ref(), value.as_ref()) {
                 ("ssl-mode" | "sslmode", mode) => {
+                    tls_named = true;
                     tls = match mode.to_ascii_lowercase().replace('-', "_").as_str() {
                         "disabled" => TlsMode::Disabled,
                         "preferred" => TlsMode::Preferred,
@@ -136,6 +142,7 @@ impl UrlOptions {
         Ok(Self {
             plain: builder,
             tls,
+            plain_first: loopback && !tls_named,
             ca,
             local_infile,
             write_method,
@@ -143,25 +150,36 @@ impl UrlOptions {
     }
 
     /// Opens a connection and returns it with the options that worked, for
-    /// every later connection: with `ssl-mode=preferred` TLS is tried first
-    /// and given up only when the server does not offer it.
+    /// every later connection. With `ssl-mode=preferred` TLS is tried first
+    /// and given up only when the server does not offer it; but a server on
+    /// this machine, with `ssl-mode` left to that default, is tried without
+    /// TLS first (TLS protects nothing there, and a plain connection lets
+    /// MariaDB's rows go by pipelined array binding), and with TLS only if
+    /// it refuses the plain one (`require_secure_transport`, a user that
+    /// `REQUIRE`s SSL).
     pub(super) async fn connect(&self) -> std::result::Result<(Conn, Opts), mysql_async::Error> {
-        let candidates: Vec<OptsBuilder> = match self.tls {
-            TlsMode::Disabled => vec![self.plain.clone()],
-            TlsMode::Preferred => vec![self.with_tls(), self.plain.clone()],
-            _ => vec![self.with_tls()],
-        };
-        let last = candidates.len() - 1;
-        for (i, builder) in candidates.into_iter().enumerate() {
-            let opts = Opts::from(builder);
-            match Conn::new(opts.clone()).await {
-                Ok(conn) => return Ok((conn, opts)),
-                Err(mysql_async::Error::Driver(DriverError::NoClientSslFlagFromServer))
-                    if i < last => {}
-                Err(e) => return Err(e),
-            }
+        let plain = || Opts::from(self.plain.clone());
+        let tls = || Opts::from(self.with_tls());
+        match self.tls {
+            TlsMode::Disabled => connect(plain()).await,
+            TlsMode::Preferred if self.plain_first => match connect(plain()).await {
+                Err(refused @ mysql_async::Error::Server(_)) => match connect(tls()).await {
+                    // No TLS either: the plain connection's refusal says why.
+                    Err(mysql_async::Error::Driver(DriverError::NoClientSslFlagFromServer)) => {
+                        Err(refused)
+                    }
+                    tried => tried,
+                },
+                tried => tried,
+            },
+            TlsMode::Preferred => match connect(tls()).await {
+                Err(mysql_async::Error::Driver(DriverError::NoClientSslFlagFromServer)) => {
+                    connect(plain()).await
+                }
+                tried => tried,
+            },
+            _ => connect(tls()).await,
         }
-        unreachable!("the last candidate returns")
     }
 
     fn with_tls(&self) -> OptsBuilder {
@@ -174,6 +192,11 @@ impl UrlOptions {
         }
         self.plain.clone().ssl_opts(Some(ssl))
     }
+}
+
+/// A connection by `opts`, with them.
+async fn connect(opts: Opts) -> std::result::Result<(Conn, Opts), mysql_async::Error> {
+    Conn::new(opts.clone()).await.map(|conn| (conn, opts))
 }
 
 /// `%XX` sequences decoded as UTF-8 (user names, passwords, database names).
@@ -211,7 +234,14 @@ mod tests {
         assert_eq!(opts.db_name(), Some("my db"));
         assert_eq!(opts.tcp_port(), 3307);
         assert_eq!(options.tls, TlsMode::Required);
+        assert!(!options.plain_first, "not this machine, and a mode named");
         assert!(!options.local_infile);
+        let local = |url| UrlOptions::parse(url, "m").unwrap().plain_first;
+        assert!(local("mysql://root@127.0.0.1:3306/db"));
+        assert!(local("mysql://root@localhost/db"));
+        assert!(local("mysql://root@[::1]:3306/db"));
+        assert!(!local("mysql://root@127.0.0.1/db?ssl-mode=preferred"));
+        assert!(!local("mysql://root@db.example/db"));
         assert_eq!(options.write_method, None);
         let array = UrlOptions::parse("mysql://h/db?write-method=array", "m").unwrap();
         assert_eq!(array.write_method, Some(WriteMethod::ArrayBinding));
