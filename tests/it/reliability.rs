@@ -253,6 +253,57 @@ async fn killed_connection_rolls_back() {
     .await;
 }
 
+/// The same on MariaDB, whose rows go by array binding with requests
+/// pipelined on a socket the writer borrows from the connection's relay:
+/// the server's connection killed mid-write ends the import with a database
+/// error (exit 6), and the existing table and `file_imports` are as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_connection_rolls_back_on_mariadb() {
+    let db = TestDb::new(Kind::MySql).await;
+    db.run(async {
+        let dir = TempDir::new();
+        let file = big_file(&dir, 1_000_000);
+        let table = db.table("killed_connection");
+        // An existing table: MySQL commits the DDL of a table it creates,
+        // and a lost connection cannot drop it again.
+        create(&db, &table, "k BIGINT, v TEXT").await;
+        db.exec(&format!(
+            "INSERT INTO \"{table}\" (k, v) VALUES (-1, 'before')"
+        ))
+        .await;
+        let child = import_command(&db, &file, &table, &["--chunk-rows", "10000"])
+            .spawn()
+            .unwrap();
+        let writing = format!(
+            "SELECT CAST(COALESCE(MAX(ID), 0) AS SIGNED) FROM information_schema.PROCESSLIST \
+             WHERE INFO LIKE 'INSERT INTO \"{table}\"%' OR INFO LIKE 'LOAD DATA%\"{table}\"%'"
+        );
+        let mut connection = 0;
+        until(async || {
+            connection = db.scalar(&writing).await;
+            connection != 0
+        })
+        .await;
+        db.exec(&format!("KILL CONNECTION {connection}")).await;
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(6),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!("while inserting into '{table}'"))
+                || stderr.contains(&format!("while loading rows into '{table}'")),
+            "names the write: {stderr}"
+        );
+        assert_eq!(db.count(&table).await, 1, "only the row from before");
+        assert_eq!(db.file_imports(&table).await, 0);
+    })
+    .await;
+}
+
 /// The process is killed (SIGKILL, then SIGINT) mid-import: nothing stays,
 /// and the next import of the same file succeeds.
 async fn killed_process_leaves_nothing(db: &TestDb) {

@@ -89,6 +89,13 @@ pub(super) async fn bind_array_pipelined(
             // Where the protocol stands is unknown: the connection ends (the
             // server rolls back) with the lent socket.
             drop(lent);
+            let e = match e.kind() {
+                io::ErrorKind::UnexpectedEof => io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the server closed the connection",
+                ),
+                _ => e,
+            };
             return Err(AtlasError::database(context(), e));
         }
         Err(Failure::Chunk(e)) => {
