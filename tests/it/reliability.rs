@@ -217,6 +217,37 @@ async fn copying_backend(db: &TestDb, table: &str) -> Option<i32> {
     .unwrap()
 }
 
+/// Imports `file` into `table` in chunks of `chunk_rows` and, once
+/// `writing` finds the import's server connection taking rows (and gives the
+/// statement that ends it), ends that connection; returns the import's
+/// output, checked to be a database error (exit 6).
+async fn import_with_connection_killed(
+    db: &TestDb,
+    file: &Path,
+    table: &str,
+    chunk_rows: &str,
+    mut writing: impl AsyncFnMut() -> Option<String>,
+) -> Output {
+    let child = import_command(db, file, table, &["--chunk-rows", chunk_rows])
+        .spawn()
+        .unwrap();
+    let mut kill = None;
+    until(async || {
+        kill = writing().await;
+        kill.is_some()
+    })
+    .await;
+    db.exec(&kill.unwrap()).await;
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 /// The connection is killed while the rows are being copied: a database
 /// error (exit 6), and the table and `file_imports` as they were.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,27 +257,12 @@ async fn killed_connection_rolls_back() {
         let dir = TempDir::new();
         let file = big_file(&dir, 300_000);
         let table = db.table("killed_connection");
-        let child = import_command(&db, &file, &table, &["--chunk-rows", "1000"])
-            .spawn()
-            .unwrap();
-        let mut backend = None;
-        until(async || {
-            backend = copying_backend(&db, &table).await;
-            backend.is_some()
+        import_with_connection_killed(&db, &file, &table, "1000", async || {
+            copying_backend(&db, &table)
+                .await
+                .map(|pid| format!("SELECT pg_terminate_backend({pid})"))
         })
         .await;
-        db.exec(&format!(
-            "SELECT pg_terminate_backend({})",
-            backend.unwrap()
-        ))
-        .await;
-        let output = child.wait_with_output().unwrap();
-        assert_eq!(
-            output.status.code(),
-            Some(6),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
         assert!(!db.exists(&table).await, "the new table was rolled back");
         assert_eq!(db.file_imports(&table).await, 0);
     })
@@ -271,27 +287,15 @@ async fn killed_connection_rolls_back_on_mariadb() {
             "INSERT INTO \"{table}\" (k, v) VALUES (-1, 'before')"
         ))
         .await;
-        let child = import_command(&db, &file, &table, &["--chunk-rows", "10000"])
-            .spawn()
-            .unwrap();
         let writing = format!(
             "SELECT CAST(COALESCE(MAX(ID), 0) AS SIGNED) FROM information_schema.PROCESSLIST \
              WHERE INFO LIKE 'INSERT INTO \"{table}\"%' OR INFO LIKE 'LOAD DATA%\"{table}\"%'"
         );
-        let mut connection = 0;
-        until(async || {
-            connection = db.scalar(&writing).await;
-            connection != 0
+        let output = import_with_connection_killed(&db, &file, &table, "10000", async || {
+            let connection = db.scalar(&writing).await;
+            (connection != 0).then(|| format!("KILL CONNECTION {connection}"))
         })
         .await;
-        db.exec(&format!("KILL CONNECTION {connection}")).await;
-        let output = child.wait_with_output().unwrap();
-        assert_eq!(
-            output.status.code(),
-            Some(6),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
             stderr.contains(&format!("while inserting into '{table}'"))

@@ -870,12 +870,13 @@ impl Database for MySqlDatabase {
     }
 
     async fn begin(&self) -> Result<Box<dyn ImportTransaction>> {
-        let begin_error = |e| AtlasError::database("starting the import transaction", e);
+        const BEGINNING: &str = "starting the import transaction";
+        let begin_error = |e| AtlasError::database(BEGINNING, e);
         let relay = match self.relayable() {
             true => Some(
                 Relay::start(self.opts.ip_or_hostname(), self.opts.tcp_port())
                     .await
-                    .map_err(|e| AtlasError::database("starting the import transaction", e))?,
+                    .map_err(|e| AtlasError::database(BEGINNING, e))?,
             ),
             false => None,
         };
